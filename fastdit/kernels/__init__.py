@@ -1,0 +1,115 @@
+"""Kernels: ``attention(q, k, v, layout)`` over tile-ordered ``[B, H, S, D]`` tensors, one contract, several
+backends (``torch`` reference, ``flex``, and ``triton`` on NVIDIA GPUs)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..layout import BlockLayout
+from .flex import flex_block_attention
+from .reference import torch_block_attention
+from .registry import Backend, backends, dtypes, head_dims, level_zero_only, register_backend
+
+__all__ = ["attention", "available_backends", "select_backend"]
+
+_FLOAT_TYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _flex_available(q, k, v, layout) -> str | None:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return "torch.nn.attention.flex_attention is not available in this PyTorch"
+    return None
+
+
+def _pow2_blocks(q, k, v, layout) -> str | None:
+    for b in (layout.block_q, layout.block_kv):
+        if b < 16 or b & (b - 1):
+            return f"block size {b} is not a power of two >= 16"
+    return None
+
+
+register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
+                 summary="PyTorch reference (gather + SDPA), any device")(torch_block_attention)
+register_backend("flex", _flex_available, dtypes(*_FLOAT_TYPES), level_zero_only, _pow2_blocks,
+                 priority=50, auto=False, summary="FlexAttention BlockMask (comparison point)")(flex_block_attention)
+
+_warned: set[str] = set()
+
+
+def available_backends() -> list[str]:
+    return list(backends())
+
+
+def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
+                   backend: str = "auto") -> Backend:
+    """The backend that will run these inputs; ``auto`` warns once when a faster backend had to be skipped."""
+    registry = backends()
+    if backend != "auto":
+        if backend not in registry:
+            raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(registry)}")
+        chosen = registry[backend]
+        reason = chosen.why_not(q, k, v, layout)
+        if reason:
+            raise ValueError(f"backend {backend!r} can't run these inputs: {reason}")
+        return chosen
+    skipped = []
+    for candidate in registry.values():
+        if not candidate.auto:
+            continue
+        reason = candidate.why_not(q, k, v, layout)
+        if reason is None:
+            if skipped and q.is_cuda:
+                key = "; ".join(skipped)
+                if key not in _warned:
+                    _warned.add(key)
+                    warnings.warn(f"fastdit: falling back to the {candidate.name!r} backend ({key})", stacklevel=3)
+            return candidate
+        skipped.append(f"{candidate.name}: {reason}")
+    raise ValueError(f"no backend can run these inputs ({'; '.join(skipped)})")
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"{name} must be [B, H, S, D], got shape {tuple(x.shape)}")
+    if not isinstance(layout, BlockLayout):
+        raise TypeError(f"layout must be a fastdit.BlockLayout, got {type(layout).__name__}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
+                         "(need q [B, H, Sq, D] and k, v [B, H, Skv, D])")
+    if q.shape[2] != layout.seq_len_q or k.shape[2] != layout.seq_len_kv:
+        raise ValueError(f"sequence lengths q={q.shape[2]}, kv={k.shape[2]} don't match the layout "
+                         f"({layout.seq_len_q}, {layout.seq_len_kv}); move tensors to tile order with "
+                         "layout.to_tile_order(x)")
+    if layout.num_heads not in (1, q.shape[1]):
+        raise ValueError(f"layout has {layout.num_heads} heads but q has {q.shape[1]}")
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    scale: float | None = None,
+    backend: str = "auto",
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention of tile-ordered ``q, k, v [B, H, S, D]`` on ``layout``.
+
+    ``scale`` defaults to ``1/sqrt(D)``. With ``return_lse`` also returns the fp32 log-sum-exp
+    ``[B, H, S]`` so partial results can be merged. Outputs at padded query positions are unspecified.
+    """
+    _check_inputs(q, k, v, layout)
+    chosen = select_backend(q, k, v, layout, backend)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return chosen.fn(q, k, v, layout, scale, return_lse)

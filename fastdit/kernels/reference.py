@@ -1,0 +1,123 @@
+"""The torch reference backend: block-sparse attention by gathering kept K/V blocks and calling SDPA.
+
+It defines the correct result for every other backend and runs on any device. Query blocks (per head) are
+grouped by how many keys they attend, so each group is one dense SDPA call with no padding; groups are cut
+into chunks whose gathered K/V stay under ``CHUNK_BYTES``, so peak extra memory is
+O(rows per chunk × keys per row × D), never S×S.
+
+Pyramid levels: level ``l`` stores K/V averaged over groups of ``2**l`` valid tokens of a block. A pooled key
+standing for ``m`` tokens adds ``ln(m)`` to its logit (so it weighs like the ``m`` keys it replaces), and a
+group with no valid token gets ``-inf``. Level 0 with ``m = 1`` is the plain key, so the same bias also masks
+padded keys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..layout import BlockLayout
+
+CHUNK_BYTES = 96 * 2**20
+
+
+def _key_store(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout):
+    """K/V of every level concatenated along the token axis, plus per-token log-counts (``None`` if all 0)."""
+    B, H, S, D = k.shape
+    nk, bk = layout.n_kv_blocks, layout.block_kv
+    valid = layout.kv_valid
+    valid = torch.ones(S, dtype=torch.bool, device=k.device) if valid is None else valid.to(k.device)
+    keys, values, biases, offsets = [], [], [], []
+    offset = 0
+    for level in range(layout.max_level + 1):
+        group = 1 << level
+        if bk % group:
+            raise ValueError(f"pyramid level {level} needs block_kv divisible by {group}, got {bk}")
+        count = valid.view(nk, bk // group, group).sum(-1).flatten()  # valid tokens per pooled key
+        if level == 0:
+            keys.append(k)
+            values.append(v)
+        else:
+            w = valid.to(k.dtype).view(1, 1, S, 1)
+            denom = count.clamp(min=1).to(k.dtype).view(1, 1, -1, 1)
+            keys.append((k * w).view(B, H, -1, group, D).sum(3) / denom)
+            values.append((v * w).view(B, H, -1, group, D).sum(3) / denom)
+        biases.append(torch.log(count.float()))
+        offsets.append(offset)
+        offset += count.numel()
+    bias = torch.cat(biases)
+    offsets = torch.tensor(offsets, device=k.device)
+    needs_bias = layout.max_level > 0 or layout.kv_valid is not None
+    return torch.cat(keys, 2), torch.cat(values, 2), (bias if needs_bias else None), offsets
+
+
+def _ranges(starts: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Concatenation of ``arange(start, start + size)`` for each pair, without a Python loop."""
+    total = int(sizes.sum())
+    first = torch.cumsum(sizes, 0) - sizes
+    within = torch.arange(total, device=starts.device) - torch.repeat_interleave(first, sizes, output_size=total)
+    return torch.repeat_interleave(starts, sizes, output_size=total) + within
+
+
+def _attend(q, k, v, bias, scale, need_lse):
+    """Dense attention of ``q [B, R, M, D]`` on ``k, v [B, R, L, D]`` with an additive ``bias [R, L]``."""
+    mask = None if bias is None else bias.to(q.dtype if q.dtype != torch.float16 else torch.float32)
+    if not need_lse:
+        if mask is not None:
+            mask = mask.to(q.dtype).view(1, mask.shape[0], 1, -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), None
+    # explicit softmax in fp32 when the log-sum-exp is wanted (chunks are small, so this stays cheap)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s + mask.float().view(1, mask.shape[0], 1, -1)
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num_(0.0)
+    return torch.matmul(p, v.float()).to(q.dtype), lse
+
+
+def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse: bool = False):
+    B, H, S, D = q.shape
+    nq, bq, bk = layout.n_q_blocks, layout.block_q, layout.block_kv
+    dev = q.device
+    k_store, v_store, bias, offsets = _key_store(k, v, layout)
+    T = k_store.shape[2]
+    q_rows = q.reshape(B, H * nq, bq, D)
+    k_flat, v_flat = k_store.reshape(B, H * T, D), v_store.reshape(B, H * T, D)
+    out = torch.zeros(B, H * nq, bq, D, dtype=q.dtype, device=dev)
+    lse_out = torch.full((B, H * nq, bq), -math.inf, device=dev) if return_lse else None
+
+    row_ptr, col_idx = layout.row_ptr.to(dev), layout.col_idx.to(dev)
+    levels = (torch.zeros_like(col_idx) if layout.level is None else layout.level.to(dev).long())
+    # keys each (head, query block) row reads; rows of equal length form one padding-free batch
+    sizes = bk >> levels
+    entry_keys = torch.zeros(col_idx.numel() + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(sizes, 0, out=entry_keys[1:])
+    row_len = entry_keys[row_ptr[:, 1:]] - entry_keys[row_ptr[:, :-1]]  # [Hl, nq]
+    shared = layout.num_heads == 1
+    for length in torch.unique(row_len).tolist():
+        if length == 0:
+            continue
+        layout_heads, blocks = (row_len == length).nonzero(as_tuple=True)
+        per_chunk = max(1, CHUNK_BYTES // (2 * length * D * q.element_size() * B * (H if shared else 1)))
+        for c in range(0, blocks.numel(), per_chunk):
+            lh, qb = layout_heads[c:c + per_chunk], blocks[c:c + per_chunk]
+            starts = row_ptr[lh, qb]
+            entries = _ranges(starts, row_ptr[lh, qb + 1] - starts)
+            lv = levels[entries]
+            tokens = _ranges(offsets[lv] + col_idx[entries] * (bk >> lv), bk >> lv).view(-1, length)
+            heads = torch.arange(H, device=dev).repeat_interleave(qb.numel()) if shared else lh
+            if shared:
+                qb, tokens = qb.repeat(H), tokens.repeat(H, 1)
+            rows = heads * nq + qb
+            flat = (heads.view(-1, 1) * T + tokens).flatten()
+            kk = k_flat.index_select(1, flat).view(B, rows.numel(), length, D)
+            vv = v_flat.index_select(1, flat).view(B, rows.numel(), length, D)
+            row_bias = None if bias is None else bias[tokens]
+            o, lse = _attend(q_rows[:, rows], kk, vv, row_bias, scale, return_lse)
+            out[:, rows] = o
+            if return_lse:
+                lse_out[:, rows] = lse
+    out = out.view(B, H, S, D)
+    return (out, lse_out.view(B, H, S)) if return_lse else out

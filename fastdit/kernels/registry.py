@@ -1,0 +1,80 @@
+"""Backend registry: each kernel backend is a plain function registered with the constraints it needs.
+
+A constraint is a small function ``(q, k, v, layout) -> str | None`` that returns why the backend can't run
+these inputs, or ``None``. ``backend="auto"`` then means "the first backend, in priority order, whose
+constraints hold", and an explicitly requested backend that can't run raises an error naming the failed
+requirement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..layout import BlockLayout
+
+Constraint = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, BlockLayout], Optional[str]]
+KernelFn = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    fn: KernelFn
+    constraints: tuple[Constraint, ...]
+    priority: int  # lower runs first under backend="auto"; None-able backends are never chosen by auto
+    auto: bool = True
+    summary: str = ""
+
+    def why_not(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout) -> str | None:
+        """The first failed requirement, or ``None`` when this backend can run the inputs."""
+        for check in self.constraints:
+            reason = check(q, k, v, layout)
+            if reason:
+                return reason
+        return None
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, *constraints: Constraint, priority: int, auto: bool = True, summary: str = ""):
+    """Decorator: register ``fn(q, k, v, layout, scale, return_lse)`` as backend ``name``."""
+
+    def wrap(fn: KernelFn) -> KernelFn:
+        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary)
+        return fn
+
+    return wrap
+
+
+def backends() -> dict[str, Backend]:
+    """Registered backends in ``auto`` priority order."""
+    return dict(sorted(_BACKENDS.items(), key=lambda kv: kv[1].priority))
+
+
+# ---------------------------------------------------------------- reusable constraints
+def head_dims(*allowed: int) -> Constraint:
+    def check(q, k, v, layout):
+        if q.shape[-1] not in allowed:
+            return f"head dim {q.shape[-1]} is not supported (supported: {', '.join(map(str, allowed))})"
+        return None
+
+    check.__name__ = f"head_dims_{'_'.join(map(str, allowed))}"
+    return check
+
+
+def dtypes(*allowed: torch.dtype) -> Constraint:
+    def check(q, k, v, layout):
+        if q.dtype not in allowed:
+            return f"dtype {q.dtype} is not supported (supported: {', '.join(str(d) for d in allowed)})"
+        return None
+
+    check.__name__ = "dtypes"
+    return check
+
+
+def level_zero_only(q, k, v, layout) -> str | None:
+    return "pyramid levels (pooled K/V) are not supported" if layout.max_level > 0 else None
