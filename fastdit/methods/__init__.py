@@ -19,7 +19,7 @@ from ..grid import TokenGrid, Tiling
 from ..layout import BlockLayout
 
 __all__ = ["Method", "register", "get_method", "available_methods", "build_layout", "parse_options",
-           "DEFAULT_BLOCK_SIZE"]
+           "make_layout", "DEFAULT_BLOCK_SIZE"]
 
 DEFAULT_BLOCK_SIZE = 128
 
@@ -92,13 +92,19 @@ def build_layout(
     spec = get_method(method)
     if not isinstance(grid, TokenGrid):
         raise TypeError(f"grid must be a fastdit.TokenGrid, got {type(grid).__name__}")
-    opts = parse_options(spec, options)
-    tiling = Tiling.create(grid, block_size, tile)
+    return make_layout(spec, Tiling.create(grid, block_size, tile), parse_options(spec, options), q=q, k=k,
+                       layer=layer)
+
+
+def make_layout(spec: Method, tiling: Tiling, options: Any, *, q: torch.Tensor | None = None,
+                k: torch.Tensor | None = None, layer: int = 0) -> BlockLayout:
+    """Layout of an already validated method and options on ``tiling`` (static ones come from a cache)."""
     if not spec.dynamic:
-        return _static_layout(spec.name, tiling, opts)
+        return _static_layout(spec.name, tiling, options)
     if q is None or k is None:
-        raise ValueError(f"method {method!r} chooses blocks from the data: pass q= and k= ([B, H, S, D], tile order)")
-    return _assemble(tiling, *_as_pair(spec.video_mask(tiling, opts, q=q, k=k, layer=layer)))
+        raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k= "
+                         "([B, H, S, D], tile order)")
+    return _assemble(tiling, *_as_pair(spec.video_mask(tiling, options, q=q, k=k, layer=layer)))
 
 
 @functools.lru_cache(maxsize=128)

@@ -1,0 +1,29 @@
+# Set-up and checks. `make demo` runs the main job; `make test` runs the test suite (both install first).
+# TORCH pins the CPU wheel this project's machines carry; elsewhere run e.g. `make test TORCH=torch`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+EXTRAS ?= test,app,bench
+
+.PHONY: install demo test test-fast clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/fastdit compare --prompt "a red ball bouncing in a white room" --methods radial grat --out out/compare
+
+test: install
+	$(PY) -m pytest -q -rs
+
+test-fast: install
+	$(PY) -m pytest -q -rs -m "not slow"
+
+clean:
+	rm -rf $(VENV) out test-artifacts

@@ -1,0 +1,68 @@
+"""Benchmark reports: one JSON file (the numbers, plus the machine and versions) and one markdown file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def environment() -> dict[str, Any]:
+    """Machine and versions, so every number in a report can be traced to what produced it."""
+    import torch
+
+    env: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+    try:
+        import diffusers
+
+        env["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+                   floatfmt: str = ".3g") -> str:
+    """A GitHub markdown table of ``rows`` (dicts), in ``columns`` order."""
+    if not rows:
+        return "_no rows_\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, name: str, title: str, data: dict[str, Any], markdown_body: str,
+                 command: str) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; the markdown names the command and machine."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps({"command": command, "environment": env, **data}, indent=2) + "\n")
+    env_line = ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
+    md_path.write_text(f"# {title}\n\nCommand: `{command}`\n\nMachine: {env_line}\n\n{markdown_body}")
+    return json_path, md_path

@@ -1,0 +1,64 @@
+"""The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``bench``, ``app``.
+
+Each subcommand is a module of this package with ``add_arguments(parser)`` and ``run(args) -> int``. A user
+mistake raises :class:`CLIError`, which prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "CLIError"]
+
+# (module, help); commands whose module is missing from this install are not offered
+COMMANDS = {
+    "info": "methods, presets, backends and devices this install can use",
+    "generate": "generate a video (or image) with sparse attention",
+    "compare": "the same prompt and seed dense and sparse: speed and quality side by side",
+    "bench": "benchmarks: kernels, fidelity, end to end",
+    "app": "start the web demo (Gradio)",
+}
+
+
+class CLIError(Exception):
+    """A user error: reported as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="fastdit", description="Training-free sparse attention for diffusers.")
+    parser.add_argument("--version", action="version", version=f"fastdit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"{__name__}.{name}":
+                continue
+            raise
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except CLIError as err:
+        print(f"fastdit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Benchmarks that write JSON + markdown reports (default folder: bench/results/).
+
+  fastdit bench kernels    block-sparse kernels vs dense SDPA and FlexAttention
+  fastdit bench fidelity   density vs attention recall and output error, per method
+  fastdit bench e2e        transformer step time, dense vs sparse, at a real model's config
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUITES = {
+    "kernels": "block-sparse kernel speed vs dense SDPA and FlexAttention",
+    "fidelity": "attention-mass recall and output error vs density, per method",
+    "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, help_text in SUITES.items():
+        try:
+            module = importlib.import_module(f"fastdit.bench.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"fastdit.bench.{name}":
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--out", default="bench/results", help="folder for the JSON and markdown reports")
+        module.add_arguments(p)
+        p.set_defaults(_suite=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._suite(args) or 0)

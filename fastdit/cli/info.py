@@ -1,0 +1,70 @@
+"""Show the version, the methods and their default options, presets, backends, and what this machine can run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def collect() -> dict:
+    import torch
+
+    from .. import __version__
+    from ..kernels import backends
+    from ..methods import available_methods, get_method
+    from ..presets import PRESETS
+    from ..processors import families
+
+    methods = {}
+    for name in available_methods():
+        spec = get_method(name)
+        methods[name] = {"summary": spec.summary, "dynamic": spec.dynamic,
+                         "defaults": dataclasses.asdict(spec.options())}
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    cuda = torch.cuda.is_available()
+    return {
+        "fastdit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.cuda.get_device_name(0) if cuda else None,
+        "methods": methods,
+        "backends": {name: b.summary for name, b in backends().items()},
+        "families": sorted(families()),
+        "presets": {model_id: {"family": p.family, "method": p.method, "dense_steps": p.dense_steps,
+                               "dense_layers": p.dense_layers, "n_train": p.n_train} for model_id, p in PRESETS.items()},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"fastdit {info['fastdit']}  (python {info['python']}, torch {info['torch']}, "
+          f"triton {info['triton'] or 'not installed'})")
+    print(f"device: {info['cuda'] or 'CPU only (no CUDA device)'}")
+    print("\nmethods:")
+    for name, m in info["methods"].items():
+        opts = ", ".join(f"{k}={v}" for k, v in m["defaults"].items()) or "no options"
+        print(f"  {name:<8} {m['summary']}  [{opts}]")
+    print("\nbackends:")
+    for name, summary in info["backends"].items():
+        print(f"  {name:<8} {summary}")
+    print(f"\nmodel families: {', '.join(info['families'])}")
+    print("\npresets:")
+    for model_id, p in info["presets"].items():
+        print(f"  {model_id:<45} {p['method']}, dense_steps={p['dense_steps']}, dense_layers={p['dense_layers']}, "
+              f"n_train={p['n_train']}")
+    return 0

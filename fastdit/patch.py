@@ -1,0 +1,199 @@
+"""``apply`` / ``remove`` / ``stats``: patch a diffusers pipeline (or a bare transformer/UNet) in one call."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import SparseConfig
+from .context import RunContext
+from .engine import SparseAttention
+from .methods import DEFAULT_BLOCK_SIZE
+from .presets import resolve_preset
+from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep
+from .stats import AttentionStats
+
+__all__ = ["apply", "remove", "stats", "is_patched"]
+
+_STATE = "_fastdit_state"
+
+
+@dataclass
+class _PatchState:
+    config: SparseConfig
+    context: RunContext
+    engine: SparseAttention
+    saved_processors: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
+    hooks: list[Any] = field(default_factory=list)
+    scheduler: Any = None
+    models: list[torch.nn.Module] = field(default_factory=list)
+    owner: Any = None
+
+
+def _denoisers(target: Any) -> list[tuple[str, torch.nn.Module, Family]]:
+    """The supported transformers/UNets of a pipeline (e.g. Wan 2.2's ``transformer`` and ``transformer_2``)."""
+    supported = ", ".join(f.name for f in families().values())
+    if isinstance(target, torch.nn.Module):
+        family = detect_family(target)
+        if family is None:
+            raise TypeError(f"{type(target).__name__} has no attention fastdit supports (supported families: "
+                            f"{supported})")
+        return [("transformer", target, family)]
+    components = getattr(target, "components", None)
+    if not isinstance(components, dict):
+        raise TypeError(f"expected a diffusers pipeline or a transformer/UNet, got {type(target).__name__}")
+    found = [(name, comp, detect_family(comp)) for name, comp in components.items()
+             if isinstance(comp, torch.nn.Module)]
+    found = [(name, comp, fam) for name, comp, fam in found if fam is not None]
+    if not found:
+        raise TypeError(f"{type(target).__name__} has no denoiser fastdit supports (supported families: "
+                        f"{supported})")
+    return found
+
+
+def _name_or_path(target: Any, model: torch.nn.Module) -> str | None:
+    for obj in (target, model):
+        config = getattr(obj, "config", None)
+        name = getattr(config, "_name_or_path", None) or (config.get("_name_or_path") if isinstance(config, dict)
+                                                           else None)
+        if name:
+            return str(name)
+    return None
+
+
+def _check_processors(models: list[tuple[str, torch.nn.Module, Family]], force: bool) -> None:
+    """Refuse to silently replace a processor the user installed (e.g. an IP-adapter or another library's)."""
+    if force:
+        return
+    for name, model, family in models:
+        for layer, module in family.self_attention(model):
+            proc = module.processor
+            if isinstance(proc, SparseProcessorMixin) or type(proc).__name__ in family.stock_processors:
+                continue
+            raise ValueError(f"{name} layer {layer} uses a custom attention processor {type(proc).__name__}; "
+                             "fastdit would replace it. Pass force=True to replace it anyway.")
+
+
+def apply(
+    target: Any,
+    method: str = "radial",
+    *,
+    preset: str | None = "auto",
+    dense_steps: int | None = None,
+    dense_layers: int | None = None,
+    entropy_scaling: bool = False,
+    n_train: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    tile: tuple[int, int, int] | None = None,
+    force: bool = False,
+    **method_options: Any,
+) -> Any:
+    """Replace the video self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
+
+    ``method``: ``dense``, ``radial``, ``grat`` (and any registered method); ``method_options`` are its knobs.
+    ``preset="auto"`` takes the published defaults for the model id (or its family) for everything not given
+    here; ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
+    ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)``.
+    Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly. Every
+    argument is checked before anything is patched. Returns ``target``.
+    """
+    models = _denoisers(target)
+    found = resolve_preset(preset, models[0][2].name, _name_or_path(target, models[0][1]))
+    options = dict(found.options.get(method, {})) if found else {}
+    options.update(method_options)
+    config = SparseConfig.create(
+        method, options,
+        dense_steps=dense_steps if dense_steps is not None else (found.dense_steps if found else 0),
+        dense_layers=dense_layers if dense_layers is not None else (found.dense_layers if found else 0),
+        entropy_scaling=entropy_scaling,
+        n_train=n_train if n_train is not None else (found.n_train if found else None),
+        backend=backend,
+        block_size=block_size if block_size is not None else (found.block_size if found else DEFAULT_BLOCK_SIZE),
+        tile=tile,
+    )
+    _check_processors(models, force)
+    for owner in (target, *(model for _, model, _ in models)):  # re-configure: never wrap our own processors
+        remove(owner)
+
+    context = RunContext()
+    state = _PatchState(config, context, SparseAttention(config, context), owner=target)
+    for name, model, family in models:
+        for layer, module in family.self_attention(model):
+            state.saved_processors.append((module, module.processor))
+            _set_processor(module, family.processor(module.processor, state.engine, layer, name))
+        state.hooks.append(model.register_forward_pre_hook(_tracker(family, context), with_kwargs=True))
+        state.models.append(model)
+        setattr(model, _STATE, state)
+    scheduler = getattr(target, "scheduler", None)
+    if scheduler is not None and hasattr(scheduler, "set_timesteps"):
+        scheduler.set_timesteps = _new_run_signal(scheduler.set_timesteps, context)
+        state.scheduler = scheduler
+    setattr(target, _STATE, state)
+    return target
+
+
+def _set_processor(module: torch.nn.Module, processor: Any) -> None:
+    if hasattr(module, "set_processor"):
+        module.set_processor(processor)
+    else:  # e.g. MochiAttention has no set_processor
+        module.processor = processor
+
+
+def _tracker(family: Family, context: RunContext):
+    """Forward pre-hook: record the latent grid and the denoising step of each denoiser call."""
+
+    def hook(model, args, kwargs):
+        context.grid = family.grid(model, args, kwargs)
+        context.observe_timestep(read_timestep(family, args, kwargs))
+
+    return hook
+
+
+def _new_run_signal(set_timesteps, context: RunContext):
+    """Wrap the scheduler's ``set_timesteps`` (called once at the start of every pipeline call)."""
+
+    @functools.wraps(set_timesteps)  # keeps the signature diffusers inspects for `sigmas` / `timesteps`
+    def wrapped(*args, **kwargs):
+        context.begin_run()
+        return set_timesteps(*args, **kwargs)
+
+    wrapped._fastdit_wrapper = True
+    return wrapped
+
+
+def _state(target: Any) -> _PatchState | None:
+    return getattr(target, _STATE, None)
+
+
+def is_patched(target: Any) -> bool:
+    return _state(target) is not None
+
+
+def remove(target: Any) -> Any:
+    """Restore the original attention processors, hooks and scheduler exactly. A no-op when not patched."""
+    state = _state(target)
+    if state is None:
+        return target
+    for module, processor in reversed(state.saved_processors):
+        _set_processor(module, processor)
+    for handle in state.hooks:
+        handle.remove()
+    scheduler = state.scheduler
+    if scheduler is not None and getattr(scheduler.__dict__.get("set_timesteps"), "_fastdit_wrapper", False):
+        del scheduler.set_timesteps
+    for holder in (*state.models, state.owner):
+        if holder.__dict__.get(_STATE) is state:
+            delattr(holder, _STATE)
+    return target
+
+
+def stats(target: Any) -> AttentionStats:
+    """Per step and layer: dense or sparse, and the density used, for the last pipeline call."""
+    state = _state(target)
+    if state is None:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    return state.context.stats

@@ -1,0 +1,1 @@
+"""Pipelines fastdit builds itself: tiny random-weight models for offline tests, demos and CI."""
