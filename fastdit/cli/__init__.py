@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name == f"{__name__}.{name}":
                 continue
             raise
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
