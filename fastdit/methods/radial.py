@@ -83,7 +83,10 @@ def radial_mask(tiling: Tiling, options: RadialOptions) -> torch.Tensor:
     per_distance = []  # [nt] spatial block masks, one per tile-frame distance
     for dt in range(nt):
         w = frame_window(dt * tt, P, B, options)
-        per_distance.append(torch.ones_like(dist, dtype=torch.bool) if w >= P else inside(w))
+        if w == 0:  # frame pair dropped by temporal subsampling
+            per_distance.append(torch.zeros_like(dist, dtype=torch.bool))
+        else:
+            per_distance.append(torch.ones_like(dist, dtype=torch.bool) if w >= P else inside(w))
     per_distance = torch.stack(per_distance)
     frames = torch.arange(nt)
     mask = per_distance[(frames.view(-1, 1) - frames).abs()]  # [nt, nt, nb_f, nb_f]
