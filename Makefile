@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 EXTRAS ?= test,app,bench
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/fastdit compare --prompt "a red ball bouncing in a white room" --methods radial grat --out out/compare
 
-test: install
+# The web demo's browser test drives Debian's chromium; install it where we may (root + apt), else it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is not installed: the browser test will be skipped"
+
+test: install browser
 	$(PY) -m pytest -q -rs
 
 test-fast: install

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +20,35 @@ from .context import RunContext
 from .entropy import entropy_scale_factor
 from .grid import Tiling, TokenGrid
 from .kernels import attention
+from .layout import BlockLayout
 from .methods import get_method, make_layout
 from .stats import LayerRecord
+
+__all__ = ["SparseAttention", "key_padding"]
+
+
+def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
+    """``[B | 1, S]`` bool (``True`` = key kept) when ``mask`` only hides keys, else ``None``.
+
+    ``mask`` is an SDPA mask (bool, or additive float), broadcast against ``[B, H, S_q, S_kv]`` as SDPA does.
+    It is a key-padding mask when it is the same for every head and every query and hides keys completely
+    (``False``, or ``-inf`` / the dtype's lowest value); then a block layout can express it exactly through
+    its key validity. Anything else (a bias, a per-query pattern) returns ``None``.
+    """
+    if mask.ndim > 4 or mask.shape[-1] != seq_len:
+        return None
+    m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+    rows = m[:, :1, :1, :]
+    if (m.shape[1] > 1 or m.shape[2] > 1) and not bool((m == rows).all()):
+        return None
+    rows = rows[:, 0, 0, :]
+    if rows.dtype == torch.bool:
+        return rows
+    kept = rows == 0
+    hidden = rows[~kept]
+    if not bool(((hidden == float("-inf")) | (hidden <= torch.finfo(rows.dtype).min / 2)).all()):
+        return None
+    return kept
 
 
 class SparseAttention:
@@ -30,12 +58,18 @@ class SparseAttention:
         self.method = get_method(config.method)
         self._warned: set[str] = set()
 
-    def scale(self, num_tokens: int, head_dim: int) -> float | None:
-        """Softmax scale for a self-attention over ``num_tokens`` keys (``None``: the usual ``1/sqrt(D)``)."""
-        if not self.config.entropy_scaling:
-            return None
-        return head_dim**-0.5 * entropy_scale_factor(num_tokens, self.config.n_train)
+    def scale(self, num_tokens: int, head_dim: int, n_train: int | None = None) -> float | None:
+        """Softmax scale for a self-attention over ``num_tokens`` video/image tokens (``None``: ``1/sqrt(D)``).
 
+        ``n_train`` (default: the configured one) is the token count of this attention at the training
+        resolution. Text tokens are not counted: their number is fixed by the prompt, not by the resolution.
+        """
+        n_train = self.config.n_train if n_train is None else n_train
+        if not self.config.entropy_scaling or num_tokens < 2:
+            return None
+        return head_dim**-0.5 * entropy_scale_factor(num_tokens, n_train)
+
+    @torch.compiler.disable
     def __call__(
         self,
         q: torch.Tensor,
@@ -47,18 +81,34 @@ class SparseAttention:
         text_tokens: int = 0,
         text_position: str = "after",
         attn_mask: torch.Tensor | None = None,
+        grid: TokenGrid | None = None,
+        dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
-        ``attn_mask`` is the model's own mask (e.g. padded text); a call that carries one runs dense, since
-        dropping masked keys is not something a block layout can express exactly.
+        ``attn_mask`` is the model's own SDPA mask. The dense path passes it to SDPA unchanged (so
+        ``method="dense"`` is exactly the stock processor); the sparse path runs when it is a key-padding mask
+        over text tokens (padded prompts), keeping those keys masked per sample. ``grid`` is this call's grid
+        when it differs from the one the pre-hook recorded for the model input (a UNet level); the training
+        token count for entropy scaling shrinks by the same ratio. ``dense(q, k, v, scale)`` is the processor's
+        own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
+        call runs dense.
+
+        Excluded from ``torch.compile`` tracing: the layout choice reads per-call Python state (step, grid) that
+        would otherwise become graph guards and recompile the model every denoising step; a compiled model
+        runs around this call, which stays one eager attention (dense SDPA or the sparse kernel).
         """
         S = q.shape[2]
-        scale = self.scale(S, q.shape[-1])
-        reason = self._dense_reason(layer, S, text_tokens, attn_mask)
+        call_grid = grid if grid is not None else self.context.grid
+        scale = self.scale(S - text_tokens, q.shape[-1], self._n_train(call_grid))
+        reason = self._dense_reason(layer, S, text_tokens, call_grid)
+        keys = None
+        if reason is None and attn_mask is not None:
+            keys, reason = self._text_padding(attn_mask, S, text_tokens, text_position)
         if reason is None:
-            grid = dataclasses.replace(self.context.grid, text_tokens=text_tokens, text_position=text_position)
-            tiling = Tiling.create(grid, self.config.block_size, self.config.tile)
+            tiling = Tiling.create(dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                       text_position=text_position),
+                                   self.config.block_size, self.config.tile)
             if self.method.dynamic:
                 qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
                 layout = make_layout(self.method, tiling, self.config.options, q=qt, k=kt, layer=layer)
@@ -66,25 +116,73 @@ class SparseAttention:
                 layout = make_layout(self.method, tiling, self.config.options, layer=layer)
             density = layout.density()
             if density >= 1.0:
-                reason = "grid too small"
-                self._warn_once(f"grid {grid.t}x{grid.h}x{grid.w} is too small for any sparsity with "
-                                f"{self.config.block_size}-token blocks; running dense")
+                reason = self._full_layout(tiling)
         if reason is not None:
             self._record(layer, model, True, 1.0, reason, S)
+            self.context.stats.last_grid = call_grid
+            if dense is not None:
+                return dense(q, k, v, scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         if not self.method.dynamic:
             qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
-        out = attention(qt, kt, tiling.to_tile_order(v), layout.to(q.device), scale=scale,
-                        backend=self.config.backend)
+        out = self._sparse(qt, kt, tiling.to_tile_order(v), tiling, layout.to(q.device), scale, keys)
         self._record(layer, model, False, density, self.config.method, S)
+        self.context.stats.last_layout = layout
         return tiling.from_tile_order(out)
 
-    def _dense_reason(self, layer: int, tokens: int, text_tokens: int, attn_mask) -> str | None:
-        """Why this call must run dense, or ``None`` when it runs sparse."""
-        cfg, grid = self.config, self.context.grid
+    def _sparse(self, q, k, v, tiling: Tiling, layout: BlockLayout, scale, keys: torch.Tensor | None):
+        """Kernel call on tile-ordered tensors; samples with different key padding get their own key validity."""
+        if keys is None:
+            return attention(q, k, v, layout, scale=scale, backend=self.config.backend)
+        patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
+        out = torch.empty_like(q)
+        for i, pattern in enumerate(patterns):
+            rows = (group == i).nonzero().flatten()
+            valid = torch.zeros(tiling.seq_len, dtype=torch.bool)
+            valid[tiling.destination] = pattern.cpu()
+            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
+            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend)
+        return out
+
+    def _full_layout(self, tiling: Tiling) -> str:
+        """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
+        (radial on a single image: its only frame distance is 0, which it keeps whole)."""
+        g, block = tiling.grid, self.config.block_size
+        if tiling.video_blocks == 1:
+            self._warn_once(f"grid {g.t}x{g.h}x{g.w} is too small for any sparsity with {block}-token blocks; "
+                            "running dense")
+            return "grid too small"
+        self._warn_once(f"{self.config.method} keeps every block of grid {g.t}x{g.h}x{g.w} with {block}-token "
+                        "blocks; running dense")
+        return "full layout"
+
+    def _text_padding(self, attn_mask: torch.Tensor, tokens: int, text_tokens: int,
+                      text_position: str) -> tuple[torch.Tensor | None, str | None]:
+        """``(key validity, None)`` when the mask only hides text keys, ``(None, reason)`` when it must run dense."""
+        keys = key_padding(attn_mask, tokens)
+        if keys is None:
+            self._warn_once("this call carries an attention mask that is not a key-padding mask; running dense")
+            return None, "attention mask"
+        video = slice(text_tokens, None) if text_position == "before" else slice(0, tokens - text_tokens)
+        if not bool(keys[:, video].all()):
+            self._warn_once("this call's attention mask hides video tokens, which the layout can't express; "
+                            "running dense")
+            return None, "attention mask"
+        return (None if bool(keys.all()) else keys), None
+
+    def _n_train(self, grid: TokenGrid | None) -> int | None:
+        """Training token count of an attention over ``grid``, scaled like ``grid`` is to the model input's."""
+        n_train, base = self.config.n_train, self.context.grid
+        if n_train is None or grid is None or base is None or grid == base:
+            return n_train
+        return max(2, round(n_train * grid.video_tokens / base.video_tokens))
+
+    def _dense_reason(self, layer: int, tokens: int, text_tokens: int, grid: TokenGrid | None) -> str | None:
+        """Why this call must run dense, or ``None`` when it may run sparse."""
+        cfg = self.config
         if cfg.method == "dense":
             return "method"
-        if self.context.step < cfg.dense_steps:
+        if max(self.context.step, 0) < cfg.dense_steps:  # no timestep seen yet counts as step 0
             return "dense_steps"
         if layer < cfg.dense_layers:
             return "dense_layers"
@@ -95,15 +193,12 @@ class SparseAttention:
             self._warn_once(f"self-attention has {tokens} tokens but the grid {grid.t}x{grid.h}x{grid.w} plus "
                             f"{text_tokens} text tokens has {grid.video_tokens + text_tokens}; running dense")
             return "grid mismatch"
-        if attn_mask is not None:
-            self._warn_once("this call carries an attention mask the block layout can't express; running dense")
-            return "attention mask"
         return None
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
-            warnings.warn(f"fastdit: {message}", stacklevel=4)
+            warnings.warn(f"fastdit: {message}", stacklevel=2)
 
     def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,

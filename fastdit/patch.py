@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from .context import RunContext
 from .engine import SparseAttention
 from .methods import DEFAULT_BLOCK_SIZE
 from .presets import resolve_preset
-from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep
+from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep, unwrap_model
 from .stats import AttentionStats
 
 __all__ = ["apply", "remove", "stats", "is_patched"]
@@ -33,24 +34,30 @@ class _PatchState:
     owner: Any = None
 
 
+def _supported() -> str:
+    return "; ".join(f"{f.name} ({', '.join(f.model_classes)})" for f in families().values())
+
+
 def _denoisers(target: Any) -> list[tuple[str, torch.nn.Module, Family]]:
-    """The supported transformers/UNets of a pipeline (e.g. Wan 2.2's ``transformer`` and ``transformer_2``)."""
-    supported = ", ".join(f.name for f in families().values())
+    """The supported transformers/UNets of a pipeline (e.g. Wan 2.2's ``transformer`` and ``transformer_2``).
+
+    A ``torch.compile``-wrapped denoiser is patched through the module it wraps.
+    """
     if isinstance(target, torch.nn.Module):
         family = detect_family(target)
         if family is None:
             raise TypeError(f"{type(target).__name__} has no attention fastdit supports (supported families: "
-                            f"{supported})")
-        return [("transformer", target, family)]
+                            f"{_supported()})")
+        return [("transformer", unwrap_model(target), family)]
     components = getattr(target, "components", None)
     if not isinstance(components, dict):
         raise TypeError(f"expected a diffusers pipeline or a transformer/UNet, got {type(target).__name__}")
-    found = [(name, comp, detect_family(comp)) for name, comp in components.items()
+    found = [(name, unwrap_model(comp), detect_family(comp)) for name, comp in components.items()
              if isinstance(comp, torch.nn.Module)]
     found = [(name, comp, fam) for name, comp, fam in found if fam is not None]
     if not found:
         raise TypeError(f"{type(target).__name__} has no denoiser fastdit supports (supported families: "
-                        f"{supported})")
+                        f"{_supported()})")
     return found
 
 
@@ -73,13 +80,14 @@ def _check_processors(models: list[tuple[str, torch.nn.Module, Family]], force: 
             proc = module.processor
             if isinstance(proc, SparseProcessorMixin) or type(proc).__name__ in family.stock_processors:
                 continue
-            raise ValueError(f"{name} layer {layer} uses a custom attention processor {type(proc).__name__}; "
-                             "fastdit would replace it. Pass force=True to replace it anyway.")
+            raise ValueError(f"{name} ({family.name}) layer {layer} uses a custom attention processor "
+                             f"{type(proc).__name__} instead of {' / '.join(family.stock_processors)}; fastdit "
+                             "would replace it. Pass force=True to replace it anyway.")
 
 
 def apply(
     target: Any,
-    method: str = "radial",
+    method: str | None = None,
     *,
     preset: str | None = "auto",
     dense_steps: int | None = None,
@@ -92,27 +100,42 @@ def apply(
     force: bool = False,
     **method_options: Any,
 ) -> Any:
-    """Replace the video self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
+    """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
 
-    ``method``: ``dense``, ``radial``, ``grat`` (and any registered method); ``method_options`` are its knobs.
-    ``preset="auto"`` takes the published defaults for the model id (or its family) for everything not given
-    here; ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
-    ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)``.
-    Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly. Every
-    argument is checked before anything is patched. Returns ``target``.
+    ``method``: ``dense``, ``radial``, ``grat`` (and any registered method; default: the preset's, else
+    ``radial``); ``method_options`` are its knobs. ``preset="auto"`` takes the published defaults for the
+    model id (or its config, or its family) for everything not given here; a model id picks that preset;
+    ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
+    ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)`` (``n_train``: video or
+    image tokens at the training resolution; from the preset or the model config when not given).
+    ``block_size`` / ``tile``: the kernel block in tokens and its ``(t, h, w)`` shape (a tile alone sets the
+    block size). Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly.
+    Every argument is checked before anything is patched. Returns ``target``.
     """
     models = _denoisers(target)
-    found = resolve_preset(preset, models[0][2].name, _name_or_path(target, models[0][1]))
-    options = dict(found.options.get(method, {})) if found else {}
+    _, model, family = models[0]
+    found = resolve_preset(preset, family.name, _name_or_path(target, model), getattr(model, "config", None),
+                           len(models))
+    method = method if method is not None else (found.method if found else "radial")
+    settings = found.for_method(method) if found else None
+    options = dict(settings.options) if settings else {}
     options.update(method_options)
+    if tile is None and block_size is None and settings is not None and settings.tile is not None:
+        tile = settings.tile
+    if block_size is None:
+        block_size = math.prod(tile) if tile is not None else (found.block_size if found else DEFAULT_BLOCK_SIZE)
+    if n_train is None and found is not None:
+        n_train = found.n_train
+    if n_train is None and family.train_tokens is not None:
+        n_train = family.train_tokens(model)
     config = SparseConfig.create(
         method, options,
-        dense_steps=dense_steps if dense_steps is not None else (found.dense_steps if found else 0),
-        dense_layers=dense_layers if dense_layers is not None else (found.dense_layers if found else 0),
+        dense_steps=dense_steps if dense_steps is not None else (settings.dense_steps if settings else 0),
+        dense_layers=dense_layers if dense_layers is not None else (settings.dense_layers if settings else 0),
         entropy_scaling=entropy_scaling,
-        n_train=n_train if n_train is not None else (found.n_train if found else None),
+        n_train=n_train,
         backend=backend,
-        block_size=block_size if block_size is not None else (found.block_size if found else DEFAULT_BLOCK_SIZE),
+        block_size=block_size,
         tile=tile,
     )
     _check_processors(models, force)
@@ -146,9 +169,10 @@ def _set_processor(module: torch.nn.Module, processor: Any) -> None:
 def _tracker(family: Family, context: RunContext):
     """Forward pre-hook: record the latent grid and the denoising step of each denoiser call."""
 
+    @torch.compiler.disable  # per-call Python state; tracing it would recompile a compiled model every step
     def hook(model, args, kwargs):
         context.grid = family.grid(model, args, kwargs)
-        context.observe_timestep(read_timestep(family, args, kwargs))
+        context.observe_timestep(read_timestep(family, model, args, kwargs))
 
     return hook
 

@@ -1,6 +1,14 @@
 """Per-model presets: the published settings each method starts from, and the training token count.
 
-``dense_steps`` counts denoising steps of the published 50-step schedules. Every value names its source.
+A preset belongs to one real model id. It names the default method, the warm-up (``dense_steps`` of the
+published 50-step schedules, ``dense_layers``), per-method knobs where a paper or its code published them,
+and ``n_train``, the self-attention video/image tokens at the resolution the model was trained at (for
+entropy scaling; text tokens are not counted). A method without a published setting on a model keeps that
+model's default warm-up and the method's own default knobs. Every value names its source.
+
+``preset="auto"`` finds the preset by the pipeline's ``name_or_path`` (a hub id, or a local folder / hub
+cache path ending in it), then by an architecture fingerprint of the denoiser's config (for renamed local
+copies), and falls back to the family default.
 """
 
 from __future__ import annotations
@@ -8,42 +16,169 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset", "resolve_preset"]
+__all__ = ["MethodPreset", "Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset", "resolve_preset"]
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    """One method's settings on one model: warm-up, knobs, and the tile when the method fixes its group shape
+    (the kernel block is then that many tokens)."""
+
+    dense_steps: int = 0
+    dense_layers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    tile: tuple[int, int, int] | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Defaults for one model: method, dense warm-up, per-method options, and ``n_train``."""
+    """Defaults for one model: default method, per-method settings, ``n_train`` and how to recognise it.
+
+    ``config`` holds denoiser config values that identify the model when its name is unknown, and
+    ``denoisers`` how many denoisers its pipeline has (Wan 2.2 A14B has two experts).
+    """
 
     family: str
-    method: str = "radial"
-    dense_steps: int = 0
-    dense_layers: int = 0
+    method: str
+    methods: dict[str, MethodPreset]
     n_train: int | None = None
     block_size: int = 128
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    denoisers: int = 1
     source: str = ""
 
+    def for_method(self, method: str) -> MethodPreset:
+        """Settings of ``method``; an unlisted method gets the default method's warm-up and no knobs."""
+        if method in self.methods:
+            return self.methods[method]
+        default = self.methods[self.method]
+        return MethodPreset(default.dense_steps, default.dense_layers,
+                            source=f"warm-up of this model's {self.method} setting; {method}'s own default knobs")
 
-# Wan2.1 latent grid: 81 frames -> 21, 480x832 -> 30x52 (32 760 tokens), 720x1280 -> 45x80 (75 600 tokens)
-_WAN_480P, _WAN_720P = 21 * 30 * 52, 21 * 45 * 80
+    @property
+    def dense_steps(self) -> int:
+        return self.methods[self.method].dense_steps
+
+    @property
+    def dense_layers(self) -> int:
+        return self.methods[self.method].dense_layers
+
+
+def _tokens(frames: int, height: int, width: int, t_compress: int, s_compress: int) -> int:
+    """Self-attention tokens of a ``frames × height × width`` video after VAE compression and patchify
+    (``s_compress`` = VAE factor × spatial patch); causal video VAEs keep the first frame: ``(F - 1) / t + 1``."""
+    return ((frames - 1) // t_compress + 1) * (height // s_compress) * (width // s_compress)
+
+
+# ---------------------------------------------------------------- published method settings
+_RADIAL_WAN21 = MethodPreset(12, 1, {"decay_factor": 0.2, "adjacent": "half"},
+                             source="Radial Attention, Wan2.1 setting (dense_timesteps=12, dense_layers=1, "
+                                    "decay_factor=0.2; d=1 keeps half a frame): mit-han-lab/radial-attention "
+                                    "README and scripts, DESIGN §3")
+_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8, "adjacent": "half"},
+                             source="Radial Attention, Wan2.2 setting (11, 1, 0.8): radial-attention README, "
+                                    "DESIGN §3")
+_RADIAL_HUNYUAN = MethodPreset(12, 0, {"decay_factor": 0.95, "adjacent": "full"},
+                               source="Radial Attention, HunyuanVideo setting (dense_timesteps=12, dense_layers=0, "
+                                      "decay_factor=0.95; d<=1 whole frames): DESIGN §3 / notes/anchors.md §1 (the "
+                                      "repo's current script passes decay_factor=1)")
+_RADIAL_UNPUBLISHED = MethodPreset(12, 1, {"decay_factor": 0.95, "adjacent": "full"},
+                                   source="no published setting: the most conservative published radial knobs "
+                                          "(HunyuanVideo's decay 0.95, whole adjacent frames) with the Wan warm-up "
+                                          "(12 of 50 steps, 1 layer)")
+_PYRAMID_WAN = MethodPreset(15, 0, source="PSA (ziplab/Pyramid-Sparse-Attention) Wan2.1 config: warmup_steps=15; "
+                                          "its level bands (.4/.5/.6/.8) are the pyramid method's defaults")
+_VMOBA_WAN = MethodPreset(12, 0, source="VMoBA Wan2.1-1.3B config in FastVideo: first_full_step=12; threshold "
+                                        "0.25 is the vmoba method's default")
+_GRAT_HUNYUAN = MethodPreset(0, 0, {"mode": "crisscross"}, tile=(4, 8, 8),
+                             source="GRAT (OliverRensu/GRAT main.py, HunyuanVideo): 4x8x8 groups, criss-cross, "
+                                    "text attended, mask on every step and block")
+_GRAT_IMAGE = MethodPreset(0, 0, {"mode": "crisscross"},
+                           source="GRAT paper (training-free on Flux): criss-cross groups on every step as in its "
+                                  "released HunyuanVideo code; 128-token groups (the kernel tile), since the Flux "
+                                  "group shape is unpublished")
+
+_WAN_METHODS = {"pyramid": _PYRAMID_WAN, "vmoba": _VMOBA_WAN}
+
+# Wan2.1: 81 frames, VAE 4x8, patch 1x2x2. 1.3B is a 480p model, 14B and Wan2.2 A14B train up to 720p.
+_WAN_480P = _tokens(81, 480, 832, 4, 16)   # 21 x 30 x 52 = 32 760
+_WAN_720P = _tokens(81, 720, 1280, 4, 16)  # 21 x 45 x 80 = 75 600
 
 PRESETS: dict[str, Preset] = {
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": Preset(
-        "wan", dense_steps=12, dense_layers=1, n_train=_WAN_480P, options={"radial": {"decay_factor": 0.2}},
-        source="Radial Attention Wan2.1 setting (dense_timesteps=12, dense_layers=1, decay 0.2); 480p training"),
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS}, n_train=_WAN_480P,
+        config={"num_layers": 30, "num_attention_heads": 12},
+        source="n_train: 480x832, 81 frames (the 1.3B model is trained at 480p; Wan2.1 model card)"),
     "Wan-AI/Wan2.1-T2V-14B-Diffusers": Preset(
-        "wan", dense_steps=12, dense_layers=1, n_train=_WAN_720P, options={"radial": {"decay_factor": 0.2}},
-        source="Radial Attention Wan2.1-14B setting (12, 1, 0.2); 720p training"),
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS}, n_train=_WAN_720P,
+        config={"num_layers": 40, "num_attention_heads": 40},
+        source="n_train: 720x1280, 81 frames (Wan2.1 14B model card: 480p and 720p)"),
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": Preset(
-        "wan", dense_steps=11, dense_layers=1, n_train=_WAN_720P, options={"radial": {"decay_factor": 0.8}},
-        source="Radial Attention Wan2.2 setting (11, 1, 0.8); 720p training"),
+        "wan", "radial", {"radial": _RADIAL_WAN22, **_WAN_METHODS}, n_train=_WAN_720P,
+        config={"num_layers": 40, "num_attention_heads": 40}, denoisers=2,
+        source="n_train: 720x1280, 81 frames (Wan2.2 A14B model card); both experts get the same settings"),
+    "hunyuanvideo-community/HunyuanVideo": Preset(
+        "hunyuan_video", "radial", {"radial": _RADIAL_HUNYUAN, "grat": _GRAT_HUNYUAN},
+        n_train=_tokens(129, 720, 1280, 4, 16),  # 33 x 45 x 80 = 118 800
+        config={"num_layers": 20, "num_single_layers": 40},
+        source="n_train: 720x1280, 129 frames (HunyuanVideo model card, pipeline defaults)"),
+    "THUDM/CogVideoX-5b": Preset(
+        "cogvideox", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        n_train=_tokens(49, 480, 720, 4, 16),  # 13 x 30 x 45 = 17 550
+        config={"num_layers": 42, "num_attention_heads": 48, "patch_size_t": None},
+        source="n_train: 480x720, 49 frames (CogVideoX-5b model card: its only resolution)"),
+    "Lightricks/LTX-Video": Preset(
+        "ltx", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        n_train=_tokens(161, 512, 704, 8, 32),  # 21 x 16 x 22 = 7 392
+        config={"num_layers": 28, "num_attention_heads": 32},
+        source="n_train: 512x704, 161 frames (LTXPipeline defaults, the model card's recommended size)"),
+    "genmo/mochi-1-preview": Preset(
+        "mochi", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        n_train=_tokens(163, 480, 848, 6, 16),  # 28 x 30 x 53 = 44 520
+        config={"num_layers": 48, "num_attention_heads": 24},
+        source="n_train: 480x848, 163 frames (Mochi 1 model card: 480p, 5.4 s at 30 fps)"),
+    "black-forest-labs/FLUX.1-dev": Preset(
+        "flux", "grat", {"grat": _GRAT_IMAGE}, n_train=(1024 // 16) ** 2,  # 64 x 64 = 4 096
+        config={"num_layers": 19, "num_single_layers": 38, "guidance_embeds": True},
+        source="n_train: 1024x1024 (FLUX.1-dev model card); radial has no temporal axis to decay along on "
+               "images, so the default method is grat"),
+    "stabilityai/stable-diffusion-3-medium-diffusers": Preset(
+        "sd3", "grat", {"grat": _GRAT_IMAGE}, n_train=(1024 // 16) ** 2,
+        config={"num_layers": 24, "dual_attention_layers": ()},
+        source="n_train: 1024x1024 (SD3 medium model card; config sample_size=128 latent, patch 2)"),
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": Preset(
+        "unet", "grat", {"grat": _GRAT_IMAGE}, n_train=(512 // 8) ** 2,  # UNet input: 64 x 64 = 4 096
+        config={"cross_attention_dim": 768, "sample_size": 64},
+        source="n_train: 512x512 (SD 1.5 model card; config sample_size=64); every level scales it by its "
+               "own token ratio"),
+    "stabilityai/stable-diffusion-xl-base-1.0": Preset(
+        "unet", "grat", {"grat": _GRAT_IMAGE}, n_train=(1024 // 8) ** 2,  # UNet input: 128 x 128 = 16 384
+        config={"cross_attention_dim": 2048, "sample_size": 128},
+        source="n_train: 1024x1024 (SDXL model card; config sample_size=128); every level scales it by its "
+               "own token ratio"),
 }
 
+# fastdit's bundled random-weight sample (samples/tiny-wan, `python -m fastdit.pipelines.make_sample`), matched
+# by its folder name. Its 8-step default gets 2 dense warm-up steps (the published 12 of 50 is about a quarter),
+# and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
+PRESETS["fastdit/tiny-wan"] = Preset(
+    "wan", "radial",
+    {"radial": MethodPreset(2, 0, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50")},
+    n_train=5 * 16 * 16, block_size=32,
+    source="fastdit's own sample model (random weights); n_train: its default 17 frames of 128x128")
+
+# Family defaults: the family's flagship preset, with n_train left to the model config where it states the
+# training size (UNet, SD3: ``sample_size``), so e.g. SD 2.x (768 px) gets its own.
 FAMILY_DEFAULTS: dict[str, Preset] = {
-    "wan": Preset("wan", dense_steps=12, dense_layers=1, n_train=_WAN_480P,
-                  options={"radial": {"decay_factor": 0.2}},
-                  source="Radial Attention Wan2.1 setting; n_train of the 480p models"),
+    "wan": PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"],
+    "hunyuan_video": PRESETS["hunyuanvideo-community/HunyuanVideo"],
+    "cogvideox": PRESETS["THUDM/CogVideoX-5b"],
+    "ltx": PRESETS["Lightricks/LTX-Video"],
+    "mochi": PRESETS["genmo/mochi-1-preview"],
+    "flux": PRESETS["black-forest-labs/FLUX.1-dev"],
+    "sd3": Preset("sd3", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
+    "unet": Preset("unet", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
 }
 
 
@@ -60,12 +195,33 @@ def find_preset(name_or_path: str | None) -> Preset | None:
     return None
 
 
-def resolve_preset(preset: str | None, family: str, name_or_path: str | None) -> Preset | None:
-    """``"auto"``: by model id, then the family default; a model id: that preset; ``None``: no preset."""
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def match_config(family: str, config: Any, denoisers: int) -> Preset | None:
+    """The one preset of ``family`` whose fingerprint ``config`` matches (``None`` if none or several do)."""
+    if config is None:
+        return None
+    found = [p for p in PRESETS.values()
+             if p.family == family and p.config and p.denoisers == denoisers
+             and all(_frozen(config.get(k, object())) == v for k, v in p.config.items())]
+    return found[0] if len(found) == 1 else None
+
+
+def resolve_preset(preset: str | None, family: str, name_or_path: str | None, config: Any = None,
+                   denoisers: int = 1) -> Preset | None:
+    """``"auto"``: by model id, then by config fingerprint, then the family default; a model id: that preset;
+    ``None``: no preset."""
     if preset is None:
         return None
     if preset == "auto":
-        return find_preset(name_or_path) or FAMILY_DEFAULTS.get(family)
+        by_name = find_preset(name_or_path)
+        if by_name is not None and by_name.family == family:
+            return by_name
+        return match_config(family, config, denoisers) or FAMILY_DEFAULTS.get(family)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: auto, {', '.join(PRESETS)}")
+    if PRESETS[preset].family != family:
+        raise ValueError(f"preset {preset!r} is for the {PRESETS[preset].family} family, but the model is {family}")
     return PRESETS[preset]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .grid import TokenGrid
+    from .layout import BlockLayout
 
 
 @dataclass
@@ -20,9 +25,15 @@ class LayerRecord:
 
 @dataclass
 class AttentionStats:
-    """Per-step, per-layer record of the last pipeline call (reset at the start of each call)."""
+    """Per-step, per-layer record of the last pipeline call (reset at the start of each call).
+
+    ``last_layout`` is the layout of the most recent sparse call (for pictures of what ran), and
+    ``last_grid`` the grid of the most recent dense one.
+    """
 
     records: list[LayerRecord] = field(default_factory=list)
+    last_layout: BlockLayout | None = None
+    last_grid: TokenGrid | None = None
 
     @property
     def steps(self) -> int:

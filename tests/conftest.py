@@ -1,4 +1,5 @@
-"""Shared test set-up: offline only, deterministic, and a clean skip for GPU tests without CUDA."""
+"""Shared test set-up: offline only, deterministic, a clean skip for GPU tests without CUDA, and Triton's CPU
+interpreter when there is no GPU."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without a GPU, Triton kernels can only run in Triton's CPU interpreter, and Triton reads TRITON_INTERPRET as
+# it defines each jit function, triton.language's own on its first import (which torch._dynamo triggers), so
+# it is set before any test can import triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

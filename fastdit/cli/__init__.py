@@ -26,10 +26,17 @@ class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (a bad flag or value) are one line on stderr and exit status 2, like every user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="fastdit", description="Training-free sparse attention for diffusers.")
+    parser = _Parser(prog="fastdit", description="Training-free sparse attention for diffusers.")
     parser.add_argument("--version", action="version", version=f"fastdit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():

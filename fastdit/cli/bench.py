@@ -3,6 +3,7 @@
   fastdit bench kernels    block-sparse kernels vs dense SDPA and FlexAttention
   fastdit bench fidelity   density vs attention recall and output error, per method
   fastdit bench e2e        transformer step time, dense vs sparse, at a real model's config
+  fastdit bench reference  the torch reference backend vs dense SDPA (any device)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ SUITES = {
     "kernels": "block-sparse kernel speed vs dense SDPA and FlexAttention",
     "fidelity": "attention-mass recall and output error vs density, per method",
     "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
+    "reference": "torch reference backend vs dense SDPA (CPU speed target)",
 }
 
 

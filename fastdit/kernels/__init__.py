@@ -3,6 +3,9 @@ backends (``torch`` reference, ``flex``, and ``triton`` on NVIDIA GPUs)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 import warnings
 
 import torch
@@ -32,6 +35,50 @@ def _pow2_blocks(q, k, v, layout) -> str | None:
     return None
 
 
+def _triton_installed(q, k, v, layout) -> str | None:
+    return None if importlib.util.find_spec("triton") else "triton is not installed"
+
+
+def _interpreter_requested() -> bool:
+    """Whether Triton would build kernels for its interpreter now (it reads TRITON_INTERPRET at decoration)."""
+    try:
+        from triton import knobs
+    except ImportError:  # triton < 3.4 compares the variable with "1"
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return bool(knobs.runtime.interpret)
+
+
+def _triton_device(q, k, v, layout) -> str | None:
+    """CUDA tensors on an Ampere or newer GPU, or any tensors in Triton's CPU interpreter."""
+    if q.is_cuda:
+        major, minor = torch.cuda.get_device_capability(q.device)
+        if major < 8:
+            return f"the Triton kernel needs compute capability >= 8.0 (Ampere or newer), this GPU has {major}.{minor}"
+        return None
+    if not _interpreter_requested():
+        return (f"inputs are on {q.device.type}: the Triton kernel needs CUDA tensors, or TRITON_INTERPRET=1 to "
+                "run in Triton's CPU interpreter")
+    loaded = sys.modules.get(f"{__name__}.triton_attention")
+    if loaded is not None and not loaded.INTERPRETED:
+        return "the Triton kernel was loaded for the GPU before TRITON_INTERPRET=1 was set (set it before first use)"
+    return None
+
+
+def _cuda_tensors(q, k, v, layout) -> str | None:
+    return None if q.is_cuda else f"inputs are on {q.device.type}, not CUDA"
+
+
+def _triton_block_attention(q, k, v, layout, scale, return_lse=False):
+    """Imports the kernel on first use: Triton decides then between compiling and interpreting it."""
+    from .triton_attention import triton_block_attention
+
+    return triton_block_attention(q, k, v, layout, scale, return_lse)
+
+
+register_backend("triton", _triton_installed, _triton_device, dtypes(*_FLOAT_TYPES), head_dims(16, 32, 64, 128),
+                 _pow2_blocks, priority=10, auto_constraints=(_cuda_tensors,),
+                 summary="Triton block-sparse flash attention with pyramid levels (CUDA; CPU interpreter with "
+                         "TRITON_INTERPRET=1)")(_triton_block_attention)
 register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
                  summary="PyTorch reference (gather + SDPA), any device")(torch_block_attention)
 register_backend("flex", _flex_available, dtypes(*_FLOAT_TYPES), level_zero_only, _pow2_blocks,
@@ -60,7 +107,7 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Bl
     for candidate in registry.values():
         if not candidate.auto:
             continue
-        reason = candidate.why_not(q, k, v, layout)
+        reason = candidate.why_not(q, k, v, layout, auto=True)
         if reason is None:
             if skipped and q.is_cuda:
                 key = "; ".join(skipped)

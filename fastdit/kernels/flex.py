@@ -52,7 +52,8 @@ def block_mask_from_layout(layout: BlockLayout, device: torch.device):
 
 
 @functools.lru_cache(maxsize=1)
-def _compiled_flex():
+def compiled_flex_attention():
+    """``torch.compile``d ``flex_attention``, built once (the kernel benchmark times this same callable)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
@@ -61,6 +62,6 @@ def _compiled_flex():
 def flex_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse: bool = False):
     from torch.nn.attention.flex_attention import flex_attention
 
-    fn = _compiled_flex() if q.is_cuda else flex_attention
+    fn = compiled_flex_attention() if q.is_cuda else flex_attention
     block_mask = block_mask_from_layout(layout, q.device)
     return fn(q, k, v, block_mask=block_mask, scale=scale, return_lse=return_lse)

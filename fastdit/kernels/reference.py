@@ -23,30 +23,45 @@ from ..layout import BlockLayout
 CHUNK_BYTES = 96 * 2**20
 
 
-def _key_store(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout):
-    """K/V of every level concatenated along the token axis, plus per-token log-counts (``None`` if all 0)."""
+def pyramid_level(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
+                  level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K and V of pyramid ``level`` and the log of how many valid tokens each pooled key stands for.
+
+    Level ``l`` averages groups of ``2**l`` consecutive tokens of a kv block over their *valid* tokens, giving
+    ``[B, H, S >> l, D]``; level 0 is ``k`` and ``v`` themselves (no copy). The log-count (``[S >> l]``,
+    fp32) is the logit bias that makes a pooled key weigh like the tokens it replaces, and is ``-inf`` for a
+    group of padding only. Every backend that supports levels builds them here, so they agree bit for bit.
+    """
     B, H, S, D = k.shape
     nk, bk = layout.n_kv_blocks, layout.block_kv
     valid = layout.kv_valid
     valid = torch.ones(S, dtype=torch.bool, device=k.device) if valid is None else valid.to(k.device)
+    if level == 0:
+        return k, v, torch.log(valid.float())
+    group = 1 << level
+    if bk % group:
+        raise ValueError(f"pyramid level {level} needs block_kv divisible by {group}, got {bk}")
+    count = valid.view(nk, bk // group, group).sum(-1).flatten()  # valid tokens per pooled key
+    if layout.kv_valid is not None:  # zero the padding so it drops out of the sums
+        w = valid.to(k.dtype).view(1, 1, S, 1)
+        k, v = k * w, v * w
+    denom = count.clamp(min=1).to(k.dtype).view(1, 1, -1, 1)
+    keys = k.reshape(B, H, -1, group, D).sum(3) / denom
+    values = v.reshape(B, H, -1, group, D).sum(3) / denom
+    return keys, values, torch.log(count.float())
+
+
+def _key_store(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout):
+    """K/V of every level concatenated along the token axis, plus per-token log-counts (``None`` if all 0)."""
     keys, values, biases, offsets = [], [], [], []
     offset = 0
     for level in range(layout.max_level + 1):
-        group = 1 << level
-        if bk % group:
-            raise ValueError(f"pyramid level {level} needs block_kv divisible by {group}, got {bk}")
-        count = valid.view(nk, bk // group, group).sum(-1).flatten()  # valid tokens per pooled key
-        if level == 0:
-            keys.append(k)
-            values.append(v)
-        else:
-            w = valid.to(k.dtype).view(1, 1, S, 1)
-            denom = count.clamp(min=1).to(k.dtype).view(1, 1, -1, 1)
-            keys.append((k * w).view(B, H, -1, group, D).sum(3) / denom)
-            values.append((v * w).view(B, H, -1, group, D).sum(3) / denom)
-        biases.append(torch.log(count.float()))
+        lk, lv, log_count = pyramid_level(k, v, layout, level)
+        keys.append(lk)
+        values.append(lv)
+        biases.append(log_count)
         offsets.append(offset)
-        offset += count.numel()
+        offset += log_count.numel()
     bias = torch.cat(biases)
     offsets = torch.tensor(offsets, device=k.device)
     needs_bias = layout.max_level > 0 or layout.kv_valid is not None
@@ -84,7 +99,6 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
     k_store, v_store, bias, offsets = _key_store(k, v, layout)
     T = k_store.shape[2]
     q_rows = q.reshape(B, H * nq, bq, D)
-    k_flat, v_flat = k_store.reshape(B, H * T, D), v_store.reshape(B, H * T, D)
     out = torch.zeros(B, H * nq, bq, D, dtype=q.dtype, device=dev)
     lse_out = torch.full((B, H * nq, bq), -math.inf, device=dev) if return_lse else None
 
@@ -96,6 +110,10 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
     torch.cumsum(sizes, 0, out=entry_keys[1:])
     row_len = entry_keys[row_ptr[:, 1:]] - entry_keys[row_ptr[:, :-1]]  # [Hl, nq]
     shared = layout.num_heads == 1
+    # gather whole blocks when every entry is full resolution (128x fewer indices), else single tokens
+    unit = bk if layout.max_level == 0 else 1
+    k_units, v_units = (x.reshape(B, H * T // unit, unit * D) for x in (k_store, v_store))
+    bias_units = None if bias is None else bias.view(-1, unit)
     for length in torch.unique(row_len).tolist():
         if length == 0:
             continue
@@ -106,15 +124,18 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
             starts = row_ptr[lh, qb]
             entries = _ranges(starts, row_ptr[lh, qb + 1] - starts)
             lv = levels[entries]
-            tokens = _ranges(offsets[lv] + col_idx[entries] * (bk >> lv), bk >> lv).view(-1, length)
+            units = _ranges((offsets[lv] + col_idx[entries] * (bk >> lv)) // unit, (bk >> lv) // unit)
+            units = units.view(qb.numel(), length // unit)
             heads = torch.arange(H, device=dev).repeat_interleave(qb.numel()) if shared else lh
             if shared:
-                qb, tokens = qb.repeat(H), tokens.repeat(H, 1)
+                qb, units = qb.repeat(H), units.repeat(H, 1)
             rows = heads * nq + qb
-            flat = (heads.view(-1, 1) * T + tokens).flatten()
-            kk = k_flat.index_select(1, flat).view(B, rows.numel(), length, D)
-            vv = v_flat.index_select(1, flat).view(B, rows.numel(), length, D)
-            row_bias = None if bias is None else bias[tokens]
+            flat = (heads.view(-1, 1) * (T // unit) + units).flatten()
+            kk = k_units.index_select(1, flat).view(B, rows.numel(), length, D)
+            vv = v_units.index_select(1, flat).view(B, rows.numel(), length, D)
+            row_bias = None if bias_units is None else bias_units[units].view(rows.numel(), length)
+            if row_bias is not None and not bool(row_bias.any()):
+                row_bias = None  # no padding or pooling in this chunk: the unmasked SDPA path is faster
             o, lse = _attend(q_rows[:, rows], kk, vv, row_bias, scale, return_lse)
             out[:, rows] = o
             if return_lse:

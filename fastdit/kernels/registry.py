@@ -24,13 +24,19 @@ class Backend:
     name: str
     fn: KernelFn
     constraints: tuple[Constraint, ...]
-    priority: int  # lower runs first under backend="auto"; None-able backends are never chosen by auto
-    auto: bool = True
+    priority: int  # lower runs first under backend="auto"
+    auto: bool = True  # False: never chosen by auto, only by name
     summary: str = ""
+    auto_constraints: tuple[Constraint, ...] = ()  # further requirements for being chosen by auto
 
-    def why_not(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout) -> str | None:
-        """The first failed requirement, or ``None`` when this backend can run the inputs."""
-        for check in self.constraints:
+    def why_not(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
+                auto: bool = False) -> str | None:
+        """The first failed requirement, or ``None`` when this backend can run the inputs.
+
+        ``auto`` adds the requirements for being picked automatically: a backend may run inputs it is a poor
+        choice for (the Triton kernel in the CPU interpreter) when asked for by name.
+        """
+        for check in (*self.auto_constraints, *self.constraints) if auto else self.constraints:
             reason = check(q, k, v, layout)
             if reason:
                 return reason
@@ -40,11 +46,12 @@ class Backend:
 _BACKENDS: dict[str, Backend] = {}
 
 
-def register_backend(name: str, *constraints: Constraint, priority: int, auto: bool = True, summary: str = ""):
+def register_backend(name: str, *constraints: Constraint, priority: int, auto: bool = True, summary: str = "",
+                     auto_constraints: tuple[Constraint, ...] = ()):
     """Decorator: register ``fn(q, k, v, layout, scale, return_lse)`` as backend ``name``."""
 
     def wrap(fn: KernelFn) -> KernelFn:
-        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary)
+        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary, auto_constraints)
         return fn
 
     return wrap

@@ -134,4 +134,4 @@ def _assemble(tiling: Tiling, video: torch.Tensor, level: torch.Tensor | None) -
 
 
 # Registration happens on import of each method module.
-from . import dense, grat, radial  # noqa: E402,F401
+from . import dense, grat, pyramid, radial, vmoba  # noqa: E402,F401

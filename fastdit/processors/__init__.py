@@ -1,13 +1,16 @@
 """Diffusers integration: one processor per attention convention, and a table of model families.
 
 A :class:`Family` says how to recognise a denoiser (transformer or UNet), which of its attention modules are
-video self-attention, how to read the latent grid and the timestep from its forward inputs, and which
+video/image self-attention, how to read the latent grid and the timestep from its forward inputs, and which
 processor replaces the stock one. Processors read only public attention-module attributes (``to_q``,
-``norm_q``, ``to_out`` ...) and never touch a model's ``forward``.
+``norm_q``, ``to_out`` ...) and never touch a model's ``forward``; the small helpers below are the pieces
+several conventions share (projections, head layout, joint text/video split, the engine call).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -15,18 +18,23 @@ import torch
 
 from ..grid import TokenGrid
 
-__all__ = ["Family", "register_family", "families", "detect_family", "SparseProcessorMixin"]
+__all__ = ["Family", "register_family", "families", "detect_family", "SparseProcessorMixin", "forward_input",
+           "read_timestep", "unwrap_model"]
 
 
 @dataclass(frozen=True)
 class Family:
     """How fastdit patches one model family.
 
-    ``self_attention(model)`` yields ``(layer, module)`` for every attention module to sparsify;
-    ``grid(model, args, kwargs)`` reads the latent token grid from the denoiser's forward inputs;
+    ``self_attention(model)`` yields ``(layer, module)`` for every attention module to sparsify (several
+    modules may share a layer index when a block holds more than one self-attention);
+    ``grid(model, args, kwargs)`` reads the latent token grid (and, for joint models whose processors can't
+    see it, the text length) from the denoiser's forward inputs;
     ``processor(original, engine, layer, model_name)`` builds the replacement processor;
     ``stock_processors`` names the processor classes diffusers installs by default (anything else was set
-    by the user and is only replaced with ``force=True``).
+    by the user and is only replaced with ``force=True``);
+    ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
+    config states it (``None`` otherwise), used for entropy scaling when no preset knows it.
     """
 
     name: str
@@ -36,8 +44,10 @@ class Family:
     processor: Callable[..., Any]
     stock_processors: tuple[str, ...]
     timestep_arg: str = "timestep"
-    timestep_position: int = 1
+    train_tokens: Callable[[torch.nn.Module], int | None] | None = None
 
+
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables processors receive for RoPE
 
 _FAMILIES: dict[str, Family] = {}
 
@@ -51,23 +61,54 @@ def families() -> dict[str, Family]:
     return dict(_FAMILIES)
 
 
+def unwrap_model(model: Any) -> Any:
+    """The module under a ``torch.compile`` wrapper (``OptimizedModule._orig_mod``), else ``model`` itself."""
+    return getattr(model, "_orig_mod", model)
+
+
 def detect_family(model: Any) -> Family | None:
     """The family whose model classes include ``model``'s class (or one of its bases)."""
-    names = {cls.__name__ for cls in type(model).__mro__}
+    names = {cls.__name__ for cls in type(unwrap_model(model)).__mro__}
     for family in _FAMILIES.values():
         if names & set(family.model_classes):
             return family
     return None
 
 
-def read_timestep(family: Family, args: tuple, kwargs: dict) -> float | None:
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(cls: type) -> tuple[str, ...]:
+    return tuple(inspect.signature(cls.forward).parameters)[1:]  # without self
+
+
+def forward_input(model: torch.nn.Module, args: tuple, kwargs: dict, name: str) -> Any:
+    """The forward argument ``name`` of a call seen by a pre-hook, passed by keyword or by position.
+
+    Reads the class's ``forward`` signature, not the instance attribute, because offloading hooks
+    (accelerate) replace ``model.forward`` with a ``*args, **kwargs`` wrapper.
+    """
+    if name in kwargs:
+        return kwargs[name]
+    params = _forward_parameters(type(model))
+    index = params.index(name) if name in params else len(args)
+    return args[index] if index < len(args) else None
+
+
+def read_timestep(family: Family, model: torch.nn.Module, args: tuple, kwargs: dict) -> float | None:
     """The denoising timestep of a forward call, as one float (the largest, for per-token timesteps)."""
-    t = kwargs.get(family.timestep_arg)
-    if t is None and len(args) > family.timestep_position:
-        t = args[family.timestep_position]
+    t = forward_input(model, args, kwargs, family.timestep_arg)
     if t is None:
         return None
     return float(t.detach().float().max()) if isinstance(t, torch.Tensor) else float(t)
+
+
+def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> TokenGrid | None:
+    """Token grid of a latent ``[B, C, F, H, W]`` (or ``[B, F, C, H, W]`` with ``frames_dim=1``, or an image
+    ``[B, C, H, W]``) after a ``(t, h, w)`` patchify; ``None`` when ``x`` is not such a tensor."""
+    if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
+        return None
+    frames = x.shape[frames_dim] if x.ndim == 5 else 1
+    pt, ph, pw = patch
+    return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
 
 
 class SparseProcessorMixin:
@@ -83,12 +124,87 @@ class SparseProcessorMixin:
     _attention_backend = None
     _parallel_config = None
 
+    @property
+    def grid(self) -> TokenGrid | None:
+        """The grid the denoiser's pre-hook recorded for the current forward call."""
+        return self.engine.context.grid
 
-def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor):
-    """``to_q/to_k/to_v`` (or the fused ``to_qkv``) of self-attention, as diffusers' processors do it."""
-    if getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Self-attention of ``[B, H, S, D]`` tensors (the layout of processors that call SDPA directly)."""
+        return self.engine(q, k, v, layer=self.layer, model=self.model_name, **kwargs)
+
+    def attend_bshd(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    attn_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """Self-attention of ``[B, S, H, D]`` tensors, for processors whose stock version calls
+        ``dispatch_attention_fn``.
+
+        Dense calls go through ``dispatch_attention_fn`` too, with the attention backend and parallel config
+        the user set (on this processor, or on the stock one before ``apply``), so dense warm-up steps keep
+        e.g. flash or sage attention. The sparse path reads a 2-D ``[B, S_kv]`` mask as diffusers' native
+        backend does: a key mask.
+        """
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        backend = self._attention_backend or getattr(self.original, "_attention_backend", None)
+        parallel = self._parallel_config or getattr(self.original, "_parallel_config", None)
+
+        def dense(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, scale: float | None) -> torch.Tensor:
+            out = dispatch_attention_fn(q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2),
+                                        attn_mask=attn_mask, scale=scale, backend=backend, parallel_config=parallel)
+            return out.transpose(1, 2)
+
+        mask = attn_mask
+        if mask is not None and mask.ndim == 2 and mask.shape == (q.shape[0], k.shape[1]):
+            mask = mask[:, None, None, :]
+        out = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dense=dense,
+                          **kwargs)
+        return out.transpose(1, 2)
+
+
+def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor, fused: bool = False):
+    """``to_q/to_k/to_v`` of ``hidden_states``; with ``fused``, the fused ``to_qkv`` when the module has fused
+    its projections (only processors whose stock version honours ``fused_projections`` pass ``fused``)."""
+    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
         return attn.to_qkv(hidden_states).chunk(3, dim=-1)
     return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
 
 
-from . import wan  # noqa: E402,F401  (registers the family)
+def added_projections(attn: torch.nn.Module, encoder_hidden_states: torch.Tensor, fused: bool = False):
+    """The text stream's ``add_q/k/v_proj`` in joint attention (``to_added_qkv`` when fused, as for ``fused``
+    in :func:`qkv_projections`)."""
+    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_added_qkv"):
+        return attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
+    return (attn.add_q_proj(encoder_hidden_states), attn.add_k_proj(encoder_hidden_states),
+            attn.add_v_proj(encoder_hidden_states))
+
+
+def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, S, H·D]`` → ``[B, H, S, D]`` exactly as diffusers' direct-SDPA processors do it."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def heads_merged(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, S, D]`` → ``[B, S, H·D]`` (inverse of :func:`heads_first`)."""
+    batch, heads, _, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, -1, heads * dim)
+
+
+def qk_norm(attn: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, added: bool = False):
+    """``norm_q``/``norm_k`` (or ``norm_added_q/k`` for the text stream), each skipped when absent."""
+    norm_q, norm_k = ("norm_added_q", "norm_added_k") if added else ("norm_q", "norm_k")
+    if getattr(attn, norm_q, None) is not None:
+        query = getattr(attn, norm_q)(query)
+    if getattr(attn, norm_k, None) is not None:
+        key = getattr(attn, norm_k)(key)
+    return query, key
+
+
+def split_text(x: torch.Tensor, text_tokens: int, text_position: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(video, text)`` parts of a joint sequence along dim 1, text ``"before"`` or ``"after"`` the video."""
+    if text_position == "before":
+        return x[:, text_tokens:], x[:, :text_tokens]
+    return x[:, : x.shape[1] - text_tokens], x[:, x.shape[1] - text_tokens:]
+
+
+# Registration happens on import of each family module.
+from . import cogvideox, flux, hunyuan_video, ltx, mochi, sd3, unet, wan  # noqa: E402,F401

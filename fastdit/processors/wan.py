@@ -2,16 +2,19 @@
 
 Token order is frame-major ``(f, h, w)``; the grid is the latent ``[B, C, F, H, W]`` divided by
 ``config.patch_size``. Self-attention has no text (text enters through ``attn2``, cross-attention, which is
-left untouched, as is the image context of image-to-video models). RoPE is applied inside the processor on
-interleaved pairs, exactly as ``WanAttnProcessor`` does.
+left untouched, as is the image context of image-to-video models, which also enters through ``attn2``).
+Wan 2.2 A14B's two experts (``transformer`` and ``transformer_2``) are both pipeline components, so both are
+patched. RoPE is applied inside the processor on interleaved pairs, exactly as ``WanAttnProcessor`` does.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+from torch.nn import Module
 
 from ..grid import TokenGrid
-from . import Family, SparseProcessorMixin, qkv_projections, register_family
+from . import Family, Rotary, SparseProcessorMixin, forward_input, latent_grid, qkv_projections, register_family
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -27,17 +30,17 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 class WanSparseProcessor(SparseProcessorMixin):
     """Replaces ``WanAttnProcessor`` on self-attention modules (``attn1``)."""
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+    def __call__(self, attn: Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
+                 attention_mask: Tensor | None = None, rotary_emb: Rotary | None = None) -> Tensor:
         if encoder_hidden_states is not None:  # only self-attention is ours
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        query, key, value = qkv_projections(attn, hidden_states)
+        query, key, value = qkv_projections(attn, hidden_states, fused=True)
         query, key = attn.norm_q(query), attn.norm_k(key)
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))  # [B, S, H, D]
         if rotary_emb is not None:
             query, key = _apply_rope(query, *rotary_emb), _apply_rope(key, *rotary_emb)
-        out = self.engine(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), layer=self.layer,
-                          model=self.model_name, attn_mask=attention_mask)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        out = self.attend_bshd(query, key, value, attn_mask=attention_mask)
+        out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -47,12 +50,8 @@ def _self_attention(model):
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
-    x = kwargs.get("hidden_states", args[0] if args else None)
-    if not isinstance(x, torch.Tensor) or x.ndim != 5:
-        return None
-    pt, ph, pw = model.config.patch_size
-    _, _, f, h, w = x.shape
-    return TokenGrid(f // pt, h // ph, w // pw)
+    x = forward_input(model, args, kwargs, "hidden_states")
+    return latent_grid(x, tuple(model.config.patch_size)) if getattr(x, "ndim", 0) == 5 else None
 
 
 WAN = register_family(Family(

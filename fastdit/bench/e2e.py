@@ -1,0 +1,158 @@
+"""Transformer step time, dense vs each method, at a real model's config with random weights.
+
+The denoiser is built from the model's published config (``fastdit.pipelines.configs``), so no download is
+needed and the numbers are for the real widths, head counts, depth and token counts; weights don't change
+the work done by dense attention or static layouts (dynamic methods such as pyramid and vmoba choose blocks
+from q and k, so their density on random weights is only indicative). One "step" is one transformer forward
+at batch 1; Wan runs classifier-free guidance as two such forwards per denoising step.
+
+Each method is applied with the model's preset knobs and ``dense_steps=0``, ``dense_layers=0`` (every layer
+sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
+Reported: median (and min) forward time over ``--repeats`` after ``--warmup`` untimed forwards, speedup =
+dense median / method median, and the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
+heads (head dim, patch and frame size kept) and 17 frames, so it finishes on a CPU in minutes.
+
+  fastdit bench e2e --quick                                    # CPU
+  fastdit bench e2e --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers    # GPU: 480p, 81 frames, 30 layers
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from .report import markdown_table, write_report
+
+DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
+QUICK_FRAMES = 17
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..methods import available_methods
+    from ..pipelines.configs import MODEL_CONFIGS
+
+    sparse = [m for m in available_methods() if m != "dense"]
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODEL_CONFIGS), metavar="MODEL",
+                        help=f"one of: {', '.join(MODEL_CONFIGS)}")
+    parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
+                        help=f"default: all ({', '.join(sparse)})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"scaled-down model ({QUICK_CONFIG}) and {QUICK_FRAMES} frames, for CPUs")
+    parser.add_argument("--frames", type=int, help="video frames (default: the model's usual size)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--layers", type=int, help="keep only the first N transformer blocks")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per method (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards per method first")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                        help="auto: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--backend", default="auto", help="kernel backend for the sparse methods")
+    parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
+
+
+def _time_forwards(model: torch.nn.Module, inputs: dict[str, Any], warmup: int, repeats: int) -> list[float]:
+    cuda = inputs["hidden_states"].is_cuda
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(**inputs, return_dict=False)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def run(args: argparse.Namespace) -> int:
+    import fastdit
+
+    from ..cli import CLIError
+    from ..cli.common import command_line, resolve_device, resolve_dtype
+    from ..pipelines.configs import MODEL_CONFIGS, build_denoiser
+    from ..pipelines.loading import check_video_size
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
+    if args.backend not in ("auto", *fastdit.available_backends()):
+        raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
+    spec = MODEL_CONFIGS[args.model]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    overrides = dict(QUICK_CONFIG) if args.quick else {}
+    if args.layers is not None:
+        if args.layers < 1:
+            raise CLIError(f"--layers must be >= 1, got {args.layers}")
+        overrides["num_layers"] = args.layers
+    frames = args.frames or (QUICK_FRAMES if args.quick else spec.frames)
+    height, width = args.height or spec.height, args.width or spec.width
+
+    for flag, value in (("frames", frames), ("height", height), ("width", width)):
+        if value < 1:
+            raise CLIError(f"--{flag} must be > 0, got {value}")
+    try:
+        check_video_size(args.model, frames, height, width, frame_step=spec.vae_temporal,
+                         multiple=spec.vae_spatial * max(spec.config["patch_size"][1:]))
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+    model = build_denoiser(args.model, device=device, dtype=dtype, **overrides)
+    gen = torch.Generator(device).manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(spec.latent_shape(frames, height, width), generator=gen, device=device,
+                                     dtype=dtype),
+        "timestep": torch.tensor([500.0], device=device),
+        "encoder_hidden_states": torch.randn(1, spec.text_tokens, spec.config["text_dim"], generator=gen,
+                                             device=device, dtype=dtype),
+    }
+    _, _, f, h, w = inputs["hidden_states"].shape
+    pt, ph, pw = spec.config["patch_size"]
+    grid = (f // pt, h // ph, w // pw)
+    tokens = grid[0] * grid[1] * grid[2]
+    print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
+          f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
+
+    rows: list[dict[str, Any]] = []
+    dense_times = _time_forwards(model, inputs, args.warmup, args.repeats)
+    dense = statistics.median(dense_times)
+    rows.append({"method": "dense", "median_s": dense, "min_s": min(dense_times), "speedup": 1.0, "density": 1.0})
+    print(f"  dense   {dense:.3f} s")
+    for method in args.methods:
+        fastdit.apply(model, method=method, preset=args.model, dense_steps=0, dense_layers=0, backend=args.backend)
+        try:
+            times = _time_forwards(model, inputs, args.warmup, args.repeats)
+            density = fastdit.stats(model).mean_density()
+        finally:
+            fastdit.remove(model)
+        median = statistics.median(times)
+        rows.append({"method": method, "median_s": median, "min_s": min(times), "speedup": dense / median,
+                     "density": density})
+        print(f"  {method:<7} {median:.3f} s  speedup {dense / median:.2f}x  density {density:.3f}")
+
+    name = args.name or f"e2e_{device}"
+    config = {**spec.config, **overrides}
+    data = {"model": args.model, "quick": args.quick, "config": config, "frames": frames, "height": height,
+            "width": width, "grid": grid, "tokens": tokens, "dtype": str(dtype), "repeats": args.repeats,
+            "warmup": args.warmup, "rows": rows}
+    body = (f"Model: {args.model}{' scaled down (--quick: ' + str(QUICK_CONFIG) + ')' if args.quick else ''}, "
+            f"random weights; {frames} frames {width}x{height} -> token grid {grid} = {tokens} tokens; "
+            f"{config['num_layers']} layers x {config['num_attention_heads']} heads x "
+            f"{config['attention_head_dim']}; {str(dtype).removeprefix('torch.')}. One forward at batch 1 "
+            f"(Wan's CFG step is two); median of {args.repeats} after {args.warmup} warm-up; every layer "
+            f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset.\n\n"
+            + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]))
+    json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,
+                                      command_line())
+    print(f"wrote {json_path} and {md_path}")
+    return 0

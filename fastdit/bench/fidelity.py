@@ -1,0 +1,349 @@
+"""Fidelity: how much of dense attention each sparse method keeps, and how far its output moves, vs density.
+
+Runs every method at several settings on structured synthetic q/k/v (smooth per-head spatio-temporal fields,
+projected, with 3D RoPE; see fastdit/bench/synthetic.py) and compares each against exact dense attention:
+
+  density   share of the dense attention work the layout computes (a pyramid block at level l counts 2**-l)
+  recall    share of the dense softmax mass that falls on key blocks the layout reads, at any level
+  recall_0  the same, counting only blocks read at full resolution (differs from recall for pyramid only)
+  rel_l2    ||out - dense|| / ||dense|| over all heads and tokens
+
+For a pooled pyramid block, recall counts the block's whole mass: the kernel reads all its keys, averaged, and
+gives them their full weight through the ln(m) logit bias; what pooling loses shows in rel_l2, and recall_0
+bounds the mass read exactly. Dense attention is computed in query chunks (never an S×S tensor); the report
+also shows how the dense mass decays with temporal and spatial distance, and what the dynamic methods'
+layouts cost next to the dense attention they replace. Writes <name>.json, <name>.md and <name>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..grid import Tiling, TokenGrid, choose_tile
+from ..kernels import attention
+from ..methods import build_layout, get_method
+from .attention_mass import DenseReference, block_mass, dense_reference
+from .report import markdown_table, write_report
+from .synthetic import video_qkv
+
+DYNAMIC_METHODS = ("pyramid", "vmoba")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One method configuration to evaluate: ``label`` names the curve, ``setting`` the point on it."""
+
+    label: str
+    method: str
+    setting: str
+    options: dict[str, Any] = field(default_factory=dict)
+    tile: tuple[int, int, int] | None = None
+
+
+def alternative_tiles(block_size: int) -> list[tuple[int, int, int]]:
+    """Tiles of ``block_size`` tokens spanning 1, 2 or 4 frames with a spatial aspect of at most 2.
+
+    GRAT's group *is* the kernel tile and criss-cross has no other knob, so its settings are tile shapes.
+    """
+    tiles = []
+    for tt in (1, 2, 4):
+        plane = block_size // tt
+        for th in (1 << i for i in range(plane.bit_length())):
+            tw = plane // th
+            if tt * th * tw == block_size and max(th, tw) <= 2 * min(th, tw):
+                tiles.append((tt, th, tw))
+    return tiles
+
+
+def settings(block_size: int) -> list[Setting]:
+    """Every method at four or more settings, spanning as much of its density range as its knobs reach.
+
+    Radial's published rule bottoms out near half density on a 16-frame grid (``decay_factor`` only widens
+    windows above one block), so its lowest point drops the frame-0 sink instead.
+    """
+    out = [Setting("radial", "radial", "decay 0.2, no sink", {"decay_factor": 0.2, "sink": False})]
+    for spatial, label in (("1d", "radial"), ("2d", "radial 2d")):
+        out += [Setting(label, "radial", f"decay {d:g}", {"decay_factor": d, "spatial": spatial})
+                for d in (0.2, 2, 4, 8)]
+    out += [Setting("grat surround", "grat", "radius {}x{}x{}".format(*r), {"mode": "surround", "radius": r})
+            for r in ((0, 1, 1), (1, 1, 1), (1, 2, 2), (2, 2, 2), (3, 3, 3))]
+    out += [Setting("grat crisscross", "grat", "tile {}x{}x{}".format(*t), {"mode": "crisscross"}, tile=t)
+            for t in alternative_tiles(block_size)]
+    out += [Setting("pyramid", "pyramid", "bands " + "/".join(f"{x:g}" for x in taus), {"thresholds": taus})
+            for taus in ((0.2, 0.25, 0.3, 0.4), (0.4, 0.5, 0.6, 0.8), (0.6, 0.7, 0.8, 0.9),
+                         (0.8, 0.85, 0.9, 0.95), (0.9, 0.95, 0.97, 0.99), (0.95, 0.97, 0.99, 1.0))]
+    for kind in ("1d", "2d", "3d"):
+        out += [Setting(f"vmoba {kind}", "vmoba", f"threshold {t:g}", {"threshold": t, "order": (kind,)})
+                for t in (0.25, 0.5, 0.75, 0.9, 0.97)]
+        out += [Setting(f"vmoba {kind} query-norm", "vmoba", f"threshold {t:g}",
+                        {"threshold": t, "order": (kind,), "normalize": "query"}) for t in (0.5, 0.75, 0.9, 0.97)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate(s: Setting, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid, block_size: int,
+             ref: DenseReference) -> dict[str, Any]:
+    """Density, recall and output error of one setting against the dense reference."""
+    tiling = Tiling.create(grid, block_size, s.tile)
+    qt, kt, vt = (tiling.to_tile_order(x) for x in (q, k, v))
+    dynamic = get_method(s.method).dynamic
+    start = time.perf_counter()
+    layout = build_layout(s.method, grid, block_size=block_size, tile=tiling.tile,
+                          **({"q": qt, "k": kt} if dynamic else {}), **s.options)
+    layout_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    out = tiling.from_tile_order(attention(qt, kt, vt, layout, backend="torch"))
+    attention_seconds = time.perf_counter() - start
+    levels = layout.to_level_map()
+    mass = block_mass(ref, tiling)
+    total = mass.sum()
+    return {"method": s.label, "setting": s.setting, "tile": "x".join(map(str, tiling.tile)),
+            "density": layout.density(),
+            "recall": float((mass * (levels >= 0)).sum() / total),
+            "recall_0": float((mass * (levels == 0)).sum() / total),
+            "rel_l2": float((out - ref.out).norm() / ref.out.norm()),
+            "layout_s": layout_seconds, "attention_s": attention_seconds}
+
+
+def layout_cost(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid, block_size: int,
+                repeats: int) -> list[dict[str, Any]]:
+    """Build time of each dynamic method's default layout next to dense SDPA at the same shape (best of runs)."""
+    dense = min(_timed(lambda: F.scaled_dot_product_attention(q, k, v)) for _ in range(repeats))
+    tiling = Tiling.create(grid, block_size)
+    qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
+    rows = []
+    for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2)):
+        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=qt, k=kt, layer=layer))
+                   for _ in range(5 * repeats))
+        name = method if method == "pyramid" else f"vmoba {get_method('vmoba').options().partition(layer)}"
+        rows.append({"method": name, "tokens": grid.num_tokens, "layout_ms": 1e3 * best, "dense_sdpa_ms": 1e3 * dense,
+                     "percent_of_dense": 100 * best / dense})
+    return rows
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def _interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
+    """Piecewise-linear ``y(x)`` on the sorted points, ``None`` outside their range."""
+    points = sorted(zip(xs, ys))
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+BASELINES = ("radial", "radial 2d")
+
+
+def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each dynamic setting next to static radial (1d and 2d) interpolated at the same density.
+
+    Recall is interpolated linearly, error log-linearly; a baseline whose density range does not contain the
+    setting's density gives no value (``None``), and settings outside both ranges are left out.
+    """
+    out = []
+    for r in rows:
+        if not r["method"].startswith(DYNAMIC_METHODS):
+            continue
+        row = {"method": r["method"], "setting": r["setting"], "density": r["density"], "recall": r["recall"]}
+        for base in BASELINES:
+            points = [x for x in rows if x["method"] == base]
+            dens = [x["density"] for x in points]
+            row[f"{base} recall"] = _interpolate(r["density"], dens, [x["recall"] for x in points])
+        row["rel_l2"] = r["rel_l2"]
+        for base in BASELINES:
+            points = [x for x in rows if x["method"] == base]
+            log_err = _interpolate(r["density"], [x["density"] for x in points],
+                                   [math.log(x["rel_l2"]) for x in points])
+            row[f"{base} rel_l2"] = None if log_err is None else math.exp(log_err)
+        if any(row[f"{base} recall"] is not None for base in BASELINES):
+            out.append(row)
+    return out
+
+
+def _verdict(comparison: list[dict[str, Any]]) -> str:
+    """One line per dynamic method and baseline: at how many equal-density points it wins on recall and error."""
+    lines = []
+    for method in dict.fromkeys(c["method"] for c in comparison):
+        for base in BASELINES:
+            mine = [c for c in comparison if c["method"] == method and c[f"{base} recall"] is not None]
+            if not mine:
+                continue
+            recall_wins = sum(c["recall"] > c[f"{base} recall"] for c in mine)
+            error_wins = sum(c["rel_l2"] < c[f"{base} rel_l2"] for c in mine)
+            lines.append(f"- **{method}** vs {base}: higher recall at {recall_wins} of {len(mine)} equal-density "
+                         f"points, lower output error at {error_wins} of {len(mine)}.")
+    if not lines:
+        return "No dynamic setting fell inside radial's density range, so there is no equal-density comparison.\n"
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- report
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_err, ax_rec) = plt.subplots(1, 2, figsize=(13, 5))
+    for label in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["density"], r["rel_l2"], r["recall"]) for r in rows if r["method"] == label)
+        d, e, rc = zip(*pts)
+        style = ("-o" if "query-norm" not in label else ":o") if label.startswith(DYNAMIC_METHODS) else "--s"
+        ax_err.plot(d, e, style, label=label, markersize=4)
+        ax_rec.plot(d, rc, style, label=label, markersize=4)
+    ax_err.set(xlabel="density (share of dense attention work)", ylabel="relative L2 error vs dense (log)",
+               yscale="log", title="output error")
+    ax_rec.set(xlabel="density (share of dense attention work)", ylabel="recall (dense softmax mass kept)",
+               title="attention-mass recall")
+    for ax in (ax_err, ax_rec):
+        ax.grid(True, alpha=0.3)
+    ax_rec.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _profile_table(profile: dict[str, Any], unit: str, heads: list[str]) -> str:
+    rows = []
+    for i, b in enumerate(profile["bins"]):
+        row = {f"distance ({unit})": b, "pair share": profile["pair_share"][i], "mass share": profile["mass_share"][i],
+               "mass / uniform": profile["relative_to_uniform"][i]}
+        row.update({f"{h} (h{j})": profile["relative_to_uniform_per_head"][j][i] for j, h in enumerate(heads)})
+        rows.append(row)
+    return markdown_table(rows)
+
+
+def markdown(data: dict[str, Any], png: str) -> str:
+    cfg = data["config"]
+    heads = [p["name"] for p in data["heads"]]
+    worst = max(r["percent_of_dense"] for r in data["layout_cost"])
+    table = markdown_table(data["results"], ["method", "setting", "tile", "density", "recall", "recall_0", "rel_l2"])
+    return (
+        f"Grid {cfg['grid']} (t×h×w, {cfg['tokens']} tokens), {cfg['heads']} heads × head dim {cfg['head_dim']}, "
+        f"{cfg['block_size']}-token blocks (default tile {cfg['tile']}), fp32, seed {cfg['seed']}. Inputs: "
+        "structured synthetic q/k/v (`fastdit/bench/synthetic.py`): per head a smooth random spatio-temporal "
+        "field (head profiles " + ", ".join(f"h{j} {h}" for j, h in enumerate(heads)) + "), projected to "
+        "q/k/v, with Wan's 3D RoPE. Dense reference computed exactly in query chunks "
+        f"({data['dense_seconds']:.1f} s).\n\n"
+        "## Dense attention decays with distance\n\n"
+        "*mass share*: share of all attention mass on keys at that distance (mean over heads); *pair share*: the "
+        "share a uniform attention would put there; *mass / uniform*: their ratio (1 = no preference), overall "
+        "and per head.\n\n"
+        f"Temporal distance |t_q − t_k| (frames):\n\n{_profile_table(data['temporal_profile'], 'frames', heads)}\n"
+        "Spatial distance max(|y_q − y_k|, |x_q − x_k|) (tokens, keys of every frame):\n\n"
+        f"{_profile_table(data['spatial_profile'], 'tokens', heads)}\n"
+        "## Density, recall, error\n\n"
+        "*density*: share of dense attention work (a pyramid block at level l counts 2^-l); *recall*: share of the "
+        "dense softmax mass on key blocks the layout reads at any level (a pooled pyramid block counts fully: its "
+        "keys are read averaged and weighted by the ln(m) bias; pooling's loss shows in the error); *recall_0*: "
+        "mass on blocks read at full resolution; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
+        f"{table}\n![density vs error and recall]({png})\n\n"
+        "## Dynamic methods vs static radial at equal density\n\n"
+        "Static radial (1d, the published rule, and 2d) interpolated at each dynamic setting's density: recall "
+        "linearly, error log-linearly; blank where that density is outside the baseline's range, and settings "
+        "outside both ranges left out.\n\n"
+        f"{markdown_table(data['vs_radial'])}\n{_verdict(data['vs_radial'])}\n"
+        "## Layout cost of the dynamic methods\n\n"
+        "Time to build the per-head layout from q and k (block means, scores, selection, CSR) against dense "
+        f"`scaled_dot_product_attention` at the same shape on this machine (best of runs):\n\n"
+        f"{markdown_table(data['layout_cost'], floatfmt='.4g')}\n"
+        f"Largest: {worst:.2f}% of the dense attention time (target: below 2% at S ≥ 8k).\n"
+    )
+
+
+DEFAULTS = {"grid": (16, 24, 40), "heads": 4, "head_dim": 64, "block_size": 128, "seed": 0, "repeats": 3,
+            "threads": 0}
+QUICK = {"grid": (4, 8, 12), "heads": 2, "head_dim": 32, "block_size": 16, "repeats": 1}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", type=int, nargs=3, default=DEFAULTS["grid"], metavar=("T", "H", "W"),
+                        help="latent grid, frames × height × width in tokens (default: 16 24 40)")
+    parser.add_argument("--heads", type=int, default=DEFAULTS["heads"], help="attention heads (default: 4)")
+    parser.add_argument("--head-dim", type=int, default=DEFAULTS["head_dim"], help="head dimension (default: 64)")
+    parser.add_argument("--block-size", type=int, default=DEFAULTS["block_size"],
+                        help="kernel block in tokens (default: 128)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the synthetic inputs")
+    parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"],
+                        help="timing repeats for the layout cost, best one kept (default: 3)")
+    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"],
+                        help="torch CPU threads (default 0: torch's own choice); 1 is steadier on a busy machine")
+    parser.add_argument("--name", default="fidelity", help="report file name without extension")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny grid (4 8 12), 2 heads, head dim 32, 16-token blocks: seconds, for tests")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this report (options left at their defaults omitted)."""
+    parts = ["fastdit bench fidelity"] + (["--quick"] if args.quick else [])
+    for key, default in DEFAULTS.items():
+        value = tuple(getattr(args, key)) if key == "grid" else getattr(args, key)
+        if value != (QUICK.get(key, default) if args.quick else default):
+            shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            parts.append(f"--{key.replace('_', '-')} {shown}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:  # the suite may run inside a larger process (tests): leave its thread count as it was
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    grid = TokenGrid(*args.grid)
+    q, k, v, profiles = video_qkv(grid, args.heads, args.head_dim, seed=args.seed)
+    todo = settings(args.block_size)
+    tiles = {choose_tile(grid, args.block_size)} | {s.tile for s in todo if s.tile}
+    cell = tuple(reduce(math.gcd, axis) for axis in zip(*tiles))
+    ref = dense_reference(q, k, v, grid, cell)
+    rows = []
+    for s in todo:
+        rows.append(evaluate(s, q, k, v, grid, args.block_size, ref))
+        r = rows[-1]
+        print(f"{r['method']:>16} {r['setting']:<28} density {r['density']:.3f}  recall {r['recall']:.3f}  "
+              f"rel_l2 {r['rel_l2']:.4f}", flush=True)
+    data = {
+        "config": {"grid": "x".join(map(str, args.grid)), "tokens": grid.num_tokens, "heads": args.heads,
+                   "head_dim": args.head_dim, "block_size": args.block_size, "seed": args.seed,
+                   "tile": "x".join(map(str, choose_tile(grid, args.block_size))), "mass_cell": list(cell)},
+        "heads": [vars(p) for p in profiles],
+        "dense_seconds": ref.seconds,
+        "temporal_profile": ref.temporal,
+        "spatial_profile": ref.spatial,
+        "results": rows,
+        "vs_radial": compare_with_radial(rows),
+        "layout_cost": layout_cost(q, k, v, grid, args.block_size, args.repeats),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{args.name}.png"
+    plot(rows, png, f"fastdit fidelity: grid {data['config']['grid']}, {args.heads} heads, "
+                    f"{args.block_size}-token blocks")
+    json_path, md_path = write_report(out, args.name, "Sparse attention fidelity vs dense", data,
+                                      markdown(data, png.name), _command(args))
+    print(f"wrote {json_path}, {md_path}, {png}")
+    return 0

@@ -1,0 +1,294 @@
+"""Kernel speed: fastdit's Triton block-sparse attention vs dense SDPA and FlexAttention, on one CUDA GPU.
+
+For each model shape (Wan2.1-1.3B 480p, Wan2.1-14B 720p, HunyuanVideo 720p 129 frames; B = 1, D = 128) and
+each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's token grid) it times:
+
+  cudnn, flash   dense SDPA on the real (unpadded) sequence in model order, per shape
+  flex           compiled FlexAttention on the same layout (pyramid: its kept blocks at full resolution,
+                 since FlexAttention cannot pool), block mask built outside the timing
+  triton         fastdit.attention(..., backend="triton"); for pyramid this includes pooling K/V
+
+Times are triton.testing.do_bench medians in ms. Derived columns:
+
+  TFLOP/s    4 · B · H · D · (query-key pairs of the active blocks, a level-l block counting 2**-l) / time
+  ratio      triton / (density × cudnn); the target is <= 1.25 at density 0.1-0.5 (DESIGN.md §7)
+  vs flex    flex / triton; the target is >= 1.5 (radial and grat: pyramid rows do less work than flex)
+  rel err    ||triton − torch reference|| / ||reference|| (first layout of each method and shape), so no
+             number comes from a wrong kernel
+
+Density is the layout's own (share of the tile-padded block grid); `padding` is the share of tile-order
+tokens that are padding, work the sparse kernels spend and dense SDPA does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..cli import CLIError
+from ..grid import Tiling, TokenGrid
+from ..kernels import attention
+from ..layout import BlockLayout
+from ..methods import available_methods, build_layout
+from .report import markdown_table, write_report
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One self-attention call of a model: ``heads`` × the tokens of ``grid``."""
+
+    label: str
+    heads: int
+    grid: TokenGrid
+    head_dim: int = 128
+
+
+SHAPES = {
+    "wan-1.3b-480p": Shape("Wan2.1-1.3B 480p 81f", 12, TokenGrid(21, 30, 52)),      # 32760 tokens
+    "wan-14b-720p": Shape("Wan2.1-14B 720p 81f", 40, TokenGrid(21, 45, 80)),        # 75600 tokens
+    "hunyuan-720p": Shape("HunyuanVideo 720p 129f", 24, TokenGrid(33, 45, 80)),     # 118800 tokens
+}
+METHODS = ("radial", "grat", "pyramid")
+DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5)
+PUBLISHED_BANDS = (0.4, 0.5, 0.6, 0.8)  # PSA's cumulative-mass bands for levels 0..3 (Wan2.1-14B)
+TARGET_RATIO, TARGET_VS_FLEX = 1.25, 1.5
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES),
+                        help="model shapes to time (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="layouts to time (default: all)")
+    parser.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES),
+                        help="target layout densities (default: 0.1 0.2 0.3 0.4 0.5)")
+    parser.add_argument("--dtype", choices=list(_DTYPES), default="bf16", help="input dtype (default: bf16)")
+    parser.add_argument("--block-size", type=int, default=128, help="kernel block in tokens (default: 128)")
+    parser.add_argument("--warmup", type=int, default=100, help="do_bench warm-up, in ms (default: 100)")
+    parser.add_argument("--rep", type=int, default=500, help="do_bench timed repetitions, in ms (default: 500)")
+    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes minutes)")
+    parser.add_argument("--name", default="kernels", help="report file name without extension")
+    parser.add_argument("--quick", action="store_true",
+                        help="Wan2.1-1.3B shape only, densities 0.1 0.3 0.5, shorter timing: a few minutes")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise CLIError("the kernel benchmark times CUDA kernels, and this machine has no CUDA GPU "
+                       "(torch.cuda.is_available() is False)")
+    try:
+        import triton.testing
+    except ImportError:
+        raise CLIError("the kernel benchmark needs triton (pip install triton)") from None
+    if args.quick:
+        args.shapes, args.densities, args.warmup, args.rep = ["wan-1.3b-480p"], [0.1, 0.3, 0.5], 25, 100
+    if "pyramid" in args.methods and "pyramid" not in available_methods():
+        print("pyramid layouts skipped: this install has no 'pyramid' method", file=sys.stderr)
+        args.methods = [m for m in args.methods if m != "pyramid"]
+    _allow_recompiles()
+    dtype = _DTYPES[args.dtype]
+    timer = lambda fn: triton.testing.do_bench(fn, warmup=args.warmup, rep=args.rep,  # noqa: E731
+                                               return_mode="median")
+    dense, rows = [], []
+    for key in args.shapes:
+        shape = SHAPES[key]
+        q, k, v = (torch.randn(1, shape.heads, shape.grid.num_tokens, shape.head_dim, dtype=dtype, device="cuda")
+                   for _ in range(3))
+        dense.append(dense_row(shape, q, k, v, timer))
+        print(_line(dense[-1]), flush=True)
+        tiling = Tiling.create(shape.grid, args.block_size)
+        qt, kt, vt = (tiling.to_tile_order(x) for x in (q, k, v))
+        del q, k, v
+        timed = set()  # a setting nearest to two targets (a method's density floor, say) is timed once
+        for method in args.methods:
+            for target in args.densities:
+                layout, setting = layout_at_density(method, shape.grid, args.block_size, target, q=qt, k=kt)
+                if (method, setting) in timed:
+                    continue
+                row = {"shape": shape.label, "method": method, "setting": setting, "target": target,
+                       **sparse_timings(layout, qt, kt, vt, dense[-1], timer, flex=not args.no_flex,
+                                        check=not any(m == method for m, _ in timed))}
+                timed.add((method, setting))
+                rows.append(row)
+                print(_line(row), flush=True)
+        del qt, kt, vt
+        torch.cuda.empty_cache()
+    data = {"dtype": args.dtype, "block_size": args.block_size, "dense": dense, "rows": rows,
+            "targets": {"ratio_max": TARGET_RATIO, "vs_flex_min": TARGET_VS_FLEX, "densities": [0.1, 0.5]}}
+    command = "fastdit bench kernels" + (" --quick" if args.quick else "")
+    json_path, md_path = write_report(args.out, args.name, "Block-sparse attention kernels", data, markdown(data),
+                                      command)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+# ---------------------------------------------------------------- layouts at a target density
+def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: float, *,
+                      q: torch.Tensor | None = None, k: torch.Tensor | None = None) -> tuple[BlockLayout, str]:
+    """The layout of ``method`` on ``grid`` whose density is nearest ``target``, and the setting that gave it.
+
+    radial: ``decay_factor`` (bisected on a log scale) with the published 1D window and attention sink, then,
+    if that can't get within 0.03 of ``target`` (its window never drops below a tile row), the 2D window and/or
+    no sink; grat: ``surround`` radii (temporal x spatial grid); pyramid: PSA's published bands scaled by one
+    factor (bisected), on ``q, k``.
+    """
+    if method == "radial":
+        best = None
+        for spatial, sink in (("1d", True), ("2d", True), ("1d", False), ("2d", False)):
+            found = _bisect(lambda x: build_layout("radial", grid, block_size=block_size, decay_factor=x,
+                                                   spatial=spatial, sink=sink),
+                            target, -3.0, 3.0, log=True,
+                            describe=lambda x: f"decay_factor={x:.3g} spatial={spatial} sink={sink}")
+            if best is None or abs(found[0].density() - target) < abs(best[0].density() - target):
+                best = found
+            if abs(best[0].density() - target) <= 0.03:
+                break
+        return best
+    if method == "grat":
+        _, rt, rs = min(_grat_settings(grid, block_size), key=lambda c: abs(c[0] - target))
+        return (build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs)),
+                f"surround radius=({rt}, {rs}, {rs})")
+    if method == "pyramid":
+        if q is None or k is None:
+            raise ValueError("pyramid layouts are chosen from q and k: pass q= and k=")
+
+        def build(c: float) -> BlockLayout:
+            bands = tuple(min(1.0, c * t) for t in PUBLISHED_BANDS)
+            return build_layout("pyramid", grid, block_size=block_size, q=q, k=k, thresholds=bands)
+
+        return _bisect(build, target, 0.01, 1.25, log=False,
+                       describe=lambda c: "bands " + "/".join(f"{min(1.0, c * t):.3g}" for t in PUBLISHED_BANDS))
+    raise ValueError(f"unknown method {method!r}; the kernel benchmark times {', '.join(METHODS)}")
+
+
+@functools.lru_cache(maxsize=8)
+def _grat_settings(grid: TokenGrid, block_size: int) -> list[tuple[float, int, int]]:
+    """``(density, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii 0, 1, 2, 3,
+    then doubling temporally; every spatial radius up to the frame's size in tiles)."""
+    nt, nh, nw = Tiling.create(grid, block_size).tiles
+    temporal = sorted({r for r in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if r < nt})
+    return [(build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs)).density(),
+             rt, rs) for rt in temporal for rs in range(max(nh, nw))]
+
+
+def _bisect(build: Callable[[float], BlockLayout], target: float, lo: float, hi: float, *, log: bool,
+            describe: Callable[[float], str], steps: int = 14) -> tuple[BlockLayout, str]:
+    """Bisect a knob that density grows with; the nearest layout seen wins (densities move in steps)."""
+    best = None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        x = 10 ** mid if log else mid
+        layout = build(x)
+        if best is None or abs(layout.density() - target) < abs(best[0].density() - target):
+            best = layout, describe(x)
+        if layout.density() < target:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+# ---------------------------------------------------------------- timings
+def dense_row(shape: Shape, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              timer: Callable[[Callable[[], Any]], float]) -> dict[str, Any]:
+    """Dense SDPA through cuDNN and through flash attention (``None`` where this torch/GPU lacks one)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, H, S, D = q.shape
+    row: dict[str, Any] = {"shape": shape.label, "heads": H, "tokens": S, "head_dim": D}
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+        def fn(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        try:
+            row[f"{name}_ms"] = timer(fn)
+        except RuntimeError as err:  # backend not built into this torch, or not for this GPU
+            print(f"{name} SDPA unavailable: {str(err).splitlines()[0]}", file=sys.stderr)
+            row[f"{name}_ms"] = None
+    flops = 4 * B * H * S * S * D
+    row["cudnn_tflops"] = _tflops(flops, row["cudnn_ms"])
+    return row
+
+
+def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dense: dict[str, Any],
+                   timer: Callable[[Callable[[], Any]], float], *, flex: bool = True,
+                   check: bool = True) -> dict[str, Any]:
+    """Triton (and FlexAttention) on ``layout`` over tile-ordered ``q, k, v``, with the derived columns.
+
+    ``check`` compares the Triton output with the torch reference first (``rel_err``; seconds per layout at
+    these shapes, so the suite checks the first layout of each method and shape).
+    """
+    B, H, S, D = q.shape
+    on_gpu = layout.to(q.device)  # index tensors where the kernels read them, moved once, outside the timing
+    density = layout.density()
+    row: dict[str, Any] = {"density": density, "levels": layout.max_level, "heads_in_layout": layout.num_heads,
+                           "padding": 1.0 - dense["tokens"] / S, "rel_err": None}
+    out = attention(q, k, v, on_gpu, backend="triton")  # compiles and autotunes outside the timing
+    if check:
+        ref = attention(q, k, v, on_gpu, backend="torch")
+        valid = slice(None) if on_gpu.kv_valid is None else on_gpu.kv_valid
+        row["rel_err"] = float((out[:, :, valid].float() - ref[:, :, valid].float()).norm()
+                               / ref[:, :, valid].float().norm())
+        del ref
+    del out
+    row["triton_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
+    if flex:
+        from ..kernels.flex import compiled_flex_attention
+
+        block_mask = layout.to_flex_block_mask(q.device)
+        fn = compiled_flex_attention()
+        row["flex_ms"] = timer(lambda: fn(q, k, v, block_mask=block_mask))
+    row["triton_tflops"] = _tflops(4 * B * H * D * density * S * S, row["triton_ms"])
+    cudnn = dense.get("cudnn_ms")
+    row["ratio"] = None if cudnn is None else row["triton_ms"] / (density * cudnn)
+    row["speedup_vs_cudnn"] = None if cudnn is None else cudnn / row["triton_ms"]
+    row["vs_flex"] = row["flex_ms"] / row["triton_ms"] if flex else None
+    return row
+
+
+def _tflops(flops: float, ms: float | None) -> float | None:
+    return None if ms is None else flops / (ms * 1e-3) / 1e12
+
+
+def _allow_recompiles() -> None:
+    """Each (shape, shared or per-head layout) compiles FlexAttention anew; keep them all compiled."""
+    import torch._dynamo.config as dynamo
+
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo, name, max(getattr(dynamo, name), 64))
+
+
+def _line(row: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+# ---------------------------------------------------------------- report
+def markdown(data: dict[str, Any]) -> str:
+    """Dense baselines, then one table per shape, then how many rows meet each target."""
+    parts = [f"dtype {data['dtype']}, {data['block_size']}-token blocks, batch 1, head dim 128. "
+             "Times: triton.testing.do_bench median, ms.\n", "## Dense SDPA\n",
+             markdown_table(data["dense"], ["shape", "heads", "tokens", "cudnn_ms", "flash_ms", "cudnn_tflops"])]
+    columns = ["method", "setting", "density", "padding", "triton_ms", "flex_ms", "triton_tflops", "ratio",
+               "vs_flex", "speedup_vs_cudnn", "rel_err"]
+    for shape in dict.fromkeys(r["shape"] for r in data["rows"]):
+        parts += [f"## {shape}\n", markdown_table([r for r in data["rows"] if r["shape"] == shape], columns)]
+    in_band = [r for r in data["rows"] if 0.1 - 0.02 <= r["density"] <= 0.5 + 0.02 and r["ratio"] is not None]
+    level0 = [r for r in data["rows"] if r["levels"] == 0 and r.get("vs_flex") is not None]
+    met_ratio = sum(r["ratio"] <= TARGET_RATIO for r in in_band)
+    met_flex = sum(r["vs_flex"] >= TARGET_VS_FLEX for r in level0)
+    parts.append(
+        "## Targets\n\n"
+        f"- time <= {TARGET_RATIO} x density x cuDNN dense, density 0.1-0.5: {met_ratio} of {len(in_band)} rows\n"
+        f"- >= {TARGET_VS_FLEX}x faster than FlexAttention on the same layout (radial, grat): "
+        f"{met_flex} of {len(level0)} rows\n\n"
+        "ratio = triton / (density x cudnn); vs_flex = flex / triton; padding = share of tile-order tokens that "
+        "are padding (dense SDPA runs the unpadded sequence); pyramid rows include pooling K/V, and their flex "
+        "column reads the kept blocks at full resolution.\n")
+    return "\n".join(parts)

@@ -1,0 +1,159 @@
+"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM and density, plus a labelled video.
+
+The baseline is the pipeline's stock attention (what diffusers runs without fastdit), so speedups are against
+what a user has today. Each method then runs through ``fastdit.apply`` with the same call arguments and seed;
+PSNR and SSIM are computed on the uint8 frames (what the mp4 holds before encoding) against the baseline's,
+over every frame. ``fastdit compare`` and the web demo both call :func:`compare`.
+
+In JSON, a PSNR of identical videos is written as the string ``"inf"`` (JSON has no infinity); every other
+PSNR is a number in dB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .bench.report import environment, markdown_table
+from .media import side_by_side, write_image, write_text, write_video
+from .metrics import psnr, ssim
+from .run import RunResult, run_pipeline
+
+__all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"]
+
+BASELINE = "dense"
+COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "density",
+           "sparse_density", "sparse_fraction")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method to compare, with its knobs (anything not given comes from the model's preset)."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The method and its knobs; fastdit's own dense path is told apart from the stock baseline."""
+        knobs = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        name = "dense (fastdit)" if self.method == BASELINE else self.method
+        return f"{name}({knobs})" if knobs else name
+
+
+def _json_number(x: float | None) -> float | str | None:
+    return "inf" if x is not None and math.isinf(x) else x
+
+
+@dataclass
+class Comparison:
+    """The baseline run, one run per method, and one metrics row per run (the baseline's first)."""
+
+    baseline: RunResult
+    runs: list[RunResult]
+    rows: list[dict[str, Any]]
+
+    def video(self) -> np.ndarray:
+        """All runs side by side, each under a label strip: name, then speedup / PSNR / density."""
+        panels = []
+        for row, run in zip(self.rows, (self.baseline, *self.runs)):
+            detail = (f"{row['speedup']:.2f}x  {row['psnr_db']:.1f}dB  d={row['density']:.2f}"
+                      if run is not self.baseline else f"{run.total_s:.1f}s  stock attention")
+            panels.append(((run.label, detail), run.frames))
+        return side_by_side(panels)
+
+    def markdown(self) -> str:
+        return markdown_table(self.rows, COLUMNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in self.rows]
+        return {"rows": rows, "runs": [r.to_dict() for r in (self.baseline, *self.runs)],
+                "notes": {"psnr_db": 'vs the dense video over all frames (uint8); the string "inf" when identical',
+                          "ssim": "Gaussian-window SSIM (Wang et al. 2004) vs the dense video, mean over frames "
+                                  "and channels",
+                          "speedup": "dense total time / this total time (whole pipeline call)",
+                          "step_speedup": "dense mean denoising-step time / this one",
+                          "density": "mean attention density over every (step, layer), dense counted as 1",
+                          "sparse_density": "mean density over the (step, layer) calls that ran sparse"}}
+
+
+def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
+    sparse_records = [r for r in run.stats.records if not r.dense] if run.stats else []
+    base_step, step = baseline.mean_step_s, run.mean_step_s
+    return {
+        "method": run.label,
+        "total_s": run.total_s,
+        "step_s": step,
+        "speedup": baseline.total_s / run.total_s,
+        "step_speedup": base_step / step if base_step and step else None,
+        "psnr_db": psnr(baseline.frames, run.frames),
+        "ssim": ssim(baseline.frames, run.frames),
+        # the stock attention attends every key: density 1 by definition
+        "density": run.stats.mean_density() if run.stats else 1.0,
+        "sparse_density": (sum(r.density for r in sparse_records) / len(sparse_records)) if sparse_records
+        else None,
+        "sparse_fraction": run.stats.sparse_fraction() if run.stats else 0.0,
+    }
+
+
+def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, seed: int = 0,
+            sparse: dict[str, Any] | None = None, warmup: bool = True, repeats: int = 1,
+            on_run: Callable[[str], None] | None = None) -> Comparison:
+    """Run the stock pipeline, then each method, on ``call`` (pipeline arguments) with the same ``seed``.
+
+    ``sparse`` holds the ``fastdit.apply`` arguments shared by every method (``preset``, ``dense_steps``,
+    ``block_size``...). ``warmup`` first runs one unrecorded denoising step per configuration (the methods'
+    with no dense warm-up step, so their sparse path runs), so one-time costs (thread pools, allocator
+    growth, first-call dispatch, layout caches) are billed to no one. With ``repeats`` > 1 the
+    configurations run round-robin and each keeps its fastest run, so a burst of load from elsewhere on the
+    machine slows one round of every method instead of one method. ``on_run`` is told each label before its
+    run (for progress messages). Leaves ``pipe`` unpatched.
+    """
+    if not methods:
+        raise ValueError("compare needs at least one method")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    configs = [(BASELINE, None)]
+    configs += [(spec.label, {**(sparse or {}), "method": spec.method, **spec.options}) for spec in methods]
+    notify = on_run or (lambda label: None)
+    if warmup:
+        notify("warm-up")
+        one_step = {**call, "num_inference_steps": 1}
+        for _, config in configs:
+            warm = None if config is None else {**config, "dense_steps": 0}
+            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm)
+    fastest: dict[str, RunResult] = {}
+    for _ in range(repeats):
+        for label, config in configs:
+            notify(label)
+            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config)
+            if label not in fastest or run.total_s < fastest[label].total_s:
+                fastest[label] = run
+    baseline, *runs = (fastest[label] for label, _ in configs)
+    return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
+
+
+def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, command: str,
+                     settings: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``compare.mp4`` (or ``compare.png`` for image models), ``compare.md`` and ``compare.json`` in
+    ``out_dir``; each written atomically."""
+    out = Path(out_dir)
+    panels = comparison.video()
+    paths = {"table_md": out / "compare.md", "table_json": out / "compare.json"}
+    if comparison.baseline.video:
+        paths["video"] = write_video(panels, out / "compare.mp4", fps)
+    else:
+        paths["image"] = write_image(panels[0], out / "compare.png")
+    data = {"command": command, "environment": environment(), "settings": settings or {}, **comparison.to_dict()}
+    write_text(json.dumps(data, indent=2) + "\n", paths["table_json"])
+    media = paths.get("video", paths.get("image"))
+    write_text(f"# fastdit compare\n\nCommand: `{command}`\n\n{comparison.markdown()}\n"
+               f"PSNR/SSIM are vs the dense (stock attention) output over all frames; speedup is total "
+               f"pipeline time, step_speedup the mean denoising step. Side by side: `{media.name}`.\n",
+               paths["table_md"])
+    return paths

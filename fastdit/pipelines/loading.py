@@ -1,0 +1,191 @@
+"""Finding and loading the pipeline a user names: ``tiny`` (the bundled sample), a local folder, or a hub id.
+
+Names are checked before anything heavy is imported or loaded, so an unknown model costs a fraction of a
+second; hub ids go through diffusers' normal cache (``HF_HOME``), and weights that are missing while offline
+become one sentence that says which id is missing and how to get it, not a stack trace.
+
+A local model folder may carry a ``fastdit.json`` next to its ``model_index.json``::
+
+    {"call": {"num_frames": 33, "height": 256, "width": 256, "num_inference_steps": 8, ...}, "fps": 8}
+
+``call`` holds the pipeline-call defaults that fit the model (the bundled tiny model is far too small for the
+pipeline class's own 480x832 defaults), ``fps`` the frame rate its videos are written at. Flags given on the
+command line win over both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["ModelError", "ModelSource", "TINY", "sample_dir", "resolve_model", "load_pipeline",
+           "call_defaults", "video_size_rule", "check_video_size", "DEFAULT_FPS"]
+
+TINY = "tiny"
+SETTINGS_FILE = "fastdit.json"
+DEFAULT_FPS = 16  # Wan's frame rate; a model folder's fastdit.json can say otherwise
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(ValueError):
+    """The model can't be found or loaded; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``location`` is a local folder or a hub id; ``settings`` its fastdit.json."""
+
+    name: str
+    location: str
+    local: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> int:
+        return int(self.settings.get("fps", DEFAULT_FPS))
+
+
+def sample_dir() -> Path:
+    """The bundled tiny model: ``samples/tiny-wan`` of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[2] / "samples" / "tiny-wan"
+
+
+def _read_settings(folder: Path) -> dict[str, Any]:
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("call", {}), dict):
+        raise ModelError(f'{path} must be an object like {{"call": {{...}}, "fps": 16}}')
+    return settings
+
+
+def resolve_model(name: str | None) -> ModelSource:
+    """``tiny`` (or nothing), an existing diffusers folder, or something shaped like a hub id ``org/name``."""
+    from ..presets import PRESETS
+
+    name = name or TINY
+    if name == TINY:
+        folder = sample_dir()
+        if not (folder / "model_index.json").is_file():
+            raise ModelError(f"the bundled model is missing from {folder}; recreate it with "
+                             f"`python -m fastdit.pipelines.make_sample {folder}`")
+        return ModelSource(name, str(folder), True, _read_settings(folder))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"{name!r} is a folder but not a diffusers pipeline (it has no model_index.json)")
+        return ModelSource(name, str(path), True, _read_settings(path))
+    if path.exists():
+        raise ModelError(f"{name!r} is a file; give a diffusers pipeline folder, a hub id or 'tiny'")
+    if _HUB_ID.match(name):
+        return ModelSource(name, name, False)
+    raise ModelError(f"unknown model {name!r}: not a folder here, and not a hub id like org/name. Use 'tiny' "
+                     f"(the bundled model), a local diffusers folder, or a hub id (presets: {', '.join(PRESETS)})")
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None) -> Any:
+    """The diffusers pipeline of ``source`` on ``device``; failures become a one-line :class:`ModelError`."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        with _quiet_loading():
+            pipe = DiffusionPipeline.from_pretrained(source.location, torch_dtype=dtype,
+                                                     local_files_only=source.local)
+    except OSError as err:
+        if source.local:
+            raise ModelError(f"can't load the pipeline in {source.location}: {_first_line(err)}") from None
+        raise ModelError(
+            f"can't load {source.location!r}: its weights are not in the Hugging Face cache ({_hub_cache()}) and "
+            f"could not be downloaded ({_first_line(err)}). Get them with `hf download {source.location}` "
+            f"(older hubs: `huggingface-cli download {source.location}`) or point HF_HOME at a cache that has "
+            "them") from None
+    return pipe.to(device)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Keep loading chatter off stderr, so a failure after it is still one line: per-component progress
+    bars, "couldn't connect to the Hub" notices (the error message says it all), and the ``torch_dtype``
+    rename warning of newer diffusers (older ones only know ``torch_dtype``). Download progress stays."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    level = diffusers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def call_defaults(pipe: Any, source: ModelSource) -> dict[str, Any]:
+    """The call arguments the model runs with when no flag overrides them: the pipeline's own signature
+    defaults, then the model folder's fastdit.json."""
+    params = inspect.signature(pipe.__call__).parameters
+    defaults = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    defaults.update(source.settings.get("call", {}))
+    return defaults
+
+
+def video_size_rule(pipe: Any) -> tuple[int | None, int | None]:
+    """``(frame_step, size_multiple)`` of a video pipeline: frames must be ``k * frame_step + 1`` and height
+    and width multiples of ``size_multiple`` (``None``: no rule known).
+
+    Video VAEs compress time by ``vae_scale_factor_temporal`` keeping the first frame, and space by
+    ``vae_scale_factor_spatial``, which the transformer's spatial patch multiplies (Wan: 4 and 8 x 2 = 16).
+    Sizes are also kept to multiples of 16, which ``WanPipeline.check_inputs`` demands whatever the patch
+    (the bundled model's patch is 1x1x1) and every other diffusers video model's rule already implies.
+    """
+    step = getattr(pipe, "vae_scale_factor_temporal", None)
+    spatial = getattr(pipe, "vae_scale_factor_spatial", None)
+    if spatial is None:
+        return step, None
+    patch = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "patch_size", None)
+    spatial *= max(patch[1:]) if isinstance(patch, (tuple, list)) else (patch or 1)
+    return step, math.lcm(spatial, 16)
+
+
+def check_video_size(model: str, frames: int | None, height: int | None, width: int | None, *,
+                     frame_step: int | None, multiple: int | None) -> None:
+    """Reject sizes the model can't generate, naming the rule and the nearest valid values, instead of letting
+    the pipeline silently round them."""
+    if frames is not None and frame_step and (frames - 1) % frame_step:
+        below = max(1, (frames - 1) // frame_step * frame_step + 1)
+        raise ValueError(f"{model} needs frames = {frame_step}k+1 (its VAE compresses time by {frame_step} and "
+                         f"keeps the first frame); got {frames}, try {below} or {below + frame_step}")
+    for flag, value in (("height", height), ("width", width)):
+        if value is not None and multiple and value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise ValueError(f"{model} needs height and width divisible by {multiple}; got {flag} {value}, try "
+                             f"{lower} or {lower + multiple}")

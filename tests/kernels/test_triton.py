@@ -1,0 +1,268 @@
+"""The Triton kernel against the torch reference, the definition of correct results.
+
+Without a GPU the kernel runs in Triton's CPU interpreter (tests/conftest.py sets ``TRITON_INTERPRET=1`` before
+anything imports triton). With a GPU the same cases run compiled, and the ``gpu`` tests add real model shapes.
+Shapes stay tiny: the interpreter costs about a millisecond per tile operation.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastdit
+from fastdit import BlockLayout, Tiling, TokenGrid
+from fastdit.kernels import backends, select_backend
+
+pytest.importorskip("triton")
+from fastdit.kernels.triton_attention import triton_block_attention  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
+
+
+def _random_layout(grid: TokenGrid, block: int, heads: int = 1, density: float = 0.4, max_level: int = 0,
+                   seed: int = 0) -> BlockLayout:
+    """Random kept blocks (diagonal always kept) with uniformly drawn pyramid levels ``0..max_level``."""
+    tiling = Tiling.create(grid, block)
+    g = torch.Generator().manual_seed(seed)
+    n = tiling.num_blocks
+    mask = (torch.rand(heads, n, n, generator=g) < density) | torch.eye(n, dtype=torch.bool)
+    level = torch.randint(0, max_level + 1, (heads, n, n), generator=g) if max_level else None
+    return BlockLayout.from_block_mask(mask, tiling, level)
+
+
+def _qkv(layout: BlockLayout, B: int = 1, H: int = 2, D: int = 32, dtype: torch.dtype = torch.float32):
+    return [torch.randn(B, H, layout.seq_len_q, D, dtype=dtype, device=DEVICE) for _ in range(3)]
+
+
+def _assert_matches_reference(layout: BlockLayout, q, k, v, *, tiles=None, scale=None):
+    """Output and log-sum-exp of the kernel equal the reference's on every real (non-padding) query."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if tiles is None:
+        out, lse = fastdit.attention(q, k, v, layout, scale=scale, backend="triton", return_lse=True)
+    else:
+        out, lse = triton_block_attention(q, k, v, layout, scale, return_lse=True, tiles=tiles)
+    ref, ref_lse = fastdit.attention(q, k, v, layout, scale=scale, backend="torch", return_lse=True)
+    rows = layout.tiling.valid.to(q.device) if layout.tiling is not None else slice(None)
+    tol = TOL[q.dtype]
+    assert out.dtype == q.dtype and out.shape == q.shape and lse.shape == q.shape[:3]
+    torch.testing.assert_close(out[:, :, rows].float(), ref[:, :, rows].float(), atol=tol, rtol=tol)
+    torch.testing.assert_close(lse[:, :, rows], ref_lse[:, :, rows], atol=tol, rtol=tol)
+
+
+# ---------------------------------------------------------------- layouts from the methods, several grids
+METHOD_LAYOUTS = {
+    # padded grid (7 x 9 frames don't fill 16-token tiles) plus a partial text block
+    "grat-padded-text": lambda: fastdit.build_layout("grat", TokenGrid(5, 7, 9, text_tokens=5), block_size=16),
+    "radial-video": lambda: fastdit.build_layout("radial", TokenGrid(6, 8, 8), block_size=32, decay_factor=0.5),
+    "grat-image-text-before": lambda: fastdit.build_layout(
+        "grat", TokenGrid(1, 12, 12, text_tokens=7, text_position="before"), block_size=64, mode="surround"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", list(METHOD_LAYOUTS))
+def test_shared_layouts_of_the_methods_match_the_reference(name, dtype):
+    layout = METHOD_LAYOUTS[name]()
+    assert layout.num_heads == 1
+    _assert_matches_reference(layout, *_qkv(layout, H=1 if layout.block_q == 16 else 2, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_per_head_layout_matches_the_reference(dtype):
+    layout = _random_layout(TokenGrid(3, 6, 7, text_tokens=4), 16, heads=3, density=0.3)
+    _assert_matches_reference(layout, *_qkv(layout, H=3, D=16, dtype=dtype))
+
+
+# ---------------------------------------------------------------- pyramid levels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("heads,grid,block,max_level", [
+    (2, TokenGrid(2, 5, 6, text_tokens=3), 16, 4),  # per head, padded; level 4 pools 16 tokens into 1 key
+    (1, TokenGrid(3, 8, 8), 32, 3),                 # shared, no padding
+], ids=["per-head-padded-L4", "shared-L3"])
+def test_every_pyramid_level_matches_the_reference(heads, grid, block, max_level, dtype):
+    layout = _random_layout(grid, block, heads=heads, density=0.6, max_level=max_level, seed=1)
+    assert set(layout.level.unique().tolist()) == set(range(max_level + 1))
+    _assert_matches_reference(layout, *_qkv(layout, H=2, D=32, dtype=dtype))
+
+
+def test_layouts_of_the_pyramid_method_match_the_reference():
+    if "pyramid" not in fastdit.available_methods():
+        pytest.skip("this install has no pyramid method")
+    grid = TokenGrid(3, 6, 8, text_tokens=3)
+    tiling = Tiling.create(grid, 16)
+    q, k, v = (torch.randn(1, 2, tiling.seq_len, 16, device=DEVICE) for _ in range(3))
+    layout = fastdit.build_layout("pyramid", grid, block_size=16, q=q, k=k)
+    assert layout.num_heads == 2 and layout.max_level > 0
+    _assert_matches_reference(layout, q, k, v)
+
+
+@pytest.mark.parametrize("tiles", [(16, 16), (32, 128), (16, 64)],
+                         ids=["tile-narrower-than-block", "many-pooled-blocks-per-tile", "short-query-tiles"])
+def test_tile_shapes_decoupled_from_the_block_size(tiles):
+    """A kv tile may hold part of a block, one block, or several (pooled) blocks; query tiles may split a block."""
+    layout = _random_layout(TokenGrid(2, 6, 8, text_tokens=2), 32, heads=2, density=0.5, max_level=2, seed=2)
+    _assert_matches_reference(layout, *_qkv(layout, H=2, D=16), tiles=tiles)
+
+
+def test_pooled_blocks_of_identical_keys_give_the_full_resolution_result():
+    tiling = Tiling.create(TokenGrid(2, 4, 8), 16, (1, 4, 4))
+    keep = torch.ones(1, 4, 4, dtype=torch.bool)
+    full = BlockLayout.from_block_mask(keep, tiling)
+    pooled = BlockLayout.from_block_mask(keep, tiling, torch.tensor([[[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1],
+                                                                       [4, 2, 1, 0]]]))
+    q = torch.randn(1, 2, 64, 16, device=DEVICE)
+    k, v = (torch.randn(1, 2, 4, 1, 16, device=DEVICE).expand(1, 2, 4, 16, 16).reshape(1, 2, 64, 16)
+            for _ in range(2))
+    torch.testing.assert_close(fastdit.attention(q, k, v, pooled, backend="triton"),
+                               fastdit.attention(q, k, v, full, backend="triton"), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- edges of the layout
+def test_partial_last_block_equals_padding_the_keys():
+    """75 tokens in 16-token blocks: the missing keys of the last block are masked, its missing queries dropped."""
+    n, block, S = 5, 16, 75
+    g = torch.Generator().manual_seed(4)
+    mask = (torch.rand(2, n, n, generator=g) < 0.5) | torch.eye(n, dtype=torch.bool)
+    full = BlockLayout.from_block_mask(mask, Tiling.create(TokenGrid(1, 1, n * block), block, (1, 1, block)))
+    row_ptr, col_idx = full.row_ptr, full.col_idx
+    partial = BlockLayout(row_ptr, col_idx, block, block, S, S)
+    padded = BlockLayout(row_ptr, col_idx, block, block, n * block, n * block,
+                         kv_valid=torch.arange(n * block) < S)
+    q, k, v = (torch.randn(1, 2, S, 32, device=DEVICE) for _ in range(3))
+    out, lse = fastdit.attention(q, k, v, partial, backend="triton", return_lse=True)
+    pad = lambda x: F.pad(x, (0, 0, 0, n * block - S))  # noqa: E731
+    ref, ref_lse = fastdit.attention(pad(q), pad(k), pad(v), padded, backend="torch", return_lse=True)
+    torch.testing.assert_close(out, ref[:, :, :S], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lse, ref_lse[:, :, :S], atol=1e-4, rtol=1e-4)
+
+
+def test_query_blocks_without_keys_give_zero_and_minus_infinite_lse():
+    tiling = Tiling.create(TokenGrid(1, 4, 16), 16)
+    mask = torch.eye(4, dtype=torch.bool)
+    mask[2] = False  # query block 2 attends nothing
+    layout = BlockLayout.from_block_mask(mask, tiling)
+    q, k, v = _qkv(layout, H=1, D=16)
+    out, lse = fastdit.attention(q, k, v, layout, backend="triton", return_lse=True)
+    assert torch.all(out[:, :, 32:48] == 0) and torch.all(lse[:, :, 32:48] == float("-inf"))
+    _assert_matches_reference(layout, q, k, v)
+
+
+def test_strided_batched_inputs_and_custom_scale():
+    """Strides are honoured (q, k as views of a [B, S, H, D] projection, v strided along D), and so are batch
+    and scale."""
+    layout = _random_layout(TokenGrid(2, 4, 8), 16, heads=1, density=0.5, max_level=1, seed=5)
+    q, k = (torch.randn(2, layout.seq_len_q, 2, 16, device=DEVICE).transpose(1, 2) for _ in range(2))
+    v = torch.randn(2, 2, layout.seq_len_q, 32, device=DEVICE)[..., ::2]
+    assert not q.is_contiguous() and v.stride(-1) == 2
+    _assert_matches_reference(layout, q, k, v, scale=0.7)
+
+
+# ---------------------------------------------------------------- backend selection
+def _small_inputs(D: int = 16, device: str = "cpu"):
+    layout = fastdit.build_layout("grat", TokenGrid(2, 4, 8), block_size=16)
+    return (*(torch.randn(1, 2, layout.seq_len_q, D, device=device) for _ in range(3)), layout)
+
+
+def test_auto_leaves_cpu_inputs_to_the_reference_even_with_the_interpreter():
+    q, k, v, layout = _small_inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning off CUDA
+        assert select_backend(q, k, v, layout).name == "torch"
+    assert backends()["triton"].why_not(q, k, v, layout, auto=True) == "inputs are on cpu, not CUDA"
+
+
+def test_unsupported_inputs_name_the_failed_requirement(monkeypatch):
+    q, k, v, layout = _small_inputs(D=24, device=DEVICE)
+    with pytest.raises(ValueError, match="backend 'triton' can't run these inputs: head dim 24"):
+        fastdit.attention(q, k, v, layout, backend="triton")
+    if DEVICE == "cpu":
+        monkeypatch.delenv("TRITON_INTERPRET")
+        q, k, v, layout = _small_inputs()
+        with pytest.raises(ValueError, match="needs CUDA tensors, or TRITON_INTERPRET=1"):
+            fastdit.attention(q, k, v, layout, backend="triton")
+
+
+def test_bad_tile_shapes_are_refused():
+    q, k, v, layout = _small_inputs(device=DEVICE)
+    with pytest.raises(ValueError, match="BLOCK_M must be >= 16 and divide block_q=16"):
+        triton_block_attention(q, k, v, layout, 0.25, tiles=(32, 32))
+
+
+_COMPILE_CHECK = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastdit.kernels.triton_attention import _block_sparse_fwd
+
+fn = _block_sparse_fwd.fn
+pointers = {"Lse": "*fp32", "PadBias": "*fp32", "PooledBias": "*fp32", "LevelStart": "*i32",
+            "SegPtr": "*i32", "Cols": "*i32"}
+for arch, tiles, warps, levels in ((90, (128, 128), 8, 4), (80, (128, 64), 4, 1)):
+    constants = dict(HEAD_DIM=128, BLOCK_Q=128, LOG_BLOCK_KV=7, N_LEVELS=levels, HAS_PAD=levels > 1,
+                     EVEN_KV=True, RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, BLOCK_M=tiles[0],
+                     BLOCK_N=tiles[1])
+    signature = {name: "constexpr" if name in constants else pointers.get(name, "*bf16" if name[0].isupper()
+                 else "fp32" if name == "qk_scale" else "i32") for name in fn.arg_names}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+               if signature[name].startswith("*") or name.startswith("stride")}
+    kernel = triton.compile(ASTSource(fn, signature, constants, aligned), target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": warps, "num_stages": 3})
+    assert "mma" in kernel.asm["ptx"], arch
+    print(arch, "ok")
+"""
+
+
+@pytest.mark.slow
+def test_kernel_compiles_for_hopper_and_ampere_without_a_gpu():
+    """Triton's real compiler (to PTX and cubin) catches what the interpreter lets through."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", _COMPILE_CHECK], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["90", "ok", "80", "ok"]
+
+
+# ---------------------------------------------------------------- GPU: real model shapes
+@pytest.mark.gpu
+@pytest.mark.parametrize("method,options", [("radial", {"decay_factor": 0.2}), ("grat", {"mode": "surround"})])
+def test_wan_1_3b_480p_layouts_match_the_reference_on_gpu(method, options):
+    layout = fastdit.build_layout(method, TokenGrid(21, 30, 52), block_size=128, **options)
+    _assert_matches_reference(layout, *_qkv(layout, H=12, D=128, dtype=torch.bfloat16))
+
+
+@pytest.mark.gpu
+def test_per_head_pyramid_levels_at_a_real_shape_on_gpu():
+    layout = _random_layout(TokenGrid(13, 30, 45, text_tokens=226), 128, heads=4, density=0.3, max_level=3)
+    _assert_matches_reference(layout, *_qkv(layout, B=2, H=4, D=64, dtype=torch.float16))
+
+
+@pytest.mark.gpu
+def test_dense_layout_equals_sdpa_in_model_order_on_gpu():
+    grid = TokenGrid(21, 30, 52)
+    layout = fastdit.build_layout("dense", grid, block_size=128)
+    q, k, v = (torch.randn(1, 12, grid.num_tokens, 128, dtype=torch.bfloat16, device="cuda") for _ in range(3))
+    out = fastdit.attention(*(layout.to_tile_order(x) for x in (q, k, v)), layout, backend="triton")
+    torch.testing.assert_close(layout.from_tile_order(out), F.scaled_dot_product_attention(q, k, v),
+                               atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+def test_auto_picks_triton_on_gpu_and_warns_once_when_it_cannot():
+    q, k, v, layout = _small_inputs(D=64, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_backend(q, k, v, layout).name == "triton"
+    q, k, v, layout = _small_inputs(D=80, device="cuda")
+    with pytest.warns(UserWarning, match="falling back to the 'torch' backend .*triton: head dim 80"):
+        fastdit.attention(q, k, v, layout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastdit.attention(q, k, v, layout)  # once per reason
