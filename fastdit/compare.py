@@ -103,7 +103,7 @@ def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
 
 def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, seed: int = 0,
             sparse: dict[str, Any] | None = None, warmup: bool = True, repeats: int = 1,
-            on_run: Callable[[str], None] | None = None) -> Comparison:
+            baseline: RunResult | None = None, on_run: Callable[[str], None] | None = None) -> Comparison:
     """Run the stock pipeline, then each method, on ``call`` (pipeline arguments) with the same ``seed``.
 
     ``sparse`` holds the ``fastdit.apply`` arguments shared by every method (``preset``, ``dense_steps``,
@@ -111,14 +111,15 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
     with no dense warm-up step, so their sparse path runs), so one-time costs (thread pools, allocator
     growth, first-call dispatch, layout caches) are billed to no one. With ``repeats`` > 1 the
     configurations run round-robin and each keeps its fastest run, so a burst of load from elsewhere on the
-    machine slows one round of every method instead of one method. ``on_run`` is told each label before its
-    run (for progress messages). Leaves ``pipe`` unpatched.
+    machine slows one round of every method instead of one method. ``baseline`` is a stock run of the same
+    ``call`` and ``seed`` made earlier (the app caches them); it is then not run again. ``on_run`` is told
+    each label before its run (for progress messages). Leaves ``pipe`` unpatched.
     """
     if not methods:
         raise ValueError("compare needs at least one method")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    configs = [(BASELINE, None)]
+    configs = [] if baseline is not None else [(BASELINE, None)]
     configs += [(spec.label, {**(sparse or {}), "method": spec.method, **spec.options}) for spec in methods]
     notify = on_run or (lambda label: None)
     if warmup:
@@ -134,7 +135,9 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
             run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config)
             if label not in fastest or run.total_s < fastest[label].total_s:
                 fastest[label] = run
-    baseline, *runs = (fastest[label] for label, _ in configs)
+    if baseline is None:
+        baseline = fastest.pop(BASELINE)
+    runs = [fastest[spec.label] for spec in methods]
     return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
 
 

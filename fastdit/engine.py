@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ._compile import eager_only
 from .config import SparseConfig
 from .context import RunContext
 from .entropy import entropy_scale_factor
@@ -69,7 +70,7 @@ class SparseAttention:
             return None
         return head_dim**-0.5 * entropy_scale_factor(num_tokens, n_train)
 
-    @torch.compiler.disable
+    @eager_only
     def __call__(
         self,
         q: torch.Tensor,

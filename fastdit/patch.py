@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ._compile import eager_only
 from .config import SparseConfig
 from .context import RunContext
 from .engine import SparseAttention
@@ -169,7 +170,7 @@ def _set_processor(module: torch.nn.Module, processor: Any) -> None:
 def _tracker(family: Family, context: RunContext):
     """Forward pre-hook: record the latent grid and the denoising step of each denoiser call."""
 
-    @torch.compiler.disable  # per-call Python state; tracing it would recompile a compiled model every step
+    @eager_only  # per-call Python state; tracing it would recompile a compiled model every step
     def hook(model, args, kwargs):
         context.grid = family.grid(model, args, kwargs)
         context.observe_timestep(read_timestep(family, model, args, kwargs))

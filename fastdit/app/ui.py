@@ -24,7 +24,7 @@ def _metrics_markdown(m: dict[str, Any]) -> str:
     sparse_density = "—" if m["sparse_density"] is None else f"{m['sparse_density']:.3f}"
     cached = " (cached)" if m["dense_cached"] else ""
     return (
-        f"| | |\n|---|---|\n"
+        f"| Metric | Value |\n|---|---|\n"
         f"| Dense time | {m['dense_s']:.2f} s{cached} |\n"
         f"| Sparse time ({m['method']}) | {m['sparse_s']:.2f} s |\n"
         f"| Speedup | {m['speedup']:.2f}x (denoising step: {m['step_speedup']:.2f}x) |\n"

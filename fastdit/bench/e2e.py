@@ -8,8 +8,9 @@ at batch 1; Wan runs classifier-free guidance as two such forwards per denoising
 
 Each method is applied with the model's preset knobs and ``dense_steps=0``, ``dense_layers=0`` (every layer
 sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
-Reported: median (and min) forward time over ``--repeats`` after ``--warmup`` untimed forwards, speedup =
-dense median / method median, and the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
+Reported: median (and min) forward time over ``--repeats`` rounds, each timing every method once (so load
+from elsewhere on a shared machine hits all methods alike), after ``--warmup`` untimed forwards per method;
+speedup = dense median / method median; the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
 heads (head dim, patch and frame size kept) and 17 frames, so it finishes on a CPU in minutes.
 
   fastdit bench e2e --quick                                    # CPU
@@ -56,23 +57,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
 
 
-def _time_forwards(model: torch.nn.Module, inputs: dict[str, Any], warmup: int, repeats: int) -> list[float]:
+def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
     cuda = inputs["hidden_states"].is_cuda
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    times = []
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            model(**inputs, return_dict=False)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+        model(**inputs, return_dict=False)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
+    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density)."""
+    import fastdit
+
+    if method is None:
+        return _forward_seconds(model, inputs), 1.0
+    fastdit.apply(model, method=method, **apply_kwargs)
+    try:
+        return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
+    finally:
+        fastdit.remove(model)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,22 +130,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
           f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
 
+    # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
+    # hit every method alike instead of whichever was being timed
+    apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
+    configs: list[str | None] = [None, *args.methods]
+    for method in configs:
+        for _ in range(args.warmup):
+            _timed(model, inputs, method, apply_kwargs)
+    times: dict[str | None, list[float]] = {m: [] for m in configs}
+    density: dict[str | None, float] = {}
+    for _ in range(args.repeats):
+        for method in configs:
+            seconds, density[method] = _timed(model, inputs, method, apply_kwargs)
+            times[method].append(seconds)
+    dense = statistics.median(times[None])
     rows: list[dict[str, Any]] = []
-    dense_times = _time_forwards(model, inputs, args.warmup, args.repeats)
-    dense = statistics.median(dense_times)
-    rows.append({"method": "dense", "median_s": dense, "min_s": min(dense_times), "speedup": 1.0, "density": 1.0})
-    print(f"  dense   {dense:.3f} s")
-    for method in args.methods:
-        fastdit.apply(model, method=method, preset=args.model, dense_steps=0, dense_layers=0, backend=args.backend)
-        try:
-            times = _time_forwards(model, inputs, args.warmup, args.repeats)
-            density = fastdit.stats(model).mean_density()
-        finally:
-            fastdit.remove(model)
-        median = statistics.median(times)
-        rows.append({"method": method, "median_s": median, "min_s": min(times), "speedup": dense / median,
-                     "density": density})
-        print(f"  {method:<7} {median:.3f} s  speedup {dense / median:.2f}x  density {density:.3f}")
+    for method in configs:
+        median = statistics.median(times[method])
+        rows.append({"method": method or "dense", "median_s": median, "min_s": min(times[method]),
+                     "speedup": dense / median, "density": density[method]})
+        print(f"  {method or 'dense':<8} {median:.3f} s  speedup {dense / median:.2f}x  density {density[method]:.3f}")
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
@@ -149,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             f"random weights; {frames} frames {width}x{height} -> token grid {grid} = {tokens} tokens; "
             f"{config['num_layers']} layers x {config['num_attention_heads']} heads x "
             f"{config['attention_head_dim']}; {str(dtype).removeprefix('torch.')}. One forward at batch 1 "
-            f"(Wan's CFG step is two); median of {args.repeats} after {args.warmup} warm-up; every layer "
+            f"(Wan's CFG step is two); median of {args.repeats} rounds (every method once per round) after "
+            f"{args.warmup} warm-up; every layer "
             f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset.\n\n"
             + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]))
     json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,

@@ -96,10 +96,8 @@ def evaluate(s: Setting, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid
     tiling = Tiling.create(grid, block_size, s.tile)
     qt, kt, vt = (tiling.to_tile_order(x) for x in (q, k, v))
     dynamic = get_method(s.method).dynamic
-    start = time.perf_counter()
     layout = build_layout(s.method, grid, block_size=block_size, tile=tiling.tile,
                           **({"q": qt, "k": kt} if dynamic else {}), **s.options)
-    layout_seconds = time.perf_counter() - start
     start = time.perf_counter()
     out = tiling.from_tile_order(attention(qt, kt, vt, layout, backend="torch"))
     attention_seconds = time.perf_counter() - start
@@ -111,7 +109,7 @@ def evaluate(s: Setting, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid
             "recall": float((mass * (levels >= 0)).sum() / total),
             "recall_0": float((mass * (levels == 0)).sum() / total),
             "rel_l2": float((out - ref.out).norm() / ref.out.norm()),
-            "layout_s": layout_seconds, "attention_s": attention_seconds}
+            "attention_s": attention_seconds}
 
 
 def layout_cost(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid, block_size: int,
@@ -200,12 +198,15 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_err, ax_rec) = plt.subplots(1, 2, figsize=(13, 5))
-    for label in dict.fromkeys(r["method"] for r in rows):
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    families = list(dict.fromkeys(label.removesuffix(" query-norm") for label in labels))
+    for label in labels:  # a variant shares its family's colour; static dashed, dynamic solid, variant dotted
         pts = sorted((r["density"], r["rel_l2"], r["recall"]) for r in rows if r["method"] == label)
         d, e, rc = zip(*pts)
         style = ("-o" if "query-norm" not in label else ":o") if label.startswith(DYNAMIC_METHODS) else "--s"
-        ax_err.plot(d, e, style, label=label, markersize=4)
-        ax_rec.plot(d, rc, style, label=label, markersize=4)
+        color = plt.get_cmap("tab10")(families.index(label.removesuffix(" query-norm")) % 10)
+        ax_err.plot(d, e, style, color=color, label=label, markersize=4)
+        ax_rec.plot(d, rc, style, color=color, label=label, markersize=4)
     ax_err.set(xlabel="density (share of dense attention work)", ylabel="relative L2 error vs dense (log)",
                yscale="log", title="output error")
     ax_rec.set(xlabel="density (share of dense attention work)", ylabel="recall (dense softmax mass kept)",

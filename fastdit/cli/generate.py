@@ -33,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sparse_arguments(parser)
 
 
-def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
     from ..media import check_writable
 
     if Path(path).suffix.lower() not in suffixes:
-        raise CLIError(f"--out {path!r} must end in {' or '.join(suffixes)}")
+        raise CLIError(f"{flag} {path!r} must end in {' or '.join(suffixes)}")
     try:
         return check_writable(path)
     except ValueError as err:
@@ -46,7 +46,7 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import environment
-    from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_writable, write_image, write_text, write_video
+    from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_text, write_video
     from ..patch import apply, remove
     from ..run import is_video_pipeline, run_pipeline
 
@@ -54,21 +54,16 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     if args.method is not None:
         check_method(args.method, options)
-    out = _check_output(args.out, VIDEO_SUFFIXES + IMAGE_SUFFIXES) if args.out else None
+    out = _check_output("--out", args.out, VIDEO_SUFFIXES + IMAGE_SUFFIXES) if args.out else None
     if args.report:
-        if Path(args.report).suffix.lower() != ".json":
-            raise CLIError(f"--report {args.report!r} must end in .json")
-        try:
-            check_writable(args.report)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
+        _check_output("--report", args.report, (".json",))
 
     source, pipe, device = load_model(args)
     video = is_video_pipeline(pipe)
     suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
     kind = "videos" if video else "images"
     if out is None:
-        out = _check_output(f"out{suffixes[0]}", suffixes)
+        out = _check_output("--out", f"out{suffixes[0]}", suffixes)
     elif out.suffix.lower() not in suffixes:
         raise CLIError(f"{type(pipe).__name__} makes {kind}; --out must end in {' or '.join(suffixes)}")
     call = call_arguments(args, pipe, source)

@@ -8,6 +8,7 @@ layout cost a rounding error of the attention time.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,18 +37,24 @@ def block_means(
     B, H, _, D = x.shape
     nv, bs = tiling.video_blocks, tiling.block_size
     acc = torch.promote_types(x.dtype, torch.float32)
-    blocks = x[:, :, : nv * bs].reshape(B, H, nv, bs, D)
-    valid = tiling.valid[: nv * bs].view(nv, bs).to(x.device)
-    if bool(valid.all()):
-        sums = blocks.sum(dim=(0, 3), dtype=acc)
-    else:
-        sums = torch.einsum("bhnsd,ns->hnd", blocks.to(acc), valid.to(acc))
-    counts = valid.sum(-1).to(acc)
+    sums = x[:, :, : nv * bs].reshape(B, H, nv, bs, D).sum(dim=(0, 3), dtype=acc)  # one pass over q or k
+    padded, counts = (t.to(x.device) for t in _padding(tiling))
+    if padded.numel():  # take the padding back out (zeros in tile order, but a caller's tensor may hold anything)
+        sums.index_add_(1, padded // bs, x.index_select(2, padded).sum(0, dtype=acc), alpha=-1)
+    counts = counts.to(acc)
     if groups is not None:
         groups = groups.to(x.device)
         sums = sums.new_zeros(H, num_groups, D).index_add_(1, groups, sums)
         counts = counts.new_zeros(num_groups).index_add_(0, groups, counts)
     return sums / (B * counts).view(1, -1, 1), counts
+
+
+@functools.lru_cache(maxsize=64)
+def _padding(tiling: Tiling) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded tile-order positions among the video blocks, and valid tokens per video block (per tiling, once:
+    a layout is rebuilt every call, and on a busy CPU every small op counts)."""
+    valid = tiling.valid[: tiling.video_blocks * tiling.block_size]
+    return (~valid).nonzero().flatten(), valid.view(tiling.video_blocks, -1).sum(-1)
 
 
 def pooled_logits(q_means: torch.Tensor, k_means: torch.Tensor, k_counts: torch.Tensor) -> torch.Tensor:

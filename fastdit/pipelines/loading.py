@@ -94,12 +94,6 @@ def resolve_model(name: str | None) -> ModelSource:
                      f"(the bundled model), a local diffusers folder, or a hub id (presets: {', '.join(PRESETS)})")
 
 
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
 def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None) -> Any:
     """The diffusers pipeline of ``source`` on ``device``; failures become a one-line :class:`ModelError`."""
     from diffusers import DiffusionPipeline
@@ -111,11 +105,13 @@ def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None) -
     except OSError as err:
         if source.local:
             raise ModelError(f"can't load the pipeline in {source.location}: {_first_line(err)}") from None
+        from huggingface_hub import constants
+
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _first_line(err)
         raise ModelError(
-            f"can't load {source.location!r}: its weights are not in the Hugging Face cache ({_hub_cache()}) and "
-            f"could not be downloaded ({_first_line(err)}). Get them with `hf download {source.location}` "
-            f"(older hubs: `huggingface-cli download {source.location}`) or point HF_HOME at a cache that has "
-            "them") from None
+            f"can't load {source.location!r}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"can't be downloaded ({why}). Download it with `hf download {source.location}` (older hubs: "
+            f"`huggingface-cli download {source.location}`), or point HF_HOME at a cache that has it") from None
     return pipe.to(device)
 
 
@@ -144,9 +140,10 @@ def _quiet_loading() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 def call_defaults(pipe: Any, source: ModelSource) -> dict[str, Any]:

@@ -20,9 +20,10 @@ def small() -> list[str]:
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    """Offline, with an empty Hugging Face cache, whatever the machine has."""
+    """Offline, with an empty Hugging Face cache, whatever the machine has; one compute thread per process,
+    since several run at once and OpenMP threads that wait on each other on a busy machine spin for seconds."""
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path_factory.mktemp("hf-home")),
-            "TOKENIZERS_PARALLELISM": "false"}
+            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture

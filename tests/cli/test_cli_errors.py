@@ -16,15 +16,16 @@ from fastdit.cli import main
 SUBPROCESS_CASES = {
     "unknown model": (["--model", "no-such-model"], "unknown model 'no-such-model'"),
     "weights missing offline": (["--model", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"], "hf download"),
-    "unknown method": (["--method", "nope"], "invalid choice: 'nope'"),
     "unknown option": (["--method", "radial", "--option", "bogus=1"], "unknown option(s) 'bogus'"),
     "frames not 4k+1": (["--frames", "10"], "frames = 4k+1"),
-    "height not a multiple of 16": (["--height", "100"], "divisible by 16"),
     "output path not writable": (["--out", "blocker/out.mp4"], "is not a folder"),
     "zero steps": (["--steps", "0"], "--steps must be > 0"),
 }
 
 IN_PROCESS_CASES = {
+    "unknown method": (["--method", "nope"], "invalid choice: 'nope'"),
+    "height not a multiple of 16": (["--height", "100"], "divisible by 16"),
+    "width not a multiple of 16": (["--width", "72"], "got width 72, try 64 or 80"),
     "folder that is not a pipeline": (["--model", "."], "no model_index.json"),
     "option without a value": (["--method", "radial", "--option", "decay_factor"], "KEY=VALUE"),
     "bad option value": (["--method", "radial", "--option", "decay_factor=-1"], "decay_factor must be"),

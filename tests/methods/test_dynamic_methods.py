@@ -26,6 +26,18 @@ def test_text_blocks_are_attended_and_attend_everything(method):
 
 
 @pytest.mark.parametrize("method", DYNAMIC)
+def test_padding_never_counts(method):
+    grid = TokenGrid(3, 6, 10)  # tiles of 16 tokens leave a quarter of tile order as padding
+    tiling = Tiling.create(grid, 16)
+    q, k = (tiling.to_tile_order(torch.randn(1, 2, grid.num_tokens, 16)) for _ in range(2))
+    noisy_q, noisy_k = q.clone(), k.clone()
+    noisy_q[:, :, ~tiling.valid], noisy_k[:, :, ~tiling.valid] = 50.0, -50.0
+    clean = fastdit.build_layout(method, grid, block_size=16, q=q, k=k).to_level_map()
+    noisy = fastdit.build_layout(method, grid, block_size=16, q=noisy_q, k=noisy_k).to_level_map()
+    assert tiling.padding_fraction > 0 and torch.equal(clean, noisy)
+
+
+@pytest.mark.parametrize("method", DYNAMIC)
 def test_wrongly_shaped_q_is_a_clear_error(method):
     grid = TokenGrid(2, 8, 8)
     q = torch.randn(1, 2, grid.num_tokens + 3, 16)
