@@ -67,7 +67,7 @@ class BlockLayout:
         flat = torch.zeros(heads * nq + 1, dtype=torch.int64)
         torch.cumsum(mask.sum(-1).flatten(), 0, out=flat[1:])
         row_ptr = flat[torch.arange(heads).unsqueeze(1) * nq + torch.arange(nq + 1)]
-        col_idx = mask.nonzero()[:, 2].contiguous()
+        col_idx = torch.arange(mask.shape[2]).expand_as(mask)[mask]  # row-major: grouped by (head, row)
         levels = None if level is None else level[mask].to(torch.int8)
         valid = tiling.valid
         return cls(row_ptr, col_idx, tiling.block_size, tiling.block_size, tiling.seq_len, tiling.seq_len,

@@ -114,13 +114,19 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
     unit = bk if layout.max_level == 0 else 1
     k_units, v_units = (x.reshape(B, H * T // unit, unit * D) for x in (k_store, v_store))
     bias_units = None if bias is None else bias.view(-1, unit)
-    for length in torch.unique(row_len).tolist():
-        if length == 0:
-            continue
-        layout_heads, blocks = (row_len == length).nonzero(as_tuple=True)
-        per_chunk = max(1, CHUNK_BYTES // (2 * length * D * q.element_size() * B * (H if shared else 1)))
-        for c in range(0, blocks.numel(), per_chunk):
-            lh, qb = layout_heads[c:c + per_chunk], blocks[c:c + per_chunk]
+    hf = H if shared else 1  # a shared layout row stands for all heads
+    groups = [(length, *(row_len == length).nonzero(as_tuple=True))
+              for length in torch.unique(row_len).tolist() if length]
+    per_chunk = {length: max(1, CHUNK_BYTES // (2 * length * D * q.element_size() * B * hf)) for length, *_ in groups}
+    # gathers write into buffers allocated once per call: fresh multi-MB tensors per chunk cost more in page
+    # faults than the copy itself
+    rows_max = max((min(per_chunk[length], lh.numel()) * hf for length, lh, _ in groups), default=0)
+    keys_max = max((min(per_chunk[length], lh.numel()) * hf * length for length, lh, _ in groups), default=0)
+    k_buf, v_buf = (torch.empty(B * keys_max * D, dtype=k_store.dtype, device=dev) for _ in range(2))
+    q_buf = torch.empty(B * rows_max * bq * D, dtype=q.dtype, device=dev)
+    for length, layout_heads, blocks in groups:
+        for c in range(0, blocks.numel(), per_chunk[length]):
+            lh, qb = layout_heads[c:c + per_chunk[length]], blocks[c:c + per_chunk[length]]
             starts = row_ptr[lh, qb]
             entries = _ranges(starts, row_ptr[lh, qb + 1] - starts)
             lv = levels[entries]
@@ -130,13 +136,16 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
             if shared:
                 qb, units = qb.repeat(H), units.repeat(H, 1)
             rows = heads * nq + qb
+            R = rows.numel()
             flat = (heads.view(-1, 1) * (T // unit) + units).flatten()
-            kk = k_units.index_select(1, flat).view(B, rows.numel(), length, D)
-            vv = v_units.index_select(1, flat).view(B, rows.numel(), length, D)
-            row_bias = None if bias_units is None else bias_units[units].view(rows.numel(), length)
+            kk = torch.index_select(k_units, 1, flat, out=k_buf[:B * R * length * D].view(B, flat.numel(), -1))
+            vv = torch.index_select(v_units, 1, flat, out=v_buf[:B * R * length * D].view(B, flat.numel(), -1))
+            qq = torch.index_select(q_rows, 1, rows, out=q_buf[:B * R * bq * D].view(B, R, bq, D))
+            kk, vv = kk.view(B, R, length, D), vv.view(B, R, length, D)
+            row_bias = None if bias_units is None else bias_units[units].view(R, length)
             if row_bias is not None and not bool(row_bias.any()):
                 row_bias = None  # no padding or pooling in this chunk: the unmasked SDPA path is faster
-            o, lse = _attend(q_rows[:, rows], kk, vv, row_bias, scale, return_lse)
+            o, lse = _attend(qq, kk, vv, row_bias, scale, return_lse)
             out[:, rows] = o
             if return_lse:
                 lse_out[:, rows] = lse
