@@ -8,7 +8,6 @@ before the head split, as ``LTXVideoAttnProcessor`` does.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import Module
 

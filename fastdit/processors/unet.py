@@ -12,7 +12,6 @@ blocks, mid block, up blocks.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import Module
 
