@@ -39,18 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastdit", description="Training-free sparse attention for diffusers.")
     parser.add_argument("--version", action="version", version=f"fastdit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
-                continue
-            raise
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    for module, cmd in add_module_parsers(sub, __name__, COMMANDS):
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
+
+
+def add_module_parsers(sub, package: str, table: dict[str, str]):
+    """Yield ``(module, parser)`` for each ``package.NAME`` of ``table`` (name -> help) this install has.
+
+    A module missing from the install is skipped; an import error inside a present module is raised.
+    """
+    for name, help_text in table.items():
+        try:
+            module = importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"{package}.{name}":
+                continue
+            raise
+        yield module, sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:

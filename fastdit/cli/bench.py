@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from . import add_module_parsers
 
 SUITES = {
     "kernels": "block-sparse kernel speed vs dense SDPA and FlexAttention",
@@ -21,15 +22,7 @@ SUITES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    for name, help_text in SUITES.items():
-        try:
-            module = importlib.import_module(f"fastdit.bench.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"fastdit.bench.{name}":
-                continue
-            raise
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    for module, p in add_module_parsers(sub, "fastdit.bench", SUITES):
         p.add_argument("--out", default="bench/results", help="folder for the JSON and markdown reports")
         module.add_arguments(p)
         p.set_defaults(_suite=module.run)

@@ -10,6 +10,8 @@ import fastdit
 from fastdit import TokenGrid, Tiling
 from fastdit.pipelines.tiny import build_tiny_wan_pipeline
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DYNAMIC = ("pyramid", "vmoba")
 
 
@@ -45,13 +47,6 @@ def test_wrongly_shaped_q_is_a_clear_error(method):
         fastdit.build_layout(method, grid, block_size=16, q=q, k=q)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Toy-sized models are all per-op overhead: on a busy two-core machine one thread runs them ~10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -132,12 +132,8 @@ CASES = {case.name: case for case in (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Toy-sized ops spend more time waking CPU threads than computing; one thread is ~50x faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every processor test runs on one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module", params=list(CASES))
