@@ -78,15 +78,13 @@ def _ranges(starts: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
 
 def _attend(q, k, v, bias, scale, need_lse):
     """Dense attention of ``q [B, R, M, D]`` on ``k, v [B, R, L, D]`` with an additive ``bias [R, L]``."""
-    mask = None if bias is None else bias.to(q.dtype if q.dtype != torch.float16 else torch.float32)
     if not need_lse:
-        if mask is not None:
-            mask = mask.to(q.dtype).view(1, mask.shape[0], 1, -1)
+        mask = None if bias is None else bias.to(q.dtype).view(1, bias.shape[0], 1, -1)  # SDPA: q's dtype
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), None
     # explicit softmax in fp32 when the log-sum-exp is wanted (chunks are small, so this stays cheap)
     s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
-    if mask is not None:
-        s = s + mask.float().view(1, mask.shape[0], 1, -1)
+    if bias is not None:
+        s = s + bias.float().view(1, bias.shape[0], 1, -1)
     lse = torch.logsumexp(s, dim=-1)
     p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num_(0.0)
     return torch.matmul(p, v.float()).to(q.dtype), lse
