@@ -8,7 +8,8 @@
 """
 
 from .entropy import entropy_scale_factor
-from .grid import TokenGrid, Tiling
+from .grid import TokenGrid
+from .order import GilbertOrder, RasterOrder, TileOrder, TokenOrder
 from .kernels import attention, available_backends
 from .layout import BlockLayout
 from .methods import available_methods, build_layout
@@ -25,7 +26,10 @@ __all__ = [
     "build_layout",
     "attention",
     "TokenGrid",
-    "Tiling",
+    "TokenOrder",
+    "RasterOrder",
+    "TileOrder",
+    "GilbertOrder",
     "BlockLayout",
     "AttentionStats",
     "available_methods",

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kernels import available_backends
-from .methods import DEFAULT_BLOCK_SIZE, get_method, parse_options
+from .grid import TokenGrid
+from .methods import DEFAULT_BLOCK_SIZE, check_order, get_method, parse_options
+from .order import make_order
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,8 @@ class SparseConfig:
     ``dense_steps`` / ``dense_layers``: the first N denoising steps / transformer blocks run dense (the
     layout of early, high-noise steps and of the first blocks matters most for quality). ``entropy_scaling``
     multiplies the softmax scale by ``sqrt(log N / log n_train)``; ``n_train`` is the self-attention token
-    count at the model's training resolution.
+    count at the model's training resolution. ``order`` is the token order layouts are built in (``None``: the
+    one the method was published with) and ``tile`` the tile of the ``"tiles"`` order.
     """
 
     method: str = "radial"
@@ -27,6 +30,7 @@ class SparseConfig:
     n_train: int | None = None
     backend: str = "auto"
     block_size: int = DEFAULT_BLOCK_SIZE
+    order: str | None = None
     tile: tuple[int, int, int] | None = None
 
     @classmethod
@@ -52,7 +56,9 @@ class SparseConfig:
         if fields.get("entropy_scaling") and n_train is None:
             raise ValueError("entropy_scaling=True needs n_train (self-attention tokens at the model's training "
                              "resolution); pass n_train= or use a preset that knows it")
+        check_order(spec, fields.get("order"))
         tile = fields.get("tile")
         if tile is not None:
             fields["tile"] = tuple(tile)
+            make_order("tiles", TokenGrid(*fields["tile"]), block, fields["tile"])  # shape and block fit
         return cls(method=spec.name, options=options, **fields)

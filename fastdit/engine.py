@@ -2,8 +2,8 @@
 
 Processors do the model-specific work (projections, norms, RoPE, where text tokens sit) and hand this engine
 ``q, k, v [B, H, S, D]`` in the model's token order. The engine decides dense or sparse for this step and
-layer, applies entropy scaling, builds (or reuses) the layout, moves tokens to tile order and back, runs the
-kernel, and records what it did.
+layer, applies entropy scaling, builds (or reuses) the layout, moves tokens into the layout's own order and
+back, runs the kernel, and records what it did.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from ._compile import eager_only
 from .config import SparseConfig
 from .context import RunContext
 from .entropy import entropy_scale_factor
-from .grid import Tiling, TokenGrid
+from .grid import TokenGrid
 from .kernels import attention
 from .layout import BlockLayout
-from .methods import get_method, make_layout
+from .methods import get_method, layout_order, make_layout
+from .order import TokenOrder
 from .stats import LayerRecord
 
 __all__ = ["SparseAttention", "key_padding"]
@@ -107,17 +108,18 @@ class SparseAttention:
         if reason is None and attn_mask is not None:
             keys, reason = self._text_padding(attn_mask, S, text_tokens, text_position)
         if reason is None:
-            tiling = Tiling.create(dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                       text_position=text_position),
-                                   self.config.block_size, self.config.tile)
+            cfg = self.config
+            order = layout_order(self.method, dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                  text_position=text_position),
+                                 cfg.block_size, cfg.options, order=cfg.order, tile=cfg.tile, layer=layer)
             if self.method.dynamic:
-                qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
-                layout = make_layout(self.method, tiling, self.config.options, q=qt, k=kt, layer=layer)
+                qt, kt = order.to_order(q), order.to_order(k)
+                layout = make_layout(self.method, order, cfg.options, q=qt, k=kt, layer=layer)
             else:
-                layout = make_layout(self.method, tiling, self.config.options, layer=layer)
+                layout = make_layout(self.method, order, cfg.options, layer=layer)
             density = layout.density()
             if density >= 1.0:
-                reason = self._full_layout(tiling)
+                reason = self._full_layout(order)
         if reason is not None:
             self._record(layer, model, True, 1.0, reason, S)
             self.context.stats.last_grid = call_grid
@@ -125,31 +127,32 @@ class SparseAttention:
                 return dense(q, k, v, scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         if not self.method.dynamic:
-            qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
-        out = self._sparse(qt, kt, tiling.to_tile_order(v), tiling, layout.to(q.device), scale, keys)
+            qt, kt = order.to_order(q), order.to_order(k)
+        out = self._sparse(qt, kt, order.to_order(v), order, layout.to(q.device), scale, keys)
         self._record(layer, model, False, density, self.config.method, S)
         self.context.stats.last_layout = layout
-        return tiling.from_tile_order(out)
+        return order.from_order(out)
 
-    def _sparse(self, q, k, v, tiling: Tiling, layout: BlockLayout, scale, keys: torch.Tensor | None):
-        """Kernel call on tile-ordered tensors; samples with different key padding get their own key validity."""
+    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
+        """Kernel call on tensors in the layout's order; samples with different key padding get their own key
+        validity."""
         if keys is None:
             return attention(q, k, v, layout, scale=scale, backend=self.config.backend)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
         for i, pattern in enumerate(patterns):
             rows = (group == i).nonzero().flatten()
-            valid = torch.zeros(tiling.seq_len, dtype=torch.bool)
-            valid[tiling.destination] = pattern.cpu()
+            valid = torch.zeros(order.seq_len, dtype=torch.bool)
+            valid[order.destination] = pattern.cpu()
             padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
             out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend)
         return out
 
-    def _full_layout(self, tiling: Tiling) -> str:
+    def _full_layout(self, order: TokenOrder) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
         (radial on a single image: its only frame distance is 0, which it keeps whole)."""
-        g, block = tiling.grid, self.config.block_size
-        if tiling.video_blocks == 1:
+        g, block = order.grid, self.config.block_size
+        if order.video_blocks == 1:
             self._warn_once(f"grid {g.t}x{g.h}x{g.w} is too small for any sparsity with {block}-token blocks; "
                             "running dense")
             return "grid too small"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .grid import Tiling
+from .order import TokenOrder
 
 __all__ = ["BlockLayout"]
 
@@ -24,8 +24,9 @@ class BlockLayout:
     holds offsets into the flat ``col_idx`` array, so head ``h``, query block ``i`` attends the key blocks
     ``col_idx[row_ptr[h, i]:row_ptr[h, i + 1]]``, sorted ascending. ``level`` (same length as ``col_idx``)
     is the pyramid pooling level of each entry: level ``l`` reads K/V averaged over groups of ``2**l`` tokens.
-    ``kv_valid`` marks which key positions hold real tokens (padding is masked). ``tiling`` ties the layout to
-    a token grid so tensors can be moved between model order and tile order.
+    ``kv_valid`` marks which key positions hold real tokens (padding is masked). ``order`` ties the layout to
+    a token grid and the token order it is defined in, so tensors can be moved between the model's order and
+    the layout's.
     """
 
     row_ptr: torch.Tensor
@@ -36,7 +37,7 @@ class BlockLayout:
     seq_len_kv: int
     level: torch.Tensor | None = None
     kv_valid: torch.Tensor | None = None
-    tiling: Tiling | None = None
+    order: TokenOrder | None = None
 
     def __post_init__(self) -> None:
         if self.row_ptr.ndim != 2 or self.row_ptr.shape[1] != self.n_q_blocks + 1:
@@ -51,17 +52,17 @@ class BlockLayout:
     def from_block_mask(
         cls,
         mask: torch.Tensor,
-        tiling: Tiling,
+        order: TokenOrder,
         level: torch.Tensor | None = None,
     ) -> "BlockLayout":
-        """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``tiling``'s blocks.
+        """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
         ``level`` (same shape, int) gives the pyramid level of each kept entry.
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
-        if mask.dtype != torch.bool or mask.shape[1:] != (tiling.num_blocks, tiling.num_blocks):
-            raise ValueError(f"expected a bool [heads, {tiling.num_blocks}, {tiling.num_blocks}] mask, "
+        if mask.dtype != torch.bool or mask.shape[1:] != (order.num_blocks, order.num_blocks):
+            raise ValueError(f"expected a bool [heads, {order.num_blocks}, {order.num_blocks}] mask, "
                              f"got {mask.dtype} {tuple(mask.shape)}")
         heads, nq, _ = mask.shape
         flat = torch.zeros(heads * nq + 1, dtype=torch.int64)
@@ -69,9 +70,9 @@ class BlockLayout:
         row_ptr = flat[torch.arange(heads).unsqueeze(1) * nq + torch.arange(nq + 1)]
         col_idx = torch.arange(mask.shape[2]).expand_as(mask)[mask]  # row-major: grouped by (head, row)
         levels = None if level is None else level[mask].to(torch.int8)
-        valid = tiling.valid
-        return cls(row_ptr, col_idx, tiling.block_size, tiling.block_size, tiling.seq_len, tiling.seq_len,
-                   level=levels, kv_valid=None if bool(valid.all()) else valid, tiling=tiling)
+        valid = order.valid
+        return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -150,22 +151,22 @@ class BlockLayout:
         """A copy whose index tensors live on ``device`` (kernels read them there)."""
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
-                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), tiling=self.tiling)
+                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
 
-    def to_tile_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, S, D]`` in the model's token order → the layout's tile order (padding zero-filled)."""
-        return self._require_tiling().to_tile_order(x, dim=-2)
+    def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, S, D]`` in the model's token order → the layout's own order (padding zero-filled)."""
+        return self._require_order().to_order(x, dim=-2)
 
-    def from_tile_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, S_padded, D]`` in tile order → the model's token order."""
-        return self._require_tiling().from_tile_order(x, dim=-2)
+    def from_layout_order(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, S_padded, D]`` in the layout's order → the model's token order."""
+        return self._require_order().from_order(x, dim=-2)
 
-    def _require_tiling(self) -> Tiling:
-        if self.tiling is None:
-            raise ValueError("this layout was built without a token grid; it has no tile order")
-        return self.tiling
+    def _require_order(self) -> TokenOrder:
+        if self.order is None:
+            raise ValueError("this layout was built without a token grid; it has no token order")
+        return self.order
 
     def __repr__(self) -> str:
-        grid = "" if self.tiling is None else f", grid={self.tiling.grid}, tile={self.tiling.tile}"
+        grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
         return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
                 f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")

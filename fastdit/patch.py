@@ -97,6 +97,7 @@ def apply(
     n_train: int | None = None,
     backend: str = "auto",
     block_size: int | None = None,
+    order: str | None = None,
     tile: tuple[int, int, int] | None = None,
     force: bool = False,
     **method_options: Any,
@@ -109,8 +110,10 @@ def apply(
     ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
     ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)`` (``n_train``: video or
     image tokens at the training resolution; from the preset or the model config when not given).
-    ``block_size`` / ``tile``: the kernel block in tokens and its ``(t, h, w)`` shape (a tile alone sets the
-    block size). Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly.
+    ``block_size``: the kernel block in tokens; ``order``: the token order layouts are built in (default: the
+    one the method was published with: ``raster`` for radial and vmoba, ``tiles`` for grat, ``gilbert`` for
+    pyramid); ``tile``: the ``(t, h, w)`` tile of the ``tiles`` order (GRAT's group), a whole number of
+    blocks. Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly.
     Every argument is checked before anything is patched. Returns ``target``.
     """
     models = _denoisers(target)
@@ -121,10 +124,12 @@ def apply(
     settings = found.for_method(method) if found else None
     options = dict(settings.options) if settings else {}
     options.update(method_options)
-    if tile is None and block_size is None and settings is not None and settings.tile is not None:
-        tile = settings.tile
     if block_size is None:
-        block_size = math.prod(tile) if tile is not None else (found.block_size if found else DEFAULT_BLOCK_SIZE)
+        block_size = found.block_size if found else DEFAULT_BLOCK_SIZE
+    preset_tile = settings.tile if settings is not None else None
+    if tile is None and order in (None, "tiles") and preset_tile is not None \
+            and math.prod(preset_tile) % block_size == 0:  # a published group, if it holds whole blocks
+        tile = preset_tile
     if n_train is None and found is not None:
         n_train = found.n_train
     if n_train is None and family.train_tokens is not None:
@@ -137,6 +142,7 @@ def apply(
         n_train=n_train,
         backend=backend,
         block_size=block_size,
+        order=order,
         tile=tile,
     )
     _check_processors(models, force)

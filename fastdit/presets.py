@@ -72,34 +72,41 @@ def _tokens(frames: int, height: int, width: int, t_compress: int, s_compress: i
 
 
 # ---------------------------------------------------------------- published method settings
-_RADIAL_WAN21 = MethodPreset(12, 1, {"decay_factor": 0.2, "adjacent": "half"},
-                             source="Radial Attention, Wan2.1 setting (dense_timesteps=12, dense_layers=1, "
-                                    "decay_factor=0.2; d=1 keeps half a frame): mit-han-lab/radial-attention "
-                                    "README and scripts, DESIGN §3")
-_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8, "adjacent": "half"},
-                             source="Radial Attention, Wan2.2 setting (11, 1, 0.8): radial-attention README, "
-                                    "DESIGN §3")
-_RADIAL_HUNYUAN = MethodPreset(12, 0, {"decay_factor": 0.95, "adjacent": "full"},
-                               source="Radial Attention, HunyuanVideo setting (dense_timesteps=12, dense_layers=0, "
-                                      "decay_factor=0.95; d<=1 whole frames): DESIGN §3 / notes/anchors.md §1 (the "
-                                      "repo's current script passes decay_factor=1)")
-_RADIAL_UNPUBLISHED = MethodPreset(12, 1, {"decay_factor": 0.95, "adjacent": "full"},
-                                   source="no published setting: the most conservative published radial knobs "
-                                          "(HunyuanVideo's decay 0.95, whole adjacent frames) with the Wan warm-up "
-                                          "(12 of 50 steps, 1 layer)")
-_PYRAMID_WAN = MethodPreset(15, 0, source="PSA (ziplab/Pyramid-Sparse-Attention) Wan2.1 config: warmup_steps=15; "
-                                          "its level bands (.4/.5/.6/.8) are the pyramid method's defaults")
-_VMOBA_WAN = MethodPreset(12, 0, source="VMoBA Wan2.1-1.3B config in FastVideo: first_full_step=12; threshold "
-                                        "0.25 is the vmoba method's default")
+_RADIAL = "mit-han-lab/radial-attention @ 72788d4"
+_RADIAL_WAN21 = MethodPreset(12, 1, {"decay_factor": 0.2},
+                             source=f"Radial Attention Wan2.1 setting ({_RADIAL}: dense_timesteps=12, dense_layers=1, "
+                                    "decay_factor=0.2, model_type wan = frame-0 sink; whole adjacent frames at HEAD)")
+_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8},
+                             source=f"Radial Attention Wan2.2 setting ({_RADIAL}: dense_timesteps=11, dense_layers=1, "
+                                    "decay_factor=0.8, frame-0 sink)")
+_RADIAL_HUNYUAN = MethodPreset(12, 0, {"decay_factor": 0.95, "sink": False},
+                               source=f"Radial Attention HunyuanVideo setting ({_RADIAL}: dense_timesteps=12, "
+                                      "dense_layers=0, decay_factor=0.95, model_type hunyuan = no sink)")
+_RADIAL_UNPUBLISHED = MethodPreset(12, 1, {"decay_factor": 0.95},
+                                   source="no published setting: the widest published radial windows (HunyuanVideo's "
+                                          "decay 0.95) with the Wan sink and warm-up (12 of 50 steps, 1 layer)")
+_PSA = "ziplab/Pyramid-Sparse-Attention @ be122cf configs/attention_config.yaml"
+_PYRAMID_WAN14B = MethodPreset(15, 0, source=f"PSA Wan2.1-14B psa_balanced ({_PSA}): warmup 15, bands .4/.5/.6/.8 "
+                                             "(the pyramid defaults)")
+_PYRAMID_WAN13B = MethodPreset(15, 0, {"thresholds": (0.5, 0.6, 0.7, 0.8)},
+                               source=f"PSA Wan2.1-1.3B psa_balanced ({_PSA}): warmup 15, bands .5/.6/.7/.8; its "
+                                      "key-similarity cap on pooling levels is not implemented (fastdit pools as "
+                                      "the 14B setting does)")
+_PYRAMID_WAN22 = MethodPreset(12, 0, {"thresholds": (0.5, 0.6, 0.6, 0.8)},
+                              source=f"PSA Wan2.2-A14B ({_PSA}): warmup 12, bands .5/.6/.6/.8; upstream uses 32-token "
+                                     "key blocks, fastdit 128")
+_VMOBA_WAN = MethodPreset(12, 0, source="VMoBA Wan2.1-1.3B config (FastVideo wan_1.3B_77_480_832.json: threshold 0.25, "
+                                        "query_head, chunks 2 frames / 3x4 / 4x6x4 tokens = the vmoba defaults; "
+                                        "first_full_step 12, which FastVideo @ 2f3d407 stores but never reads)")
 _GRAT_HUNYUAN = MethodPreset(0, 0, {"mode": "crisscross"}, tile=(4, 8, 8),
-                             source="GRAT (OliverRensu/GRAT main.py, HunyuanVideo): 4x8x8 groups, criss-cross, "
-                                    "text attended, mask on every step and block")
+                             source="GRAT (OliverRensu/GRAT main.py + cross_processor.py, HunyuanVideo): 4x8x8 "
+                                    "groups, criss-cross planes, text attended, mask on every step and block")
 _GRAT_IMAGE = MethodPreset(0, 0, {"mode": "crisscross"},
                            source="GRAT paper (training-free on Flux): criss-cross groups on every step as in its "
-                                  "released HunyuanVideo code; 128-token groups (the kernel tile), since the Flux "
-                                  "group shape is unpublished")
+                                  "released HunyuanVideo code; 1x16x16 groups, the image analogue of 4x8x8, since "
+                                  "the Flux group shape is unpublished")
 
-_WAN_METHODS = {"pyramid": _PYRAMID_WAN, "vmoba": _VMOBA_WAN}
+_WAN_METHODS = {"pyramid": _PYRAMID_WAN14B, "vmoba": _VMOBA_WAN}
 
 # Wan2.1: 81 frames, VAE 4x8, patch 1x2x2. 1.3B is a 480p model, 14B and Wan2.2 A14B train up to 720p.
 _WAN_480P = _tokens(81, 480, 832, 4, 16)   # 21 x 30 x 52 = 32 760
@@ -107,7 +114,7 @@ _WAN_720P = _tokens(81, 720, 1280, 4, 16)  # 21 x 45 x 80 = 75 600
 
 PRESETS: dict[str, Preset] = {
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": Preset(
-        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS}, n_train=_WAN_480P,
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS, "pyramid": _PYRAMID_WAN13B}, n_train=_WAN_480P,
         config={"num_layers": 30, "num_attention_heads": 12},
         source="n_train: 480x832, 81 frames (the 1.3B model is trained at 480p; Wan2.1 model card)"),
     "Wan-AI/Wan2.1-T2V-14B-Diffusers": Preset(
@@ -115,7 +122,7 @@ PRESETS: dict[str, Preset] = {
         config={"num_layers": 40, "num_attention_heads": 40},
         source="n_train: 720x1280, 81 frames (Wan2.1 14B model card: 480p and 720p)"),
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": Preset(
-        "wan", "radial", {"radial": _RADIAL_WAN22, **_WAN_METHODS}, n_train=_WAN_720P,
+        "wan", "radial", {"radial": _RADIAL_WAN22, **_WAN_METHODS, "pyramid": _PYRAMID_WAN22}, n_train=_WAN_720P,
         config={"num_layers": 40, "num_attention_heads": 40}, denoisers=2,
         source="n_train: 720x1280, 81 frames (Wan2.2 A14B model card); both experts get the same settings"),
     "hunyuanvideo-community/HunyuanVideo": Preset(
@@ -164,7 +171,9 @@ PRESETS: dict[str, Preset] = {
 # and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
 PRESETS["fastdit/tiny-wan"] = Preset(
     "wan", "radial",
-    {"radial": MethodPreset(2, 0, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50")},
+    {"radial": MethodPreset(2, 0, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50"),
+     "grat": MethodPreset(2, 0, tile=(1, 8, 8), source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the "
+                                                      "sample's 5 latent frames to 8")},
     n_train=5 * 16 * 16, block_size=32,
     source="fastdit's own sample model (random weights); n_train: its default 17 frames of 128x128")
 

@@ -24,9 +24,9 @@ def layout_image(layout: BlockLayout, head: int = 0, max_size: int = 512) -> np.
     """
     levels = layout.to_level_map()[min(head, layout.num_heads - 1)].numpy().astype(np.int16)
     img = np.where(levels[..., None] >= 0, _LEVEL_COLOURS[np.clip(levels, 0, 3)], _SKIPPED).astype(np.uint8)
-    tiling = layout.tiling
-    if tiling is not None and tiling.text_blocks:
-        nv = tiling.video_blocks
+    order = layout.order
+    if order is not None and order.text_blocks:
+        nv = order.video_blocks
         img[nv:, :] = (0.5 * img[nv:, :] + 0.5 * _TEXT).astype(np.uint8)
         img[:, nv:] = (0.5 * img[:, nv:] + 0.5 * _TEXT).astype(np.uint8)
     scale = max(1, max_size // max(img.shape[:2]))

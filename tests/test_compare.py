@@ -22,12 +22,13 @@ def test_compare_round_robin_and_rows(pipe):
     call = {"prompt": "a red ball", "num_frames": 5, "height": 64, "width": 64, "num_inference_steps": 2,
             "max_sequence_length": 16}
     order = []
-    result = compare(pipe, [MethodSpec("grat", {"mode": "crisscross"})], call, sparse={"block_size": 16,
-                     "dense_steps": 0}, warmup=False, repeats=2, on_run=order.append)
-    assert order == [BASELINE, "grat(mode=crisscross)"] * 2
-    assert [row["method"] for row in result.rows] == [BASELINE, "grat(mode=crisscross)"]
+    result = compare(pipe, [MethodSpec("grat", {"mode": "surround", "radius": 0})], call,
+                     sparse={"block_size": 16, "dense_steps": 0}, warmup=False, repeats=2, on_run=order.append)
+    assert order == [BASELINE, "grat(mode=surround,radius=0)"] * 2
+    assert [row["method"] for row in result.rows] == [BASELINE, "grat(mode=surround,radius=0)"]
     assert 0 < result.rows[1]["density"] < 1 and result.rows[0]["density"] == 1.0
-    assert result.runs[0].sparse == {"block_size": 16, "dense_steps": 0, "method": "grat", "mode": "crisscross"}
+    assert result.runs[0].sparse == {"block_size": 16, "dense_steps": 0, "method": "grat", "mode": "surround",
+                                     "radius": 0}
     data = json.loads(json.dumps(result.to_dict()))  # plain JSON: no Infinity
     assert data["rows"][0]["psnr_db"] == "inf" and data["rows"][0]["ssim"] == 1.0
     assert result.video().shape[0] == 5

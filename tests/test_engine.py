@@ -11,17 +11,19 @@ import torch.nn.functional as F
 from fastdit.config import SparseConfig
 from fastdit.context import RunContext
 from fastdit.engine import SparseAttention, key_padding
-from fastdit.grid import Tiling, TokenGrid
+from fastdit.grid import TokenGrid
 from fastdit.methods import build_layout
 
 GRID = TokenGrid(2, 8, 8)
 TEXT = 5
+TILE = (1, 4, 4)  # grat groups of one 16-token block: the 2 x 8 x 8 grid has eight
 
 
 def _engine(method: str, grid: TokenGrid = GRID) -> SparseAttention:
     context = RunContext()
     context.grid = grid
-    return SparseAttention(SparseConfig.create(method, {}, block_size=16), context)
+    return SparseAttention(SparseConfig.create(method, {}, block_size=16, tile=TILE if method == "grat" else None),
+                           context)
 
 
 def _qkv(batch: int, tokens: int, seed: int = 0):
@@ -58,16 +60,16 @@ def test_dense_method_passes_the_mask_to_sdpa_unchanged():
 
 def _reference(q, k, v, valid: list[int]) -> torch.Tensor:
     """Block-sparse attention written out token by token: the layout's block mask, expanded, with padding."""
-    tiling = Tiling.create(TokenGrid(GRID.t, GRID.h, GRID.w, text_tokens=TEXT), 16)
-    layout = build_layout("grat", tiling.grid, block_size=16)
+    layout = build_layout("grat", TokenGrid(GRID.t, GRID.h, GRID.w, text_tokens=TEXT), block_size=16, tile=TILE)
+    tiling = layout.order
     blocks = layout.to_dense_block_mask()[0]
-    allowed = blocks.repeat_interleave(16, 0).repeat_interleave(16, 1)  # tile order, tokens
+    allowed = blocks.repeat_interleave(16, 0).repeat_interleave(16, 1)  # the layout's order, tokens
     outs = []
     for i, n in enumerate(valid):
         keys = torch.zeros(tiling.seq_len, dtype=torch.bool)
         keys[tiling.destination] = _text_mask([n])[0, 0, 0]
-        qt, kt, vt = (tiling.to_tile_order(x[i:i + 1]) for x in (q, k, v))
-        outs.append(tiling.from_tile_order(F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed & keys)))
+        qt, kt, vt = (tiling.to_order(x[i:i + 1]) for x in (q, k, v))
+        outs.append(tiling.from_order(F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed & keys)))
     return torch.cat(outs)
 
 

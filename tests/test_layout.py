@@ -1,10 +1,11 @@
 import torch
 
-from fastdit import BlockLayout, Tiling, TokenGrid
+from fastdit import BlockLayout, TokenGrid
+from fastdit.order import make_order
 
 
 def _random_layout(heads=3, seed=0):
-    tiling = Tiling.create(TokenGrid(3, 5, 6, text_tokens=3), 16)
+    tiling = make_order("tiles", TokenGrid(3, 5, 6, text_tokens=3), 16)
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(heads, tiling.num_blocks, tiling.num_blocks, generator=g) < 0.4
     mask |= torch.eye(tiling.num_blocks, dtype=torch.bool)
@@ -25,12 +26,12 @@ def test_csr_round_trips_the_block_mask():
 
 def test_padding_is_marked_invalid_for_keys():
     layout, _ = _random_layout()
-    tiling = layout.tiling
+    tiling = layout.order
     assert layout.kv_valid is not None and int(layout.kv_valid.sum()) == tiling.grid.num_tokens
 
 
 def test_levels_count_as_fractional_work():
-    tiling = Tiling.create(TokenGrid(1, 4, 8), 16)
+    tiling = make_order("tiles", TokenGrid(1, 4, 8), 16)
     mask = torch.ones(1, 2, 2, dtype=torch.bool)
     level = torch.tensor([[[0, 1], [2, 0]]])
     layout = BlockLayout.from_block_mask(mask, tiling, level)
@@ -41,5 +42,5 @@ def test_levels_count_as_fractional_work():
 
 def test_layout_moves_model_order_tensors_to_tile_order_and_back():
     layout, _ = _random_layout()
-    x = torch.randn(1, 2, layout.tiling.grid.num_tokens, 8)
-    assert torch.equal(layout.from_tile_order(layout.to_tile_order(x)), x)
+    x = torch.randn(1, 2, layout.order.grid.num_tokens, 8)
+    assert torch.equal(layout.from_layout_order(layout.to_layout_order(x)), x)

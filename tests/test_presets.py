@@ -88,12 +88,14 @@ def test_a_method_with_a_published_group_shape_gets_its_tile():
         fastdit.apply(model)
         config = _config(model)
         assert (config.method, config.dense_steps, config.dense_layers) == ("radial", 12, 0)
-        assert (config.options.decay_factor, config.options.adjacent) == (0.95, "full")
+        assert (config.options.decay_factor, config.options.sink, config.options.adjacent) == (0.95, False, "full")
         fastdit.apply(model, method="grat")
         config = _config(model)
-        assert (config.tile, config.block_size, config.dense_steps) == ((4, 8, 8), 256, 0)
-        fastdit.apply(model, method="grat", block_size=64)  # an explicit block size replaces the preset's tile
-        assert (_config(model).tile, _config(model).block_size) == (None, 64)
+        assert (config.tile, config.block_size, config.dense_steps) == ((4, 8, 8), 128, 0)
+        fastdit.apply(model, method="grat", block_size=64)  # the published group is four 64-token blocks
+        assert (_config(model).tile, _config(model).block_size) == ((4, 8, 8), 64)
+        fastdit.apply(model, method="grat", block_size=512)  # it can't hold whole 512-token blocks: dropped
+        assert (_config(model).tile, _config(model).block_size) == (None, 512)
         fastdit.apply(model, method="dense")  # no setting of its own on HunyuanVideo: the model's warm-up
         assert (_config(model).dense_steps, _config(model).dense_layers) == (12, 0)
     finally:

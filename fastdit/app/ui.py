@@ -93,8 +93,8 @@ def build_demo(session: DemoSession):
                                             value=",".join(map(str, get_method("pyramid").options().thresholds))
                                             if "pyramid" in methods else "")
                     vmoba_threshold = gr.Slider(0.05, 1.0, value=0.25, step=0.05, label="vmoba: threshold")
-                    grat_mode = gr.Radio(["crisscross", "surround"], value="crisscross", label="grat: mode")
-                    grat_radius = gr.Slider(0, 4, value=1, step=1, label="grat: surround radius (tiles)")
+                    grat_mode = gr.Radio(["crisscross", "surround", "lines"], value="crisscross", label="grat: mode")
+                    grat_radius = gr.Slider(0, 4, value=1, step=1, label="grat: surround radius (groups)")
                 entropy = gr.Checkbox(label="Attention-entropy scaling", value=False)
                 with gr.Row():
                     frames = gr.Slider(limits.frames[0], limits.frames[1], step=limits.frames[2],

@@ -21,17 +21,17 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..grid import Tiling, TokenGrid, choose_tile
+from ..grid import TokenGrid
+from ..layout import BlockLayout
 from ..kernels import attention
 from ..methods import build_layout, get_method
-from .attention_mass import DenseReference, block_mass, dense_reference
+from .attention_mass import DenseReference, dense_reference
 from .report import markdown_table, write_report
 from .synthetic import video_qkv
 
@@ -49,62 +49,63 @@ class Setting:
     tile: tuple[int, int, int] | None = None
 
 
-def alternative_tiles(block_size: int) -> list[tuple[int, int, int]]:
-    """Tiles of ``block_size`` tokens spanning 1, 2 or 4 frames with a spatial aspect of at most 2.
+def group_shapes(block_size: int) -> list[tuple[int, int, int]]:
+    """GRAT groups of one or two kernel blocks spanning 1, 2 or 4 frames with a spatial aspect of at most 2.
 
-    GRAT's group *is* the kernel tile and criss-cross has no other knob, so its settings are tile shapes.
+    Criss-cross has no knob but its group shape, so its settings are group shapes (the published 4×8×8 among
+    them at 128-token blocks).
     """
-    tiles = []
-    for tt in (1, 2, 4):
-        plane = block_size // tt
-        for th in (1 << i for i in range(plane.bit_length())):
-            tw = plane // th
-            if tt * th * tw == block_size and max(th, tw) <= 2 * min(th, tw):
-                tiles.append((tt, th, tw))
-    return tiles
+    groups = []
+    for volume in (block_size, 2 * block_size):
+        for tt in (1, 2, 4):
+            plane = volume // tt
+            for th in (1 << i for i in range(plane.bit_length())):
+                tw = plane // th
+                if tt * th * tw == volume and max(th, tw) <= 2 * min(th, tw):
+                    groups.append((tt, th, tw))
+    return groups
 
 
 def settings(block_size: int) -> list[Setting]:
     """Every method at four or more settings, spanning as much of its density range as its knobs reach.
 
-    Radial's published rule bottoms out near half density on a 16-frame grid (``decay_factor`` only widens
-    windows above one block), so its lowest point drops the frame-0 sink instead.
+    Radial's window never drops below one block, so on a short grid its lowest point drops the frame-0 sink.
     """
     out = [Setting("radial", "radial", "decay 0.2, no sink", {"decay_factor": 0.2, "sink": False})]
-    for spatial, label in (("1d", "radial"), ("2d", "radial 2d")):
-        out += [Setting(label, "radial", f"decay {d:g}", {"decay_factor": d, "spatial": spatial})
-                for d in (0.2, 2, 4, 8)]
+    out += [Setting("radial", "radial", f"decay {d:g}", {"decay_factor": d}) for d in (0.2, 1, 2, 4, 8)]
     out += [Setting("grat surround", "grat", "radius {}x{}x{}".format(*r), {"mode": "surround", "radius": r})
             for r in ((0, 1, 1), (1, 1, 1), (1, 2, 2), (2, 2, 2), (3, 3, 3))]
-    out += [Setting("grat crisscross", "grat", "tile {}x{}x{}".format(*t), {"mode": "crisscross"}, tile=t)
-            for t in alternative_tiles(block_size)]
+    for mode in ("crisscross", "lines"):
+        out += [Setting(f"grat {mode}", "grat", "group {}x{}x{}".format(*t), {"mode": mode}, tile=t)
+                for t in group_shapes(block_size)]
     out += [Setting("pyramid", "pyramid", "bands " + "/".join(f"{x:g}" for x in taus), {"thresholds": taus})
             for taus in ((0.2, 0.25, 0.3, 0.4), (0.4, 0.5, 0.6, 0.8), (0.6, 0.7, 0.8, 0.9),
                          (0.8, 0.85, 0.9, 0.95), (0.9, 0.95, 0.97, 0.99), (0.95, 0.97, 0.99, 1.0))]
     for kind in ("1d", "2d", "3d"):
-        out += [Setting(f"vmoba {kind}", "vmoba", f"threshold {t:g}", {"threshold": t, "order": (kind,)})
-                for t in (0.25, 0.5, 0.75, 0.9, 0.97)]
-        out += [Setting(f"vmoba {kind} query-norm", "vmoba", f"threshold {t:g}",
-                        {"threshold": t, "order": (kind,), "normalize": "query"}) for t in (0.5, 0.75, 0.9, 0.97)]
+        out += [Setting(f"vmoba {kind}", "vmoba", f"threshold {t:g}", {"threshold": t, "partitions": (kind,)})
+                for t in (0.1, 0.25, 0.5, 0.75, 0.9)]
     return out
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluate(s: Setting, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid, block_size: int,
-             ref: DenseReference) -> dict[str, Any]:
-    """Density, recall and output error of one setting against the dense reference."""
-    tiling = Tiling.create(grid, block_size, s.tile)
-    qt, kt, vt = (tiling.to_tile_order(x) for x in (q, k, v))
+def setting_layout(s: Setting, q: torch.Tensor, k: torch.Tensor, grid: TokenGrid, block_size: int) -> BlockLayout:
+    """The layout of one setting (dynamic methods choose it from ``q, k``, model order)."""
     dynamic = get_method(s.method).dynamic
-    layout = build_layout(s.method, grid, block_size=block_size, tile=tiling.tile,
-                          **({"q": qt, "k": kt} if dynamic else {}), **s.options)
+    return build_layout(s.method, grid, block_size=block_size, tile=s.tile,
+                        **({"q": q, "k": k} if dynamic else {}), **s.options)
+
+
+def evaluate(s: Setting, layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             ref: DenseReference) -> dict[str, Any]:
+    """Density, recall and output error of one setting's layout against the dense reference."""
+    qt, kt, vt = (layout.to_layout_order(x) for x in (q, k, v))
     start = time.perf_counter()
-    out = tiling.from_tile_order(attention(qt, kt, vt, layout, backend="torch"))
+    out = layout.from_layout_order(attention(qt, kt, vt, layout, backend="torch"))
     attention_seconds = time.perf_counter() - start
     levels = layout.to_level_map()
-    mass = block_mass(ref, tiling)
+    mass = ref.block_mass[layout.order]
     total = mass.sum()
-    return {"method": s.label, "setting": s.setting, "tile": "x".join(map(str, tiling.tile)),
+    return {"method": s.label, "setting": s.setting, "order": layout.order.describe(),
             "density": layout.density(),
             "recall": float((mass * (levels >= 0)).sum() / total),
             "recall_0": float((mass * (levels == 0)).sum() / total),
@@ -116,11 +117,9 @@ def layout_cost(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGr
                 repeats: int) -> list[dict[str, Any]]:
     """Build time of each dynamic method's default layout next to dense SDPA at the same shape (best of runs)."""
     dense = min(_timed(lambda: F.scaled_dot_product_attention(q, k, v)) for _ in range(repeats))
-    tiling = Tiling.create(grid, block_size)
-    qt, kt = tiling.to_tile_order(q), tiling.to_tile_order(k)
     rows = []
     for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2)):
-        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=qt, k=kt, layer=layer))
+        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=q, k=k, layer=layer))
                    for _ in range(5 * repeats))
         name = method if method == "pyramid" else f"vmoba {get_method('vmoba').options().partition(layer)}"
         rows.append({"method": name, "tokens": grid.num_tokens, "layout_ms": 1e3 * best, "dense_sdpa_ms": 1e3 * dense,
@@ -144,11 +143,11 @@ def _interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
     return None
 
 
-BASELINES = ("radial", "radial 2d")
+BASELINES = ("radial",)
 
 
 def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each dynamic setting next to static radial (1d and 2d) interpolated at the same density.
+    """Each dynamic setting next to static radial interpolated at the same density.
 
     Recall is interpolated linearly, error log-linearly; a baseline whose density range does not contain the
     setting's density gives no value (``None``), and settings outside both ranges are left out.
@@ -199,12 +198,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     fig, (ax_err, ax_rec) = plt.subplots(1, 2, figsize=(13, 5))
     labels = list(dict.fromkeys(r["method"] for r in rows))
-    families = list(dict.fromkeys(label.removesuffix(" query-norm") for label in labels))
-    for label in labels:  # a variant shares its family's colour; static dashed, dynamic solid, variant dotted
+    families = list(dict.fromkeys(label.split()[0] for label in labels))
+    for label in labels:  # a method's variants share its colour; static dashed, dynamic solid
         pts = sorted((r["density"], r["rel_l2"], r["recall"]) for r in rows if r["method"] == label)
         d, e, rc = zip(*pts)
-        style = ("-o" if "query-norm" not in label else ":o") if label.startswith(DYNAMIC_METHODS) else "--s"
-        color = plt.get_cmap("tab10")(families.index(label.removesuffix(" query-norm")) % 10)
+        style = "-o" if label.startswith(DYNAMIC_METHODS) else "--s"
+        color = plt.get_cmap("tab10")(families.index(label.split()[0]) % 10)
         ax_err.plot(d, e, style, color=color, label=label, markersize=4)
         ax_rec.plot(d, rc, style, color=color, label=label, markersize=4)
     ax_err.set(xlabel="density (share of dense attention work)", ylabel="relative L2 error vs dense (log)",
@@ -234,10 +233,11 @@ def markdown(data: dict[str, Any], png: str) -> str:
     cfg = data["config"]
     heads = [p["name"] for p in data["heads"]]
     worst = max(r["percent_of_dense"] for r in data["layout_cost"])
-    table = markdown_table(data["results"], ["method", "setting", "tile", "density", "recall", "recall_0", "rel_l2"])
+    table = markdown_table(data["results"], ["method", "setting", "order", "density", "recall", "recall_0", "rel_l2"])
     return (
         f"Grid {cfg['grid']} (t×h×w, {cfg['tokens']} tokens), {cfg['heads']} heads × head dim {cfg['head_dim']}, "
-        f"{cfg['block_size']}-token blocks (default tile {cfg['tile']}), fp32, seed {cfg['seed']}. Inputs: "
+        f"{cfg['block_size']}-token blocks, each method on its published token order, fp32, seed {cfg['seed']}. "
+        "Inputs: "
         "structured synthetic q/k/v (`fastdit/bench/synthetic.py`): per head a smooth random spatio-temporal "
         "field (head profiles " + ", ".join(f"h{j} {h}" for j, h in enumerate(heads)) + "), projected to "
         "q/k/v, with Wan's 3D RoPE. Dense reference computed exactly in query chunks "
@@ -256,7 +256,7 @@ def markdown(data: dict[str, Any], png: str) -> str:
         "mass on blocks read at full resolution; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
         f"{table}\n![density vs error and recall]({png})\n\n"
         "## Dynamic methods vs static radial at equal density\n\n"
-        "Static radial (1d, the published rule, and 2d) interpolated at each dynamic setting's density: recall "
+        "Static radial (the published rule) interpolated at each dynamic setting's density: recall "
         "linearly, error log-linearly; blank where that density is outside the baseline's range, and settings "
         "outside both ranges left out.\n\n"
         f"{markdown_table(data['vs_radial'])}\n{_verdict(data['vs_radial'])}\n"
@@ -318,19 +318,18 @@ def _run(args: argparse.Namespace) -> int:
     grid = TokenGrid(*args.grid)
     q, k, v, profiles = video_qkv(grid, args.heads, args.head_dim, seed=args.seed)
     todo = settings(args.block_size)
-    tiles = {choose_tile(grid, args.block_size)} | {s.tile for s in todo if s.tile}
-    cell = tuple(reduce(math.gcd, axis) for axis in zip(*tiles))
-    ref = dense_reference(q, k, v, grid, cell)
+    layouts = [setting_layout(s, q, k, grid, args.block_size) for s in todo]
+    ref = dense_reference(q, k, v, grid, list(dict.fromkeys(layout.order for layout in layouts)))
     rows = []
-    for s in todo:
-        rows.append(evaluate(s, q, k, v, grid, args.block_size, ref))
+    for s, layout in zip(todo, layouts):
+        rows.append(evaluate(s, layout, q, k, v, ref))
         r = rows[-1]
         print(f"{r['method']:>16} {r['setting']:<28} density {r['density']:.3f}  recall {r['recall']:.3f}  "
               f"rel_l2 {r['rel_l2']:.4f}", flush=True)
     data = {
         "config": {"grid": "x".join(map(str, args.grid)), "tokens": grid.num_tokens, "heads": args.heads,
                    "head_dim": args.head_dim, "block_size": args.block_size, "seed": args.seed,
-                   "tile": "x".join(map(str, choose_tile(grid, args.block_size))), "mass_cell": list(cell)},
+                   "orders": len(ref.block_mass)},
         "heads": [vars(p) for p in profiles],
         "dense_seconds": ref.seconds,
         "temporal_profile": ref.temporal,

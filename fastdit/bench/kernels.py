@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cli import CLIError
-from ..grid import Tiling, TokenGrid
+from ..grid import TokenGrid
 from ..kernels import attention
 from ..layout import BlockLayout
 from ..methods import available_methods, build_layout
@@ -102,22 +102,20 @@ def run(args: argparse.Namespace) -> int:
                    for _ in range(3))
         dense.append(dense_row(shape, q, k, v, timer))
         print(_line(dense[-1]), flush=True)
-        tiling = Tiling.create(shape.grid, args.block_size)
-        qt, kt, vt = (tiling.to_tile_order(x) for x in (q, k, v))
-        del q, k, v
         timed = set()  # a setting nearest to two targets (a method's density floor, say) is timed once
         for method in args.methods:
             for target in args.densities:
-                layout, setting = layout_at_density(method, shape.grid, args.block_size, target, q=qt, k=kt)
+                layout, setting = layout_at_density(method, shape.grid, args.block_size, target, q=q, k=k)
                 if (method, setting) in timed:
                     continue
+                qt, kt, vt = (layout.to_layout_order(x) for x in (q, k, v))  # each method's own order
                 row = {"shape": shape.label, "method": method, "setting": setting, "target": target,
                        **sparse_timings(layout, qt, kt, vt, dense[-1], timer, flex=not args.no_flex,
                                         check=not any(m == method for m, _ in timed))}
                 timed.add((method, setting))
                 rows.append(row)
                 print(_line(row), flush=True)
-        del qt, kt, vt
+        del q, k, v
         torch.cuda.empty_cache()
     data = {"dtype": args.dtype, "block_size": args.block_size, "dense": dense, "rows": rows,
             "targets": {"ratio_max": TARGET_RATIO, "vs_flex_min": TARGET_VS_FLEX, "densities": [0.1, 0.5]}}
@@ -133,18 +131,16 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
                       q: torch.Tensor | None = None, k: torch.Tensor | None = None) -> tuple[BlockLayout, str]:
     """The layout of ``method`` on ``grid`` whose density is nearest ``target``, and the setting that gave it.
 
-    radial: ``decay_factor`` (bisected on a log scale) with the published 1D window and attention sink, then,
-    if that can't get within 0.03 of ``target`` (its window never drops below a tile row), the 2D window and/or
-    no sink; grat: ``surround`` radii (temporal x spatial grid); pyramid: PSA's published bands scaled by one
-    factor (bisected), on ``q, k``.
+    radial: ``decay_factor`` (bisected on a log scale) with the attention sink, then, if that can't get within
+    0.03 of ``target`` (its window never drops below one block), without the sink; grat: ``surround`` radii
+    (temporal x spatial grid); pyramid: PSA's published bands scaled by one factor (bisected), on ``q, k``.
     """
     if method == "radial":
         best = None
-        for spatial, sink in (("1d", True), ("2d", True), ("1d", False), ("2d", False)):
+        for sink in (True, False):
             found = _bisect(lambda x: build_layout("radial", grid, block_size=block_size, decay_factor=x,
-                                                   spatial=spatial, sink=sink),
-                            target, -3.0, 3.0, log=True,
-                            describe=lambda x: f"decay_factor={x:.3g} spatial={spatial} sink={sink}")
+                                                   sink=sink),
+                            target, -3.0, 3.0, log=True, describe=lambda x: f"decay_factor={x:.3g} sink={sink}")
             if best is None or abs(found[0].density() - target) < abs(best[0].density() - target):
                 best = found
             if abs(best[0].density() - target) <= 0.03:
@@ -171,7 +167,7 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
 def _grat_settings(grid: TokenGrid, block_size: int) -> list[tuple[float, int, int]]:
     """``(density, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii 0, 1, 2, 3,
     then doubling temporally; every spatial radius up to the frame's size in tiles)."""
-    nt, nh, nw = Tiling.create(grid, block_size).tiles
+    nt, nh, nw = build_layout("grat", grid, block_size=block_size).order.tiles
     temporal = sorted({r for r in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if r < nt})
     return [(build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs)).density(),
              rt, rs) for rt in temporal for rs in range(max(nh, nw))]

@@ -18,7 +18,7 @@ from .report import markdown_table, write_report
 CASES = [
     # (label, grid (t, h, w), method, options)
     ("radial", (16, 24, 32), "radial", {}),
-    ("radial-2d", (16, 24, 32), "radial", {"spatial": "2d", "decay_factor": 0.5}),
+    ("radial-no-sink", (16, 24, 32), "radial", {"sink": False}),
     ("grat-surround", (16, 24, 32), "grat", {"mode": "surround", "radius": (1, 1, 1)}),
     ("grat-crisscross", (16, 24, 32), "grat", {"mode": "crisscross"}),
 ]

@@ -137,7 +137,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Blo
     if q.shape[2] != layout.seq_len_q or k.shape[2] != layout.seq_len_kv:
         raise ValueError(f"sequence lengths q={q.shape[2]}, kv={k.shape[2]} don't match the layout "
                          f"({layout.seq_len_q}, {layout.seq_len_kv}); move tensors to tile order with "
-                         "layout.to_tile_order(x)")
+                         "layout.to_layout_order(x)")
     if layout.num_heads not in (1, q.shape[1]):
         raise ValueError(f"layout has {layout.num_heads} heads but q has {q.shape[1]}")
 

@@ -1,9 +1,10 @@
-"""Sparse attention methods: pure functions from a token grid (and, for dynamic methods, q and k) to a layout.
+"""Sparse attention methods: pure functions from a token order (and, for dynamic methods, q and k) to a layout.
 
 Each method lives in its own file and registers a :class:`Method`: a frozen options dataclass (the knobs,
-with their defaults and validation) and a function that returns a block mask over the tiling's blocks. This
-module turns that mask into a :class:`~fastdit.BlockLayout`, adds the text blocks every method keeps, and
-caches static layouts per (grid, tile, options).
+with their defaults and validation), the token orders it is defined on (the first is the one it was
+published with, and the default), and a function that returns a block mask over the order's video blocks.
+This module picks the order, turns the mask into a :class:`~fastdit.BlockLayout`, adds the text blocks every
+method keeps, and caches static layouts per (order, options).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..grid import TokenGrid, Tiling
+from ..grid import TokenGrid
 from ..layout import BlockLayout
+from ..order import TokenOrder, make_order
 
 __all__ = ["Method", "register", "get_method", "available_methods", "build_layout", "parse_options",
-           "make_layout", "DEFAULT_BLOCK_SIZE"]
+           "make_layout", "layout_order", "DEFAULT_BLOCK_SIZE"]
 
 DEFAULT_BLOCK_SIZE = 128
 
@@ -28,16 +30,21 @@ DEFAULT_BLOCK_SIZE = 128
 class Method:
     """A registered method.
 
-    ``video_mask(tiling, options, q, k, layer)`` returns ``[heads, n_video_blocks, n_video_blocks]`` bool
-    (``heads == 1`` for a pattern shared by all heads) and optionally a same-shaped int level map; text
-    rows and columns are added here, so no method can forget them.
+    ``video_mask(order, options, q=, k=, layer=)`` returns ``[heads, n_video_blocks, n_video_blocks]`` bool
+    over ``order``'s video blocks (``heads == 1`` for a pattern shared by all heads) and optionally a
+    same-shaped int level map; text rows and columns are added here, so no method can forget them. ``orders``
+    names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
+    layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
+    (``"chunks"`` order) for a layer.
     """
 
     name: str
     options: type
     video_mask: Callable[..., Any]
+    orders: tuple[str, ...] = ("raster",)
     dynamic: bool = False
     summary: str = ""
+    shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -72,65 +79,93 @@ def parse_options(method: Method, options: dict[str, Any]):
     return method.options(**frozen)
 
 
+def check_order(spec: Method, order: str | None) -> str:
+    """``order`` (or the method's published one when ``None``) if the method is defined on it."""
+    if order is None:
+        return spec.orders[0]
+    if order not in spec.orders:
+        raise ValueError(f"method {spec.name!r} is defined on the token order(s) {', '.join(spec.orders)}, "
+                         f"not {order!r}")
+    return order
+
+
+def layout_order(spec: Method, grid: TokenGrid, block_size: int, options: Any, *, order: str | None = None,
+                 tile: tuple[int, int, int] | None = None, layer: int = 0) -> TokenOrder:
+    """The token order ``spec`` runs on for ``grid`` at ``layer``: ``order`` if given, else the published one;
+    ``tile`` overrides the tile of the ``"tiles"`` order."""
+    kind = check_order(spec, order)
+    shape = tile if kind == "tiles" else None
+    if shape is None and kind == spec.orders[0] and spec.shape is not None:  # the method's own tile or chunk
+        shape = spec.shape(grid, block_size, options, layer)
+    return make_order(kind, grid, block_size, shape)
+
+
 def build_layout(
     method: str,
     grid: TokenGrid,
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    order: str | None = None,
     tile: tuple[int, int, int] | None = None,
     q: torch.Tensor | None = None,
     k: torch.Tensor | None = None,
     layer: int = 0,
     **options: Any,
 ) -> BlockLayout:
-    """Build the block layout of ``method`` on ``grid``; with no options, the method's defaults.
+    """Build the block layout of ``method`` on ``grid``; with no options, the method's published defaults.
 
-    ``block_size`` is the kernel block (tokens per tile); ``tile`` fixes the ``(t, h, w)`` tile shape
-    (chosen to minimise padding when ``None``). Dynamic methods (pyramid, vmoba) also need ``q`` and ``k``
-    as ``[B, H, S, D]`` in tile order, and vmoba the transformer ``layer``.
+    ``block_size`` is the kernel block in tokens. ``order`` is the token order the layout is defined in
+    (default: the one the method was published with; see ``fastdit.order``); ``tile`` the ``(t, h, w)`` tile
+    of the ``"tiles"`` order. Dynamic methods (pyramid, vmoba) also need ``q`` and ``k`` as
+    ``[B, H, S, D]`` in the model's token order, and vmoba the transformer ``layer``. Move tensors into the
+    layout's order with ``layout.to_layout_order(x)``.
     """
     spec = get_method(method)
     if not isinstance(grid, TokenGrid):
         raise TypeError(f"grid must be a fastdit.TokenGrid, got {type(grid).__name__}")
-    return make_layout(spec, Tiling.create(grid, block_size, tile), parse_options(spec, options), q=q, k=k,
-                       layer=layer)
+    opts = parse_options(spec, options)
+    ordered = layout_order(spec, grid, block_size, opts, order=order, tile=tile, layer=layer)
+    if spec.dynamic and q is not None and k is not None:
+        q, k = ordered.to_order(q), ordered.to_order(k)
+    return make_layout(spec, ordered, opts, q=q, k=k, layer=layer)
 
 
-def make_layout(spec: Method, tiling: Tiling, options: Any, *, q: torch.Tensor | None = None,
+def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tensor | None = None,
                 k: torch.Tensor | None = None, layer: int = 0) -> BlockLayout:
-    """Layout of an already validated method and options on ``tiling`` (static ones come from a cache)."""
+    """Layout of a validated method and options on ``order``; ``q, k`` already in that order (dynamic
+    methods only); static layouts come from a cache."""
     if not spec.dynamic:
-        return _static_layout(spec.name, tiling, options)
+        return _static_layout(spec.name, order, options)
     if q is None or k is None:
         raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k= "
-                         "([B, H, S, D], tile order)")
-    return _assemble(tiling, *_as_pair(spec.video_mask(tiling, options, q=q, k=k, layer=layer)))
+                         "([B, H, S, D], the model's token order)")
+    return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer)))
 
 
 @functools.lru_cache(maxsize=128)
-def _static_layout(name: str, tiling: Tiling, opts: Any) -> BlockLayout:
-    return _assemble(tiling, *_as_pair(_REGISTRY[name].video_mask(tiling, opts)))
+def _static_layout(name: str, order: TokenOrder, opts: Any) -> BlockLayout:
+    return _assemble(order, *_as_pair(_REGISTRY[name].video_mask(order, opts)))
 
 
 def _as_pair(result) -> tuple[torch.Tensor, torch.Tensor | None]:
     return result if isinstance(result, tuple) else (result, None)
 
 
-def _assemble(tiling: Tiling, video: torch.Tensor, level: torch.Tensor | None) -> BlockLayout:
+def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None) -> BlockLayout:
     """Embed the video-video block mask in the full mask, where text rows and columns are always kept."""
     if video.ndim == 2:
         video = video.unsqueeze(0)
-    nv = tiling.video_blocks
-    if tiling.text_blocks == 0:
-        return BlockLayout.from_block_mask(video, tiling, level)
-    heads, nb = video.shape[0], tiling.num_blocks
+    nv = order.video_blocks
+    if order.text_blocks == 0:
+        return BlockLayout.from_block_mask(video, order, level)
+    heads, nb = video.shape[0], order.num_blocks
     mask = torch.ones(heads, nb, nb, dtype=torch.bool)
     mask[:, :nv, :nv] = video
     full_level = None
     if level is not None:
         full_level = torch.zeros(heads, nb, nb, dtype=level.dtype)
         full_level[:, :nv, :nv] = level
-    return BlockLayout.from_block_mask(mask, tiling, full_level)
+    return BlockLayout.from_block_mask(mask, order, full_level)
 
 
 # Registration happens on import of each method module.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..grid import Tiling
+from ..order import ORDERS, TokenOrder
 from . import Method, register
 
 
@@ -15,9 +15,10 @@ class DenseOptions:
     """Dense attention has no knobs."""
 
 
-def dense_mask(tiling: Tiling, options: DenseOptions) -> torch.Tensor:
-    nv = tiling.video_blocks
+def dense_mask(order: TokenOrder, options: DenseOptions) -> torch.Tensor:
+    nv = order.video_blocks
     return torch.ones(1, nv, nv, dtype=torch.bool)
 
 
-register(Method("dense", DenseOptions, dense_mask, summary="full attention (baseline)"))
+# raster first: the identity permutation, so a dense layout moves no token
+register(Method("dense", DenseOptions, dense_mask, orders=tuple(ORDERS), summary="full attention (baseline)"))

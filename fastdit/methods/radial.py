@@ -1,19 +1,24 @@
 """Radial attention: a static mask whose spatial window shrinks as temporal distance grows (O(n log n)).
 
-Attention energy in video DiTs decays with spatial and temporal distance. For a query frame ``i`` and key
-frame ``j`` at distance ``d = |i - j|`` (P tokens per frame, B tokens per block), the published rule is:
+Attention energy in video DiTs decays with spatial and temporal distance. The published rule (Radial
+Attention, ``gen_log_mask_shrinked`` in mit-han-lab/radial-attention) lives on the raster (frame-major) token
+order with ``P`` tokens per frame; for query frame ``i``, key frame ``j`` and ``d = |i - j|``:
 
-* key frame 0 is an attention sink: always attended in full;
-* ``d == 0``: the whole frame; ``d == 1``: half the frame (``adjacent="half"``, Wan) or all of it
-  (``adjacent="full"``, HunyuanVideo);
-* otherwise the window is ``w = max(B, 2**bit_length(P) / 2**bit_length(d) * decay_factor)`` tokens, and once
-  ``L = 2**bit_length(P) / 2**bit_length(d)`` drops below one block the frame pair is kept only when
-  ``d % floor(B / L) == 0`` (temporal subsampling keeps the total O(n log n)).
+* key frame 0 is an attention sink, attended in full by every query (``sink``; Wan: yes, HunyuanVideo: no);
+* with ``L = 2**bit_length(P) / 2**bit_length(d)``: once ``L`` drops below ``subsample_tokens`` (128,
+  hard-coded upstream) the frame pair is kept only when ``d % floor(subsample_tokens / L) == 0`` (temporal
+  subsampling keeps the total O(n log n); upstream applies it to every ``d``, so on frames of fewer than 128
+  tokens even neighbouring frames are dropped);
+* ``d <= 1``: the whole frame (``adjacent="full"``, the repo's HEAD) or, for ``d == 1``, a band of half a
+  frame (``adjacent="half"``, the code before commit 72788d4);
+* otherwise a band ``|x_q - x_k| <= w`` on the flattened in-frame index, ``w = max(B, L · decay_factor)``.
 
-The published mask keeps token pairs whose 1D index distance inside the flattened frame is ``<= w``; here
-the rule is evaluated in closed form per block pair (a block is kept when its centre lies inside the window),
-never through a token mask. ``spatial="2d"`` measures the distance on the 2D frame instead (Chebyshev
-distance between tile centres, within a square of the same area as the 1D band).
+Each frame pair's token mask is then shrunk to ``B``-token blocks the way the official code does it: the
+pair's mask is placed at its frames' offsets inside the block grid (frames straddle blocks), and a block is
+kept when more than 60% of its non-empty key columns are more than a third full. The shrunk pair masks are
+OR-ed together, and the block holding the end of the video (shared with text upstream) is kept whole in its
+row and column. Here that shrink is evaluated in closed form (the band's column counts are interval
+lengths), once per distinct (window, row offset, column offset), never through a token mask.
 """
 
 from __future__ import annotations
@@ -23,77 +28,100 @@ from dataclasses import dataclass
 
 import torch
 
-from ..grid import Tiling
+from ..order import TokenOrder
 from . import Method, register
 
-_ADJACENT = ("half", "full")
-_SPATIAL = ("1d", "2d")
+_ADJACENT = ("full", "half")
 
 
 @dataclass(frozen=True)
 class RadialOptions:
-    """``decay_factor`` scales the window of far frames (published: Wan2.1 0.2, Wan2.2 0.8, Hunyuan 0.95);
-    ``adjacent`` is the window of neighbouring frames; ``spatial`` picks the 1D (published) or 2D distance;
-    ``sink`` keeps frame 0 attended by every query."""
+    """``decay_factor`` scales the window of far frames (published: Wan2.1 0.2, Wan2.2 0.8, HunyuanVideo
+    0.95); ``sink`` keeps frame 0 attended by every query (Wan) ; ``adjacent``: ``"full"`` keeps whole
+    neighbouring frames (HEAD), ``"half"`` a half-frame band (the older Wan rule); ``subsample_tokens``: the
+    window below which far frame pairs are subsampled (hard-coded 128 upstream, whatever the block size)."""
 
     decay_factor: float = 0.2
-    adjacent: str = "half"
-    spatial: str = "1d"
     sink: bool = True
+    adjacent: str = "full"
+    subsample_tokens: int = 128
 
     def __post_init__(self) -> None:
-        if not isinstance(self.decay_factor, (int, float)) or not self.decay_factor > 0:
-            raise ValueError(f"radial decay_factor must be a number > 0, got {self.decay_factor!r}")
-        if self.adjacent not in _ADJACENT:
-            raise ValueError(f"radial adjacent must be one of {_ADJACENT}, got {self.adjacent!r}")
-        if self.spatial not in _SPATIAL:
-            raise ValueError(f"radial spatial must be one of {_SPATIAL}, got {self.spatial!r}")
+        if (isinstance(self.decay_factor, bool) or not isinstance(self.decay_factor, (int, float))
+                or not 0 < self.decay_factor < math.inf):
+            raise ValueError(f"radial decay_factor must be a finite number > 0, got {self.decay_factor!r}")
         if not isinstance(self.sink, bool):
             raise ValueError(f"radial sink must be True or False, got {self.sink!r}")
+        if self.adjacent not in _ADJACENT:
+            raise ValueError(f"radial adjacent must be one of {_ADJACENT}, got {self.adjacent!r}")
+        if isinstance(self.subsample_tokens, bool) or not isinstance(self.subsample_tokens, int) \
+                or self.subsample_tokens < 1:
+            raise ValueError(f"radial subsample_tokens must be an int >= 1, got {self.subsample_tokens!r}")
 
 
-def frame_window(d: int, tokens_per_frame: int, block: int, options: RadialOptions) -> float:
-    """Window in tokens for frame distance ``d`` (``0`` = frame pair dropped, ``inf`` = whole frame)."""
+def frame_window(d: int, tokens_per_frame: int, block: int, options: RadialOptions) -> int | None:
+    """Band half-width in tokens for frame distance ``d``: ``None`` = frame pair dropped, ``>= P`` = whole frame.
+
+    Token indices are integers, so the published ``|x_q - x_k| <= w`` with a fractional ``w`` is
+    ``<= floor(w)``.
+    """
+    P = tokens_per_frame
+    reach = 2 ** P.bit_length() / 2 ** d.bit_length()
+    if reach < options.subsample_tokens and d % int(options.subsample_tokens / reach) != 0:
+        return None  # upstream subsamples every d >= 1 this way, neighbours of frames under 128 tokens too
     if d == 0 or (d == 1 and options.adjacent == "full"):
-        return math.inf
+        return P
     if d == 1:
-        return tokens_per_frame // 2
-    reach = 2 ** tokens_per_frame.bit_length() / 2 ** d.bit_length()
-    if reach < block and d % int(block // reach) != 0:
-        return 0.0
-    return max(block, reach * options.decay_factor)
+        return P // 2
+    return math.floor(max(block, reach * options.decay_factor))
 
 
-def radial_mask(tiling: Tiling, options: RadialOptions) -> torch.Tensor:
-    grid, (tt, th, tw) = tiling.grid, tiling.tile
-    nt, nh, nw = tiling.tiles
-    # centres of the tiles inside a frame, in token units
-    yc = (torch.arange(nh) * th + (th - 1) / 2).view(-1, 1)
-    xc = (torch.arange(nw) * tw + (tw - 1) / 2).view(1, -1)
-    if options.spatial == "1d":
-        pos = (yc * grid.w + xc).flatten()
-        dist = (pos.view(-1, 1) - pos.view(1, -1)).abs()
-        inside = lambda w: dist <= w  # noqa: E731
-    else:
-        yc, xc = yc.expand(nh, nw).flatten(), xc.expand(nh, nw).flatten()
-        dist = torch.maximum((yc.view(-1, 1) - yc).abs(), (xc.view(-1, 1) - xc).abs())
-        inside = lambda w: dist <= math.sqrt(w / 2)  # noqa: E731
+def shrink_band(tokens_per_frame: int, block: int, window: int, row_offset: int, col_offset: int) -> torch.Tensor:
+    """The official block shrink of one frame pair's band mask, in closed form.
 
-    P, B = grid.tokens_per_frame, tiling.block_size
-    per_distance = []  # [nt] spatial block masks, one per tile-frame distance
-    for dt in range(nt):
-        w = frame_window(dt * tt, P, B, options)
-        if w == 0:  # frame pair dropped by temporal subsampling
-            per_distance.append(torch.zeros_like(dist, dtype=torch.bool))
-        else:
-            per_distance.append(torch.ones_like(dist, dtype=torch.bool) if w >= P else inside(w))
-    per_distance = torch.stack(per_distance)
-    frames = torch.arange(nt)
-    mask = per_distance[(frames.view(-1, 1) - frames).abs()]  # [nt, nt, nb_f, nb_f]
-    if options.sink:
-        mask[:, 0] = True
-    nv = tiling.video_blocks
-    return mask.permute(0, 2, 1, 3).reshape(1, nv, nv)
+    The pair's ``P × P`` band ``|x_q - x_k| <= window`` sits at ``(row_offset, col_offset)`` inside a
+    ``(offset + ceil(P/B)·B)``-sized square per side, cut to its first ``n = ceil(P/B)`` blocks per side
+    (the official code slices both sides to ``n·B``). Returns ``[n, n]`` bool: block ``(a, b)`` is kept when
+    more than 60% of its non-empty columns have more than ``B/3`` kept rows.
+    """
+    P, B = tokens_per_frame, block
+    n = -(-P // B)
+    starts = torch.arange(n) * B
+    # rows of block a that belong to the frame, as in-frame query indices [lo, hi]
+    lo = (torch.clamp(starts, min=row_offset) - row_offset).view(n, 1)
+    hi = (torch.clamp(starts + B, max=row_offset + P) - 1 - row_offset).view(n, 1)
+    xk = torch.arange(n * B) - col_offset  # in-frame key index of every column
+    in_frame = ((xk >= 0) & (xk < P)).view(1, -1)
+    count = (torch.minimum(hi, xk + window) - torch.maximum(lo, xk - window) + 1).clamp_(min=0)
+    count = torch.where(in_frame, count, 0).view(n, n, B)  # kept rows per (row block, column block, column)
+    non_empty = (count > 0).sum(-1)
+    dense = (3 * count > B).sum(-1)  # column density > 1/3
+    return 5 * dense > 3 * non_empty  # share of dense columns > 0.6 (exact in integers)
 
 
-register(Method("radial", RadialOptions, radial_mask, summary="static energy-decay mask, O(n log n)"))
+def radial_mask(order: TokenOrder, options: RadialOptions) -> torch.Tensor:
+    """``[1, n_video_blocks, n_video_blocks]`` bool: the OR of every frame pair's shrunk band."""
+    grid, B = order.grid, order.block_size
+    T, P = grid.t, grid.tokens_per_frame
+    nv = order.video_blocks
+    mask = torch.zeros(nv, nv, dtype=torch.bool)
+    shrunk: dict[tuple[int, int, int], torch.Tensor] = {}
+    for i in range(T):
+        for j in range(T):
+            window = P if (options.sink and j == 0) else frame_window(abs(i - j), P, B, options)
+            if window is None:
+                continue
+            key = (min(window, P), (i * P) % B, (j * P) % B)
+            if key not in shrunk:
+                shrunk[key] = shrink_band(P, B, *key)
+            blocks = shrunk[key]
+            r, c = (i * P) // B, (j * P) // B
+            rows, cols = min(blocks.shape[0], nv - r), min(blocks.shape[1], nv - c)
+            mask[r:r + rows, c:c + cols] |= blocks[:rows, :cols]
+    if grid.video_tokens % B:  # upstream, the block where the video ends is global (it would hold text)
+        mask[-1, :] = mask[:, -1] = True
+    return mask.unsqueeze(0)
+
+
+register(Method("radial", RadialOptions, radial_mask, orders=("raster",),
+                summary="static energy-decay mask, O(n log n) (Radial Attention)"))

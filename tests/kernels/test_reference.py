@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import fastdit
-from fastdit import BlockLayout, Tiling, TokenGrid
+from fastdit import BlockLayout, TokenGrid
+from fastdit.order import make_order
 from fastdit.kernels import select_backend
 
 
@@ -37,7 +38,7 @@ LAYOUTS = {
 
 
 def _per_head_layout(heads=3):
-    tiling = Tiling.create(TokenGrid(3, 6, 7, text_tokens=4), 16)
+    tiling = make_order("tiles", TokenGrid(3, 6, 7, text_tokens=4), 16)
     g = torch.Generator().manual_seed(3)
     mask = (torch.rand(heads, tiling.num_blocks, tiling.num_blocks, generator=g) < 0.3)
     mask |= torch.eye(tiling.num_blocks, dtype=torch.bool)
@@ -51,7 +52,7 @@ def test_backends_match_the_definition(name, backend):
     q, k, v = _qkv(layout)
     out = fastdit.attention(q, k, v, layout, backend=backend)
     ref, _ = masked_attention(q, k, v, layout)
-    valid = layout.tiling.valid
+    valid = layout.order.valid
     torch.testing.assert_close(out[:, :, valid].double(), ref[:, :, valid], atol=1e-5, rtol=1e-5)
 
 
@@ -60,7 +61,7 @@ def test_log_sum_exp_and_custom_scale():
     q, k, v = _qkv(layout)
     out, lse = fastdit.attention(q, k, v, layout, scale=0.3, backend="torch", return_lse=True)
     ref, ref_lse = masked_attention(q, k, v, layout, scale=0.3)
-    valid = layout.tiling.valid
+    valid = layout.order.valid
     torch.testing.assert_close(out[:, :, valid].double(), ref[:, :, valid], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lse[:, :, valid].double(), ref_lse[:, :, valid], atol=1e-4, rtol=1e-5)
 
@@ -69,14 +70,14 @@ def test_full_layout_equals_dense_sdpa_in_model_order():
     grid = TokenGrid(3, 5, 6, text_tokens=4)
     layout = fastdit.build_layout("dense", grid, block_size=16)
     q, k, v = (torch.randn(1, 2, grid.num_tokens, 32) for _ in range(3))
-    out = fastdit.attention(*(layout.to_tile_order(x) for x in (q, k, v)), layout)
-    torch.testing.assert_close(layout.from_tile_order(out), F.scaled_dot_product_attention(q, k, v),
+    out = fastdit.attention(*(layout.to_layout_order(x) for x in (q, k, v)), layout)
+    torch.testing.assert_close(layout.from_layout_order(out), F.scaled_dot_product_attention(q, k, v),
                                atol=1e-5, rtol=1e-5)
 
 
 def test_pyramid_levels_in_the_reference_stand_for_the_tokens_they_pool():
     """A block of identical keys and values pooled at any level gives exactly the full-resolution result."""
-    tiling = Tiling.create(TokenGrid(2, 4, 8), 16, (1, 4, 4))
+    tiling = make_order("tiles", TokenGrid(2, 4, 8), 16, (1, 4, 4))
     full = BlockLayout.from_block_mask(torch.ones(1, 4, 4, dtype=torch.bool), tiling)
     level = torch.tensor([[[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [4, 2, 1, 0]]])
     pooled = BlockLayout.from_block_mask(torch.ones(1, 4, 4, dtype=torch.bool), tiling, level)
@@ -106,7 +107,7 @@ def test_auto_picks_the_reference_on_cpu():
     (lambda q, k, v: (q, k.double(), v), ValueError, "share a dtype"),
     (lambda q, k, v: (q, k, v.to("meta")), ValueError, "one device"),
     (lambda q, k, v: (q, k[..., :8], v[..., :8]), ValueError, "shape mismatch"),
-    (lambda q, k, v: (q[:, :, :-16], k[:, :, :-16], v[:, :, :-16]), ValueError, "to_tile_order"),
+    (lambda q, k, v: (q[:, :, :-16], k[:, :, :-16], v[:, :, :-16]), ValueError, "to_layout_order"),
     (lambda q, k, v: (q.tolist(), k, v), TypeError, "torch.Tensor"),
 ])
 def test_bad_inputs_name_the_problem(mutate, error, match):
@@ -123,9 +124,9 @@ def test_unknown_backend_and_unsupported_inputs_are_named():
         fastdit.attention(q, k, v, layout, backend="cuda")
     with pytest.raises(ValueError, match="layout has 3 heads but q has 2"):
         per_head = BlockLayout.from_block_mask(torch.ones(3, layout.n_q_blocks, layout.n_kv_blocks,
-                                                          dtype=torch.bool), layout.tiling)
+                                                          dtype=torch.bool), layout.order)
         fastdit.attention(q[:, :2], k[:, :2], v[:, :2], per_head)
-    levels = BlockLayout.from_block_mask(torch.ones(1, 16, 16, dtype=torch.bool), layout.tiling,
+    levels = BlockLayout.from_block_mask(torch.ones(1, 16, 16, dtype=torch.bool), layout.order,
                                          torch.ones(1, 16, 16, dtype=torch.int64))
     with pytest.raises(ValueError, match="backend 'flex' can't run these inputs: pyramid levels"):
         fastdit.attention(q, k, v, levels, backend="flex")

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import fastdit
-from fastdit import BlockLayout, Tiling, TokenGrid
+from fastdit import BlockLayout, TokenGrid
+from fastdit.order import make_order
 from fastdit.kernels import backends, select_backend
 
 pytest.importorskip("triton")
@@ -30,7 +31,7 @@ TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
 def _random_layout(grid: TokenGrid, block: int, heads: int = 1, density: float = 0.4, max_level: int = 0,
                    seed: int = 0) -> BlockLayout:
     """Random kept blocks (diagonal always kept) with uniformly drawn pyramid levels ``0..max_level``."""
-    tiling = Tiling.create(grid, block)
+    tiling = make_order("tiles", grid, block)
     g = torch.Generator().manual_seed(seed)
     n = tiling.num_blocks
     mask = (torch.rand(heads, n, n, generator=g) < density) | torch.eye(n, dtype=torch.bool)
@@ -50,7 +51,7 @@ def _assert_matches_reference(layout: BlockLayout, q, k, v, *, tiles=None, scale
     else:
         out, lse = triton_block_attention(q, k, v, layout, scale, return_lse=True, tiles=tiles)
     ref, ref_lse = fastdit.attention(q, k, v, layout, scale=scale, backend="torch", return_lse=True)
-    rows = layout.tiling.valid.to(q.device) if layout.tiling is not None else slice(None)
+    rows = layout.order.valid.to(q.device) if layout.order is not None else slice(None)
     tol = TOL[q.dtype]
     assert out.dtype == q.dtype and out.shape == q.shape and lse.shape == q.shape[:3]
     torch.testing.assert_close(out[:, :, rows].float(), ref[:, :, rows].float(), atol=tol, rtol=tol)
@@ -97,11 +98,10 @@ def test_layouts_of_the_pyramid_method_match_the_reference():
     if "pyramid" not in fastdit.available_methods():
         pytest.skip("this install has no pyramid method")
     grid = TokenGrid(3, 6, 8, text_tokens=3)
-    tiling = Tiling.create(grid, 16)
-    q, k, v = (torch.randn(1, 2, tiling.seq_len, 16, device=DEVICE) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, grid.num_tokens, 16, device=DEVICE) for _ in range(3))
     layout = fastdit.build_layout("pyramid", grid, block_size=16, q=q, k=k)
     assert layout.num_heads == 2 and layout.max_level > 0
-    _assert_matches_reference(layout, q, k, v)
+    _assert_matches_reference(layout, *(layout.to_layout_order(x) for x in (q, k, v)))
 
 
 @pytest.mark.parametrize("tiles", [(16, 16), (32, 128), (16, 64)],
@@ -113,7 +113,7 @@ def test_tile_shapes_decoupled_from_the_block_size(tiles):
 
 
 def test_pooled_blocks_of_identical_keys_give_the_full_resolution_result():
-    tiling = Tiling.create(TokenGrid(2, 4, 8), 16, (1, 4, 4))
+    tiling = make_order("tiles", TokenGrid(2, 4, 8), 16, (1, 4, 4))
     keep = torch.ones(1, 4, 4, dtype=torch.bool)
     full = BlockLayout.from_block_mask(keep, tiling)
     pooled = BlockLayout.from_block_mask(keep, tiling, torch.tensor([[[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1],
@@ -131,7 +131,7 @@ def test_partial_last_block_equals_padding_the_keys():
     n, block, S = 5, 16, 75
     g = torch.Generator().manual_seed(4)
     mask = (torch.rand(2, n, n, generator=g) < 0.5) | torch.eye(n, dtype=torch.bool)
-    full = BlockLayout.from_block_mask(mask, Tiling.create(TokenGrid(1, 1, n * block), block, (1, 1, block)))
+    full = BlockLayout.from_block_mask(mask, make_order("tiles", TokenGrid(1, 1, n * block), block, (1, 1, block)))
     row_ptr, col_idx = full.row_ptr, full.col_idx
     partial = BlockLayout(row_ptr, col_idx, block, block, S, S)
     padded = BlockLayout(row_ptr, col_idx, block, block, n * block, n * block,
@@ -145,7 +145,7 @@ def test_partial_last_block_equals_padding_the_keys():
 
 
 def test_query_blocks_without_keys_give_zero_and_minus_infinite_lse():
-    tiling = Tiling.create(TokenGrid(1, 4, 16), 16)
+    tiling = make_order("tiles", TokenGrid(1, 4, 16), 16)
     mask = torch.eye(4, dtype=torch.bool)
     mask[2] = False  # query block 2 attends nothing
     layout = BlockLayout.from_block_mask(mask, tiling)
@@ -249,8 +249,8 @@ def test_dense_layout_equals_sdpa_in_model_order_on_gpu():
     grid = TokenGrid(21, 30, 52)
     layout = fastdit.build_layout("dense", grid, block_size=128)
     q, k, v = (torch.randn(1, 12, grid.num_tokens, 128, dtype=torch.bfloat16, device="cuda") for _ in range(3))
-    out = fastdit.attention(*(layout.to_tile_order(x) for x in (q, k, v)), layout, backend="triton")
-    torch.testing.assert_close(layout.from_tile_order(out), F.scaled_dot_product_attention(q, k, v),
+    out = fastdit.attention(*(layout.to_layout_order(x) for x in (q, k, v)), layout, backend="triton")
+    torch.testing.assert_close(layout.from_layout_order(out), F.scaled_dot_product_attention(q, k, v),
                                atol=2e-2, rtol=2e-2)
 
 

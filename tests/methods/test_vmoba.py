@@ -1,153 +1,121 @@
-"""VMoBA: layer-wise 1D/2D/3D key cells, global threshold selection per head, option checks."""
+"""VMoBA: the official per-query threshold selection on the official chunk orders, the layer cycle, the
+block layout as the union of its queries' chunks, option checks."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fastdit
-from fastdit import TokenGrid, Tiling
-from fastdit.methods.vmoba import VmobaOptions, partition_cells
+from fastdit import TokenGrid
+from fastdit.methods.vmoba import VmobaOptions, chunk_shape, select_chunks
+from fastdit.order import make_order
 
-BLOCK = 16
+from .published_rules import FIXTURES, official
 
-
-def _qk(grid: TokenGrid, heads: int = 2, dim: int = 16, batch: int = 1, dtype=torch.float32, tile=None):
-    tiling = Tiling.create(grid, BLOCK, tile)
-    q, k, v = (tiling.to_tile_order(torch.randn(batch, heads, grid.num_tokens, dim, dtype=dtype)) for _ in range(3))
-    return tiling, q, k, v
+SETUPS = official("vmoba")["setups"]
 
 
-def _same_cell(cells: torch.Tensor) -> torch.Tensor:
-    return cells.view(-1, 1) == cells.view(1, -1)
+def _official_inputs(grid: tuple[int, int, int], seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The q, k (raster order) the official selection was run on (recipe in tests/fixtures/official/vmoba.json)."""
+    T, H, W = grid
+    S = T * H * W
+    g = torch.Generator().manual_seed(seed)
+    q, k, _ = (torch.randn(1, 2, S, 64, generator=g) for _ in range(3))
+    t, h, w = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
+    pos = torch.stack([t, h, w], -1).reshape(S, 3).float()
+    qs, ks = [], []
+    for _ in range(2):
+        phase = pos @ (torch.randn(32, 3, generator=g) / 2.5).T
+        feat = torch.cat([torch.cos(phase), torch.sin(phase)], -1) * 1.6
+        qs.append(feat + 0.3 * torch.randn(S, 64, generator=g))
+        ks.append(feat + 0.3 * torch.randn(S, 64, generator=g))
+    return {"random": (q, k), "structured": (torch.stack(qs)[None], torch.stack(ks)[None])}
 
 
-def test_partitions_on_a_4x8x8_grid():
-    """1D: pairs of tile-frames; 2D: one tile column through all frames; 3D: 2-tile-frame cubes."""
-    tiling = Tiling.create(TokenGrid(4, 8, 8), BLOCK, tile=(1, 4, 4))  # 4 x 2 x 2 tiles
-    options = VmobaOptions(chunk_1d=2, chunk_2d=(1, 1), chunk_3d=(2, 1, 1))
-    t, y, x = tiling.block_coords().unbind(-1)
-    expected = {"1d": (t // 2, 2), "2d": (y * 2 + x, 4), "3d": ((t // 2) * 4 + y * 2 + x, 8)}
-    for kind, (cells, count) in expected.items():
-        got, n = partition_cells(tiling, kind, options)
-        assert n == count and torch.equal(_same_cell(got), _same_cell(cells)), kind
-    # cells of 8 tiles (1d), 4 (2d) and 2 (3d)
-    for kind, size in (("1d", 8), ("2d", 4), ("3d", 2)):
-        assert torch.bincount(partition_cells(tiling, kind, options)[0]).tolist() == [size] * (16 // size)
+def _chunk(part: str, size, grid) -> tuple[int, int, int]:
+    T, H, W = grid
+    return (size, H, W) if part.startswith("1d") else ((T, *size) if part.startswith("2d") else tuple(size))
 
 
-def test_layer_picks_the_partition_and_rows_are_whole_cells():
+def _cases():
+    with np.load(FIXTURES / "vmoba_masks.npz") as z:
+        for key in z.files:
+            if not key.endswith("__shape"):
+                shape = tuple(z[key + "__shape"])
+                yield key, torch.from_numpy(np.unpackbits(z[key])[: int(np.prod(shape))].reshape(shape).astype(bool))
+
+
+@pytest.mark.parametrize("key,expected", list(_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_selection_equals_the_official_code(key, expected):
+    setup, part, case, thr = key.split("/")
+    spec = SETUPS[setup]
+    grid = tuple(spec["grid"])
+    q, k = _official_inputs(grid, spec["seed"])[case]
+    order = make_order("chunks", TokenGrid(*grid), 128, _chunk(part, spec["partitions"][part]["chunk_size"], grid))
+    chunk_ids = torch.full((order.video_len,), -1, dtype=torch.int64)
+    chunk_ids[order.video_destination] = order.chunk_of_token
+    picked = select_chunks(order.to_order(q), order.to_order(k), chunk_ids, spec["partitions"][part]["num_chunks"],
+                           float(thr[3:]))[0]
+    picked = picked[:, order.video_destination]  # back to raster queries, as the fixture
+    assert torch.equal(picked, expected)
+
+
+def test_every_query_attends_its_own_chunk_and_one_more():
     grid = TokenGrid(4, 8, 8)
-    tiling, q, k, _ = _qk(grid, heads=2)
+    q, k = (torch.randn(1, 2, grid.num_tokens, 16) for _ in range(2))
+    chunks = torch.arange(grid.num_tokens) // 64  # four chunks of one frame
+    picked = select_chunks(q, k, chunks, 4, threshold=0.01)[0]
+    own = torch.nn.functional.one_hot(chunks, 4).bool()
+    assert bool(picked[:, own].all()) and bool((picked.sum(-1) >= 2).all())
+    assert bool(select_chunks(q, k, chunks, 4, threshold=1.0).all())  # the whole share: every chunk
+
+
+def test_layers_cycle_the_partitions_and_chunks_are_the_published_ones():
+    grid = TokenGrid(21, 30, 52)
     options = VmobaOptions()
-    for layer, kind in enumerate(("1d", "2d", "3d", "1d")):
-        assert options.partition(layer) == kind
-        cells, _ = partition_cells(tiling, kind, options)
-        mask = fastdit.build_layout("vmoba", grid, block_size=BLOCK, q=q, k=k, layer=layer,
-                                    threshold=0.3).to_dense_block_mask()
-        same = _same_cell(cells)
-        eye = torch.eye(tiling.num_blocks, dtype=torch.bool)
-        for h in range(2):
-            for i in range(tiling.num_blocks):
-                others = mask[h, i] & ~eye[i]
-                # every kept block (besides the diagonal) brings its whole cell along
-                for j in others.nonzero().flatten().tolist():
-                    assert bool(mask[h, i][same[j]].all()), (kind, h, i, j)
-        assert bool(mask[:, eye].all())
+    assert [options.partition(i) for i in range(4)] == ["1d", "2d", "3d", "1d"]
+    assert [chunk_shape(grid, 128, options, i) for i in range(3)] == [(2, 30, 52), (21, 3, 4), (4, 6, 4)]
+    layout_order = fastdit.methods.layout_order(fastdit.methods.get_method("vmoba"), grid, 128, options, layer=1)
+    assert layout_order.kind == "chunks" and layout_order.chunk == (21, 3, 4)
 
 
-def test_order_option_cycles_over_layers():
-    options = VmobaOptions(order=("3d", "1d"))
-    assert [options.partition(layer) for layer in range(4)] == ["3d", "1d", "3d", "1d"]
-    assert VmobaOptions(order="2d").partition(5) == "2d"
-
-
-def _brute_force_mask(tiling: Tiling, q, k, options: VmobaOptions, layer: int) -> torch.Tensor:
-    """Global selection as the module docstring defines it, pair by pair in plain Python."""
-    nv, bs, D = tiling.video_blocks, tiling.block_size, q.shape[-1]
-    valid = tiling.valid[: nv * bs].view(nv, bs)
-    cells, n_cells = partition_cells(tiling, options.partition(layer), options)
-    H = q.shape[1]
-    mask = torch.zeros(H, nv, nv, dtype=torch.bool)
-    for h in range(H):
-        def tokens(x, blocks):
-            rows = [x[:, h, b * bs:(b + 1) * bs][:, valid[b]] for b in blocks]
-            return torch.cat(rows, dim=1)  # [B, tokens, D]
-
-        q_means = [tokens(q, [i]).mean(dim=(0, 1)) for i in range(nv)]
-        members = [[b for b in range(nv) if cells[b] == c] for c in range(n_cells)]
-        k_keys = [tokens(k, members[c]) for c in range(n_cells)]
-        logits = {(i, c): float(q_means[i] @ k_keys[c].mean(dim=(0, 1))) / math.sqrt(D) + math.log(k_keys[c].shape[1])
-                  for i in range(nv) for c in range(n_cells)}
-        if options.normalize == "head":  # one softmax over every pair of the head
-            top = max(logits.values())
-            total = sum(math.exp(a - top) for a in logits.values())
-            weight = {pair: math.exp(a - top) / total for pair, a in logits.items()}
-        else:  # a softmax per query block, each block weighing 1 / nv
-            row_total = {i: sum(math.exp(logits[(i, c)]) for c in range(n_cells)) for i in range(nv)}
-            weight = {(i, c): math.exp(a) / row_total[i] / nv for (i, c), a in logits.items()}
-        above = 0.0
-        for (i, c) in sorted(weight, key=lambda pair: -weight[pair]):
-            if not above < options.threshold:
-                break
-            for b in members[c]:
-                mask[h, i, b] = True
-            above += weight[(i, c)]
-        for i in range(nv):
-            mask[h, i, i] = True
-    return mask
-
-
-@pytest.mark.parametrize("normalize", ["head", "query"])
 @pytest.mark.parametrize("layer", [0, 1, 2])
-@pytest.mark.parametrize("threshold", [0.1, 0.4, 0.8])
-def test_global_selection_matches_brute_force(layer, threshold, normalize):
-    grid = TokenGrid(3, 6, 10)  # 3 x 2 x 3 tiles of 1x4x4: padded tiles and ragged edge cells
-    tiling, q, k, _ = _qk(grid, heads=2, batch=2, dtype=torch.float64, tile=(1, 4, 4))
-    knobs = {"threshold": threshold, "chunk_1d": 1, "chunk_2d": (1, 2), "chunk_3d": (2, 1, 2), "normalize": normalize}
-    options = VmobaOptions(**knobs)
-    layout = fastdit.build_layout("vmoba", grid, block_size=BLOCK, tile=(1, 4, 4), q=q, k=k, layer=layer, **knobs)
-    assert torch.equal(layout.to_dense_block_mask(), _brute_force_mask(tiling, q, k, options, layer))
-
-
-def test_threshold_one_equals_dense():
-    grid = TokenGrid(3, 6, 10)
-    tiling, q, k, v = _qk(grid)
-    layout = fastdit.build_layout("vmoba", grid, block_size=BLOCK, q=q, k=k, threshold=1.0)
-    assert layout.density() == 1.0
-    out = tiling.from_tile_order(fastdit.attention(q, k, v, layout, backend="torch"))
-    dense = F.scaled_dot_product_attention(*(tiling.from_tile_order(x) for x in (q, k, v)))
-    torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("normalize", ["head", "query"])
-@pytest.mark.parametrize("layer", [0, 1, 2])
-def test_lower_thresholds_select_fewer_blocks(layer, normalize):
+def test_layout_is_the_union_of_each_query_blocks_chunks(layer):
     grid = TokenGrid(4, 8, 12)
-    tiling, q, k, _ = _qk(grid, heads=2)
-    masks = [fastdit.build_layout("vmoba", grid, block_size=BLOCK, q=q, k=k, layer=layer, threshold=threshold,
-                                  normalize=normalize).to_dense_block_mask()
-             for threshold in (1.0, 0.9, 0.6, 0.3, 0.1, 0.02)]
-    for looser, tighter in zip(masks, masks[1:]):
-        assert bool((tighter <= looser).all())  # a lower threshold only ever drops blocks
-    assert int(masks[-1].sum()) < int(masks[0].sum()) == 2 * tiling.num_blocks**2
+    options = {"chunk_1d": 1, "chunk_2d": (4, 4), "chunk_3d": (2, 4, 6), "threshold": 0.3}
+    q, k = (torch.randn(2, 2, grid.num_tokens, 16) for _ in range(2))
+    layout = fastdit.build_layout("vmoba", grid, block_size=16, q=q, k=k, layer=layer, **options)
+    order = layout.order
+    chunk_ids = torch.full((order.video_len,), -1, dtype=torch.int64)
+    chunk_ids[order.video_destination] = order.chunk_of_token
+    picked = select_chunks(order.to_order(q), order.to_order(k), chunk_ids, int(order.chunk_of_token.max()) + 1,
+                           0.3).any(0)  # [H, S, C], union over the batch
+    mask = layout.to_dense_block_mask()
+    for h in range(2):
+        for s in range(grid.num_tokens):  # each query's chosen chunks lie inside its block's kept key blocks
+            pos = int(order.video_destination[s])
+            for c in picked[h, pos].nonzero().flatten().tolist():
+                keys = order.video_destination[order.chunk_of_token == c] // 16
+                assert bool(mask[h, pos // 16, keys].all())
+
+
+def test_lower_thresholds_read_fewer_blocks():
+    grid = TokenGrid(8, 12, 16)
+    q, k = (torch.randn(1, 2, grid.num_tokens, 32) for _ in range(2))
+    kept = [fastdit.build_layout("vmoba", grid, block_size=32, q=q, k=k, layer=1, threshold=t).nnz
+            for t in (0.9, 0.5, 0.25)]
+    assert kept[0] >= kept[1] >= kept[2] and kept[0] > kept[2]
 
 
 @pytest.mark.parametrize("options, message", [
     ({"threshold": 0.0}, "threshold"),
     ({"threshold": 1.5}, "threshold"),
-    ({"threshold": True}, "threshold"),
     ({"chunk_1d": 0}, "chunk_1d"),
-    ({"chunk_1d": 1.5}, "chunk_1d"),
-    ({"chunk_2d": (1,)}, "chunk_2d"),
-    ({"chunk_2d": (1, 0)}, "chunk_2d"),
-    ({"chunk_3d": (2, 1, 0.5)}, "whole tiles"),
-    ({"order": ("1d", "4d")}, "order"),
-    ({"order": ()}, "order"),
-    ({"normalize": "row"}, "normalize"),
+    ({"chunk_2d": (2,)}, "chunk_2d"),
+    ({"chunk_3d": (1, 1, 1.5)}, "chunk_3d"),
+    ({"partitions": ("1d", "4d")}, "partitions"),
 ])
 def test_bad_options_raise(options, message):
     with pytest.raises(ValueError, match=message):
