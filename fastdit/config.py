@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kernels import available_backends
-from .grid import TokenGrid
 from .methods import DEFAULT_BLOCK_SIZE, check_order, get_method, parse_options
-from .order import make_order
+from .order import check_tile
 
 
 @dataclass(frozen=True)
@@ -60,5 +59,5 @@ class SparseConfig:
         tile = fields.get("tile")
         if tile is not None:
             fields["tile"] = tuple(tile)
-            make_order("tiles", TokenGrid(*fields["tile"]), block, fields["tile"])  # shape and block fit
+            check_tile(fields["tile"], block)
         return cls(method=spec.name, options=options, **fields)

@@ -21,7 +21,7 @@ import torch
 from .grid import TokenGrid
 
 __all__ = ["TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "ChunkOrder", "ORDERS", "make_order",
-           "choose_tile"]
+           "choose_tile", "check_tile"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,16 @@ class RasterOrder(TokenOrder):
         return torch.arange(self.grid.video_tokens)
 
 
+def check_tile(tile, block_size: int) -> None:
+    """A ``ValueError`` unless ``tile`` is three positive ints holding a whole number of ``block_size`` blocks."""
+    if (not isinstance(tile, (tuple, list)) or len(tile) != 3
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in tile)):
+        raise ValueError(f"tile must be three positive ints (t, h, w), got {tile!r}")
+    if math.prod(tile) % block_size:
+        raise ValueError(f"tile {tuple(tile)} holds {math.prod(tile)} tokens, not a multiple of the "
+                         f"{block_size}-token block_size")
+
+
 @dataclass(frozen=True)
 class TileOrder(TokenOrder):
     """Tokens grouped into ``tt × th × tw`` spatio-temporal tiles, each tile raster-ordered inside.
@@ -157,11 +167,7 @@ class TileOrder(TokenOrder):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(self.tile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in self.tile):
-            raise ValueError(f"tile must be three positive ints (t, h, w), got {self.tile!r}")
-        if math.prod(self.tile) % self.block_size:
-            raise ValueError(f"tile {self.tile} holds {math.prod(self.tile)} tokens, not a multiple of the "
-                             f"{self.block_size}-token block_size")
+        check_tile(self.tile, self.block_size)
 
     @property
     def tile_volume(self) -> int:

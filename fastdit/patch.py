@@ -125,7 +125,8 @@ def apply(
     options = dict(settings.options) if settings else {}
     options.update(method_options)
     if block_size is None:
-        block_size = found.block_size if found else DEFAULT_BLOCK_SIZE
+        block_size = (settings.block_size if settings is not None and settings.block_size is not None
+                      else found.block_size if found else DEFAULT_BLOCK_SIZE)
     preset_tile = settings.tile if settings is not None else None
     if tile is None and order in (None, "tiles") and preset_tile is not None \
             and math.prod(preset_tile) % block_size == 0:  # a published group, if it holds whole blocks

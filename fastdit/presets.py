@@ -21,14 +21,15 @@ __all__ = ["MethodPreset", "Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset"
 
 @dataclass(frozen=True)
 class MethodPreset:
-    """One method's settings on one model: warm-up, knobs, and the tile when the method fixes its group shape
-    (the kernel block is then that many tokens)."""
+    """One method's settings on one model: warm-up, knobs, the tile when the method fixes its group shape, and
+    the kernel block when the published setting uses its own (otherwise the model preset's)."""
 
     dense_steps: int = 0
     dense_layers: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     tile: tuple[int, int, int] | None = None
     source: str = ""
+    block_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ _RADIAL = "mit-han-lab/radial-attention @ 72788d4"
 _RADIAL_WAN21 = MethodPreset(12, 1, {"decay_factor": 0.2},
                              source=f"Radial Attention Wan2.1 setting ({_RADIAL}: dense_timesteps=12, dense_layers=1, "
                                     "decay_factor=0.2, model_type wan = frame-0 sink; whole adjacent frames at HEAD)")
-_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8},
+_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8}, block_size=64,
                              source=f"Radial Attention Wan2.2 setting ({_RADIAL}: dense_timesteps=11, dense_layers=1, "
-                                    "decay_factor=0.8, frame-0 sink)")
+                                    "decay_factor=0.8, frame-0 sink, 64-token blocks in wan2_2/attention.py)")
 _RADIAL_HUNYUAN = MethodPreset(12, 0, {"decay_factor": 0.95, "sink": False},
                                source=f"Radial Attention HunyuanVideo setting ({_RADIAL}: dense_timesteps=12, "
                                       "dense_layers=0, decay_factor=0.95, model_type hunyuan = no sink)")

@@ -34,11 +34,13 @@ def test_every_model_has_a_sourced_preset_with_a_training_token_count():
         assert preset.n_train and preset.n_train > 1000 and "n_train" in preset.source
         assert preset.method in preset.methods and all(m.source for m in preset.methods.values())
     assert set(FAMILY_DEFAULTS) == set(families())
-    # published numbers (DESIGN §3): radial on Wan2.1, Wan2.2, HunyuanVideo
+    # the official scripts' numbers: radial on Wan2.1, Wan2.2 (64-token blocks), HunyuanVideo (no sink)
     assert (PRESETS["Wan-AI/Wan2.1-T2V-14B-Diffusers"].dense_steps,
             PRESETS["Wan-AI/Wan2.1-T2V-14B-Diffusers"].dense_layers) == (12, 1)
-    assert PRESETS["Wan-AI/Wan2.2-T2V-A14B-Diffusers"].methods["radial"].options["decay_factor"] == 0.8
-    assert PRESETS["hunyuanvideo-community/HunyuanVideo"].methods["radial"].options["decay_factor"] == 0.95
+    wan22 = PRESETS["Wan-AI/Wan2.2-T2V-A14B-Diffusers"].methods["radial"]
+    assert (wan22.options["decay_factor"], wan22.block_size) == (0.8, 64)
+    assert PRESETS["hunyuanvideo-community/HunyuanVideo"].methods["radial"].options == {"decay_factor": 0.95,
+                                                                                      "sink": False}
     assert PRESETS["hunyuanvideo-community/HunyuanVideo"].n_train == 33 * 45 * 80  # 129 frames at 720p
 
 

@@ -43,7 +43,11 @@ def collect() -> dict:
         "backends": {name: b.summary for name, b in backends().items()},
         "families": sorted(families()),
         "presets": {model_id: {"family": p.family, "method": p.method, "dense_steps": p.dense_steps,
-                               "dense_layers": p.dense_layers, "n_train": p.n_train} for model_id, p in PRESETS.items()},
+                               "dense_layers": p.dense_layers, "n_train": p.n_train,
+                               "methods": {name: {"dense_steps": m.dense_steps, "dense_layers": m.dense_layers,
+                                                  "options": m.options, "tile": m.tile, "source": m.source}
+                                           for name, m in p.methods.items()}}
+                    for model_id, p in PRESETS.items()},
     }
 
 
@@ -67,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
     for model_id, p in info["presets"].items():
         print(f"  {model_id:<45} {p['method']}, dense_steps={p['dense_steps']}, dense_layers={p['dense_layers']}, "
               f"n_train={p['n_train']}")
+        for name, m in p["methods"].items():
+            knobs = ", ".join(f"{k}={v}" for k, v in m["options"].items())
+            group = f", tile={m['tile']}" if m["tile"] else ""
+            print(f"      {name}: {m['dense_steps']}/{m['dense_layers']} dense{', ' + knobs if knobs else ''}{group}"
+                  f" — {m['source']}")
     return 0
