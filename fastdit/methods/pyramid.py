@@ -109,11 +109,11 @@ def block_importance(q: torch.Tensor, k: torch.Tensor, order: TokenOrder, q_pos:
     n, size = order.video_blocks, order.block_size
     scale = D ** -0.5
     qs, ks = (_edge_padded(x, order).reshape(B, H, n, size, D) for x in (q, k))
-    qs = torch.stack([qs[:, h, :, q_pos[h]] for h in range(H)], 1).reshape(B, H, -1, D).float()  # [B,H,n*sq,D]
+    qs = torch.stack([qs[:, h, :, q_pos[h]] for h in range(H)], 1).reshape(B, H, -1, D).float() * scale
     ks = torch.stack([ks[:, h, :, k_pos[h]] for h in range(H)], 1).reshape(B, H, -1, D).float()  # [B,H,n*sk,D]
     rows = []
     for lo in range(0, qs.shape[2], ROW_CHUNK):
-        logits = torch.matmul(qs[:, :, lo:lo + ROW_CHUNK], ks.transpose(-1, -2)) * scale
+        logits = torch.matmul(qs[:, :, lo:lo + ROW_CHUNK], ks.transpose(-1, -2))  # scale folded into q
         block_max = logits.view(*logits.shape[:3], n, -1).amax(-1)  # [B, H, rows, n]
         rows.append(torch.exp(block_max - block_max.amax(-1, keepdim=True)))
     score = torch.cat(rows, 2).view(B, H, n, -1, n).amax(3)  # max over each query block's sampled queries
