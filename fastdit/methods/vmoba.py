@@ -92,28 +92,48 @@ def select_chunks(q: torch.Tensor, k: torch.Tensor, chunk: torch.Tensor, n_chunk
     ``q, k [B, H, S, D]`` in any token order and ``chunk [S]`` the chunk of each position (``-1`` = padding,
     never a key). Heads are processed one at a time so memory stays at ``B · S · C`` per head.
     """
-    B, H, S, _ = q.shape
+    B, H, S, D = q.shape
+    chunk = chunk.to(q.device)
     valid = chunk >= 0
-    ids = chunk.clamp(min=0).to(q.device)
-    weights = torch.zeros(n_chunks, S, device=q.device).index_put_((ids, torch.arange(S, device=q.device)),
-                                                                  valid.to(q.device, torch.float32))
-    weights /= weights.sum(1, keepdim=True).clamp(min=1)  # mean over each chunk's valid keys
-    own = torch.nn.functional.one_hot(ids, n_chunks).bool()  # [S, C]: the query's own chunk
+    keys, ids = valid.nonzero().flatten(), chunk[valid]
+    counts = torch.bincount(ids, minlength=n_chunks).clamp(min=1).view(1, -1, 1)
+    own = torch.nn.functional.one_hot(chunk.clamp(min=0), n_chunks).bool()  # [S, C]: the query's own chunk
     out = torch.empty(B, H, S, n_chunks, dtype=torch.bool, device=q.device)
     for h in range(H):
-        means = torch.matmul(weights, k[:, h].float())  # [B, C, D]
+        valid_keys = k[:, h].index_select(1, keys).float()
+        means = valid_keys.new_zeros(B, n_chunks, D).index_add_(1, ids, valid_keys) / counts  # [B, C, D]
         gate = torch.matmul(q[:, h].float(), means.transpose(-1, -2))  # [B, S, C]
         low, high = gate.amin(-1, keepdim=True), gate.amax(-1, keepdim=True)
         span = high - low
         norm = (gate - low) / torch.where(span <= 1e-6, torch.ones_like(span), span)
         total = norm.sum(-1, keepdim=True) + 1e-6
         remain = (threshold - (norm * own).sum(-1, keepdim=True) / total).clamp(min=0)
-        ranked, rank_order = torch.sort(norm.masked_fill(own, 0.0), dim=-1, descending=True, stable=True)
-        reached = ranked.cumsum(-1) / total >= remain
-        cutoff = torch.where(reached.any(-1), reached.float().argmax(-1), n_chunks - 1)  # crossing chunk in
-        take = torch.arange(n_chunks, device=q.device) <= cutoff.unsqueeze(-1)
-        out[:, h] = torch.zeros_like(take).scatter_(-1, rank_order, take) | own
+        out[:, h] = _take_until(norm.masked_fill(own, 0.0), remain, total) | own
     return out
+
+
+def _take_until(others: torch.Tensor, remain: torch.Tensor, total: torch.Tensor, top: int = 32) -> torch.Tensor:
+    """``[..., C]`` bool: the entries a stable descending sort of ``others`` lists up to and including the
+    first position whose cumulative share ``cumsum / total`` reaches ``remain`` (all of them if none does).
+
+    Equal to sorting every row, without doing so: the cut-off only needs the sorted *values*, which the top
+    ``top`` values give for almost every row (the rest are sorted in full); which of several equal values a
+    stable sort lists first is then decided by index, lower first.
+    """
+    n = others.shape[-1]
+    ranked = others.topk(min(top, n), dim=-1).values
+    reached = ranked.cumsum(-1) / total >= remain
+    short = ~reached.any(-1)
+    if n > ranked.shape[-1] and bool(short.any()):  # rows the top values don't settle: sort those in full
+        full = torch.sort(others[short], dim=-1, descending=True).values
+        ranked = torch.cat([ranked, ranked.new_zeros(*ranked.shape[:-1], n - ranked.shape[-1])], -1)
+        ranked[short] = full
+        reached = ranked.cumsum(-1) / total >= remain
+    cutoff = torch.where(reached.any(-1), reached.float().argmax(-1), n - 1)  # the crossing entry is in
+    value = ranked.gather(-1, cutoff.unsqueeze(-1))
+    above, tied = others > value, others == value
+    wanted = cutoff.unsqueeze(-1) + 1 - above.sum(-1, keepdim=True)  # equal values to take, lowest index first
+    return above | (tied & (tied.cumsum(-1) <= wanted))
 
 
 def vmoba_mask(order: TokenOrder, options: VmobaOptions, *, q: torch.Tensor, k: torch.Tensor,
