@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from ..layout import BlockLayout
+from ..order import TokenOrder
 from .flex import flex_block_attention
 from .reference import torch_block_attention
 from .registry import Backend, backends, dtypes, head_dims, level_zero_only, register_backend
@@ -68,17 +69,28 @@ def _cuda_tensors(q, k, v, layout) -> str | None:
     return None if q.is_cuda else f"inputs are on {q.device.type}, not CUDA"
 
 
+def _differentiable(q, k, v, layout) -> str | None:
+    """Training needs a backward: the Triton one runs level-0 layouts (pyramid levels train through torch)."""
+    if layout.max_level > 0 and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return "the Triton backward runs level-0 layouts only (pooled pyramid levels have no Triton backward)"
+    return None
+
+
 def _triton_block_attention(q, k, v, layout, scale, return_lse=False):
-    """Imports the kernel on first use: Triton decides then between compiling and interpreting it."""
+    """Imports the kernels on first use: Triton decides then between compiling and interpreting them."""
+    from .autograd import TritonBlockSparseAttention, needs_grad
     from .triton_attention import triton_block_attention
 
-    return triton_block_attention(q, k, v, layout, scale, return_lse)
+    if not needs_grad(q, k, v):
+        return triton_block_attention(q, k, v, layout, scale, return_lse)
+    out, lse = TritonBlockSparseAttention.apply(q, k, v, layout, scale)
+    return (out, lse) if return_lse else out
 
 
 register_backend("triton", _triton_installed, _triton_device, dtypes(*_FLOAT_TYPES), head_dims(16, 32, 64, 128),
-                 _pow2_blocks, priority=10, auto_constraints=(_cuda_tensors,),
-                 summary="Triton block-sparse flash attention with pyramid levels (CUDA; CPU interpreter with "
-                         "TRITON_INTERPRET=1)")(_triton_block_attention)
+                 _pow2_blocks, _differentiable, priority=10, auto_constraints=(_cuda_tensors,),
+                 summary="Triton block-sparse flash attention with pyramid levels, forward and backward (CUDA; "
+                         "CPU interpreter with TRITON_INTERPRET=1)")(_triton_block_attention)
 register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
                  summary="PyTorch reference (gather + SDPA), any device")(torch_block_attention)
 register_backend("flex", _flex_available, dtypes(*_FLOAT_TYPES), level_zero_only, _pow2_blocks,
@@ -142,6 +154,16 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Blo
         raise ValueError(f"layout has {layout.num_heads} heads but q has {q.shape[1]}")
 
 
+def _check_order(layout: BlockLayout, order: TokenOrder | None) -> None:
+    """Tensors moved into one order can't run on a layout of another: a layout for another grid, block size
+    or tile can have the same padded length, so the length check alone would let it through."""
+    if order is None or layout.order is None or order == layout.order:
+        return
+    raise ValueError(f"q, k, v are in the order {order.describe()} of grid {order.grid}, but the layout is over "
+                     f"{layout.order.describe()} of grid {layout.order.grid}; build the layout for the tensors' "
+                     "grid and order")
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -150,13 +172,17 @@ def attention(
     scale: float | None = None,
     backend: str = "auto",
     return_lse: bool = False,
+    order: TokenOrder | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Block-sparse attention of tile-ordered ``q, k, v [B, H, S, D]`` on ``layout``.
+    """Block-sparse attention of ``q, k, v [B, H, S, D]``, in the layout's token order, on ``layout``.
 
     ``scale`` defaults to ``1/sqrt(D)``. With ``return_lse`` also returns the fp32 log-sum-exp
     ``[B, H, S]`` so partial results can be merged. Outputs at padded query positions are unspecified.
+    ``order`` is the token order the tensors were moved into (e.g. ``other_layout.order``); when given it
+    must be the layout's, since a layout for another grid or block size can have the same padded length.
     """
     _check_inputs(q, k, v, layout)
+    _check_order(layout, order)
     chosen = select_backend(q, k, v, layout, backend)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     return chosen.fn(q, k, v, layout, scale, return_lse)

@@ -90,7 +90,18 @@ def _attend(q, k, v, bias, scale, need_lse):
     return torch.matmul(p, v.float()).to(q.dtype), lse
 
 
+def _select(src: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor | None, shape: tuple[int, ...]):
+    """``src.index_select(1, index)``, into ``buffer`` when one is given (the no-grad fast path)."""
+    if buffer is None:
+        return torch.index_select(src, 1, index).view(shape)
+    out = buffer[: math.prod(shape)].view(shape[0], index.numel(), -1)
+    return torch.index_select(src, 1, index, out=out).view(shape)
+
+
 def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse: bool = False):
+    """Differentiable when autograd needs it: the gathers then allocate per chunk and the rows are assembled
+    without writing in place; otherwise everything goes through buffers allocated once per call."""
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     B, H, S, D = q.shape
     nq, bq, bk = layout.n_q_blocks, layout.block_q, layout.block_kv
     dev = q.device
@@ -120,8 +131,11 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
     # faults than the copy itself
     rows_max = max((min(per_chunk[length], lh.numel()) * hf for length, lh, _ in groups), default=0)
     keys_max = max((min(per_chunk[length], lh.numel()) * hf * length for length, lh, _ in groups), default=0)
-    k_buf, v_buf = (torch.empty(B * keys_max * D, dtype=k_store.dtype, device=dev) for _ in range(2))
-    q_buf = torch.empty(B * rows_max * bq * D, dtype=q.dtype, device=dev)
+    k_buf = v_buf = q_buf = None
+    if not needs_grad:
+        k_buf, v_buf = (torch.empty(B * keys_max * D, dtype=k_store.dtype, device=dev) for _ in range(2))
+        q_buf = torch.empty(B * rows_max * bq * D, dtype=q.dtype, device=dev)
+    pieces = []  # (rows, out, lse) per chunk, assembled at the end when autograd is on
     for length, layout_heads, blocks in groups:
         for c in range(0, blocks.numel(), per_chunk[length]):
             lh, qb = layout_heads[c:c + per_chunk[length]], blocks[c:c + per_chunk[length]]
@@ -136,16 +150,23 @@ def torch_block_attention(q, k, v, layout: BlockLayout, scale: float, return_lse
             rows = heads * nq + qb
             R = rows.numel()
             flat = (heads.view(-1, 1) * (T // unit) + units).flatten()
-            kk = torch.index_select(k_units, 1, flat, out=k_buf[:B * R * length * D].view(B, flat.numel(), -1))
-            vv = torch.index_select(v_units, 1, flat, out=v_buf[:B * R * length * D].view(B, flat.numel(), -1))
-            qq = torch.index_select(q_rows, 1, rows, out=q_buf[:B * R * bq * D].view(B, R, bq, D))
-            kk, vv = kk.view(B, R, length, D), vv.view(B, R, length, D)
+            kk = _select(k_units, flat, k_buf, (B, R, length, D))
+            vv = _select(v_units, flat, v_buf, (B, R, length, D))
+            qq = _select(q_rows, rows, q_buf, (B, R, bq, D))
             row_bias = None if bias_units is None else bias_units[units].view(R, length)
             if row_bias is not None and not bool(row_bias.any()):
                 row_bias = None  # no padding or pooling in this chunk: the unmasked SDPA path is faster
             o, lse = _attend(qq, kk, vv, row_bias, scale, return_lse)
+            if needs_grad:
+                pieces.append((rows, o, lse))
+                continue
             out[:, rows] = o
             if return_lse:
                 lse_out[:, rows] = lse
+    if pieces:
+        rows = torch.cat([r for r, _, _ in pieces])
+        out = out.index_copy(1, rows, torch.cat([o for _, o, _ in pieces], 1))
+        if return_lse:
+            lse_out = lse_out.index_copy(1, rows, torch.cat([x for _, _, x in pieces], 1))
     out = out.view(B, H, S, D)
     return (out, lse_out.view(B, H, S)) if return_lse else out

@@ -139,7 +139,8 @@ def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tenso
     if q is None or k is None:
         raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k= "
                          "([B, H, S, D], the model's token order)")
-    return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer)))
+    with torch.no_grad():  # a layout is a choice, not a function to differentiate (training stays lean)
+        return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer)))
 
 
 @functools.lru_cache(maxsize=128)
