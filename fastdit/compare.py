@@ -5,6 +5,10 @@ what a user has today. Each method then runs through ``fastdit.apply`` with the 
 PSNR and SSIM are computed on the uint8 frames (what the mp4 holds before encoding) against the baseline's,
 over every frame. ``fastdit compare`` and the web demo both call :func:`compare`.
 
+With a diffusers cache (``cache=``), the cache runs alone (through fastdit's dense path, which equals the
+stock attention, so ``stats`` can count what it served) and with each method, so the table shows the cache's
+speedup, the method's, and the two combined, each against the stock attention.
+
 In JSON, a PSNR of identical videos is written as the string ``"inf"`` (JSON has no infinity); every other
 PSNR is a number in dB.
 """
@@ -20,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .bench.report import environment, markdown_table
+from .caches import CacheSpec
 from .media import side_by_side, write_image, write_text, write_video
 from .metrics import psnr, ssim
 from .run import RunResult, run_pipeline
@@ -28,7 +33,7 @@ __all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"
 
 BASELINE = "dense"
 COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "density",
-           "sparse_density", "sparse_fraction")
+           "sparse_density", "sparse_fraction", "cached_fraction")
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,13 @@ class Comparison:
                                   "and channels",
                           "speedup": "dense total time / this total time (whole pipeline call)",
                           "step_speedup": "dense mean denoising-step time / this one",
-                          "density": "mean attention density over every (step, layer), dense counted as 1",
-                          "sparse_density": "mean density over the (step, layer) calls that ran sparse"}}
+                          "density": "mean share of the dense attention work over every (step, layer): dense "
+                                     "counts as 1, a call a cache served as 0",
+                          "sparse_density": "mean density over the (step, layer) calls that ran sparse",
+                          "cached_fraction": "share of self-attention layer calls a diffusers cache served"}}
 
 
 def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
-    sparse_records = [r for r in run.stats.records if not r.dense] if run.stats else []
     base_step, step = baseline.mean_step_s, run.mean_step_s
     return {
         "method": run.label,
@@ -95,15 +101,16 @@ def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
         "ssim": ssim(baseline.frames, run.frames),
         # the stock attention attends every key: density 1 by definition
         "density": run.stats.mean_density() if run.stats else 1.0,
-        "sparse_density": (sum(r.density for r in sparse_records) / len(sparse_records)) if sparse_records
-        else None,
+        "sparse_density": run.stats.sparse_density() if run.stats else None,
         "sparse_fraction": run.stats.sparse_fraction() if run.stats else 0.0,
+        "cached_fraction": run.stats.cached_fraction() if run.stats else 0.0,
     }
 
 
 def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, seed: int = 0,
             sparse: dict[str, Any] | None = None, warmup: bool = True, repeats: int = 1,
-            baseline: RunResult | None = None, on_run: Callable[[str], None] | None = None) -> Comparison:
+            baseline: RunResult | None = None, cache: CacheSpec | None = None,
+            on_run: Callable[[str], None] | None = None) -> Comparison:
     """Run the stock pipeline, then each method, on ``call`` (pipeline arguments) with the same ``seed``.
 
     ``sparse`` holds the ``fastdit.apply`` arguments shared by every method (``preset``, ``dense_steps``,
@@ -112,33 +119,50 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
     growth, first-call dispatch, layout caches) are billed to no one. With ``repeats`` > 1 the
     configurations run round-robin and each keeps its fastest run, so a burst of load from elsewhere on the
     machine slows one round of every method instead of one method. ``baseline`` is a stock run of the same
-    ``call`` and ``seed`` made earlier (the app caches them); it is then not run again. ``on_run`` is told
-    each label before its run (for progress messages). Leaves ``pipe`` unpatched.
+    ``call`` and ``seed`` made earlier (the app caches them); it is then not run again. ``cache`` adds the
+    cache alone and each method with it (see the module docstring). ``on_run`` is told each label before its
+    run (for progress messages). Leaves ``pipe`` unpatched.
     """
     if not methods:
         raise ValueError("compare needs at least one method")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    configs = [] if baseline is not None else [(BASELINE, None)]
-    configs += [(spec.label, {**(sparse or {}), "method": spec.method, **spec.options}) for spec in methods]
+    configs = _configs(methods, sparse or {}, cache, with_baseline=baseline is None)
     notify = on_run or (lambda label: None)
     if warmup:
         notify("warm-up")
         one_step = {**call, "num_inference_steps": 1}
-        for _, config in configs:
+        for _, config, with_cache in configs:
             warm = None if config is None else {**config, "dense_steps": 0}
-            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm)
+            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm, cache=with_cache)
     fastest: dict[str, RunResult] = {}
     for _ in range(repeats):
-        for label, config in configs:
+        for label, config, with_cache in configs:
             notify(label)
-            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config)
+            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config, cache=with_cache)
             if label not in fastest or run.total_s < fastest[label].total_s:
                 fastest[label] = run
     if baseline is None:
         baseline = fastest.pop(BASELINE)
-    runs = [fastest[spec.label] for spec in methods]
+    runs = [fastest[label] for label, _, _ in configs if label != BASELINE]
     return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
+
+
+_Run = tuple[str, dict[str, Any] | None, CacheSpec | None]  # label, apply() arguments (None: stock), cache
+
+
+def _configs(methods: Sequence[MethodSpec], sparse: dict[str, Any], cache: CacheSpec | None,
+             with_baseline: bool) -> list[_Run]:
+    """Every run of a comparison, in table order."""
+    configs: list[_Run] = [(BASELINE, None, None)] if with_baseline else []
+    if cache is not None:
+        configs.append((cache.label, {**sparse, "method": "dense"}, cache))
+    for spec in methods:
+        config = {**sparse, "method": spec.method, **spec.options}
+        configs.append((spec.label, config, None))
+        if cache is not None:
+            configs.append((f"{spec.label}+{cache.label}", config, cache))
+    return configs
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, command: str,

@@ -4,42 +4,79 @@ Processors get neither the grid nor the step from diffusers, so a forward pre-ho
 transformer/UNet writes them here. The step is counted from *distinct* timesteps, so classifier-free
 guidance done as one batched forward or as two forwards counts the same, and it resets at the start of every
 pipeline call (signalled by the scheduler's ``set_timesteps``, or by a timestep that goes up again).
+
+The pre-hook also counts the denoiser's forward calls per step. A diffusers cache (first-block cache, PAB,
+TaylorSeer, ...) serves some layers without calling their attention; when a step ends, every layer that ran
+fewer times than its denoiser did is marked as served by a cache, so ``stats`` says so instead of leaving a
+gap.
 """
 
 from __future__ import annotations
 
 from .grid import TokenGrid
-from .stats import AttentionStats, LayerRecord
+from .stats import CACHED, AttentionStats, LayerRecord
 
 
 class RunContext:
     def __init__(self) -> None:
         self.grid: TokenGrid | None = None
         self.step = -1
+        self.schedule: int | None = None  # denoising steps of the current pipeline call, when the scheduler said
         self._last_timestep: float | None = None
         self.stats = AttentionStats()
-        self._records: dict[tuple[int, str, int], LayerRecord] = {}
+        self._index: dict[tuple[int, str, int], int] = {}  # (step, model, layer) -> position in stats.records
+        self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
+        self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
+
+    def expect_layer(self, model: str, layer: int) -> None:
+        """Register a patched attention module, so a step in which a cache skipped it can be reported."""
+        layers = self._layers.setdefault(model, {})
+        layers[layer] = layers.get(layer, 0) + 1
 
     def begin_run(self) -> None:
         """A new pipeline call: steps count from 0 again and the stats start empty."""
+        self.close_step()
         self.step = -1
         self._last_timestep = None
         self.stats = AttentionStats()
-        self._records = {}
+        self._index = {}
+        self._forwards = {}
 
-    def observe_timestep(self, timestep: float | None) -> None:
-        if timestep is None:
-            return
-        if self._last_timestep is not None and timestep > self._last_timestep:
-            self.begin_run()  # denoising only goes down: a larger timestep is a new call
-        if timestep != self._last_timestep:
-            self.step += 1
-            self._last_timestep = timestep
+    def observe_forward(self, model: str, timestep: float | None) -> None:
+        """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook)."""
+        if timestep is not None:
+            if self._last_timestep is not None and timestep > self._last_timestep:
+                self.begin_run()  # denoising only goes down: a larger timestep is a new call
+            if timestep != self._last_timestep:
+                self.close_step()
+                self._forwards = {}
+                self.step += 1
+                self._last_timestep = timestep
+        self._forwards[model] = self._forwards.get(model, 0) + 1
 
     def record(self, record: LayerRecord) -> None:
+        """Keep ``record`` as its (step, model, layer)'s, counting the calls (CFG may run a layer twice)."""
         key = (record.step, record.model, record.layer)
-        if key not in self._records:
+        position = self._index.get(key)
+        if position is None:
+            self._index[key] = len(self.stats.records)
             self.stats.records.append(record)
         else:
-            self.stats.records[self.stats.records.index(self._records[key])] = record
-        self._records[key] = record
+            record.calls = self.stats.records[position].calls + 1
+            self.stats.records[position] = record
+
+    def close_step(self) -> None:
+        """Mark what a cache served in the current step: every patched layer of a denoiser that ran this step
+        gets the calls it missed as ``cached`` (and a ``"cached"`` record when it never ran). Idempotent, so
+        reading the stats mid-step is safe."""
+        step = max(self.step, 0)
+        for model, forwards in self._forwards.items():
+            for layer, modules in self._layers.get(model, {}).items():
+                expected = forwards * modules
+                position = self._index.get((step, model, layer))
+                if position is None:
+                    self.record(LayerRecord(step=step, layer=layer, model=model, dense=False, density=0.0,
+                                            reason=CACHED, tokens=0, calls=0, cached=expected))
+                else:
+                    existing = self.stats.records[position]
+                    existing.cached = max(0, expected - existing.calls)

@@ -26,7 +26,11 @@ from .methods import get_method, layout_order, make_layout
 from .order import TokenOrder
 from .stats import LayerRecord
 
-__all__ = ["SparseAttention", "key_padding"]
+__all__ = ["SparseAttention", "key_padding", "check_backend"]
+
+# Messages already shown in this process: a model is patched again for every run of the CLI's compare and the
+# app's requests, and Python's own once-per-location filter forgets whenever any code touches the filters.
+_WARNED: set[str] = set()
 
 
 def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
@@ -58,7 +62,6 @@ class SparseAttention:
         self.config = config
         self.context = context
         self.method = get_method(config.method)
-        self._warned: set[str] = set()
 
     def scale(self, num_tokens: int, head_dim: int, n_train: int | None = None) -> float | None:
         """Softmax scale for a self-attention over ``num_tokens`` video/image tokens (``None``: ``1/sqrt(D)``).
@@ -137,7 +140,7 @@ class SparseAttention:
         """Kernel call on tensors in the layout's order; samples with different key padding get their own key
         validity."""
         if keys is None:
-            return attention(q, k, v, layout, scale=scale, backend=self.config.backend)
+            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
         for i, pattern in enumerate(patterns):
@@ -145,7 +148,8 @@ class SparseAttention:
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
             padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
-            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend)
+            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
+                                  order=order)
         return out
 
     def _full_layout(self, order: TokenOrder) -> str:
@@ -186,7 +190,7 @@ class SparseAttention:
         cfg = self.config
         if cfg.method == "dense":
             return "method"
-        if max(self.context.step, 0) < cfg.dense_steps:  # no timestep seen yet counts as step 0
+        if max(self.context.step, 0) < cfg.warmup_steps(self.context.schedule):  # no timestep yet: step 0
             return "dense_steps"
         if layer < cfg.dense_layers:
             return "dense_layers"
@@ -200,10 +204,40 @@ class SparseAttention:
         return None
 
     def _warn_once(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
+        if message not in _WARNED:
+            _WARNED.add(message)
             warnings.warn(f"fastdit: {message}", stacklevel=2)
 
     def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
                                         density=density, reason=reason, tokens=tokens))
+
+
+def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:
+    """Raise ``ValueError`` now when the configured kernel backend can't run this model's sparse attention.
+
+    Device, dtype, head dim, block size and pooled pyramid levels are all known when ``apply`` is called, so
+    the backend's own constraints run on a probe (zeros with the model's head dim, dtype and device; the
+    method's layout on a 16-block grid) instead of failing at the first sparse layer of a generation.
+    ``device`` is where attention will run: a CPU model on a machine with CUDA may still move there.
+    """
+    if config.method == "dense":
+        return
+    from .kernels import backends, select_backend
+
+    spec = get_method(config.method)
+    block = config.block_size
+    order = layout_order(spec, TokenGrid(4, 4, block), block, config.options, order=config.order, tile=config.tile)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 1, order.grid.num_tokens, head_dim, generator=generator)
+    if spec.dynamic:
+        layout = make_layout(spec, order, config.options, q=order.to_order(sample), k=order.to_order(sample))
+    else:
+        layout = make_layout(spec, order, config.options)
+    probe = torch.zeros(1, 1, order.seq_len, head_dim, device=device, dtype=dtype)
+    if config.backend == "auto":
+        select_backend(probe, probe, probe, layout)  # fails only when no backend runs it (an unsupported dtype)
+        return
+    reason = backends()[config.backend].why_not(probe, probe, probe, layout)
+    if reason:
+        raise ValueError(f"backend {config.backend!r} can't run this model's {config.method} attention: {reason}")

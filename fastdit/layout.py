@@ -46,6 +46,12 @@ class BlockLayout:
             raise ValueError("level must have one entry per col_idx entry")
         if self.kv_valid is not None and self.kv_valid.shape != (self.seq_len_kv,):
             raise ValueError(f"kv_valid must be [{self.seq_len_kv}], got {tuple(self.kv_valid.shape)}")
+        if self.order is not None and (
+                (self.block_q, self.block_kv) != (self.order.block_size,) * 2
+                or (self.seq_len_q, self.seq_len_kv) != (self.order.seq_len,) * 2):
+            raise ValueError(f"a layout over {self.order.describe()} ({self.order.seq_len} tokens) can't have "
+                             f"{self.block_q}x{self.block_kv}-token blocks over {self.seq_len_q}x{self.seq_len_kv} "
+                             "tokens")
 
     # ---------------------------------------------------------------- construction
     @classmethod

@@ -1,4 +1,9 @@
-"""``apply`` / ``remove`` / ``stats``: patch a diffusers pipeline (or a bare transformer/UNet) in one call."""
+"""``apply`` / ``remove`` / ``stats``: patch a diffusers pipeline (or a bare transformer/UNet) in one call.
+
+A patch belongs to the model it patches, not to the pipeline it was applied through: pipelines that share a
+transformer (``WanPipeline.from_pipe``) all report it, and ``remove`` through any of them restores it. Applying
+again through any of them re-configures the shared model for all.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import torch
 from ._compile import eager_only
 from .config import SparseConfig
 from .context import RunContext
-from .engine import SparseAttention
+from .engine import SparseAttention, check_backend
 from .methods import DEFAULT_BLOCK_SIZE
 from .presets import resolve_preset
 from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep, unwrap_model
@@ -32,7 +37,6 @@ class _PatchState:
     hooks: list[Any] = field(default_factory=list)
     scheduler: Any = None
     models: list[torch.nn.Module] = field(default_factory=list)
-    owner: Any = None
 
 
 def _supported() -> str:
@@ -70,6 +74,50 @@ def _name_or_path(target: Any, model: torch.nn.Module) -> str | None:
         if name:
             return str(name)
     return None
+
+
+def _held_models(target: Any) -> list[torch.nn.Module]:
+    """The modules whose patch ``target`` reports: the model itself, or every module of a pipeline."""
+    if isinstance(target, torch.nn.Module):
+        return [unwrap_model(target)]
+    components = getattr(target, "components", None)
+    if not isinstance(components, dict):
+        return []
+    return [unwrap_model(c) for c in components.values() if isinstance(c, torch.nn.Module)]
+
+
+def _states(target: Any) -> list[_PatchState]:
+    """The patches on ``target``'s models, each once (one ``apply`` patches all denoisers of a pipeline)."""
+    found: list[_PatchState] = []
+    for model in _held_models(target):
+        state = model.__dict__.get(_STATE)
+        if state is not None and all(state is not other for other in found):
+            found.append(state)
+    return found
+
+
+_Probe = tuple[torch.device, torch.dtype, int]
+
+
+def _attention_probe(models: list[tuple[str, torch.nn.Module, Family]]) -> _Probe | None:
+    """Device, dtype and head dim the sparse kernel will see, read from the first patched attention module
+    (``None`` when it doesn't expose them). A model on the CPU (or offloaded to ``meta``) on a machine with
+    CUDA is probed on CUDA: it may well move there before it runs."""
+    _, model, family = models[0]
+    _, module = next(iter(family.self_attention(model)), (None, None))
+    param = next(module.parameters(), None) if module is not None else None
+    heads = getattr(module, "heads", None)
+    width = getattr(getattr(module, "to_q", None), "out_features", None)
+    if param is None or not heads or not width:
+        return None
+    device = param.device
+    if device.type in ("cpu", "meta") and torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif device.type == "meta":
+        device = torch.device("cpu")
+    # weights stored in 8 bits (layerwise casting) are computed in bfloat16
+    dtype = param.dtype if param.dtype.is_floating_point and param.dtype.itemsize >= 2 else torch.bfloat16
+    return device, dtype, width // heads
 
 
 def _check_processors(models: list[tuple[str, torch.nn.Module, Family]], force: bool) -> None:
@@ -110,11 +158,15 @@ def apply(
     ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
     ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)`` (``n_train``: video or
     image tokens at the training resolution; from the preset or the model config when not given).
-    ``block_size``: the kernel block in tokens; ``order``: the token order layouts are built in (default: the
-    one the method was published with: ``raster`` for radial and vmoba, ``tiles`` for grat, ``gilbert`` for
-    pyramid); ``tile``: the ``(t, h, w)`` tile of the ``tiles`` order (GRAT's group), a whole number of
-    blocks. Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly.
-    Every argument is checked before anything is patched. Returns ``target``.
+    ``dense_steps`` is a count of steps (int) or a share of each call's steps (float in [0, 1]); a preset's
+    published warm-up (12 of 50 steps) is used as a share, so a distilled 4-step model gets 1 dense step.
+    ``block_size``: the kernel block in tokens (a power of two, 16 to 1024); ``order``: the token order
+    layouts are built in (default: the one the method was published with: ``raster`` for radial and vmoba,
+    ``tiles`` for grat, ``gilbert`` for pyramid); ``tile``: the ``(t, h, w)`` tile of the ``tiles`` order
+    (GRAT's group), a whole number of blocks. Calling ``apply`` again re-configures; ``remove`` restores the
+    original processors exactly. Every argument is checked before anything is patched, the backend against
+    the model's device, dtype and head dim too. The patch belongs to the model: pipelines sharing it (e.g.
+    ``from_pipe``) all see it. Returns ``target``.
     """
     models = _denoisers(target)
     _, model, family = models[0]
@@ -137,7 +189,7 @@ def apply(
         n_train = family.train_tokens(model)
     config = SparseConfig.create(
         method, options,
-        dense_steps=dense_steps if dense_steps is not None else (settings.dense_steps if settings else 0),
+        dense_steps=dense_steps if dense_steps is not None else (settings.warmup_share if settings else 0),
         dense_layers=dense_layers if dense_layers is not None else (settings.dense_layers if settings else 0),
         entropy_scaling=entropy_scaling,
         n_train=n_train,
@@ -147,23 +199,25 @@ def apply(
         tile=tile,
     )
     _check_processors(models, force)
-    for owner in (target, *(model for _, model, _ in models)):  # re-configure: never wrap our own processors
-        remove(owner)
+    probe = _attention_probe(models)
+    if probe is not None:
+        check_backend(config, *probe)
+    remove(target)  # re-configure: never wrap our own processors (nor leave a shared model's old patch behind)
 
     context = RunContext()
-    state = _PatchState(config, context, SparseAttention(config, context), owner=target)
+    state = _PatchState(config, context, SparseAttention(config, context))
     for name, model, family in models:
         for layer, module in family.self_attention(model):
             state.saved_processors.append((module, module.processor))
             _set_processor(module, family.processor(module.processor, state.engine, layer, name))
-        state.hooks.append(model.register_forward_pre_hook(_tracker(family, context), with_kwargs=True))
+            context.expect_layer(name, layer)
+        state.hooks.append(model.register_forward_pre_hook(_tracker(family, context, name), with_kwargs=True))
         state.models.append(model)
         setattr(model, _STATE, state)
     scheduler = getattr(target, "scheduler", None)
     if scheduler is not None and hasattr(scheduler, "set_timesteps"):
-        scheduler.set_timesteps = _new_run_signal(scheduler.set_timesteps, context)
+        scheduler.set_timesteps = _new_run_signal(scheduler, context)
         state.scheduler = scheduler
-    setattr(target, _STATE, state)
     return target
 
 
@@ -174,58 +228,62 @@ def _set_processor(module: torch.nn.Module, processor: Any) -> None:
         module.processor = processor
 
 
-def _tracker(family: Family, context: RunContext):
-    """Forward pre-hook: record the latent grid and the denoising step of each denoiser call."""
+def _tracker(family: Family, context: RunContext, name: str):
+    """Forward pre-hook: record the latent grid, the denoising step and the call of denoiser ``name``."""
 
     @eager_only  # per-call Python state; tracing it would recompile a compiled model every step
     def hook(model, args, kwargs):
         context.grid = family.grid(model, args, kwargs)
-        context.observe_timestep(read_timestep(family, model, args, kwargs))
+        context.observe_forward(name, read_timestep(family, model, args, kwargs))
 
     return hook
 
 
-def _new_run_signal(set_timesteps, context: RunContext):
-    """Wrap the scheduler's ``set_timesteps`` (called once at the start of every pipeline call)."""
+def _new_run_signal(scheduler: Any, context: RunContext):
+    """Wrap the scheduler's ``set_timesteps`` (called once at the start of every pipeline call): a new run
+    begins, and its number of steps sizes a warm-up given as a share of the steps."""
+    set_timesteps = scheduler.set_timesteps
 
     @functools.wraps(set_timesteps)  # keeps the signature diffusers inspects for `sigmas` / `timesteps`
     def wrapped(*args, **kwargs):
         context.begin_run()
-        return set_timesteps(*args, **kwargs)
+        result = set_timesteps(*args, **kwargs)
+        steps = getattr(scheduler, "num_inference_steps", None) or len(getattr(scheduler, "timesteps", ()) or ())
+        context.schedule = int(steps) or None
+        return result
 
     wrapped._fastdit_wrapper = True
     return wrapped
 
 
-def _state(target: Any) -> _PatchState | None:
-    return getattr(target, _STATE, None)
-
-
 def is_patched(target: Any) -> bool:
-    return _state(target) is not None
+    """Whether fastdit patches ``target`` or, for a pipeline, any of its models (also through another
+    pipeline that shares them)."""
+    return bool(_states(target))
 
 
 def remove(target: Any) -> Any:
-    """Restore the original attention processors, hooks and scheduler exactly. A no-op when not patched."""
-    state = _state(target)
-    if state is None:
-        return target
-    for module, processor in reversed(state.saved_processors):
-        _set_processor(module, processor)
-    for handle in state.hooks:
-        handle.remove()
-    scheduler = state.scheduler
-    if scheduler is not None and getattr(scheduler.__dict__.get("set_timesteps"), "_fastdit_wrapper", False):
-        del scheduler.set_timesteps
-    for holder in (*state.models, state.owner):
-        if holder.__dict__.get(_STATE) is state:
-            delattr(holder, _STATE)
+    """Restore the original attention processors, hooks and scheduler exactly; for a pipeline, of every
+    patched model it holds, whichever pipeline patched it. A no-op when not patched."""
+    for state in _states(target):
+        for module, processor in reversed(state.saved_processors):
+            _set_processor(module, processor)
+        for handle in state.hooks:
+            handle.remove()
+        scheduler = state.scheduler
+        if scheduler is not None and getattr(scheduler.__dict__.get("set_timesteps"), "_fastdit_wrapper", False):
+            del scheduler.set_timesteps
+        for model in state.models:
+            if model.__dict__.get(_STATE) is state:
+                delattr(model, _STATE)
     return target
 
 
 def stats(target: Any) -> AttentionStats:
-    """Per step and layer: dense or sparse, and the density used, for the last pipeline call."""
-    state = _state(target)
-    if state is None:
+    """Per step and layer: dense, sparse or served by a diffusers cache, and the density used, for the last
+    pipeline call (of the first patched denoiser's patch, for a pipeline)."""
+    states = _states(target)
+    if not states:
         raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
-    return state.context.stats
+    states[0].context.close_step()
+    return states[0].context.stats

@@ -1,10 +1,11 @@
 """Per-model presets: the published settings each method starts from, and the training token count.
 
 A preset belongs to one real model id. It names the default method, the warm-up (``dense_steps`` of the
-published 50-step schedules, ``dense_layers``), per-method knobs where a paper or its code published them,
-and ``n_train``, the self-attention video/image tokens at the resolution the model was trained at (for
-entropy scaling; text tokens are not counted). A method without a published setting on a model keeps that
-model's default warm-up and the method's own default knobs. Every value names its source.
+published 50-step schedules, applied as that share of each call's steps; ``dense_layers``), per-method knobs
+where a paper or its code published them, and ``n_train``, the self-attention video/image tokens at the
+resolution the model was trained at (for entropy scaling; text tokens are not counted). A method without a
+published setting on a model keeps that model's default warm-up and the method's own default knobs. Every
+value names its source.
 
 ``preset="auto"`` finds the preset by the pipeline's ``name_or_path`` (a hub id, or a local folder / hub
 cache path ending in it), then by an architecture fingerprint of the denoiser's config (for renamed local
@@ -22,7 +23,11 @@ __all__ = ["MethodPreset", "Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset"
 @dataclass(frozen=True)
 class MethodPreset:
     """One method's settings on one model: warm-up, knobs, the tile when the method fixes its group shape, and
-    the kernel block when the published setting uses its own (otherwise the model preset's)."""
+    the kernel block when the published setting uses its own (otherwise the model preset's).
+
+    ``dense_steps`` is the published count of warm-up steps out of a ``schedule``-step run; ``apply`` uses
+    the share (:attr:`warmup_share`), so a distilled 4-step model gets 1 dense step where 50 steps get 12.
+    """
 
     dense_steps: int = 0
     dense_layers: int = 0
@@ -30,6 +35,12 @@ class MethodPreset:
     tile: tuple[int, int, int] | None = None
     source: str = ""
     block_size: int | None = None
+    schedule: int = 50
+
+    @property
+    def warmup_share(self) -> float:
+        """The published warm-up as a share of the steps (``SparseConfig.dense_steps`` as a float)."""
+        return self.dense_steps / self.schedule
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Preset:
         if method in self.methods:
             return self.methods[method]
         default = self.methods[self.method]
-        return MethodPreset(default.dense_steps, default.dense_layers,
+        return MethodPreset(default.dense_steps, default.dense_layers, schedule=default.schedule,
                             source=f"warm-up of this model's {self.method} setting; {method}'s own default knobs")
 
     @property
@@ -172,9 +183,10 @@ PRESETS: dict[str, Preset] = {
 # and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
 PRESETS["fastdit/tiny-wan"] = Preset(
     "wan", "radial",
-    {"radial": MethodPreset(2, 0, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50"),
-     "grat": MethodPreset(2, 0, tile=(1, 8, 8), source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the "
-                                                      "sample's 5 latent frames to 8")},
+    {"radial": MethodPreset(2, 0, schedule=8, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50"),
+     "grat": MethodPreset(2, 0, tile=(1, 8, 8), schedule=8,
+                          source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
+                                 "to 8")},
     n_train=5 * 16 * 16, block_size=32,
     source="fastdit's own sample model (random weights); n_train: its default 17 frames of 128x128")
 

@@ -19,13 +19,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from .caches import CacheSpec, disable_cache, enable_cache
 from .media import to_uint8
 from .patch import apply, remove, stats
 from .stats import AttentionStats
 
-__all__ = ["RunResult", "run_pipeline", "is_video_pipeline", "denoisers"]
+__all__ = ["RunResult", "run_pipeline", "is_video_pipeline", "denoisers", "check_seed", "MAX_SEED"]
 
 _DENOISERS = ("transformer", "transformer_2", "unet")
+MAX_SEED = 2**64 - 1  # a torch.Generator seed is an unsigned 64-bit number
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` (a whole number, also as a float from a form field) as the int a ``torch.Generator`` takes,
+    else a ``ValueError`` that says the range (torch's own message is an overflow of an internal type)."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
+    return seed
 
 
 @dataclass
@@ -42,6 +54,7 @@ class RunResult:
     memory_kind: str
     stats: AttentionStats | None = None
     sparse: dict[str, Any] = field(default_factory=dict)
+    cache: str | None = None  # the diffusers cache the call ran with
 
     @property
     def denoise_s(self) -> float:
@@ -60,7 +73,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no pixels)."""
         out: dict[str, Any] = {
-            "label": self.label, "sparse": self.sparse, "frames": int(self.frames.shape[0]),
+            "label": self.label, "sparse": self.sparse, "cache": self.cache, "frames": int(self.frames.shape[0]),
             "height": int(self.frames.shape[1]), "width": int(self.frames.shape[2]),
             "total_s": self.total_s, "denoise_s": self.denoise_s, "steps": len(self.step_s),
             "mean_step_s": self.mean_step_s, "step_s": self.step_s,
@@ -92,11 +105,12 @@ def _peak_rss_bytes() -> int:
 
 
 def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
-                 sparse: dict[str, Any] | None = None) -> RunResult:
+                 sparse: dict[str, Any] | None = None, cache: CacheSpec | None = None) -> RunResult:
     """Run ``pipe(**call)`` once with a fresh ``seed`` generator and time it.
 
     ``sparse`` is ``fastdit.apply``'s keyword arguments (``method`` and the rest); ``None`` runs the stock
-    attention. The pipeline is left unpatched afterwards either way, so runs never leak into each other.
+    attention. ``cache`` also enables a diffusers cache on the denoisers for this call. The pipeline is left
+    unpatched and uncached afterwards either way, so runs never leak into each other.
     """
     device = torch.device(_device(pipe))
     cuda = device.type == "cuda"
@@ -116,14 +130,18 @@ def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
         marks.append(now())
         return {}
 
-    remove(pipe)
-    if sparse is not None:
-        apply(pipe, **sparse)
-    hooks = [m.register_forward_pre_hook(first_forward) for m in denoisers(pipe)]
-    kwargs = dict(call, output_type="np", generator=torch.Generator("cpu").manual_seed(seed))
+    kwargs = dict(call, output_type="np", generator=torch.Generator("cpu").manual_seed(check_seed(seed)))
     if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
         kwargs["callback_on_step_end"] = step_end
+    remove(pipe)
+    hooks: list[Any] = []
+    cached: list[Any] = []
     try:
+        if sparse is not None:
+            apply(pipe, **sparse)
+        if cache is not None:
+            cached = enable_cache(pipe, cache, call.get("num_inference_steps") or 1)
+        hooks = [m.register_forward_pre_hook(first_forward) for m in denoisers(pipe)]
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         start = now()
@@ -134,6 +152,7 @@ def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
     finally:
         for hook in hooks:
             hook.remove()
+        disable_cache(cached)
         remove(pipe)
     video = hasattr(output, "frames")
     pixels = output.frames[0] if video else output.images[0][None]
@@ -142,5 +161,5 @@ def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
         step_s=[b - a for a, b in zip(marks, marks[1:])],
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes(),
         memory_kind="CUDA peak allocated" if cuda else "process peak RSS",
-        stats=run_stats, sparse=dict(sparse or {}),
+        stats=run_stats, sparse=dict(sparse or {}), cache=cache.label if cache is not None else None,
     )

@@ -1,4 +1,4 @@
-"""What ran where: per denoising step and layer, dense or sparse, and at which density."""
+"""What ran where: per denoising step and layer, dense or sparse, at which density, and what a cache served."""
 
 from __future__ import annotations
 
@@ -9,18 +9,39 @@ if TYPE_CHECKING:
     from .grid import TokenGrid
     from .layout import BlockLayout
 
+CACHED = "cached"  # the reason of a layer-step whose every call a diffusers cache served
+
 
 @dataclass
 class LayerRecord:
-    """One self-attention layer at one denoising step (the last call wins when CFG runs it twice)."""
+    """One self-attention layer at one denoising step (the last call's values win when CFG runs it twice).
+
+    ``calls`` is how many times the layer's attention ran this step and ``cached`` how many of the denoiser's
+    calls skipped it because a diffusers cache (first-block cache, PAB, TaylorSeer, ...) served the result. A
+    layer-step that every call skipped has ``reason == "cached"``, ``calls == 0`` and density 0: no attention
+    was computed.
+    """
 
     step: int
     layer: int
     model: str
     dense: bool
     density: float
-    reason: str  # why it ran dense ("dense_steps", "dense_layers", "method", "grid too small") or the method
+    reason: str  # why it ran dense ("dense_steps", "dense_layers", "method", "grid too small"), the method, or "cached"
     tokens: int
+    calls: int = 1
+    cached: int = 0
+
+    @property
+    def work(self) -> float:
+        """Share of the dense attention work this layer-step did: its density, times the share of calls that
+        a cache did not serve."""
+        total = self.calls + self.cached
+        return self.density * self.calls / total if total else 0.0
+
+    @property
+    def ran_sparse(self) -> bool:
+        return self.calls > 0 and not self.dense
 
 
 @dataclass
@@ -40,28 +61,41 @@ class AttentionStats:
         return len({r.step for r in self.records})
 
     def mean_density(self) -> float:
-        """Mean attention density over every recorded (step, layer); dense counts as 1."""
-        return sum(r.density for r in self.records) / len(self.records) if self.records else 1.0
+        """Mean share of the dense attention work over every recorded (step, layer): dense counts as 1, a
+        sparse layer as its density, a call a cache served as 0."""
+        return sum(r.work for r in self.records) / len(self.records) if self.records else 1.0
 
     def sparse_fraction(self) -> float:
-        """Share of (step, layer) calls that ran sparse."""
-        return sum(not r.dense for r in self.records) / len(self.records) if self.records else 0.0
+        """Share of (step, layer) records that ran sparse."""
+        return sum(r.ran_sparse for r in self.records) / len(self.records) if self.records else 0.0
+
+    def sparse_density(self) -> float | None:
+        """Mean density of the (step, layer) records that ran sparse (``None``: none did)."""
+        sparse = [r.density for r in self.records if r.ran_sparse]
+        return sum(sparse) / len(sparse) if sparse else None
+
+    def cached_fraction(self) -> float:
+        """Share of the layer calls a diffusers cache served instead of running attention."""
+        total = sum(r.calls + r.cached for r in self.records)
+        return sum(r.cached for r in self.records) / total if total else 0.0
 
     def per_layer_density(self) -> dict[tuple[str, int], float]:
-        """Mean density per (model, layer) across steps."""
+        """Mean share of dense work per (model, layer) across steps."""
         sums: dict[tuple[str, int], list[float]] = {}
         for r in self.records:
-            sums.setdefault((r.model, r.layer), []).append(r.density)
+            sums.setdefault((r.model, r.layer), []).append(r.work)
         return {key: sum(v) / len(v) for key, v in sorted(sums.items())}
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "mean_density": self.mean_density(), "sparse_fraction": self.sparse_fraction(),
-                "records": [asdict(r) for r in self.records]}
+                "cached_fraction": self.cached_fraction(), "records": [asdict(r) for r in self.records]}
 
     def summary(self) -> str:
         if not self.records:
             return "no self-attention calls recorded"
-        return (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse, "
+        cached = self.cached_fraction()
+        served = f", {cached:.0%} of layer calls served by a cache" if cached else ""
+        return (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse{served}, "
                 f"mean density {self.mean_density():.3f}")
 
     def __str__(self) -> str:

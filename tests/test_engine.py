@@ -110,3 +110,22 @@ def test_a_per_call_grid_scales_the_training_token_count():
         engine(q, k, v, layer=0, model="m", grid=TokenGrid(1, 16, 16))
     # the level has 1/4 of the input's tokens, so its training count is 256 / 4 = 64: factor sqrt(log 256 / log 64)
     assert seen == [pytest.approx(8**-0.5 * (torch.tensor(256.0).log() / torch.tensor(64.0).log()).sqrt().item())]
+
+
+def test_a_warning_shows_once_per_process_not_once_per_patch(monkeypatch):
+    import fastdit
+    import fastdit.engine
+    from fastdit.pipelines.tiny import build_tiny_wan_transformer
+
+    monkeypatch.setattr(fastdit.engine, "_WARNED", set())
+    model = build_tiny_wan_transformer(num_layers=1)
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 16, 1, 16, 16, generator=g), torch.tensor([500]), torch.randn(1, 7, 32, generator=g))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # as the app and `compare` do: patch, run, restore, for every request
+            fastdit.apply(model, method="radial", preset=None, block_size=16)  # one frame: nothing to drop
+            with torch.no_grad():
+                model(*inputs)
+            fastdit.remove(model)
+    assert len([w for w in caught if "keeps every block" in str(w.message)]) == 1

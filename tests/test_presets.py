@@ -89,7 +89,7 @@ def test_a_method_with_a_published_group_shape_gets_its_tile():
     try:
         fastdit.apply(model)
         config = _config(model)
-        assert (config.method, config.dense_steps, config.dense_layers) == ("radial", 12, 0)
+        assert (config.method, config.warmup_steps(50), config.dense_layers) == ("radial", 12, 0)
         assert (config.options.decay_factor, config.options.sink, config.options.adjacent) == (0.95, False, "full")
         fastdit.apply(model, method="grat")
         config = _config(model)
@@ -99,7 +99,7 @@ def test_a_method_with_a_published_group_shape_gets_its_tile():
         fastdit.apply(model, method="grat", block_size=512)  # it can't hold whole 512-token blocks: dropped
         assert (_config(model).tile, _config(model).block_size) == (None, 512)
         fastdit.apply(model, method="dense")  # no setting of its own on HunyuanVideo: the model's warm-up
-        assert (_config(model).dense_steps, _config(model).dense_layers) == (12, 0)
+        assert (_config(model).warmup_steps(50), _config(model).dense_layers) == (12, 0)
     finally:
         fastdit.remove(model)
 

@@ -21,12 +21,13 @@ from ..layout import BlockLayout
 from ..methods import build_layout, get_method, parse_options
 from ..pipelines.loading import (call_defaults, check_video_size, load_pipeline, resolve_model,
                                  video_size_rule)
-from ..run import RunResult, run_pipeline
+from ..run import RunResult, check_seed, run_pipeline
 from ..viz import layout_image
 
 __all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits"]
 
 _CACHE_SIZE = 8
+_KEEP_VIDEOS = 8  # mp4s kept in the page's folder: the player has copied older ones into Gradio's cache
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class DemoSession:
         if not request.prompt or not request.prompt.strip():
             raise ValueError("write a prompt first")
         get_method(request.method)  # unknown method -> ValueError naming the available ones
+        check_seed(request.seed)
         call = self._call(request)
         lo, hi, _ = self.limits.frames
         if "num_frames" in call and not lo <= call["num_frames"] <= hi:
@@ -157,10 +159,13 @@ class DemoSession:
         return layout_image(layout)
 
     def write_videos(self, result: DemoResult, folder: str | Path, fps: int | None = None) -> tuple[Path, Path]:
-        """Both videos as mp4 files (what the page plays)."""
+        """Both videos as mp4 files (what the page plays); older ones beyond the newest few are deleted, so
+        the folder stays small however many requests come."""
         from ..media import write_video
 
         folder = Path(folder)
+        for old in sorted(folder.glob("*.mp4"), key=lambda p: p.stat().st_mtime)[:-(_KEEP_VIDEOS - 2)]:
+            old.unlink(missing_ok=True)
         fps = fps or self.source.fps
         tag = f"{abs(hash((id(result), result.metrics['seed']))):x}"
         return (write_video(result.dense.frames, folder / f"dense-{tag}.mp4", fps),

@@ -6,10 +6,11 @@ another and each user gets their own result. Out-of-range inputs come back as a 
 
 from __future__ import annotations
 
-import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..methods import available_methods, get_method
+from ..run import check_seed
 from .session import DemoRequest, DemoSession
 
 EXAMPLES = [
@@ -52,14 +53,17 @@ def _options(method: str, decay: float, thresholds: str, vmoba_threshold: float,
     return {}
 
 
-def build_demo(session: DemoSession):
-    """The page for ``session``'s model (a ``gradio.Blocks``; call ``.launch()`` on it)."""
+def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[int, int] | None = None):
+    """The page for ``session``'s model (a ``gradio.Blocks``; call ``.launch()`` on it).
+
+    ``video_dir`` holds the mp4s the page plays (the caller owns and removes it; the session keeps only the
+    newest few there); ``delete_cache`` is Gradio's ``(frequency, age)`` clean-up of its cached copies.
+    """
     import gradio as gr
 
     limits = session.limits
     d = session.defaults
     methods = [m for m in available_methods() if m != "dense"]
-    video_dir = tempfile.mkdtemp(prefix="fastdit-app-")
 
     def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius,
                  entropy, frames, height, width, steps, seed, progress=gr.Progress(track_tqdm=True)):
@@ -68,7 +72,7 @@ def build_demo(session: DemoSession):
                                   options=_options(method, decay, thresholds, vmoba_threshold, grat_mode,
                                                    grat_radius),
                                   entropy_scaling=bool(entropy), frames=int(frames), height=int(height),
-                                  width=int(width), steps=int(steps), seed=int(seed))
+                                  width=int(width), steps=int(steps), seed=check_seed(seed))
             result = session.generate(request, on_stage=lambda stage: progress(0, desc=f"running {stage}"))
         except ValueError as err:
             raise gr.Error(str(err)) from None
@@ -76,11 +80,12 @@ def build_demo(session: DemoSession):
         return (str(dense_path), str(sparse_path), _metrics_markdown(result.metrics), result.layout,
                 result.metrics)
 
-    with gr.Blocks(title="fastdit: dense vs sparse attention") as demo:
+    with gr.Blocks(title="fastdit: dense vs sparse attention", delete_cache=delete_cache) as demo:
+        # the model as the user named it ("tiny", a hub id), not a path on this machine
         gr.Markdown("# fastdit — dense vs sparse attention\nThe same prompt and seed, generated with the model's "
                     "own (dense) attention and with a sparse method. Model: "
-                    f"`{session.source.location}`" + (" — random weights: the output is noise, not video."
-                                                       if session.source.name == "tiny" else ""))
+                    f"`{session.source.name}`" + (" — random weights: the output is noise, not video."
+                                                   if session.source.name == "tiny" else ""))
         with gr.Row():
             with gr.Column(scale=1):
                 prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2)

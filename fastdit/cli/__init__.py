@@ -1,7 +1,8 @@
 """The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``bench``, ``app``.
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` and ``run(args) -> int``. A user
-mistake raises :class:`CLIError`, which prints one line and exits with status 2.
+mistake raises :class:`CLIError`, which prints one line and exits with status 2. Nothing heavy is imported
+before :func:`main` runs (the ``fastdit`` package is lazy), so a Ctrl-C at any point is handled here.
 """
 
 from __future__ import annotations
@@ -62,17 +63,22 @@ def add_module_parsers(sub, package: str, table: dict[str, str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "_run"):
-        parser.print_help()
-        return 0
+    """Run one command; a user error is one line and status 2, a Ctrl-C (even while torch is still being
+    imported, which building the parser does) is one line and status 130."""
+    command = "fastdit"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not hasattr(args, "_run"):
+            parser.print_help()
+            return 0
+        command = f"fastdit {args.command}"
         return int(args._run(args) or 0)
     except CLIError as err:
-        print(f"fastdit {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -4,19 +4,21 @@
   fastdit bench fidelity   density vs attention recall and output error, per method
   fastdit bench e2e        transformer step time, dense vs sparse, at a real model's config
   fastdit bench reference  the torch reference backend vs dense SDPA (any device)
+  fastdit bench toy        prompt adherence of the bundled toy model, dense vs each method
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import add_module_parsers
+from . import CLIError, add_module_parsers
 
 SUITES = {
     "kernels": "block-sparse kernel speed vs dense SDPA and FlexAttention",
     "fidelity": "attention-mass recall and output error vs density, per method",
     "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
     "reference": "torch reference backend vs dense SDPA (CPU speed target)",
+    "toy": "prompt adherence of the toy-world model, dense vs each method (detector-scored)",
 }
 
 
@@ -29,4 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run a suite once its report folder is known to be writable: a benchmark can take minutes, and a bad
+    ``--out`` found only when writing the report would throw its results away."""
+    from ..media import check_writable
+
+    try:
+        check_writable(args.out, directory=True)
+    except ValueError as err:
+        raise CLIError(f"--out: {err}") from None
     return int(args._suite(args) or 0)

@@ -1,13 +1,16 @@
 """Flags and checks that ``generate`` and ``compare`` share: the model, the call, and the sparse settings.
 
-Everything a user can get wrong without loading a model (method names, method options, step counts, output
-paths, devices) is checked first, so a mistake costs a fraction of a second and leaves no file behind.
+Everything a user can get wrong without loading a model (method names, method options, numbers out of range
+or not finite, seeds, caches, output paths, devices) is checked first, so a mistake costs a fraction of a
+second and leaves no file behind. What depends on the model (its size rules, the RoPE length, the
+scheduler's steps, the memory a size needs) is checked right after loading, before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import math
 import shlex
 import sys
 from typing import Any
@@ -16,7 +19,7 @@ from . import CLIError
 
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
-           "sparse_arguments", "command_line", "format_bytes"]
+           "sparse_arguments", "cache_spec", "check_cacheable", "command_line", "format_bytes"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -32,26 +35,62 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--height", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
     g.add_argument("--width", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
     g.add_argument("--steps", type=int, help="denoising steps; default: the model's")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale; default: the model's")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--guidance", type=_finite_float, help="classifier-free guidance scale; default: the model's")
+    g.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64 - 1")
     g.add_argument("--fps", type=int, help="frame rate of the written video; default: the model's (Wan: 16)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda when available, else cpu")
     g.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: bfloat16 on cuda, float32 on cpu")
+    g.add_argument("--skip-memory-check", action="store_true",
+                   help="run sizes whose estimated memory exceeds what the device has free (the RoPE and step "
+                        "limits of the model still hold)")
 
 
 def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..caches import CACHE_KINDS  # no torch or diffusers: the parser stays light
+
     g = parser.add_argument_group("sparse attention (defaults: the model's preset)")
     g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, repeatable; values parse as int, float, true/false, tuples (1,2,3) or "
                         "text (see `fastdit info` for each method's options)")
     g.add_argument("--preset", default="auto", help="'auto' (by model id or config), 'none', or a preset id")
-    g.add_argument("--dense-steps", type=int, help="the first N denoising steps run dense")
+    g.add_argument("--dense-steps", type=_dense_steps, metavar="N|SHARE",
+                   help="the first N denoising steps run dense, or a share of the steps (0.25: the first quarter)")
     g.add_argument("--dense-layers", type=int, help="the first N transformer blocks run dense")
     g.add_argument("--block-size", type=int, help="kernel block in tokens (a power of two)")
     g.add_argument("--backend", default="auto", help="kernel backend: auto, torch, flex, triton (see fastdit info)")
     g.add_argument("--entropy-scaling", action="store_true",
                    help="scale the softmax by sqrt(log N / log N_train) for sizes the model wasn't trained at")
+    g.add_argument("--cache", choices=list(CACHE_KINDS), metavar="KIND",
+                   help=f"also run a diffusers step cache ({' | '.join(CACHE_KINDS)}; see fastdit.caches)")
+    g.add_argument("--cache-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the cache's diffusers config, repeatable (e.g. threshold=0.1)")
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a float that is neither infinite nor NaN (``inf`` guidance writes a black video)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _dense_steps(text: str) -> int | float:
+    """argparse type: a step count (``12``) or a share of the steps (``0.25``)."""
+    from ..config import check_dense_steps
+
+    try:
+        value: int | float = int(text)
+    except ValueError:
+        value = _finite_float(text)
+    try:
+        return check_dense_steps(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a step count >= 0 or a share of the steps in [0, 1], got "
+                                         f"{text!r}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -68,12 +107,12 @@ def parse_value(text: str) -> Any:
     return value if isinstance(value, (int, float, tuple, str)) else text
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
+def parse_options(items: list[str], flag: str = "--option") -> dict[str, Any]:
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CLIError(f"--option takes KEY=VALUE, got {item!r}")
+            raise CLIError(f"{flag} takes KEY=VALUE, got {item!r}")
         options[key.strip()] = parse_value(value)
     return options
 
@@ -92,27 +131,62 @@ def check_method(method: str, options: dict[str, Any]) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Numbers in range, and a preset and backend that exist."""
+    """Numbers in range, a seed a generator takes, and a preset and backend that exist."""
+    from ..config import check_block_size
     from ..kernels import available_backends
     from ..presets import PRESETS
+    from ..run import check_seed
 
     for flag in ("steps", "frames", "height", "width", "fps"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise CLIError(f"--{flag} must be > 0, got {value}")
-    for flag in ("dense_steps", "dense_layers"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise CLIError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    if args.dense_layers is not None and args.dense_layers < 0:
+        raise CLIError(f"--dense-layers must be >= 0, got {args.dense_layers}")
     if args.guidance is not None and args.guidance < 0:
         raise CLIError(f"--guidance must be >= 0, got {args.guidance}")
-    block = args.block_size
-    if block is not None and (block < 1 or block & (block - 1)):
-        raise CLIError(f"--block-size must be a power of two, got {block}")
+    try:
+        check_seed(args.seed)
+    except ValueError as err:
+        raise CLIError(f"--{err}") from None
+    try:
+        if args.block_size is not None:
+            check_block_size(args.block_size)
+    except ValueError as err:
+        raise CLIError(f"--{err}".replace("block_size", "block-size", 1)) from None
     if args.preset not in ("auto", "none", *PRESETS):
         raise CLIError(f"unknown preset {args.preset!r}; known: auto, none, {', '.join(PRESETS)}")
     if args.backend not in ("auto", *available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(available_backends())}")
+
+
+def cache_spec(args: argparse.Namespace):
+    """The ``--cache`` and its ``--cache-option``s as a :class:`fastdit.caches.CacheSpec` (``None`` without
+    ``--cache``), checked against the diffusers config it builds before any model loads."""
+    from ..caches import CacheSpec, cache_config
+
+    options = parse_options(args.cache_option, "--cache-option")
+    if args.cache is None:
+        if options:
+            raise CLIError("--cache-option needs --cache KIND")
+        return None
+    spec = CacheSpec(args.cache, options)
+    try:
+        cache_config(spec)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    return spec
+
+
+def check_cacheable(pipe: Any) -> None:
+    """``--cache`` on a model without diffusers cache support is a one-line error, before anything runs."""
+    from ..caches import check_cacheable as check
+    from ..run import denoisers
+
+    try:
+        check(denoisers(pipe))
+    except ValueError as err:
+        raise CLIError(f"--cache: {err}") from None
 
 
 def resolve_device(name: str) -> str:
@@ -146,9 +220,11 @@ def load_model(args: argparse.Namespace):
     return source, pipe, device
 
 
-def call_arguments(args: argparse.Namespace, pipe: Any, source: Any) -> dict[str, Any]:
+def call_arguments(args: argparse.Namespace, pipe: Any, source: Any, device: str) -> dict[str, Any]:
     """Pipeline call arguments: the flags, then the model folder's fastdit.json, then the pipeline's own
-    defaults; sizes the model can't make are rejected here, naming the rule."""
+    defaults; sizes the model can't make, and sizes or step counts past its limits or the device's memory,
+    are rejected here, naming the rule."""
+    from ..pipelines.limits import MemoryLimitError, check_call_limits
     from ..pipelines.loading import call_defaults, check_video_size, video_size_rule
     from ..run import is_video_pipeline
 
@@ -168,6 +244,9 @@ def call_arguments(args: argparse.Namespace, pipe: Any, source: Any) -> dict[str
     try:
         check_video_size(type(pipe).__name__, resolved["num_frames"] if video else None, resolved["height"],
                          resolved["width"], frame_step=step, multiple=multiple)
+        check_call_limits(pipe, {**defaults, **call, **resolved}, device, check_memory=not args.skip_memory_check)
+    except MemoryLimitError as err:
+        raise CLIError(f"{err}, or pass --skip-memory-check to try anyway") from None
     except ValueError as err:
         raise CLIError(str(err)) from None
     return call

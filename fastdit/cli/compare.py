@@ -8,6 +8,11 @@ attention density). Dense is the pipeline's stock attention. Method options are 
 KEY=VALUE when one method is compared). One-step warm-up runs go first so the first timed run isn't billed
 for one-time costs (--no-warmup skips them); --repeats N runs everything N times round-robin and keeps each
 configuration's fastest run, which steadies timings on a busy machine.
+
+  fastdit compare --prompt "a red ball" --methods radial --cache fbcache --cache-option threshold=0.1
+
+--cache KIND adds a diffusers step cache (fbcache, pab, taylorseer, magcache, seacache, textkv): the cache
+alone, and each method with it, so the table shows each speedup and the combined one against dense.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import sys
 from typing import Any
 
 from . import CLIError
-from .common import (add_model_arguments, add_sparse_arguments, call_arguments, check_arguments, check_method,
-                     command_line, load_model, parse_options, sparse_arguments)
+from .common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
+                     check_cacheable, check_method, command_line, load_model, parse_options, sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--methods lists a method twice: {' '.join(args.methods)}")
     per_method = _method_options(args.methods, parse_options(args.option))
     check_arguments(args)
+    cache = cache_spec(args)
     for method, options in per_method.items():
         check_method(method, options)
     try:
@@ -67,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
 
-    source, pipe, _ = load_model(args)
-    call = call_arguments(args, pipe, source)
+    source, pipe, device = load_model(args)
+    call = call_arguments(args, pipe, source, device)
+    if cache is not None:
+        check_cacheable(pipe)
     shared = sparse_arguments(args)
     specs = [MethodSpec(m, per_method[m]) for m in args.methods]
     for spec in specs:  # every apply() argument is checked before the (long) runs start
@@ -82,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = compare(pipe, specs, call, seed=args.seed, sparse=shared, warmup=args.warmup,
-                         repeats=args.repeats, on_run=progress)
+                         repeats=args.repeats, cache=cache, on_run=progress)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
     settings = {"model": source.location, "seed": args.seed, "call": call, "sparse": shared,
-                "methods": {s.label: s.options for s in specs}}
+                "methods": {s.label: s.options for s in specs},
+                "cache": None if cache is None else {"kind": cache.kind, "options": cache.options}}
     paths = write_comparison(result, args.out, fps=args.fps or source.fps, command=command_line(),
                              settings=settings)
     sys.stdout.write(result.markdown())

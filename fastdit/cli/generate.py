@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 
 from . import CLIError
-from .common import (add_model_arguments, add_sparse_arguments, call_arguments, check_arguments, check_method,
-                     command_line, format_bytes, load_model, parse_options, sparse_arguments)
+from .common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
+                     check_cacheable, check_method, command_line, format_bytes, load_model, parse_options,
+                     sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = parse_options(args.option)
     check_arguments(args)
+    cache = cache_spec(args)
     if args.method is not None:
         check_method(args.method, options)
     out = _check_output("--out", args.out, VIDEO_SUFFIXES + IMAGE_SUFFIXES) if args.out else None
@@ -66,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         out = _check_output("--out", f"out{suffixes[0]}", suffixes)
     elif out.suffix.lower() not in suffixes:
         raise CLIError(f"{type(pipe).__name__} makes {kind}; --out must end in {' or '.join(suffixes)}")
-    call = call_arguments(args, pipe, source)
+    call = call_arguments(args, pipe, source, device)
+    if cache is not None:
+        check_cacheable(pipe)
     sparse = {**sparse_arguments(args), "method": args.method, **options}
     try:  # every apply() argument is checked before the (long) run starts
         remove(apply(pipe, **sparse))
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe.set_progress_bar_config(desc=args.method or "denoising")
     try:
-        result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse)
+        result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
     fps = args.fps or source.fps

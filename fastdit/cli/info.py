@@ -44,8 +44,9 @@ def collect() -> dict:
         "families": sorted(families()),
         "presets": {model_id: {"family": p.family, "method": p.method, "dense_steps": p.dense_steps,
                                "dense_layers": p.dense_layers, "n_train": p.n_train,
-                               "methods": {name: {"dense_steps": m.dense_steps, "dense_layers": m.dense_layers,
-                                                  "options": m.options, "tile": m.tile, "source": m.source}
+                               "methods": {name: {"dense_steps": m.dense_steps, "schedule": m.schedule,
+                                                  "dense_layers": m.dense_layers, "options": m.options,
+                                                  "tile": m.tile, "source": m.source}
                                            for name, m in p.methods.items()}}
                     for model_id, p in PRESETS.items()},
     }
@@ -74,6 +75,6 @@ def run(args: argparse.Namespace) -> int:
         for name, m in p["methods"].items():
             knobs = ", ".join(f"{k}={v}" for k, v in m["options"].items())
             group = f", tile={m['tile']}" if m["tile"] else ""
-            print(f"      {name}: {m['dense_steps']}/{m['dense_layers']} dense{', ' + knobs if knobs else ''}{group}"
-                  f" — {m['source']}")
+            print(f"      {name}: dense {m['dense_steps']} of {m['schedule']} steps and {m['dense_layers']} layer(s)"
+                  f"{', ' + knobs if knobs else ''}{group} — {m['source']}")
     return 0

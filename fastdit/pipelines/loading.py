@@ -10,7 +10,10 @@ A local model folder may carry a ``fastdit.json`` next to its ``model_index.json
 
 ``call`` holds the pipeline-call defaults that fit the model (the bundled tiny model is far too small for the
 pipeline class's own 480x832 defaults), ``fps`` the frame rate its videos are written at. Flags given on the
-command line win over both.
+command line win over both. Both files are checked when the model is resolved, before anything loads: a
+``model_index.json`` must name a pipeline class diffusers has, and every ``call`` key must be an argument of
+that class's ``__call__``, with a value of the right kind (sizes and steps whole numbers > 0, guidance a
+finite number >= 0).
 """
 
 from __future__ import annotations
@@ -57,16 +60,66 @@ def sample_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "samples" / "tiny-wan"
 
 
+_WHOLE = ("num_frames", "height", "width", "num_inference_steps", "max_sequence_length")  # ints > 0
+_SCALES = ("guidance_scale", "guidance_scale_2")  # finite numbers >= 0
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise ModelError(f"can't read {path} ({err.strerror})") from None
+
+
+def _pipeline_class(folder: Path) -> type:
+    """The diffusers pipeline class a folder's ``model_index.json`` names."""
+    import diffusers
+
+    path = folder / "model_index.json"
+    index = _read_json(path)
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(name, str):
+        raise ModelError(f'{path} names no pipeline class ("_class_name"); it is not a diffusers model_index.json')
+    cls = getattr(diffusers, name, None)
+    if not isinstance(cls, type):
+        raise ModelError(f"{path} names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
+                         "doesn't have")
+    return cls
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_scale(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _check_call(path: Path, call: dict[str, Any], pipeline: type) -> None:
+    """Every ``call`` key an argument of ``pipeline.__call__``, with a value of the kind it takes."""
+    params = set(inspect.signature(pipeline.__call__).parameters) - {"self"}
+    for key, value in call.items():
+        if key not in params:
+            raise ModelError(f"{path}: {key!r} in \"call\" is not an argument of {pipeline.__name__}.__call__")
+        if key in _WHOLE and not _is_whole(value):
+            raise ModelError(f"{path}: \"call\" {key} must be a whole number > 0, got {value!r}")
+        if key in _SCALES and not _is_scale(value):
+            raise ModelError(f"{path}: \"call\" {key} must be a finite number >= 0, got {value!r}")
+
+
 def _read_settings(folder: Path) -> dict[str, Any]:
+    pipeline = _pipeline_class(folder)
     path = folder / SETTINGS_FILE
     if not path.is_file():
         return {}
-    try:
-        settings = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{path} is not valid JSON ({err})") from None
+    settings = _read_json(path)
     if not isinstance(settings, dict) or not isinstance(settings.get("call", {}), dict):
         raise ModelError(f'{path} must be an object like {{"call": {{...}}, "fps": 16}}')
+    if "fps" in settings and not _is_whole(settings["fps"]):
+        raise ModelError(f"{path}: fps must be a whole number > 0, got {settings['fps']!r}")
+    _check_call(path, settings.get("call", {}), pipeline)
     return settings
 
 

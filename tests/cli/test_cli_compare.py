@@ -39,3 +39,22 @@ def test_compare_table_is_consistent(fastdit_cli, small, tmp_path):
     video = iio.imread(out / "compare.mp4")
     assert video.shape == (5, 64 + LABEL_HEIGHT, 3 * 64, 3)
     assert video[:, : LABEL_HEIGHT // 2].max() > 200  # the labels are drawn
+
+
+def test_compare_with_a_cache_shows_the_cache_alone_and_combined(fastdit_cli, small, tmp_path):
+    result = fastdit_cli("compare", "--prompt", "a red ball", "--methods", "radial", *small, "--steps", "4",
+                         "--cache", "fbcache", "--cache-option", "threshold=0.5", "--no-warmup", "--out", "cmp")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    rows = {row["method"]: row for row in data["rows"]}
+    cache, combined = "fbcache(threshold=0.5)", "radial+fbcache(threshold=0.5)"
+    assert list(rows) == ["dense", cache, "radial", combined]
+    assert data["settings"]["cache"] == {"kind": "fbcache", "options": {"threshold": 0.5}}
+    assert rows["radial"]["cached_fraction"] == 0 and rows["radial"]["sparse_fraction"] == 1.0
+    for name in (cache, combined):  # the cache served layer calls, and counts them as work not done
+        assert 0 < rows[name]["cached_fraction"] < 1 and rows[name]["density"] < 1
+        assert rows[name]["speedup"] > 0 and math.isfinite(rows[name]["psnr_db"])
+    assert rows[combined]["density"] < rows["radial"]["density"]
+    assert rows[combined]["sparse_density"] == rows["radial"]["sparse_density"]  # the same layouts where it ran
+    video = iio.imread(tmp_path / "cmp" / "compare.mp4")
+    assert video.shape[2] == 4 * 64  # every run side by side

@@ -6,12 +6,15 @@ a Python and torch start-up); further argument checks run in-process through the
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+import fastdit.pipelines.limits
 from fastdit.cli import main
+from fastdit.pipelines.loading import sample_dir
 
 SUBPROCESS_CASES = {
     "unknown model": (["--model", "no-such-model"], "unknown model 'no-such-model'"),
@@ -20,6 +23,11 @@ SUBPROCESS_CASES = {
     "frames not 4k+1": (["--frames", "10"], "frames = 4k+1"),
     "output path not writable": (["--out", "blocker/out.mp4"], "is not a folder"),
     "zero steps": (["--steps", "0"], "--steps must be > 0"),
+    # sizes past the model's own limits, refused before anything is generated (issue 17)
+    "frames past the RoPE table": (["--steps", "1", "--frames", "100001", "--height", "64", "--width", "64"],
+                                   "frames 100001 is 25001 latent positions, more than the 1024"),
+    "height past the RoPE table": (["--height", "16384"], "height 16384 is 2048 latent positions"),
+    "steps past the scheduler": (["--steps", "100000000"], "more than the scheduler's 1000 training timesteps"),
 }
 
 IN_PROCESS_CASES = {
@@ -34,8 +42,19 @@ IN_PROCESS_CASES = {
     "unsupported output format": (["--out", "out.avi"], "must end in .mp4 or .png"),
     "report not json": (["--report", "run.txt"], "must end in .json"),
     "unknown preset": (["--preset", "nope"], "unknown preset 'nope'"),
-    "negative dense steps": (["--dense-steps", "-1"], "--dense-steps must be >= 0"),
+    "negative dense steps": (["--dense-steps", "-1"], "--dense-steps: must be a step count >= 0"),
+    "dense share above one": (["--dense-steps", "1.5"], "or a share of the steps in [0, 1], got '1.5'"),
     "block size not a power of two": (["--block-size", "24"], "power of two"),
+    "per-token blocks": (["--block-size", "8"], "--block-size must be a power of two from 16 to 1024, got 8"),
+    "infinite guidance": (["--guidance", "inf"], "argument --guidance: must be a finite number, got 'inf'"),
+    "guidance not a number": (["--guidance", "nan"], "must be a finite number, got 'nan'"),
+    "seed past 64 bits": (["--seed", str(2**70)], "--seed must be a whole number from 0 to 2**64 - 1"),
+    "infinite option": (["--method", "radial", "--option", "decay_factor=1e400"], "decay_factor must be a finite"),
+    "unknown cache": (["--cache", "nope"], "invalid choice: 'nope'"),
+    "unknown cache option": (["--cache", "fbcache", "--cache-option", "thresh=1"],
+                             "unknown option(s) 'thresh' for cache 'fbcache'; allowed: threshold"),
+    "cache option without a cache": (["--cache-option", "threshold=1"], "--cache-option needs --cache KIND"),
+    "magcache without ratios": (["--cache", "magcache"], "cache 'magcache': `mag_ratios` must be provided"),
 }
 
 
@@ -105,3 +124,60 @@ def test_compare_needs_method_qualified_options_for_several_methods(capsys, tmp_
     assert code == 2
     assert "radial.mode=" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _model_folder(root, model_index, settings=None):
+    """A pipeline folder with the two files fastdit reads before loading, and no weights at all."""
+    folder = root / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps(model_index))
+    (folder / "fastdit.json").write_text(json.dumps(settings or {}))
+    return folder
+
+
+def _sample_index() -> dict:
+    return json.loads((sample_dir() / "model_index.json").read_text())
+
+
+@pytest.mark.parametrize("model_index,settings,message", [
+    ({}, None, 'names no pipeline class ("_class_name")'),
+    ({"_class_name": "NoSuchPipeline"}, None, "names the pipeline class 'NoSuchPipeline', which diffusers"),
+    (None, {"call": {"num_frames": "abc"}}, '"call" num_frames must be a whole number > 0, got \'abc\''),
+    (None, {"call": {"guidance_scale": float("inf")}}, '"call" guidance_scale must be a finite number >= 0'),
+    (None, {"call": {"bogus": 1}}, "'bogus' in \"call\" is not an argument of WanPipeline.__call__"),
+    (None, {"fps": 0}, "fps must be a whole number > 0, got 0"),
+])
+def test_a_malformed_model_folder_is_one_line_before_loading(tmp_path, capsys, monkeypatch, model_index, settings,
+                                                             message):
+    folder = _model_folder(tmp_path, _sample_index() if model_index is None else model_index, settings)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--prompt", "x", "--model", str(folder)]) == 2  # no weights: it never loads them
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_size_the_machine_cant_hold_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fastdit.pipelines.limits, "available_bytes", lambda device: 2**30)
+    code = main(["generate", "--prompt", "x", "--frames", "401", "--height", "1024", "--width", "1024"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert "401 frame(s) of 1024x1024 need about" in lines[0] and "1.0 GiB free" in lines[0]
+    assert "--skip-memory-check" in lines[0] and list(tmp_path.iterdir()) == []
+
+
+def test_skip_memory_check_runs_what_the_estimate_refuses(tmp_path, capsys, monkeypatch, small):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fastdit.pipelines.limits, "available_bytes", lambda device: 1)
+    assert main(["generate", "--prompt", "x", *small, "--out", "a.mp4"]) == 2
+    assert "need about" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", *small, "--out", "a.mp4", "--skip-memory-check"]) == 0
+    assert (tmp_path / "a.mp4").is_file()
+
+
+def test_bench_checks_its_report_folder_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.mp4").write_text("a file where the report folder should be")
+    assert main(["bench", "reference", "--out", "x.mp4"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fastdit bench: error: --out: output path 'x.mp4' is a file; expected a folder"]

@@ -18,7 +18,7 @@ def test_tiny_is_the_default_and_carries_its_settings():
 
 
 def test_local_folder_and_hub_id(tmp_path):
-    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
     (tmp_path / "fastdit.json").write_text(json.dumps({"call": {"height": 64}, "fps": 12}))
     source = resolve_model(str(tmp_path))
     assert source.local and source.settings["call"] == {"height": 64} and source.fps == 12
