@@ -6,7 +6,7 @@ toy sizes, so tests and the bundled demo model need no download. Their output is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -20,8 +20,8 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 256, model_max_length: int = 512):
-    """A small BPE tokenizer trained in memory, wrapped as a T5-style ``PreTrainedTokenizerFast``."""
+def build_tokenizer(vocab_size: int = 256, model_max_length: int = 512, corpus: Sequence[str] = CORPUS):
+    """A small BPE tokenizer trained in memory on ``corpus``, wrapped as a T5-style ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -30,7 +30,7 @@ def build_tokenizer(vocab_size: int = 256, model_max_length: int = 512):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
                                   show_progress=False)
-    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>",
                                                        special_tokens=[("</s>", tok.token_to_id("</s>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",

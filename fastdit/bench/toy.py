@@ -1,0 +1,296 @@
+"""Prompt adherence of a toy-world model, dense vs each sparse method: ``fastdit bench toy``.
+
+The bundled model is trained on a procedural world (``fastdit.pipelines.toyworld``), so a detector can read
+its videos and say whether they show what the prompt asked for. On held-out prompts (combinations training
+never showed, and seen combinations in new settings), at a fixed seed, every configuration generates the same
+video and is scored on:
+
+  colour, shape, size, motion   share of videos showing the prompt's attribute (detector vs the prompt)
+  all                           share showing all four
+  psnr_db, ssim                 vs the stock dense video of the same prompt, seed and size
+  present, area_cv, drift       temporal consistency of the object: share of frames it is found in, variation
+                                of its area over frames, mean frame-to-frame change of its colour (0..1)
+  density, total_s, speedup     mean attention density, seconds per video, dense time / this time
+
+Configurations: the stock dense attention; each method at the model's preset and (``--alternates``) at two
+other settings; at longer videos (``--scales``: 2 and 4 mean 2x and 4x the frames) also with entropy scaling
+for the methods in ``--entropy-for``. ``--quick`` runs 6 prompts at 1x and 2x with presets only, in a few
+minutes on a CPU. Writes ``<name>.json`` (every video's row too), ``<name>.md`` and ``<name>.png``.
+
+  fastdit bench toy --quick
+  fastdit bench toy --model samples/tiny-wan --scales 1 2 4
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..pipelines.toyworld import ATTRIBUTES as OBJECT_ATTRIBUTES
+from .report import markdown_table, write_report
+
+# two settings per method besides its preset, one sparser and one denser where the knobs allow
+ALTERNATES: dict[str, list[dict[str, Any]]] = {
+    "radial": [{"decay_factor": 0.2, "sink": False}, {"decay_factor": 1.0}],
+    "grat": [{"mode": "surround", "radius": (1, 1, 1)}, {"mode": "surround", "radius": (1, 2, 2)}],
+    "pyramid": [{"thresholds": (0.2, 0.3, 0.4, 0.6)}, {"thresholds": (0.6, 0.7, 0.8, 0.9)}],
+    "vmoba": [{"threshold": 0.1}, {"threshold": 0.5}],
+}
+QUICK_PROMPTS = 6
+ATTRIBUTES = (*OBJECT_ATTRIBUTES, "all")
+CONSISTENCY = ("present", "area_cv", "colour_drift")
+TARGETS = {"colour": 0.9, "motion": 0.8}  # dense at the training size (issue: a model worth judging methods on)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way to run the model: ``method`` None is the stock attention (the PSNR reference)."""
+
+    method: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+    entropy: bool = False
+
+    @property
+    def setting(self) -> str:
+        """``preset``, ``alternate`` (other knobs) or ``entropy`` (preset with entropy scaling)."""
+        return "entropy" if self.entropy else "alternate" if self.options else "preset"
+
+    @property
+    def label(self) -> str:
+        name = self.method or "dense (stock)"
+        knobs = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return name + (f" ({knobs})" if knobs else "") + (" +entropy" if self.entropy else "")
+
+    def sparse(self, preset: str | None) -> dict[str, Any] | None:
+        """``fastdit.apply`` arguments (``None`` for the stock attention)."""
+        if self.method is None:
+            return None
+        return {"method": self.method, "preset": preset, "entropy_scaling": self.entropy, **self.options}
+
+
+def configs(methods: list[str], scale: int, alternates: bool, entropy_for: list[str]) -> list[Config]:
+    """The stock dense first, then every method at its preset (and alternates), then the entropy variants
+    (only beyond the training length, where the scaling factor differs from 1)."""
+    out = [Config(None)]
+    for method in methods:
+        out.append(Config(method))
+        out += [Config(method, options) for options in ALTERNATES.get(method, []) if alternates]
+    if scale > 1:
+        out += [Config(method, entropy=True) for method in entropy_for]
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..methods import available_methods
+
+    sparse = [m for m in available_methods() if m != "dense"]
+    parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
+    parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
+    parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
+                        help=f"default: all ({', '.join(sparse)})")
+    parser.add_argument("--prompts", type=int, help="use the first N held-out prompts, spread over the set "
+                                                    f"(default: all; --quick: {QUICK_PROMPTS})")
+    parser.add_argument("--scales", type=int, nargs="+", help="frame multiples of the training length "
+                                                              "(default: 1 2 4; --quick: 1 2)")
+    parser.add_argument("--alternates", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run each method at two other settings (default: on; --quick: off)")
+    parser.add_argument("--entropy-for", nargs="*", default=["dense", "radial"], metavar="METHOD",
+                        help="methods also run with entropy scaling beyond 1x (default: dense radial)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_PROMPTS} prompts, scales 1 2, presets only")
+    parser.add_argument("--name", help="report file name without extension (default: toy, or toy_quick)")
+
+
+def _prompts(count: int | None) -> list[str]:
+    """``count`` held-out prompts spread evenly over the set (it is ordered by combination)."""
+    from ..pipelines.toyworld import HELD_OUT_PROMPTS
+
+    if count is None or count >= len(HELD_OUT_PROMPTS):
+        return list(HELD_OUT_PROMPTS)
+    return [HELD_OUT_PROMPTS[i] for i in np.linspace(0, len(HELD_OUT_PROMPTS) - 1, count).round().astype(int)]
+
+
+def _check(args: argparse.Namespace) -> None:
+    from ..cli import CLIError
+    from ..cli.common import check_method
+    from ..methods import available_methods
+
+    if args.prompts is not None and args.prompts < 1:
+        raise CLIError(f"--prompts must be >= 1, got {args.prompts}")
+    if any(s < 1 for s in args.scales):
+        raise CLIError(f"--scales must be >= 1, got {args.scales}")
+    unknown = [m for m in args.entropy_for if m not in available_methods()]
+    if unknown:
+        raise CLIError(f"--entropy-for: unknown method(s) {', '.join(unknown)}")
+    for method in args.methods:
+        for options in ALTERNATES.get(method, []) if args.alternates else []:
+            check_method(method, options)
+
+
+def _video_row(prompt: str, kind: str, scale: int, config: Config, run: Any, dense: Any) -> dict[str, Any]:
+    from ..metrics import psnr, ssim
+    from ..pipelines.toyworld import parse_prompt
+    from ..pipelines.toyworld.score import score_video
+
+    same = run is dense
+    return {"prompt": prompt, "kind": kind, "scale": scale, "frames": int(run.frames.shape[0]),
+            "config": config.label, "method": config.method or "dense", "setting": config.setting,
+            **score_video(parse_prompt(prompt), run.frames),
+            "psnr_db": None if same else psnr(dense.frames, run.frames),
+            "ssim": 1.0 if same else ssim(dense.frames, run.frames),
+            "density": run.stats.mean_density() if run.stats else 1.0, "total_s": run.total_s}
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def pooled_psnr(values: list[float | None]) -> float | None:
+    """PSNR of all videos together (from their mean squared error): ``inf`` only when all are identical, and
+    one very different video weighs as its error says, not as its dB."""
+    errors = [10 ** (-v / 10) for v in values if v is not None]
+    if not errors:
+        return None
+    mean = float(np.mean(errors))
+    return float("inf") if mean == 0 else -10 * float(np.log10(mean))
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scale, configuration): shares of videos per attribute and means of everything else."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["scale"], row["config"])].append(row)
+    dense_time = {scale: _mean([r["total_s"] for r in group]) for (scale, label), group in groups.items()
+                  if label == Config(None).label}
+    out = []
+    for (scale, label), group in groups.items():
+        first = group[0]
+        summary: dict[str, Any] = {"scale": scale, "frames": first["frames"], "config": label,
+                                   "method": first["method"], "setting": first["setting"], "videos": len(group)}
+        summary.update({a: _mean([r[a] for r in group]) for a in ATTRIBUTES})
+        summary["psnr_db"] = pooled_psnr([r["psnr_db"] if r["psnr_db"] is not None else float("inf")
+                                          for r in group]) if label != Config(None).label else None
+        summary.update({k: _mean([r[k] for r in group]) for k in ("ssim", *CONSISTENCY, "density", "total_s")})
+        summary["speedup"] = dense_time[scale] / summary["total_s"] if summary["total_s"] else None
+        out.append(summary)
+    return out
+
+
+def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The targets, as sentences with the measured numbers."""
+    dense_label = Config(None).label
+    by = {(s["scale"], s["config"]): s for s in summary}
+    lines = []
+    base = by.get((1, dense_label))
+    if base:
+        verdicts = [f"{a} {base[a]:.0%} (target {t:.0%}: {'met' if base[a] >= t else 'not met'})"
+                    for a, t in TARGETS.items()]
+        lines.append("Dense at the training length: " + ", ".join(verdicts) + ".")
+        for kind in ("unseen", "seen"):
+            picked = [r for r in rows if r["scale"] == 1 and r["config"] == dense_label and r["kind"] == kind]
+            if picked:
+                lines.append(f"Dense, {kind} combinations ({len(picked)} prompts): " + ", ".join(
+                    f"{a} {_mean([r[a] for r in picked]):.0%}" for a in ATTRIBUTES) + ".")
+        for s in summary:
+            if s["scale"] == 1 and s["method"] != "dense" and s["setting"] == "preset":
+                gap = max(abs(s[a] - base[a]) for a in ("colour", "shape", "motion"))
+                lines.append(f"{s['config']} at its preset: largest adherence gap to dense {gap * 100:.0f} points "
+                             f"({'within' if gap <= 0.05 else 'beyond'} 5), PSNR {s['psnr_db']:.1f} dB, "
+                             f"density {s['density']:.2f}.")
+        for scale in sorted({s["scale"] for s in summary} - {1}):
+            drops = {label: base["all"] - s["all"] for (sc, label), s in by.items()
+                     if sc == scale and s["setting"] != "alternate"}
+            ranked = ", ".join(f"{label} {-d * 100:+.0f}" for label, d in sorted(drops.items(), key=lambda x: x[1]))
+            lines.append(f"At {scale}x frames, change in all-attribute adherence vs dense at 1x (points): {ranked}.")
+    return lines
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    """All-attribute adherence against video length, one line per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label in dict.fromkeys(s["config"] for s in summary):
+        chosen = [s for s in summary if s["config"] == label]
+        points = sorted((s["frames"], s["all"]) for s in chosen)
+        ax.plot(*zip(*points), ":." if chosen[0]["setting"] == "alternate" else "-o", label=label, markersize=4)
+    ax.set(xlabel="frames", ylabel="share of videos with every attribute right", ylim=(0, 1.02),
+           title="toy-world prompt adherence vs video length")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..cli import CLIError
+    from ..cli.common import command_line
+    from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
+    from ..run import run_pipeline
+
+    args.scales = args.scales or ([1, 2] if args.quick else [1, 2, 4])
+    args.alternates = (not args.quick) if args.alternates is None else args.alternates
+    _check(args)
+    prompts = _prompts(args.prompts or (QUICK_PROMPTS if args.quick else None))
+    try:
+        source = resolve_model(args.model)
+        pipe = load_pipeline(source, "cpu")
+    except ModelError as err:
+        raise CLIError(str(err)) from None
+    pipe.set_progress_bar_config(disable=True)
+    preset = None if args.preset == "none" else args.preset
+    defaults = call_defaults(pipe, source)
+    base = {k: defaults[k] for k in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale",
+                                     "max_sequence_length") if k in defaults}
+    if args.steps is not None:
+        base["num_inference_steps"] = args.steps
+    step = getattr(pipe, "vae_scale_factor_temporal", 4)
+    plan = [(scale, configs(args.methods, scale, args.alternates, args.entropy_for)) for scale in args.scales]
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(prompts) * sum(len(c) for _, c in plan), desc="toy bench", dynamic_ncols=True) as bar:
+        for scale, scale_configs in plan:
+            call = {**base, "num_frames": (base["num_frames"] - 1) // step * scale * step + 1}
+            for prompt in prompts:
+                kind = "unseen" if parse_prompt(prompt).objects[0].triple in HELD_OUT_TRIPLES else "seen"
+                dense = None
+                for config in scale_configs:
+                    bar.set_postfix_str(f"{scale}x {config.label}"[:40])
+                    result = run_pipeline(pipe, {**call, "prompt": prompt}, seed=args.seed, label=config.label,
+                                          sparse=config.sparse(preset))
+                    dense = dense or result
+                    rows.append(_video_row(prompt, kind, scale, config, result, dense))
+                    bar.update()
+    summary = summarise(rows)
+    name = args.name or ("toy_quick" if args.quick else "toy")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(summary, out / f"{name}.png")
+    notes = findings(summary, rows)
+    columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
+    body = (f"Model `{args.model}` (preset `{args.preset}`), {len(prompts)} held-out prompts, seed {args.seed}, "
+            f"{base.get('num_inference_steps')} steps, guidance {base.get('guidance_scale')}, "
+            f"{base['width']}x{base['height']}. Adherence columns are shares of videos (detector vs prompt); "
+            f"PSNR/SSIM vs the stock dense video of the same prompt and length.\n\n"
+            + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
+            + f"\n![adherence vs length]({name}.png)\n")
+    data = {"model": args.model, "preset": args.preset, "seed": args.seed, "call": base, "prompts": prompts,
+            "summary": summary, "findings": notes, "videos": rows}
+    json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
+                                      command_line())
+    print("\n".join(notes))
+    print(f"wrote {json_path}, {md_path} and {out / (name + '.png')}")
+    return 0

@@ -1,0 +1,92 @@
+"""The losses and update steps that train the toy model; the schedule and checkpoints are ``train_sample``'s.
+
+Both objectives are the published ones, at toy scale:
+
+- **VAE**: reconstruction (L1 + MSE on pixels in [-1, 1], decoding a sample of the posterior so the decoder
+  learns to tolerate latent noise) plus a small KL term that keeps the latent close to a unit Gaussian.
+- **Transformer**: rectified flow as Wan is trained: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model
+  predicts ``noise - x_0`` at timestep ``1000 * sigma``, with ``sigma = shift * u / (1 + (shift - 1) * u)``,
+  ``u`` uniform: the distribution of the scheduler's own shifted inference sigmas. ``x_0`` is the VAE latent
+  normalised with ``latents_mean`` and ``latents_std``, the inverse of what ``WanPipeline`` does before decoding.
+  A share of prompts is replaced by the empty prompt (the pipeline's default negative prompt), so
+  classifier-free guidance has an unconditional model to steer from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .toyworld import Clip
+
+__all__ = ["video_tensor", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas", "flow_loss",
+           "ema_update", "encode_prompts"]
+
+
+def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:
+    """``[B, 3, F, H, W]`` float32 in [-1, 1], the range the Wan VAE reads and writes."""
+    frames = np.stack([c.frames for c in clips])  # [B, F, H, W, 3]
+    return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def vae_loss(vae: torch.nn.Module, video: torch.Tensor, kl_weight: float,
+             generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction of a posterior sample plus ``kl_weight`` times the mean KL per latent element."""
+    posterior = vae.encode(video).latent_dist
+    recon = vae.decode(posterior.sample(generator=generator)).sample
+    l1 = (recon - video).abs().mean()
+    mse = (recon - video).pow(2).mean()
+    kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
+    loss = l1 + mse + kl_weight * kl
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def latent_statistics(vae: torch.nn.Module, videos: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of the posterior means of ``videos`` (the VAE's
+    ``latents_mean`` / ``latents_std``, which the pipeline uses to map the transformer's output back)."""
+    latents = torch.cat([vae.encode(v).latent_dist.mean for v in videos])  # [N, C, F, H, W]
+    flat = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()
+    return flat.mean(1).tolist(), flat.std(1).tolist()
+
+
+def normalise_latents(latents: torch.Tensor, vae_config: Any) -> torch.Tensor:
+    """Posterior means -> the transformer's space: ``(z - latents_mean) / latents_std`` per channel."""
+    shape = (1, -1) + (1,) * (latents.ndim - 2)
+    mean = torch.tensor(vae_config.latents_mean, dtype=latents.dtype).view(shape)
+    std = torch.tensor(vae_config.latents_std, dtype=latents.dtype).view(shape)
+    return (latents - mean) / std
+
+
+def shifted_sigmas(count: int, shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise levels distributed like ``FlowMatchEulerDiscreteScheduler(shift=shift)``'s inference sigmas."""
+    u = torch.rand(count, generator=generator)
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor, sigmas: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predicted velocity ``noise - latents`` at noise levels ``sigmas``."""
+    s = sigmas.view(-1, *([1] * (latents.ndim - 1)))
+    noisy = (1 - s) * latents + s * noise
+    prediction = transformer(hidden_states=noisy, timestep=sigmas * 1000, encoder_hidden_states=text,
+                             return_dict=False)[0]
+    return (prediction.float() - (noise - latents)).pow(2).mean()
+
+
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * model``, parameter by parameter."""
+    for a, p in zip(average.parameters(), model.parameters()):
+        a.lerp_(p, 1 - decay)
+
+
+@torch.no_grad()
+def encode_prompts(pipe: Any, prompts: Sequence[str], max_text_tokens: int) -> torch.Tensor:
+    """``[N, max_text_tokens, D]`` text embeddings exactly as ``WanPipeline`` computes them at generation
+    (trimmed to each prompt's length, then zero-padded), so training conditions on what inference feeds."""
+    embeds, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                   max_sequence_length=max_text_tokens, device=torch.device("cpu"))
+    return embeds.float()

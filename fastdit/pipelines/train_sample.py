@@ -1,0 +1,380 @@
+"""Train the bundled model on the toy world: ``python -m fastdit.pipelines.train_sample OUT [--resume]``.
+
+Four phases, each resumable, all reproducible from ``--seed``:
+
+1. ``vae``: the Wan VAE learns to reconstruct short clips (fresh clips every step);
+2. ``cache``: ``latents_mean`` / ``latents_std`` are measured on the trained VAE, then a fixed set of training
+   clips is encoded once (the transformer then never waits for the VAE), with their prompt embeddings;
+3. ``transformer``: flow matching on the cached latents, with an exponential moving average of the weights;
+4. ``export``: the pipeline (EMA weights) is written to ``OUT/model`` with ``save_pretrained``.
+
+What lands in OUT:
+
+  checkpoint.pt   the full training state (weights, optimizer, RNG, step), written every few minutes and at
+                  every phase end; ``--resume`` continues from it exactly (same numbers as an uninterrupted run)
+  log.jsonl       one JSON line per logged step (loss terms, learning rate, seconds), plus evaluations
+  preview/        frames generated at each transformer checkpoint, and what the detector reads in them
+  cache/          the latent cache (rebuilt from the checkpoint if missing; not needed to resume otherwise)
+  model/          the finished ``WanPipeline``
+
+Ctrl-C or SIGTERM stops after the current step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .loading import SETTINGS_FILE
+from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components
+from .toytrain import (ema_update, encode_prompts, flow_loss, latent_statistics, normalise_latents,
+                       shifted_sigmas, vae_loss, video_tensor)
+from .toyworld import Clip, training_clip
+
+__all__ = ["Trainer", "main"]
+
+PHASES = ("vae", "cache", "transformer", "export", "done")
+FORMAT = 1
+_LOG_EVERY = 10
+_PREVIEW_PROMPT = "a red ball bouncing in a white room"
+_VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
+
+
+def _lr(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then a cosine from 1 down to 0.1 at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Trainer:
+    """One training run in ``out``: its state, its phases, and its checkpoints."""
+
+    def __init__(self, out: str | Path, recipe: ToyRecipe, seed: int = 0, checkpoint_minutes: float = 5.0,
+                 progress: bool = True) -> None:
+        self.out, self.recipe, self.seed = Path(out), recipe, seed
+        self.checkpoint_seconds = checkpoint_minutes * 60
+        self.progress = progress
+        self.components = build_components(recipe, seed)
+        self.vae, self.transformer = self.components["vae"], self.components["transformer"]
+        self.ema = copy.deepcopy(self.transformer).requires_grad_(False)
+        self.vae_optimizer = torch.optim.AdamW(self.vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.transformer.parameters(), lr=recipe.lr, weight_decay=0.01)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.phase, self.step, self.elapsed = PHASES[0], 0, 0.0
+        self._stop = False
+        self._cache: dict[str, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------------------------------- state
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.jsonl"
+
+    def state(self) -> dict[str, Any]:
+        """Everything the run depends on; what the VAE or transformer phase no longer needs is left out."""
+        vae_phase, later = self.phase == "vae", PHASES.index(self.phase) >= PHASES.index("transformer")
+        return {
+            "format": FORMAT, "recipe": self.recipe.to_dict(), "seed": self.seed, "phase": self.phase,
+            "step": self.step, "elapsed": self.elapsed, "generator": self.generator.get_state(),
+            "log_bytes": self.log_path.stat().st_size if self.log_path.exists() else 0,
+            "vae": self.vae.state_dict(),
+            "vae_config": {k: self.vae.config[k] for k in ("latents_mean", "latents_std")},
+            "vae_optimizer": self.vae_optimizer.state_dict() if vae_phase else None,
+            "transformer": self.transformer.state_dict() if later else None,
+            "ema": self.ema.state_dict() if later else None,
+            "optimizer": self.optimizer.state_dict() if later else None,
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (a crash mid-write leaves the previous one)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(self.checkpoint_path)
+
+    def load(self) -> None:
+        """Continue from ``checkpoint.pt``; the log is cut back to what the checkpoint had seen."""
+        if not self.checkpoint_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        state = torch.load(self.checkpoint_path, weights_only=True)
+        if state.get("format") != FORMAT:
+            raise ValueError(f"{self.checkpoint_path} has format {state.get('format')}, this code reads {FORMAT}")
+        same = json.dumps(state["recipe"], sort_keys=True) == json.dumps(self.recipe.to_dict(), sort_keys=True)
+        if not same or state["seed"] != self.seed:
+            raise ValueError(f"{self.checkpoint_path} was made with another recipe or seed (seed {state['seed']}); "
+                             f"resume with the same --recipe and --seed, or start a new OUT folder")
+        self.phase, self.step, self.elapsed = state["phase"], state["step"], state["elapsed"]
+        self.generator.set_state(state["generator"])
+        self.vae.load_state_dict(state["vae"])
+        self.vae.register_to_config(**state["vae_config"])
+        for module, key in ((self.vae_optimizer, "vae_optimizer"), (self.transformer, "transformer"),
+                            (self.ema, "ema"), (self.optimizer, "optimizer")):
+            if state[key] is not None:
+                module.load_state_dict(state[key])
+        if self.log_path.exists():
+            with self.log_path.open("r+b") as log:
+                log.truncate(state["log_bytes"])
+
+    # ------------------------------------------------------------------------------------------- run
+    def run(self) -> bool:
+        """Run the remaining phases; False when stopped early (a checkpoint was written)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "recipe.json").write_text(json.dumps({"seed": self.seed, **self.recipe.to_dict()}, indent=2))
+        phases: dict[str, Callable[[], None]] = {"vae": self._train_vae, "cache": self._build_cache,
+                                                 "transformer": self._train_transformer, "export": self._export}
+        while self.phase != "done":
+            phases[self.phase]()
+            if self._stop:
+                self.save()
+                return False
+            self.phase, self.step = PHASES[PHASES.index(self.phase) + 1], 0
+            self.save()
+        return True
+
+    def request_stop(self, *_: Any) -> None:
+        """Finish the current step, checkpoint and return (installed as the SIGTERM/SIGINT handler)."""
+        self._stop = True
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.log_path.open("a") as log:
+            log.write(json.dumps({"phase": self.phase, "step": self.step, **record}) + "\n")
+
+    def _loop(self, total: int, step_fn: Callable[[], dict[str, float]], on_checkpoint: Callable[[], None]) -> None:
+        """Call ``step_fn`` until ``total`` steps are done, logging, checkpointing on the clock, and stopping
+        cleanly when asked."""
+        bar = tqdm(total=total, initial=self.step, desc=self.phase, disable=not self.progress, dynamic_ncols=True)
+        last_save = time.monotonic()
+        with bar:
+            while self.step < total and not self._stop:
+                start = time.monotonic()
+                record = step_fn()
+                self.step += 1
+                self.elapsed += time.monotonic() - start
+                if self.step % _LOG_EVERY == 0 or self.step == total:
+                    self._log({**record, "seconds": round(self.elapsed, 1)})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "lr"}, refresh=False)
+                bar.update()
+                if time.monotonic() - last_save >= self.checkpoint_seconds and self.step < total:
+                    on_checkpoint()
+                    self.save()
+                    last_save = time.monotonic()
+        if not self._stop:
+            on_checkpoint()
+
+    # ------------------------------------------------------------------------------------------- vae
+    def _train_vae(self) -> None:
+        r = self.recipe
+        self.vae.train()
+
+        def step() -> dict[str, float]:
+            clips = [training_clip(self.seed * 10 + _VAE_STREAM, self.step * r.vae_batch + i, r.vae_frames, r.side)
+                     for i in range(r.vae_batch)]
+            lr = r.vae_lr * _lr(self.step, r.vae_steps, 0)
+            for group in self.vae_optimizer.param_groups:
+                group["lr"] = lr
+            loss, parts = vae_loss(self.vae, _object_crops(clips, r.vae_crop, self.generator), r.vae_kl,
+                                   self.generator)
+            self.vae_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            self.vae_optimizer.step()
+            return {"loss": loss.item(), **parts, "lr": lr}
+
+        self._loop(r.vae_steps, step, self._evaluate_vae)
+        self.vae.eval()
+
+    @torch.no_grad()
+    def _evaluate_vae(self) -> None:
+        """PSNR of full-length reconstructions of a few fixed clips, in the log."""
+        from ..metrics import psnr
+
+        self.vae.eval()
+        scores = []
+        for i in range(4):
+            clip = training_clip(self.seed * 10 + _STATS_STREAM, 10_000 + i, self.recipe.frames, self.recipe.side)
+            video = video_tensor([clip])
+            recon = self.vae.decode(self.vae.encode(video).latent_dist.mode()).sample
+            scores.append(psnr(_to_uint8(recon[0]), clip.frames))
+        self._log({"eval": "vae_psnr", "value": round(sum(scores) / len(scores), 2)})
+        self.vae.train(self.phase == "vae")
+
+    # ----------------------------------------------------------------------------------------- cache
+    @property
+    def cache_path(self) -> Path:
+        return self.out / "cache" / "latents.pt"
+
+    def _build_cache(self) -> None:
+        """Measure the latent statistics, then encode ``cache_clips`` clips and their prompts (saved to
+        ``cache/``, keyed by a checksum of the VAE so a stale cache is never used)."""
+        r = self.recipe
+        start = time.monotonic()
+        stream = self.seed * 10 + _STATS_STREAM
+        videos = [video_tensor([training_clip(stream, i, r.frames, r.side)]) for i in range(r.stats_clips)]
+        mean, std = latent_statistics(self.vae, videos)
+        self.vae.register_to_config(latents_mean=mean, latents_std=std)
+        self._log({"eval": "latent_std_raw", "value": [round(s, 3) for s in std]})
+        self._load_cache(build=True)
+        self.elapsed += time.monotonic() - start
+        self._log({"eval": "cache", "clips": r.cache_clips, "seconds": round(self.elapsed, 1)})
+
+    def _vae_checksum(self) -> float:
+        return float(sum(p.double().sum() for p in self.vae.state_dict().values()))
+
+    @torch.no_grad()
+    def _load_cache(self, build: bool = False) -> dict[str, torch.Tensor]:
+        if self._cache is not None:
+            return self._cache
+        if self.cache_path.is_file() and not build:
+            cache = torch.load(self.cache_path, weights_only=True)
+            if cache["checksum"].item() == self._vae_checksum():
+                self._cache = cache
+                return cache
+        r = self.recipe
+        pipe = assemble_pipeline(self.components)
+        stream = self.seed * 10 + _CACHE_STREAM
+        latents, prompts = [], []
+        for i in tqdm(range(r.cache_clips), desc="cache", disable=not self.progress, dynamic_ncols=True):
+            clip = training_clip(stream, i, r.frames, r.side)
+            latents.append(self.vae.encode(video_tensor([clip])).latent_dist.mean)
+            prompts.append(clip.prompt)
+        unique = sorted(set(prompts))
+        embeds = encode_prompts(pipe, unique + [""], r.max_text_tokens)
+        index = {p: i for i, p in enumerate(unique)}
+        cache = {"latents": normalise_latents(torch.cat(latents), self.vae.config).half(),
+                 "text": embeds[:-1], "empty": embeds[-1], "prompt_index": torch.tensor([index[p] for p in prompts]),
+                 "checksum": torch.tensor(self._vae_checksum(), dtype=torch.float64)}
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(cache, self.cache_path)
+        self._cache = cache
+        return cache
+
+    # ----------------------------------------------------------------------------------- transformer
+    def _train_transformer(self) -> None:
+        r = self.recipe
+        cache = self._load_cache()
+        self.transformer.train()
+
+        def step() -> dict[str, float]:
+            g = self.generator
+            pick = torch.randint(len(cache["latents"]), (r.batch,), generator=g)
+            latents = cache["latents"][pick].float()
+            text = cache["text"][cache["prompt_index"][pick]]
+            drop = torch.rand(r.batch, generator=g) < r.text_dropout
+            text = torch.where(drop[:, None, None], cache["empty"], text)
+            sigmas = shifted_sigmas(r.batch, r.shift, g)
+            noise = torch.randn(latents.shape, generator=g)
+            lr = r.lr * _lr(self.step, r.steps, r.warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = flow_loss(self.transformer, latents, text, sigmas, noise)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), 1.0)
+            self.optimizer.step()
+            ema_update(self.ema, self.transformer, min(r.ema, (1 + self.step) / (10 + self.step)))
+            return {"loss": loss.item(), "lr": lr}
+
+        self._loop(r.steps, step, self._preview)
+        self.transformer.eval()
+
+    def pipeline(self) -> Any:
+        """The pipeline as it would be exported now: the trained VAE and the transformer's moving average."""
+        return assemble_pipeline({**self.components, "transformer": self.ema})
+
+    @torch.no_grad()
+    def _preview(self) -> None:
+        """Generate the preview prompt with the averaged weights; save its frames and what the detector sees."""
+        from ..media import to_uint8, write_image
+        from .toyworld import attribute_hits, detect, parse_prompt
+
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        r = self.recipe
+        video = pipe(_PREVIEW_PROMPT, num_frames=r.frames, height=r.side, width=r.side, num_inference_steps=16,
+                     guidance_scale=5.0, max_sequence_length=r.max_text_tokens, output_type="np",
+                     generator=torch.Generator().manual_seed(0)).frames[0]
+        frames = to_uint8(video)
+        write_image(np.concatenate(list(frames), axis=1), self.out / "preview" / f"step{self.step:06d}.png")
+        hits = attribute_hits(parse_prompt(_PREVIEW_PROMPT), detect(frames))
+        self._log({"eval": "preview", "hits": {a: h[0] for a, h in hits.items()}})
+
+    # ---------------------------------------------------------------------------------------- export
+    def _export(self) -> None:
+        from .make_sample import _portable_tokenizer_class
+
+        folder = self.out / "model"
+        self.pipeline().save_pretrained(folder, safe_serialization=True)
+        _portable_tokenizer_class(folder)
+        (folder / SETTINGS_FILE).write_text(json.dumps(self.recipe.settings(), indent=2) + "\n")
+
+
+def _object_crops(clips: list[Clip], size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` x ``size`` windows of each clip that show its first object at a random frame, placed at a random
+    offset, on the latent grid (multiples of 8 pixels, so a crop's latents are those of the full frame).
+
+    Objects cover a few percent of a frame, so random windows would mostly teach the VAE flat background; these
+    put an edge and an object colour in every sample.
+    """
+    video = video_tensor(clips)
+    side = video.shape[-1]
+    if size >= side:
+        return video
+    frames = torch.randint(video.shape[2], (len(clips),), generator=generator).tolist()
+    jitter = (torch.rand(len(clips), 2, generator=generator) - 0.5) * size / 2
+    crops = []
+    for clip, v, f, (jx, jy) in zip(clips, video, frames, jitter.tolist()):
+        cx, cy = clip.tracks[0].centroids[f]
+        x, y = (int(min(max(c + j - size / 2, 0), side - size) // 8 * 8) for c, j in ((cx, jx), (cy, jy)))
+        crops.append(v[..., y:y + size, x:x + size])
+    return torch.stack(crops)
+
+
+def _to_uint8(video: torch.Tensor) -> Any:
+    """``[3, F, H, W]`` in [-1, 1] -> uint8 ``[F, H, W, 3]``."""
+    return ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastdit.pipelines.train_sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="run folder (checkpoint, log, previews, cache, model)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=0, help="weights, data and noise all follow from it")
+    parser.add_argument("--recipe", default="full", choices=list(RECIPES),
+                        help="full: the bundled model; mini: every phase in seconds (smoke test)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    trainer = Trainer(args.out, RECIPES[args.recipe], args.seed, args.checkpoint_minutes)
+    if args.resume:
+        trainer.load()
+    elif trainer.checkpoint_path.exists():
+        parser.error(f"{trainer.checkpoint_path} exists: pass --resume to continue it, or choose another OUT")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, trainer.request_stop)
+    finished = trainer.run()
+    print(f"finished: the model is in {trainer.out / 'model'}" if finished else
+          f"stopped at {trainer.phase} step {trainer.step}; continue with --resume")
+    return 0 if finished else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

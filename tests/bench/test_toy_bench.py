@@ -1,0 +1,51 @@
+"""``fastdit bench toy`` scores every configuration's videos and writes its report (numbers never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastdit.bench.toy import Config, configs, pooled_psnr
+from fastdit.cli import main
+from fastdit.pipelines.toymodel import RECIPES
+from fastdit.pipelines.train_sample import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def mini_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mini")
+    assert Trainer(out, RECIPES["mini"], progress=False).run()
+    return out / "model"
+
+
+def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, tmp_path):
+    code = main(["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "2",
+                 "--scales", "1", "2", "--methods", "grat", "--no-alternates", "--out", str(tmp_path),
+                 "--name", "toy_test"])
+    assert code == 0
+    data = json.loads((tmp_path / "toy_test.json").read_text())
+    labels = {(s["scale"], s["config"]) for s in data["summary"]}
+    assert labels == {(1, "dense (stock)"), (1, "grat"), (2, "dense (stock)"), (2, "grat"),
+                      (2, "dense +entropy"), (2, "radial +entropy")}
+    assert len(data["videos"]) == 2 * len(labels)
+    assert {v["frames"] for v in data["videos"]} == {5, 9}  # the mini model's 5 frames, and twice as long
+    assert all(set(v) >= {"colour", "shape", "motion", "psnr_db", "density", "present"} for v in data["videos"])
+    assert "Dense at the training length" in (tmp_path / "toy_test.md").read_text()
+    assert (tmp_path / "toy_test.png").stat().st_size > 0
+
+
+def test_configurations_and_pooled_psnr():
+    plan = configs(["radial", "grat"], scale=1, alternates=True, entropy_for=["dense", "radial"])
+    assert [c.setting for c in plan].count("alternate") == 4 and not any(c.entropy for c in plan)
+    assert Config(None).sparse("auto") is None
+    assert Config("radial", entropy=True).sparse("auto")["entropy_scaling"] is True
+    assert pooled_psnr([float("inf"), float("inf")]) == float("inf")
+    assert pooled_psnr([20.0, float("inf")]) == pytest.approx(23.01, abs=0.01)
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    assert main(["bench", "toy", "--prompts", "0"]) == 2
+    assert "--prompts must be >= 1" in capsys.readouterr().err

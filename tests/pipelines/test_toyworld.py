@@ -1,0 +1,83 @@
+"""The toy world: reproducible clips whose ground truth is what the frames show, a grammar that reads its own
+prompts, a held-out split training never shows, and a detector that reads rendered clips back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastdit.pipelines.toyworld import (ATTRIBUTES, HELD_OUT_PROMPTS, HELD_OUT_SCENES, HELD_OUT_TRIPLES, COLOURS,
+                                        MOTIONS, SHAPES, attribute_hits, detect, is_held_out, parse_prompt,
+                                        render_scene, training_clip)
+from fastdit.pipelines.toyworld.render import shape_area
+from fastdit.pipelines.toyworld.grammar import SIZES
+from fastdit.pipelines.toyworld.split import sample_training_scene
+
+
+def test_clips_are_reproducible_from_seed_and_index():
+    a, b, other = training_clip(7, 3), training_clip(7, 3), training_clip(7, 4)
+    assert a.prompt == b.prompt and np.array_equal(a.frames, b.frames)
+    assert all(np.array_equal(x.centroids, y.centroids) for x, y in zip(a.tracks, b.tracks))
+    assert not np.array_equal(a.frames, other.frames)
+    assert a.frames.shape == (17, 128, 128, 3) and a.frames.dtype == np.uint8
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_ground_truth_is_what_the_frames_show(index):
+    clip = training_clip(11, index)
+    found = {o.colour: o for o in detect(clip.frames)}
+    for track in clip.tracks:
+        seen = found[track.spec.colour]
+        assert np.abs(seen.centroids - track.centroids).max() < 0.5  # pixels
+        extent = (track.boxes[0, 2] - track.boxes[0, 0]) / 2
+        assert np.allclose(seen.areas, shape_area(track.spec.shape, extent), rtol=0.05)
+        inside = (track.boxes[:, :2] >= 0).all() and (track.boxes[:, 2:] <= 128).all()
+        assert inside, "objects stay inside the frame"
+
+
+def test_prompts_parse_back_to_their_scene():
+    rng = np.random.default_rng(0)
+    for scene in [*HELD_OUT_SCENES, *(sample_training_scene(rng) for _ in range(200))]:
+        assert parse_prompt(scene.prompt) == scene
+    assert parse_prompt("A  Red ball bouncing in a white room").objects[0].colour == "red"
+    with pytest.raises(ValueError, match="not a toy-world prompt"):
+        parse_prompt("a green ball bouncing in a white room")
+
+
+def test_held_out_split():
+    assert len(HELD_OUT_PROMPTS) >= 48 and len(set(HELD_OUT_PROMPTS)) == len(HELD_OUT_PROMPTS)
+    unseen = [s for s in HELD_OUT_SCENES if s.objects[0].triple in HELD_OUT_TRIPLES]
+    assert len(unseen) >= 48
+    for values, index in ((COLOURS, 0), (SHAPES, 1), (MOTIONS, 2)):  # every attribute value stays trainable
+        assert {t[index] for t in HELD_OUT_TRIPLES} == set(values)
+    rng = np.random.default_rng(1)
+    scenes = [sample_training_scene(rng) for _ in range(2000)]
+    assert not any(is_held_out(s) for s in scenes)
+    assert not {s.prompt for s in scenes} & set(HELD_OUT_PROMPTS)
+    assert 0.15 < np.mean([len(s.objects) == 2 for s in scenes]) < 0.35
+
+
+def test_detector_reads_rendered_clips():
+    """At least 98% right per attribute, on training clips (one or two objects) and held-out scenes."""
+    rng = np.random.default_rng(5)
+    clips = [training_clip(21, i) for i in range(30)] + [render_scene(s, rng) for s in HELD_OUT_SCENES[::4]]
+    totals = {a: [] for a in ATTRIBUTES}
+    for clip in clips:
+        for attribute, hits in attribute_hits(clip.scene, detect(clip.frames)).items():
+            totals[attribute] += hits
+    rates = {a: np.mean(h) for a, h in totals.items()}
+    assert all(rate >= 0.98 for rate in rates.values()), rates
+
+
+def test_detector_on_an_empty_or_malformed_video():
+    assert detect(np.full((5, 64, 64, 3), 235, np.uint8)) == []
+    with pytest.raises(ValueError, match="frames, height, width, 3"):
+        detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_sizes_and_longer_clips():
+    scene = parse_prompt("a small cyan triangle moving right on grass")
+    clip = render_scene(scene, np.random.default_rng(0), frames=65, side=128)
+    assert len(clip.frames) == 65 and (clip.tracks[0].boxes[:, 2] <= 128).all()
+    assert detect(clip.frames)[0].motion == "right"
+    assert SIZES["small"][1] < SIZES["medium"][1] < SIZES["big"][1]

@@ -1,0 +1,105 @@
+"""Training the bundled model: the updates learn, a run resumes exactly, and the result loads with diffusers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
+from fastdit.pipelines.toytrain import flow_loss, shifted_sigmas, vae_loss, video_tensor
+from fastdit.pipelines.toyworld import training_clip, vocabulary
+from fastdit.pipelines.train_sample import Trainer, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+MINI = RECIPES["mini"]
+
+
+def test_every_word_of_the_world_is_one_token():
+    tokenizer = build_toy_tokenizer(MINI.max_text_tokens)
+    for word in vocabulary():
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+
+
+def _fit(model, loss_fn, steps=15, lr=3e-3):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    before = loss_fn().item()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn().backward()
+        optimizer.step()
+    return before, loss_fn().item()
+
+
+def test_a_few_vae_steps_lower_the_reconstruction_loss_on_a_fixed_batch():
+    vae = build_components(MINI, seed=0)["vae"]
+    video = video_tensor([training_clip(0, i, MINI.frames, MINI.side) for i in range(2)])
+    before, after = _fit(vae, lambda: vae_loss(vae, video, MINI.vae_kl, torch.Generator().manual_seed(0))[0])
+    assert after < 0.8 * before
+
+
+def test_a_few_transformer_steps_lower_the_flow_matching_loss_on_a_fixed_batch():
+    transformer = build_components(MINI, seed=0)["transformer"]
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(4, *MINI.latent_shape(), generator=g)
+    text = torch.randn(4, MINI.max_text_tokens, MINI.text_dim, generator=g)
+    sigmas, noise = shifted_sigmas(4, MINI.shift, g), torch.randn(latents.shape, generator=g)
+    before, after = _fit(transformer, lambda: flow_loss(transformer, latents, text, sigmas, noise))
+    assert after < 0.8 * before
+
+
+def test_shifted_sigmas_follow_the_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sigmas = shifted_sigmas(200_000, 3.0, torch.Generator().manual_seed(0))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(1000)
+    assert abs(sigmas.median().item() - scheduler.sigmas[:-1].median().item()) < 0.01
+
+
+def _final_weights(trainer):
+    return {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
+    straight = Trainer(tmp_path / "straight", MINI, seed=1, progress=False)
+    assert straight.run()
+
+    stopped = Trainer(tmp_path / "stopped", MINI, seed=1, progress=False)
+    calls = []
+
+    def stop_at_third_step(*_):
+        calls.append(1)
+        if len(calls) == 3:
+            stopped.request_stop()
+
+    stopped.transformer.register_forward_hook(stop_at_third_step)
+    assert not stopped.run()
+    assert (stopped.phase, stopped.step) == ("transformer", 3)
+    resumed = Trainer(tmp_path / "stopped", MINI, seed=1, progress=False)
+    resumed.load()
+    assert resumed.run()
+
+    a, b = _final_weights(straight), _final_weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["phase"] == "transformer" and "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)), "the log has no step twice after resuming"
+
+
+def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
+    from diffusers import WanPipeline
+
+    out = tmp_path / "run"
+    assert main([str(out), "--recipe", "mini", "--seed", "2"]) == 0
+    pipe = WanPipeline.from_pretrained(out / "model")
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe("a red ball bouncing in a white room", num_frames=MINI.frames, height=MINI.side, width=MINI.side,
+                 num_inference_steps=2, max_sequence_length=MINI.max_text_tokens, output_type="np").frames[0]
+    assert video.shape == (MINI.frames, MINI.side, MINI.side, 3)
+    assert pipe.vae.config.latents_std != build_components(MINI, 0)["vae"].config.latents_std  # measured
+    with pytest.raises(SystemExit):
+        main([str(out), "--recipe", "mini"])  # an existing run needs --resume
+    with pytest.raises(ValueError, match="another recipe or seed"):
+        Trainer(out, MINI, seed=3, progress=False).load()
