@@ -94,7 +94,7 @@ def _select(src: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor | None,
     """``src.index_select(1, index)``, into ``buffer`` when one is given (the no-grad fast path)."""
     if buffer is None:
         return torch.index_select(src, 1, index).view(shape)
-    out = buffer[: math.prod(shape)].view(shape[0], index.numel(), -1)
+    out = buffer[: math.prod(shape)].view(src.shape[0], index.numel(), *src.shape[2:])
     return torch.index_select(src, 1, index, out=out).view(shape)
 
 
