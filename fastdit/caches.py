@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["CACHE_KINDS", "CacheSpec", "cache_config", "check_cacheable", "enable_cache", "disable_cache"]
+__all__ = ["CACHE_KINDS", "CacheSpec", "cache_config", "check_cacheable", "enable_cache", "disable_cache", "knob_label"]
 
 
 def _pab(pipe: Any, steps: int) -> dict[str, Any]:
@@ -50,8 +50,13 @@ class CacheSpec:
 
     @property
     def label(self) -> str:
-        knobs = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.kind}({knobs})" if knobs else self.kind
+        return knob_label(self.kind, self.options)
+
+
+def knob_label(name: str, options: dict[str, Any]) -> str:
+    """``name(k=v,...)`` with the knobs sorted, or ``name`` alone: how runs are named in reports."""
+    knobs = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"{name}({knobs})" if knobs else name
 
 
 def cache_config(spec: CacheSpec, pipe: Any = None, steps: int = 1) -> Any:

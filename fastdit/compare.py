@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .bench.report import environment, markdown_table
-from .caches import CacheSpec
+from .caches import CacheSpec, knob_label
 from .media import side_by_side, write_image, write_text, write_video
 from .metrics import psnr, ssim
 from .run import RunResult, run_pipeline
@@ -46,9 +46,7 @@ class MethodSpec:
     @property
     def label(self) -> str:
         """The method and its knobs; fastdit's own dense path is told apart from the stock baseline."""
-        knobs = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        name = "dense (fastdit)" if self.method == BASELINE else self.method
-        return f"{name}({knobs})" if knobs else name
+        return knob_label("dense (fastdit)" if self.method == BASELINE else self.method, self.options)
 
 
 def _json_number(x: float | None) -> float | str | None:
