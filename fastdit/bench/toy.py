@@ -86,10 +86,12 @@ def configs(methods: list[str], scale: int, alternates: bool, entropy_for: list[
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli.common import add_lora_argument
     from ..methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
+    add_lora_argument(parser)
     parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
     parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
                         help=f"default: all ({', '.join(sparse)})")
@@ -248,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = _prompts(args.prompts or (QUICK_PROMPTS if args.quick else None))
     try:
         source = resolve_model(args.model)
-        pipe = load_pipeline(source, "cpu")
+        pipe = load_pipeline(source, "cpu", lora=args.lora)
     except ModelError as err:
         raise CLIError(str(err)) from None
     pipe.set_progress_bar_config(disable=True)
@@ -281,14 +283,16 @@ def run(args: argparse.Namespace) -> int:
     plot(summary, out / f"{name}.png")
     notes = findings(summary, rows)
     columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
-    body = (f"Model `{args.model}` (preset `{args.preset}`), {len(prompts)} held-out prompts, seed {args.seed}, "
+    lora = f" with LoRA `{args.lora}`" if args.lora else ""
+    body = (f"Model `{args.model}`{lora} (preset `{args.preset}`), {len(prompts)} held-out prompts, "
+            f"seed {args.seed}, "
             f"{base.get('num_inference_steps')} steps, guidance {base.get('guidance_scale')}, "
             f"{base['width']}x{base['height']}. Adherence columns are shares of videos (detector vs prompt); "
             f"PSNR/SSIM vs the stock dense video of the same prompt and length.\n\n"
             + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
             + f"\n![adherence vs length]({name}.png)\n")
-    data = {"model": args.model, "preset": args.preset, "seed": args.seed, "call": base, "prompts": prompts,
-            "summary": summary, "findings": notes, "videos": rows}
+    data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
+            "prompts": prompts, "summary": summary, "findings": notes, "videos": rows}
     json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
                                       command_line())
     print("\n".join(notes))

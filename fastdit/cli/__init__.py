@@ -1,4 +1,4 @@
-"""The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``bench``, ``app``.
+"""The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``bench``, ``app``, ``train-lora``.
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` and ``run(args) -> int``. A user
 mistake raises :class:`CLIError`, which prints one line and exits with status 2. Nothing heavy is imported
@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": "the same prompt and seed dense and sparse: speed and quality side by side",
     "bench": "benchmarks: kernels, fidelity, end to end",
     "app": "start the web demo (Gradio)",
+    "train-lora": "fine-tune a LoRA of a toy-world model for longer videos under sparse attention",
 }
 
 
@@ -47,15 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_module_parsers(sub, package: str, table: dict[str, str]):
-    """Yield ``(module, parser)`` for each ``package.NAME`` of ``table`` (name -> help) this install has.
+    """Yield ``(module, parser)`` for each ``package.NAME`` of ``table`` (name -> help) this install has
+    (a command ``a-b`` lives in module ``a_b``).
 
     A module missing from the install is skipped; an import error inside a present module is raised.
     """
     for name, help_text in table.items():
+        module_name = f"{package}.{name.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"{package}.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name == f"{package}.{name}":
+            if err.name == module_name:
                 continue
             raise
         yield module, sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),

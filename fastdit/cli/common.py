@@ -27,8 +27,9 @@ _DTYPES = ("auto", "float32", "float16", "bfloat16")
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and call")
     g.add_argument("--model", default="tiny",
-                   help="'tiny' (the bundled random-weight model, default), a local diffusers folder, or a hub id "
+                   help="'tiny' (the bundled toy-world model, default), a local diffusers folder, or a hub id "
                         "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    add_lora_argument(g)
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative-prompt", default=None)
     g.add_argument("--frames", type=int, help="number of frames (Wan: 4k+1); default: the model's")
@@ -44,6 +45,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-memory-check", action="store_true",
                    help="run sizes whose estimated memory exceeds what the device has free (the RoPE and step "
                         "limits of the model still hold)")
+
+
+def add_lora_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--lora", metavar="PATH", help="LoRA weights to load into the model first (a folder or "
+                                                       "file in diffusers' format, e.g. from `fastdit train-lora`)")
 
 
 def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,7 +220,7 @@ def load_model(args: argparse.Namespace):
     device = resolve_device(args.device)
     try:
         source = resolve_model(args.model)
-        pipe = load_pipeline(source, device, resolve_dtype(args.dtype, device))
+        pipe = load_pipeline(source, device, resolve_dtype(args.dtype, device), lora=args.lora)
     except ModelError as err:
         raise CLIError(str(err)) from None
     return source, pipe, device

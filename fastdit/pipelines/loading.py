@@ -147,8 +147,9 @@ def resolve_model(name: str | None) -> ModelSource:
                      f"(the bundled model), a local diffusers folder, or a hub id (presets: {', '.join(PRESETS)})")
 
 
-def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None) -> Any:
-    """The diffusers pipeline of ``source`` on ``device``; failures become a one-line :class:`ModelError`."""
+def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None, lora: str | None = None) -> Any:
+    """The diffusers pipeline of ``source`` on ``device``, with the LoRA weights at ``lora`` loaded when given;
+    failures become a one-line :class:`ModelError`."""
     from diffusers import DiffusionPipeline
 
     try:
@@ -165,7 +166,21 @@ def load_pipeline(source: ModelSource, device: str = "cpu", dtype: Any = None) -
             f"can't load {source.location!r}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
             f"can't be downloaded ({why}). Download it with `hf download {source.location}` (older hubs: "
             f"`huggingface-cli download {source.location}`), or point HF_HOME at a cache that has it") from None
+    if lora is not None:
+        _load_lora(pipe, lora)
     return pipe.to(device)
+
+
+def _load_lora(pipe: Any, path: str) -> None:
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ModelError(f"--lora: {type(pipe).__name__} does not load LoRA weights")
+    if not Path(path).exists():
+        raise ModelError(f"--lora: {path!r} does not exist")
+    try:
+        with _quiet_loading():
+            pipe.load_lora_weights(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"--lora: can't load {path!r} into {type(pipe).__name__}: {_first_line(err)}") from None
 
 
 @contextlib.contextmanager
