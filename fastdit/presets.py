@@ -178,7 +178,7 @@ PRESETS: dict[str, Preset] = {
                "own token ratio"),
 }
 
-# fastdit's bundled random-weight sample (samples/tiny-wan, `python -m fastdit.pipelines.make_sample`), matched
+# fastdit's bundled toy-world model (samples/tiny-wan, `python -m fastdit.pipelines.train_sample`), matched
 # by its folder name. Its 8-step default gets 2 dense warm-up steps (the published 12 of 50 is about a quarter),
 # and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
 PRESETS["fastdit/tiny-wan"] = Preset(
@@ -188,7 +188,7 @@ PRESETS["fastdit/tiny-wan"] = Preset(
                           source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
                                  "to 8")},
     n_train=5 * 16 * 16, block_size=32,
-    source="fastdit's own sample model (random weights); n_train: its default 17 frames of 128x128")
+    source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
 # Family defaults: the family's flagship preset, with n_train left to the model config where it states the
 # training size (UNet, SD3: ``sample_size``), so e.g. SD 2.x (768 px) gets its own.

@@ -13,10 +13,17 @@ from ..methods import available_methods, get_method
 from ..run import check_seed
 from .session import DemoRequest, DemoSession
 
-EXAMPLES = [
+# the bundled model knows only its toy world's grammar (combinations its training showed); real models anything
+TOY_EXAMPLES = [
     "a red ball bouncing in a white room",
+    "a big blue square moving up on grass",
+    "a yellow triangle bouncing in a dark room",
+    "a small pink ball moving right on grass",
+]
+EXAMPLES = [
     "a cat walking on the grass in the sun",
     "waves crashing on a rocky beach, slow motion",
+    "a red ball bouncing in a white room",
 ]
 
 
@@ -82,13 +89,15 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
 
     with gr.Blocks(title="fastdit: dense vs sparse attention", delete_cache=delete_cache) as demo:
         # the model as the user named it ("tiny", a hub id), not a path on this machine
+        toy = session.source.name == "tiny"
+        examples = TOY_EXAMPLES if toy else EXAMPLES
         gr.Markdown("# fastdit — dense vs sparse attention\nThe same prompt and seed, generated with the model's "
                     "own (dense) attention and with a sparse method. Model: "
-                    f"`{session.source.name}`" + (" — random weights: the output is noise, not video."
-                                                   if session.source.name == "tiny" else ""))
+                    f"`{session.source.name}`" + (" — a tiny model trained on a toy world of coloured shapes: it "
+                                                   "draws prompts like the examples, nothing else." if toy else ""))
         with gr.Row():
             with gr.Column(scale=1):
-                prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2)
+                prompt = gr.Textbox(label="Prompt", value=examples[0], lines=2)
                 negative = gr.Textbox(label="Negative prompt", value="")
                 method = gr.Dropdown(methods, value="radial" if "radial" in methods else methods[0],
                                      label="Method")
@@ -113,7 +122,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                                       value=d.get("width", limits.width[0]), label="Width")
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 run = gr.Button("Generate", variant="primary")
-                gr.Examples(EXAMPLES, inputs=prompt)
+                gr.Examples(examples, inputs=prompt)
             with gr.Column(scale=2):
                 with gr.Row():
                     dense_video = gr.Video(label="Dense (stock attention)", autoplay=True, loop=True)

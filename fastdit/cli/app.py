@@ -25,7 +25,7 @@ CACHE_CLEANUP = (600, 3600)  # (frequency, age)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny",
-                        help="'tiny' (bundled random-weight model), a local diffusers folder, or a hub id")
+                        help="'tiny' (the bundled toy-world model), a local diffusers folder, or a hub id")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")

@@ -1,10 +1,10 @@
 """Generate a video (mp4) or image (png) with sparse attention, and say what it cost.
 
-  fastdit generate --prompt "a red ball"                       # the bundled tiny model, offline, CPU
+  fastdit generate --prompt "a red ball bouncing in a white room"   # the bundled toy model, offline, CPU
   fastdit generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a cat surfing" \\
       --method radial --option decay_factor=0.4 --frames 81 --out cat.mp4 --report cat.json
 
-Without --model it runs the bundled random-weight model (samples/tiny-wan), whose output is noise. Settings
+Without --model it runs the bundled toy-world model (samples/tiny-wan: coloured shapes). Settings
 not given come from the model: call defaults from its folder's fastdit.json or the pipeline, sparse
 defaults from its preset (see `fastdit info`). The summary reports time, time per denoising step, the
 attention density per layer (mean over steps) and peak memory.

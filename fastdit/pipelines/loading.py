@@ -131,8 +131,8 @@ def resolve_model(name: str | None) -> ModelSource:
     if name == TINY:
         folder = sample_dir()
         if not (folder / "model_index.json").is_file():
-            raise ModelError(f"the bundled model is missing from {folder}; recreate it with "
-                             f"`python -m fastdit.pipelines.make_sample {folder}`")
+            raise ModelError(f"the bundled model is missing from {folder}; restore it from the repository "
+                             f"(git checkout -- {folder}) or retrain it (python -m fastdit.pipelines.train_sample)")
         return ModelSource(name, str(folder), True, _read_settings(folder))
     path = Path(name).expanduser()
     if path.is_dir():

@@ -1,14 +1,11 @@
-"""Regenerate the bundled model: ``python -m fastdit.pipelines.make_sample [FOLDER]`` (default samples/tiny-wan).
+"""Install a trained toy-world model as the bundled sample: ``python -m fastdit.pipelines.make_sample RUN [FOLDER]``.
 
-The sample is a text-to-video ``WanPipeline`` with random weights (about 1 M parameters), saved with
-``save_pretrained`` as safetensors with its own tokenizer, so ``fastdit generate`` and ``fastdit compare`` run
-offline on any machine. The recipe is seeded, so the same code writes the same weights.
-
-Its size is chosen for sparse attention to matter on a CPU: at the default 17 frames of 128x128 pixels the
-latent token grid is 5 x 16 x 16 (patch 1x1x1 instead of Wan's 1x2x2, because the VAE decode of a bigger
-video costs far more CPU time than the transformer), and 32-token blocks leave radial and GRAT real sparsity
-(see ``fastdit info``). Its generation defaults live in ``fastdit.json`` in the folder (read by
-``fastdit.pipelines.loading``); its sparse-attention defaults are the ``fastdit/tiny-wan`` preset.
+``RUN`` is a finished ``python -m fastdit.pipelines.train_sample RUN`` folder. Its exported pipeline
+(``RUN/model``) is copied into ``FOLDER`` (default ``samples/tiny-wan``) with the run's recipe and loss log
+under ``training/`` (so the folder says how it was made), and a README written from that log and, when
+present, from the prompt-adherence report of ``fastdit bench toy`` (``bench/results/toy.json``): rerun this
+after the benchmark to refresh its numbers. The folder is replaced through a temporary sibling, so a failure
+leaves the old one whole.
 """
 
 from __future__ import annotations
@@ -21,66 +18,97 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .loading import SETTINGS_FILE, sample_dir
-from .tiny import build_tiny_wan_pipeline
+from .loading import sample_dir
 
-__all__ = ["SAMPLE_MODEL", "SAMPLE_SETTINGS", "build_sample_pipeline", "save_sample"]
+__all__ = ["install_sample", "training_facts"]
 
-# transformer: 4 blocks, 2 heads of 64 (Wan's head dim is 128), patch 1x1x1; VAE and text encoder: the toy ones
-SAMPLE_MODEL: dict[str, Any] = {"seed": 0, "num_layers": 4, "heads": 2, "head_dim": 64, "ffn_dim": 256,
-                                "patch_size": (1, 1, 1), "rope_max_seq_len": 1024}
-SAMPLE_SETTINGS: dict[str, Any] = {
-    "call": {"num_frames": 17, "height": 128, "width": 128, "num_inference_steps": 8, "guidance_scale": 5.0,
-             "max_sequence_length": 64},
-    "fps": 8,
-}
+_REPORT = Path("bench/results/toy.json")
 
 README = """\
-# tiny-wan: fastdit's bundled offline model
+# tiny-wan: fastdit's bundled toy-world model
 
-**Random weights. Its output is noise, not video.** This is not a trained model: it exists so that
-`fastdit generate`, `fastdit compare` and the web demo run offline on any machine, and so that timings,
-densities and PSNR/SSIM between dense and sparse attention can be shown without downloading anything.
+A text-to-video `WanPipeline` **trained by fastdit on a procedural world** of coloured shapes moving over
+simple backgrounds (`fastdit.pipelines.toyworld`), small enough to train and run on a CPU. It exists so that
+`make demo`, `fastdit generate`, `fastdit compare` and the web demo show real (toy) videos offline, and so
+that sparse attention is judged on a model whose attention learned spatio-temporal structure.
 
-- Architecture: diffusers `WanPipeline` (text-to-video) with a `WanTransformer3DModel` of 4 blocks, 2 heads
-  of 64 channels, patch 1x1x1 (Wan2.1 uses 1x2x2), a toy UMT5 text encoder, a toy Wan VAE (4x temporal, 8x
-  spatial compression) and a 256-token BPE tokenizer trained on a few prompts.
-- Loads with `WanPipeline.from_pretrained("samples/tiny-wan")` or `DiffusionPipeline.from_pretrained(...)`;
-  the tokenizer class is written as `PreTrainedTokenizerFast` so transformers 4.x loads it too.
-- Generation defaults (17 frames, 128x128, 8 steps, guidance 5, 8 fps) are in `fastdit.json`; sparse-attention
-  defaults (radial, 32-token blocks, 2 dense warm-up steps) are the `fastdit/tiny-wan` entry of
-  `fastdit/presets.py`, matched by this folder's name.
-- Regenerate it with `python -m fastdit.pipelines.make_sample samples/tiny-wan` (seeded: same weights).
+- **What it draws**: one or two objects over a background, every attribute from a closed set:
+  - shapes: {shapes}; colours: {colours}; sizes: small, medium (no word), big;
+  - motions: {motions};
+  - backgrounds: {backgrounds}.
+  Prompts follow the world's grammar, e.g. "a red ball bouncing in a white room", "a big blue square moving
+  up on grass". Words outside it are unknown tokens to the model: it draws nothing else.
+- **Size**: {frames} frames of {side}x{side} by default, a {grid} latent token grid ({tokens} tokens).
+- **Architecture**: diffusers' `WanTransformer3DModel` ({transformer}), patch 1x1x1; diffusers'
+  `AutoencoderKLWan` (4x temporal, 8x spatial, Wan2.2-style 2x2 pixel patchify and residual blocks); a frozen
+  random 2-layer `UMT5EncoderModel` over a tokenizer of the world's words; `FlowMatchEulerDiscreteScheduler`
+  (shift {shift}).
+- **Training** (`python -m fastdit.pipelines.train_sample RUN --seed {seed}`, then
+  `python -m fastdit.pipelines.make_sample RUN`): the VAE {vae_steps} steps on object crops (reconstruction
+  PSNR {vae_psnr} dB on full clips), then the transformer {steps} steps of flow matching (batch {batch}) on
+  {cache_clips} cached clips, with an EMA of the weights; {hours:.1f} hours of compute on a 2-core CPU. The
+  recipe and the loss log are in `training/`.
+{adherence}- Loads with `WanPipeline.from_pretrained("samples/tiny-wan")`; generation defaults are in `fastdit.json`,
+  sparse-attention defaults in the `fastdit/tiny-wan` preset (`fastdit info`).
+"""
+
+_ADHERENCE = """\
+- **Prompt adherence** (`fastdit bench toy`, {prompts} held-out prompts: colour x shape x motion combinations
+  training never showed, and seen combinations at new sizes and backgrounds; detector-scored, dense
+  attention, seed {seed}): colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}, all
+  four {all:.0%}. See `bench/results/toy.md` for every method and length.
 """
 
 
-def build_sample_pipeline() -> Any:
-    """The bundled model's pipeline, built in memory from :data:`SAMPLE_MODEL`."""
-    return build_tiny_wan_pipeline(**SAMPLE_MODEL)
+def training_facts(run: Path) -> dict[str, Any]:
+    """What the README says about a finished run, read from its ``recipe.json`` and ``log.jsonl``."""
+    recipe = json.loads((run / "recipe.json").read_text())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    seconds = max((r["seconds"] for r in records if "seconds" in r), default=0.0)
+    psnr = [r["value"] for r in records if r.get("eval") == "vae_psnr"]
+    t, vae = recipe["transformer"], recipe["vae"]
+    grid = ((recipe["frames"] - 1) // vae["scale_factor_temporal"] + 1,
+            *[recipe["side"] // vae["scale_factor_spatial"]] * 2)
+    return {**recipe, **_vocabulary(), "grid": " x ".join(map(str, grid)), "tokens": grid[0] * grid[1] * grid[2],
+            "vae_psnr": psnr[-1] if psnr else "n/a", "hours": seconds / 3600,
+            "transformer": f"{t['num_layers']} blocks, {t['num_attention_heads']} heads of "
+                           f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}"}
 
 
-def _portable_tokenizer_class(folder: Path) -> None:
-    """transformers 5 saves the tokenizer as ``TokenizersBackend``, a class transformers 4.x lacks; the
-    ``PreTrainedTokenizerFast`` it wraps loads under both."""
-    index_path, config_path = folder / "model_index.json", folder / "tokenizer" / "tokenizer_config.json"
-    index = json.loads(index_path.read_text())
-    index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
-    index_path.write_text(json.dumps(index, indent=2) + "\n")
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+def _vocabulary() -> dict[str, str]:
+    from .toyworld.grammar import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
+
+    return {"shapes": ", ".join(SHAPES), "colours": ", ".join(COLOURS), "motions": ", ".join(MOTIONS.values()),
+            "backgrounds": ", ".join(BACKGROUNDS.values())}
 
 
-def save_sample(folder: str | Path) -> Path:
-    """Write the sample to ``folder`` (replacing it), via a temporary folder so a failure leaves no half."""
-    folder = Path(folder)
+def _adherence(report: Path) -> str:
+    """The dense, training-length line of the toy benchmark's report, or nothing when it has not run."""
+    if not report.is_file():
+        return ""
+    data = json.loads(report.read_text())
+    dense = next((s for s in data["summary"] if s["scale"] == 1 and s["method"] == "dense"
+                  and s["setting"] == "preset"), None)
+    if dense is None or data.get("lora"):
+        return ""
+    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], **dense)
+
+
+def install_sample(run: str | Path, folder: str | Path, report: str | Path = _REPORT) -> Path:
+    """Copy the finished run ``run`` into ``folder`` (replacing it) with its provenance and README."""
+    run, folder = Path(run), Path(folder)
+    model = run / "model"
+    if not (model / "model_index.json").is_file():
+        raise FileNotFoundError(f"{model} holds no exported pipeline: finish the run first "
+                                f"(python -m fastdit.pipelines.train_sample {run} --resume)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
-        build_sample_pipeline().save_pretrained(tmp, safe_serialization=True)
-        _portable_tokenizer_class(tmp)
-        (tmp / SETTINGS_FILE).write_text(json.dumps(SAMPLE_SETTINGS, indent=2) + "\n")
-        (tmp / "README.md").write_text(README)
+        shutil.copytree(model, tmp, dirs_exist_ok=True)
+        (tmp / "training").mkdir()
+        for name in ("recipe.json", "log.jsonl"):
+            shutil.copy2(run / name, tmp / "training" / name)
+        (tmp / "README.md").write_text(README.format(adherence=_adherence(Path(report)), **training_facts(run)))
         if folder.exists():
             shutil.rmtree(folder)
         tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
@@ -93,8 +121,14 @@ def save_sample(folder: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastdit.pipelines.make_sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", nargs="?", default=str(sample_dir()), help="where to write it")
-    folder = save_sample(parser.parse_args(argv).folder)
+    parser.add_argument("run", help="a finished train_sample run folder (with model/, recipe.json, log.jsonl)")
+    parser.add_argument("folder", nargs="?", default=str(sample_dir()), help="where to install it")
+    parser.add_argument("--report", default=str(_REPORT), help="fastdit bench toy's JSON report, for the README")
+    args = parser.parse_args(argv)
+    try:
+        folder = install_sample(args.run, args.folder, args.report)
+    except FileNotFoundError as err:
+        parser.error(str(err))
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.2f} MiB)")
     return 0

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +32,7 @@ from .toyworld import vocabulary
 
 INFERENCE_STEPS, GUIDANCE, FPS = 8, 5.0, 8  # generation defaults of a trained model (its fastdit.json)
 
-__all__ = ["ToyRecipe", "RECIPES", "build_toy_tokenizer", "build_components", "assemble_pipeline"]
+__all__ = ["ToyRecipe", "RECIPES", "build_toy_tokenizer", "build_components", "assemble_pipeline", "save_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,24 @@ def assemble_pipeline(components: dict[str, Any]):
     from diffusers import WanPipeline
 
     return WanPipeline(**components)
+
+
+def save_pipeline(pipe: Any, folder: str | Path, settings: dict[str, Any]) -> None:
+    """``save_pretrained`` as safetensors, loadable by transformers 4.x and 5, with ``settings`` as the folder's
+    ``fastdit.json``.
+
+    transformers 5 saves the tokenizer as ``TokenizersBackend``, a class transformers 4.x lacks; the
+    ``PreTrainedTokenizerFast`` it wraps loads under both, so the folder names that one.
+    """
+    from .loading import SETTINGS_FILE
+
+    folder = Path(folder)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    index_path, config_path = folder / "model_index.json", folder / "tokenizer" / "tokenizer_config.json"
+    index = json.loads(index_path.read_text())
+    index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")

@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .loading import SETTINGS_FILE
-from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components
+from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
 from .toytrain import (ema_update, encode_prompts, flow_loss, latent_statistics, normalise_latents,
                        shifted_sigmas, vae_loss, video_tensor)
 from .toyworld import Clip, training_clip
@@ -316,12 +315,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- export
     def _export(self) -> None:
-        from .make_sample import _portable_tokenizer_class
-
-        folder = self.out / "model"
-        self.pipeline().save_pretrained(folder, safe_serialization=True)
-        _portable_tokenizer_class(folder)
-        (folder / SETTINGS_FILE).write_text(json.dumps(self.recipe.settings(), indent=2) + "\n")
+        save_pipeline(self.pipeline(), self.out / "model", self.recipe.settings())
 
 
 def _object_crops(clips: list[Clip], size: int, generator: torch.Generator) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
 from fastdit.pipelines.toytrain import flow_loss, shifted_sigmas, vae_loss, video_tensor
 from fastdit.pipelines.toyworld import training_clip, vocabulary
+from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,3 +104,11 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
         main([str(out), "--recipe", "mini"])  # an existing run needs --resume
     with pytest.raises(ValueError, match="another recipe or seed"):
         Trainer(out, MINI, seed=3, progress=False).load()
+
+    sample = install_sample(out, tmp_path / "samples" / "toy", report=tmp_path / "no-report.json")
+    assert WanPipeline.from_pretrained(sample).transformer.config.num_layers == MINI.transformer["num_layers"]
+    assert (sample / "training" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
+    readme = (sample / "README.md").read_text()
+    assert f"{MINI.steps} steps of flow matching" in readme and f"{MINI.frames} frames of {MINI.side}x" in readme
+    with pytest.raises(FileNotFoundError, match="no exported pipeline"):
+        install_sample(tmp_path / "unfinished", tmp_path / "samples" / "other")
