@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from .kernels import available_backends
 from .methods import DEFAULT_BLOCK_SIZE, check_order, get_method, parse_options
 from .order import check_tile
 
-__all__ = ["SparseConfig", "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "PUBLISHED_SCHEDULE", "check_block_size",
+__all__ = ["SparseConfig", "LayerPlan", "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "PUBLISHED_SCHEDULE", "check_block_size",
            "check_dense_steps"]
 
 # Kernel blocks: the Triton and Flex kernels need at least 16 tokens, and a smaller block makes a layout nearly
@@ -43,6 +43,35 @@ def check_dense_steps(value: Any) -> int | float:
 
 
 @dataclass(frozen=True)
+class LayerPlan:
+    """How one self-attention layer runs when it is configured on its own (a calibration's choice).
+
+    ``method`` is a registered method, or ``"dense"`` for a layer that always runs dense. ``heads`` holds the
+    method's validated options per head (one entry: the same for every head); a ``None`` entry is a head that
+    attends every block. All heads of a layer share one method, so they share its token order and one kernel
+    call: heads may differ only in options that keep the order (radial decay, pyramid bands, vmoba threshold,
+    grat radius), and the order is the first sparse head's.
+    """
+
+    method: str
+    heads: tuple[Any, ...] = ()
+
+    @property
+    def dense(self) -> bool:
+        return self.method == "dense" or all(h is None for h in self.heads)
+
+    @classmethod
+    def create(cls, method: str, heads: list[dict[str, Any] | None]) -> "LayerPlan":
+        """Validate ``method`` and each head's options (``None``: a dense head)."""
+        if method == "dense":
+            return cls("dense", ())
+        spec = get_method(method)
+        if not heads:
+            raise ValueError(f"a {method} layer needs the options of at least one head")
+        return cls(spec.name, tuple(None if h is None else parse_options(spec, h) for h in heads))
+
+
+@dataclass(frozen=True)
 class SparseConfig:
     """Everything that decides how self-attention runs once a model is patched.
 
@@ -52,6 +81,11 @@ class SparseConfig:
     multiplies the softmax scale by ``sqrt(log N / log n_train)``; ``n_train`` is the self-attention token
     count at the model's training resolution. ``order`` is the token order layouts are built in (``None``: the
     one the method was published with) and ``tile`` the tile of the ``"tiles"`` order.
+
+    ``layers`` maps ``(denoiser name, layer)`` to a :class:`LayerPlan` that overrides ``method`` and
+    ``options`` there (per-layer and per-head settings, e.g. from ``fastdit.calibrate``); ``grid`` is the
+    ``(t, h, w)`` latent grid those plans were measured on: a call on another grid is refused, or runs with a
+    warning when ``reuse_grid`` is set.
     """
 
     method: str = "radial"
@@ -64,6 +98,13 @@ class SparseConfig:
     block_size: int = DEFAULT_BLOCK_SIZE
     order: str | None = None
     tile: tuple[int, int, int] | None = None
+    layers: Mapping[tuple[str, int], LayerPlan] | None = None
+    grid: tuple[int, int, int] | None = None
+    reuse_grid: bool = False
+
+    def plan(self, model: str, layer: int) -> LayerPlan | None:
+        """The layer's own plan, when ``layers`` gives one."""
+        return None if self.layers is None else self.layers.get((model, layer))
 
     def warmup_steps(self, schedule: int | None) -> int:
         """Dense steps of a call with ``schedule`` denoising steps: a count as given, a share rounded to the
@@ -102,4 +143,7 @@ class SparseConfig:
                                  "order here, which has no tile")
             check_tile(tile, block)
             fields["tile"] = tuple(tile)
+        layers = fields.get("layers")
+        if layers is not None and not all(isinstance(p, LayerPlan) for p in layers.values()):
+            raise TypeError("layers must map (model, layer) to fastdit.config.LayerPlan")
         return cls(method=spec.name, options=options, **fields)

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ._compile import eager_only
-from .config import SparseConfig
+from .config import LayerPlan, SparseConfig
 from .context import RunContext
 from .entropy import entropy_scale_factor
 from .grid import TokenGrid
 from .kernels import attention
 from .layout import BlockLayout
-from .methods import get_method, layout_order, make_layout
+from .methods import Method, get_method, layout_order, make_head_layout, make_layout
 from .order import TokenOrder
 from .stats import LayerRecord
 
-__all__ = ["SparseAttention", "key_padding", "check_backend"]
+__all__ = ["SparseAttention", "AttentionCall", "key_padding", "check_backend"]
 
 # Messages already shown in this process: a model is patched again for every run of the CLI's compare and the
 # app's requests, and Python's own once-per-location filter forgets whenever any code touches the filters.
@@ -57,11 +58,28 @@ def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
     return kept
 
 
+@dataclass(frozen=True)
+class AttentionCall:
+    """What an observer of the engine sees of one self-attention call (``fastdit.calibrate`` measures layouts
+    on it): ``q, k, v [B, H, S, D]`` in the model's token order, and where and when the call happens."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    model: str
+    layer: int
+    step: int
+    grid: TokenGrid | None  # with this call's text tokens
+    scale: float | None
+    attn_mask: torch.Tensor | None
+
+
 class SparseAttention:
     def __init__(self, config: SparseConfig, context: RunContext) -> None:
         self.config = config
         self.context = context
         self.method = get_method(config.method)
+        self.observer: Callable[[AttentionCall], None] | None = None
 
     def scale(self, num_tokens: int, head_dim: int, n_train: int | None = None) -> float | None:
         """Softmax scale for a self-attention over ``num_tokens`` video/image tokens (``None``: ``1/sqrt(D)``).
@@ -106,35 +124,53 @@ class SparseAttention:
         S = q.shape[2]
         call_grid = grid if grid is not None else self.context.grid
         scale = self.scale(S - text_tokens, q.shape[-1], self._n_train(call_grid))
-        reason = self._dense_reason(layer, S, text_tokens, call_grid)
+        if self.observer is not None:
+            full_grid = None if call_grid is None else dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                           text_position=text_position)
+            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), full_grid, scale,
+                                        attn_mask))
+        plan = self.config.plan(model, layer)
+        spec = self.method if plan is None or plan.dense else get_method(plan.method)
+        reason = self._dense_reason(layer, S, text_tokens, call_grid, plan)
         keys = None
         if reason is None and attn_mask is not None:
             keys, reason = self._text_padding(attn_mask, S, text_tokens, text_position)
         if reason is None:
-            cfg = self.config
-            order = layout_order(self.method, dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                                  text_position=text_position),
-                                 cfg.block_size, cfg.options, order=cfg.order, tile=cfg.tile, layer=layer)
-            if self.method.dynamic:
-                qt, kt = order.to_order(q), order.to_order(k)
-                layout = make_layout(self.method, order, cfg.options, q=qt, k=kt, layer=layer)
-            else:
-                layout = make_layout(self.method, order, cfg.options, layer=layer)
+            heads = (self.config.options,) if plan is None else plan.heads
+            order = self._order(spec, heads, layer, dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                        text_position=text_position))
+            qt, kt = (order.to_order(q), order.to_order(k)) if spec.dynamic else (None, None)
+            layout = self._layout(spec, heads, order, qt, kt, layer, per_head=plan is not None)
             density = layout.density()
             if density >= 1.0:
-                reason = self._full_layout(order)
+                reason = self._full_layout(order, spec.name)
         if reason is not None:
             self._record(layer, model, True, 1.0, reason, S)
             self.context.stats.last_grid = call_grid
             if dense is not None:
                 return dense(q, k, v, scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
-        if not self.method.dynamic:
+        if qt is None:
             qt, kt = order.to_order(q), order.to_order(k)
         out = self._sparse(qt, kt, order.to_order(v), order, layout.to(q.device), scale, keys)
-        self._record(layer, model, False, density, self.config.method, S)
+        self._record(layer, model, False, density, spec.name, S)
         self.context.stats.last_layout = layout
         return order.from_order(out)
+
+    def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
+        """The token order of this call: the configured one, shaped by the first sparse head's options."""
+        cfg = self.config
+        options = next(h for h in heads if h is not None)
+        return layout_order(spec, grid, cfg.block_size, options, order=cfg.order, tile=cfg.tile, layer=layer)
+
+    def _layout(self, spec: Method, heads: tuple, order: TokenOrder, q: torch.Tensor | None,
+                k: torch.Tensor | None, layer: int, per_head: bool) -> BlockLayout:
+        """The layout of this call (``q, k`` in ``order``, for dynamic methods): the configured method's, or a
+        layer plan's with one setting per head."""
+        data = {"q": q, "k": k} if spec.dynamic else {}
+        if not per_head:
+            return make_layout(spec, order, heads[0], layer=layer, **data)
+        return make_head_layout(spec, order, heads, layer=layer, **data)
 
     def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
         """Kernel call on tensors in the layout's order; samples with different key padding get their own key
@@ -152,7 +188,7 @@ class SparseAttention:
                                   order=order)
         return out
 
-    def _full_layout(self, order: TokenOrder) -> str:
+    def _full_layout(self, order: TokenOrder, method: str) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
         (radial on a single image: its only frame distance is 0, which it keeps whole)."""
         g, block = order.grid, self.config.block_size
@@ -160,7 +196,7 @@ class SparseAttention:
             self._warn_once(f"grid {g.t}x{g.h}x{g.w} is too small for any sparsity with {block}-token blocks; "
                             "running dense")
             return "grid too small"
-        self._warn_once(f"{self.config.method} keeps every block of grid {g.t}x{g.h}x{g.w} with {block}-token "
+        self._warn_once(f"{method} keeps every block of grid {g.t}x{g.h}x{g.w} with {block}-token "
                         "blocks; running dense")
         return "full layout"
 
@@ -185,15 +221,19 @@ class SparseAttention:
             return n_train
         return max(2, round(n_train * grid.video_tokens / base.video_tokens))
 
-    def _dense_reason(self, layer: int, tokens: int, text_tokens: int, grid: TokenGrid | None) -> str | None:
+    def _dense_reason(self, layer: int, tokens: int, text_tokens: int, grid: TokenGrid | None,
+                      plan: LayerPlan | None = None) -> str | None:
         """Why this call must run dense, or ``None`` when it may run sparse."""
         cfg = self.config
-        if cfg.method == "dense":
+        self._check_grid()
+        if cfg.method == "dense" and plan is None:
             return "method"
         if max(self.context.step, 0) < cfg.warmup_steps(self.context.schedule):  # no timestep yet: step 0
             return "dense_steps"
         if layer < cfg.dense_layers:
             return "dense_layers"
+        if plan is not None and plan.dense:
+            return "dense_plan"
         if grid is None:
             self._warn_once("the latent grid of this model call is unknown; running dense")
             return "no grid"
@@ -202,6 +242,19 @@ class SparseAttention:
                             f"{text_tokens} text tokens has {grid.video_tokens + text_tokens}; running dense")
             return "grid mismatch"
         return None
+
+    def _check_grid(self) -> None:
+        """Per-layer plans hold for the grid they were measured on: refuse another one (``ValueError``), or
+        warn once when the user asked to re-use them (``reuse_grid``)."""
+        expected, grid = self.config.grid, self.context.grid
+        if expected is None or grid is None or (grid.t, grid.h, grid.w) == tuple(expected):
+            return
+        message = (f"the per-layer settings were calibrated on a {'x'.join(map(str, expected))} latent grid, "
+                   f"this call's is {grid.t}x{grid.h}x{grid.w}")
+        if not self.config.reuse_grid:
+            raise ValueError(f"{message}; calibrate for this size, or re-use them anyway with "
+                             "reuse_calibration=True (--reuse-calibration)")
+        self._warn_once(f"{message}; re-using them as asked")
 
     def _warn_once(self, message: str) -> None:
         if message not in _WARNED:

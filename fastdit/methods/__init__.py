@@ -21,7 +21,7 @@ from ..layout import BlockLayout
 from ..order import TokenOrder, make_order
 
 __all__ = ["Method", "register", "get_method", "available_methods", "build_layout", "parse_options",
-           "make_layout", "layout_order", "DEFAULT_BLOCK_SIZE"]
+           "make_layout", "make_head_layout", "layout_order", "DEFAULT_BLOCK_SIZE"]
 
 DEFAULT_BLOCK_SIZE = 128
 
@@ -143,9 +143,61 @@ def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tenso
         return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer)))
 
 
+def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *, q: torch.Tensor | None = None,
+                     k: torch.Tensor | None = None, layer: int = 0) -> BlockLayout:
+    """One layout whose heads follow options of their own (``heads``: validated options per head, ``None`` for
+    a head that attends every block), so a layer with per-head settings is still one kernel call.
+
+    Each distinct setting is evaluated on all heads (a dynamic method decides from all of them exactly as it
+    does for a uniform layer, so a head gets the blocks it would get alone) and each head keeps its own
+    setting's rows. Static layouts come from a cache, like :func:`make_layout`'s.
+    """
+    if len(set(heads)) == 1 and heads[0] is not None:
+        return make_layout(spec, order, heads[0], q=q, k=k, layer=layer)
+    if not spec.dynamic:
+        return _static_head_layout(spec.name, order, tuple(heads))
+    if q is None or k is None:
+        raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k=")
+    if q.shape[1] != len(heads):
+        raise ValueError(f"{len(heads)} per-head settings for a call with {q.shape[1]} heads")
+    with torch.no_grad():
+        return _head_layout(spec, order, heads, q=q, k=k, layer=layer)
+
+
 @functools.lru_cache(maxsize=128)
 def _static_layout(name: str, order: TokenOrder, opts: Any) -> BlockLayout:
-    return _assemble(order, *_as_pair(_REGISTRY[name].video_mask(order, opts)))
+    return _assemble(order, *_as_pair(_static_video_mask(name, order, opts)))
+
+
+@functools.lru_cache(maxsize=128)
+def _static_video_mask(name: str, order: TokenOrder, opts: Any):
+    return _REGISTRY[name].video_mask(order, opts)
+
+
+@functools.lru_cache(maxsize=128)
+def _static_head_layout(name: str, order: TokenOrder, heads: tuple[Any, ...]) -> BlockLayout:
+    return _head_layout(_REGISTRY[name], order, heads)
+
+
+def _head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], **data: Any) -> BlockLayout:
+    """Stack each head's rows from the video mask of its own setting (dense heads keep every block)."""
+    nv = order.video_blocks
+    masks = torch.ones(len(heads), nv, nv, dtype=torch.bool)
+    levels = torch.zeros(len(heads), nv, nv, dtype=torch.int8)
+    pooled = False
+    for options in dict.fromkeys(h for h in heads if h is not None):
+        if spec.dynamic:
+            mask, level = _as_pair(spec.video_mask(order, options, **data))
+        else:
+            mask, level = _as_pair(_static_video_mask(spec.name, order, options))
+        mask = mask.reshape(-1, nv, nv)
+        for h, head_options in enumerate(heads):
+            if head_options == options:
+                masks[h] = mask[h % mask.shape[0]]
+                if level is not None:
+                    levels[h] = level.reshape(-1, nv, nv)[h % level.shape[0]]
+                    pooled = True
+    return _assemble(order, masks, levels if pooled else None)
 
 
 def _as_pair(result) -> tuple[torch.Tensor, torch.Tensor | None]:
