@@ -25,10 +25,12 @@ _EXPORTS = {
     "TokenGrid": "grid", "BlockLayout": "layout", "AttentionStats": "stats",
     "TokenOrder": "order", "RasterOrder": "order", "TileOrder": "order", "GilbertOrder": "order",
     "entropy_scale_factor": "entropy",
+    "calibrate": "calibration", "Calibration": "calibration", "load_calibration": "calibration",
 }
 make_lazy(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .calibration import Calibration, calibrate, load_calibration
     from .entropy import entropy_scale_factor
     from .grid import TokenGrid
     from .kernels import attention, available_backends
@@ -55,5 +57,8 @@ __all__ = [
     "available_methods",
     "available_backends",
     "entropy_scale_factor",
+    "calibrate",
+    "Calibration",
+    "load_calibration",
     "__version__",
 ]

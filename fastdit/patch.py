@@ -7,6 +7,7 @@ again through any of them re-configures the shared model for all.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .presets import resolve_preset
 from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep, unwrap_model
 from .stats import AttentionStats
 
-__all__ = ["apply", "remove", "stats", "is_patched"]
+__all__ = ["apply", "remove", "stats", "is_patched", "denoisers", "patch_config", "set_observer"]
 
 _STATE = "_fastdit_state"
 
@@ -148,6 +149,8 @@ def apply(
     order: str | None = None,
     tile: tuple[int, int, int] | None = None,
     force: bool = False,
+    calibration: Any = None,
+    reuse_calibration: bool = False,
     **method_options: Any,
 ) -> Any:
     """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
@@ -167,8 +170,18 @@ def apply(
     original processors exactly. Every argument is checked before anything is patched, the backend against
     the model's device, dtype and head dim too. The patch belongs to the model: pipelines sharing it (e.g.
     ``from_pipe``) all see it. Returns ``target``.
+
+    ``calibration`` (a ``fastdit.calibrate`` result or the path of its JSON file) sets the method and options
+    per layer and head, the warm-up and the block size instead (``dense_steps`` / ``dense_layers`` given here
+    still win); it must come from this model's architecture, and a call on another latent grid than the one
+    it was measured on is refused unless ``reuse_calibration=True`` (then it warns).
     """
     models = _denoisers(target)
+    if calibration is not None:
+        return _apply_calibration(target, models, calibration, reuse_calibration, method, method_options,
+                                  preset=preset, dense_steps=dense_steps, dense_layers=dense_layers,
+                                  entropy_scaling=entropy_scaling, n_train=n_train, backend=backend,
+                                  block_size=block_size, order=order, tile=tile, force=force)
     _, model, family = models[0]
     found = resolve_preset(preset, family.name, _name_or_path(target, model), getattr(model, "config", None),
                            len(models))
@@ -198,10 +211,53 @@ def apply(
         order=order,
         tile=tile,
     )
+    return _install(target, models, config, force)
+
+
+def _apply_calibration(target: Any, models: list[tuple[str, torch.nn.Module, Family]], calibration: Any,
+                       reuse: bool, method: str | None, method_options: dict[str, Any], *, preset: str | None,
+                       block_size: int | None, order: str | None, tile: Any, **fields: Any) -> Any:
+    """``apply`` with a calibration's per-layer plans (checked against the model before anything changes)."""
+    from .calibration.result import load_calibration
+
+    if method is not None or method_options:
+        raise ValueError("calibration= chooses the method and options of every layer and head; don't pass "
+                         "method= or method options with it")
+    if not isinstance(reuse, bool):
+        raise TypeError("reuse_calibration must be True or False")
+    found = load_calibration(calibration)
+    if order is not None or tile is not None or block_size not in (None, found.block_size):
+        raise ValueError(f"calibration= fixes the block size ({found.block_size}) and the token orders it was "
+                         "measured with; don't pass block_size=, order= or tile= with it")
+    heads = {(name, layer): int(getattr(module, "heads", 0) or 0)
+             for name, model, family in models for layer, module in family.self_attention(model)}
+    found.check_model([(name, model) for name, model, _ in models], heads)
+    force = fields.pop("force")
+    n_train = fields.pop("n_train")
+    if n_train is None:
+        resolved = resolve_preset(preset, models[0][2].name, _name_or_path(target, models[0][1]),
+                                  getattr(models[0][1], "config", None), len(models))
+        n_train = resolved.n_train if resolved is not None else None
+    config = SparseConfig.create(
+        found.main_method, {},
+        dense_steps=fields["dense_steps"] if fields["dense_steps"] is not None else found.dense_share,
+        dense_layers=fields["dense_layers"] if fields["dense_layers"] is not None else 0,
+        entropy_scaling=fields["entropy_scaling"], n_train=n_train, backend=fields["backend"],
+        block_size=found.block_size, layers=found.plans(), grid=tuple(found.grid), reuse_grid=reuse)
+    return _install(target, models, config, force)
+
+
+def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], config: SparseConfig,
+             force: bool) -> Any:
+    """Patch every self-attention module of ``models`` with ``config`` (after the last checks)."""
     _check_processors(models, force)
     probe = _attention_probe(models)
     if probe is not None:
         check_backend(config, *probe)
+        plans = {plan.method: plan for plan in (config.layers or {}).values() if not plan.dense}
+        for plan in plans.values():  # calibrated layers may use other methods than the main one
+            options = next(h for h in plan.heads if h is not None)
+            check_backend(dataclasses.replace(config, method=plan.method, options=options), *probe)
     remove(target)  # re-configure: never wrap our own processors (nor leave a shared model's old patch behind)
 
     context = RunContext()
@@ -277,6 +333,29 @@ def remove(target: Any) -> Any:
             if model.__dict__.get(_STATE) is state:
                 delattr(model, _STATE)
     return target
+
+
+def denoisers(target: Any) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, model)`` of every denoiser ``apply`` patches in ``target`` (names as ``stats`` reports them)."""
+    return [(name, model) for name, model, _ in _denoisers(target)]
+
+
+def patch_config(target: Any) -> SparseConfig:
+    """The configuration ``target`` is patched with (presets and defaults resolved)."""
+    states = _states(target)
+    if not states:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    return states[0].config
+
+
+def set_observer(target: Any, observer: Any) -> None:
+    """Have ``observer(call: fastdit.engine.AttentionCall)`` see every self-attention call of the patched
+    ``target`` before it runs (``None``: stop); ``fastdit.calibrate`` measures layouts this way."""
+    states = _states(target)
+    if not states:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    for state in states:
+        state.engine.observer = observer
 
 
 def stats(target: Any) -> AttentionStats:

@@ -1,0 +1,137 @@
+"""``fastdit.calibrate``: measure a pipeline's attention during dense generations, then choose per target.
+
+The pipeline is patched with fastdit's dense path (the stock attention, bit for bit), an observer measures
+every candidate layout at the chosen steps (see :mod:`.measure`), and the run stops after the last measured
+step and skips the VAE decode, so the cost is at most one dense generation per prompt plus the measuring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..patch import _name_or_path, apply, denoisers, patch_config, remove, set_observer
+from ..run import check_seed
+from .candidates import SEARCHABLE
+from .measure import Measurements
+from .result import Calibration, fingerprint
+from .select import select
+
+__all__ = ["calibrate", "measure", "default_steps", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = ("radial", "pyramid", "vmoba", "grat")
+MEASURED_STEPS = 5  # measured steps of a run by default, spread from the first to the last
+
+
+def default_steps(schedule: int, count: int = MEASURED_STEPS) -> tuple[int, ...]:
+    """``count`` steps spread evenly from the first to the last of a ``schedule``-step run (50 steps:
+    0, 12, 24, 37, 49): the first tells whether early, noisy steps need a dense warm-up; patterns change
+    slowly between steps, so a few stand for the rest."""
+    if schedule <= count:
+        return tuple(range(schedule))
+    return tuple(sorted({math.floor(i * (schedule - 1) / (count - 1) + 0.5) for i in range(count)}))
+
+
+def _schedule(pipe: Any, call: dict[str, Any]) -> int:
+    steps = call.get("num_inference_steps")
+    if steps is None:
+        steps = inspect.signature(pipe.__call__).parameters.get("num_inference_steps")
+        steps = None if steps is None else steps.default
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError("pass call={'num_inference_steps': N}: the pipeline has no default step count")
+    return steps
+
+
+def _check(prompts: Sequence[str], methods: Sequence[str], rows: int) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("calibration needs at least one prompt (a string or a list of strings)")
+    if not methods or any(m not in SEARCHABLE for m in methods):
+        raise ValueError(f"methods must be a non-empty selection of {', '.join(SEARCHABLE)}, got {tuple(methods)!r}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be an int >= 1 (query rows sampled per call), got {rows!r}")
+    return prompts
+
+
+def _stop_after(pipe: Any, last: int):
+    """A ``callback_on_step_end`` that interrupts the run once step ``last`` is done (when the pipeline has
+    diffusers' ``interrupt`` switch), so unmeasured late steps cost nothing."""
+    def callback(pipeline, step, timestep, callback_kwargs):
+        if step >= last and hasattr(pipeline, "_interrupt"):
+            pipeline._interrupt = True
+        return {}
+
+    return callback
+
+
+def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
+            steps: Sequence[int] | None = None, rows: int = 64, block_size: int | None = None,
+            preset: str | None = "auto", seed: int = 0, call: dict[str, Any] | None = None) -> Measurements:
+    """Generate each prompt densely and measure every candidate layout of ``methods`` at ``steps``.
+
+    ``call`` holds the pipeline's other arguments (size, frames, steps, guidance); ``steps`` the 0-based
+    denoising steps to measure (default: :func:`default_steps`); ``rows`` the query rows sampled per
+    self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
+    (``preset=None``: the methods' defaults). Leaves ``pipe`` unpatched.
+    """
+    prompts = _check(prompts, methods, rows)
+    call = dict(call or {})
+    schedule = _schedule(pipe, call)
+    steps = default_steps(schedule) if steps is None else tuple(steps)
+    if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < schedule for s in steps):
+        raise ValueError(f"steps must be step indices in [0, {schedule - 1}], got {steps!r}")
+    seed = check_seed(seed)
+    start = time.perf_counter()
+    remove(pipe)
+    base: dict[str, dict[str, Any]] = {}
+    try:
+        for method in methods:  # the preset's settings of each method: what calibration does not search
+            config = patch_config(apply(pipe, method=method, preset=preset, block_size=block_size))
+            base[method] = {f.name: getattr(config.options, f.name) for f in dataclasses.fields(config.options)}
+            block_size = config.block_size
+        apply(pipe, method="dense", preset=None, block_size=block_size)
+        models = denoisers(pipe)
+        result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed)
+        result.model = _name_or_path(pipe, models[0][1])
+        result.fingerprint = fingerprint(models)
+        result.prompts = tuple(prompts)
+        set_observer(pipe, result)
+        accepts = inspect.signature(pipe.__call__).parameters
+        for prompt in tqdm(prompts, desc="calibrating", unit="prompt", disable=len(prompts) == 1):
+            kwargs = dict(call, prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed))
+            if "output_type" in accepts:
+                kwargs["output_type"] = "latent"
+            if "callback_on_step_end" in accepts:
+                kwargs["callback_on_step_end"] = _stop_after(pipe, max(steps))
+            with torch.no_grad():
+                pipe(**kwargs)
+    finally:
+        remove(pipe)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, metric: str = "rel_l2",
+              methods: Sequence[str] = DEFAULT_METHODS, steps: Sequence[int] | None = None, rows: int = 64,
+              per_head: bool = True, block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
+              call: dict[str, Any] | None = None) -> Calibration:
+    """The sparsest per-layer, per-head settings whose error on sampled query rows stays within ``target``.
+
+    During a dense generation of each prompt (with ``call``'s other pipeline arguments), query rows of every
+    self-attention layer are computed exactly at a few ``steps`` and under each candidate layout of each of
+    ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius).
+    ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention
+    mass a layout leaves out. Per layer the method with the lowest density wins; heads (``per_head``) and
+    layers with no candidate within the target run dense, and the dense warm-up is chosen with them. The
+    result saves as a small JSON file (``.save(path)``) and applies with ``fastdit.apply(pipe,
+    calibration=...)``. Other targets on the same measurements: ``select(measure(...), target)``.
+    """
+    measured = measure(pipe, prompts, methods=methods, steps=steps, rows=rows, block_size=block_size,
+                       preset=preset, seed=seed, call=call)
+    return select(measured, target, metric=metric, per_head=per_head)

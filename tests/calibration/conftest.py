@@ -1,0 +1,42 @@
+"""A tiny Wan pipeline whose one self-attention layer has a local head and a global head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastdit.pipelines.tiny import build_tiny_wan_pipeline
+
+HEAD_DIM = 32
+# 9 frames of 64x64: a 3x8x8 latent grid (patch 1x1x1), 12 blocks of 16 tokens
+CALL = {"num_frames": 9, "height": 64, "width": 64, "num_inference_steps": 3, "guidance_scale": 1.0}
+
+
+def make_local_global(pipe) -> None:
+    """Head 0 attends locally, head 1 uniformly: constant queries and keys, so logits depend only on RoPE's
+    relative position; head 0's are scaled up until attention is a sharp peak around the query's own
+    position, head 1's are zero, so it attends every token alike."""
+    for block in pipe.transformer.blocks:
+        attn = block.attn1
+        with torch.no_grad():
+            for proj, norm in ((attn.to_q, attn.norm_q), (attn.to_k, attn.norm_k)):
+                proj.weight.zero_()
+                proj.bias.fill_(1.0)
+                weight = torch.zeros_like(norm.weight)
+                weight[:HEAD_DIM] = 8.0
+                norm.weight.copy_(weight)
+
+
+@pytest.fixture(scope="module")
+def local_global_pipe():
+    pipe = build_tiny_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    make_local_global(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def random_pipe():
+    pipe = build_tiny_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

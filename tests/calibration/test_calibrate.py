@@ -1,0 +1,197 @@
+"""``fastdit.calibrate`` (issue 15): per-layer and per-head choices, files, targets, and refusals."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import fastdit
+from fastdit.calibration import Calibration, calibrate, load_calibration, measure, select
+from fastdit.calibration.measure import Measurements, MethodMeasure
+from fastdit.grid import TokenGrid
+from fastdit.pipelines.tiny import build_tiny_wan_pipeline
+
+from .conftest import CALL, HEAD_DIM
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPT = "a red ball bouncing in a white room"
+
+
+def _generate(pipe, **call):
+    return pipe(PROMPT, **{**CALL, **call}, output_type="latent", generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def measured(random_pipe) -> Measurements:
+    return measure(random_pipe, PROMPT, call=CALL, block_size=16, preset=None)
+
+
+@pytest.fixture(scope="module")
+def static_calibration(random_pipe) -> Calibration:
+    """Static methods only: their densities don't depend on the data, so a run reproduces them exactly."""
+    return calibrate(random_pipe, PROMPT, target=0.3, methods=("radial", "grat"), call=CALL, block_size=16,
+                     preset=None)
+
+
+def test_local_head_runs_sparse_and_global_head_dense(local_global_pipe):
+    # pyramid is left out: its pooled levels average keys, which is exact for a head that attends uniformly
+    calibration = calibrate(local_global_pipe, PROMPT, target=0.05, methods=("radial", "grat", "vmoba"),
+                            call=CALL, block_size=16, preset=None)
+    assert [c.layer for c in calibration.layers] == [0, 1]
+    for layer in calibration.layers:
+        local, global_ = layer.heads
+        assert local.options is not None and local.density < 0.5 and local.error <= 0.05
+        assert global_.options is None or global_.density > 0.9
+    assert calibration.expected_density < 0.8
+
+
+def test_file_round_trips_and_applying_it_reproduces_the_recorded_densities(random_pipe, static_calibration,
+                                                                           tmp_path):
+    calibration = static_calibration
+    assert any(c.method != "dense" for c in calibration.layers)
+    path = calibration.save(tmp_path / "calibration.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "fastdit-calibration/1" and data["grid"] == [3, 8, 8]
+    assert data["fingerprint"] == calibration.fingerprint and data["target"] == 0.3
+    loaded = load_calibration(path)
+    assert loaded.to_dict() == calibration.to_dict()
+    assert loaded.plans() == calibration.plans()
+
+    fastdit.apply(random_pipe, calibration=path)
+    try:
+        _generate(random_pipe)
+        stats = fastdit.stats(random_pipe)
+    finally:
+        fastdit.remove(random_pipe)
+    chosen = {c.layer: c for c in calibration.layers}
+    for record in stats.records:
+        if record.step < calibration.dense_steps:
+            assert record.dense and record.reason == "dense_steps"
+        elif chosen[record.layer].method == "dense":
+            assert record.dense
+        else:
+            assert not record.dense and record.reason == chosen[record.layer].method
+            assert record.density == pytest.approx(chosen[record.layer].density, abs=1e-9)
+    assert stats.mean_density() == pytest.approx(calibration.expected_density, abs=1e-9)
+
+
+def test_loose_target_is_sparser_than_tight_and_zero_error_is_dense(random_pipe, measured):
+    loose, tight, zero = select(measured, 0.5), select(measured, 0.05), select(measured, 0.0)
+    assert loose.expected_density < tight.expected_density
+    assert zero.expected_density == 1.0 and all(c.method == "dense" for c in zero.layers)
+    assert zero.dense_steps == 0
+    fastdit.apply(random_pipe, calibration=zero)
+    try:
+        _generate(random_pipe)
+        stats = fastdit.stats(random_pipe)
+    finally:
+        fastdit.remove(random_pipe)
+    assert stats.sparse_fraction() == 0 and stats.mean_density() == 1.0
+
+
+def test_mass_metric_bounds_the_attention_mass_left_out(measured):
+    calibration = select(measured, 0.02, metric="mass")
+    for layer in calibration.layers:
+        assert all(h.recall >= 0.98 for h in layer.heads if h.options is not None)
+
+
+def _synthetic(errors: list[float], densities: list[float]) -> Measurements:
+    """One layer, one method with two candidates, three measured steps of a 10-step run: ``errors[c]`` at
+    steps 1 and 2, and every candidate far off the target at step 0."""
+    m = Measurements.create(("radial",), (0, 4, 8), 10, 16, rows=4)
+    m.grid = TokenGrid(3, 8, 8)
+    m.options["radial"] = m.options["radial"][:2]
+    measure_ = MethodMeasure.empty(2, 3, 2)
+    measure_.sq_norm += 1.0
+    measure_.calls += 1
+    measure_.rows += 4
+    measure_.recall += 4.0
+    for c, (error, density) in enumerate(zip(errors, densities)):
+        measure_.sq_error[c, 0] = 0.5**2
+        measure_.sq_error[c, 1:] = error**2
+        measure_.density[c] = density
+    m.layers[("transformer", 0)] = {"radial": measure_}
+    return m
+
+
+def test_warmup_covers_the_early_steps_that_miss_the_target():
+    calibration = select(_synthetic([0.01, 0.2], [0.3, 0.1]), 0.05)
+    assert calibration.dense_steps == 4  # steps 0-3 dense: step 0 misses the target by far
+    (layer,) = calibration.layers
+    assert layer.method == "radial" and all(h.density == pytest.approx(0.3) for h in layer.heads)
+    assert calibration.expected_density == pytest.approx(0.4 + 0.6 * 0.3)
+    # a target the first step meets too needs no warm-up
+    assert select(_synthetic([0.01, 0.2], [0.3, 0.1]), 0.6).dense_steps == 0
+
+
+def test_shared_heads_take_one_setting_every_head_meets():
+    m = _synthetic([0.01, 0.2], [0.3, 0.1])
+    m.layers[("transformer", 0)]["radial"].sq_error[1, 1:, 0] = 0.01**2  # head 0 alone meets it sparser
+    per_head = select(m, 0.05).layers[0].heads
+    assert per_head[0].density == pytest.approx(0.1) and per_head[1].density == pytest.approx(0.3)
+    shared = select(m, 0.05, per_head=False).layers[0].heads
+    assert shared[0].options == shared[1].options and shared[0].density == pytest.approx(0.3)
+
+
+def test_another_grid_is_refused_unless_reuse_is_asked(random_pipe, measured):
+    calibration = select(measured, 0.5)
+    fastdit.apply(random_pipe, calibration=calibration)
+    try:
+        with pytest.raises(ValueError, match=r"calibrated on a 3x8x8 latent grid, this call's is 3x8x12"):
+            _generate(random_pipe, width=96)
+    finally:
+        fastdit.remove(random_pipe)
+    fastdit.apply(random_pipe, calibration=calibration, reuse_calibration=True)
+    try:
+        with pytest.warns(UserWarning, match="re-using them as asked"):
+            _generate(random_pipe, height=96)
+        assert fastdit.stats(random_pipe).sparse_fraction() > 0
+    finally:
+        fastdit.remove(random_pipe)
+
+
+def test_calibration_of_another_architecture_is_refused(measured):
+    other = build_tiny_wan_pipeline(num_layers=3, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    with pytest.raises(ValueError, match="fingerprint"):
+        fastdit.apply(other, calibration=select(measured, 0.5))
+    assert not fastdit.is_patched(other)
+
+
+def test_calibration_excludes_method_and_block_size(random_pipe, measured):
+    calibration = select(measured, 0.5)
+    with pytest.raises(ValueError, match="method"):
+        fastdit.apply(random_pipe, "radial", calibration=calibration)
+    with pytest.raises(ValueError, match="decay_factor|method options"):
+        fastdit.apply(random_pipe, calibration=calibration, decay_factor=0.4)
+    with pytest.raises(ValueError, match="block size"):
+        fastdit.apply(random_pipe, calibration=calibration, block_size=32)
+    assert not fastdit.is_patched(random_pipe)
+
+
+def test_bad_files_are_refused_clearly(tmp_path, measured):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_calibration(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="not a fastdit calibration"):
+        load_calibration(tmp_path / "other.json")
+    data = select(measured, 0.5).to_dict()
+    sparse = next(c for c in data["layers"] if c["method"] != "dense")
+    next(h for h in sparse["heads"] if h["options"])["options"]["colour"] = "red"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown option"):
+        load_calibration(tmp_path / "bad.json")
+
+
+def test_arguments_are_checked_before_generating(random_pipe):
+    with pytest.raises(ValueError, match="methods"):
+        measure(random_pipe, PROMPT, methods=("dense",), call=CALL)
+    with pytest.raises(ValueError, match="steps"):
+        measure(random_pipe, PROMPT, steps=(0, 5), call=CALL)
+    with pytest.raises(ValueError, match="prompt"):
+        measure(random_pipe, [], call=CALL)
+    with pytest.raises(ValueError, match="target"):
+        calibrate(random_pipe, PROMPT, target=-1, call=CALL)
+    assert not fastdit.is_patched(random_pipe)

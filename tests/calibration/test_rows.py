@@ -1,0 +1,85 @@
+"""Sampled-row measurement: the error it reports is the error the kernel makes on those rows."""
+
+from __future__ import annotations
+
+import torch
+
+import fastdit
+from fastdit.calibration.rows import exact_rows, head_density, layout_rows, sample_rows
+from fastdit.methods import get_method, layout_order, make_layout, parse_options
+
+
+def _qkv(grid, heads=2, dim=16):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(1, heads, grid.num_tokens, dim, generator=g) for _ in range(3))
+
+
+def _kernel_error(q, k, v, rows, spec, options, grid, block=16):
+    """Squared output error of ``rows`` from the reference kernel's full sparse output, per head."""
+    order = layout_order(spec, grid, block, options)
+    data = {"q": order.to_order(q), "k": order.to_order(k)} if spec.dynamic else {}
+    layout = make_layout(spec, order, options, **data)
+    out = order.from_order(fastdit.attention(order.to_order(q), order.to_order(k), order.to_order(v), layout,
+                                             backend="torch"))
+    exact = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ v
+    return ((out - exact)[:, :, rows] ** 2).sum((0, 2, 3)), layout, order
+
+
+def test_row_errors_match_the_kernel_for_static_and_pooled_layouts():
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 24, torch.Generator().manual_seed(1))
+    exact = exact_rows(q, k, v, rows, None)
+    for method, options in (("radial", {"decay_factor": 0.05}), ("pyramid", {"thresholds": (0.3, 0.5, 0.7, 0.9)}),
+                            ("grat", {"mode": "surround", "radius": 0})):
+        spec = get_method(method)
+        opts = parse_options(spec, options)
+        expected, layout, order = _kernel_error(q, k, v, rows, spec, opts, grid)
+        if method == "pyramid":
+            assert layout.max_level > 0  # the pooled levels are exercised
+        got = layout_rows(exact, order.to_order(k), order.to_order(v), layout, order)
+        torch.testing.assert_close(got.sq_error.float(), expected, rtol=1e-4, atol=1e-6)
+        assert 0 < float(got.sq_error.sum()) and bool((got.recall / got.rows < 1).all())
+
+
+def test_full_layout_has_no_error_and_full_recall():
+    grid = fastdit.TokenGrid(2, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 16, torch.Generator().manual_seed(0))
+    order = layout_order(get_method("dense"), grid, 16, None)
+    layout = make_layout(get_method("dense"), order, parse_options(get_method("dense"), {}))
+    got = layout_rows(exact_rows(q, k, v, rows, None), order.to_order(k), order.to_order(v), layout, order)
+    assert float(got.sq_error.max()) < 1e-9
+    torch.testing.assert_close(got.recall / got.rows, torch.ones(2))
+
+
+def test_recall_is_the_share_of_mass_on_kept_blocks():
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = torch.arange(grid.num_tokens)  # every row: recall is then the layout's total mass
+    spec = get_method("grat")
+    options = parse_options(spec, {"mode": "surround", "radius": 0})
+    order = layout_order(spec, grid, 16, options)
+    layout = make_layout(spec, order, options)
+    exact = exact_rows(q, k, v, rows, None)
+    got = layout_rows(exact, order.to_order(k), order.to_order(v), layout, order)
+    mask = layout.to_dense_block_mask()[0]
+    block = order.destination // 16
+    keep = mask[block][:, block]  # [S, S] token pairs kept, model order (small grid: fine in a test)
+    expected = (exact.p[0] * keep).sum(-1).sum(-1)
+    torch.testing.assert_close(got.recall.float(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_head_density_averages_to_the_layout_density():
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, _ = _qkv(grid, heads=3)
+    spec = get_method("pyramid")
+    options = parse_options(spec, {})
+    order = layout_order(spec, grid, 16, options)
+    layout = make_layout(spec, order, options, q=order.to_order(q), k=order.to_order(k))
+    per_head = head_density(layout, 3)
+    assert per_head.shape == (3,)
+    assert abs(float(per_head.mean()) - layout.density()) < 1e-6
+    shared = make_layout(get_method("radial"), layout_order(get_method("radial"), grid, 16, None),
+                         parse_options(get_method("radial"), {"decay_factor": 0.05}))
+    assert torch.allclose(head_density(shared, 3), torch.full((3,), shared.density(), dtype=torch.float64))
