@@ -42,11 +42,22 @@ class MethodSpec:
 
     method: str
     options: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None  # a fastdit.Calibration (or its file): per-layer settings instead of the method's
 
     @property
     def label(self) -> str:
         """The method and its knobs; fastdit's own dense path is told apart from the stock baseline."""
+        if isinstance(self.calibration, (str, Path)):
+            return f"calibrated ({Path(self.calibration).name})"
+        if self.calibration is not None:
+            return f"calibrated ({self.calibration.metric} <= {self.calibration.target:g})"
         return knob_label("dense (fastdit)" if self.method == BASELINE else self.method, self.options)
+
+    def apply_arguments(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """``fastdit.apply`` keywords of this run: ``shared`` (preset, warm-up...) plus the method's own."""
+        if self.calibration is not None:
+            return {**shared, "calibration": self.calibration}
+        return {**shared, "method": self.method, **self.options}
 
 
 def _json_number(x: float | None) -> float | str | None:
@@ -156,7 +167,7 @@ def _configs(methods: Sequence[MethodSpec], sparse: dict[str, Any], cache: Cache
     if cache is not None:
         configs.append((cache.label, {**sparse, "method": "dense"}, cache))
     for spec in methods:
-        config = {**sparse, "method": spec.method, **spec.options}
+        config = spec.apply_arguments(sparse)
         configs.append((spec.label, config, None))
         if cache is not None:
             configs.append((f"{spec.label}+{cache.label}", config, cache))

@@ -18,6 +18,7 @@ COMMANDS = {
     "info": "methods, presets, backends and devices this install can use",
     "generate": "generate a video (or image) with sparse attention",
     "compare": "the same prompt and seed dense and sparse: speed and quality side by side",
+    "calibrate": "tune sparsity per layer and head to a quality target; writes a calibration file",
     "bench": "benchmarks: kernels, fidelity, end to end",
     "app": "start the web demo (Gradio)",
     "train-lora": "fine-tune a LoRA of a toy-world model for longer videos under sparse attention",

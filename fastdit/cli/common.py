@@ -19,18 +19,20 @@ from . import CLIError
 
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
-           "sparse_arguments", "cache_spec", "check_cacheable", "command_line", "format_bytes"]
+           "sparse_arguments", "check_calibration", "cache_spec", "check_cacheable", "command_line", "format_bytes"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: bool = False) -> None:
+    """The model and pipeline-call flags; ``several_prompts``: ``--prompt`` may be repeated (a list)."""
     g = parser.add_argument_group("model and call")
     g.add_argument("--model", default="tiny",
                    help="'tiny' (the bundled toy-world model, default), a local diffusers folder, or a hub id "
                         "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
     add_lora_argument(g)
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", required=True, action="append" if several_prompts else "store",
+                   help="repeat for several prompts" if several_prompts else None)
     g.add_argument("--negative-prompt", default=None)
     g.add_argument("--frames", type=int, help="number of frames (Wan: 4k+1); default: the model's")
     g.add_argument("--height", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
@@ -67,6 +69,11 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", help="kernel backend: auto, torch, flex, triton (see fastdit info)")
     g.add_argument("--entropy-scaling", action="store_true",
                    help="scale the softmax by sqrt(log N / log N_train) for sizes the model wasn't trained at")
+    g.add_argument("--calibration", metavar="PATH",
+                   help="a calibration file from `fastdit calibrate`: method and options per layer and head, "
+                        "warm-up and block size (instead of --method / --option / --block-size)")
+    g.add_argument("--reuse-calibration", action="store_true",
+                   help="run a --calibration on another video size than it was made for (with a warning)")
     g.add_argument("--cache", choices=list(CACHE_KINDS), metavar="KIND",
                    help=f"also run a diffusers step cache ({' | '.join(CACHE_KINDS)}; see fastdit.caches)")
     g.add_argument("--cache-option", action="append", default=[], metavar="KEY=VALUE",
@@ -164,6 +171,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CLIError(f"unknown preset {args.preset!r}; known: auto, none, {', '.join(PRESETS)}")
     if args.backend not in ("auto", *available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(available_backends())}")
+    if args.calibration is not None:
+        check_calibration(args.calibration)
+    elif args.reuse_calibration:
+        raise CLIError("--reuse-calibration needs --calibration PATH")
 
 
 def cache_spec(args: argparse.Namespace):
@@ -265,7 +276,20 @@ def sparse_arguments(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("dense_steps", "dense_layers", "block_size"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
+    if args.calibration is not None:
+        out["calibration"] = args.calibration  # a path keeps run reports JSON (checked by check_arguments)
+        out["reuse_calibration"] = args.reuse_calibration
     return out
+
+
+def check_calibration(path: str):
+    """The ``--calibration`` file, read and checked before any model loads."""
+    from ..calibration import load_calibration
+
+    try:
+        return load_calibration(path)
+    except ValueError as err:
+        raise CLIError(f"--calibration: {err}") from None
 
 
 def command_line() -> str:

@@ -78,10 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if cache is not None:
         check_cacheable(pipe)
     shared = sparse_arguments(args)
+    calibration = shared.pop("calibration", None)
+    reuse = shared.pop("reuse_calibration", False)
     specs = [MethodSpec(m, per_method[m]) for m in args.methods]
+    if calibration is not None:  # the calibrated run joins the methods
+        specs.append(MethodSpec("calibrated", calibration=calibration))
+        shared["reuse_calibration"] = reuse
     for spec in specs:  # every apply() argument is checked before the (long) runs start
         try:
-            remove(apply(pipe, **shared, method=spec.method, **spec.options))
+            remove(apply(pipe, **spec.apply_arguments(shared)))
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from None
 
