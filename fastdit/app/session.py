@@ -24,7 +24,9 @@ from ..pipelines.loading import (call_defaults, check_video_size, load_pipeline,
 from ..run import RunResult, check_seed, run_pipeline
 from ..viz import layout_image
 
-__all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits"]
+__all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits", "CALIBRATED"]
+
+CALIBRATED = "calibrated"  # the method name of the per-layer settings the demo was started with
 
 _CACHE_SIZE = 8
 _KEEP_VIDEOS = 8  # mp4s kept in the page's folder: the player has copied older ones into Gradio's cache
@@ -69,9 +71,12 @@ class DemoSession:
     """A loaded pipeline and the demo's dense-result cache."""
 
     def __init__(self, model: str = "tiny", device: str = "cpu", dtype: Any = None,
-                 max_frames: int = 33, max_size: int = 256, max_steps: int = 30) -> None:
+                 max_frames: int = 33, max_size: int = 256, max_steps: int = 30, calibration: Any = None,
+                 reuse_calibration: bool = False) -> None:
         self.source = resolve_model(model)
         self.pipe = load_pipeline(self.source, device, dtype)
+        self.calibration = None if calibration is None else self._check_calibration(calibration)
+        self.reuse_calibration = reuse_calibration
         self.pipe.set_progress_bar_config(leave=False)
         self.defaults = call_defaults(self.pipe, self.source)
         self.frame_step, self.multiple = video_size_rule(self.pipe)
@@ -84,11 +89,24 @@ class DemoSession:
         self._dense: OrderedDict[tuple, RunResult] = OrderedDict()
 
     # ------------------------------------------------------------------ checks
+    def _check_calibration(self, calibration: Any):
+        """The calibration (a file or object), refused now if it was made for another model."""
+        from ..calibration import load_calibration
+        from ..patch import apply, remove
+
+        found = load_calibration(calibration)
+        remove(apply(self.pipe, calibration=found))
+        return found
+
     def check(self, request: DemoRequest) -> None:
         """Raise ``ValueError`` with a sentence a person can act on when the request is out of bounds."""
         if not request.prompt or not request.prompt.strip():
             raise ValueError("write a prompt first")
-        get_method(request.method)  # unknown method -> ValueError naming the available ones
+        if request.method == CALIBRATED:
+            if self.calibration is None:
+                raise ValueError("this demo was started without a calibration (fastdit app --calibration PATH)")
+        else:
+            get_method(request.method)  # unknown method -> ValueError naming the available ones
         check_seed(request.seed)
         call = self._call(request)
         lo, hi, _ = self.limits.frames
@@ -102,7 +120,8 @@ class DemoSession:
             raise ValueError(f"steps must be between {lo} and {hi}, got {call['num_inference_steps']}")
         check_video_size("this model", call.get("num_frames"), call["height"], call["width"],
                          frame_step=self.frame_step, multiple=self.multiple)
-        parse_options(get_method(request.method), request.options)  # option names and values
+        if request.method != CALIBRATED:
+            parse_options(get_method(request.method), request.options)  # option names and values
 
     def _call(self, request: DemoRequest) -> dict[str, Any]:
         call = {k: v for k, v in self.defaults.items() if k in ("num_frames", "height", "width",
@@ -136,8 +155,13 @@ class DemoSession:
                     self._dense.popitem(last=False)
             self._dense.move_to_end(key)
             notify(request.method)
-            comparison = compare(self.pipe, [MethodSpec(request.method, dict(request.options))], call,
-                                 seed=request.seed, sparse=sparse, warmup=False, baseline=dense)
+            if request.method == CALIBRATED:
+                spec = MethodSpec(CALIBRATED, calibration=self.calibration)
+                sparse["reuse_calibration"] = self.reuse_calibration
+            else:
+                spec = MethodSpec(request.method, dict(request.options))
+            comparison = compare(self.pipe, [spec], call, seed=request.seed, sparse=sparse, warmup=False,
+                                 baseline=dense)
         row = comparison.rows[1]
         sparse_run = comparison.runs[0]
         metrics = {"seed": request.seed, "method": sparse_run.label, "dense_s": dense.total_s,

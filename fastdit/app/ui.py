@@ -11,7 +11,7 @@ from typing import Any
 
 from ..methods import available_methods, get_method
 from ..run import check_seed
-from .session import DemoRequest, DemoSession
+from .session import CALIBRATED, DemoRequest, DemoSession
 
 # the bundled model knows only its toy world's grammar (combinations its training showed); real models anything
 TOY_EXAMPLES = [
@@ -71,6 +71,8 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
     limits = session.limits
     d = session.defaults
     methods = [m for m in available_methods() if m != "dense"]
+    if session.calibration is not None:
+        methods.append(CALIBRATED)
 
     def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius,
                  entropy, frames, height, width, steps, seed, progress=gr.Progress(track_tqdm=True)):

@@ -17,7 +17,7 @@ import tempfile
 from typing import Iterator
 
 from . import CLIError
-from .common import resolve_device
+from .common import check_calibration, resolve_device
 
 # Gradio deletes its cached copies of the page's videos every FREQUENCY seconds once they are AGE seconds old
 CACHE_CLEANUP = (600, 3600)  # (frequency, age)
@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="a calibration file from `fastdit calibrate`: offered as the method 'calibrated'")
+    parser.add_argument("--reuse-calibration", action="store_true",
+                        help="run the calibration on other video sizes than it was made for (with a warning)")
 
 
 def check_address(host: str, port: int) -> None:
@@ -77,13 +81,18 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise CLIError("the web demo needs gradio: pip install 'fastdit[app]'") from None
     check_address(args.host, args.port)
+    if args.calibration is not None:
+        check_calibration(args.calibration)
+    elif args.reuse_calibration:
+        raise CLIError("--reuse-calibration needs --calibration PATH")
     from ..app.session import DemoSession
     from ..app.ui import build_demo
     from ..pipelines.loading import ModelError
 
     with _sigterm_stops_server(), tempfile.TemporaryDirectory(prefix="fastdit-app-") as video_dir:
         try:
-            session = DemoSession(args.model, device=resolve_device(args.device))
+            session = DemoSession(args.model, device=resolve_device(args.device), calibration=args.calibration,
+                                  reuse_calibration=args.reuse_calibration)
         except (ModelError, ValueError) as err:
             raise CLIError(str(err)) from None
         demo = build_demo(session, video_dir, delete_cache=CACHE_CLEANUP)
