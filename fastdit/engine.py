@@ -23,7 +23,7 @@ from .entropy import entropy_scale_factor
 from .grid import TokenGrid
 from .kernels import attention
 from .layout import BlockLayout
-from .methods import Method, get_method, layout_order, make_head_layout, make_layout
+from .methods import HeadSlice, Method, get_method, layout_order, make_head_layout, make_layout
 from .order import TokenOrder
 from .stats import LayerRecord
 
@@ -106,6 +106,8 @@ class SparseAttention:
         attn_mask: torch.Tensor | None = None,
         grid: TokenGrid | None = None,
         dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
+        heads: HeadSlice | None = None,
+        sparse: Callable[..., torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
@@ -115,7 +117,10 @@ class SparseAttention:
         when it differs from the one the pre-hook recorded for the model input (a UNet level); the training
         token count for entropy scaling shrinks by the same ratio. ``dense(q, k, v, scale)`` is the processor's
         own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
-        call runs dense.
+        call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
+        (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
+        ``sparse(q, k, v, order, layout, scale, keys)`` runs the kernel instead of :meth:`_sparse` on tensors in
+        the layout's order (context-parallel ring attention computes its rank's rows chunk by chunk).
 
         Excluded from ``torch.compile`` tracing: the layout choice reads per-call Python state (step, grid) that
         would otherwise become graph guards and recompile the model every denoising step; a compiled model
@@ -135,12 +140,16 @@ class SparseAttention:
         keys = None
         if reason is None and attn_mask is not None:
             keys, reason = self._text_padding(attn_mask, S, text_tokens, text_position)
+        settings = (self.config.options,) if plan is None else plan.heads
+        if plan is not None and heads is not None:
+            settings = settings[heads.start:heads.stop]
+            if reason is None and all(h is None for h in settings):
+                reason = "dense_plan"  # every head of this rank's slice attends every block
         if reason is None:
-            heads = (self.config.options,) if plan is None else plan.heads
-            order = self._order(spec, heads, layer, dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                                        text_position=text_position))
+            order = self._order(spec, settings, layer, dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                           text_position=text_position))
             qt, kt = (order.to_order(q), order.to_order(k)) if spec.dynamic else (None, None)
-            layout = self._layout(spec, heads, order, qt, kt, layer, per_head=plan is not None)
+            layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
             density = layout.density()
             if density >= 1.0:
                 reason = self._full_layout(order, spec.name)
@@ -152,7 +161,7 @@ class SparseAttention:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         if qt is None:
             qt, kt = order.to_order(q), order.to_order(k)
-        out = self._sparse(qt, kt, order.to_order(v), order, layout.to(q.device), scale, keys)
+        out = (sparse or self._sparse)(qt, kt, order.to_order(v), order, layout.to(q.device), scale, keys)
         self._record(layer, model, False, density, spec.name, S)
         self.context.stats.last_layout = layout
         return order.from_order(out)
@@ -164,13 +173,13 @@ class SparseAttention:
         return layout_order(spec, grid, cfg.block_size, options, order=cfg.order, tile=cfg.tile, layer=layer)
 
     def _layout(self, spec: Method, heads: tuple, order: TokenOrder, q: torch.Tensor | None,
-                k: torch.Tensor | None, layer: int, per_head: bool) -> BlockLayout:
+                k: torch.Tensor | None, layer: int, per_head: bool, shard: HeadSlice | None = None) -> BlockLayout:
         """The layout of this call (``q, k`` in ``order``, for dynamic methods): the configured method's, or a
-        layer plan's with one setting per head."""
+        layer plan's with one setting per head (``shard``: the model heads ``q, k`` hold)."""
         data = {"q": q, "k": k} if spec.dynamic else {}
         if not per_head:
-            return make_layout(spec, order, heads[0], layer=layer, **data)
-        return make_head_layout(spec, order, heads, layer=layer, **data)
+            return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
+        return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
 
     def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
         """Kernel call on tensors in the layout's order; samples with different key padding get their own key

@@ -137,6 +137,24 @@ class BlockLayout:
         flat_rows = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         return flat_rows // self.n_q_blocks, flat_rows % self.n_q_blocks
 
+    def block_slice(self, rows: range, cols: range) -> "BlockLayout":
+        """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
+        layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel
+        ring attention runs a rank's query blocks against one key/value chunk at a time with it."""
+        heads, entry_rows = self._entry_rows()
+        keep = ((entry_rows >= rows.start) & (entry_rows < rows.stop)
+                & (self.col_idx >= cols.start) & (self.col_idx < cols.stop))
+        n = len(rows)
+        flat = torch.zeros(self.num_heads * n + 1, dtype=torch.int64)
+        slot = heads[keep] * n + entry_rows[keep] - rows.start
+        torch.cumsum(torch.bincount(slot, minlength=self.num_heads * n), 0, out=flat[1:])
+        row_ptr = flat[torch.arange(self.num_heads).unsqueeze(1) * n + torch.arange(n + 1)]
+        tokens = slice(cols.start * self.block_kv, cols.stop * self.block_kv)
+        return BlockLayout(row_ptr, self.col_idx[keep] - cols.start, self.block_q, self.block_kv,
+                           n * self.block_q, len(cols) * self.block_kv,
+                           level=None if self.level is None else self.level[keep],
+                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens])
+
     def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""
         counts = self.row_counts()

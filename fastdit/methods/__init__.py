@@ -21,9 +21,21 @@ from ..layout import BlockLayout
 from ..order import TokenOrder, make_order
 
 __all__ = ["Method", "register", "get_method", "available_methods", "build_layout", "parse_options",
-           "make_layout", "make_head_layout", "layout_order", "DEFAULT_BLOCK_SIZE"]
+           "make_layout", "make_head_layout", "layout_order", "HeadSlice", "DEFAULT_BLOCK_SIZE"]
 
 DEFAULT_BLOCK_SIZE = 128
+
+
+@dataclass(frozen=True)
+class HeadSlice:
+    """Heads ``start:stop`` of the model's ``total``: the heads a call's ``q, k`` hold when context parallelism
+    (Ulysses) gave this rank a slice of them. A dynamic method that draws per-head randomness (PSA's sampled
+    positions) draws for all ``total`` heads and keeps this slice, so each head gets the blocks it gets in a
+    single process."""
+
+    start: int
+    stop: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -131,29 +143,32 @@ def build_layout(
 
 
 def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tensor | None = None,
-                k: torch.Tensor | None = None, layer: int = 0) -> BlockLayout:
+                k: torch.Tensor | None = None, layer: int = 0, heads: HeadSlice | None = None) -> BlockLayout:
     """Layout of a validated method and options on ``order``; ``q, k`` already in that order (dynamic
-    methods only); static layouts come from a cache."""
+    methods only); static layouts come from a cache. ``heads``: which of the model's heads ``q, k`` hold
+    (``None``: all)."""
     if not spec.dynamic:
         return _static_layout(spec.name, order, options)
     if q is None or k is None:
         raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k= "
                          "([B, H, S, D], the model's token order)")
     with torch.no_grad():  # a layout is a choice, not a function to differentiate (training stays lean)
-        return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer)))
+        return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer,
+                                                          **_head_slice(heads))))
 
 
 def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *, q: torch.Tensor | None = None,
-                     k: torch.Tensor | None = None, layer: int = 0) -> BlockLayout:
+                     k: torch.Tensor | None = None, layer: int = 0, shard: HeadSlice | None = None) -> BlockLayout:
     """One layout whose heads follow options of their own (``heads``: validated options per head, ``None`` for
     a head that attends every block), so a layer with per-head settings is still one kernel call.
 
     Each distinct setting is evaluated on all heads (a dynamic method decides from all of them exactly as it
     does for a uniform layer, so a head gets the blocks it would get alone) and each head keeps its own
-    setting's rows. Static layouts come from a cache, like :func:`make_layout`'s.
+    setting's rows. Static layouts come from a cache, like :func:`make_layout`'s. ``shard``: which of the
+    model's heads ``q, k`` and ``heads`` are (``None``: all).
     """
     if len(set(heads)) == 1 and heads[0] is not None:
-        return make_layout(spec, order, heads[0], q=q, k=k, layer=layer)
+        return make_layout(spec, order, heads[0], q=q, k=k, layer=layer, heads=shard)
     if not spec.dynamic:
         return _static_head_layout(spec.name, order, tuple(heads))
     if q is None or k is None:
@@ -161,7 +176,13 @@ def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *,
     if q.shape[1] != len(heads):
         raise ValueError(f"{len(heads)} per-head settings for a call with {q.shape[1]} heads")
     with torch.no_grad():
-        return _head_layout(spec, order, heads, q=q, k=k, layer=layer)
+        return _head_layout(spec, order, heads, q=q, k=k, layer=layer, **_head_slice(shard))
+
+
+def _head_slice(heads: HeadSlice | None) -> dict[str, Any]:
+    """The ``heads=`` argument of a dynamic method's ``video_mask``, passed only for a slice of the heads (so a
+    method registered without that argument keeps working in a single process)."""
+    return {} if heads is None else {"heads": heads}
 
 
 @functools.lru_cache(maxsize=128)

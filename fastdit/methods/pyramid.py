@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..order import ORDERS, TokenOrder
-from . import Method, register
+from . import HeadSlice, Method, register
 
 KERNEL_TILE = 32  # tokens per pooled kernel tile upstream: bands of coarse levels are whole tiles
 ROW_CHUNK = 2048  # sampled queries scored at a time (bounds memory at ROW_CHUNK × S/4 per head)
@@ -157,14 +157,18 @@ def assign_levels(score: torch.Tensor, options: PyramidOptions, block: int) -> t
 
 
 def pyramid_mask(order: TokenOrder, options: PyramidOptions, *, q: torch.Tensor, k: torch.Tensor,
-                 layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 layer: int = 0, heads: HeadSlice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mask, level)``, both ``[H, n_video_blocks, n_video_blocks]``: which key blocks each query block
-    reads per head, and at which pyramid level (``layer`` is unused: PSA decides from q and k alone)."""
+    reads per head, and at which pyramid level (``layer`` is unused: PSA decides from q and k alone).
+    ``heads``: ``q, k`` hold that slice of the model's heads, whose
+    sampled positions are those drawn for all heads."""
     if (1 << options.levels) > order.block_size:
         raise ValueError(f"pyramid levels={options.levels} pools groups of {1 << options.levels} tokens, more than "
                          f"the {order.block_size}-token kernel block; use levels <= "
                          f"{order.block_size.bit_length() - 1} or a larger block_size")
-    q_pos, k_pos = (p.to(q.device) for p in sample_positions(q.shape[1], order.block_size, options.seed))
+    total, first = (q.shape[1], 0) if heads is None else (heads.total, heads.start)
+    q_pos, k_pos = (p[first:first + q.shape[1]].to(q.device)
+                    for p in sample_positions(total, order.block_size, options.seed))
     score = block_importance(q, k, order, q_pos, k_pos)
     level = assign_levels(score, options, order.block_size).amin(0)  # finest level any batch element gives
     mask = level <= options.levels

@@ -34,7 +34,7 @@ import torch
 
 from ..grid import TokenGrid
 from ..order import ORDERS, ChunkOrder, TokenOrder
-from . import Method, register
+from . import HeadSlice, Method, register
 
 PARTITIONS = ("1d", "2d", "3d")
 
@@ -137,8 +137,10 @@ def _take_until(others: torch.Tensor, remain: torch.Tensor, total: torch.Tensor,
 
 
 def vmoba_mask(order: TokenOrder, options: VmobaOptions, *, q: torch.Tensor, k: torch.Tensor,
-               layer: int = 0) -> torch.Tensor:
-    """``[H, n_video_blocks, n_video_blocks]`` bool: per head, the key blocks each query block attends."""
+               layer: int = 0, heads: HeadSlice | None = None) -> torch.Tensor:
+    """``[H, n_video_blocks, n_video_blocks]`` bool: per head, the key blocks each query block attends
+    (``heads``, a slice of the model's heads under context parallelism, changes nothing: each head decides
+    from its own q and k)."""
     grid = order.grid
     shape = chunk_shape(grid, order.block_size, options, layer)
     chunks = ChunkOrder(grid, order.block_size, shape)
