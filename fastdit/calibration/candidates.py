@@ -13,7 +13,7 @@ from typing import Any
 
 from ..methods import get_method, parse_options
 
-__all__ = ["KNOBS", "SEARCHABLE", "candidates", "knob_value"]
+__all__ = ["KNOBS", "SEARCHABLE", "candidates", "knob_value", "options_dict"]
 
 # radial: the far-frame window grows with the decay (published 0.2 Wan2.1 ... 0.95 HunyuanVideo)
 _DECAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
@@ -51,6 +51,11 @@ def candidates(method: str, base: dict[str, Any] | None = None) -> list[Any]:
         rungs = [{"mode": "surround", "radius": (r, r, r)} for r in _RADII]
     unique = dict.fromkeys(dataclasses.replace(start, **rung) for rung in rungs)
     return list(unique)
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """A method's validated options as ``fastdit.apply`` keywords (every field, defaults included)."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 def knob_value(method: str, options: Any) -> Any:

@@ -7,7 +7,6 @@ step and skips the VAE decode, so the cost is at most one dense generation per p
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import time
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..patch import _name_or_path, apply, denoisers, patch_config, remove, set_observer
 from ..run import check_seed
-from .candidates import SEARCHABLE
+from .candidates import SEARCHABLE, options_dict
 from .measure import Measurements
 from .result import Calibration, fingerprint
 from .select import select
@@ -59,7 +58,7 @@ def _check(prompts: Sequence[str], methods: Sequence[str], rows: int) -> list[st
     return prompts
 
 
-def _stop_after(pipe: Any, last: int):
+def _stop_after(last: int):
     """A ``callback_on_step_end`` that interrupts the run once step ``last`` is done (when the pipeline has
     diffusers' ``interrupt`` switch), so unmeasured late steps cost nothing."""
     def callback(pipeline, step, timestep, callback_kwargs):
@@ -93,7 +92,7 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
     try:
         for method in methods:  # the preset's settings of each method: what calibration does not search
             config = patch_config(apply(pipe, method=method, preset=preset, block_size=block_size))
-            base[method] = {f.name: getattr(config.options, f.name) for f in dataclasses.fields(config.options)}
+            base[method] = options_dict(config.options)
             block_size = config.block_size
         apply(pipe, method="dense", preset=None, block_size=block_size)
         models = denoisers(pipe)
@@ -103,12 +102,12 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
         result.prompts = tuple(prompts)
         set_observer(pipe, result)
         accepts = inspect.signature(pipe.__call__).parameters
-        for prompt in tqdm(prompts, desc="calibrating", unit="prompt", disable=len(prompts) == 1):
+        for prompt in tqdm(prompts, desc="calibration prompts", unit="prompt", disable=len(prompts) == 1):
             kwargs = dict(call, prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed))
             if "output_type" in accepts:
                 kwargs["output_type"] = "latent"
             if "callback_on_step_end" in accepts:
-                kwargs["callback_on_step_end"] = _stop_after(pipe, max(steps))
+                kwargs["callback_on_step_end"] = _stop_after(max(steps))
             with torch.no_grad():
                 pipe(**kwargs)
     finally:

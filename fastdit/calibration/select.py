@@ -11,12 +11,12 @@ the later ones be sparser.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import torch
 
+from .candidates import options_dict
 from .measure import Measurements, MethodMeasure
 from .result import Calibration, HeadChoice, LayerChoice
 
@@ -24,10 +24,6 @@ __all__ = ["select", "METRICS"]
 
 # what the target bounds: the relative L2 error of the sampled output rows, or the attention mass outside
 METRICS = ("rel_l2", "mass")
-
-
-def _options_dict(options: Any) -> dict[str, Any]:
-    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 def _method_choice(key: tuple[str, int], method: str, measure: MethodMeasure, settings: list[Any], used: slice,
@@ -48,7 +44,7 @@ def _method_choice(key: tuple[str, int], method: str, measure: MethodMeasure, se
         pick = int(torch.where(shared, density.mean(1), inf).argmin()) if bool(shared.any()) else None
         picks = [pick] * heads
     choices = tuple(HeadChoice(None) if c is None else
-                    HeadChoice(_options_dict(settings[c]), float(rel_l2[c, h]), float(recall[c, h]),
+                    HeadChoice(options_dict(settings[c]), float(rel_l2[c, h]), float(recall[c, h]),
                                float(density[c, h])) for h, c in enumerate(picks))
     return LayerChoice(key[0], key[1], method, choices)
 

@@ -24,6 +24,16 @@ def _generate(pipe, **call):
     return pipe(PROMPT, **{**CALL, **call}, output_type="latent", generator=torch.Generator().manual_seed(0))
 
 
+def _stats_with(pipe, calibration):
+    """The attention stats of one generation with ``calibration`` applied (the pipe is left unpatched)."""
+    fastdit.apply(pipe, calibration=calibration)
+    try:
+        _generate(pipe)
+        return fastdit.stats(pipe)
+    finally:
+        fastdit.remove(pipe)
+
+
 @pytest.fixture(scope="module")
 def measured(random_pipe) -> Measurements:
     return measure(random_pipe, PROMPT, call=CALL, block_size=16, preset=None)
@@ -60,12 +70,7 @@ def test_file_round_trips_and_applying_it_reproduces_the_recorded_densities(rand
     assert loaded.to_dict() == calibration.to_dict()
     assert loaded.plans() == calibration.plans()
 
-    fastdit.apply(random_pipe, calibration=path)
-    try:
-        _generate(random_pipe)
-        stats = fastdit.stats(random_pipe)
-    finally:
-        fastdit.remove(random_pipe)
+    stats = _stats_with(random_pipe, path)
     chosen = {c.layer: c for c in calibration.layers}
     for record in stats.records:
         if record.step < calibration.dense_steps:
@@ -83,12 +88,7 @@ def test_loose_target_is_sparser_than_tight_and_zero_error_is_dense(random_pipe,
     assert loose.expected_density < tight.expected_density
     assert zero.expected_density == 1.0 and all(c.method == "dense" for c in zero.layers)
     assert zero.dense_steps == 0
-    fastdit.apply(random_pipe, calibration=zero)
-    try:
-        _generate(random_pipe)
-        stats = fastdit.stats(random_pipe)
-    finally:
-        fastdit.remove(random_pipe)
+    stats = _stats_with(random_pipe, zero)
     assert stats.sparse_fraction() == 0 and stats.mean_density() == 1.0
 
 
