@@ -5,6 +5,7 @@
   fastdit bench e2e        transformer step time, dense vs sparse, at a real model's config
   fastdit bench reference  the torch reference backend vs dense SDPA (any device)
   fastdit bench toy        prompt adherence of the bundled toy model, dense vs each method
+  fastdit bench calibrate  calibrated per-layer/per-head sparsity vs uniform settings, PSNR vs density
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SUITES = {
     "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
     "reference": "torch reference backend vs dense SDPA (CPU speed target)",
     "toy": "prompt adherence of the toy-world model, dense vs each method (detector-scored)",
+    "calibrate": "calibrated per-layer/per-head sparsity vs uniform settings: PSNR vs density, calibration cost",
 }
 
 
