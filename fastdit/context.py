@@ -13,6 +13,11 @@ gap.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
+import torch
+
 from .grid import TokenGrid
 from .stats import CACHED, AttentionStats, LayerRecord
 
@@ -27,6 +32,10 @@ class RunContext:
         self._index: dict[tuple[int, str, int], int] = {}  # (step, model, layer) -> position in stats.records
         self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
         self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
+        self._recording = True
+        # A token the traced pre-hook writes and the traced attention reads, so compilers keep them in that
+        # order (see fastdit.processors.ops); its value means nothing.
+        self.clock = torch.zeros((), dtype=torch.int64)
 
     def expect_layer(self, model: str, layer: int) -> None:
         """Register a patched attention module, so a step in which a cache skipped it can be reported."""
@@ -54,8 +63,19 @@ class RunContext:
                 self._last_timestep = timestep
         self._forwards[model] = self._forwards.get(model, 0) + 1
 
+    @contextlib.contextmanager
+    def unrecorded(self) -> Iterator[None]:
+        """Calls made inside are not recorded (a backward pass recomputing an attention it already counted)."""
+        before, self._recording = self._recording, False
+        try:
+            yield
+        finally:
+            self._recording = before
+
     def record(self, record: LayerRecord) -> None:
         """Keep ``record`` as its (step, model, layer)'s, counting the calls (CFG may run a layer twice)."""
+        if not self._recording:
+            return
         key = (record.step, record.model, record.layer)
         position = self._index.get(key)
         if position is None:

@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._compile import eager_only
 from .config import LayerPlan, SparseConfig
 from .context import RunContext
 from .entropy import entropy_scale_factor
@@ -92,7 +91,6 @@ class SparseAttention:
             return None
         return head_dim**-0.5 * entropy_scale_factor(num_tokens, n_train)
 
-    @eager_only
     def __call__(
         self,
         q: torch.Tensor,
@@ -122,9 +120,9 @@ class SparseAttention:
         ``sparse(q, k, v, order, layout, scale, keys)`` runs the kernel instead of :meth:`_sparse` on tensors in
         the layout's order (context-parallel ring attention computes its rank's rows chunk by chunk).
 
-        Excluded from ``torch.compile`` tracing: the layout choice reads per-call Python state (step, grid) that
-        would otherwise become graph guards and recompile the model every denoising step; a compiled model
-        runs around this call, which stays one eager attention (dense SDPA or the sparse kernel).
+        Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
+        turn into graph guards, so a compiled or exported model reaches it through the
+        ``fastdit::self_attention`` operator (``fastdit.processors.ops``).
         """
         S = q.shape[2]
         call_grid = grid if grid is not None else self.context.grid

@@ -10,18 +10,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ._compile import eager_only
 from .config import SparseConfig
 from .context import RunContext
 from .engine import SparseAttention, check_backend
 from .methods import DEFAULT_BLOCK_SIZE
 from .presets import resolve_preset
-from .processors import Family, SparseProcessorMixin, detect_family, families, read_timestep, unwrap_model
+from .processors import (Family, SparseProcessorMixin, detect_family, families, forward_input, install, ops,
+                         read_timestep, unwrap_model)
 from .stats import AttentionStats
 
 __all__ = ["apply", "remove", "stats", "is_patched", "denoisers", "patch_config", "set_observer"]
@@ -36,6 +37,7 @@ class _PatchState:
     engine: SparseAttention
     saved_processors: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
     hooks: list[Any] = field(default_factory=list)
+    observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state (graphs name them)
     scheduler: Any = None
     models: list[torch.nn.Module] = field(default_factory=list)
 
@@ -265,9 +267,13 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     for name, model, family in models:
         for layer, module in family.self_attention(model):
             state.saved_processors.append((module, module.processor))
-            _set_processor(module, family.processor(module.processor, state.engine, layer, name))
+            processor = family.processor(module.processor, state.engine, layer, name)
+            _set_processor(module, processor)
+            install(module, processor)
             context.expect_layer(name, layer)
-        state.hooks.append(model.register_forward_pre_hook(_tracker(family, context, name), with_kwargs=True))
+        observer = _Observer(family, context, name, model)
+        state.observers.append(observer)
+        state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
         state.models.append(model)
         setattr(model, _STATE, state)
     scheduler = getattr(target, "scheduler", None)
@@ -284,15 +290,32 @@ def _set_processor(module: torch.nn.Module, processor: Any) -> None:
         module.processor = processor
 
 
-def _tracker(family: Family, context: RunContext, name: str):
-    """Forward pre-hook: record the latent grid, the denoising step and the call of denoiser ``name``."""
+class _Observer:
+    """The forward pre-hook of one patched denoiser: records the latent grid, the denoising step and the call.
 
-    @eager_only  # per-call Python state; tracing it would recompile a compiled model every step
-    def hook(model, args, kwargs):
-        context.grid = family.grid(model, args, kwargs)
-        context.observe_forward(name, read_timestep(family, model, args, kwargs))
+    Eager, it reads the inputs directly. Traced (``torch.compile`` of the whole model, ``torch.export``), the
+    same bookkeeping runs inside the ``fastdit::observe_forward`` operator, so neither the step counting nor
+    the timestep's value (data-dependent) enters the graph: no graph break, no guard, exportable.
+    """
 
-    return hook
+    def __init__(self, family: Family, context: RunContext, name: str, model: torch.nn.Module) -> None:
+        self.family, self.context, self.name = family, context, name
+        self.model = weakref.ref(model)
+        self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
+        self.handle = ops.new_handle(self)
+
+    def __call__(self, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs = {name: forward_input(model, args, kwargs, name) for name in self.input_names}
+        if torch.compiler.is_compiling():
+            ops.observe_forward(self.context.clock, self.handle, *ops.pack_inputs(inputs))
+        else:
+            self.observe(inputs)
+
+    def observe(self, inputs: dict[str, Any]) -> None:
+        """The bookkeeping itself, on the forward inputs named by ``input_names``."""
+        model = self.model()
+        self.context.grid = self.family.grid(model, (), inputs)
+        self.context.observe_forward(self.name, read_timestep(self.family, model, (), inputs))
 
 
 def _new_run_signal(scheduler: Any, context: RunContext):
@@ -320,10 +343,16 @@ def is_patched(target: Any) -> bool:
 
 def remove(target: Any) -> Any:
     """Restore the original attention processors, hooks and scheduler exactly; for a pipeline, of every
-    patched model it holds, whichever pipeline patched it. A no-op when not patched."""
+    patched model it holds, whichever pipeline patched it. A no-op when not patched.
+
+    Only fastdit's processors are replaced: one the user (or a diffusers loader such as ``load_ip_adapter``)
+    set after ``apply`` stays where it is.
+    """
     for state in _states(target):
         for module, processor in reversed(state.saved_processors):
-            _set_processor(module, processor)
+            if isinstance(module.processor, SparseProcessorMixin):
+                _set_processor(module, processor)
+            install(module, None)
         for handle in state.hooks:
             handle.remove()
         scheduler = state.scheduler

@@ -97,7 +97,7 @@ def _edge_padded(x: torch.Tensor, order: TokenOrder) -> torch.Tensor:
         return video
     video = video.clone()
     last = int(order.video_destination.max())
-    video[:, :, pad.to(x.device)] = video[:, :, last:last + 1]
+    video[:, :, pad.to(x.device)] = video[:, :, last:last + 1].clone()  # a copy: the source lies in video
     return video
 
 

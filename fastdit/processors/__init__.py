@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
 from ..grid import TokenGrid
+from . import ops
+from .ops import new_handle
 
 __all__ = ["Family", "register_family", "families", "detect_family", "SparseProcessorMixin", "forward_input",
-           "read_timestep", "unwrap_model"]
+           "read_timestep", "unwrap_model", "install"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class Family:
     ``stock_processors`` names the processor classes diffusers installs by default (anything else was set
     by the user and is only replaced with ``force=True``);
     ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
-    config states it (``None`` otherwise), used for entropy scaling when no preset knows it.
+    config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
+    ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these).
     """
 
     name: str
@@ -45,6 +49,7 @@ class Family:
     stock_processors: tuple[str, ...]
     timestep_arg: str = "timestep"
     train_tokens: Callable[[torch.nn.Module], int | None] | None = None
+    grid_inputs: tuple[str, ...] = ("hidden_states",)
 
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables processors receive for RoPE
@@ -111,14 +116,55 @@ def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> Tok
     return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
 
 
-class SparseProcessorMixin:
-    """Shared state of fastdit processors: the stock processor they replace, the engine, their layer."""
+# The fastdit processor installed on each patched attention module, for processors that a diffusers loader
+# re-creates with no arguments (see SparseProcessorMixin.__init__).
+_INSTALLED: "weakref.WeakKeyDictionary[torch.nn.Module, SparseProcessorMixin]" = weakref.WeakKeyDictionary()
 
-    def __init__(self, original: Any, engine: Any, layer: int, model_name: str) -> None:
+
+def install(module: torch.nn.Module, processor: "SparseProcessorMixin | None") -> None:
+    """Record (or, with ``None``, forget) the fastdit processor ``apply`` installed on ``module``."""
+    if processor is None:
+        _INSTALLED.pop(module, None)
+    else:
+        _INSTALLED[module] = processor
+
+
+class SparseProcessorMixin:
+    """Shared state of fastdit processors: the stock processor they replace, the engine, their layer.
+
+    diffusers' loaders re-create the processor of every attention they don't adapt with its class and no
+    arguments (``load_ip_adapter`` does so for UNet ``attn1`` and Flux single-stream blocks). Such an instance
+    starts empty and, on its first call, takes over the state of the processor fastdit installed on the
+    module it is called for, so that attention stays sparse.
+    """
+
+    def __init__(self, original: Any = None, engine: Any = None, layer: int = 0, model_name: str = "") -> None:
         self.original = original
         self.engine = engine
         self.layer = layer
         self.model_name = model_name
+        self.handle = new_handle(self) if engine is not None else None  # names this processor in traced graphs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is None:
+            return
+
+        @functools.wraps(call)  # keeps the signature: legacy ``Attention.forward`` filters kwargs by it
+        def __call__(self, attn, *args, **kwargs):
+            if self.engine is None:
+                self._adopt(attn)
+            return call(self, attn, *args, **kwargs)
+
+        cls.__call__ = __call__
+
+    def _adopt(self, attn: torch.nn.Module) -> None:
+        installed = _INSTALLED.get(attn)
+        if installed is None:
+            raise RuntimeError(f"{type(self).__name__} was created without arguments for an attention module "
+                               "fastdit doesn't patch (or no longer patches); use fastdit.apply to install it")
+        self.__dict__.update(installed.__dict__)
 
     # diffusers reads these on processors (attention backend dispatch, context parallelism)
     _attention_backend = None
@@ -129,12 +175,28 @@ class SparseProcessorMixin:
         """The grid the denoiser's pre-hook recorded for the current forward call."""
         return self.engine.context.grid
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Self-attention of ``[B, H, S, D]`` tensors (the layout of processors that call SDPA directly)."""
-        return self.engine(q, k, v, layer=self.layer, model=self.model_name, **kwargs)
+    def call_grid(self, tokens: int) -> TokenGrid | None:
+        """The grid of an attention over ``tokens`` tokens when it differs from the model input's (``None``:
+        the recorded one); a UNet level overrides this."""
+        return None
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               text_tokens: int | None = 0, text_position: str = "after", dispatch: bool = False) -> torch.Tensor:
+        """Self-attention of ``[B, H, S, D]`` tensors (the layout of processors that call SDPA directly).
+
+        ``text_tokens=None``: the text length the pre-hook recorded (blocks that get text and video already
+        joined). ``dispatch``: dense calls go through ``dispatch_attention_fn`` (see :meth:`attend_bshd`).
+        Under ``torch.compile`` or ``torch.export`` this is one call of the ``fastdit::self_attention``
+        operator, which runs :meth:`run` eagerly, so fastdit adds no graph break and no guard.
+        """
+        if torch.compiler.is_compiling():
+            return ops.self_attention(q, k, v, attn_mask, self.engine.context.clock, self.handle, text_tokens,
+                                      text_position, dispatch)
+        return self.run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
 
     def attend_bshd(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    attn_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+                    attn_mask: torch.Tensor | None = None, text_tokens: int | None = 0,
+                    text_position: str = "after") -> torch.Tensor:
         """Self-attention of ``[B, S, H, D]`` tensors, for processors whose stock version calls
         ``dispatch_attention_fn``.
 
@@ -143,6 +205,26 @@ class SparseProcessorMixin:
         e.g. flash or sage attention. The sparse path reads a 2-D ``[B, S_kv]`` mask as diffusers' native
         backend does: a key mask.
         """
+        out = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask, text_tokens,
+                          text_position, dispatch=True)
+        return out.transpose(1, 2)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+            text_tokens: int | None, text_position: str, dispatch: bool) -> torch.Tensor:
+        """The engine call behind :meth:`attend`, always eager (the operator's body)."""
+        if text_tokens is None:
+            text_tokens = self.grid.text_tokens if self.grid is not None else 0
+        dense = None
+        if dispatch:
+            dense = self._dispatch_dense(attn_mask)
+            if attn_mask is not None and attn_mask.ndim == 2 and attn_mask.shape == (q.shape[0], k.shape[2]):
+                attn_mask = attn_mask[:, None, None, :]
+        return self.engine(q, k, v, layer=self.layer, model=self.model_name, text_tokens=text_tokens,
+                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(q.shape[2]),
+                           dense=dense)
+
+    def _dispatch_dense(self, attn_mask: torch.Tensor | None):
+        """Dense attention of ``[B, H, S, D]`` tensors through ``dispatch_attention_fn`` with the user's backend."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
         backend = self._attention_backend or getattr(self.original, "_attention_backend", None)
@@ -153,12 +235,7 @@ class SparseProcessorMixin:
                                         attn_mask=attn_mask, scale=scale, backend=backend, parallel_config=parallel)
             return out.transpose(1, 2)
 
-        mask = attn_mask
-        if mask is not None and mask.ndim == 2 and mask.shape == (q.shape[0], k.shape[1]):
-            mask = mask[:, None, None, :]
-        out = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dense=dense,
-                          **kwargs)
-        return out.transpose(1, 2)
+        return dense
 
 
 def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor, fused: bool = False):

@@ -40,16 +40,14 @@ class FluxSparseProcessor(SparseProcessorMixin):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        if encoder_hidden_states is not None:
-            text = encoder_hidden_states.shape[1]
-        else:  # single-stream block: the text length comes from the pre-hook (txt_ids)
-            text = self.grid.text_tokens if self.grid is not None else 0
+        # a single-stream block gets text and image joined: the text length comes from the pre-hook (txt_ids)
+        text = encoder_hidden_states.shape[1] if encoder_hidden_states is not None else None
         out = self.attend_bshd(query, key, value, attn_mask=attention_mask, text_tokens=text,
                                text_position="before")
         out = out.flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return out
-        out, text_out = split_text(out, text, "before")
+        out, text_out = split_text(out, encoder_hidden_states.shape[1], "before")
         out = attn.to_out[1](attn.to_out[0](out.contiguous()))
         return out, attn.to_add_out(text_out.contiguous())
 
@@ -82,4 +80,5 @@ FLUX = register_family(Family(
     grid=_grid,
     processor=FluxSparseProcessor,
     stock_processors=("FluxAttnProcessor", "FluxAttnProcessor2_0"),
+    grid_inputs=("img_ids", "txt_ids"),
 ))

@@ -57,4 +57,5 @@ LTX = register_family(Family(
     grid=_grid,
     processor=LTXSparseProcessor,
     stock_processors=("LTXVideoAttnProcessor",),
+    grid_inputs=("num_frames", "height", "width"),
 ))

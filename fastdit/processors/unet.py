@@ -31,6 +31,10 @@ def level_grid(grid: TokenGrid, tokens: int) -> TokenGrid | None:
 class UNetSparseProcessor(SparseProcessorMixin):
     """Replaces ``AttnProcessor2_0`` on the self-attention (``attn1``) of every transformer block."""
 
+    def call_grid(self, tokens: int) -> TokenGrid | None:
+        """This level's grid: the one below the input grid with ``tokens`` tokens."""
+        return None if self.grid is None else level_grid(self.grid, tokens)
+
     def __call__(self, attn: Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
                  attention_mask: Tensor | None = None, temb: Tensor | None = None) -> Tensor:
         if encoder_hidden_states is not None:  # only self-attention is ours
@@ -51,8 +55,7 @@ class UNetSparseProcessor(SparseProcessorMixin):
         query, key, value = (heads_first(x, attn.heads) for x in qkv_projections(attn, hidden_states))
         query, key = qk_norm(attn, query, key)
 
-        grid = self.grid if self.grid is None else (level_grid(self.grid, sequence_length) or self.grid)
-        out = self.attend(query, key, value, attn_mask=attention_mask, grid=grid)
+        out = self.attend(query, key, value, attn_mask=attention_mask)
         out = attn.to_out[1](attn.to_out[0](heads_merged(out).to(query.dtype)))
         if input_ndim == 4:
             out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
@@ -91,4 +94,5 @@ UNET = register_family(Family(
     processor=UNetSparseProcessor,
     stock_processors=("AttnProcessor2_0",),
     train_tokens=_train_tokens,
+    grid_inputs=("sample",),
 ))

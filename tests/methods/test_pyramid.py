@@ -190,3 +190,28 @@ def test_levels_too_coarse_for_the_block_raise():
 def test_needs_q_and_k():
     with pytest.raises(ValueError, match="pass q= and k="):
         fastdit.build_layout("pyramid", GRID, block_size=BLOCK)
+
+
+def test_one_sample_of_one_head_on_a_padded_order():
+    """A Gilbert order pads the video; with batch 1 and one head (a Ulysses rank of a 2-head model) the padded
+    positions are filled from a view of the same tensor, which must be copied first."""
+    grid = TokenGrid(5, 5, 7)
+    q, k = (torch.randn(1, 1, grid.num_tokens, 8) for _ in range(2))
+    layout = fastdit.build_layout("pyramid", grid, block_size=16, q=q, k=k)
+    assert layout.num_heads == 1 and 0 < layout.density() <= 1
+
+
+def test_a_slice_of_the_heads_gets_the_blocks_those_heads_get_among_all():
+    from fastdit.methods import HeadSlice, get_method, layout_order, make_layout
+
+    grid = TokenGrid(4, 4, 8)
+    q, k = (torch.randn(1, 4, grid.num_tokens, 8) for _ in range(2))
+    spec = get_method("pyramid")
+    options = PyramidOptions()
+    order = layout_order(spec, grid, 16, options)
+    qt, kt = order.to_order(q), order.to_order(k)
+    whole = make_layout(spec, order, options, q=qt, k=kt).to_level_map()
+    part = make_layout(spec, order, options, q=qt[:, 2:], k=kt[:, 2:], heads=HeadSlice(2, 4, 4)).to_level_map()
+    assert torch.equal(part, whole[2:])
+    alone = make_layout(spec, order, options, q=qt[:, 2:], k=kt[:, 2:]).to_level_map()
+    assert not torch.equal(alone, whole[2:])  # the sampled positions are drawn per head of the whole model

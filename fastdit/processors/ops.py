@@ -1,0 +1,151 @@
+"""fastdit's two registered operators: what a compiled or exported patched model calls instead of Python.
+
+A patched model decides per call whether a layer runs dense or sparse (from the denoising step and the grid
+its pre-hook recorded), builds a layout (some from q and k themselves) and records stats. Traced by dynamo,
+that Python state would become graph guards (a recompile every step) or data-dependent values
+(``float(timestep.max())``, which ``torch.export`` refuses). Under tracing, the pre-hook and the processors
+therefore call two opaque operators instead:
+
+- ``fastdit::observe_forward(clock, handle, tensors, ints, kinds)``: the pre-hook's bookkeeping (grid, step)
+  on the forward inputs it needs; it writes ``clock``, a one-element tensor of the patch.
+- ``fastdit::self_attention(q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch)``: the
+  processor's whole engine call. It reads ``clock``, so every compiler orders it after ``observe_forward``.
+
+Both run the same eager Python as an uncompiled model; a graph only sees tensors in, tensors out. ``handle``
+is a one-element tensor naming the processor (or the pre-hook) in a registry: a tensor, not an int, so the
+blocks of a regionally compiled model share one graph instead of recompiling per block on a constant. The
+attention operator's backward recomputes the engine call with autograd on (one more forward of the attention,
+as activation checkpointing would), through a third operator so compiled training stays one graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import weakref
+from typing import Any, Iterator, Optional
+
+import torch
+
+__all__ = ["new_handle", "resolve", "observe_forward", "self_attention", "pack_inputs"]
+
+_OBJECTS: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+_IDS = itertools.count(1)
+
+
+def new_handle(obj: Any) -> torch.Tensor:
+    """A one-element int64 tensor that :func:`resolve` turns back into ``obj`` while ``obj`` lives."""
+    key = next(_IDS)
+    _OBJECTS[key] = obj
+    return torch.tensor(key, dtype=torch.int64)
+
+
+def resolve(handle: torch.Tensor) -> Any:
+    """The object ``handle`` names; a clear error when its patch was removed while a compiled graph held it."""
+    obj = _OBJECTS.get(int(handle))
+    if obj is None:
+        raise RuntimeError("fastdit: this compiled or exported model calls a fastdit processor that no longer "
+                           "exists (the patch was removed or re-applied); compile or export it again")
+    return obj
+
+
+# ---------------------------------------------------------------- the pre-hook's bookkeeping
+def pack_inputs(inputs: dict[str, Any]) -> tuple[list[torch.Tensor], list[int], str]:
+    """Forward inputs by name as an operator can take them: tensors, ints, and one kind letter per input
+    (``t`` tensor, ``i`` int, ``n`` None) in ``inputs``' order. Other numbers become tensors."""
+    tensors, ints, kinds = [], [], []
+    for value in inputs.values():
+        if value is None:
+            kinds.append("n")
+        elif isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+            tensors.append(value if isinstance(value, torch.Tensor) else torch.tensor(value))
+            kinds.append("t")
+        else:
+            ints.append(value)
+            kinds.append("i")
+    return tensors, ints, "".join(kinds)
+
+
+def _unpack(names: tuple[str, ...], tensors: list[torch.Tensor], ints: list[int], kinds: str) -> dict[str, Any]:
+    tensor_it, int_it = iter(tensors), iter(ints)
+    pick = {"t": lambda: next(tensor_it), "i": lambda: next(int_it), "n": lambda: None}
+    return {name: pick[kind]() for name, kind in zip(names, kinds)}
+
+
+@torch.library.custom_op("fastdit::observe_forward", mutates_args=("clock",))
+def observe_forward(clock: torch.Tensor, handle: torch.Tensor, tensors: list[torch.Tensor], ints: list[int],
+                    kinds: str) -> None:
+    """Run the pre-hook ``handle`` names on the forward inputs packed by :func:`pack_inputs`."""
+    observer = resolve(handle)
+    observer.observe(_unpack(observer.input_names, tensors, ints, kinds))
+    clock.add_(1)
+
+
+@observe_forward.register_fake
+def _observe_forward_fake(clock, handle, tensors, ints, kinds) -> None:
+    return None
+
+
+# ---------------------------------------------------------------- the processors' attention
+@torch.library.custom_op("fastdit::self_attention", mutates_args=())
+def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor],
+                   clock: torch.Tensor, handle: torch.Tensor, text_tokens: Optional[int], text_position: str,
+                   dispatch: bool) -> torch.Tensor:
+    """The engine call of the processor ``handle`` names, on ``q, k, v [B, H, S, D]``."""
+    out = resolve(handle).run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
+    return out.contiguous()  # compilers plan around the fake's (contiguous) strides
+
+
+@self_attention.register_fake
+def _self_attention_fake(q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch):
+    return q.new_empty(q.shape)
+
+
+_AUTOGRAD_KEYS = (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.ADInplaceOrView,
+                  torch._C.DispatchKey.AutogradOther, torch._C.DispatchKey.AutogradNestedTensor)
+
+
+@contextlib.contextmanager
+def _autograd() -> Iterator[None]:
+    """Autograd back on inside an operator's body, which the dispatcher runs with autograd keys excluded."""
+    keys = [key for key in _AUTOGRAD_KEYS if torch._C._dispatch_tls_is_dispatch_key_excluded(key)]
+    for key in keys:
+        torch._C._dispatch_tls_set_dispatch_key_excluded(key, False)
+    try:
+        yield
+    finally:
+        for key in keys:
+            torch._C._dispatch_tls_set_dispatch_key_excluded(key, True)
+
+
+@torch.library.custom_op("fastdit::self_attention_backward", mutates_args=())
+def self_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            attn_mask: Optional[torch.Tensor], clock: torch.Tensor, handle: torch.Tensor,
+                            text_tokens: Optional[int], text_position: str,
+                            dispatch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`self_attention` for ``q, k, v``: the engine call again, differentiated."""
+    processor = resolve(handle)
+    inputs = [x.detach().requires_grad_() for x in (q, k, v)]
+    with _autograd(), torch.enable_grad(), processor.engine.context.unrecorded():
+        out = processor.run(*inputs, attn_mask, text_tokens, text_position, dispatch)
+        dq, dk, dv = torch.autograd.grad(out, inputs, grad)
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
+
+
+@self_attention_backward.register_fake
+def _self_attention_backward_fake(grad, q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, attn_mask, clock, handle, *ctx.options = inputs
+    ctx.save_for_backward(q, k, v, attn_mask, clock, handle)
+
+
+def _backward(ctx, grad: torch.Tensor):
+    q, k, v, attn_mask, clock, handle = ctx.saved_tensors
+    dq, dk, dv = self_attention_backward(grad, q, k, v, attn_mask, clock, handle, *ctx.options)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+self_attention.register_autograd(_backward, setup_context=_setup_context)
