@@ -4,8 +4,10 @@
 asked to measure, it samples query rows of each self-attention call, computes them exactly, and records for
 each method and each rung of its knob how far the rows move under that layout (per head), how much of the
 attention mass the layout keeps, and the layout's density per head. Sums are kept, so a step's error pools
-every call of the step (both classifier-free-guidance branches, every prompt) before it is compared with the
-target; other steps are not touched and run at dense speed.
+every measured call of the step (every prompt) before it is compared with the target; other steps are not
+touched and run at dense speed. By default only the first call of a layer per step is measured:
+classifier-free guidance runs each layer twice a step, and the conditional branch (which diffusers'
+pipelines run first) stands for both at half the cost.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from ..engine import AttentionCall, key_padding
 from ..grid import TokenGrid
 from ..methods import get_method, layout_order, make_layout
 from .candidates import candidates
-from .rows import exact_rows, head_density, layout_rows, sample_rows
+from .rows import exact_rows, head_density, layout_rows, ordered_keys, sample_rows
 
-__all__ = ["MethodMeasure", "Measurements"]
+__all__ = ["MethodMeasure", "Measurements", "DEFAULT_ROWS"]
+
+# query rows sampled per call: exact rows cost rows / S of the attention, so a few dozen are cheap at real
+# token counts (Sparse VideoGen profiles 32) and still average out a head's error
+DEFAULT_ROWS = 32
 
 
 @dataclass
@@ -69,8 +75,9 @@ class Measurements:
     steps: tuple[int, ...]
     schedule: int
     block_size: int
-    rows: int = 64
+    rows: int = DEFAULT_ROWS
     seed: int = 0
+    calls_per_step: int = 1
     grid: TokenGrid | None = None
     heads: dict[tuple[str, int], int] = field(default_factory=dict)
     layers: dict[tuple[str, int], dict[str, MethodMeasure]] = field(default_factory=dict)
@@ -79,22 +86,29 @@ class Measurements:
     fingerprint: str = ""
     prompts: tuple[str, ...] = ()
     seconds: float = 0.0  # time the measuring generations took
+    run: int = 0  # which generation (prompt) the calls belong to
     generator: torch.Generator = field(init=False, repr=False)
+    _seen: dict[tuple[int, str, int, int], int] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
 
     @classmethod
     def create(cls, methods: Sequence[str], steps: Sequence[int], schedule: int, block_size: int, *,
-               base_options: dict[str, dict[str, Any]] | None = None, rows: int = 64,
-               seed: int = 0) -> "Measurements":
+               base_options: dict[str, dict[str, Any]] | None = None, rows: int = DEFAULT_ROWS, seed: int = 0,
+               calls_per_step: int = 1) -> "Measurements":
         base_options = base_options or {}
         options = {m: candidates(m, base_options.get(m)) for m in methods}
-        return cls(tuple(methods), options, tuple(sorted(set(steps))), schedule, block_size, rows, seed)
+        return cls(tuple(methods), options, tuple(sorted(set(steps))), schedule, block_size, rows, seed,
+                   calls_per_step)
 
     def __call__(self, call: AttentionCall) -> None:
         """Measure one self-attention call (the engine's observer hook); calls at other steps are ignored."""
         if call.step not in self.steps or call.grid is None:
+            return
+        seen = (self.run, call.model, call.layer, call.step)
+        self._seen[seen] = self._seen.get(seen, 0) + 1
+        if self._seen[seen] > self.calls_per_step:  # e.g. the unconditional branch of classifier-free guidance
             return
         q, k, v = call.q, call.k, call.v
         keys = None
@@ -134,9 +148,9 @@ class Measurements:
         k, v = order.to_order(call.k), order.to_order(call.v)
         data = {"q": order.to_order(call.q), "k": k} if spec.dynamic else {}
         heads = call.q.shape[1]
-        for c, options in enumerate(settings):
-            layout = make_layout(spec, order, options, layer=call.layer, **data)
-            error = layout_rows(exact, k, v, layout, order)
+        layouts = [make_layout(spec, order, options, layer=call.layer, **data) for options in settings]
+        keys = ordered_keys(exact, k, v, layouts[0], order, levels=max(layout.max_level for layout in layouts))
+        for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts))):
             measure.sq_error[c, step] += error.sq_error.double().cpu()
             measure.recall[c, step] += error.recall.double().cpu()
             measure.density[c, step] += head_density(layout, heads).double()

@@ -22,7 +22,9 @@ from ..kernels.reference import pyramid_level
 from ..layout import BlockLayout
 from ..order import TokenOrder
 
-__all__ = ["ExactRows", "RowError", "sample_rows", "exact_rows", "layout_rows", "head_density"]
+CHUNK_BYTES = 128 * 2**20  # probabilities of the candidates evaluated together
+__all__ = ["ExactRows", "RowError", "OrderedKeys", "sample_rows", "exact_rows", "ordered_keys", "layout_rows",
+           "head_density"]
 
 
 @dataclass
@@ -68,35 +70,71 @@ def exact_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Te
     return ExactRows(rows, qr, p, torch.matmul(p, v.float()), scale, keys)
 
 
-def layout_rows(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
-                order: TokenOrder) -> RowError:
-    """The sampled rows under ``layout`` (over ``order``; ``k, v`` already in that order) against ``exact``."""
-    block = order.block_size
-    query_block = order.destination[exact.rows.cpu()] // block  # [R]
-    level_map = layout.to_level_map()  # [Hl, nq, nk], -1 where not read
-    read = level_map[:, query_block].to(k.device).long()  # [Hl, R, nk]
+@dataclass
+class OrderedKeys:
+    """The sampled rows' logits against every key of a token order and its pooled levels, computed once and
+    shared by every candidate layout on that order (a layout only decides which of them a row reads).
+
+    ``logits [B, H, R, T]`` and ``values [B, H, T, D]`` concatenate levels ``0..L`` along ``T``; ``block`` and
+    ``level`` ``[T]`` say which key block and level each key belongs to; ``query_block [R]`` is each row's
+    block and ``key_block [S]`` each model-order key's block.
+    """
+
+    logits: torch.Tensor
+    values: torch.Tensor
+    block: torch.Tensor
+    level: torch.Tensor
+    query_block: torch.Tensor
+    key_block: torch.Tensor
+
+
+def ordered_keys(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, order: TokenOrder,
+                 levels: int = 0) -> OrderedKeys:
+    """:class:`OrderedKeys` of ``k, v`` (in ``order``) up to pyramid level ``levels``; ``layout`` is any layout
+    over ``order`` (pooling reads its block size and padding)."""
+    block, device = order.block_size, k.device
     if exact.keys is not None:  # padded text keys stay hidden, as the engine's kernel call keeps them
-        valid = torch.zeros(exact.keys.shape[0], order.seq_len, dtype=torch.bool, device=k.device)
-        valid[:, order.destination.to(k.device)] = exact.keys
+        valid = torch.zeros(exact.keys.shape[0], order.seq_len, dtype=torch.bool, device=device)
+        valid[:, order.destination.to(device)] = exact.keys
     else:
-        valid = order.valid.to(k.device).unsqueeze(0)
-    logits, values = [], []
-    for level in range(layout.max_level + 1):
-        kl, vl, log_count = pyramid_level(k.float(), v.float(), dataclasses.replace(layout, kv_valid=valid[0]),
-                                          level)
-        owner = (torch.arange(kl.shape[2], device=k.device) << level) // block  # key block of each pooled key
-        allowed = read[:, :, owner] == level  # [Hl, R, n_l]
-        s = torch.matmul(exact.q, kl.transpose(-1, -2)) * exact.scale + log_count.to(k.device)
+        valid = order.valid.to(device).unsqueeze(0)
+    pooling = dataclasses.replace(layout, kv_valid=valid[0])
+    logits, values, blocks, level_of = [], [], [], []
+    for level in range(levels + 1):
+        kl, vl, log_count = pyramid_level(k.float(), v.float(), pooling, level)
+        s = torch.matmul(exact.q, kl.transpose(-1, -2)) * exact.scale + log_count.to(device)
         if level == 0 and exact.keys is not None:
             s = s.masked_fill(~valid.view(valid.shape[0], 1, 1, -1), -math.inf)
-        logits.append(s.masked_fill(~allowed.unsqueeze(0), -math.inf))
+        logits.append(s)
         values.append(vl)
-    p = torch.softmax(torch.cat(logits, -1), dim=-1).nan_to_num(0.0)
-    out = torch.matmul(p, torch.cat(values, 2))
-    covered = (read >= 0)[:, :, order.destination.to(k.device) // block]  # [Hl, R, S] in model order
-    recall = (exact.p * covered.unsqueeze(0)).sum(-1)  # [B, H, R]
-    return RowError(sq_error=((out - exact.out) ** 2).sum((0, 2, 3)), sq_norm=(exact.out ** 2).sum((0, 2, 3)),
-                    recall=recall.sum((0, 2)), rows=recall.shape[0] * recall.shape[2])
+        blocks.append((torch.arange(kl.shape[2], device=device) << level) // block)
+        level_of.append(torch.full((kl.shape[2],), level, device=device))
+    destination = order.destination.to(device)
+    return OrderedKeys(torch.cat(logits, -1), torch.cat(values, 2), torch.cat(blocks), torch.cat(level_of),
+                       destination[exact.rows] // block, destination // block)
+
+
+def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout]) -> list[RowError]:
+    """The sampled rows under each of ``layouts`` against ``exact`` (``keys``: the rows' logits on the
+    layouts' order, to at least their deepest pyramid level). Candidates are evaluated together, in groups
+    whose probabilities stay under ``CHUNK_BYTES``."""
+    B, H, R, T = keys.logits.shape
+    group = max(1, CHUNK_BYTES // (B * H * R * T * 4))
+    errors = []
+    for start in range(0, len(layouts), group):
+        chunk = layouts[start:start + group]
+        rows = keys.query_block.cpu()
+        read = torch.stack([layout.to_level_map()[:, rows].expand(H, -1, -1) for layout in chunk])
+        read = read.to(keys.logits.device).long()  # [C, H, R, nk]: the level each row reads a block at
+        allowed = read[..., keys.block] == keys.level  # [C, H, R, T]
+        p = torch.softmax(keys.logits.masked_fill(~allowed.unsqueeze(1), -math.inf), dim=-1).nan_to_num(0.0)
+        out = torch.matmul(p, keys.values)  # [C, B, H, R, D]
+        covered = (read >= 0)[..., keys.key_block]  # [C, H, R, S] in model order
+        recall = (exact.p * covered.unsqueeze(1)).sum(-1).sum((1, 3))  # [C, H]
+        sq_error = ((out - exact.out) ** 2).sum((1, 3, 4))
+        sq_norm = (exact.out ** 2).sum((0, 2, 3))
+        errors += [RowError(sq_error[c], sq_norm, recall[c], B * R) for c in range(len(chunk))]
+    return errors
 
 
 def head_density(layout: BlockLayout, heads: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..patch import _name_or_path, apply, denoisers, patch_config, remove, set_observer
 from ..run import check_seed
 from .candidates import SEARCHABLE, options_dict
-from .measure import Measurements
+from .measure import DEFAULT_ROWS, Measurements
 from .result import Calibration, fingerprint
 from .select import select
 
@@ -70,16 +70,20 @@ def _stop_after(last: int):
 
 
 def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
-            steps: Sequence[int] | None = None, rows: int = 64, block_size: int | None = None,
-            preset: str | None = "auto", seed: int = 0, call: dict[str, Any] | None = None) -> Measurements:
+            steps: Sequence[int] | None = None, rows: int = DEFAULT_ROWS, block_size: int | None = None,
+            preset: str | None = "auto", seed: int = 0, call: dict[str, Any] | None = None,
+            calls_per_step: int = 1) -> Measurements:
     """Generate each prompt densely and measure every candidate layout of ``methods`` at ``steps``.
 
     ``call`` holds the pipeline's other arguments (size, frames, steps, guidance); ``steps`` the 0-based
     denoising steps to measure (default: :func:`default_steps`); ``rows`` the query rows sampled per
     self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
-    (``preset=None``: the methods' defaults). Leaves ``pipe`` unpatched.
+    (``preset=None``: the methods' defaults). ``calls_per_step``: calls of each layer measured per step and
+    prompt (1: classifier-free guidance's conditional branch stands for both). Leaves ``pipe`` unpatched.
     """
     prompts = _check(prompts, methods, rows)
+    if isinstance(calls_per_step, bool) or not isinstance(calls_per_step, int) or calls_per_step < 1:
+        raise ValueError(f"calls_per_step must be an int >= 1, got {calls_per_step!r}")
     call = dict(call or {})
     schedule = _schedule(pipe, call)
     steps = default_steps(schedule) if steps is None else tuple(steps)
@@ -96,13 +100,16 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
             block_size = config.block_size
         apply(pipe, method="dense", preset=None, block_size=block_size)
         models = denoisers(pipe)
-        result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed)
+        result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed,
+                                      calls_per_step=calls_per_step)
         result.model = _name_or_path(pipe, models[0][1])
         result.fingerprint = fingerprint(models)
         result.prompts = tuple(prompts)
         set_observer(pipe, result)
         accepts = inspect.signature(pipe.__call__).parameters
-        for prompt in tqdm(prompts, desc="calibration prompts", unit="prompt", disable=len(prompts) == 1):
+        bar = tqdm(prompts, desc="calibration prompts", unit="prompt", disable=len(prompts) == 1)
+        for run, prompt in enumerate(bar):
+            result.run = run
             kwargs = dict(call, prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed))
             if "output_type" in accepts:
                 kwargs["output_type"] = "latent"
@@ -117,7 +124,7 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
 
 
 def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, metric: str = "rel_l2",
-              methods: Sequence[str] = DEFAULT_METHODS, steps: Sequence[int] | None = None, rows: int = 64,
+              methods: Sequence[str] = DEFAULT_METHODS, steps: Sequence[int] | None = None, rows: int = DEFAULT_ROWS,
               per_head: bool = True, block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
               call: dict[str, Any] | None = None) -> Calibration:
     """The sparsest per-layer, per-head settings whose error on sampled query rows stays within ``target``.

@@ -23,6 +23,7 @@ from .common import add_model_arguments, call_arguments, load_model
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration import DEFAULT_METHODS, METRICS
+    from ..calibration.measure import DEFAULT_ROWS
     from ..calibration.candidates import SEARCHABLE
 
     parser.add_argument("--target", type=float, default=0.05,
@@ -34,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"methods to choose from per layer ({' | '.join(SEARCHABLE)}; default: all)")
     parser.add_argument("--measure-steps", nargs="+", type=int, metavar="STEP",
                         help="0-based denoising steps to measure (default: 5 spread over the run)")
-    parser.add_argument("--rows", type=int, default=64, help="query rows sampled per self-attention call")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+                        help=f"query rows sampled per self-attention call (default {DEFAULT_ROWS})")
     parser.add_argument("--shared-heads", action="store_true",
                         help="one setting for all heads of a layer (default: one per head)")
     parser.add_argument("--preset", default="auto",

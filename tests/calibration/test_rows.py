@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import fastdit
-from fastdit.calibration.rows import exact_rows, head_density, layout_rows, sample_rows
+from fastdit.calibration.rows import exact_rows, head_density, layout_rows, ordered_keys, sample_rows
 from fastdit.methods import get_method, layout_order, make_layout, parse_options
 
 
@@ -37,7 +37,8 @@ def test_row_errors_match_the_kernel_for_static_and_pooled_layouts():
         expected, layout, order = _kernel_error(q, k, v, rows, spec, opts, grid)
         if method == "pyramid":
             assert layout.max_level > 0  # the pooled levels are exercised
-        got = layout_rows(exact, order.to_order(k), order.to_order(v), layout, order)
+        keys = ordered_keys(exact, order.to_order(k), order.to_order(v), layout, order, levels=layout.max_level)
+        (got,) = layout_rows(exact, keys, [layout])
         torch.testing.assert_close(got.sq_error.float(), expected, rtol=1e-4, atol=1e-6)
         assert 0 < float(got.sq_error.sum()) and bool((got.recall / got.rows < 1).all())
 
@@ -48,7 +49,8 @@ def test_full_layout_has_no_error_and_full_recall():
     rows = sample_rows(range(grid.num_tokens), 16, torch.Generator().manual_seed(0))
     order = layout_order(get_method("dense"), grid, 16, None)
     layout = make_layout(get_method("dense"), order, parse_options(get_method("dense"), {}))
-    got = layout_rows(exact_rows(q, k, v, rows, None), order.to_order(k), order.to_order(v), layout, order)
+    exact = exact_rows(q, k, v, rows, None)
+    (got,) = layout_rows(exact, ordered_keys(exact, order.to_order(k), order.to_order(v), layout, order), [layout])
     assert float(got.sq_error.max()) < 1e-9
     torch.testing.assert_close(got.recall / got.rows, torch.ones(2))
 
@@ -62,7 +64,7 @@ def test_recall_is_the_share_of_mass_on_kept_blocks():
     order = layout_order(spec, grid, 16, options)
     layout = make_layout(spec, order, options)
     exact = exact_rows(q, k, v, rows, None)
-    got = layout_rows(exact, order.to_order(k), order.to_order(v), layout, order)
+    (got,) = layout_rows(exact, ordered_keys(exact, order.to_order(k), order.to_order(v), layout, order), [layout])
     mask = layout.to_dense_block_mask()[0]
     block = order.destination // 16
     keep = mask[block][:, block]  # [S, S] token pairs kept, model order (small grid: fine in a test)
@@ -83,3 +85,23 @@ def test_head_density_averages_to_the_layout_density():
     shared = make_layout(get_method("radial"), layout_order(get_method("radial"), grid, 16, None),
                          parse_options(get_method("radial"), {"decay_factor": 0.05}))
     assert torch.allclose(head_density(shared, 3), torch.full((3,), shared.density(), dtype=torch.float64))
+
+
+def test_candidates_evaluated_together_match_one_at_a_time(monkeypatch):
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 16, torch.Generator().manual_seed(2))
+    exact = exact_rows(q, k, v, rows, None)
+    spec = get_method("pyramid")
+    settings = [parse_options(spec, {"thresholds": t}) for t in ((0.2, 0.3, 0.4, 0.5), (0.6, 0.7, 0.8, 0.9))]
+    order = layout_order(spec, grid, 16, settings[0])
+    qo, ko, vo = (order.to_order(x) for x in (q, k, v))
+    layouts = [make_layout(spec, order, s, q=qo, k=ko) for s in settings]
+    layouts.append(make_layout(get_method("dense"), order, parse_options(get_method("dense"), {})))  # shared
+    keys = ordered_keys(exact, ko, vo, layouts[0], order, levels=3)
+    together = layout_rows(exact, keys, layouts)
+    monkeypatch.setattr("fastdit.calibration.rows.CHUNK_BYTES", 1)  # one candidate per group
+    for joint, alone in zip(together, layout_rows(exact, keys, layouts)):
+        torch.testing.assert_close(joint.sq_error, alone.sq_error)
+        torch.testing.assert_close(joint.recall, alone.recall)
+    assert float(together[2].sq_error.max()) < 1e-9 and float(together[0].sq_error.sum()) > 0
