@@ -6,7 +6,8 @@ each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's to
   cudnn, flash   dense SDPA on the real (unpadded) sequence in model order, per shape
   flex           compiled FlexAttention on the same layout (pyramid: its kept blocks at full resolution,
                  since FlexAttention cannot pool), block mask built outside the timing
-  triton         fastdit.attention(..., backend="triton"); for pyramid this includes pooling K/V
+  triton         fastdit.attention(..., backend="triton") (kernel v2); for pyramid this includes pooling K/V
+  v1             the v1 kernel (fastdit.kernels.triton_attention_v1) on the same inputs
 
 Times are triton.testing.do_bench medians in ms. Derived columns:
 
@@ -16,8 +17,15 @@ Times are triton.testing.do_bench medians in ms. Derived columns:
   rel err    ||triton − torch reference|| / ||reference|| (first layout of each method and shape), so no
              number comes from a wrong kernel
 
-Density is the layout's own (share of the tile-padded block grid); `padding` is the share of tile-order
-tokens that are padding, work the sparse kernels spend and dense SDPA does not.
+Density counts real tokens: the share of the real query-key pairs the layout attends (padding left out on
+both sides; ``density_padded`` is the layout's own share of the padded block grid). ``padding`` is the work
+the Triton kernel spends on padding, query-key pairs computed over real pairs attended minus 1 (tiles of
+padding only are skipped), work dense SDPA does not do.
+
+``--compile-only`` needs no GPU: it compiles the forward for sm_90 and sm_80 with Triton's real compiler, for
+level 0 without and with padding and for pyramid levels, at every autotune config, and tabulates registers,
+spills, shared memory, K/V buffers in the pipelined loops, wgmma, ptxas' C7515 warning and barriers
+(default report name: kernels_compile).
 """
 
 from __future__ import annotations
@@ -73,12 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=100, help="do_bench warm-up, in ms (default: 100)")
     parser.add_argument("--rep", type=int, default=500, help="do_bench timed repetitions, in ms (default: 500)")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes minutes)")
-    parser.add_argument("--name", default="kernels", help="report file name without extension")
+    parser.add_argument("--name", default=None, help="report file name without extension (default: kernels, or "
+                        "kernels_compile with --compile-only)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="no GPU needed: compile the kernel for sm_90 and sm_80 and tabulate its resources")
+    parser.add_argument("--no-v1", action="store_true", help="skip timing the v1 kernel")
     parser.add_argument("--quick", action="store_true",
                         help="Wan2.1-1.3B shape only, densities 0.1 0.3 0.5, shorter timing: a few minutes")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compile_only:
+        return compile_only(args)
+    args.name = args.name or "kernels"
     if not torch.cuda.is_available():
         raise CLIError("the kernel benchmark times CUDA kernels, and this machine has no CUDA GPU "
                        "(torch.cuda.is_available() is False)")
@@ -111,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 qt, kt, vt = (layout.to_layout_order(x) for x in (q, k, v))  # each method's own order
                 row = {"shape": shape.label, "method": method, "setting": setting, "target": target,
                        **sparse_timings(layout, qt, kt, vt, dense[-1], timer, flex=not args.no_flex,
-                                        check=not any(m == method for m, _ in timed))}
+                                        check=not any(m == method for m, _ in timed), v1=not args.no_v1)}
                 timed.add((method, setting))
                 rows.append(row)
                 print(_line(row), flush=True)
@@ -129,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- layouts at a target density
 def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: float, *,
                       q: torch.Tensor | None = None, k: torch.Tensor | None = None) -> tuple[BlockLayout, str]:
-    """The layout of ``method`` on ``grid`` whose density is nearest ``target``, and the setting that gave it.
+    """The layout of ``method`` on ``grid`` whose density (on real tokens) is nearest ``target``, and the
+    setting that gave it.
 
     radial: ``decay_factor`` (bisected on a log scale) with the attention sink, then, if that can't get within
     0.03 of ``target`` (its window never drops below one block), without the sink; grat: ``surround`` radii
@@ -141,9 +157,9 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
             found = _bisect(lambda x: build_layout("radial", grid, block_size=block_size, decay_factor=x,
                                                    sink=sink),
                             target, -3.0, 3.0, log=True, describe=lambda x: f"decay_factor={x:.3g} sink={sink}")
-            if best is None or abs(found[0].density() - target) < abs(best[0].density() - target):
+            if best is None or abs(_density(found[0]) - target) < abs(_density(best[0]) - target):
                 best = found
-            if abs(best[0].density() - target) <= 0.03:
+            if abs(_density(best[0]) - target) <= 0.03:
                 break
         return best
     if method == "grat":
@@ -165,12 +181,18 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
 
 @functools.lru_cache(maxsize=8)
 def _grat_settings(grid: TokenGrid, block_size: int) -> list[tuple[float, int, int]]:
-    """``(density, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii 0, 1, 2, 3,
+    """``(density on real tokens, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii 0, 1, 2, 3,
     then doubling temporally; every spatial radius up to the frame's size in tiles)."""
     nt, nh, nw = build_layout("grat", grid, block_size=block_size).order.tiles
     temporal = sorted({r for r in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if r < nt})
-    return [(build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs)).density(),
+    return [(_density(build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs))),
              rt, rs) for rt in temporal for rs in range(max(nh, nw))]
+
+
+def _density(layout: BlockLayout) -> float:
+    from ..kernels.padding import real_density
+
+    return real_density(layout)
 
 
 def _bisect(build: Callable[[float], BlockLayout], target: float, lo: float, hi: float, *, log: bool,
@@ -181,9 +203,9 @@ def _bisect(build: Callable[[float], BlockLayout], target: float, lo: float, hi:
         mid = (lo + hi) / 2
         x = 10 ** mid if log else mid
         layout = build(x)
-        if best is None or abs(layout.density() - target) < abs(best[0].density() - target):
+        if best is None or abs(_density(layout) - target) < abs(_density(best[0]) - target):
             best = layout, describe(x)
-        if layout.density() < target:
+        if _density(layout) < target:
             lo = mid
         else:
             hi = mid
@@ -215,17 +237,22 @@ def dense_row(shape: Shape, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dense: dict[str, Any],
                    timer: Callable[[Callable[[], Any]], float], *, flex: bool = True,
-                   check: bool = True) -> dict[str, Any]:
-    """Triton (and FlexAttention) on ``layout`` over tile-ordered ``q, k, v``, with the derived columns.
+                   check: bool = True, v1: bool = True) -> dict[str, Any]:
+    """Triton (v2 and v1) and FlexAttention on ``layout`` over tile-ordered ``q, k, v``, with the derived columns.
 
     ``check`` compares the Triton output with the torch reference first (``rel_err``; seconds per layout at
     these shapes, so the suite checks the first layout of each method and shape).
     """
+    from ..kernels.padding import kernel_padding, real_density
+    from ..kernels.triton_attention import choose_kv_tile
+
     B, H, S, D = q.shape
     on_gpu = layout.to(q.device)  # index tensors where the kernels read them, moved once, outside the timing
-    density = layout.density()
-    row: dict[str, Any] = {"density": density, "levels": layout.max_level, "heads_in_layout": layout.num_heads,
-                           "padding": 1.0 - dense["tokens"] / S, "rel_err": None}
+    density = real_density(layout)
+    kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(q.device)[0] >= 9)
+    row: dict[str, Any] = {"density": density, "density_padded": layout.density(), "levels": layout.max_level,
+                           "heads_in_layout": layout.num_heads, "kv_tile": kv_tile,
+                           "padding": kernel_padding(layout, 128, kv_tile), "rel_err": None}
     out = attention(q, k, v, on_gpu, backend="triton")  # compiles and autotunes outside the timing
     if check:
         ref = attention(q, k, v, on_gpu, backend="torch")
@@ -234,18 +261,27 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
                                / ref[:, :, valid].float().norm())
         del ref
     del out
+    scale = D ** -0.5
     row["triton_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
+    if v1:
+        from ..kernels.triton_attention_v1 import triton_block_attention as v1_attention
+
+        v1_attention(q, k, v, on_gpu, scale)  # its own autotuning, outside the timing
+        row["v1_ms"] = timer(lambda: v1_attention(q, k, v, on_gpu, scale))
     if flex:
         from ..kernels.flex import compiled_flex_attention
 
         block_mask = layout.to_flex_block_mask(q.device)
         fn = compiled_flex_attention()
         row["flex_ms"] = timer(lambda: fn(q, k, v, block_mask=block_mask))
-    row["triton_tflops"] = _tflops(4 * B * H * D * density * S * S, row["triton_ms"])
+    # real work: the real query-key pairs the layout attends (dense SDPA's count is 4·B·H·N²·D on N real tokens)
+    n_real = dense["tokens"]
+    row["triton_tflops"] = _tflops(4 * B * H * D * density * n_real * n_real, row["triton_ms"])
     cudnn = dense.get("cudnn_ms")
     row["ratio"] = None if cudnn is None else row["triton_ms"] / (density * cudnn)
     row["speedup_vs_cudnn"] = None if cudnn is None else cudnn / row["triton_ms"]
     row["vs_flex"] = row["flex_ms"] / row["triton_ms"] if flex else None
+    row["vs_v1"] = row["v1_ms"] / row["triton_ms"] if v1 else None
     return row
 
 
@@ -271,8 +307,8 @@ def markdown(data: dict[str, Any]) -> str:
     parts = [f"dtype {data['dtype']}, {data['block_size']}-token blocks, batch 1, head dim 128. "
              "Times: triton.testing.do_bench median, ms.\n", "## Dense SDPA\n",
              markdown_table(data["dense"], ["shape", "heads", "tokens", "cudnn_ms", "flash_ms", "cudnn_tflops"])]
-    columns = ["method", "setting", "density", "padding", "triton_ms", "flex_ms", "triton_tflops", "ratio",
-               "vs_flex", "speedup_vs_cudnn", "rel_err"]
+    columns = ["method", "setting", "density", "density_padded", "padding", "kv_tile", "triton_ms", "v1_ms",
+               "flex_ms", "triton_tflops", "ratio", "vs_flex", "vs_v1", "speedup_vs_cudnn", "rel_err"]
     for shape in dict.fromkeys(r["shape"] for r in data["rows"]):
         parts += [f"## {shape}\n", markdown_table([r for r in data["rows"] if r["shape"] == shape], columns)]
     in_band = [r for r in data["rows"] if 0.1 - 0.02 <= r["density"] <= 0.5 + 0.02 and r["ratio"] is not None]
@@ -284,7 +320,57 @@ def markdown(data: dict[str, Any]) -> str:
         f"- time <= {TARGET_RATIO} x density x cuDNN dense, density 0.1-0.5: {met_ratio} of {len(in_band)} rows\n"
         f"- >= {TARGET_VS_FLEX}x faster than FlexAttention on the same layout (radial, grat): "
         f"{met_flex} of {len(level0)} rows\n\n"
-        "ratio = triton / (density x cudnn); vs_flex = flex / triton; padding = share of tile-order tokens that "
-        "are padding (dense SDPA runs the unpadded sequence); pyramid rows include pooling K/V, and their flex "
-        "column reads the kept blocks at full resolution.\n")
+        "ratio = triton / (density x cudnn), density on real tokens; vs_flex = flex / triton; vs_v1 = v1 / "
+        "triton; padding = query-key pairs the kernel computes over the real pairs attended, minus 1 (dense SDPA "
+        "runs the unpadded sequence); pyramid rows include pooling K/V, and their flex column reads the kept "
+        "blocks at full resolution.\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- compile only (no GPU)
+_COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "kv_buffers",
+                    "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "bar_sync", "ok", "failures"]
+
+
+def compile_only(args: argparse.Namespace) -> int:
+    """Compile every variant at every autotune config for sm_90 and sm_80 and write the table."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise CLIError("--compile-only runs Triton's real compiler: unset TRITON_INTERPRET")
+    try:
+        from ..kernels.compile_report import ARCHS, SHARED_CAP, VARIANTS, compile_kernel, configs_for
+    except ImportError as err:
+        raise CLIError(f"--compile-only needs triton with its NVIDIA backend ({err})") from None
+    rows = []
+    for arch in ARCHS:
+        for variant in VARIANTS:
+            for config in configs_for(arch, variant):
+                row = compile_kernel(arch, variant, config).row()
+                rows.append(row)
+                print(_line({k: row[k] for k in _COMPILE_COLUMNS}), flush=True)
+    data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": SHARED_CAP, "rows": rows}
+    name = args.name or "kernels_compile"
+    json_path, md_path = write_report(args.out, name, "Block-sparse attention kernel: compile-level resources",
+                                      data, compile_markdown(data), "fastdit bench kernels --compile-only")
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def compile_markdown(data: dict[str, Any]) -> str:
+    from ..kernels.compile_report import ARCHS, VARIANTS
+
+    green = sum(r["ok"] for r in data["rows"])
+    parts = [f"The v2 forward compiled by Triton for each target without a GPU (PTX, then ptxas), head dim "
+             f"{data['head_dim']}, {data['dtype']}, {data['block']}-token blocks. Variants: "
+             + "; ".join(f"`{name}` ({', '.join(f'{k}={v}' for k, v in c.items())})" for name, c in VARIANTS.items())
+             + ". Each variant at every autotune config the kernel tries for it on that target. kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
+             "pooled levels' loop, whose keys are gathered); shared memory against the cap of each target "
+             f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); mma_count = matrix "
+             "instructions in the PTX; c7515 = ptxas' warning that wgmma is serialized; bar_sync = barriers in "
+             "the PTX. Green = no spills, within the shared-memory cap, >= 3 K/V buffers at level 0, wgmma on "
+             f"sm_90 (mma.sync on sm_80), no C7515: **{green} of {len(data['rows'])} green**.\n"]
+    for arch, label in ARCHS.items():
+        parts += [f"## {label}\n", markdown_table([r for r in data["rows"] if r["arch"] == arch],
+                                                   [c for c in _COMPILE_COLUMNS if c != "arch"])]
     return "\n".join(parts)

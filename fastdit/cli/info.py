@@ -17,6 +17,7 @@ def collect() -> dict:
 
     from .. import __version__
     from ..kernels import backends
+    from ..kernels.padding import preset_padding
     from ..methods import available_methods, get_method
     from ..presets import PRESETS
     from ..processors import families
@@ -49,6 +50,7 @@ def collect() -> dict:
                                                   "tile": m.tile, "source": m.source}
                                            for name, m in p.methods.items()}}
                     for model_id, p in PRESETS.items()},
+        "padding": preset_padding(),
     }
 
 
@@ -77,4 +79,13 @@ def run(args: argparse.Namespace) -> int:
             group = f", tile={m['tile']}" if m["tile"] else ""
             print(f"      {name}: dense {m['dense_steps']} of {m['schedule']} steps and {m['dense_layers']} layer(s)"
                   f"{', ' + knobs if knobs else ''}{group} — {m['source']}")
+    print("\npadding per preset shape (video tokens, 128-token blocks; pad = padded tokens over real ones; work ="
+          "\nquery-key pairs the Triton kernel computes over the real ones with 128x128 and 64x64 tiles, tiles of"
+          "\npadding only skipped; least = the tile of the block's volume that pads least):")
+    print(f"  {'model':<48} {'grid':<9} {'tokens':>7} {'raster':>7}  {'tile':<7} {'pad':>6} {'work128':>7} "
+          f"{'work64':>7}  {'least':<7} {'pad':>6}")
+    for r in info["padding"]:
+        print(f"  {r['model']:<48} {r['grid']:<9} {r['tokens']:>7} {r['raster_padding']:>7.2%}  {r['tile']:<7} "
+              f"{r['tile_padding']:>6.1%} {r['tile_kernel_padding']:>+7.1%} {r['tile_kernel_padding_64']:>+7.1%}  "
+              f"{r['least_padded_tile']:<7} {r['least_padding']:>6.1%}")
     return 0

@@ -1,20 +1,26 @@
 """Triton backend: a block-sparse flash-attention forward that walks the layout's CSR rows directly.
 
-One program computes ``BLOCK_M`` queries of one (batch, head). It reads the CSR entries of its query block
-(per head, or shared: the head stride of the index arrays is then 0) and streams the selected keys through
-an online softmax in fp32, so no score matrix is ever stored and the work is proportional to the kept blocks.
+One program computes ``BLOCK_M`` queries of one (batch, head). It streams the keys its query block attends
+through an online softmax in fp32, so no score matrix is ever stored and the work is proportional to the kept
+blocks.
 
-**Decoupled block-tile.** The kv tile of ``BLOCK_N`` keys is not tied to the layout's block: slot ``j`` of
-the ``t``-th tile of a row segment whose entries hold ``m = 2**log_m`` keys each is key ``g = t·BLOCK_N + j``
-of the segment, i.e. key ``g mod m`` of entry ``g // m``. A 128-key block is one tile (or two of 64); eight
-pyramid blocks of level 3 (16 pooled keys each) share one 128-wide tile, so coarse levels still run at full
-tile width. Entries of one level must be adjacent for that, so layouts with levels are re-sorted per row
-by level (``_prepare``, cached per layout).
+**Level 0: one scalar per kv tile.** Full-resolution keys are read in tiles of ``KV_TILE`` contiguous keys
+(``KV_TILE`` divides the layout's block). Before the first call on a layout, the host expands each query
+block's CSR row into the list of its kv tiles (``_tile_list``, cached per layout and tile width), one int32
+per tile: the tile's first key, with bit 0 set when some of its keys are padding. The kernel loads that one
+scalar per iteration, so K/V addresses are a scalar plus a constant pattern and Triton's pipeliner keeps as
+many K/V buffers in flight as ``num_stages`` allows (the per-key index loads of v1 cost a pipeline stage).
+Tiles that hold padding only are left out of the list, and query tiles of padding only skip their loops, so
+a half-padded temporal tile row costs half; a tile with some padding reads one validity bit per key
+(``KvBits``), a full tile reads nothing.
 
-**Pyramid levels.** Level 0 reads ``k, v`` in place; levels ``l >= 1`` read pooled K/V built in torch by
-:func:`~fastdit.kernels.reference.pyramid_level` (the reference's own function, so both backends see the same
-pooled values) and add their ``ln(valid tokens in the group)`` logit bias, ``-inf`` for empty groups. The
-same bias (``0`` or ``-inf``) masks padded keys at level 0.
+**Pyramid levels.** Levels ``l >= 1`` read pooled K/V (:func:`~fastdit.kernels.pooling.pooled_store`: one
+Triton pass under the kernel, the reference's :func:`~fastdit.kernels.reference.pyramid_level` in the
+interpreter) and add their ``ln(valid tokens in the group)`` logit bias, ``-inf`` for empty groups. A pooled
+block of level ``l`` holds ``block_kv >> l`` keys, so a ``BLOCK_N`` tile of a level segment gathers several
+blocks (decoupled block-tile: slot ``j`` of the ``t``-th tile of a segment of ``m``-key entries is key
+``g mod m`` of entry ``g // m``, ``g = t·BLOCK_N + j``). Entries of one level are adjacent for that: layouts
+with levels are re-sorted per row by level (``_prepare``).
 
 Under ``TRITON_INTERPRET=1`` (read by Triton when this module is first imported) the kernel runs in Triton's
 CPU interpreter and accepts CPU tensors; that is how CI tests it.
@@ -30,83 +36,168 @@ import triton
 import triton.language as tl
 
 from ..layout import BlockLayout
-from .reference import pyramid_level
+from .pooling import pooled_store
 
-__all__ = ["triton_block_attention", "INTERPRETED"]
+__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile"]
+
+LOG2E = 1.4426950408889634
+NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip before they replace 128-key ones
 
 # ---------------------------------------------------------------- autotune configs
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per GPU generation; the autotuner times only its own generation's.
-# Hopper (sm90, 227 KB shared memory per block, wgmma): 128x128 tiles over 8 warps (two warpgroups) keep the
-# tensor cores fed, and 2-3 stages of K and V (64 KB per stage at D=128, bf16) hide HBM latency; 128x64 is
-# for rows whose short, gathered pooled segments leave wide tiles half empty.
-_HOPPER = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 64, 4, 3), (64, 128, 4, 3)]
-# Ampere and Ada (sm80/86/89, 99-163 KB, mma.sync): FlashAttention-2's 128x64 with 4 warps, and 64x64 for
-# the smaller shared memory of sm86/89. Configs that don't fit are skipped by the autotuner.
-_AMPERE = [(128, 64, 4, 3), (128, 64, 4, 2), (64, 64, 4, 4), (64, 64, 4, 3), (128, 32, 4, 4)]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per GPU generation; the autotuner times only its own generation's,
+# only those whose BLOCK_N is the host's kv tile (``choose_kv_tile``) and that fit the device's shared memory.
+# Each was compiled at head dim 128, bf16, for its target with no GPU (``fastdit bench kernels --compile-only``,
+# bench/results/kernels_compile.md): no spills, within shared memory, >= 3 K/V buffers in the level-0 loop,
+# no serialized wgmma. With the tile index prefetched a tile ahead, num_stages = s keeps s K/V buffers on
+# sm90 and s - 1 on sm80.
+# Hopper (sm90, 227 KB, wgmma): 128x128 over 8 warps (two warpgroups), 3 buffers = 224 KB; 128x64 with 3-5
+# buffers for narrow tiles and pooled levels; 64x64 over one warpgroup for short query blocks.
+_HOPPER = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4)]
+# Ampere (sm80, 163 KB, mma.sync): FlashAttention-2's 128x64 (8 warps: 4 spill at D=128) and 64x64, 3-4 buffers.
+_AMPERE = [(128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4), (64, 64, 4, 5)]
+# with pooled levels (their gathered indices in registers) these spill or serialize wgmma: level-0 layouts only
+_LEVEL0_ONLY = {(128, 64, 8, 5), (64, 64, 4, 4)}  # sm90
+_LEVEL0_ONLY_AMPERE = {(128, 64, 8, 4), (128, 64, 8, 5)}
+# sm86/89 (99 KB) fit none of the above: 64x64 with 2 buffers (90 KB)
+_SMALL_SHARED = (64, 64, 4, 3)
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE)]
-_HOPPER_SET, _AMPERE_SET = set(_HOPPER), set(_AMPERE)
+            for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED])]
+
+
+def config_used(config: tuple[int, int, int, int], hopper: bool, n_levels: int) -> bool:
+    """Whether the autotuner tries ``config`` on this generation for layouts of ``n_levels`` levels (layouts
+    with levels get 64-key tiles: ``choose_kv_tile``)."""
+    if n_levels > 1 and config[1] != 64:
+        return False
+    if not hopper:
+        return config in _AMPERE and (n_levels == 1 or config not in _LEVEL0_ONLY_AMPERE)
+    return config in _HOPPER and (n_levels == 1 or config not in _LEVEL0_ONLY)
+
+
+def _shared_estimate(block_m: int, block_n: int, stages: int, head_dim: int, elem: int, hopper: bool) -> int:
+    """Shared memory of a config as compiled (bench/results/kernels_compile.md): Q and the K/V buffers
+    (``stages`` on sm90, ``stages - 1`` on sm80) and 2 KB (sm80's 64-query tiles add 8 KB of scratch, under
+    the cap either way)."""
+    buffers = stages if hopper else stages - 1
+    return (block_m + 2 * block_n * buffers) * head_dim * elem + 2048
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Keep this GPU generation's configs whose query tile fits the layout's query block."""
+    """Keep this GPU generation's configs whose query tile fits the layout's query block, whose BLOCK_N is the
+    kv tile the host chose (``KV_TILE``; 64 under 64-key blocks) and that fit the device's shared memory."""
     args = {**named_args, **kwargs}
-    block_q = args["BLOCK_Q"]
-    wanted = _HOPPER_SET if torch.cuda.get_device_capability(args["Q"].device)[0] >= 9 else _AMPERE_SET
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= block_q
-            and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
-    return kept or [triton.Config({"BLOCK_M": block_q, "BLOCK_N": 64}, num_warps=4, num_stages=2)]
+    q, block_q, kv_tile = args["Q"], args["BLOCK_Q"], max(args["KV_TILE"], 64)
+    hopper = torch.cuda.get_device_capability(q.device)[0] >= 9
+    limit = triton.runtime.driver.active.utils.get_device_properties(q.device.index)["max_shared_mem"]
+    key = lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)  # noqa: E731
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= block_q and c.kwargs["BLOCK_N"] == kv_tile
+            and config_used(key(c), hopper, args["N_LEVELS"])
+            and _shared_estimate(*key(c)[:2], key(c)[3], args["HEAD_DIM"], q.element_size(), hopper) <= limit]
+    m, n, w, s = _SMALL_SHARED
+    return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n}, num_warps=w, num_stages=s)]
 
 
 # ---------------------------------------------------------------- the kernel
 @triton.jit
-def _attend_segment(
-    acc, m_i, l_i, q,
-    k_ptr, v_ptr, stride_kn, stride_vn, bias_ptr,
-    col_ptr, seg_start, seg_end, log_m, n_store,
-    qk_scale, offs_n, offs_d,
-    HAS_BIAS: tl.constexpr, MASK_TAIL: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+def _attend_level0(
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale, offs_d,
+    HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Online softmax of one query tile over the keys of CSR entries ``[seg_start, seg_end)``.
+    """Online softmax of one query tile over the full-resolution kv tiles ``Tiles[t_start:t_end]``.
 
-    Each entry holds ``2**log_m`` consecutive keys of a store of ``n_store`` keys (``k_ptr``/``v_ptr``, rows
-    ``stride_*n`` apart). Scores are kept in base 2: ``s = (q·k)·scale·log2(e) + bias·log2(e)``.
+    Each entry is the first key of ``KV_TILE`` contiguous keys, with bit 0 set when some of them are padding
+    (only then are the validity bits ``KvBits`` read). Scores stay raw (``q·k``) until the exponent:
+    ``p = exp2(s·scale·log2e − m)``, one FMA per score.
     """
-    n_keys = (seg_end - seg_start) << log_m
-    within_mask = (1 << log_m) - 1
-    for start in range(0, n_keys, BLOCK_N):
-        # decoupled block-tile: slot j holds key (g mod m) of entry g // m, g = start + j
-        g = start + offs_n
-        entry = seg_start + (g >> log_m)
-        if MASK_TAIL:
-            live = g < n_keys
-            col = tl.load(col_ptr + entry, mask=live, other=0)
-            tok = (col << log_m) + (g & within_mask)
-            live = live & (tok < n_store)  # also the missing keys of a partial last block
-            k = tl.load(k_ptr + tok[:, None] * stride_kn + offs_d[None, :], mask=live[:, None], other=0.0)
-            v = tl.load(v_ptr + tok[:, None] * stride_vn + offs_d[None, :], mask=live[:, None], other=0.0)
-        else:
-            col = tl.load(col_ptr + entry)
-            tok = (col << log_m) + (g & within_mask)
-            k = tl.load(k_ptr + tok[:, None] * stride_kn + offs_d[None, :])
-            v = tl.load(v_ptr + tok[:, None] * stride_vn + offs_d[None, :])
-
+    offs_n = tl.arange(0, KV_TILE)
+    entry_next = tl.load(Tiles + t_start, mask=t_start < t_end, other=0)
+    for t in range(t_start, t_end):
+        entry = entry_next
+        entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
+        tok = (entry & -2) + offs_n
+        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+        if EVEN_KV:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:  # the missing keys of a partial last block
+            k = tl.load(k_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
         # the .to(q.dtype) casts are no-ops except under UPCAST_DOT (see the kernel)
-        s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION) * qk_scale
-        if HAS_BIAS:
-            # ln(count) in base 2; -inf for padding (and for groups of padding only)
-            if MASK_TAIL:
-                bias = tl.load(bias_ptr + tok, mask=live, other=0.0)
-            else:
-                bias = tl.load(bias_ptr + tok)
-            s += (bias * 1.4426950408889634)[None, :]
-        if MASK_TAIL:
-            s = tl.where(live[None, :], s, float("-inf"))
+        s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION)
+        if HAS_MASK:
+            bits = tl.load(KvBits + (tok >> 5), mask=(offs_n * 0 + (entry & 1)) != 0, other=-1)
+            s = tl.where((((bits >> (tok & 31)) & 1) != 0)[None, :], s, float("-inf"))
+        # online softmax in base 2 on raw scores: m' = max(m, scale·rowmax(s)), alpha = exp2(m − m'),
+        # p = exp2(fma(s, scale, −m')), l' = alpha·l + rowsum(p), acc' = alpha·acc + p·V. While a row has seen
+        # only -inf scores, m' = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s * qk_scale - m_sub[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype).to(q.dtype), v.to(q.dtype), acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
 
-        # online softmax: with the running max m and sum l of exp2(s - m),
-        #   m' = max(m, rowmax(s)),  alpha = exp2(m - m'),  l' = alpha·l + rowsum(exp2(s - m')),
-        #   acc' = alpha·acc + exp2(s - m')·V.
-        # While a row has seen only -inf scores, m' = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
+
+@triton.jit
+def _pooled_tile(t, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS: tl.constexpr, LOG_BLOCK_KV: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
+    """Store rows and validity of the ``t``-th pooled tile of a row: its level is where ``t`` falls among the
+    levels' tile counts (levels are few: unrolled; the segment bounds are loop invariants)."""
+    level = 0
+    seg_start = 0
+    seg_end = 0
+    before = 0  # tiles of the levels before this tile's
+    counted = 0
+    for lv in tl.static_range(1, N_LEVELS):
+        lo = tl.load(seg + lv)
+        hi = tl.load(seg + lv + 1)
+        n_lv = tl.cdiv((hi - lo) << (LOG_BLOCK_KV - lv), BLOCK_N)
+        here = (t >= counted) & (t < counted + n_lv)
+        level = tl.where(here, lv, level)
+        seg_start = tl.where(here, lo, seg_start)
+        seg_end = tl.where(here, hi, seg_end)
+        before = tl.where(here, counted, before)
+        counted += n_lv
+    log_m = LOG_BLOCK_KV - level
+    g = (t - before) * BLOCK_N + offs_n
+    live = g < ((seg_end - seg_start) << log_m)  # false everywhere past the last tile
+    col = tl.load(Cols + seg_start + (g >> log_m), mask=live, other=0)
+    tok = (col << log_m) + (g & ((1 << log_m) - 1))
+    live = live & (tok < (seq_kv >> level))  # also the missing keys of a partial last block
+    return tok + tl.load(LevelStart + level), live
+
+
+@triton.jit
+def _attend_pooled(
+    acc, m_i, l_i, q, kp_base, vp_base, stride_pn, PooledBias, LevelStart, Cols, seg, dead, seq_kv,
+    qk_scale, offs_n, offs_d, N_LEVELS: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Online softmax over the pooled levels ``1..N_LEVELS-1`` of one row, in one loop over their tiles.
+
+    Level ``l``'s entries are ``Cols[seg[l]:seg[l+1]]``, each ``2**(LOG_BLOCK_KV - l)`` consecutive keys of the
+    level's store (from ``LevelStart[l]`` in ``kp_base``); a tile of ``BLOCK_N`` keys gathers several entries,
+    whose indices are loaded a tile ahead (as level 0's). Scores carry the level's log-count bias, so they
+    are scaled before the max: ``s = fma(q·k, scale, bias)``.
+    """
+    n_tiles = 0
+    for lv in tl.static_range(1, N_LEVELS):
+        n_tiles += tl.cdiv((tl.load(seg + lv + 1) - tl.load(seg + lv)) << (LOG_BLOCK_KV - lv), BLOCK_N)
+    n_tiles = tl.where(dead, 0, n_tiles)
+    tok_next, live_next = _pooled_tile(0, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS, LOG_BLOCK_KV, BLOCK_N)
+    for t in range(0, n_tiles):
+        tok = tok_next
+        live = live_next
+        tok_next, live_next = _pooled_tile(t + 1, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS, LOG_BLOCK_KV,
+                                           BLOCK_N)
+        k = tl.load(kp_base + tok[:, None] * stride_pn + offs_d[None, :], mask=live[:, None], other=0.0)
+        v = tl.load(vp_base + tok[:, None] * stride_pn + offs_d[None, :], mask=live[:, None], other=0.0)
+        bias = tl.load(PooledBias + tok, mask=live, other=float("-inf"))  # log2(count), -inf: empty group
+        s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION) * qk_scale + bias[None, :]
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_sub)
@@ -118,27 +209,30 @@ def _attend_segment(
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "BLOCK_Q", "LOG_BLOCK_KV", "N_LEVELS", "HAS_PAD", "EVEN_KV"],
+@triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "BLOCK_Q", "LOG_BLOCK_KV", "N_LEVELS", "HAS_MASK", "EVEN_KV",
+                                        "KV_TILE", "SKIP_Q"],
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _block_sparse_fwd(
     Q, K, V, Out, Lse,
-    KP, VP, PadBias, PooledBias, LevelStart,
-    SegPtr, Cols,
-    qk_scale, n_heads, seq_q, seq_kv, seg_stride_h,
+    KP, VP, PooledBias, LevelStart,
+    TilePtr, Tiles, KvBits, SegPtr, Cols,
+    qk_scale, n_heads, seq_q, seq_kv, tile_stride_h, seg_stride_h,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     stride_pb, stride_ph, stride_pn,
-    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr,
-    N_LEVELS: tl.constexpr, HAS_PAD: tl.constexpr, EVEN_KV: tl.constexpr, RETURN_LSE: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, N_LEVELS: tl.constexpr,
+    HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
+    RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """``BLOCK_M`` queries of one (batch, head): every level segment of their query block's CSR row.
+    """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
 
-    ``SegPtr[h, r·N_LEVELS + l]`` is where level ``l`` of query block ``r`` starts in ``Cols`` (the next
-    entry is where it ends); with one level it is the layout's ``row_ptr``.
+    ``TilePtr[h, r]`` is where query block ``r``'s level-0 tiles start in ``Tiles``; ``SegPtr[h, r·N_LEVELS + l]``
+    is where its level-``l`` entries start in ``Cols`` (read for ``l >= 1`` only). With ``SKIP_Q`` a query tile
+    whose tokens are all padding (``KvBits``, the same positions on the query side) visits nothing.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -159,25 +253,29 @@ def _block_sparse_fwd(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
 
     # every program tile lies inside one query block (BLOCK_M divides BLOCK_Q)
-    seg = SegPtr + h * seg_stride_h + ((pid_m * BLOCK_M) // BLOCK_Q) * N_LEVELS
+    row = (pid_m * BLOCK_M) // BLOCK_Q
+    tile_row = TilePtr + h * tile_stride_h + row
+    t_start = tl.load(tile_row)
+    t_end = tl.load(tile_row + 1)
+    if SKIP_Q:  # a query tile of padding only visits nothing (its rows get 0 and lse = -inf)
+        q_bits = tl.load(KvBits + (offs_m >> 5), mask=offs_m < seq_q, other=0)
+        dead = tl.max((q_bits >> (offs_m & 31)) & 1, 0) == 0
+        t_end = tl.where(dead, t_start, t_end)
+    else:
+        dead = pid_m < 0
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
-    acc, m_i, l_i = _attend_segment(
-        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, PadBias,
-        Cols, tl.load(seg), tl.load(seg + 1), LOG_BLOCK_KV, seq_kv, qk_scale, offs_n, offs_d,
-        HAS_BIAS=HAS_PAD, MASK_TAIL=not (EVEN_KV and (1 << LOG_BLOCK_KV) % BLOCK_N == 0), BLOCK_N=BLOCK_N,
-        PRECISION=PRECISION)
+    acc, m_i, l_i = _attend_level0(
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale,
+        offs_d, HAS_MASK=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, PRECISION=PRECISION)
     if N_LEVELS > 1:
-        # pooled levels: level l stores seq_kv >> l keys from LevelStart[l] on, 2**(LOG_BLOCK_KV - l) per block
         kp_base = KP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
         vp_base = VP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
-        for level in range(1, N_LEVELS):
-            first = tl.load(LevelStart + level)
-            acc, m_i, l_i = _attend_segment(
-                acc, m_i, l_i, q, kp_base + first * stride_pn, vp_base + first * stride_pn, stride_pn, stride_pn,
-                PooledBias + first, Cols, tl.load(seg + level), tl.load(seg + level + 1), LOG_BLOCK_KV - level,
-                seq_kv >> level, qk_scale, offs_n, offs_d,
-                HAS_BIAS=True, MASK_TAIL=True, BLOCK_N=BLOCK_N, PRECISION=PRECISION)
+        seg = SegPtr + h * seg_stride_h + row * N_LEVELS
+        acc, m_i, l_i = _attend_pooled(
+            acc, m_i, l_i, q, kp_base, vp_base, stride_pn, PooledBias, LevelStart, Cols, seg, dead, seq_kv,
+            qk_scale, offs_n, offs_d, N_LEVELS=N_LEVELS, LOG_BLOCK_KV=LOG_BLOCK_KV, BLOCK_N=BLOCK_N,
+            PRECISION=PRECISION)
 
     # out = acc / l; a row that saw no valid key gets 0 and lse = -inf
     empty = l_i == 0.0
@@ -203,23 +301,27 @@ class _Prepared(NamedTuple):
     cols: torch.Tensor  # int32 [nnz]: kv block ids, grouped by level within each row
     level_start: torch.Tensor  # int32 [n_levels]: first key of level l >= 1 in the pooled store (entry 0 unused)
     layout: BlockLayout  # the layout with its tensors on the device (pooling reads its kv_valid)
-    pad_bias: torch.Tensor | None  # fp32 [S_kv]: 0 for real keys, -inf for padding; None without padding
+    kv_valid: torch.Tensor  # bool [n_kv_blocks * block_kv]: real keys (False for padding and past seq_len_kv)
+    kv_bits: torch.Tensor  # int32 [ceil(n_kv_blocks * block_kv / 32)]: kv_valid, 32 keys a word
+    has_mask: bool  # some key of some block is not valid
+    skip_q: bool  # queries have the keys' validity (a layout over a token order) and some are padding
+    tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, nq + 1], tiles int32 [n]): the level-0 tile lists
 
 
 _PREPARED: "weakref.WeakKeyDictionary[BlockLayout, dict[torch.device, _Prepared]]" = weakref.WeakKeyDictionary()
 
 
-def _prepare(layout: BlockLayout, k: torch.Tensor) -> _Prepared:
-    """The kernel's view of ``layout`` on ``k``'s device, cached per layout so static layouts cost nothing.
+def _prepare(layout: BlockLayout, device: torch.device) -> _Prepared:
+    """The kernel's view of ``layout`` on ``device``, cached per layout so static layouts cost nothing.
 
     Without levels the segments are the rows themselves (``row_ptr``, ``col_idx``). With levels, each row's
     entries are re-sorted by level (stable, so columns stay ascending within a level) and ``seg_ptr`` marks
     where each level starts, which lets the kernel pack same-level blocks into full tiles.
     """
     per_device = _PREPARED.setdefault(layout, {})
-    if k.device in per_device:
-        return per_device[k.device]
-    dev_layout = layout.to(k.device)
+    if device in per_device:
+        return per_device[device]
+    dev_layout = layout.to(device)
     row_ptr, col_idx = dev_layout.row_ptr, dev_layout.col_idx
     n_levels = layout.max_level + 1
     if n_levels == 1:
@@ -227,11 +329,11 @@ def _prepare(layout: BlockLayout, k: torch.Tensor) -> _Prepared:
     else:
         heads, nq = layout.num_heads, layout.n_q_blocks
         counts = dev_layout.row_counts().flatten()
-        row_of_entry = torch.repeat_interleave(torch.arange(counts.numel(), device=k.device), counts,
+        row_of_entry = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts,
                                                output_size=layout.nnz)
         key = row_of_entry * n_levels + dev_layout.level.long()  # rows are consecutive in col_idx
         cols = col_idx[torch.sort(key, stable=True).indices]
-        per_level = torch.zeros(heads * nq * n_levels, dtype=torch.int64, device=k.device)
+        per_level = torch.zeros(heads * nq * n_levels, dtype=torch.int64, device=device)
         per_level = per_level.index_add_(0, key, torch.ones_like(key)).view(heads, nq, n_levels)
         before = torch.cumsum(per_level, -1) - per_level  # entries of lower levels in the same row
         starts = (row_ptr[:, :nq, None] + before).reshape(heads, nq * n_levels)
@@ -240,18 +342,75 @@ def _prepare(layout: BlockLayout, k: torch.Tensor) -> _Prepared:
     for level in range(1, n_levels):
         level_start.append(offset)
         offset += layout.seq_len_kv >> level
-    pad_bias = None if layout.kv_valid is None else pyramid_level(k, k, dev_layout, 0)[2]
+    padded_len = layout.n_kv_blocks * layout.block_kv
+    kv_valid = torch.arange(padded_len, device=device) < layout.seq_len_kv
+    if dev_layout.kv_valid is not None:
+        kv_valid[:layout.seq_len_kv] &= dev_layout.kv_valid.bool()
+    skip_q = (layout.order is not None and dev_layout.kv_valid is not None and layout.seq_len_q == layout.seq_len_kv
+              and layout.block_q == layout.block_kv)
     prepared = _Prepared(n_levels, seg_ptr.to(torch.int32).contiguous(), cols.to(torch.int32).contiguous(),
-                         torch.tensor(level_start, dtype=torch.int32, device=k.device), dev_layout, pad_bias)
-    per_device[k.device] = prepared
+                         torch.tensor(level_start, dtype=torch.int32, device=device), dev_layout, kv_valid,
+                         _pack_bits(kv_valid), not bool(kv_valid.all()), skip_q, {})
+    per_device[device] = prepared
     return prepared
 
 
-def _pooled_store(k: torch.Tensor, v: torch.Tensor, prep: _Prepared):
-    """Pooled K/V of levels 1..L concatenated on the token axis (``prep.level_start`` says where each begins),
-    and their log-count biases."""
-    levels = [pyramid_level(k, v, prep.layout, level) for level in range(1, prep.n_levels)]
-    return tuple(torch.cat(parts, dim) for parts, dim in zip(zip(*levels), (2, 2, 0)))
+def _pack_bits(valid: torch.Tensor) -> torch.Tensor:
+    """``valid`` as int32 words, bit ``j`` of word ``w`` standing for position ``32·w + j``."""
+    padded = torch.zeros(-(-valid.numel() // 32) * 32, dtype=torch.int64, device=valid.device)
+    padded[:valid.numel()] = valid.long()
+    words = (padded.view(-1, 32) << torch.arange(32, device=valid.device)).sum(1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).contiguous()
+
+
+def _tile_list(layout: BlockLayout, prep: _Prepared, kv_tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level-0 kv tiles of every (head, query block): ``(tile_ptr [Hl, nq + 1], tiles [n])`` int32.
+
+    Each of a row's level-0 blocks gives ``block_kv / kv_tile`` tiles of contiguous keys; a tile of padding
+    only is left out, and one with some padding gets bit 0 (its first key is a multiple of ``kv_tile >= 16``).
+    """
+    if kv_tile in prep.tiles:
+        return prep.tiles[kv_tile]
+    dev_layout, device = prep.layout, prep.kv_valid.device
+    heads, nq, per_block = layout.num_heads, layout.n_q_blocks, layout.block_kv // kv_tile
+    counts = dev_layout.row_counts().flatten()
+    rows = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts, output_size=layout.nnz)
+    cols = dev_layout.col_idx.long()
+    if dev_layout.level is not None:  # pooled entries are read through seg_ptr, not here
+        level0 = dev_layout.level == 0
+        rows, cols = rows[level0], cols[level0]
+    per_tile = prep.kv_valid.view(-1, kv_tile)
+    live, partial = per_tile.any(1), ~per_tile.all(1)
+    tile = (cols[:, None] * per_block + torch.arange(per_block, device=device)).flatten()  # kv tile ids
+    keep = live[tile]
+    tile = tile[keep]
+    tiles = (tile * kv_tile + partial[tile].long()).to(torch.int32).contiguous()
+    per_row = torch.zeros(heads * nq, dtype=torch.int64, device=device)
+    per_row.index_add_(0, rows.repeat_interleave(per_block)[keep], torch.ones_like(tile))
+    flat = torch.zeros(heads * nq + 1, dtype=torch.int64, device=device)
+    torch.cumsum(per_row, 0, out=flat[1:])
+    tile_ptr = flat[torch.arange(heads, device=device).unsqueeze(1) * nq + torch.arange(nq + 1, device=device)]
+    prep.tiles[kv_tile] = tile_ptr.to(torch.int32).contiguous(), tiles
+    return prep.tiles[kv_tile]
+
+
+def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Tensor | None = None) -> int:
+    """The level-0 kv tile width, at most the layout's block: 128 keys on Hopper for level-0 layouts, 64
+    otherwise (Ampere, where 128-wide tiles at D=128 spill or lose a K/V buffer, and layouts with pooled
+    levels, whose gathered 128-wide tiles push the kernel past 255 registers); on Hopper also 64 when 64-key
+    tiles of padding only (the missing frames of a half-padded temporal tile row) would save at least 4% of
+    the 128-key tiles' keys (``NARROW_TILE_SAVING``: a guess at the speed 64-key tiles give up, to calibrate
+    on a GPU)."""
+    wide = min(128 if hopper and layout.max_level == 0 else 64, layout.block_kv)
+    if wide <= 64 or layout.kv_valid is None:
+        return wide
+    valid = layout.kv_valid if kv_valid is None else kv_valid
+    keys = torch.zeros(layout.n_kv_blocks * layout.block_kv, dtype=torch.bool, device=valid.device)
+    keys[:valid.numel()] = valid.bool()[:keys.numel()]
+    dead = ~keys.view(-1, 64).any(1)  # 64-key tiles of padding only
+    wide_live = keys.view(-1, wide).any(1)
+    saved = int((dead.view(-1, wide // 64) & wide_live[:, None]).sum()) * 64
+    return 64 if saved >= NARROW_TILE_SAVING * int(wide_live.sum()) * wide else wide
 
 
 def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, scale: float,
@@ -260,8 +419,9 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     """Run the kernel (the ``"triton"`` backend; the caller, :func:`fastdit.attention`, validated the inputs).
 
     ``tiles = (BLOCK_M, BLOCK_N)`` fixes the tile shape instead of autotuning (benchmarks and tests use it to
-    reach each code path). In the interpreter, where timing means nothing and each tile operation costs about a
-    millisecond, it defaults to the widest tiles, ``(min(64, block_q), 128)``.
+    reach each code path); level-0 tiles are then ``min(BLOCK_N, block_kv)`` keys wide. In the interpreter,
+    where timing means nothing and each tile operation costs about a millisecond, it defaults to the widest
+    tiles, ``(min(64, block_q), 128)``.
     """
     if tiles is None and INTERPRETED:
         tiles = (min(64, layout.block_q), 128)
@@ -271,20 +431,27 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
                          "must be a power of two >= 16")
     # the kernel reads rows of D contiguous elements
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    if scale <= 0:  # the max is taken on raw scores: a positive factor keeps it the max of the scaled ones
+        q, scale = -q, max(-scale, 1e-30)
     B, H, Sq, D = q.shape
     Skv = k.shape[2]
     dev = q.device
-    prep = _prepare(layout, k)
+    prep = _prepare(layout, dev)
+    if tiles is None:
+        kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(dev)[0] >= 9, prep.kv_valid)
+    else:
+        kv_tile = min(tiles[1], layout.block_kv)
+    tile_ptr, tile_list = _tile_list(layout, prep, kv_tile)
     out = torch.empty_like(q)
-    # tensors the kernel doesn't read (no lse, no padding, no levels) are passed as placeholders
+    # tensors the kernel doesn't read (no lse, no levels) are passed as placeholders
     lse = torch.empty(B, H, Sq, dtype=torch.float32, device=dev) if return_lse else out
-    pad_bias = out if prep.pad_bias is None else prep.pad_bias
-    kp, vp, pooled_bias = _pooled_store(k, v, prep) if prep.n_levels > 1 else (k, k, k)
-    log_bk = layout.block_kv.bit_length() - 1
+    kp, vp, pooled_bias = pooled_store(k, v, prep.layout, prep.n_levels) if prep.n_levels > 1 else (k, k, k)
     upcast = INTERPRETED and q.dtype == torch.bfloat16
+    shared = layout.num_heads == 1
     args = (
-        q, k, v, out, lse, kp, vp, pad_bias, pooled_bias, prep.level_start, prep.seg_ptr, prep.cols,
-        scale * 1.4426950408889634, H, Sq, Skv, prep.seg_ptr.stride(0) if layout.num_heads > 1 else 0,
+        q, k, v, out, lse, kp, vp, pooled_bias, prep.level_start, tile_ptr, tile_list, prep.kv_bits,
+        prep.seg_ptr, prep.cols, scale * LOG2E, H, Sq, Skv,
+        0 if shared else tile_ptr.stride(0), 0 if shared else prep.seg_ptr.stride(0),
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -292,9 +459,10 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         kp.stride(0), kp.stride(1), kp.stride(2),
     )
     meta = dict(
-        HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=log_bk, N_LEVELS=prep.n_levels,
-        HAS_PAD=layout.kv_valid is not None, EVEN_KV=Skv % layout.block_kv == 0, RETURN_LSE=return_lse,
-        PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32", UPCAST_DOT=upcast,
+        HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=layout.block_kv.bit_length() - 1, N_LEVELS=prep.n_levels,
+        HAS_MASK=prep.has_mask, EVEN_KV=Skv % layout.block_kv == 0, KV_TILE=kv_tile, SKIP_Q=prep.skip_q,
+        RETURN_LSE=return_lse, PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
+        UPCAST_DOT=upcast,
     )
     if tiles is None:
         grid = lambda m: (triton.cdiv(Sq, m["BLOCK_M"]), B * H)  # noqa: E731

@@ -17,7 +17,8 @@ def test_help_describes_the_suite(capsys):
         main(["bench", "kernels", "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--quick", "--shapes", "--methods", "--densities", "--out", "cudnn", "FlexAttention"):
+    for option in ("--quick", "--shapes", "--methods", "--densities", "--out", "cudnn", "FlexAttention",
+                   "--compile-only", "--no-v1"):
         assert option in text
 
 
@@ -27,6 +28,28 @@ def test_refuses_in_one_line_without_a_gpu(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fastdit bench: error:") and "no CUDA GPU" in err[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_compile_only_refuses_the_interpreter_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert main(["bench", "kernels", "--compile-only", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unset TRITON_INTERPRET" in err[0]
+
+
+def test_compile_table_counts_green_rows():
+    from fastdit.bench.kernels import compile_markdown
+
+    rows = [{"arch": 90, "variant": "level0", "config": "128x128 w8 s3", "kv_tile": 128, "registers": 237,
+             "spill_bytes": 0, "shared_bytes": 229376, "kv_buffers": 3, "pooled_buffers": None, "mma": "wgmma",
+             "mma_count": 16, "c7515": False, "tma_ops": 0, "bar_sync": 7, "ok": True, "failures": ""},
+            {"arch": 80, "variant": "levels", "config": "128x64 w8 s3", "kv_tile": 64, "registers": 255,
+             "spill_bytes": 0, "shared_bytes": 98816, "kv_buffers": 2, "pooled_buffers": 1, "mma": "mma.sync",
+             "mma_count": 256, "c7515": False, "tma_ops": 0, "bar_sync": 13, "ok": False,
+             "failures": "2 K/V buffers in the level-0 loop (< 3)"}]
+    text = compile_markdown({"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": {90: 232448, 80: 166912},
+                             "rows": rows})
+    assert "**1 of 2 green**" in text and "## sm_90" in text and "## sm_80" in text
 
 
 @pytest.mark.parametrize("method,targets", [("grat", (0.1, 0.3, 0.5)), ("radial", (0.4, 0.5)),
@@ -56,4 +79,5 @@ def test_quick_run_writes_a_report_of_correct_kernels(tmp_path):
     assert data["environment"]["device"] != "cpu" and len(data["rows"]) == 1
     row = data["rows"][0]
     assert row["rel_err"] < 1e-2 and row["triton_ms"] > 0 and row["ratio"] > 0
+    assert row["v1_ms"] > 0 and row["padding"] >= 0 and row["density"] > 0
     assert "## Targets" in (tmp_path / "kernels.md").read_text()

@@ -1,0 +1,95 @@
+"""Kernel v2: kv tiles of one scalar index, padding skipped by tile, density on real tokens, fused pooling.
+
+The interpreter cases stay tiny (CI has two cores); tests/kernels/test_triton.py holds the method layouts and
+the compile-level check.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastdit
+from fastdit import BlockLayout, TokenGrid
+from fastdit.kernels.padding import kernel_padding, least_padded_tile, preset_padding, real_density
+from fastdit.kernels.reference import pyramid_level
+from fastdit.order import make_order
+
+pytest.importorskip("triton")
+from fastdit.kernels.pooling import pooled_store  # noqa: E402
+from fastdit.kernels.triton_attention import _prepare, _tile_list, choose_kv_tile, triton_block_attention  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _half_padded_layout(heads: int = 2, max_level: int = 0, seed: int = 0) -> BlockLayout:
+    """3 frames in 2-frame tiles (2x4x4 = one 32-token block): the last tile row's second frame is padding,
+    the last 16 keys of its blocks, so 16-key tiles of it are padding only."""
+    order = make_order("tiles", TokenGrid(3, 4, 8, text_tokens=3), 32, (2, 4, 4))
+    g = torch.Generator().manual_seed(seed)
+    n = order.num_blocks
+    mask = (torch.rand(heads, n, n, generator=g) < 0.6) | torch.eye(n, dtype=torch.bool)
+    level = torch.randint(0, max_level + 1, (heads, n, n), generator=g) if max_level else None
+    return BlockLayout.from_block_mask(mask, order, level)
+
+
+def _check(layout, tiles, dtype=torch.float32, scale=None, D=16):
+    q, k, v = (torch.randn(1, 2, layout.seq_len_q, D, dtype=dtype, device=DEVICE) for _ in range(3))
+    scale = D ** -0.5 if scale is None else scale
+    out, lse = triton_block_attention(q, k, v, layout, scale, return_lse=True, tiles=tiles)
+    ref, ref_lse = fastdit.attention(q, k, v, layout, scale=scale, backend="torch", return_lse=True)
+    rows = layout.order.valid.to(q.device)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out[:, :, rows].float(), ref[:, :, rows].float(), atol=tol, rtol=tol)
+    torch.testing.assert_close(lse[:, :, rows], ref_lse[:, :, rows], atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_tiles_of_padding_only_are_skipped_and_the_result_is_unchanged(dtype):
+    layout = _half_padded_layout()
+    prep = _prepare(layout, torch.device(DEVICE))
+    tile_ptr, tiles = _tile_list(layout, prep, 16)
+    assert tiles.numel() < 2 * layout.nnz  # the dead halves are not in the list
+    assert bool((tiles & 1).any())  # partial tiles (the text block, padded rows) carry their flag
+    assert prep.skip_q
+    _check(layout, (16, 16), dtype)  # 16-query tiles of padding only visit nothing either
+    _check(layout, (32, 32), dtype)
+
+
+def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale():
+    _check(_half_padded_layout(max_level=2, seed=3), (16, 16), scale=-0.3)
+
+
+def test_the_fused_pooling_pass_equals_the_reference_levels():
+    layout = _half_padded_layout(heads=1, max_level=3)
+    k, v = (torch.randn(2, 2, layout.seq_len_kv, 32, device=DEVICE) for _ in range(2))
+    kp, vp, bias = pooled_store(k, v, layout, 4, fused=True)
+    start = 0
+    for level in range(1, 4):
+        rk, rv, log_count = pyramid_level(k, v, layout, level)
+        n = rk.shape[2]
+        torch.testing.assert_close(kp[:, :, start:start + n], rk, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(vp[:, :, start:start + n], rv, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(bias[start:start + n], log_count.to(bias.device) * 1.4426950408889634)
+        start += n
+
+
+def test_kv_tile_choice_and_padding_at_real_shapes():
+    """Wan 480p in 2x16x4 tiles: 64-key tiles skip the missing 22nd frame; 720p's 1x8x16 tiles leave none."""
+    wan480 = fastdit.build_layout("dense", TokenGrid(21, 30, 52), block_size=128, order="tiles")
+    assert wan480.order.tile == (2, 16, 4)
+    assert choose_kv_tile(wan480) == 64 and choose_kv_tile(wan480, hopper=False) == 64
+    wan720 = fastdit.build_layout("dense", TokenGrid(21, 45, 80), block_size=128, order="tiles")
+    assert choose_kv_tile(wan720) == 128
+    radial = fastdit.build_layout("radial", TokenGrid(21, 30, 52), block_size=128, decay_factor=0.2)
+    assert choose_kv_tile(radial) == 128
+
+    # a dense layout attends every real pair; the kernel computes the padded square, less the skipped tiles
+    assert real_density(wan480) == pytest.approx(1.0)
+    assert wan480.density() == 1.0
+    padded = wan480.seq_len_q / 32760
+    assert kernel_padding(wan480, 128, 128) == pytest.approx(padded ** 2 - 1)
+    assert kernel_padding(wan480, 64, 64) == pytest.approx((21 * 32 * 52 / 32760) ** 2 - 1)
+    assert least_padded_tile(TokenGrid(21, 30, 52), 128) == (1, 32, 4)
+    rows = {r["model"]: r for r in preset_padding()}
+    assert rows["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]["tile_padding"] == pytest.approx(36608 / 32760 - 1)
