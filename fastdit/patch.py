@@ -20,6 +20,7 @@ from .config import SparseConfig
 from .context import RunContext
 from .engine import SparseAttention, check_backend
 from .methods import DEFAULT_BLOCK_SIZE
+from .parallel import hand_back
 from .presets import resolve_preset
 from .processors import (Family, SparseProcessorMixin, detect_family, families, forward_input, install, ops,
                          read_timestep, unwrap_model)
@@ -351,6 +352,7 @@ def remove(target: Any) -> Any:
     for state in _states(target):
         for module, processor in reversed(state.saved_processors):
             if isinstance(module.processor, SparseProcessorMixin):
+                hand_back(module.processor, processor)  # enable_parallelism after apply set them on ours
                 _set_processor(module, processor)
             install(module, None)
         for handle in state.hooks:

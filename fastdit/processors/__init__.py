@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..grid import TokenGrid
+from ..parallel import parallel_attention, parallel_config
 from . import ops
 from .ops import new_handle
 
@@ -212,6 +213,9 @@ class SparseProcessorMixin:
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
             text_tokens: int | None, text_position: str, dispatch: bool) -> torch.Tensor:
         """The engine call behind :meth:`attend`, always eager (the operator's body)."""
+        config = parallel_config(self)
+        if config is not None:  # ranks hold slices of the sequence: attention must exchange them
+            return parallel_attention(self, q, k, v, attn_mask, text_tokens, text_position, dispatch, config)
         if text_tokens is None:
             text_tokens = self.grid.text_tokens if self.grid is not None else 0
         dense = None
