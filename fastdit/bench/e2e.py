@@ -13,8 +13,13 @@ from elsewhere on a shared machine hits all methods alike), after ``--warmup`` u
 speedup = dense median / method median; the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
 heads (head dim, patch and frame size kept) and 17 frames, so it finishes on a CPU in minutes.
 
+Under ``torchrun`` with ``--parallel ulysses=N`` (or ``ring=N``) the model runs under diffusers' context
+parallelism; every rank times its own forwards and the report gives each rank's median and, as the step
+time, the slowest rank's. On CPUs (gloo) such a run shows that it works, not how fast it would be.
+
   fastdit bench e2e --quick                                    # CPU
   fastdit bench e2e --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers    # GPU: 480p, 81 frames, 30 layers
+  torchrun --nproc-per-node 4 -m fastdit bench e2e --parallel ulysses=4   # 4 GPUs
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--backend", default="auto", help="kernel backend for the sparse methods")
     parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
+    parser.add_argument("--parallel", metavar="KIND=N",
+                        help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
 
 def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
@@ -75,11 +82,52 @@ def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, a
 
     if method is None:
         return _forward_seconds(model, inputs), 1.0
-    fastdit.apply(model, method=method, **apply_kwargs)
+    fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
     try:
         return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
     finally:
         fastdit.remove(model)
+
+
+def _baseline(model: torch.nn.Module, inputs: dict[str, Any], apply_kwargs: dict[str, Any]) -> str | None:
+    """The dense row of a context-parallel run: diffusers' own attention (``None``), or fastdit's dense
+    (``"dense"``) when the diffusers backend can't run this kind of parallelism (its native backend has no
+    ring attention)."""
+    try:
+        _timed(model, inputs, None, apply_kwargs)
+    except ValueError:
+        return "dense"
+    return None
+
+
+def _per_rank(medians: dict[str | None, float]) -> list[dict[str | None, float]] | list[None]:
+    """Every rank's medians on rank 0 (``[None]`` elsewhere)."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else []
+    dist.gather_object(medians, gathered if dist.get_rank() == 0 else None, dst=0)
+    return gathered if dist.get_rank() == 0 else [None]
+
+
+def _rows(configs: list[str | None], times: dict[str | None, list[float]], density: dict[str | None, float],
+          ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
+    """One report row per configuration, the first the dense baseline; under context parallelism a step
+    takes as long as its slowest rank."""
+    def median(method: str | None) -> float:
+        return max(r[method] for r in ranks) if ranks else statistics.median(times[method])
+
+    dense = median(configs[0])
+    rows: list[dict[str, Any]] = []
+    for method in configs:
+        label = {None: "dense", "dense": "dense (fastdit)"}.get(method, method)
+        row = {"method": label, "median_s": median(method), "min_s": min(times[method]),
+               "speedup": dense / median(method), "density": density[method]}
+        if ranks:
+            row["rank_s"] = " / ".join(f"{r[method]:.3f}" for r in ranks)
+        rows.append(row)
+        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x  "
+              f"density {row['density']:.3f}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli import CLIError
     from ..cli.common import command_line, resolve_device, resolve_dtype
+    from ..parallel.launch import is_main_process
     from ..pipelines.configs import MODEL_CONFIGS, build_denoiser
     from ..pipelines.loading import check_video_size
 
@@ -94,6 +143,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--repeats must be >= 1 and --warmup >= 0")
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
+    if args.parallel:
+        from ..parallel.launch import init_distributed, parse_parallel
+
+        try:
+            parallel = parse_parallel(args.parallel)
+            init_distributed()
+        except (RuntimeError, ValueError) as err:
+            raise CLIError(str(err)) from None
     spec = MODEL_CONFIGS[args.model]
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -115,6 +172,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
 
     model = build_denoiser(args.model, device=device, dtype=dtype, **overrides)
+    if args.parallel:
+        from ..parallel.launch import enable_context_parallel
+
+        try:
+            enable_context_parallel(model, *parallel)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     gen = torch.Generator(device).manual_seed(0)
     inputs = {
         "hidden_states": torch.randn(spec.latent_shape(frames, height, width), generator=gen, device=device,
@@ -127,13 +191,14 @@ def run(args: argparse.Namespace) -> int:
     pt, ph, pw = spec.config["patch_size"]
     grid = (f // pt, h // ph, w // pw)
     tokens = grid[0] * grid[1] * grid[2]
-    print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
-          f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
+    if is_main_process():
+        print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
+              f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
 
     # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
     # hit every method alike instead of whichever was being timed
     apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
-    configs: list[str | None] = [None, *args.methods]
+    configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
@@ -143,27 +208,27 @@ def run(args: argparse.Namespace) -> int:
         for method in configs:
             seconds, density[method] = _timed(model, inputs, method, apply_kwargs)
             times[method].append(seconds)
-    dense = statistics.median(times[None])
-    rows: list[dict[str, Any]] = []
-    for method in configs:
-        median = statistics.median(times[method])
-        rows.append({"method": method or "dense", "median_s": median, "min_s": min(times[method]),
-                     "speedup": dense / median, "density": density[method]})
-        print(f"  {method or 'dense':<8} {median:.3f} s  speedup {dense / median:.2f}x  density {density[method]:.3f}")
+    ranks = _per_rank({m: statistics.median(t) for m, t in times.items()}) if args.parallel else None
+    if ranks is not None and ranks[0] is None:  # not rank 0: it reports for all
+        return 0
+    rows = _rows(configs, times, density, ranks)
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
     data = {"model": args.model, "quick": args.quick, "config": config, "frames": frames, "height": height,
             "width": width, "grid": grid, "tokens": tokens, "dtype": str(dtype), "repeats": args.repeats,
-            "warmup": args.warmup, "rows": rows}
+            "warmup": args.warmup, "parallel": args.parallel, "rows": rows}
     body = (f"Model: {args.model}{' scaled down (--quick: ' + str(QUICK_CONFIG) + ')' if args.quick else ''}, "
             f"random weights; {frames} frames {width}x{height} -> token grid {grid} = {tokens} tokens; "
             f"{config['num_layers']} layers x {config['num_attention_heads']} heads x "
             f"{config['attention_head_dim']}; {str(dtype).removeprefix('torch.')}. One forward at batch 1 "
             f"(Wan's CFG step is two); median of {args.repeats} rounds (every method once per round) after "
             f"{args.warmup} warm-up; every layer "
-            f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset.\n\n"
-            + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]))
+            f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset."
+            + (f" Context parallelism {args.parallel}: median_s is the slowest rank's median, rank_s each "
+               "rank's." if args.parallel else "") + "\n\n"
+            + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]
+                             + (["rank_s"] if args.parallel else [])))
     json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,
                                       command_line())
     print(f"wrote {json_path} and {md_path}")

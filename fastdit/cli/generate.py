@@ -3,6 +3,7 @@
   fastdit generate --prompt "a red ball bouncing in a white room"   # the bundled toy model, offline, CPU
   fastdit generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a cat surfing" \\
       --method radial --option decay_factor=0.4 --frames 81 --out cat.mp4 --report cat.json
+  torchrun --nproc-per-node 4 -m fastdit generate --model ... --prompt "a cat surfing" --parallel ulysses=4
 
 Without --model it runs the bundled toy-world model (samples/tiny-wan: coloured shapes). Settings
 not given come from the model: call defaults from its folder's fastdit.json or the pipeline, sparse
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output file: .mp4 for video models, .png for image models "
                                       "(default: out.mp4 / out.png)")
     parser.add_argument("--report", help="also write the numbers as JSON to this file")
+    parser.add_argument("--parallel", metavar="KIND=N",
+                        help="context parallelism over N processes, ulysses=N or ring=N (launch with "
+                             "torchrun --nproc-per-node N -m fastdit generate ...); rank 0 writes")
     add_model_arguments(parser)
     add_sparse_arguments(parser)
 
@@ -48,6 +52,7 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import environment
     from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_text, write_video
+    from ..parallel.launch import is_main_process, parallelize, parse_parallel
     from ..patch import apply, remove
     from ..run import is_video_pipeline, run_pipeline
 
@@ -60,7 +65,18 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         _check_output("--report", args.report, (".json",))
 
+    if args.parallel:
+        try:
+            parse_parallel(args.parallel)  # before the model loads
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+
     source, pipe, device = load_model(args)
+    if args.parallel:
+        try:
+            parallelize(pipe, args.parallel)
+        except (RuntimeError, ValueError) as err:
+            raise CLIError(str(err)) from None
     video = is_video_pipeline(pipe)
     suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
     kind = "videos" if video else "images"
@@ -77,11 +93,14 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
 
-    pipe.set_progress_bar_config(desc=args.method or "denoising")
+    main = is_main_process()  # under --parallel every rank computes, rank 0 reports and writes
+    pipe.set_progress_bar_config(desc=args.method or "denoising", disable=not main)
     try:
         result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
+    if not main:
+        return 0
     fps = args.fps or source.fps
     if result.video:
         write_video(result.frames, out, fps)
