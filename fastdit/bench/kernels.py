@@ -8,6 +8,7 @@ each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's to
                  since FlexAttention cannot pool), block mask built outside the timing
   triton         fastdit.attention(..., backend="triton") (kernel v2); for pyramid this includes pooling K/V
   v1             the v1 kernel (fastdit.kernels.triton_attention_v1) on the same inputs
+  tma            (Hopper) v2 with K/V through TMA descriptors, the opt-in FASTDIT_TRITON_TMA=1 path
 
 Times are triton.testing.do_bench medians in ms. Derived columns:
 
@@ -181,8 +182,8 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
 
 @functools.lru_cache(maxsize=8)
 def _grat_settings(grid: TokenGrid, block_size: int) -> list[tuple[float, int, int]]:
-    """``(density on real tokens, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii 0, 1, 2, 3,
-    then doubling temporally; every spatial radius up to the frame's size in tiles)."""
+    """``(density on real tokens, temporal radius, spatial radius)`` of grat surround settings on ``grid`` (radii
+    0, 1, 2, 3, then doubling temporally; every spatial radius up to the frame's size in tiles)."""
     nt, nh, nw = build_layout("grat", grid, block_size=block_size).order.tiles
     temporal = sorted({r for r in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if r < nt})
     return [(_density(build_layout("grat", grid, block_size=block_size, mode="surround", radius=(rt, rs, rs))),
@@ -263,6 +264,15 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
     del out
     scale = D ** -0.5
     row["triton_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
+    if torch.cuda.get_device_capability(q.device)[0] >= 9:  # the opt-in TMA path, to decide its default
+        from ..kernels import triton_attention
+
+        before, triton_attention.USE_TMA = triton_attention.USE_TMA, True
+        try:
+            attention(q, k, v, on_gpu, backend="triton")
+            row["tma_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
+        finally:
+            triton_attention.USE_TMA = before
     if v1:
         from ..kernels.triton_attention_v1 import triton_block_attention as v1_attention
 
@@ -307,7 +317,7 @@ def markdown(data: dict[str, Any]) -> str:
     parts = [f"dtype {data['dtype']}, {data['block_size']}-token blocks, batch 1, head dim 128. "
              "Times: triton.testing.do_bench median, ms.\n", "## Dense SDPA\n",
              markdown_table(data["dense"], ["shape", "heads", "tokens", "cudnn_ms", "flash_ms", "cudnn_tflops"])]
-    columns = ["method", "setting", "density", "density_padded", "padding", "kv_tile", "triton_ms", "v1_ms",
+    columns = ["method", "setting", "density", "density_padded", "padding", "kv_tile", "triton_ms", "tma_ms", "v1_ms",
                "flex_ms", "triton_tflops", "ratio", "vs_flex", "vs_v1", "speedup_vs_cudnn", "rel_err"]
     for shape in dict.fromkeys(r["shape"] for r in data["rows"]):
         parts += [f"## {shape}\n", markdown_table([r for r in data["rows"] if r["shape"] == shape], columns)]
@@ -339,14 +349,17 @@ def compile_only(args: argparse.Namespace) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise CLIError("--compile-only runs Triton's real compiler: unset TRITON_INTERPRET")
     try:
-        from ..kernels.compile_report import ARCHS, SHARED_CAP, VARIANTS, compile_kernel, configs_for
+        from ..kernels.compile_report import ARCHS, SHARED_CAP, VARIANTS, compile_kernel, configs_for, default_config
     except ImportError as err:
         raise CLIError(f"--compile-only needs triton with its NVIDIA backend ({err})") from None
     rows = []
     for arch in ARCHS:
         for variant in VARIANTS:
-            for config in configs_for(arch, variant):
-                row = compile_kernel(arch, variant, config).row()
+            runs = [(config, False) for config in configs_for(arch, variant)]
+            if arch >= 90:  # the opt-in TMA path (FASTDIT_TRITON_TMA=1) at the variant's first config
+                runs.append((default_config(arch, variant), True))
+            for config, tma in runs:
+                row = compile_kernel(arch, variant, config, tma=tma).row()
                 rows.append(row)
                 print(_line({k: row[k] for k in _COMPILE_COLUMNS}), flush=True)
     data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": SHARED_CAP, "rows": rows}
@@ -364,7 +377,9 @@ def compile_markdown(data: dict[str, Any]) -> str:
     parts = [f"The v2 forward compiled by Triton for each target without a GPU (PTX, then ptxas), head dim "
              f"{data['head_dim']}, {data['dtype']}, {data['block']}-token blocks. Variants: "
              + "; ".join(f"`{name}` ({', '.join(f'{k}={v}' for k, v in c.items())})" for name, c in VARIANTS.items())
-             + ". Each variant at every autotune config the kernel tries for it on that target. kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
+             + ". Each variant at every autotune config the kernel tries for it on that target, and on sm_90 "
+             "once more with K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
+             "GPU). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
              "pooled levels' loop, whose keys are gathered); shared memory against the cap of each target "
              f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); mma_count = matrix "
              "instructions in the PTX; c7515 = ptxas' warning that wgmma is serialized; bar_sync = barriers in "

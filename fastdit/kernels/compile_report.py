@@ -19,7 +19,8 @@ import io
 import re
 from dataclasses import asdict, dataclass
 
-__all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "CompileResult", "compile_kernel", "compile_pooling", "configs_for", "check"]
+__all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "CompileResult", "compile_kernel", "compile_pooling", "configs_for",
+           "default_config", "check"]
 
 VARIANTS = {
     # level 0 of an unpadded grid (radial on raster order, 128-token blocks): no validity bits read
@@ -56,6 +57,7 @@ class CompileResult:
     tma_ops: int
     bar_sync: int
     seconds: float
+    tma: bool = False  # K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
 
     def failures(self) -> list[str]:
         """Why this compile is not green (empty when it is)."""
@@ -72,11 +74,14 @@ class CompileResult:
             out.append(f"no mma.sync on sm_{self.arch}")
         if self.c7515:
             out.append("C7515: wgmma serialized")
+        if self.tma and not self.tma_ops:
+            out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
         return out
 
     def row(self) -> dict:
         row = asdict(self)
-        row["config"] = f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
+        row["config"] = (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
+                         + (" tma" if self.tma else ""))
         row["ok"] = not self.failures()
         row["failures"] = "; ".join(self.failures())
         return row
@@ -98,7 +103,8 @@ def default_config(arch: int, variant: str) -> tuple[int, int, int, int]:
 
 
 def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], head_dim: int = 128,
-                   dtype: str = "bf16", kv_tile: int | None = None, asm: dict | None = None) -> CompileResult:
+                   dtype: str = "bf16", kv_tile: int | None = None, asm: dict | None = None,
+                   tma: bool = False) -> CompileResult:
     """Compile the forward for ``sm_{arch}`` (no GPU needed) and read its resources; ``asm``, when given, is
     filled with the TTGIR, PTX and ptxas log."""
     import time
@@ -116,7 +122,8 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     kv_tile = kv_tile or block_n
     fn = _block_sparse_fwd.fn
     constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
-                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, BLOCK_M=block_m, BLOCK_N=block_n,
+                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma, BLOCK_M=block_m,
+                     BLOCK_N=block_n,
                      **VARIANTS[variant])
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
 
@@ -168,7 +175,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         pooled_buffers=min(buffers[2:4], default=0) if VARIANTS[variant]["N_LEVELS"] > 1 else None,
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
         c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
-        bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2))
+        bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma)
 
 
 def check(arch: int, variant: str) -> CompileResult:

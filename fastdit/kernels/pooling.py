@@ -8,8 +8,9 @@ padding only), the kernel's base-2 logit bias.
 
 On a GPU one Triton pass per tensor reads each kv block of K (then V) once and writes every level from it
 (each level is the pairwise sum of the one below, so levels cost no extra reads: about 1.9× the bytes of K
-and V in all, where the torch path of v1 read K and V once per level and materialised masked copies). In Triton's CPU interpreter the reference's own function builds
-the levels, so both backends see the same pooled values there.
+and V in all, where the torch path of v1 read K and V once per level and materialised masked copies). In
+Triton's CPU interpreter the reference's own function builds the levels, so both backends see the same pooled
+values there (the tests run the Triton pass in the interpreter against it).
 """
 
 from __future__ import annotations

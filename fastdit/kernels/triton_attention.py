@@ -28,6 +28,7 @@ CPU interpreter and accepts CPU tensors; that is how CI tests it.
 
 from __future__ import annotations
 
+import os
 import weakref
 from typing import NamedTuple
 
@@ -38,7 +39,7 @@ import triton.language as tl
 from ..layout import BlockLayout
 from .pooling import pooled_store
 
-__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile"]
+__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "USE_TMA"]
 
 LOG2E = 1.4426950408889634
 NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip before they replace 128-key ones
@@ -101,7 +102,8 @@ def _prune_configs(configs, named_args, **kwargs):
 @triton.jit
 def _attend_level0(
     acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale, offs_d,
-    HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, HEAD_DIM: tl.constexpr,
+    USE_TMA: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Online softmax of one query tile over the full-resolution kv tiles ``Tiles[t_start:t_end]``.
 
@@ -110,19 +112,28 @@ def _attend_level0(
     ``p = exp2(s·scale·log2e − m)``, one FMA per score.
     """
     offs_n = tl.arange(0, KV_TILE)
+    if USE_TMA:  # the copy engine, rows past seq_kv zero-filled
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[seq_kv, HEAD_DIM], strides=[stride_kn, 1],
+                                           block_shape=[KV_TILE, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1],
+                                           block_shape=[KV_TILE, HEAD_DIM])
     entry_next = tl.load(Tiles + t_start, mask=t_start < t_end, other=0)
     for t in range(t_start, t_end):
         entry = entry_next
         entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
         tok = (entry & -2) + offs_n
-        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
-        if EVEN_KV:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-        else:  # the missing keys of a partial last block
-            k = tl.load(k_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
-            v = tl.load(v_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
+        if USE_TMA:
+            k = k_desc.load([entry & -2, 0])
+            v = v_desc.load([entry & -2, 0])
+        else:
+            k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+            v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+            if EVEN_KV:
+                k = tl.load(k_ptrs)
+                v = tl.load(v_ptrs)
+            else:  # the missing keys of a partial last block
+                k = tl.load(k_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
+                v = tl.load(v_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
         # the .to(q.dtype) casts are no-ops except under UPCAST_DOT (see the kernel)
         s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION)
         if HAS_MASK:
@@ -225,7 +236,7 @@ def _block_sparse_fwd(
     stride_pb, stride_ph, stride_pn,
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, N_LEVELS: tl.constexpr,
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
-    RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
@@ -267,7 +278,8 @@ def _block_sparse_fwd(
     v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
     acc, m_i, l_i = _attend_level0(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale,
-        offs_d, HAS_MASK=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, PRECISION=PRECISION)
+        offs_d, HAS_MASK=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA,
+        PRECISION=PRECISION)
     if N_LEVELS > 1:
         kp_base = KP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
         vp_base = VP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
@@ -305,7 +317,8 @@ class _Prepared(NamedTuple):
     kv_bits: torch.Tensor  # int32 [ceil(n_kv_blocks * block_kv / 32)]: kv_valid, 32 keys a word
     has_mask: bool  # some key of some block is not valid
     skip_q: bool  # queries have the keys' validity (a layout over a token order) and some are padding
-    tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, nq + 1], tiles int32 [n]): the level-0 tile lists
+    tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, nq + 1], tiles int32 [n]): the level-0 tile lists;
+    # ("kv_tile", hopper) -> the width chosen
 
 
 _PREPARED: "weakref.WeakKeyDictionary[BlockLayout, dict[torch.device, _Prepared]]" = weakref.WeakKeyDictionary()
@@ -413,6 +426,31 @@ def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Ten
     return 64 if saved >= NARROW_TILE_SAVING * int(wide_live.sum()) * wide else wide
 
 
+USE_TMA: bool = os.environ.get("FASTDIT_TRITON_TMA", "0") == "1"
+"""Read K/V through TMA tensor descriptors on Hopper (``FASTDIT_TRITON_TMA=1``; off by default until timed on
+a GPU: it compiles green, fewer registers, but one barrier more per tile)."""
+
+
+def _use_tma(k: torch.Tensor, v: torch.Tensor, device: torch.device) -> bool:
+    """TMA where it is asked for and the layout allows: Hopper or newer (or the interpreter), 16-byte aligned
+    base and row strides."""
+    if not USE_TMA:
+        return False
+    if not INTERPRETED and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9):
+        return False
+    aligned = all(x.data_ptr() % 16 == 0 and all((s * x.element_size()) % 16 == 0 for s in x.stride()[:-1])
+                  for x in (k, v))
+    if aligned and not INTERPRETED:
+        # on-device descriptors live in global scratch memory; the allocator is a context variable, so it is
+        # set on every call (threads of an app start without it)
+        triton.set_allocator(_scratch)
+    return aligned
+
+
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
 def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, scale: float,
                            return_lse: bool = False, tiles: tuple[int, int] | None = None
                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -437,8 +475,11 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     Skv = k.shape[2]
     dev = q.device
     prep = _prepare(layout, dev)
-    if tiles is None:
-        kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(dev)[0] >= 9, prep.kv_valid)
+    if tiles is None:  # chosen once per layout and generation (reading the padding syncs with the device)
+        hopper = torch.cuda.get_device_capability(dev)[0] >= 9
+        if ("kv_tile", hopper) not in prep.tiles:
+            prep.tiles["kv_tile", hopper] = choose_kv_tile(layout, hopper, prep.kv_valid)
+        kv_tile = prep.tiles["kv_tile", hopper]
     else:
         kv_tile = min(tiles[1], layout.block_kv)
     tile_ptr, tile_list = _tile_list(layout, prep, kv_tile)
@@ -462,7 +503,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=layout.block_kv.bit_length() - 1, N_LEVELS=prep.n_levels,
         HAS_MASK=prep.has_mask, EVEN_KV=Skv % layout.block_kv == 0, KV_TILE=kv_tile, SKIP_Q=prep.skip_q,
         RETURN_LSE=return_lse, PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
-        UPCAST_DOT=upcast,
+        UPCAST_DOT=upcast, USE_TMA=_use_tma(k, v, dev),
     )
     if tiles is None:
         grid = lambda m: (triton.cdiv(Sq, m["BLOCK_M"]), B * H)  # noqa: E731

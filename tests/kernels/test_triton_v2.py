@@ -93,3 +93,22 @@ def test_kv_tile_choice_and_padding_at_real_shapes():
     assert least_padded_tile(TokenGrid(21, 30, 52), 128) == (1, 32, 4)
     rows = {r["model"]: r for r in preset_padding()}
     assert rows["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]["tile_padding"] == pytest.approx(36608 / 32760 - 1)
+
+
+def test_the_opt_in_tma_path_gives_the_same_results(monkeypatch):
+    """K/V through tensor descriptors (FASTDIT_TRITON_TMA=1): rows past a partial last block come back as zeros."""
+    import torch.nn.functional as F
+
+    from fastdit.kernels import triton_attention
+
+    monkeypatch.setattr(triton_attention, "USE_TMA", True)
+    _check(_half_padded_layout(max_level=1, seed=5), (16, 16))
+    n, block, S = 3, 16, 40
+    mask = torch.ones(1, n, n, dtype=torch.bool)
+    full = BlockLayout.from_block_mask(mask, make_order("tiles", TokenGrid(1, 1, n * block), block, (1, 1, block)))
+    partial = BlockLayout(full.row_ptr, full.col_idx, block, block, S, S)
+    q, k, v = (torch.randn(1, 1, S, 16, device=DEVICE) for _ in range(3))
+    assert triton_attention._use_tma(k, v, k.device)
+    out = triton_block_attention(q, k, v, partial, 0.25, tiles=(16, 16))
+    ref = F.scaled_dot_product_attention(q, k, v, scale=0.25)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
