@@ -26,7 +26,7 @@ from .methods import HeadSlice, Method, get_method, layout_order, make_head_layo
 from .order import TokenOrder
 from .stats import LayerRecord
 
-__all__ = ["SparseAttention", "AttentionCall", "key_padding", "check_backend"]
+__all__ = ["SparseAttention", "AttentionCall", "Decision", "key_padding", "check_backend"]
 
 # Messages already shown in this process: a model is patched again for every run of the CLI's compare and the
 # app's requests, and Python's own once-per-location filter forgets whenever any code touches the filters.
@@ -73,6 +73,30 @@ class AttentionCall:
     attn_mask: torch.Tensor | None
 
 
+@dataclass(eq=False)
+class Decision:
+    """What the engine decided for one self-attention call (:meth:`SparseAttention.decide`): dense, with the
+    ``reason``, or sparse on ``layout`` in ``order`` (``keys``: per-sample key validity of padded prompts;
+    ``ordered_qk``: q and k in ``order`` when a dynamic method already moved them there)."""
+
+    layer: int
+    model: str
+    tokens: int
+    grid: TokenGrid | None  # the call's video grid
+    full_grid: TokenGrid | None  # with this call's text tokens
+    scale: float | None
+    reason: str | None = None
+    order: TokenOrder | None = None
+    layout: BlockLayout | None = None
+    method: str = ""
+    keys: torch.Tensor | None = None
+    ordered_qk: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.reason is not None
+
+
 class SparseAttention:
     def __init__(self, config: SparseConfig, context: RunContext) -> None:
         self.config = config
@@ -105,7 +129,6 @@ class SparseAttention:
         grid: TokenGrid | None = None,
         dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
         heads: HeadSlice | None = None,
-        sparse: Callable[..., torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
@@ -117,52 +140,72 @@ class SparseAttention:
         own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
         call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
         (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
-        ``sparse(q, k, v, order, layout, scale, keys)`` runs the kernel instead of :meth:`_sparse` on tensors in
-        the layout's order (context-parallel ring attention computes its rank's rows chunk by chunk).
 
         Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
         turn into graph guards, so a compiled or exported model reaches it through the
         ``fastdit::self_attention`` operator (``fastdit.processors.ops``).
         """
-        S = q.shape[2]
-        call_grid = grid if grid is not None else self.context.grid
-        scale = self.scale(S - text_tokens, q.shape[-1], self._n_train(call_grid))
+        decision = self.decide(q.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
+                               text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
+                               ordered_qk=lambda order: (order.to_order(q), order.to_order(k)))
         if self.observer is not None:
-            full_grid = None if call_grid is None else dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                                           text_position=text_position)
-            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), full_grid, scale,
-                                        attn_mask))
+            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
+                                        decision.scale, attn_mask))
+        self.record(decision)
+        if decision.dense:
+            if dense is not None:
+                return dense(q, k, v, decision.scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+        order = decision.order
+        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
+        out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
+                           decision.keys)
+        return order.from_order(out)
+
+    def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
+               text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
+               heads: HeadSlice | None = None,
+               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Decision:
+        """Dense or sparse, and on which layout, for a self-attention call over ``tokens`` tokens, without
+        running it: the arguments are :meth:`__call__`'s. ``ordered_qk(order)`` gives q and k in the layout's
+        order; it is called only when a dynamic method reads them. Context-parallel ring attention decides
+        here and runs the kernel on its own share of the rows (:mod:`fastdit.parallel.ring`)."""
+        call_grid = grid if grid is not None else self.context.grid
+        full_grid = None if call_grid is None else dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                       text_position=text_position)
+        decision = Decision(layer, model, tokens, call_grid, full_grid,
+                            self.scale(tokens - text_tokens, head_dim, self._n_train(call_grid)))
         plan = self.config.plan(model, layer)
         spec = self.method if plan is None or plan.dense else get_method(plan.method)
-        reason = self._dense_reason(layer, S, text_tokens, call_grid, plan)
-        keys = None
+        reason = self._dense_reason(layer, tokens, text_tokens, call_grid, plan)
         if reason is None and attn_mask is not None:
-            keys, reason = self._text_padding(attn_mask, S, text_tokens, text_position)
+            decision.keys, reason = self._text_padding(attn_mask, tokens, text_tokens, text_position)
         settings = (self.config.options,) if plan is None else plan.heads
         if plan is not None and heads is not None:
             settings = settings[heads.start:heads.stop]
             if reason is None and all(h is None for h in settings):
                 reason = "dense_plan"  # every head of this rank's slice attends every block
         if reason is None:
-            order = self._order(spec, settings, layer, dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                                           text_position=text_position))
-            qt, kt = (order.to_order(q), order.to_order(k)) if spec.dynamic else (None, None)
+            order = self._order(spec, settings, layer, full_grid)
+            qt, kt = ordered_qk(order) if spec.dynamic else (None, None)
             layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
-            density = layout.density()
-            if density >= 1.0:
+            if layout.density() >= 1.0:
                 reason = self._full_layout(order, spec.name)
-        if reason is not None:
-            self._record(layer, model, True, 1.0, reason, S)
-            self.context.stats.last_grid = call_grid
-            if dense is not None:
-                return dense(q, k, v, scale)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
-        if qt is None:
-            qt, kt = order.to_order(q), order.to_order(k)
-        out = (sparse or self._sparse)(qt, kt, order.to_order(v), order, layout.to(q.device), scale, keys)
-        self._record(layer, model, False, density, spec.name, S)
-        self.context.stats.last_layout = layout
-        return order.from_order(out)
+            else:
+                decision.order, decision.layout, decision.method = order, layout, spec.name
+                decision.ordered_qk = None if qt is None else (qt, kt)
+        decision.reason = reason
+        return decision
+
+    def record(self, decision: Decision) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density)."""
+        if decision.dense:
+            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens)
+            self.context.stats.last_grid = decision.grid
+            return
+        self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
+                     decision.tokens)
+        self.context.stats.last_layout = decision.layout
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
         """The token order of this call: the configured one, shaped by the first sparse head's options."""

@@ -137,6 +137,11 @@ class BlockLayout:
         flat_rows = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         return flat_rows // self.n_q_blocks, flat_rows % self.n_q_blocks
 
+    def kept_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(query block, key block)`` of every kept entry, over all heads (a pair may repeat per head)."""
+        _, rows = self._entry_rows()
+        return rows, self.col_idx
+
     def block_slice(self, rows: range, cols: range) -> "BlockLayout":
         """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
         layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastdit import TokenGrid
 from fastdit.parallel import hand_back, parallel_attention
 from fastdit.parallel.launch import parse_parallel
 from fastdit.parallel.ring import merge_partial
@@ -36,6 +37,7 @@ CASES = {
     "wan-ring-radial": {"family": "wan", "kind": "ring", "method": "radial", "grid": ODD_WAN},
     "wan-ring-pyramid": {"family": "wan", "kind": "ring", "method": "pyramid", "grid": EVEN_WAN,
                          "anything": False, "apply_first": True, "remove": True},
+    "wan-ring-grat": {"family": "wan", "kind": "ring", "method": "grat", "grid": EVEN_WAN},
     # Flux: joint attention, text before the image, split separately from it
     "flux-ulysses-dense": {"family": "flux", "kind": "ulysses", "method": "dense", "grid": ODD_FLUX},
     "flux-ulysses-pyramid": {"family": "flux", "kind": "ulysses", "method": "pyramid", "grid": ODD_FLUX,
@@ -139,6 +141,23 @@ def test_merge_partial_equals_attention_over_both_key_sets_and_ignores_empty_row
     out2, lse2 = merge_partial(*empty, *whole)
     torch.testing.assert_close(out2, whole[0])
     torch.testing.assert_close(lse2, whole[1])
+
+
+def test_ring_sends_and_computes_only_the_chunks_a_rank_keeps_blocks_of():
+    from fastdit.engine import Decision
+    from fastdit.methods import build_layout
+    from fastdit.parallel.ring import _Ring, _SparseRing
+
+    grid = TokenGrid(4, 4, 8)
+    layout = build_layout("grat", grid, block_size=16, mode="surround", radius=0)  # tiles attend themselves
+    decision = Decision(0, "transformer", grid.num_tokens, grid, grid, None, order=layout.order, layout=layout)
+    ring = _SparseRing(_Ring(None, 2, 0), decision, torch.arange(grid.num_tokens), [64, 64])
+    assert ring.needs.tolist() == [[True, False], [False, True]]
+    assert sum(ring.send_counts) == 64 and sum(ring.recv_counts) == len(ring.slots)
+    radial = build_layout("radial", grid, block_size=16)  # frames 0-1 on rank 0, 2-3 on rank 1
+    decision = Decision(0, "transformer", grid.num_tokens, grid, grid, None, order=radial.order, layout=radial)
+    needs = _SparseRing(_Ring(None, 2, 0), decision, torch.arange(128), [64, 64]).needs
+    assert needs[1, 0]  # Wan's radial keeps key frame 0 for every query frame (the attention sink)
 
 
 def test_model_positions_put_each_ranks_text_and_video_where_the_model_has_them():

@@ -25,6 +25,8 @@ SPARSE = {
     "dense": {},
     "radial": {"block_size": 16, "dense_steps": 0, "dense_layers": 0},
     "pyramid": {"block_size": 16, "dense_steps": 0, "dense_layers": 0},
+    # each tile attends only itself: the ring skips the other rank's chunk
+    "grat": {"block_size": 16, "dense_steps": 0, "dense_layers": 0, "mode": "surround", "radius": 0},
 }
 
 
