@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["parallel_config", "parallel_attention", "hand_back"]
+__all__ = ["parallel_config", "parallel_attention", "hand_back", "user_backend"]
 
 
 def parallel_config(processor: Any) -> Any:
@@ -30,6 +30,12 @@ def parallel_config(processor: Any) -> Any:
     if cp is None or (cp.ring_degree or 1) * (cp.ulysses_degree or 1) <= 1:
         return None
     return config
+
+
+def user_backend(processor: Any) -> Any:
+    """The diffusers attention backend the user set for dense attention (on ``processor``, or on the stock
+    processor it replaced; ``None``: diffusers' active one)."""
+    return processor._attention_backend or getattr(processor.original, "_attention_backend", None)
 
 
 def parallel_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -49,7 +55,7 @@ def parallel_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torc
     if cp.ulysses_degree > 1:
         from .ulysses import ulysses_attention
 
-        return ulysses_attention(processor, q, k, v, attn_mask, text_tokens, text_position, dispatch, config)
+        return ulysses_attention(processor, q, k, v, attn_mask, text_tokens, text_position, config)
     from .ring import ring_attention
 
     return ring_attention(processor, q, k, v, attn_mask, text_tokens, text_position, config)

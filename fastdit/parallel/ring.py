@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from ..engine import Decision
 from ..kernels import attention
+from . import user_backend
 from .shards import gathered_order, split_sizes
 
 __all__ = ["ring_attention", "merge_partial"]
@@ -80,9 +81,8 @@ def _dense_rows(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 
     keys, values = (_gather_model_order(x, sizes, model_pos, ring.group) for x in (k, v))
-    backend = processor._attention_backend or getattr(processor.original, "_attention_backend", None)
     return dispatch_attention_fn(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), scale=scale,
-                                 backend=backend).transpose(1, 2)
+                                 backend=user_backend(processor)).transpose(1, 2)
 
 
 class _SparseRing:

@@ -40,9 +40,11 @@ def model_positions(text: list[int], video: list[int], text_position: str) -> to
 
 
 def gathered_order(processor: Any, text_tokens: int | None, local_tokens: int, text_position: str, group: Any,
-                   ranks: int, rank: int) -> tuple[list[int], int, torch.Tensor | None]:
+                   ranks: int, rank: int, sizes: bool = True) -> tuple[list[int] | None, int, torch.Tensor | None]:
     """``(tokens per rank, text tokens in all, model position of each gathered token)`` for the ranks of
     ``group`` laid end to end; the positions are ``None`` when that order is already the model's (no text).
+    With ``sizes=False`` the tokens per rank are only gathered (a collective and a host sync) when the text
+    needs them, and are ``None`` otherwise.
 
     ``text_tokens`` is this rank's text length as the processor saw it (``None``: text and video came joined,
     so this rank holds its share of the text length the pre-hook recorded). Whether to communicate at all is
@@ -52,9 +54,9 @@ def gathered_order(processor: Any, text_tokens: int | None, local_tokens: int, t
 
     grid = processor.grid
     recorded = grid.text_tokens if grid is not None else 0  # the whole text, as the pre-hook saw it
-    local = gather_size_by_comm(local_tokens, group)
     if text_tokens == 0 and recorded == 0:
-        return local, 0, None
+        return (gather_size_by_comm(local_tokens, group) if sizes else None), 0, None
+    local = gather_size_by_comm(local_tokens, group)
     text_local = split_sizes(recorded, ranks)[rank] if text_tokens is None else text_tokens
     text = gather_size_by_comm(text_local, group)
     video = [s - t for s, t in zip(local, text)]

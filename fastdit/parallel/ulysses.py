@@ -18,19 +18,20 @@ from typing import Any
 import torch
 
 from ..methods import HeadSlice
+from . import user_backend
 from .shards import gathered_order
 
 __all__ = ["ulysses_attention"]
 
 
 def ulysses_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      attn_mask: torch.Tensor | None, text_tokens: int | None, text_position: str, dispatch: bool,
+                      attn_mask: torch.Tensor | None, text_tokens: int | None, text_position: str,
                       config: Any) -> torch.Tensor:
     """``processor``'s self-attention of this rank's sequence shard ``q, k, v [B, H, S_local, D]`` under a
     Ulysses ``config`` (a diffusers ``ParallelConfig``); returns ``[B, H, S_local, D]``."""
     from diffusers.models.attention_dispatch import _templated_context_parallel_attention
 
-    op = _UlyssesOp(processor, q.shape[1], q.shape[2], text_tokens, text_position, dispatch)
+    op = _UlyssesOp(processor, q.shape[1], q.shape[2], text_tokens, text_position)
     out = _templated_context_parallel_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask,
         forward_op=op.forward, backward_op=op.backward, _parallel_config=config)
@@ -42,13 +43,12 @@ class _UlyssesOp:
     all-to-alls, on ``[B, S, H_local, D]`` tensors."""
 
     def __init__(self, processor: Any, heads: int, local_tokens: int, text_tokens: int | None,
-                 text_position: str, dispatch: bool) -> None:
+                 text_position: str) -> None:
         self.processor = processor
         self.heads = heads
         self.local_tokens = local_tokens
         self.text_tokens = text_tokens
         self.text_position = text_position
-        self.dispatch = dispatch
 
     def forward(self, ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attn_mask: torch.Tensor | None, dropout_p: float, is_causal: bool, scale: float | None,
@@ -77,7 +77,8 @@ class _UlyssesOp:
         per_rank = -(-self.heads // ranks)  # diffusers pads the heads to a multiple of the ranks
         heads = HeadSlice(rank * per_rank, rank * per_rank + query.shape[2], self.heads)
         _, text, positions = gathered_order(self.processor, self.text_tokens, self.local_tokens,
-                                            self.text_position, cp._ulysses_mesh.get_group(), ranks, rank)
+                                            self.text_position, cp._ulysses_mesh.get_group(), ranks, rank,
+                                            sizes=False)
         if positions is not None:  # into the model's order: [t0 v0 t1 v1 ...] -> [t0 t1 ... v0 v1 ...]
             source = torch.empty_like(positions).scatter_(0, positions, torch.arange(positions.numel()))
             source = source.to(query.device)
@@ -98,15 +99,11 @@ class _UlyssesOp:
         return out
 
     def _dense(self, attn_mask: torch.Tensor | None):
-        """The dense attention of this rank's heads over the whole sequence: the processor's diffusers backend
-        (what diffusers' Ulysses runs between its all-to-alls), or SDPA for processors whose stock version
-        calls it."""
-        if not self.dispatch:
-            return None
+        """The dense attention of this rank's heads over the whole sequence with the processor's diffusers
+        backend: what diffusers' Ulysses runs between its all-to-alls."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-        processor = self.processor
-        backend = processor._attention_backend or getattr(processor.original, "_attention_backend", None)
+        backend = user_backend(self.processor)
 
         def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
             return dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
