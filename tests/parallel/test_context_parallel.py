@@ -33,6 +33,9 @@ CASES = {
     "wan-ulysses-radial": {"family": "wan", "kind": "ulysses", "method": "radial", "grid": ODD_WAN,
                            "apply_first": True, "remove": True},
     "wan-ulysses-pyramid": {"family": "wan", "kind": "ulysses", "method": "pyramid", "grid": ODD_WAN},
+    # 3 heads on 2 ranks: diffusers pads the heads (2 + 1); PSA's per-head samples follow the global heads
+    "wan-ulysses-pyramid-3-heads": {"family": "wan", "kind": "ulysses", "method": "pyramid", "grid": ODD_WAN,
+                                    "heads": 3},
     "wan-ring-dense": {"family": "wan", "kind": "ring", "method": "dense", "grid": ODD_WAN, "apply_first": True},
     "wan-ring-radial": {"family": "wan", "kind": "ring", "method": "radial", "grid": ODD_WAN},
     "wan-ring-pyramid": {"family": "wan", "kind": "ring", "method": "pyramid", "grid": EVEN_WAN,

@@ -34,9 +34,9 @@ def _randn(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
 
 
-def _wan(grid):
+def _wan(grid, heads=2):
     t, h, w = grid
-    return (build_tiny_wan_transformer(num_layers=2),
+    return (build_tiny_wan_transformer(num_layers=2, heads=heads),
             dict(hidden_states=_randn(2, 16, t, 2 * h, 2 * w), timestep=torch.full((2,), 500.0),
                  encoder_hidden_states=_randn(2, TEXT, 32)))
 
@@ -64,8 +64,8 @@ def _patch(model, method):
 
 
 def run_case(case: dict) -> dict:
-    build = BUILD[case["family"]]
-    grid = tuple(case["grid"])
+    family, grid = BUILD[case["family"]], tuple(case["grid"])
+    build = (lambda g: family(g, heads=case["heads"])) if "heads" in case else family
     model, inputs = build(grid)
     _patch(model, case["method"])
     reference = _forward(model, inputs)
