@@ -48,6 +48,9 @@ def parallel_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torc
         raise ValueError(f"fastdit: {family} runs under context parallelism, but diffusers' own processor for "
                          "this model calls SDPA directly and takes no part in it (each rank would attend only "
                          "its own tokens); run this model without enable_parallelism")
+    if processor.engine.observer is not None:
+        raise ValueError(f"fastdit: {family}: calibration measures every head over every query of a call in one "
+                         "process; calibrate without context parallelism, then apply the result under it")
     if cp.ring_degree > 1 and cp.ulysses_degree > 1:
         raise ValueError(f"fastdit: {family}: ring_degree={cp.ring_degree} together with "
                          f"ulysses_degree={cp.ulysses_degree} (unified sequence parallelism) is not supported; "

@@ -45,9 +45,6 @@ def ring_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Te
         raise ValueError(f"fastdit: {name}: training under ring attention is not supported; use Ulysses "
                          "(ulysses_degree) to train")
     engine = processor.engine
-    if engine.observer is not None:
-        raise ValueError(f"fastdit: {name}: calibration needs every query of a call in one process; calibrate "
-                         "without context parallelism")
     cp = config.context_parallel_config
     ring = _Ring(cp._ring_mesh.get_group(), cp.ring_degree, cp._ring_local_rank)
     sizes, text, positions = gathered_order(processor, text_tokens, q.shape[2], text_position, ring.group,

@@ -108,12 +108,21 @@ class _Config:
 class _Processor:
     model_name, layer = "transformer", 3
     original = None
+    engine = type("Engine", (), {"observer": None})()
 
 
 def test_ring_and_ulysses_together_are_refused():
     q = torch.zeros(1, 2, 4, 8)
     with pytest.raises(ValueError, match="ring_degree=2 together with ulysses_degree=2"):
         parallel_attention(_Processor(), q, q, q, None, 0, "after", True, _Config(2, 2))
+
+
+def test_calibration_under_context_parallelism_is_refused():
+    processor = _Processor()
+    processor.engine = type("Engine", (), {"observer": print})()
+    q = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="calibrate without context parallelism"):
+        parallel_attention(processor, q, q, q, None, 0, "after", True, _Config(1, 2))
 
 
 def test_ring_refuses_masks_and_training():
