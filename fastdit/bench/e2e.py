@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
 
+    torch.manual_seed(0)  # the same random weights on every rank of a context-parallel run
     model = build_denoiser(args.model, device=device, dtype=dtype, **overrides)
     if args.parallel:
         from ..parallel.launch import enable_context_parallel
