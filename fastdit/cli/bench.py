@@ -6,6 +6,7 @@
   fastdit bench reference  the torch reference backend vs dense SDPA (any device)
   fastdit bench toy        prompt adherence of the bundled toy model, dense vs each method
   fastdit bench calibrate  calibrated per-layer/per-head sparsity vs uniform settings, PSNR vs density
+  fastdit bench compile    torch.compile of a patched model vs unpatched: graphs, recompiles, times
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SUITES = {
     "reference": "torch reference backend vs dense SDPA (CPU speed target)",
     "toy": "prompt adherence of the toy-world model, dense vs each method (detector-scored)",
     "calibrate": "calibrated per-layer/per-head sparsity vs uniform settings: PSNR vs density, calibration cost",
+    "compile": "torch.compile (fullgraph, whole and regional) of a patched model vs unpatched",
 }
 
 
