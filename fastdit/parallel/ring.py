@@ -117,8 +117,8 @@ class _SparseRing:
         rank, ranks = self.ring.rank, self.ring.ranks
         rows = self.blocks[rank]
         qkv = self._to_shards(torch.cat([q, k, v], dim=-1))  # [B, H, |R_r| tokens, 3D]
-        q_r, kv_r = qkv[..., :D], qkv[..., D:].contiguous()
-        mine = self.layout.block_slice(rows, range(0, self.layout.n_kv_blocks)).to(q.device)
+        q_r, kv_r = qkv[..., :D].contiguous(), qkv[..., D:].contiguous()
+        mine = self.layout.block_slice(rows, range(0, self.layout.n_kv_blocks))  # this rank's rows, on the CPU
         chunks = {rank: kv_r}
         pending, sends = self._exchange(kv_r, chunks, B, H, 2 * D)
         partial = None
@@ -129,10 +129,9 @@ class _SparseRing:
             if j in pending:
                 pending.pop(j).wait()
             cols = self.blocks[j]
-            piece = mine.block_slice(range(0, len(rows)), cols)
-            kv = chunks[j]
-            result = attention(q_r, kv[..., :D], kv[..., D:], piece, scale=self.scale, backend=backend,
-                               return_lse=True)
+            piece = mine.block_slice(range(0, len(rows)), cols).to(q.device)
+            k_j, v_j = (x.contiguous() for x in chunks[j].split(D, dim=-1))
+            result = attention(q_r, k_j, v_j, piece, scale=self.scale, backend=backend, return_lse=True)
             partial = result if partial is None else merge_partial(*partial, *result)
         for work in [*pending.values(), *sends]:
             work.wait()
