@@ -14,7 +14,8 @@ gap.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections import Counter
+from typing import Iterable, Iterator
 
 import torch
 
@@ -37,10 +38,10 @@ class RunContext:
         # order (see fastdit.processors.ops); its value means nothing.
         self.clock = torch.zeros((), dtype=torch.int64)
 
-    def expect_layer(self, model: str, layer: int) -> None:
-        """Register a patched attention module, so a step in which a cache skipped it can be reported."""
-        layers = self._layers.setdefault(model, {})
-        layers[layer] = layers.get(layer, 0) + 1
+    def expect_layers(self, model: str, layers: Iterable[int]) -> None:
+        """The layer of every attention module of denoiser ``model`` that runs fastdit's processor (a layer may
+        hold several), so that a step in which a cache skipped some can be reported."""
+        self._layers[model] = dict(Counter(layers))
 
     def begin_run(self) -> None:
         """A new pipeline call: steps count from 0 again and the stats start empty."""

@@ -266,13 +266,14 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     context = RunContext()
     state = _PatchState(config, context, SparseAttention(config, context))
     for name, model, family in models:
+        patched = []
         for layer, module in family.self_attention(model):
             state.saved_processors.append((module, module.processor))
             processor = family.processor(module.processor, state.engine, layer, name)
             _set_processor(module, processor)
             install(module, processor)
-            context.expect_layer(name, layer)
-        observer = _Observer(family, context, name, model)
+            patched.append((layer, module))
+        observer = _Observer(family, context, name, model, patched)
         state.observers.append(observer)
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
         state.models.append(model)
@@ -299,9 +300,11 @@ class _Observer:
     the timestep's value (data-dependent) enters the graph: no graph break, no guard, exportable.
     """
 
-    def __init__(self, family: Family, context: RunContext, name: str, model: torch.nn.Module) -> None:
+    def __init__(self, family: Family, context: RunContext, name: str, model: torch.nn.Module,
+                 modules: list[tuple[int, torch.nn.Module]]) -> None:
         self.family, self.context, self.name = family, context, name
         self.model = weakref.ref(model)
+        self.modules = modules  # (layer, attention module) of every processor apply installed
         self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
         self.handle = ops.new_handle(self)
 
@@ -316,6 +319,10 @@ class _Observer:
         """The bookkeeping itself, on the forward inputs named by ``input_names``."""
         model = self.model()
         self.context.grid = self.family.grid(model, (), inputs)
+        # a layer whose processor a loader or the user replaced (an IP-adapter) is no longer fastdit's to
+        # report: without this, stats would count its calls as served by a cache
+        self.context.expect_layers(self.name, [layer for layer, module in self.modules
+                                               if isinstance(module.processor, SparseProcessorMixin)])
         self.context.observe_forward(self.name, read_timestep(self.family, model, (), inputs))
 
 

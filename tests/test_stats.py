@@ -18,8 +18,7 @@ def test_recording_never_searches_the_records(monkeypatch):
 
     monkeypatch.setattr(LayerRecord, "__eq__", counting)
     context = RunContext()
-    for layer in range(LAYERS):
-        context.expect_layer("transformer", layer)
+    context.expect_layers("transformer", range(LAYERS))
     for step in range(STEPS):
         for _ in range(2):  # classifier-free guidance as two forwards: every layer runs twice per step
             context.observe_forward("transformer", 1000.0 - step)

@@ -118,3 +118,17 @@ def test_remove_keeps_a_processor_the_user_set_after_apply():
     fastdit.remove(model)
     assert model.blocks[0].attn1.processor is mine
     assert model.blocks[1].attn1.processor is original
+
+
+def test_stats_leave_out_a_layer_whose_processor_was_replaced():
+    """A layer an adapter took over runs the adapter's attention: neither computed by fastdit nor cached."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    model = build_tiny_wan_transformer(num_layers=2)
+    fastdit.apply(model, **SPARSE_GRAT)
+    model.blocks[0].attn1.set_processor(WanAttnProcessor())
+    with torch.no_grad():
+        model(**_wan_inputs())
+    records = fastdit.stats(model).records
+    fastdit.remove(model)
+    assert [(r.layer, r.cached) for r in records] == [(1, 0)]
