@@ -131,7 +131,8 @@ class _SparseRing:
             cols = self.blocks[j]
             piece = mine.block_slice(range(0, len(rows)), cols).to(q.device)
             k_j, v_j = (x.contiguous() for x in chunks[j].split(D, dim=-1))
-            result = attention(q_r, k_j, v_j, piece, scale=self.scale, backend=backend, return_lse=True)
+            out_j, lse_j = attention(q_r, k_j, v_j, piece, scale=self.scale, backend=backend, return_lse=True)
+            result = (out_j.float(), lse_j)  # merged in fp32, rounded to the model's dtype once at the end
             partial = result if partial is None else merge_partial(*partial, *result)
         for work in [*pending.values(), *sends]:
             work.wait()
@@ -163,7 +164,7 @@ class _SparseRing:
         """``x [B, H, S_local, C]`` in diffusers' shard → this rank's block range of the layout's order
         (padding zero)."""
         B, H, _, C = x.shape
-        rows = x.permute(2, 0, 1, 3).reshape(x.shape[2], -1)[self.send]
+        rows = x.permute(2, 0, 1, 3).reshape(x.shape[2], -1)[self.send.to(x.device)]
         received = rows.new_empty(sum(self.recv_counts), rows.shape[1])
         dist.all_to_all_single(received, rows.contiguous(), self.recv_counts, self.send_counts,
                                group=self.ring.group)
