@@ -143,18 +143,19 @@ class _SparseRing:
                   width: int) -> tuple[dict[int, Any], list[Any]]:
         """Post the sends of this rank's K/V to the ranks whose rows keep a block of it and the receives (into
         ``chunks``) of the chunks this rank's rows keep, in ring order; returns the pending receive per source
-        rank and the pending sends."""
+        rank and the pending sends. The group has run a collective before (the all-to-all), so a rank with
+        nothing to exchange may stay out of the batch (NCCL needs every rank in a group's first one)."""
         rank, ranks = self.ring.rank, self.ring.ranks
         ops, peers = [], []  # peers: the source rank of each receive, None for a send
         for step in range(1, ranks):
             target, source = (rank + step) % ranks, (rank - step) % ranks
             if bool(self.needs[target, rank]) and len(self.blocks[target]):
-                ops.append(dist.P2POp(dist.isend, kv_r, dist.get_global_rank(self.ring.group, target)))
+                ops.append(dist.P2POp(dist.isend, kv_r, group=self.ring.group, group_peer=target))
                 peers.append(None)
             if bool(self.needs[rank, source]) and len(self.blocks[rank]):
                 length = len(self.blocks[source]) * self.layout.block_kv
                 chunks[source] = kv_r.new_empty(B, H, length, width)
-                ops.append(dist.P2POp(dist.irecv, chunks[source], dist.get_global_rank(self.ring.group, source)))
+                ops.append(dist.P2POp(dist.irecv, chunks[source], group=self.ring.group, group_peer=source))
                 peers.append(source)
         works = dist.batch_isend_irecv(ops) if ops else []
         receives = {peer: work for peer, work in zip(peers, works) if peer is not None}
