@@ -68,6 +68,11 @@ class ToyRecipe:
     warmup: int = 200
     text_dropout: float = 0.1
     ema: float = 0.999
+    # refine phase: the same objective with the latents of objects weighted 1 + foreground_boost (they cover a
+    # few percent of a frame), continuing the optimizer and the moving average
+    refine_steps: int = 500
+    refine_lr: float = 2e-4
+    foreground_boost: float = 4.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,7 +103,7 @@ RECIPES: dict[str, ToyRecipe] = {
         transformer={"patch_size": (1, 1, 1), "num_attention_heads": 2, "attention_head_dim": 8, "ffn_dim": 32,
                      "num_layers": 1, "freq_dim": 32, "rope_max_seq_len": 64},
         text_dim=16, vae_steps=4, vae_batch=2, vae_frames=5, vae_crop=32, stats_clips=4, cache_clips=8, steps=6,
-        batch=4, warmup=2, ema=0.9),
+        batch=4, warmup=2, ema=0.9, refine_steps=3),
 }
 
 

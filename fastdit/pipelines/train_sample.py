@@ -1,12 +1,13 @@
 """Train the bundled model on the toy world: ``python -m fastdit.pipelines.train_sample OUT [--resume]``.
 
-Four phases, each resumable, all reproducible from ``--seed``:
+Five phases, each resumable, all reproducible from ``--seed``:
 
 1. ``vae``: the Wan VAE learns to reconstruct short clips (fresh clips every step);
 2. ``cache``: ``latents_mean`` / ``latents_std`` are measured on the trained VAE, then a fixed set of training
    clips is encoded once (the transformer then never waits for the VAE), with their prompt embeddings;
 3. ``transformer``: flow matching on the cached latents, with an exponential moving average of the weights;
-4. ``export``: the pipeline (EMA weights) is written to ``OUT/model`` with ``save_pretrained``.
+4. ``refine``: the same, with the latents of objects weighted up (``foreground_weight``), at a lower rate;
+5. ``export``: the pipeline (EMA weights) is written to ``OUT/model`` with ``save_pretrained``.
 
 What lands in OUT:
 
@@ -37,15 +38,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
-from .toytrain import (ema_update, encode_prompts, flow_loss, latent_statistics, normalise_latents,
-                       shifted_sigmas, vae_loss, video_tensor)
+from .toytrain import (ema_update, encode_prompts, flow_loss, foreground_weight, latent_statistics,
+                       normalise_latents, shifted_sigmas, vae_loss, video_tensor)
 from .toyworld import Clip, training_clip
 
 __all__ = ["Trainer", "main"]
 
-PHASES = ("vae", "cache", "transformer", "export", "done")
+PHASES = ("vae", "cache", "transformer", "refine", "export", "done")
 FORMAT = 1
 _LOG_EVERY = 10
+REFINE_KEYS = ("refine_steps", "refine_lr", "foreground_boost")
 _PREVIEW_PROMPT = "a red ball bouncing in a white room"
 _VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
 
@@ -114,8 +116,7 @@ class Trainer:
         state = torch.load(self.checkpoint_path, weights_only=True)
         if state.get("format") != FORMAT:
             raise ValueError(f"{self.checkpoint_path} has format {state.get('format')}, this code reads {FORMAT}")
-        same = json.dumps(state["recipe"], sort_keys=True) == json.dumps(self.recipe.to_dict(), sort_keys=True)
-        if not same or state["seed"] != self.seed:
+        if not self._same_recipe(state["recipe"], state["phase"]) or state["seed"] != self.seed:
             raise ValueError(f"{self.checkpoint_path} was made with another recipe or seed (seed {state['seed']}); "
                              f"resume with the same --recipe and --seed, or start a new OUT folder")
         self.phase, self.step, self.elapsed = state["phase"], state["step"], state["elapsed"]
@@ -130,13 +131,23 @@ class Trainer:
             with self.log_path.open("r+b") as log:
                 log.truncate(state["log_bytes"])
 
+    def _same_recipe(self, stored: dict[str, Any], phase: str) -> bool:
+        """The checkpoint's recipe is this one; keys it lacks were added for the refine phase, which a
+        checkpoint from before that phase has not used yet."""
+        current, stored = (json.loads(json.dumps(r)) for r in (self.recipe.to_dict(), stored))
+        added = set(current) - set(stored)
+        if added and (added - set(REFINE_KEYS) or PHASES.index(phase) > PHASES.index("transformer")):
+            return False
+        return all(current.get(k) == v for k, v in stored.items())
+
     # ------------------------------------------------------------------------------------------- run
     def run(self) -> bool:
         """Run the remaining phases; False when stopped early (a checkpoint was written)."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "recipe.json").write_text(json.dumps({"seed": self.seed, **self.recipe.to_dict()}, indent=2))
         phases: dict[str, Callable[[], None]] = {"vae": self._train_vae, "cache": self._build_cache,
-                                                 "transformer": self._train_transformer, "export": self._export}
+                                                 "transformer": self._train_transformer, "refine": self._refine,
+                                                 "export": self._export}
         while self.phase != "done":
             phases[self.phase]()
             if self._stop:
@@ -266,6 +277,20 @@ class Trainer:
     # ----------------------------------------------------------------------------------- transformer
     def _train_transformer(self) -> None:
         r = self.recipe
+        self._flow_matching(r.steps, lambda step: r.lr * _lr(step, r.steps, r.warmup))
+
+    def _refine(self) -> None:
+        """Continue with object latents weighted up; the moving average keeps its horizon (its warm-up counts
+        the transformer phase's steps too)."""
+        r = self.recipe
+        if r.refine_steps:
+            self._flow_matching(r.refine_steps,
+                                lambda step: r.refine_lr * _lr(step, r.refine_steps, r.warmup // 10),
+                                weights=self._foreground_weights(), ema_offset=r.steps)
+
+    def _flow_matching(self, total: int, lr_at: Callable[[int], float], weights: torch.Tensor | None = None,
+                       ema_offset: int = 0) -> None:
+        r = self.recipe
         cache = self._load_cache()
         self.transformer.train()
 
@@ -278,19 +303,31 @@ class Trainer:
             text = torch.where(drop[:, None, None], cache["empty"], text)
             sigmas = shifted_sigmas(r.batch, r.shift, g)
             noise = torch.randn(latents.shape, generator=g)
-            lr = r.lr * _lr(self.step, r.steps, r.warmup)
+            lr = lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss = flow_loss(self.transformer, latents, text, sigmas, noise)
+            weight = None if weights is None else weights[pick]
+            loss = flow_loss(self.transformer, latents, text, sigmas, noise, weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), 1.0)
             self.optimizer.step()
-            ema_update(self.ema, self.transformer, min(r.ema, (1 + self.step) / (10 + self.step)))
+            n = ema_offset + self.step
+            ema_update(self.ema, self.transformer, min(r.ema, (1 + n) / (10 + n)))
             return {"loss": loss.item(), "lr": lr}
 
-        self._loop(r.steps, step, self._preview)
+        self._loop(total, step, self._preview)
         self.transformer.eval()
+
+    def _foreground_weights(self) -> torch.Tensor:
+        """``[N, F, H, W]`` loss weights of the cached clips (re-rendered: the renderer is deterministic)."""
+        r = self.recipe
+        _, frames, height, width = r.latent_shape()
+        stream = self.seed * 10 + _CACHE_STREAM
+        return torch.stack([
+            foreground_weight(training_clip(stream, i, r.frames, r.side), (frames, height, width),
+                              r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], r.foreground_boost)
+            for i in tqdm(range(r.cache_clips), desc="object masks", disable=not self.progress, dynamic_ncols=True)])
 
     def pipeline(self) -> Any:
         """The pipeline as it would be exported now: the trained VAE and the transformer's moving average."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
-from fastdit.pipelines.toytrain import flow_loss, shifted_sigmas, vae_loss, video_tensor
+from fastdit.pipelines.toytrain import flow_loss, foreground_weight, shifted_sigmas, vae_loss, video_tensor
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -48,6 +48,16 @@ def test_a_few_transformer_steps_lower_the_flow_matching_loss_on_a_fixed_batch()
     sigmas, noise = shifted_sigmas(4, MINI.shift, g), torch.randn(latents.shape, generator=g)
     before, after = _fit(transformer, lambda: flow_loss(transformer, latents, text, sigmas, noise))
     assert after < 0.8 * before
+
+
+def test_foreground_weights_cover_every_object_in_every_latent_frame():
+    clip = training_clip(0, 7, frames=17, side=128)
+    weight = foreground_weight(clip, (5, 16, 16), temporal=4, spatial=8, boost=4.0)
+    assert set(weight.unique().tolist()) == {1.0, 5.0}
+    for track in clip.tracks:
+        for f, (x, y) in enumerate(track.centroids.tolist()):
+            assert weight[(f + 3) // 4, int(y // 8), int(x // 8)] == 5.0
+    assert (weight == 5.0).float().mean() < 0.3  # objects are a minority of the latents
 
 
 def test_shifted_sigmas_follow_the_scheduler():
