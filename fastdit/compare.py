@@ -25,7 +25,7 @@ import numpy as np
 
 from .bench.report import environment, markdown_table
 from .caches import CacheSpec, knob_label
-from .media import side_by_side, write_image, write_text, write_video
+from .media import film_strip, side_by_side, write_image, write_text, write_video
 from .metrics import psnr, ssim
 from .run import RunResult, run_pipeline
 
@@ -72,14 +72,22 @@ class Comparison:
     runs: list[RunResult]
     rows: list[dict[str, Any]]
 
-    def video(self) -> np.ndarray:
-        """All runs side by side, each under a label strip: name, then speedup / PSNR / density."""
+    def _panels(self) -> list[tuple[tuple[str, str], np.ndarray]]:
+        """Each run's frames with its label: name, then speedup / PSNR / density."""
         panels = []
         for row, run in zip(self.rows, (self.baseline, *self.runs)):
             detail = (f"{row['speedup']:.2f}x  {row['psnr_db']:.1f}dB  d={row['density']:.2f}"
                       if run is not self.baseline else f"{run.total_s:.1f}s  stock attention")
             panels.append(((run.label, detail), run.frames))
-        return side_by_side(panels)
+        return panels
+
+    def video(self) -> np.ndarray:
+        """All runs side by side, each under its label strip."""
+        return side_by_side(self._panels())
+
+    def frames(self, count: int = 6) -> np.ndarray:
+        """A still: one row per run, ``count`` of its frames."""
+        return film_strip(self._panels(), count)
 
     def markdown(self) -> str:
         return markdown_table(self.rows, COLUMNS)
@@ -176,13 +184,14 @@ def _configs(methods: Sequence[MethodSpec], sparse: dict[str, Any], cache: Cache
 
 def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, command: str,
                      settings: dict[str, Any] | None = None) -> dict[str, Path]:
-    """``compare.mp4`` (or ``compare.png`` for image models), ``compare.md`` and ``compare.json`` in
-    ``out_dir``; each written atomically."""
+    """``compare.mp4`` and ``frames.png`` (a still of a few frames per run), or ``compare.png`` for image
+    models, ``compare.md`` and ``compare.json`` in ``out_dir``; each written atomically."""
     out = Path(out_dir)
     panels = comparison.video()
     paths = {"table_md": out / "compare.md", "table_json": out / "compare.json"}
     if comparison.baseline.video:
         paths["video"] = write_video(panels, out / "compare.mp4", fps)
+        paths["frames"] = write_image(comparison.frames(), out / "frames.png")
     else:
         paths["image"] = write_image(panels[0], out / "compare.png")
     data = {"command": command, "environment": environment(), "settings": settings or {}, **comparison.to_dict()}

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 __all__ = ["to_uint8", "check_writable", "atomic_path", "write_video", "write_image", "write_text",
-           "label_strip", "side_by_side", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_HEIGHT"]
+           "label_strip", "side_by_side", "film_strip", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_HEIGHT"]
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".png",)
@@ -133,3 +133,20 @@ def side_by_side(panels: Sequence[tuple[Sequence[str], np.ndarray]]) -> np.ndarr
         strip = label_strip(video.shape[2], lines)
         columns.append(np.concatenate([np.broadcast_to(strip, (video.shape[0], *strip.shape)), video], axis=1))
     return np.concatenate(columns, axis=2)
+
+
+def film_strip(panels: Sequence[tuple[Sequence[str], np.ndarray]], count: int = 6) -> np.ndarray:
+    """One row per video: its label strip over ``count`` evenly spaced frames side by side, rows stacked.
+
+    A still of a few videos that a README or an issue can show (an mp4 does not render there)."""
+    if not panels:
+        raise ValueError("film_strip needs at least one video")
+    rows = []
+    for lines, video in panels:
+        picks = np.linspace(0, video.shape[0] - 1, min(count, video.shape[0])).round().astype(int)
+        frames = np.concatenate(list(video[picks]), axis=1)
+        rows.append(np.concatenate([label_strip(frames.shape[1], lines), frames], axis=0))
+    widths = {row.shape[1] for row in rows}
+    if len(widths) != 1:
+        raise ValueError(f"videos must share their frame size, got widths {sorted(widths)}")
+    return np.concatenate(rows, axis=0)

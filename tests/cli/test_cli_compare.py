@@ -39,6 +39,8 @@ def test_compare_table_is_consistent(fastdit_cli, small, tmp_path):
     video = iio.imread(out / "compare.mp4")
     assert video.shape == (5, 64 + LABEL_HEIGHT, 3 * 64, 3)
     assert video[:, : LABEL_HEIGHT // 2].max() > 200  # the labels are drawn
+    still = iio.imread(out / "frames.png")  # one row per run: its label over its 5 frames
+    assert still.shape == (3 * (LABEL_HEIGHT + 64), 5 * 64, 3)
 
 
 def test_compare_with_a_cache_shows_the_cache_alone_and_combined(fastdit_cli, small, tmp_path):
