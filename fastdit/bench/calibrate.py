@@ -34,12 +34,14 @@ COLUMNS = ("config", "kind", "target", "dense_steps", "density", "expected_densi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration import DEFAULT_METHODS
+    from ..calibration import ALLOCATIONS, DEFAULT_METHODS
     from ..calibration.candidates import SEARCHABLE
 
     parser.add_argument("--model", default="tiny", help="'tiny' (the bundled toy-world model), a folder or hub id")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.05, 0.1, 0.2],
                         help="calibration targets (relative L2 error of sampled output rows)")
+    parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=list(ALLOCATIONS),
+                        help="how calibration spends each target: budget (RMS over heads), cap (every head)")
     parser.add_argument("--methods", nargs="+", choices=SEARCHABLE, default=list(DEFAULT_METHODS), metavar="METHOD",
                         help="methods calibration and the uniform settings use")
     parser.add_argument("--prompts", type=int, default=4, help="held-out prompts to evaluate on")
@@ -80,7 +82,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     uniform = [r for r in rows if r["kind"] == "uniform"]
     lines = []
     for row in (r for r in rows if r["kind"] == "calibrated"):
-        label = f"target {row['target']:g}: PSNR {row['psnr_db']:.1f} dB at density {row['density']:.3f}"
+        label = f"{row['config']}: PSNR {row['psnr_db']:.1f} dB at density {row['density']:.3f}"
         reach = [u for u in uniform if u["psnr_db"] >= row["psnr_db"]]
         if not reach:
             lines.append(f"{label}; no uniform setting reaches this PSNR (calibrated wins)")
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = [{"config": "dense (stock)", "kind": "dense", "density": 1.0,
                                    "psnr_db": float("inf"), "ssim": 1.0, "total_s": dense_s}]
     measured = measure(pipe, calibrate_on, methods=args.methods, seed=args.seed, call=call)
-    calibrations = [select(measured, t) for t in args.targets]
+    calibrations = [select(measured, t, allocation=a) for a in args.allocations for t in args.targets]
     uniform = [("preset", {})]  # the model preset's method and knobs
     uniform += [(f"{m} {knob_value(m, o)}", {"method": m, **options_dict(o)})
                 for m in args.methods for o in candidates(m)]
@@ -130,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
         for calibration in calibrations:
             scored = _score(pipe, evaluate, call, args.seed, {"calibration": calibration}, dense)
-            rows.append({"config": f"calibrated {calibration.target:g}", "kind": "calibrated",
-                         "target": calibration.target, "dense_steps": calibration.dense_steps,
+            rows.append({"config": f"calibrated {calibration.allocation} {calibration.target:g}",
+                         "kind": "calibrated", "target": calibration.target, "dense_steps": calibration.dense_steps,
                          "expected_density": calibration.expected_density, **scored})
             bar.update()
     notes = verdicts(rows)
     cost = measured.seconds / dense_s
-    layers = {f"{c.target:g}": [{"layer": f"{l.model}.{l.layer}", "method": l.method, "density": l.density,
+    layers = {f"{c.allocation} {c.target:g}": [{"layer": f"{l.model}.{l.layer}", "method": l.method, "density": l.density,
                                  "heads": ["dense" if h.options is None else h.density for h in l.heads]}
                                 for l in c.layers] for c in calibrations}
     body = (f"Model `{args.model}`, {len(evaluate)} held-out prompts evaluated, calibrated on "

@@ -12,7 +12,7 @@ the result and its JSON file.
 from .measure import Measurements
 from .result import Calibration, HeadChoice, LayerChoice, load_calibration
 from .run import DEFAULT_METHODS, calibrate, default_steps, measure
-from .select import METRICS, select
+from .select import ALLOCATIONS, METRICS, select
 
 __all__ = ["calibrate", "measure", "select", "Calibration", "Measurements", "HeadChoice", "LayerChoice",
-           "load_calibration", "default_steps", "DEFAULT_METHODS", "METRICS"]
+           "load_calibration", "default_steps", "DEFAULT_METHODS", "METRICS", "ALLOCATIONS"]

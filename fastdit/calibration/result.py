@@ -92,6 +92,7 @@ class Calibration:
     dense_steps: int
     layers: tuple[LayerChoice, ...]
     expected_density: float
+    allocation: str = "budget"
     measured_steps: tuple[int, ...] = ()
     methods: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
@@ -175,7 +176,8 @@ class Calibration:
         heads = sum(len(c.heads) for c in sparse)
         dense_heads = sum(h.options is None for c in sparse for h in c.heads)
         methods = sorted({c.method for c in sparse})
-        return (f"target {self.metric} <= {self.target:g}: {self.dense_steps} of {self.schedule} steps dense, "
+        spent = "RMS over heads" if self.allocation == "budget" else "every head"
+        return (f"target {self.metric} <= {self.target:g} ({spent}): {self.dense_steps} of {self.schedule} steps dense, "
                 f"{len(self.layers) - len(sparse)} of {len(self.layers)} layers dense, {dense_heads} of {heads} "
                 f"heads of sparse layers dense; methods: {', '.join(methods) or 'none'}; expected density "
                 f"{self.expected_density:.3f}")

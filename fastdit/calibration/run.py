@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..config import SparseConfig, check_dense_steps
 from ..patch import _name_or_path, apply, denoisers, patch_config, remove, set_observer
 from ..run import check_seed
 from .candidates import SEARCHABLE, options_dict
@@ -28,13 +29,15 @@ DEFAULT_METHODS = ("radial", "pyramid", "vmoba", "grat")
 MEASURED_STEPS = 5  # measured steps of a run by default, spread from the first to the last
 
 
-def default_steps(schedule: int, count: int = MEASURED_STEPS) -> tuple[int, ...]:
-    """``count`` steps spread evenly from the first to the last of a ``schedule``-step run (50 steps:
-    0, 12, 24, 37, 49): the first tells whether early, noisy steps need a dense warm-up; patterns change
-    slowly between steps, so a few stand for the rest."""
-    if schedule <= count:
-        return tuple(range(schedule))
-    return tuple(sorted({math.floor(i * (schedule - 1) / (count - 1) + 0.5) for i in range(count)}))
+def default_steps(schedule: int, first: int = 0, count: int = MEASURED_STEPS) -> tuple[int, ...]:
+    """``count`` steps spread evenly from step ``first`` (the shortest warm-up allowed) to the last of a
+    ``schedule``-step run (50 steps from 12: 12, 21, 30, 40, 49): the first decides whether a longer
+    warm-up pays; patterns change slowly between steps, so a few stand for the rest."""
+    first = min(first, schedule - 1)
+    if schedule - first <= count:
+        return tuple(range(first, schedule))
+    span = schedule - 1 - first
+    return tuple(sorted({first + math.floor(i * span / (count - 1) + 0.5) for i in range(count)}))
 
 
 def _schedule(pipe: Any, call: dict[str, Any]) -> int:
@@ -70,14 +73,17 @@ def _stop_after(last: int):
 
 
 def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
-            steps: Sequence[int] | None = None, rows: int = DEFAULT_ROWS, block_size: int | None = None,
-            preset: str | None = "auto", seed: int = 0, call: dict[str, Any] | None = None,
-            calls_per_step: int = 1) -> Measurements:
+            steps: Sequence[int] | None = None, warmup: int | float | None = None, rows: int = DEFAULT_ROWS,
+            block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
+            call: dict[str, Any] | None = None, calls_per_step: int = 1) -> Measurements:
     """Generate each prompt densely and measure every candidate layout of ``methods`` at ``steps``.
 
     ``call`` holds the pipeline's other arguments (size, frames, steps, guidance); ``steps`` the 0-based
-    denoising steps to measure (default: :func:`default_steps`); ``rows`` the query rows sampled per
-    self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
+    denoising steps to measure (default: :func:`default_steps` from the shortest warm-up allowed). ``warmup``
+    is that shortest warm-up, a step count or a share of the steps; by default the model preset's published
+    one (12 of 50 steps for Wan), since the error a layout makes at early, noisy steps grows through every
+    later step, which per-step measurements don't see (``warmup=0`` lets calibration decide alone). ``rows``:
+    the query rows sampled per self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
     (``preset=None``: the methods' defaults). ``calls_per_step``: calls of each layer measured per step and
     prompt (1: classifier-free guidance's conditional branch stands for both). Leaves ``pipe`` unpatched.
     """
@@ -86,18 +92,26 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
         raise ValueError(f"calls_per_step must be an int >= 1, got {calls_per_step!r}")
     call = dict(call or {})
     schedule = _schedule(pipe, call)
-    steps = default_steps(schedule) if steps is None else tuple(steps)
-    if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < schedule for s in steps):
-        raise ValueError(f"steps must be step indices in [0, {schedule - 1}], got {steps!r}")
+    if warmup is not None:
+        warmup = SparseConfig(dense_steps=check_dense_steps(warmup)).warmup_steps(schedule)
+    if steps is not None:
+        steps = tuple(steps)
+        if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < schedule for s in steps):
+            raise ValueError(f"steps must be step indices in [0, {schedule - 1}], got {steps!r}")
     seed = check_seed(seed)
     start = time.perf_counter()
     remove(pipe)
     base: dict[str, dict[str, Any]] = {}
+    shortest: int | None = None  # the shortest published warm-up of the methods
     try:
         for method in methods:  # the preset's settings of each method: what calibration does not search
             config = patch_config(apply(pipe, method=method, preset=preset, block_size=block_size))
             base[method] = options_dict(config.options)
             block_size = config.block_size
+            published = config.warmup_steps(schedule)
+            shortest = published if shortest is None else min(shortest, published)
+        if steps is None:
+            steps = default_steps(schedule, shortest if warmup is None else warmup)
         apply(pipe, method="dense", preset=None, block_size=block_size)
         models = denoisers(pipe)
         result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed,
@@ -124,7 +138,8 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
 
 
 def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, metric: str = "rel_l2",
-              methods: Sequence[str] = DEFAULT_METHODS, steps: Sequence[int] | None = None, rows: int = DEFAULT_ROWS,
+              allocation: str = "budget", methods: Sequence[str] = DEFAULT_METHODS,
+              steps: Sequence[int] | None = None, warmup: int | float | None = None, rows: int = DEFAULT_ROWS,
               per_head: bool = True, block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
               call: dict[str, Any] | None = None) -> Calibration:
     """The sparsest per-layer, per-head settings whose error on sampled query rows stays within ``target``.
@@ -133,11 +148,12 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
     self-attention layer are computed exactly at a few ``steps`` and under each candidate layout of each of
     ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius).
     ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention
-    mass a layout leaves out. Per layer the method with the lowest density wins; heads (``per_head``) and
-    layers with no candidate within the target run dense, and the dense warm-up is chosen with them. The
-    result saves as a small JSON file (``.save(path)``) and applies with ``fastdit.apply(pipe,
+    mass a layout leaves out; ``allocation="budget"`` bounds the RMS of the errors over all heads (and spends
+    it where it buys the most sparsity), ``"cap"`` every head's error. Per layer the method that serves it
+    best wins; heads (``per_head``) and layers where no candidate is worth its error run dense, and the dense
+    warm-up (at least ``warmup``, default the preset's) is chosen with them. The result saves as a small JSON file (``.save(path)``) and applies with ``fastdit.apply(pipe,
     calibration=...)``. Other targets on the same measurements: ``select(measure(...), target)``.
     """
-    measured = measure(pipe, prompts, methods=methods, steps=steps, rows=rows, block_size=block_size,
-                       preset=preset, seed=seed, call=call)
-    return select(measured, target, metric=metric, per_head=per_head)
+    measured = measure(pipe, prompts, methods=methods, steps=steps, warmup=warmup, rows=rows,
+                       block_size=block_size, preset=preset, seed=seed, call=call)
+    return select(measured, target, metric=metric, allocation=allocation, per_head=per_head)

@@ -5,10 +5,11 @@
 
 Runs a dense generation per prompt (stopped after the last measured step, no VAE decode). At a few
 denoising steps it computes sampled query rows of every self-attention layer exactly and under each
-candidate setting of each method (radial decay, pyramid bands, vmoba threshold, grat radius), then keeps per
-layer and head the sparsest setting whose error stays within --target (relative L2 of the output rows, or
-with --metric mass the share of attention mass left out); layers and heads where nothing does run dense, and
-a dense warm-up is chosen where it pays. The file records the model, its config fingerprint, the grid, the
+candidate setting of each method (radial decay, pyramid bands, vmoba threshold, grat radius), then chooses
+per layer and head the sparsest settings whose error stays within --target (relative L2 of the output rows,
+or with --metric mass the share of attention mass left out; as an RMS over all heads, or with --allocation
+cap for every head); layers and heads where nothing is worth its error run dense, and a dense warm-up (at
+least the preset's, or --warmup) is chosen where it pays. The file records the model, its config fingerprint, the grid, the
 target, every choice with its measured error and density, and the expected density of a run.
 """
 
@@ -18,11 +19,11 @@ import argparse
 import math
 
 from . import CLIError
-from .common import add_model_arguments, call_arguments, load_model
+from .common import add_model_arguments, call_arguments, load_model, step_count_or_share
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration import DEFAULT_METHODS, METRICS
+    from ..calibration import ALLOCATIONS, DEFAULT_METHODS, METRICS
     from ..calibration.measure import DEFAULT_ROWS
     from ..calibration.candidates import SEARCHABLE
 
@@ -31,10 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="rel_l2",
                         help="rel_l2: relative L2 error of sampled output rows (default); mass: share of the "
                              "attention mass a layout leaves out")
+    parser.add_argument("--allocation", choices=ALLOCATIONS, default="budget",
+                        help="budget: the RMS of the errors over all heads stays within --target, spent where it "
+                             "buys the most sparsity (default); cap: every head's error stays within it")
     parser.add_argument("--methods", nargs="+", choices=SEARCHABLE, default=list(DEFAULT_METHODS), metavar="METHOD",
                         help=f"methods to choose from per layer ({' | '.join(SEARCHABLE)}; default: all)")
     parser.add_argument("--measure-steps", nargs="+", type=int, metavar="STEP",
                         help="0-based denoising steps to measure (default: 5 spread over the run)")
+    parser.add_argument("--warmup", type=step_count_or_share, metavar="N|SHARE",
+                        help="the shortest dense warm-up allowed, in steps or a share of them (default: the "
+                             "preset's published one; 0 lets calibration decide alone)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
                         help=f"query rows sampled per self-attention call (default {DEFAULT_ROWS})")
     parser.add_argument("--shared-heads", action="store_true",
@@ -87,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     call.pop("prompt")
     pipe.set_progress_bar_config(desc="calibrating")
     try:
-        measured = measure(pipe, prompts, methods=args.methods, steps=args.measure_steps, rows=args.rows,
+        measured = measure(pipe, prompts, methods=args.methods, steps=args.measure_steps, warmup=args.warmup,
+                           rows=args.rows,
                            block_size=args.block_size, preset=None if args.preset == "none" else args.preset,
                            seed=args.seed, call=call)
-        calibration = select(measured, args.target, metric=args.metric, per_head=not args.shared_heads)
+        calibration = select(measured, args.target, metric=args.metric, allocation=args.allocation,
+                             per_head=not args.shared_heads)
     except ValueError as err:
         raise CLIError(str(err)) from None
     calibration.save(args.out)

@@ -19,7 +19,8 @@ from . import CLIError
 
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
-           "sparse_arguments", "check_calibration", "cache_spec", "check_cacheable", "command_line", "format_bytes"]
+           "sparse_arguments", "check_calibration", "step_count_or_share", "cache_spec", "check_cacheable",
+           "command_line", "format_bytes"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -62,7 +63,7 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a method option, repeatable; values parse as int, float, true/false, tuples (1,2,3) or "
                         "text (see `fastdit info` for each method's options)")
     g.add_argument("--preset", default="auto", help="'auto' (by model id or config), 'none', or a preset id")
-    g.add_argument("--dense-steps", type=_dense_steps, metavar="N|SHARE",
+    g.add_argument("--dense-steps", type=step_count_or_share, metavar="N|SHARE",
                    help="the first N denoising steps run dense, or a share of the steps (0.25: the first quarter)")
     g.add_argument("--dense-layers", type=int, help="the first N transformer blocks run dense")
     g.add_argument("--block-size", type=int, help="kernel block in tokens (a power of two)")
@@ -91,7 +92,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _dense_steps(text: str) -> int | float:
+def step_count_or_share(text: str) -> int | float:
     """argparse type: a step count (``12``) or a share of the steps (``0.25``)."""
     from ..config import check_dense_steps
 

@@ -20,7 +20,7 @@ def test_verdict_compares_with_the_least_dense_uniform_setting_of_at_least_the_s
             {"config": "calibrated 0.05", "kind": "calibrated", "target": 0.05, "density": 0.7, "psnr_db": 44.0},
             {"config": "calibrated 0.01", "kind": "calibrated", "target": 0.01, "density": 0.9, "psnr_db": 50.0}]
     first, second, third = verdicts(rows)
-    assert "b at 0.600" in first and first.endswith("calibrated is sparser")
+    assert first.startswith("calibrated 0.1: PSNR") and "b at 0.600" in first and first.endswith("calibrated is sparser")
     assert "c at 0.800" in second and second.endswith("calibrated is sparser")
     assert "no uniform setting reaches this PSNR" in third
     rows[4]["density"] = 0.85
@@ -37,7 +37,7 @@ def test_calibration_prompts_are_not_evaluated():
 @pytest.mark.slow
 def test_report_has_uniform_and_calibrated_rows(tmp_path):
     code = main(["bench", "calibrate", "--prompts", "1", "--steps", "2", "--methods", "grat", "--targets", "0.1",
-                 "0.5", "--out", str(tmp_path), "--name", "cal_test"])
+                 "0.5", "--allocations", "budget", "--out", str(tmp_path), "--name", "cal_test"])
     assert code == 0
     data = json.loads((tmp_path / "cal_test.json").read_text())
     kinds = [row["kind"] for row in data["rows"]]

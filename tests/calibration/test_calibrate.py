@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import warnings
+import math
 
 import pytest
 import torch
@@ -93,9 +93,25 @@ def test_loose_target_is_sparser_than_tight_and_zero_error_is_dense(random_pipe,
 
 
 def test_mass_metric_bounds_the_attention_mass_left_out(measured):
-    calibration = select(measured, 0.02, metric="mass")
-    for layer in calibration.layers:
+    capped = select(measured, 0.02, metric="mass", allocation="cap")
+    for layer in capped.layers:
         assert all(h.recall >= 0.98 for h in layer.heads if h.options is not None)
+    budget = select(measured, 0.02, metric="mass")
+    losses = [1 - h.recall for layer in budget.layers for h in layer.heads if h.options is not None]
+    heads = 2 * len(budget.layers)  # the random pipe has two heads per layer
+    assert math.sqrt(sum(x * x for x in losses) / heads) <= 0.02 + 1e-9
+    assert budget.expected_density <= capped.expected_density
+
+
+def test_budget_spends_the_error_where_it_buys_the_most_sparsity():
+    m = _synthetic([0.01, 0.2], [0.3, 0.1])
+    measure_ = m.layers[("transformer", 0)]["radial"]
+    measure_.sq_error[1, 1:, 0] = 0.065**2  # head 0 is nearly within the target at density 0.1
+    capped = select(m, 0.05, allocation="cap").layers[0].heads
+    assert [h.density for h in capped] == pytest.approx([0.3, 0.3])
+    budget = select(m, 0.05).layers[0].heads
+    assert [h.density for h in budget] == pytest.approx([0.1, 0.3])  # head 0 takes more error than the cap allows
+    assert math.sqrt((budget[0].error**2 + budget[1].error**2) / 2) <= 0.05
 
 
 def _synthetic(errors: list[float], densities: list[float]) -> Measurements:
