@@ -138,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
     notes = verdicts(rows)
     cost = measured.seconds / dense_s
-    layers = {f"{c.allocation} {c.target:g}": [{"layer": f"{l.model}.{l.layer}", "method": l.method, "density": l.density,
-                                 "heads": ["dense" if h.options is None else h.density for h in l.heads]}
-                                for l in c.layers] for c in calibrations}
+    layers = {f"{c.allocation} {c.target:g}": [
+        {"layer": f"{l.model}.{l.layer}", "method": l.method, "density": l.density,
+         "heads": ["dense" if h.options is None else h.density for h in l.heads]} for l in c.layers]
+        for c in calibrations}
     body = (f"Model `{args.model}`, {len(evaluate)} held-out prompts evaluated, calibrated on "
             f"{len(calibrate_on)} other prompt(s), call {call}, seed {args.seed}. Uniform: every rung of each "
             f"method's ladder for all layers and heads, with the preset's warm-up.\n\n"

@@ -177,7 +177,8 @@ class Calibration:
         dense_heads = sum(h.options is None for c in sparse for h in c.heads)
         methods = sorted({c.method for c in sparse})
         spent = "RMS over heads" if self.allocation == "budget" else "every head"
-        return (f"target {self.metric} <= {self.target:g} ({spent}): {self.dense_steps} of {self.schedule} steps dense, "
+        return (f"target {self.metric} <= {self.target:g} ({spent}): {self.dense_steps} of {self.schedule} steps "
+                f"dense, "
                 f"{len(self.layers) - len(sparse)} of {len(self.layers)} layers dense, {dense_heads} of {heads} "
                 f"heads of sparse layers dense; methods: {', '.join(methods) or 'none'}; expected density "
                 f"{self.expected_density:.3f}")

@@ -78,14 +78,14 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
             call: dict[str, Any] | None = None, calls_per_step: int = 1) -> Measurements:
     """Generate each prompt densely and measure every candidate layout of ``methods`` at ``steps``.
 
-    ``call`` holds the pipeline's other arguments (size, frames, steps, guidance); ``steps`` the 0-based
-    denoising steps to measure (default: :func:`default_steps` from the shortest warm-up allowed). ``warmup``
-    is that shortest warm-up, a step count or a share of the steps; by default the model preset's published
-    one (12 of 50 steps for Wan), since the error a layout makes at early, noisy steps grows through every
-    later step, which per-step measurements don't see (``warmup=0`` lets calibration decide alone). ``rows``:
-    the query rows sampled per self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
-    (``preset=None``: the methods' defaults). ``calls_per_step``: calls of each layer measured per step and
-    prompt (1: classifier-free guidance's conditional branch stands for both). Leaves ``pipe`` unpatched.
+    ``call`` holds the pipeline's other arguments (size, frames, steps, guidance); ``steps`` the 0-based denoising
+    steps to measure (default: :func:`default_steps` from the shortest warm-up allowed). ``warmup`` is that
+    shortest warm-up, a step count or a share of the steps; by default the model preset's published one (12 of 50
+    steps for Wan), since the error a layout makes at early, noisy steps grows through every later step, which
+    per-step measurements don't see (``warmup=0`` lets calibration decide alone). ``rows``: the query rows sampled
+    per self-attention call; ``block_size`` and the options each method keeps fixed come from the model's preset
+    (``preset=None``: the methods' defaults). ``calls_per_step``: calls of each layer measured per step and prompt
+    (1: classifier-free guidance's conditional branch stands for both). Leaves ``pipe`` unpatched.
     """
     prompts = _check(prompts, methods, rows)
     if isinstance(calls_per_step, bool) or not isinstance(calls_per_step, int) or calls_per_step < 1:
@@ -147,12 +147,13 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
     During a dense generation of each prompt (with ``call``'s other pipeline arguments), query rows of every
     self-attention layer are computed exactly at a few ``steps`` and under each candidate layout of each of
     ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius).
-    ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention
-    mass a layout leaves out; ``allocation="budget"`` bounds the RMS of the errors over all heads (and spends
-    it where it buys the most sparsity), ``"cap"`` every head's error. Per layer the method that serves it
-    best wins; heads (``per_head``) and layers where no candidate is worth its error run dense, and the dense
-    warm-up (at least ``warmup``, default the preset's) is chosen with them. The result saves as a small JSON file (``.save(path)``) and applies with ``fastdit.apply(pipe,
-    calibration=...)``. Other targets on the same measurements: ``select(measure(...), target)``.
+    ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention mass a
+    layout leaves out; ``allocation="budget"`` bounds the RMS of the errors over all heads (and spends it where it
+    buys the most sparsity), ``"cap"`` every head's error. Per layer the method that serves it best wins; heads
+    (``per_head``) and layers where no candidate is worth its error run dense, and the dense warm-up (at least
+    ``warmup``, default the preset's) is chosen with them. The result saves as a small JSON file (``.save(path)``)
+    and applies with ``fastdit.apply(pipe, calibration=...)``. Other targets on the same measurements:
+    ``select(measure(...), target)``.
     """
     measured = measure(pipe, prompts, methods=methods, steps=steps, warmup=warmup, rows=rows,
                        block_size=block_size, preset=preset, seed=seed, call=call)

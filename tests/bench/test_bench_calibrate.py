@@ -20,7 +20,8 @@ def test_verdict_compares_with_the_least_dense_uniform_setting_of_at_least_the_s
             {"config": "calibrated 0.05", "kind": "calibrated", "target": 0.05, "density": 0.7, "psnr_db": 44.0},
             {"config": "calibrated 0.01", "kind": "calibrated", "target": 0.01, "density": 0.9, "psnr_db": 50.0}]
     first, second, third = verdicts(rows)
-    assert first.startswith("calibrated 0.1: PSNR") and "b at 0.600" in first and first.endswith("calibrated is sparser")
+    assert first.startswith("calibrated 0.1: PSNR") and "b at 0.600" in first
+    assert first.endswith("calibrated is sparser")
     assert "c at 0.800" in second and second.endswith("calibrated is sparser")
     assert "no uniform setting reaches this PSNR" in third
     rows[4]["density"] = 0.85
