@@ -34,9 +34,9 @@ class RunContext:
         self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
         self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
         self._recording = True
-        # A token the traced pre-hook writes and the traced attention reads, so compilers keep them in that
-        # order (see fastdit.processors.ops); its value means nothing.
-        self.clock = torch.zeros((), dtype=torch.int64)
+        # What a traced pre-hook returns and traced attention calls take, so compilers keep them in that order
+        # (see fastdit.processors.ops); None when the pre-hook ran eagerly.
+        self.token: torch.Tensor | None = None
 
     def expect_layers(self, model: str, layers: Iterable[int]) -> None:
         """The layer of every attention module of denoiser ``model`` that runs fastdit's processor (a layer may

@@ -311,8 +311,9 @@ class _Observer:
     def __call__(self, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = {name: forward_input(model, args, kwargs, name) for name in self.input_names}
         if torch.compiler.is_compiling():
-            ops.observe_forward(self.context.clock, self.handle, *ops.pack_inputs(inputs))
+            self.context.token = ops.observe_forward(self.handle, *ops.pack_inputs(inputs))
         else:
+            self.context.token = None
             self.observe(inputs)
 
     def observe(self, inputs: dict[str, Any]) -> None:

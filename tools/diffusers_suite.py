@@ -5,9 +5,10 @@
 Each test file runs once per mode in its own pytest process, single-threaded, with
 ``tools/fastdit_pytest_plugin.py`` patching every model the suite constructs (see that file). The installed
 diffusers is the one under test; the checkout provides the tests (use the checkout closest to the installed
-version; its test dependencies, e.g. ``parameterized``, must be installed). Writes ``bench/results/diffusers_suite.json`` (every test's outcome per mode, failure messages,
-sparse/dense attention calls) and ``.md`` (per file passed/failed/skipped per mode, and every test that
-passes unpatched but not patched).
+version; its test dependencies, e.g. ``parameterized`` and ``requests-mock``, must be installed). Writes
+``bench/results/diffusers_suite.json`` (every test's outcome per mode, failure messages, sparse/dense
+attention calls) and ``.md`` (per file passed/failed/skipped per mode, and every test that passes
+unpatched but not patched).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", help="the checkout's commit (default: asked of git in the checkout)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results", help="folder for the reports")
     parser.add_argument("--name", default="diffusers_suite", help="report file name (without extension)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the files of an existing report that this run doesn't run again")
     args = parser.parse_args(argv)
     if not (args.checkout / "tests").is_dir():
         parser.error(f"{args.checkout} has no tests/ folder; pass a diffusers source checkout")
@@ -133,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/diffusers_suite.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = dict(diffusers=diffusers.__version__, checkout=f"diffusers@{revision}", cpu_compile=args.cpu_compile,
                   sparse_options=OPTIONS["sparse"], files={})
+    previous = args.out / f"{args.name}.json"
+    if args.update and previous.exists():
+        earlier = json.loads(previous.read_text())
+        report["files"] = {f: modes for f, modes in earlier["files"].items() if f not in args.files}
+        command = f"{earlier['command']}; {command}"
     for test_file in args.files:
         for mode in args.modes:
             result = run_file(args.checkout, test_file, mode, args.timeout, args.select, args.cpu_compile)

@@ -191,7 +191,7 @@ class SparseProcessorMixin:
         operator, which runs :meth:`run` eagerly, so fastdit adds no graph break and no guard.
         """
         if torch.compiler.is_compiling():
-            return ops.self_attention(q, k, v, attn_mask, self.engine.context.clock, self.handle, text_tokens,
+            return ops.self_attention(q, k, v, attn_mask, self.engine.context.token, self.handle, text_tokens,
                                       text_position, dispatch)
         return self.run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
 

@@ -6,10 +6,12 @@ that Python state would become graph guards (a recompile every step) or data-dep
 (``float(timestep.max())``, which ``torch.export`` refuses). Under tracing, the pre-hook and the processors
 therefore call two opaque operators instead:
 
-- ``fastdit::observe_forward(clock, handle, tensors, ints, kinds)``: the pre-hook's bookkeeping (grid, step)
-  on the forward inputs it needs; it writes ``clock``, a one-element tensor of the patch.
-- ``fastdit::self_attention(q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch)``: the
-  processor's whole engine call. It reads ``clock``, so every compiler orders it after ``observe_forward``.
+- ``fastdit::observe_forward(handle, tensors, ints, kinds) -> token``: the pre-hook's bookkeeping (grid,
+  step) on the forward inputs it needs. The token is an empty tensor kept in the patch's context.
+- ``fastdit::self_attention(q, k, v, attn_mask, token, handle, text_tokens, text_position, dispatch)``: the
+  processor's whole engine call. Taking the token as an input orders it after ``observe_forward`` in every
+  compiler and keeps ``observe_forward`` in the graph; nothing is mutated, so ``torch.export`` and
+  AOTInductor take both.
 
 Both run the same eager Python as an uncompiled model; a graph only sees tensors in, tensors out. ``handle``
 is a one-element tensor naming the processor (or the pre-hook) in a registry: a tensor, not an int, so the
@@ -72,24 +74,26 @@ def _unpack(names: tuple[str, ...], tensors: list[torch.Tensor], ints: list[int]
     return {name: pick[kind]() for name, kind in zip(names, kinds)}
 
 
-@torch.library.custom_op("fastdit::observe_forward", mutates_args=("clock",))
-def observe_forward(clock: torch.Tensor, handle: torch.Tensor, tensors: list[torch.Tensor], ints: list[int],
-                    kinds: str) -> None:
-    """Run the pre-hook ``handle`` names on the forward inputs packed by :func:`pack_inputs`."""
+@torch.library.custom_op("fastdit::observe_forward", mutates_args=())
+def observe_forward(handle: torch.Tensor, tensors: list[torch.Tensor], ints: Optional[list[int]],
+                    kinds: str) -> torch.Tensor:
+    """Run the pre-hook ``handle`` names on the forward inputs packed by :func:`pack_inputs`; returns the token
+    the attention operators of this forward take. (``ints`` is optional because AOTInductor's packages pass
+    an empty list of them as ``None``.)"""
     observer = resolve(handle)
-    observer.observe(_unpack(observer.input_names, tensors, ints, kinds))
-    clock.add_(1)
+    observer.observe(_unpack(observer.input_names, tensors, ints or [], kinds))
+    return torch.empty(0)
 
 
 @observe_forward.register_fake
-def _observe_forward_fake(clock, handle, tensors, ints, kinds) -> None:
-    return None
+def _observe_forward_fake(handle, tensors, ints, kinds) -> torch.Tensor:
+    return torch.empty(0)
 
 
 # ---------------------------------------------------------------- the processors' attention
 @torch.library.custom_op("fastdit::self_attention", mutates_args=())
 def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor],
-                   clock: torch.Tensor, handle: torch.Tensor, text_tokens: Optional[int], text_position: str,
+                   token: Optional[torch.Tensor], handle: torch.Tensor, text_tokens: Optional[int], text_position: str,
                    dispatch: bool) -> torch.Tensor:
     """The engine call of the processor ``handle`` names, on ``q, k, v [B, H, S, D]``."""
     out = resolve(handle).run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
@@ -97,7 +101,7 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask:
 
 
 @self_attention.register_fake
-def _self_attention_fake(q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch):
+def _self_attention_fake(q, k, v, attn_mask, token, handle, text_tokens, text_position, dispatch):
     return q.new_empty(q.shape)
 
 
@@ -120,7 +124,7 @@ def _autograd() -> Iterator[None]:
 
 @torch.library.custom_op("fastdit::self_attention_backward", mutates_args=())
 def self_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            attn_mask: Optional[torch.Tensor], clock: torch.Tensor, handle: torch.Tensor,
+                            attn_mask: Optional[torch.Tensor], token: Optional[torch.Tensor], handle: torch.Tensor,
                             text_tokens: Optional[int], text_position: str,
                             dispatch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`self_attention` for ``q, k, v``: the engine call again, differentiated."""
@@ -133,18 +137,18 @@ def self_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor
 
 
 @self_attention_backward.register_fake
-def _self_attention_backward_fake(grad, q, k, v, attn_mask, clock, handle, text_tokens, text_position, dispatch):
+def _self_attention_backward_fake(grad, q, k, v, attn_mask, token, handle, text_tokens, text_position, dispatch):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, attn_mask, clock, handle, *ctx.options = inputs
-    ctx.save_for_backward(q, k, v, attn_mask, clock, handle)
+    q, k, v, attn_mask, token, handle, *ctx.options = inputs
+    ctx.save_for_backward(q, k, v, attn_mask, token, handle)
 
 
 def _backward(ctx, grad: torch.Tensor):
-    q, k, v, attn_mask, clock, handle = ctx.saved_tensors
-    dq, dk, dv = self_attention_backward(grad, q, k, v, attn_mask, clock, handle, *ctx.options)
+    q, k, v, attn_mask, token, handle = ctx.saved_tensors
+    dq, dk, dv = self_attention_backward(grad, q, k, v, attn_mask, token, handle, *ctx.options)
     return dq, dk, dv, None, None, None, None, None, None
 
 
