@@ -6,26 +6,25 @@ import json
 
 import pytest
 
-from fastdit.bench.calibrate import _prompts, verdicts
+from fastdit.bench.calibrate import _prompts, frontier_psnr, verdicts
 from fastdit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_verdict_compares_with_the_least_dense_uniform_setting_of_at_least_the_same_psnr():
+def test_verdict_compares_with_the_uniform_frontier_at_the_same_density():
     rows = [{"config": "a", "kind": "uniform", "density": 0.3, "psnr_db": 30.0},
             {"config": "b", "kind": "uniform", "density": 0.6, "psnr_db": 40.0},
+            {"config": "worse", "kind": "uniform", "density": 0.5, "psnr_db": 20.0},  # off the frontier
             {"config": "c", "kind": "uniform", "density": 0.8, "psnr_db": 45.0},
             {"config": "calibrated 0.1", "kind": "calibrated", "target": 0.1, "density": 0.5, "psnr_db": 39.0},
-            {"config": "calibrated 0.05", "kind": "calibrated", "target": 0.05, "density": 0.7, "psnr_db": 44.0},
+            {"config": "calibrated 0.05", "kind": "calibrated", "target": 0.05, "density": 0.7, "psnr_db": 41.0},
             {"config": "calibrated 0.01", "kind": "calibrated", "target": 0.01, "density": 0.9, "psnr_db": 50.0}]
+    assert frontier_psnr(rows[:4], 0.5) == pytest.approx(36.667, abs=1e-3)
     first, second, third = verdicts(rows)
-    assert first.startswith("calibrated 0.1: PSNR") and "b at 0.600" in first
-    assert first.endswith("calibrated is sparser")
-    assert "c at 0.800" in second and second.endswith("calibrated is sparser")
-    assert "no uniform setting reaches this PSNR" in third
-    rows[4]["density"] = 0.85
-    assert verdicts(rows)[1].endswith("calibrated is NOT sparser")
+    assert first.startswith("calibrated 0.1: PSNR 39.0 dB") and "(+2.3 dB)" in first and "b at 0.600" in first
+    assert "(-1.5 dB)" in second and "c at 0.800" in second
+    assert "outside the uniform settings' density range" in third and "no uniform setting reaches" in third
 
 
 def test_calibration_prompts_are_not_evaluated():
