@@ -92,7 +92,7 @@ class Calibration:
     dense_steps: int
     layers: tuple[LayerChoice, ...]
     expected_density: float
-    allocation: str = "budget"
+    allocation: str = "cap"
     measured_steps: tuple[int, ...] = ()
     methods: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()

@@ -138,7 +138,7 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
 
 
 def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, metric: str = "rel_l2",
-              allocation: str = "budget", methods: Sequence[str] = DEFAULT_METHODS,
+              allocation: str = "cap", methods: Sequence[str] = DEFAULT_METHODS,
               steps: Sequence[int] | None = None, warmup: int | float | None = None, rows: int = DEFAULT_ROWS,
               per_head: bool = True, block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
               call: dict[str, Any] | None = None) -> Calibration:
@@ -148,8 +148,8 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
     self-attention layer are computed exactly at a few ``steps`` and under each candidate layout of each of
     ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius).
     ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention mass a
-    layout leaves out; ``allocation="budget"`` bounds the RMS of the errors over all heads (and spends it where it
-    buys the most sparsity), ``"cap"`` every head's error. Per layer the method that serves it best wins; heads
+    layout leaves out; ``allocation="cap"`` bounds every head's error, ``"budget"`` the RMS of the errors over
+    all heads (spent where it buys the most sparsity). Per layer the method that serves it best wins; heads
     (``per_head``) and layers where no candidate is worth its error run dense, and the dense warm-up (at least
     ``warmup``, default the preset's) is chosen with them. The result saves as a small JSON file (``.save(path)``)
     and applies with ``fastdit.apply(pipe, calibration=...)``. Other targets on the same measurements:

@@ -3,13 +3,13 @@
 For a warm-up of ``w`` dense steps only the measured steps from ``w`` on count, and a candidate's error is
 its worst counted step. Two ways to spend the target:
 
-* ``allocation="budget"`` (default): the root mean square of the errors over every head of every layer stays
-  within the target, at the lowest total density. Heads whose attention is cheap to sparsify take more of the
-  error, heads that need their keys keep them: each head minimises ``density + λ · error²`` and ``λ`` is
-  searched until the budget holds. Errors of successive layers add up in the output, so spending them where
-  they buy the most sparsity is what keeps the video closest to dense for a given density.
-* ``allocation="cap"``: every head on its own keeps its error within the target (the sparsest candidate that
-  does, else dense).
+* ``allocation="cap"`` (default): every head on its own keeps its error within the target (the sparsest
+  candidate that does, else dense).
+* ``allocation="budget"``: the root mean square of the errors over every head of every layer stays within the
+  target, at the lowest total density. Heads whose attention is cheap to sparsify take more of the error,
+  heads that need their keys keep them: each head minimises ``density + λ · error²`` and ``λ`` is searched
+  until the budget holds. End to end on the toy model it beat the cap at loose targets and lost at tight ones
+  (``fastdit bench calibrate``), so it is an option, not the default.
 
 Heads without a candidate worth its error run dense (``per_head=False``: one candidate for all heads of a
 layer); a layer takes the method that serves it best, or runs dense. Over the possible warm-ups (each
@@ -130,7 +130,7 @@ def _budget(tables: list[list[_Table]], target: float, per_head: bool):
     return chosen if rms <= target else [(None, []) for _ in tables]
 
 
-def select(m: Measurements, target: float, *, metric: str = "rel_l2", allocation: str = "budget",
+def select(m: Measurements, target: float, *, metric: str = "rel_l2", allocation: str = "cap",
            per_head: bool = True) -> Calibration:
     """The calibration for ``target`` from measurements (kept, so other targets cost no new generation).
 

@@ -7,7 +7,7 @@ Runs a dense generation per prompt (stopped after the last measured step, no VAE
 it computes sampled query rows of every self-attention layer exactly and under each candidate setting of each
 method (radial decay, pyramid bands, vmoba threshold, grat radius), then chooses per layer and head the sparsest
 settings whose error stays within --target (relative L2 of the output rows, or with --metric mass the share of
-attention mass left out; as an RMS over all heads, or with --allocation cap for every head); layers and heads where
+attention mass left out; for every head, or with --allocation budget as an RMS over all heads); layers and heads where
 nothing is worth its error run dense, and a dense warm-up (at least the preset's, or --warmup) is chosen where it
 pays. The file records the model, its config fingerprint, the grid, the target, every choice with its measured
 error and density, and the expected density of a run.
@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="rel_l2",
                         help="rel_l2: relative L2 error of sampled output rows (default); mass: share of the "
                              "attention mass a layout leaves out")
-    parser.add_argument("--allocation", choices=ALLOCATIONS, default="budget",
-                        help="budget: the RMS of the errors over all heads stays within --target, spent where it "
-                             "buys the most sparsity (default); cap: every head's error stays within it")
+    parser.add_argument("--allocation", choices=ALLOCATIONS, default="cap",
+                        help="cap: every head's error stays within --target (default); budget: the RMS of the "
+                             "errors over all heads does, spent where it buys the most sparsity")
     parser.add_argument("--methods", nargs="+", choices=SEARCHABLE, default=list(DEFAULT_METHODS), metavar="METHOD",
                         help=f"methods to choose from per layer ({' | '.join(SEARCHABLE)}; default: all)")
     parser.add_argument("--measure-steps", nargs="+", type=int, metavar="STEP",

@@ -96,7 +96,7 @@ def test_mass_metric_bounds_the_attention_mass_left_out(measured):
     capped = select(measured, 0.02, metric="mass", allocation="cap")
     for layer in capped.layers:
         assert all(h.recall >= 0.98 for h in layer.heads if h.options is not None)
-    budget = select(measured, 0.02, metric="mass")
+    budget = select(measured, 0.02, metric="mass", allocation="budget")
     losses = [1 - h.recall for layer in budget.layers for h in layer.heads if h.options is not None]
     heads = 2 * len(budget.layers)  # the random pipe has two heads per layer
     assert math.sqrt(sum(x * x for x in losses) / heads) <= 0.02 + 1e-9
@@ -109,7 +109,7 @@ def test_budget_spends_the_error_where_it_buys_the_most_sparsity():
     measure_.sq_error[1, 1:, 0] = 0.065**2  # head 0 is nearly within the target at density 0.1
     capped = select(m, 0.05, allocation="cap").layers[0].heads
     assert [h.density for h in capped] == pytest.approx([0.3, 0.3])
-    budget = select(m, 0.05).layers[0].heads
+    budget = select(m, 0.05, allocation="budget").layers[0].heads
     assert [h.density for h in budget] == pytest.approx([0.1, 0.3])  # head 0 takes more error than the cap allows
     assert math.sqrt((budget[0].error**2 + budget[1].error**2) / 2) <= 0.05
 
