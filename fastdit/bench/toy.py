@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
     from ..cli.common import command_line
     from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from ..pipelines.toytrain import scaled_frames
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
     from ..run import run_pipeline
 
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(prompts) * sum(len(c) for _, c in plan), desc="toy bench", dynamic_ncols=True) as bar:
         for scale, scale_configs in plan:
-            call = {**base, "num_frames": (base["num_frames"] - 1) // step * scale * step + 1}
+            call = {**base, "num_frames": scaled_frames(base["num_frames"], scale, step)}
             for prompt in prompts:
                 kind = "unseen" if parse_prompt(prompt).objects[0].triple in HELD_OUT_TRIPLES else "seen"
                 dense = None

@@ -14,7 +14,7 @@ Both objectives are the published ones, at toy scale:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch
 from .toyworld import Clip
 
 __all__ = ["video_tensor", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas", "flow_loss",
-           "foreground_weight", "ema_update", "encode_prompts"]
+           "foreground_weight", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames"]
 
 
 def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:
@@ -113,3 +113,37 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], max_text_tokens: int) -> t
     embeds, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
                                    max_sequence_length=max_text_tokens, device=torch.device("cpu"))
     return embeds.float()
+
+
+@torch.no_grad()
+def encode_clips(pipe: Any, clips: Iterable[Clip], max_text_tokens: int) -> dict[str, torch.Tensor]:
+    """Training data of ``clips``: ``latents`` (posterior means, normalised as the transformer sees them),
+    the embeddings of their distinct prompts (``text``, indexed by ``prompt_index``) and of the empty prompt
+    (``empty``, for classifier-free guidance dropout)."""
+    latents, prompts = [], []
+    for clip in clips:
+        latents.append(pipe.vae.encode(video_tensor([clip])).latent_dist.mean)
+        prompts.append(clip.prompt)
+    unique = sorted(set(prompts))
+    embeds = encode_prompts(pipe, unique + [""], max_text_tokens)
+    index = {p: i for i, p in enumerate(unique)}
+    return {"latents": normalise_latents(torch.cat(latents), pipe.vae.config), "text": embeds[:-1],
+            "empty": embeds[-1], "prompt_index": torch.tensor([index[p] for p in prompts])}
+
+
+def draw_batch(data: dict[str, torch.Tensor], batch: int, text_dropout: float, shift: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """``(pick, latents, text, sigmas, noise)``: ``batch`` random clips of :func:`encode_clips`' ``data``,
+    their prompts (a ``text_dropout`` share replaced by the empty one), noise levels and noise."""
+    pick = torch.randint(len(data["latents"]), (batch,), generator=generator)
+    latents = data["latents"][pick].float()
+    text = data["text"][data["prompt_index"][pick]]
+    drop = torch.rand(batch, generator=generator) < text_dropout
+    text = torch.where(drop[:, None, None], data["empty"], text)
+    sigmas = shifted_sigmas(batch, shift, generator)
+    return pick, latents, text, sigmas, torch.randn(latents.shape, generator=generator)
+
+
+def scaled_frames(num_frames: int, scale: int, temporal: int) -> int:
+    """``scale`` times a ``temporal k + 1``-frame video's length, again ``temporal k + 1`` frames (Wan: 4k + 1)."""
+    return (num_frames - 1) // temporal * scale * temporal + 1

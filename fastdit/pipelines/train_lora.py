@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .toytrain import encode_prompts, flow_loss, normalise_latents, shifted_sigmas, video_tensor
+from .toytrain import draw_batch, encode_clips, flow_loss, scaled_frames
 from .toyworld import training_clip
 
 __all__ = ["LoraSettings", "train_lora"]
@@ -56,28 +56,6 @@ class LoraSettings:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
 
 
-def _frames(call: dict[str, Any], scale: int, temporal: int) -> int:
-    """``scale`` times the model's video length, in the VAE's ``4k + 1`` frame counts."""
-    return (call["num_frames"] - 1) // temporal * scale * temporal + 1
-
-
-@torch.no_grad()
-def _encode_clips(pipe: Any, settings: LoraSettings, frames: int, side: int, text_tokens: int,
-                  progress: bool) -> dict[str, torch.Tensor]:
-    """Latents (normalised as the transformer sees them) and prompt embeddings of the run's clips."""
-    latents, prompts = [], []
-    stream = settings.seed * 10 + _LORA_STREAM
-    for i in tqdm(range(settings.clips), desc="encode clips", disable=not progress, dynamic_ncols=True):
-        clip = training_clip(stream, i, frames, side)
-        latents.append(pipe.vae.encode(video_tensor([clip])).latent_dist.mean)
-        prompts.append(clip.prompt)
-    unique = sorted(set(prompts))
-    embeds = encode_prompts(pipe, unique + [""], text_tokens)
-    index = {p: i for i, p in enumerate(unique)}
-    return {"latents": normalise_latents(torch.cat(latents), pipe.vae.config), "text": embeds[:-1],
-            "empty": embeds[-1], "prompt_index": torch.tensor([index[p] for p in prompts])}
-
-
 def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraSettings, *,
                preset: str | None = "auto", progress: bool = True) -> dict[str, Any]:
     """Train a LoRA of ``pipe``'s transformer attention (self and cross) on ``settings.scale`` x longer toy
@@ -94,8 +72,11 @@ def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraS
     settings.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = _frames(call, settings.scale, getattr(pipe, "vae_scale_factor_temporal", 4))
-    data = _encode_clips(pipe, settings, frames, call["height"], call["max_sequence_length"], progress)
+    frames = scaled_frames(call["num_frames"], settings.scale, getattr(pipe, "vae_scale_factor_temporal", 4))
+    stream = settings.seed * 10 + _LORA_STREAM
+    clips = (training_clip(stream, i, frames, call["height"])
+             for i in tqdm(range(settings.clips), desc="encode clips", disable=not progress, dynamic_ncols=True))
+    data = encode_clips(pipe, clips, call["max_sequence_length"])
     transformer = pipe.transformer
     transformer.requires_grad_(False)
     targets = [f"{attn}.{m}" for attn in ("attn1", "attn2") for m in ATTENTION_MODULES]
@@ -115,13 +96,9 @@ def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraS
                   dynamic_ncols=True) as bar:
             for _ in range(settings.steps):
                 start = time.perf_counter()
-                pick = torch.randint(len(data["latents"]), (settings.batch,), generator=generator)
-                text = data["text"][data["prompt_index"][pick]]
-                drop = torch.rand(settings.batch, generator=generator) < settings.text_dropout
-                text = torch.where(drop[:, None, None], data["empty"], text)
-                latents = data["latents"][pick]
-                noise = torch.randn(latents.shape, generator=generator)
-                loss = flow_loss(transformer, latents, text, shifted_sigmas(settings.batch, shift, generator), noise)
+                _, latents, text, sigmas, noise = draw_batch(data, settings.batch, settings.text_dropout, shift,
+                                                             generator)
+                loss = flow_loss(transformer, latents, text, sigmas, noise)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)

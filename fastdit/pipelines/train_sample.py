@@ -38,8 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
-from .toytrain import (ema_update, encode_prompts, flow_loss, foreground_weight, latent_statistics,
-                       normalise_latents, shifted_sigmas, vae_loss, video_tensor)
+from .toytrain import (draw_batch, ema_update, encode_clips, flow_loss, foreground_weight, latent_statistics,
+                       vae_loss, video_tensor)
 from .toyworld import Clip, training_clip
 
 __all__ = ["Trainer", "main"]
@@ -256,19 +256,12 @@ class Trainer:
                 self._cache = cache
                 return cache
         r = self.recipe
-        pipe = assemble_pipeline(self.components)
         stream = self.seed * 10 + _CACHE_STREAM
-        latents, prompts = [], []
-        for i in tqdm(range(r.cache_clips), desc="cache", disable=not self.progress, dynamic_ncols=True):
-            clip = training_clip(stream, i, r.frames, r.side)
-            latents.append(self.vae.encode(video_tensor([clip])).latent_dist.mean)
-            prompts.append(clip.prompt)
-        unique = sorted(set(prompts))
-        embeds = encode_prompts(pipe, unique + [""], r.max_text_tokens)
-        index = {p: i for i, p in enumerate(unique)}
-        cache = {"latents": normalise_latents(torch.cat(latents), self.vae.config).half(),
-                 "text": embeds[:-1], "empty": embeds[-1], "prompt_index": torch.tensor([index[p] for p in prompts]),
-                 "checksum": torch.tensor(self._vae_checksum(), dtype=torch.float64)}
+        clips = (training_clip(stream, i, r.frames, r.side)
+                 for i in tqdm(range(r.cache_clips), desc="cache", disable=not self.progress, dynamic_ncols=True))
+        cache = encode_clips(assemble_pipeline(self.components), clips, r.max_text_tokens)
+        cache["latents"] = cache["latents"].half()
+        cache["checksum"] = torch.tensor(self._vae_checksum(), dtype=torch.float64)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(cache, self.cache_path)
         self._cache = cache
@@ -295,14 +288,7 @@ class Trainer:
         self.transformer.train()
 
         def step() -> dict[str, float]:
-            g = self.generator
-            pick = torch.randint(len(cache["latents"]), (r.batch,), generator=g)
-            latents = cache["latents"][pick].float()
-            text = cache["text"][cache["prompt_index"][pick]]
-            drop = torch.rand(r.batch, generator=g) < r.text_dropout
-            text = torch.where(drop[:, None, None], cache["empty"], text)
-            sigmas = shifted_sigmas(r.batch, r.shift, g)
-            noise = torch.randn(latents.shape, generator=g)
+            pick, latents, text, sigmas, noise = draw_batch(cache, r.batch, r.text_dropout, r.shift, self.generator)
             lr = lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
