@@ -17,6 +17,10 @@ other settings; at longer videos (``--scales``: 2 and 4 mean 2x and 4x the frame
 for the methods in ``--entropy-for``. ``--quick`` runs 6 prompts at 1x and 2x with presets only, in a few
 minutes on a CPU. Writes ``<name>.json`` (every video's row too), ``<name>.md`` and ``<name>.png``.
 
+The full run takes hours on a CPU, so it is resumable: every finished prompt (all its configurations at one
+length) is appended to ``<name>.partial.jsonl``, and the same command run again skips what that file already
+holds (when its settings match) and deletes it once the report is written.
+
   fastdit bench toy --quick
   fastdit bench toy --model samples/tiny-wan --scales 1 2 4
 """
@@ -24,6 +28,7 @@ minutes on a CPU. Writes ``<name>.json`` (every video's row too), ``<name>.md`` 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +240,28 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    """The rows of the (scale, prompt) units an earlier run of the same ``settings`` finished, from ``path``
+    (its first line is the settings; an unfinished last line, cut by a kill, is ignored). Another run's file
+    is replaced: its rows would not be comparable."""
+    done: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    if path.is_file():
+        lines = path.read_text().splitlines()
+        if lines and json.loads(lines[0]) == {"settings": settings}:
+            for line in lines[1:]:
+                try:
+                    unit = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                done[(unit["scale"], unit["prompt"])] = unit["rows"]
+            print(f"resuming from {path}: {len(done)} prompt runs done")
+            return done
+        print(f"{path} holds a run with other settings: starting over")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": settings}) + "\n")
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -263,24 +290,35 @@ def run(args: argparse.Namespace) -> int:
         base["num_inference_steps"] = args.steps
     step = getattr(pipe, "vae_scale_factor_temporal", 4)
     plan = [(scale, configs(args.methods, scale, args.alternates, args.entropy_for)) for scale in args.scales]
+    name = args.name or ("toy_quick" if args.quick else "toy")
+    out = Path(args.out)
+    progress = out / f"{name}.partial.jsonl"
+    settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
+                "labels": [[scale, [c.label for c in cs]] for scale, cs in plan]}
+    done = load_progress(progress, settings)
     rows: list[dict[str, Any]] = []
-    with tqdm(total=len(prompts) * sum(len(c) for _, c in plan), desc="toy bench", dynamic_ncols=True) as bar:
+    total = len(prompts) * sum(len(c) for _, c in plan)
+    with tqdm(total=total, desc="toy bench", dynamic_ncols=True) as bar:
         for scale, scale_configs in plan:
             call = {**base, "num_frames": scaled_frames(base["num_frames"], scale, step)}
             for prompt in prompts:
+                if (scale, prompt) in done:
+                    rows += done[(scale, prompt)]
+                    bar.update(len(scale_configs))
+                    continue
                 kind = "unseen" if parse_prompt(prompt).objects[0].triple in HELD_OUT_TRIPLES else "seen"
-                dense = None
+                dense, unit = None, []
                 for config in scale_configs:
                     bar.set_postfix_str(f"{scale}x {config.label}"[:40])
                     result = run_pipeline(pipe, {**call, "prompt": prompt}, seed=args.seed, label=config.label,
                                           sparse=config.sparse(preset))
                     dense = dense or result
-                    rows.append(_video_row(prompt, kind, scale, config, result, dense))
+                    unit.append(_video_row(prompt, kind, scale, config, result, dense))
                     bar.update()
+                rows += unit
+                with progress.open("a") as file:
+                    file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": unit}) + "\n")
     summary = summarise(rows)
-    name = args.name or ("toy_quick" if args.quick else "toy")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / f"{name}.png")
     notes = findings(summary, rows)
     columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
@@ -296,6 +334,7 @@ def run(args: argparse.Namespace) -> int:
             "prompts": prompts, "summary": summary, "findings": notes, "videos": rows}
     json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
                                       command_line())
+    progress.unlink()
     print("\n".join(notes))
     print(f"wrote {json_path}, {md_path} and {out / (name + '.png')}")
     return 0

@@ -49,3 +49,28 @@ def test_configurations_and_pooled_psnr():
 def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["bench", "toy", "--prompts", "0"]) == 2
     assert "--prompts must be >= 1" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monkeypatch):
+    import fastdit.run
+
+    real, calls = fastdit.run.run_pipeline, []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["label"])
+        if len(calls) == 3:  # the second prompt's first video: the first prompt is done, the second is not
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastdit.run, "run_pipeline", counted)
+    argv = ["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "2",
+            "--scales", "1", "--methods", "grat", "--no-alternates", "--out", str(tmp_path), "--name", "toy_resume"]
+    assert main(argv) == 130  # Ctrl-C
+    partial = tmp_path / "toy_resume.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 2  # settings + the first prompt's unit
+    calls.clear()
+    assert main(argv) == 0
+    assert len(calls) == 2  # only the second prompt's two videos were generated again
+    data = json.loads((tmp_path / "toy_resume.json").read_text())
+    assert len(data["videos"]) == 4 and len({v["prompt"] for v in data["videos"]}) == 2
+    assert not partial.exists()
