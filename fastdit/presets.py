@@ -179,12 +179,12 @@ PRESETS: dict[str, Preset] = {
 }
 
 # fastdit's bundled toy-world model (samples/tiny-wan, `python -m fastdit.pipelines.train_sample`), matched
-# by its folder name. Its 8-step default gets 2 dense warm-up steps (the published 12 of 50 is about a quarter),
+# by its folder name. Its 16-step default gets 4 dense warm-up steps (the published 12 of 50 is about a quarter),
 # and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
 PRESETS["fastdit/tiny-wan"] = Preset(
     "wan", "radial",
-    {"radial": MethodPreset(2, 0, schedule=8, source="a quarter of the sample's 8 steps dense, as Wan's 12 of 50"),
-     "grat": MethodPreset(2, 0, tile=(1, 8, 8), schedule=8,
+    {"radial": MethodPreset(4, 0, schedule=16, source="a quarter of the sample's 16 steps dense, as Wan's 12 of 50"),
+     "grat": MethodPreset(4, 0, tile=(1, 8, 8), schedule=16,
                           source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
                                  "to 8")},
     n_train=5 * 16 * 16, block_size=32,

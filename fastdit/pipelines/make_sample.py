@@ -46,8 +46,9 @@ that sparse attention is judged on a model whose attention learned spatio-tempor
 - **Training** (`python -m fastdit.pipelines.train_sample RUN --seed {seed}`, then
   `python -m fastdit.pipelines.make_sample RUN`): the VAE {vae_steps} steps on object crops (reconstruction
   PSNR {vae_psnr} dB on full clips), then the transformer {steps} steps of flow matching (batch {batch}) on
-  {cache_clips} cached clips, with an EMA of the weights; {hours:.1f} hours of compute on a 2-core CPU. The
-  recipe and the loss log are in `training/`.
+  {cache_clips} cached clips, with an EMA of the weights, and {refine_steps} more with the latents of objects
+  weighted {object_weight:g}x; {hours:.1f} hours of compute on a 2-core CPU. The recipe and the loss log are
+  in `training/`.
 {adherence}- Loads with `WanPipeline.from_pretrained("samples/tiny-wan")`; generation defaults are in `fastdit.json`,
   sparse-attention defaults in the `fastdit/tiny-wan` preset (`fastdit info`).
 """
@@ -71,6 +72,7 @@ def training_facts(run: Path) -> dict[str, Any]:
             *[recipe["side"] // vae["scale_factor_spatial"]] * 2)
     return {**recipe, **_vocabulary(), "grid": " x ".join(map(str, grid)), "tokens": grid[0] * grid[1] * grid[2],
             "vae_psnr": psnr[-1] if psnr else "n/a", "hours": seconds / 3600,
+            "object_weight": 1 + recipe.get("foreground_boost", 0.0), "refine_steps": recipe.get("refine_steps", 0),
             "transformer": f"{t['num_layers']} blocks, {t['num_attention_heads']} heads of "
                            f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}"}
 

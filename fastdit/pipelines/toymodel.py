@@ -30,7 +30,7 @@ import torch
 from .tiny import build_tiny_t5_encoder, build_tokenizer
 from .toyworld import vocabulary
 
-INFERENCE_STEPS, GUIDANCE, FPS = 8, 5.0, 8  # generation defaults of a trained model (its fastdit.json)
+INFERENCE_STEPS, GUIDANCE, FPS = 16, 5.0, 8  # generation defaults of a trained model (its fastdit.json)
 
 __all__ = ["ToyRecipe", "RECIPES", "build_toy_tokenizer", "build_components", "assemble_pipeline", "save_pipeline"]
 

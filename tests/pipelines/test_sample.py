@@ -57,7 +57,7 @@ def test_sample_loads_with_diffusers_and_matches_the_preset():
     call = dict(RECIPE.settings()["call"], num_inference_steps=3, output_type="latent")
     pipe(prompt="a red ball bouncing in a white room", generator=torch.Generator().manual_seed(0), **call)
     records = fastdit.stats(pipe).records
-    assert {r.step for r in records if r.dense} == {0}  # the preset's 2 of 8 warm-up steps: 1 of 3
+    assert {r.step for r in records if r.dense} == {0}  # the preset's 4 of 16 warm-up steps: 1 of 3
     assert all(0 < r.density < 1 for r in records if r.step >= 1)  # the default size runs sparse
 
 
