@@ -42,7 +42,7 @@ from .report import markdown_table, write_report
 # two settings per method besides its preset, one sparser and one denser where the knobs allow
 ALTERNATES: dict[str, list[dict[str, Any]]] = {
     "radial": [{"decay_factor": 0.2, "sink": False}, {"decay_factor": 1.0}],
-    "grat": [{"mode": "surround", "radius": (1, 1, 1)}, {"mode": "surround", "radius": (1, 2, 2)}],
+    "grat": [{"mode": "surround", "radius": (1, 1, 1)}, {"mode": "surround", "radius": (2, 1, 1)}],
     "pyramid": [{"thresholds": (0.2, 0.3, 0.4, 0.6)}, {"thresholds": (0.6, 0.7, 0.8, 0.9)}],
     "vmoba": [{"threshold": 0.1}, {"threshold": 0.5}],
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -45,10 +46,12 @@ that sparse attention is judged on a model whose attention learned spatio-tempor
   (shift {shift}).
 - **Training** (`python -m fastdit.pipelines.train_sample RUN --seed {seed}`, then
   `python -m fastdit.pipelines.make_sample RUN`): the VAE {vae_steps} steps on object crops (reconstruction
-  PSNR {vae_psnr} dB on full clips), then the transformer {steps} steps of flow matching (batch {batch}) on
-  {cache_clips} cached clips, with an EMA of the weights, and {refine_steps} more with the latents of objects
-  weighted {object_weight:g}x; {hours:.1f} hours of compute on a 2-core CPU. The recipe and the loss log are
-  in `training/`.
+  PSNR {vae_psnr} dB on full clips), then the transformer {steps} steps of flow matching (batch {batch},
+  {precision} on the CPU) on {cache_clips} cached clips with the latents of objects weighted
+  {transformer_weight:g}x, with an EMA of the weights, and {refine_steps} more at a lower rate with objects
+  weighted {object_weight:g}x; {hours:.1f} hours of compute on a 2-core CPU. The recipe and the loss log
+  (with the word-gap probe: how much the loss rises when a prompt's motion or colour word is swapped) are in
+  `training/`.
 {adherence}- Loads with `WanPipeline.from_pretrained("samples/tiny-wan")`; generation defaults are in `fastdit.json`,
   sparse-attention defaults in the `fastdit/tiny-wan` preset (`fastdit info`).
 """
@@ -73,8 +76,22 @@ def training_facts(run: Path) -> dict[str, Any]:
     return {**recipe, **_vocabulary(), "grid": " x ".join(map(str, grid)), "tokens": grid[0] * grid[1] * grid[2],
             "vae_psnr": psnr[-1] if psnr else "n/a", "hours": seconds / 3600,
             "object_weight": 1 + recipe.get("foreground_boost", 0.0), "refine_steps": recipe.get("refine_steps", 0),
+            "transformer_weight": 1 + recipe.get("transformer_boost", 0.0),
+            "precision": {"bfloat16": "bf16 autocast"}.get(recipe.get("precision", "float32"), "float32"),
             "transformer": f"{t['num_layers']} blocks, {t['num_attention_heads']} heads of "
-                           f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}"}
+                           f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}; "
+                           f"{_parameters(run / 'model' / 'transformer') / 1e6:.1f}M parameters"}
+
+
+def _parameters(folder: Path) -> int:
+    """Parameter count of a saved diffusers model folder, read from the safetensors headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, "pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
 
 
 def _vocabulary() -> dict[str, str]:

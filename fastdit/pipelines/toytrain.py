@@ -22,7 +22,8 @@ import torch
 from .toyworld import Clip
 
 __all__ = ["video_tensor", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas", "flow_loss",
-           "foreground_weight", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames"]
+           "foreground_weight", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
+           "conditioning_gap"]
 
 
 def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:
@@ -78,6 +79,19 @@ def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.T
     if weight is None:
         return error.mean()
     return (error.mean(1) * weight).sum() / weight.sum()
+
+
+@torch.no_grad()
+def conditioning_gap(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor,
+                     other_text: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor) -> float:
+    """Relative increase of the flow loss of ``latents`` when conditioned on ``other_text`` instead of their own
+    ``text``, at the same noise: about 0 when the model ignores whatever differs between the two prompts.
+
+    With prompts that differ in one word (the motion, the colour), this tells early in a run whether the
+    transformer reads that word, long before generated videos show it."""
+    own = flow_loss(transformer, latents, text, sigmas, noise)
+    other = flow_loss(transformer, latents, other_text, sigmas, noise)
+    return (other / own - 1).item()
 
 
 def foreground_weight(clip: Clip, latent_shape: tuple[int, int, int], temporal: int, spatial: int,

@@ -5,15 +5,18 @@ Five phases, each resumable, all reproducible from ``--seed``:
 1. ``vae``: the Wan VAE learns to reconstruct short clips (fresh clips every step);
 2. ``cache``: ``latents_mean`` / ``latents_std`` are measured on the trained VAE, then a fixed set of training
    clips is encoded once (the transformer then never waits for the VAE), with their prompt embeddings;
-3. ``transformer``: flow matching on the cached latents, with an exponential moving average of the weights;
-4. ``refine``: the same, with the latents of objects weighted up (``foreground_weight``), at a lower rate;
+3. ``transformer``: flow matching on the cached latents (objects' latents weighted up, ``foreground_weight``),
+   with an exponential moving average of the weights;
+4. ``refine``: the same, at a lower rate;
 5. ``export``: the pipeline (EMA weights) is written to ``OUT/model`` with ``save_pretrained``.
 
 What lands in OUT:
 
   checkpoint.pt   the full training state (weights, optimizer, RNG, step), written every few minutes and at
                   every phase end; ``--resume`` continues from it exactly (same numbers as an uninterrupted run)
-  log.jsonl       one JSON line per logged step (loss terms, learning rate, seconds), plus evaluations
+  log.jsonl       one JSON line per logged step (loss terms, learning rate, seconds), plus evaluations: the
+                  preview's detector hits, and ``word_gaps``, how much the loss rises when a clip's motion
+                  (or colour) word is swapped for another (0: the model does not read that word)
   preview/        frames generated at each transformer checkpoint, and what the detector reads in them
   cache/          the latent cache (rebuilt from the checkpoint if missing; not needed to resume otherwise)
   model/          the finished ``WanPipeline``
@@ -24,7 +27,9 @@ Ctrl-C or SIGTERM stops after the current step with a checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import json
 import math
 import signal
@@ -38,9 +43,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
-from .toytrain import (draw_batch, ema_update, encode_clips, flow_loss, foreground_weight, latent_statistics,
-                       vae_loss, video_tensor)
-from .toyworld import Clip, training_clip
+from .toytrain import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
+                       foreground_weight, latent_statistics, vae_loss, video_tensor)
+from .toyworld import COLOURS, Clip, SceneSpec, training_clip
+from .toyworld.grammar import DIRECTIONS
 
 __all__ = ["Trainer", "main"]
 
@@ -50,6 +56,9 @@ _LOG_EVERY = 10
 REFINE_KEYS = ("refine_steps", "refine_lr", "foreground_boost")
 _PREVIEW_PROMPT = "a red ball bouncing in a white room"
 _VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
+_PROBE_CLIPS, _PROBE_SIGMAS = 16, (0.5, 0.7, 0.9)  # word-gap probe: one-object straight-motion cached clips
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "up_right": "down_left",
+             "down_left": "up_right"}
 
 
 def _lr(step: int, total: int, warmup: int) -> float:
@@ -77,6 +86,7 @@ class Trainer:
         self.phase, self.step, self.elapsed = PHASES[0], 0, 0.0
         self._stop = False
         self._cache: dict[str, torch.Tensor] | None = None
+        self._probe: dict[str, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------------------------------- state
     @property
@@ -270,7 +280,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------- transformer
     def _train_transformer(self) -> None:
         r = self.recipe
-        self._flow_matching(r.steps, lambda step: r.lr * _lr(step, r.steps, r.warmup))
+        self._flow_matching(r.steps, lambda step: r.lr * _lr(step, r.steps, r.warmup),
+                            weights=self._foreground_weights(r.transformer_boost) if r.transformer_boost else None)
 
     def _refine(self) -> None:
         """Continue with object latents weighted up; the moving average keeps its horizon (its warm-up counts
@@ -279,7 +290,7 @@ class Trainer:
         if r.refine_steps:
             self._flow_matching(r.refine_steps,
                                 lambda step: r.refine_lr * _lr(step, r.refine_steps, r.warmup // 10),
-                                weights=self._foreground_weights(), ema_offset=r.steps)
+                                weights=self._foreground_weights(r.foreground_boost), ema_offset=r.steps)
 
     def _flow_matching(self, total: int, lr_at: Callable[[int], float], weights: torch.Tensor | None = None,
                        ema_offset: int = 0) -> None:
@@ -293,7 +304,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             weight = None if weights is None else weights[pick]
-            loss = flow_loss(self.transformer, latents, text, sigmas, noise, weight)
+            with self._autocast():
+                loss = flow_loss(self.transformer, latents, text, sigmas, noise, weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), 1.0)
@@ -302,22 +314,77 @@ class Trainer:
             ema_update(self.ema, self.transformer, min(r.ema, (1 + n) / (10 + n)))
             return {"loss": loss.item(), "lr": lr}
 
-        self._loop(total, step, self._preview)
+        self._loop(total, step, self._evaluate_transformer)
         self.transformer.eval()
 
-    def _foreground_weights(self) -> torch.Tensor:
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The recipe's training precision: bf16 autocast on the CPU, or nothing (float32)."""
+        if self.recipe.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=getattr(torch, self.recipe.precision))
+
+    def _foreground_weights(self, boost: float) -> torch.Tensor:
         """``[N, F, H, W]`` loss weights of the cached clips (re-rendered: the renderer is deterministic)."""
         r = self.recipe
         _, frames, height, width = r.latent_shape()
         stream = self.seed * 10 + _CACHE_STREAM
         return torch.stack([
             foreground_weight(training_clip(stream, i, r.frames, r.side), (frames, height, width),
-                              r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], r.foreground_boost)
+                              r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], boost)
             for i in tqdm(range(r.cache_clips), desc="object masks", disable=not self.progress, dynamic_ncols=True)])
 
     def pipeline(self) -> Any:
         """The pipeline as it would be exported now: the trained VAE and the transformer's moving average."""
         return assemble_pipeline({**self.components, "transformer": self.ema})
+
+    def _evaluate_transformer(self) -> None:
+        self._preview()
+        self._word_gaps()
+
+    @torch.no_grad()
+    def _word_gaps(self) -> None:
+        """Log how much the averaged model's loss rises on one-object straight-motion clips when their motion is
+        reversed in the prompt ("moving left" -> "moving right"), and, for scale, when their colour is changed."""
+        probe = self._probe_batch()
+        if probe is None:
+            return
+        self.ema.eval()
+        with self._autocast():
+            gaps = {key: round(conditioning_gap(self.ema, probe["latents"], probe["own"], probe[key], probe["sigmas"],
+                                                probe["noise"]), 4) for key in ("motion", "colour")}
+        self._log({"eval": "word_gaps", **gaps})
+
+    def _probe_batch(self) -> dict[str, torch.Tensor] | None:
+        """The probe's fixed clips (each at every ``_PROBE_SIGMAS``), noise, and the three prompts' embeddings."""
+        if self._probe is not None:
+            return self._probe
+        r, cache = self.recipe, self._load_cache()
+        stream, picks, scenes = self.seed * 10 + _CACHE_STREAM, [], []
+        for i in range(r.cache_clips):
+            scene = training_clip(stream, i, r.frames, r.side).scene
+            if len(scene.objects) == 1 and scene.objects[0].motion in DIRECTIONS:
+                picks.append(i)
+                scenes.append(scene)
+            if len(picks) == _PROBE_CLIPS:
+                break
+        if not picks:
+            return None
+        colours = list(COLOURS)
+
+        def swapped(scene: SceneSpec, **change: str) -> str:
+            return dataclasses.replace(scene, objects=(dataclasses.replace(scene.objects[0], **change),)).prompt
+
+        prompts = {"own": [s.prompt for s in scenes],
+                   "motion": [swapped(s, motion=_OPPOSITE[s.objects[0].motion]) for s in scenes],
+                   "colour": [swapped(s, colour=colours[(colours.index(s.objects[0].colour) + 3) % len(colours)])
+                              for s in scenes]}
+        pipe, repeat = self.pipeline(), len(_PROBE_SIGMAS)
+        latents = cache["latents"][picks].float().repeat_interleave(repeat, 0)
+        self._probe = {key: encode_prompts(pipe, p, r.max_text_tokens).repeat_interleave(repeat, 0)
+                       for key, p in prompts.items()}
+        self._probe.update(latents=latents, sigmas=torch.tensor(_PROBE_SIGMAS).repeat(len(picks)),
+                           noise=torch.randn(latents.shape, generator=torch.Generator().manual_seed(self.seed)))
+        return self._probe
 
     @torch.no_grad()
     def _preview(self) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
-from fastdit.pipelines.toytrain import flow_loss, foreground_weight, shifted_sigmas, vae_loss, video_tensor
+from fastdit.pipelines.toytrain import (conditioning_gap, flow_loss, foreground_weight, shifted_sigmas, vae_loss,
+                                       video_tensor)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -50,6 +51,16 @@ def test_a_few_transformer_steps_lower_the_flow_matching_loss_on_a_fixed_batch()
     assert after < 0.8 * before
 
 
+def test_the_conditioning_gap_is_zero_for_the_same_prompt_and_not_for_another():
+    transformer = build_components(MINI, seed=0)["transformer"]
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, *MINI.latent_shape(), generator=g)
+    text, other = torch.randn(2, 2, MINI.max_text_tokens, MINI.text_dim, generator=g)
+    sigmas, noise = torch.tensor([0.5, 0.9]), torch.randn(latents.shape, generator=g)
+    assert conditioning_gap(transformer, latents, text, text, sigmas, noise) == 0.0
+    assert conditioning_gap(transformer, latents, text, other, sigmas, noise) != 0.0
+
+
 def test_foreground_weights_cover_every_object_in_every_latent_frame():
     clip = training_clip(0, 7, frames=17, side=128)
     weight = foreground_weight(clip, (5, 16, 16), temporal=4, spatial=8, boost=4.0)
@@ -88,6 +99,9 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     stopped.transformer.register_forward_hook(stop_at_third_step)
     assert not stopped.run()
     assert (stopped.phase, stopped.step) == ("transformer", 3)
+    gaps = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+            if json.loads(line).get("eval") == "word_gaps"]
+    assert gaps and all(isinstance(g["motion"], float) and isinstance(g["colour"], float) for g in gaps)
     resumed = Trainer(tmp_path / "stopped", MINI, seed=1, progress=False)
     resumed.load()
     assert resumed.run()
