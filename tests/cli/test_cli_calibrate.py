@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastdit.pipelines.toymodel import RECIPES
 
 SIZE = ["--frames", "5", "--height", "64", "--width", "64", "--steps", "2"]
 
@@ -23,7 +24,7 @@ def test_calibrate_then_generate_and_compare_with_it(fastdit_cli, calibration_fi
     data = json.loads(calibration_file.read_text())
     assert data["grid"] == [2, 8, 8] and data["block_size"] == 16 and data["target"] == 0.5
     assert data["prompts"] == ["a red ball", "a blue cube"] and data["methods"] == ["radial", "grat"]
-    assert {layer["layer"] for layer in data["layers"]} == {0, 1, 2, 3}
+    assert {layer["layer"] for layer in data["layers"]} == set(range(RECIPES["full"].transformer["num_layers"]))
     assert data["expected_density"] < 1  # a loose target leaves something sparse
 
     result = fastdit_cli("generate", "--prompt", "a cat", *SIZE, "--calibration", "cal.json", "--out", "cat.mp4",
