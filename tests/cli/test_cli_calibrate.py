@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fastdit.pipelines.toymodel import RECIPES
 
 SIZE = ["--frames", "5", "--height", "64", "--width", "64", "--steps", "2"]
