@@ -6,6 +6,8 @@ import json
 
 import imageio.v3 as iio
 
+from fastdit.pipelines.toymodel import RECIPES
+
 
 def test_generate_writes_playable_mp4_and_report(fastdit_cli, small, tmp_path):
     # one-group surround: criss-cross planes keep every group of so small a grid
@@ -22,5 +24,5 @@ def test_generate_writes_playable_mp4_and_report(fastdit_cli, small, tmp_path):
     attention = report["attention"]
     assert attention["sparse_fraction"] == 1.0  # no dense warm-up step or layer was asked for
     assert 0 < attention["mean_density"] < 1
-    assert set(attention["per_layer_density"]) == {f"transformer.{i}" for i in range(4)}
+    assert set(attention["per_layer_density"]) == {f"transformer.{i}" for i in range(RECIPES["full"].transformer["num_layers"])}
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
