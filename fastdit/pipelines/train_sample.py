@@ -57,8 +57,8 @@ REFINE_KEYS = ("refine_steps", "refine_lr", "foreground_boost")
 _PREVIEW_PROMPT = "a red ball bouncing in a white room"
 _VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
 _PROBE_CLIPS, _PROBE_SIGMAS = 16, (0.5, 0.7, 0.9)  # word-gap probe: one-object straight-motion cached clips
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "up_right": "down_left",
-             "down_left": "up_right"}
+_OPPOSITE = {name: next(other for other, (u, v) in DIRECTIONS.items() if (u, v) == (-x, -y))
+             for name, (x, y) in DIRECTIONS.items()}  # straight motion -> the one reversing it
 
 
 def _lr(step: int, total: int, warmup: int) -> float:
@@ -87,6 +87,7 @@ class Trainer:
         self._stop = False
         self._cache: dict[str, torch.Tensor] | None = None
         self._probe: dict[str, torch.Tensor] | None = None
+        self._object_masks: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- state
     @property
@@ -324,14 +325,18 @@ class Trainer:
         return torch.autocast("cpu", dtype=getattr(torch, self.recipe.precision))
 
     def _foreground_weights(self, boost: float) -> torch.Tensor:
-        """``[N, F, H, W]`` loss weights of the cached clips (re-rendered: the renderer is deterministic)."""
-        r = self.recipe
-        _, frames, height, width = r.latent_shape()
-        stream = self.seed * 10 + _CACHE_STREAM
-        return torch.stack([
-            foreground_weight(training_clip(stream, i, r.frames, r.side), (frames, height, width),
-                              r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], boost)
-            for i in tqdm(range(r.cache_clips), desc="object masks", disable=not self.progress, dynamic_ncols=True)])
+        """``[N, F, H, W]`` loss weights of the cached clips: ``1 + boost`` on objects, 1 elsewhere. The object
+        masks are rendered once per run (the renderer is deterministic) and shared by both phases."""
+        if self._object_masks is None:
+            r = self.recipe
+            _, frames, height, width = r.latent_shape()
+            stream = self.seed * 10 + _CACHE_STREAM
+            self._object_masks = torch.stack([
+                foreground_weight(training_clip(stream, i, r.frames, r.side), (frames, height, width),
+                                  r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], 1.0) - 1
+                for i in tqdm(range(r.cache_clips), desc="object masks", disable=not self.progress,
+                              dynamic_ncols=True)])
+        return 1 + boost * self._object_masks
 
     def pipeline(self) -> Any:
         """The pipeline as it would be exported now: the trained VAE and the transformer's moving average."""

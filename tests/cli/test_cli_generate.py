@@ -24,5 +24,6 @@ def test_generate_writes_playable_mp4_and_report(fastdit_cli, small, tmp_path):
     attention = report["attention"]
     assert attention["sparse_fraction"] == 1.0  # no dense warm-up step or layer was asked for
     assert 0 < attention["mean_density"] < 1
-    assert set(attention["per_layer_density"]) == {f"transformer.{i}" for i in range(RECIPES["full"].transformer["num_layers"])}
+    layers = RECIPES["full"].transformer["num_layers"]
+    assert set(attention["per_layer_density"]) == {f"transformer.{i}" for i in range(layers)}
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
