@@ -60,7 +60,7 @@ _ADHERENCE = """\
 - **Prompt adherence** (`fastdit bench toy`, {prompts} held-out prompts: colour x shape x motion combinations
   training never showed, and seen combinations at new sizes and backgrounds; detector-scored, dense
   attention, seed {seed}): colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}, all
-  four {all:.0%}. See `bench/results/toy.md` for every method and length.
+  four {all:.0%}. See `bench/results/{name}.md` for the methods and lengths it ran.
 """
 
 
@@ -110,7 +110,7 @@ def _adherence(report: Path) -> str:
                   and s["setting"] == "preset"), None)
     if dense is None or data.get("lora"):
         return ""
-    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], **dense)
+    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], name=report.stem, **dense)
 
 
 def install_sample(run: str | Path, folder: str | Path, report: str | Path = _REPORT) -> Path:

@@ -134,5 +134,13 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     assert (sample / "training" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
     readme = (sample / "README.md").read_text()
     assert f"{MINI.steps} steps of flow matching" in readme and f"{MINI.frames} frames of {MINI.side}x" in readme
+    assert "Prompt adherence" not in readme  # no report, no line
+    dense = {"scale": 1, "method": "dense", "setting": "preset", "videos": 24, "colour": 1.0, "shape": 0.375,
+             "size": 0.5, "motion": 0.25, "all": 0.125}
+    report = tmp_path / "toy_frames.json"
+    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense]}))
+    readme = (install_sample(out, tmp_path / "samples" / "cited", report=report) / "README.md").read_text()
+    assert "24 held-out prompts" in readme and "shape 38%" in readme and "motion 25%" in readme
+    assert "bench/results/toy_frames.md" in readme  # the report it was given, not a fixed name
     with pytest.raises(FileNotFoundError, match="no exported pipeline"):
         install_sample(tmp_path / "unfinished", tmp_path / "samples" / "other")
