@@ -22,7 +22,7 @@ import torch
 from .toyworld import Clip
 
 __all__ = ["video_tensor", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas", "flow_loss",
-           "foreground_weight", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
+           "object_mask", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
            "conditioning_gap"]
 
 
@@ -94,12 +94,12 @@ def conditioning_gap(transformer: torch.nn.Module, latents: torch.Tensor, text: 
     return (other / own - 1).item()
 
 
-def foreground_weight(clip: Clip, latent_shape: tuple[int, int, int], temporal: int, spatial: int,
-                      boost: float) -> torch.Tensor:
-    """``[F, H, W]`` loss weights on the latent grid: ``1 + boost`` where an object is, 1 elsewhere.
+def object_mask(clip: Clip, latent_shape: tuple[int, int, int], temporal: int, spatial: int) -> torch.Tensor:
+    """``[F, H, W]`` on the latent grid: 1 where an object is, 0 elsewhere (loss weights are ``1 + boost *``
+    this).
 
     Objects cover a few percent of a frame, so a plain mean spends almost all of the loss on flat background;
-    weighting their latents teaches shape, colour and motion, what the prompts are about. Latent frame ``j``
+    weighting their latents up teaches shape, colour and motion, what the prompts are about. Latent frame ``j``
     covers video frames ``4j - 3 .. 4j`` (frame 0 alone for ``j = 0``, the Wan VAE's causal grouping); a
     latent cell is foreground when any of its frames' object boxes touches its ``spatial``-pixel square.
     """
@@ -110,7 +110,7 @@ def foreground_weight(clip: Clip, latent_shape: tuple[int, int, int], temporal: 
             rows = slice(max(int(y0 // spatial), 0), int(y1 // spatial) + 1)
             cols = slice(max(int(x0 // spatial), 0), int(x1 // spatial) + 1)
             mask[(f + temporal - 1) // temporal, rows, cols] = 1
-    return 1 + boost * mask
+    return mask
 
 
 @torch.no_grad()

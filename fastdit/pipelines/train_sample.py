@@ -5,7 +5,7 @@ Five phases, each resumable, all reproducible from ``--seed``:
 1. ``vae``: the Wan VAE learns to reconstruct short clips (fresh clips every step);
 2. ``cache``: ``latents_mean`` / ``latents_std`` are measured on the trained VAE, then a fixed set of training
    clips is encoded once (the transformer then never waits for the VAE), with their prompt embeddings;
-3. ``transformer``: flow matching on the cached latents (objects' latents weighted up, ``foreground_weight``),
+3. ``transformer``: flow matching on the cached latents (objects' latents weighted up, ``object_mask``),
    with an exponential moving average of the weights;
 4. ``refine``: the same, at a lower rate;
 5. ``export``: the pipeline (EMA weights) is written to ``OUT/model`` with ``save_pretrained``.
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
 from .toytrain import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
-                       foreground_weight, latent_statistics, vae_loss, video_tensor)
+                       latent_statistics, object_mask, vae_loss, video_tensor)
 from .toyworld import COLOURS, Clip, SceneSpec, training_clip
 from .toyworld.grammar import DIRECTIONS
 
@@ -332,8 +332,8 @@ class Trainer:
             _, frames, height, width = r.latent_shape()
             stream = self.seed * 10 + _CACHE_STREAM
             self._object_masks = torch.stack([
-                foreground_weight(training_clip(stream, i, r.frames, r.side), (frames, height, width),
-                                  r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"], 1.0) - 1
+                object_mask(training_clip(stream, i, r.frames, r.side), (frames, height, width),
+                            r.vae["scale_factor_temporal"], r.vae["scale_factor_spatial"])
                 for i in tqdm(range(r.cache_clips), desc="object masks", disable=not self.progress,
                               dynamic_ncols=True)])
         return 1 + boost * self._object_masks

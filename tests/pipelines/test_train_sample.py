@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
-from fastdit.pipelines.toytrain import (conditioning_gap, flow_loss, foreground_weight, shifted_sigmas, vae_loss,
+from fastdit.pipelines.toytrain import (conditioning_gap, flow_loss, object_mask, shifted_sigmas, vae_loss,
                                        video_tensor)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
@@ -63,7 +63,7 @@ def test_the_conditioning_gap_is_zero_for_the_same_prompt_and_not_for_another():
 
 def test_foreground_weights_cover_every_object_in_every_latent_frame():
     clip = training_clip(0, 7, frames=17, side=128)
-    weight = foreground_weight(clip, (5, 16, 16), temporal=4, spatial=8, boost=4.0)
+    weight = 1 + 4.0 * object_mask(clip, (5, 16, 16), temporal=4, spatial=8)
     assert set(weight.unique().tolist()) == {1.0, 5.0}
     for track in clip.tracks:
         for f, (x, y) in enumerate(track.centroids.tolist()):
