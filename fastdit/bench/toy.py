@@ -98,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
     add_lora_argument(parser)
     parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
-    parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
-                        help=f"default: all ({', '.join(sparse)})")
+    parser.add_argument("--methods", nargs="*", default=sparse, choices=sparse, metavar="METHOD",
+                        help=f"default: all ({', '.join(sparse)}); none: the stock attention only (e.g. to "
+                             "score a LoRA tuned dense)")
     parser.add_argument("--prompts", type=int, help="use the first N held-out prompts, spread over the set "
                                                     f"(default: all; --quick: {QUICK_PROMPTS})")
     parser.add_argument("--scales", type=int, nargs="+", help="frame multiples of the training length "

@@ -33,6 +33,9 @@ def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, 
     assert len(data["videos"]) == 2 * len(labels)
     assert {v["frames"] for v in data["videos"]} == {5, 9}  # the mini model's 5 frames, and twice as long
     assert all(set(v) >= {"colour", "shape", "motion", "psnr_db", "density", "present"} for v in data["videos"])
+    # each detected object's track comes with it, one point (or null) per frame
+    assert all(len(v["tracks"]) == len(v["detected"]) for v in data["videos"])
+    assert all(len(track) == v["frames"] for v in data["videos"] for track in v["tracks"])
     assert "Dense at the training length" in (tmp_path / "toy_test.md").read_text()
     assert (tmp_path / "toy_test.png").stat().st_size > 0
 
@@ -40,6 +43,7 @@ def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, 
 def test_configurations_and_pooled_psnr():
     plan = configs(["radial", "grat"], scale=1, alternates=True, entropy_for=["dense", "radial"])
     assert [c.setting for c in plan].count("alternate") == 4 and not any(c.entropy for c in plan)
+    assert [c.label for c in configs([], scale=2, alternates=True, entropy_for=[])] == ["dense (stock)"]
     assert Config(None).sparse("auto") is None
     assert Config("radial", entropy=True).sparse("auto")["entropy_scaling"] is True
     assert pooled_psnr([float("inf"), float("inf")]) == float("inf")

@@ -9,8 +9,10 @@ import pytest
 from fastdit.pipelines.toyworld import (ATTRIBUTES, HELD_OUT_PROMPTS, HELD_OUT_SCENES, HELD_OUT_TRIPLES, COLOURS,
                                         MOTIONS, SHAPES, attribute_hits, detect, is_held_out, parse_prompt,
                                         render_scene, training_clip)
+from fastdit.pipelines.toyworld.detect import classify_motion, winding
 from fastdit.pipelines.toyworld.render import shape_area
-from fastdit.pipelines.toyworld.grammar import SIZES
+from fastdit.pipelines.toyworld.score import score_video
+from fastdit.pipelines.toyworld.grammar import DIRECTIONS, SIZES
 from fastdit.pipelines.toyworld.split import sample_training_scene
 
 
@@ -67,6 +69,47 @@ def test_detector_reads_rendered_clips():
             totals[attribute] += hits
     rates = {a: np.mean(h) for a, h in totals.items()}
     assert all(rate >= 0.98 for rate in rates.values()), rates
+
+
+def _arc(turns: float, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """17 points on a circle of radius 0.15 (frame sides) over ``turns`` turns, with Gaussian jitter."""
+    angle = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi * turns, 17)
+    return 0.5 + 0.15 * np.stack([np.cos(angle), np.sin(angle)], 1) + rng.normal(0, jitter, (17, 2))
+
+
+def _bent_path(direction: tuple[float, float], bend: float, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """17 points along ``direction`` over 0.35 frame sides, bowed sideways by ``bend`` of that length at the
+    middle (a parabola), with Gaussian jitter: what a generated object moving one way often looks like."""
+    t = np.linspace(-1, 1, 17)[:, None]
+    unit = np.array(direction)
+    return 0.5 + 0.175 * t * unit + bend * 0.35 * (1 - t**2) * unit[::-1] * (1, -1) + rng.normal(0, jitter, (17, 2))
+
+
+def test_circling_means_going_round_not_a_bent_path():
+    """Generated objects rarely move in perfect lines: a path bowed by up to a quarter of its length, with
+    jitter, still reads as its direction (the enclosed-area rule this replaced called a 5% bow circling),
+    while 3/4 to 1 turn reads as circling and half a turn does not."""
+    rng = np.random.default_rng(0)
+    for name, direction in DIRECTIONS.items():
+        for bend in (0.0, 0.1, 0.25):
+            track = _bent_path(direction, bend, rng, jitter=0.01)
+            assert classify_motion(track * 128, 128.0) == name, (name, bend, winding(track))
+    for turns in (0.75, 0.9, 1.0):
+        assert all(classify_motion(_arc(turns, rng, 0.01) * 128, 128.0) == "circling" for _ in range(10))
+    assert not any(classify_motion(_arc(0.5, rng, 0.0) * 128, 128.0) == "circling" for _ in range(10))
+    wobble = 0.5 + rng.normal(0, 0.02, (17, 2))  # jitter around a point winds at random, at a tiny radius
+    assert classify_motion(wobble * 128, 128.0) != "circling"
+
+
+def test_score_reports_the_track_it_read():
+    """A scored video carries each detected object's centroid track: the evidence for its motion verdict."""
+    clip = training_clip(3, 0)
+    scored = score_video(clip.scene, clip.frames)
+    assert len(scored["tracks"]) == len(scored["detected"]) >= 1
+    track = np.array(scored["tracks"][0], dtype=float)
+    assert track.shape == (len(clip.frames), 2)
+    truth = min(clip.tracks, key=lambda t: np.abs(t.centroids - track).max()).centroids
+    assert np.abs(track - truth).max() < 1.0
 
 
 def test_detector_on_an_empty_or_malformed_video():

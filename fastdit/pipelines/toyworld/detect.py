@@ -24,7 +24,7 @@ import numpy as np
 from .grammar import COLOURS, DIRECTIONS, SHAPES, SIZES, SceneSpec
 from .render import shape_area
 
-__all__ = ["DetectedObject", "detect", "classify_motion", "attribute_hits", "ATTRIBUTES"]
+__all__ = ["DetectedObject", "detect", "classify_motion", "winding", "attribute_hits", "ATTRIBUTES"]
 
 ATTRIBUTES = ("colour", "shape", "size", "motion")
 _FOREGROUND = 60.0  # RGB distance from the row's background that makes a pixel foreground
@@ -32,6 +32,8 @@ _OBJECT_SATURATION = 0.3  # below this a pixel is never an object's
 _HUE_TOLERANCE = 30.0  # degrees from a palette hue for a pixel to vote for it
 _MIN_AREA = 12.0  # pixels (at 128x128, scaled with the frame area) for an object to be present in a frame
 _FILL = {"ball": np.pi / 4, "square": 1.0, "triangle": 0.5}
+_ORBIT_MIN_TURN = 260.0  # degrees around the track's centre (see winding)
+_ORBIT_MIN_RADIUS = 0.06  # frame sides; the renderer's orbits have 0.13 to 0.18
 
 
 @dataclass(frozen=True)
@@ -99,33 +101,48 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
+def winding(track: np.ndarray) -> float:
+    """Degrees a track ``[F, 2]`` turns around its own centroid (unsigned net angle).
+
+    A circle gives 360, the renderer's orbits (3/4 to 1 turn) 280 to 360, a half circle 240, and a straight
+    or bent path much less (a path bowed by a fifth of its length about 80): unlike the area a path encloses,
+    which a slight bend already makes large, this separates going round from going along a curve. Points
+    within a quarter of the largest distance of the centroid are skipped, and so are steps of more than a
+    quarter turn (an orbit moves a few degrees per frame): a path that passes by the centroid, or goes back
+    and forth through it like a bounce, crosses it in one such step, whose direction only jitter decides.
+    """
+    offsets = track - track.mean(axis=0)
+    distance = np.hypot(*offsets.T)
+    far = offsets[distance >= 0.25 * distance.max()]
+    turns = np.mod(np.diff(np.arctan2(far[:, 1], far[:, 0])) + np.pi, 2 * np.pi) - np.pi
+    return float(np.degrees(abs(np.sum(turns[np.abs(turns) < np.pi / 2]))))
+
+
 def classify_motion(centroids: np.ndarray, side: float) -> str:
     """The motion a centroid track ``[F, 2]`` (NaN rows: not found) shows, or ``"unknown"``.
 
     Checked in order, with distances in frame sides: *still* (never more than 0.03 from its median),
-    *circling* (the area the closed track encloses is over 0.03 of its length squared: a full circle gives
-    0.08, an arc of 3/4 turn 0.13, any back-and-forth or straight path 0), *bouncing* (some low point is
-    reached after falling and followed by rising, at least 0.06 each, with little sideways drift), then the
-    straight motions by the direction of the net displacement (at least 0.1, and at least 0.6 of the path
-    length), in 45-degree sectors.
+    *circling* (see :func:`winding`: the track turns at least 260 degrees around its own centre, at a mean
+    radius of at least 0.06), *bouncing* (some low point is reached after falling and followed by rising, at
+    least 0.06 each, with little sideways drift), then the straight motions by the direction of the net
+    displacement (at least 0.1, and at least 0.6 of the path length), in 45-degree sectors.
     """
     track = centroids[~np.isnan(centroids).any(axis=1)] / side
     if len(track) < max(3, len(centroids) // 2):
         return "unknown"
     if np.abs(track - np.median(track, axis=0)).max() < 0.03:
         return "still"
-    steps = np.diff(track, axis=0)
-    length = float(np.hypot(*steps.T).sum())
-    x, y = track.T
-    enclosed = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    if enclosed > 0.03 * length**2:
+    radius = float(np.hypot(*(track - track.mean(axis=0)).T).mean())
+    if radius >= _ORBIT_MIN_RADIUS and winding(track) >= _ORBIT_MIN_TURN:
         return "circling"
+    x, y = track.T
     fall = y - np.minimum.accumulate(y)  # how far it has come down to each point, and will go up after it
     rise = y - np.minimum.accumulate(y[::-1])[::-1]
     if np.minimum(fall, rise).max() >= 0.06 and np.ptp(x) < 0.5 * np.ptp(y):
         return "bouncing"
     net = track[-2:].mean(axis=0) - track[:2].mean(axis=0)
     distance = float(np.hypot(*net))
+    length = float(np.hypot(*np.diff(track, axis=0).T).sum())
     if distance < 0.1 or distance < 0.6 * length:
         return "unknown"
     unit = net / distance

@@ -32,7 +32,9 @@ def consistency(found: DetectedObject | None) -> dict[str, float | None]:
 
 def score_video(scene: SceneSpec, frames: np.ndarray) -> dict[str, Any]:
     """Adherence per attribute (True only if every object of ``scene`` shows it), ``all`` (every attribute of
-    every object), and the consistency of the first object (the one a single-object prompt asks for)."""
+    every object), the consistency of the first object (the one a single-object prompt asks for), and what
+    was detected: each object's attributes and its centroid track (pixels per frame, ``None`` where it
+    wasn't found), so that a report shows why a motion was read the way it was."""
     found = detect(frames)
     hits = attribute_hits(scene, found)
     result: dict[str, Any] = {a: all(hits[a]) for a in ATTRIBUTES}
@@ -40,4 +42,6 @@ def score_video(scene: SceneSpec, frames: np.ndarray) -> dict[str, Any]:
     main = next((o for o in found if o.colour == scene.objects[0].colour), found[0] if found else None)
     result.update(consistency(main))
     result["detected"] = [f"{o.size} {o.colour} {o.shape} {o.motion}" for o in found]
+    result["tracks"] = [[None if np.isnan(x) else [round(float(x), 1), round(float(y), 1)] for x, y in o.centroids]
+                        for o in found]
     return result
