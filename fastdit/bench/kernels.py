@@ -8,7 +8,9 @@ each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's to
                  since FlexAttention cannot pool), block mask built outside the timing
   triton         fastdit.attention(..., backend="triton") (kernel v2); for pyramid this includes pooling K/V
   v1             the v1 kernel (fastdit.kernels.triton_attention_v1) on the same inputs
-  tma            (Hopper) v2 with K/V through TMA descriptors, the opt-in FASTDIT_TRITON_TMA=1 path
+  tma            (Hopper) v2 with Q/K/V through TMA descriptors, the opt-in FASTDIT_TRITON_TMA=1 path
+  ws             (Hopper) v2 with its level-0 loop warp-specialized (TMA producer warp, two consumer
+                 warpgroups), the opt-in FASTDIT_TRITON_WS=1 path
 
 Times are triton.testing.do_bench medians in ms. Derived columns:
 
@@ -16,7 +18,7 @@ Times are triton.testing.do_bench medians in ms. Derived columns:
   ratio      triton / (density × cudnn); the target is <= 1.25 at density 0.1-0.5 (DESIGN.md §7)
   vs flex    flex / triton; the target is >= 1.5 (radial and grat: pyramid rows do less work than flex)
   rel err    ||triton − torch reference|| / ||reference|| (first layout of each method and shape), so no
-             number comes from a wrong kernel
+             number comes from a wrong kernel (tma_rel_err, ws_rel_err: the opt-in paths)
 
 Density counts real tokens: the share of the real query-key pairs the layout attends (padding left out on
 both sides; ``density_padded`` is the layout's own share of the padded block grid). ``padding`` is the work
@@ -24,9 +26,10 @@ the Triton kernel spends on padding, query-key pairs computed over real pairs at
 padding only are skipped), work dense SDPA does not do.
 
 ``--compile-only`` needs no GPU: it compiles the forward for sm_90 and sm_80 with Triton's real compiler, for
-level 0 without and with padding and for pyramid levels, at every autotune config, and tabulates registers,
-spills, shared memory, K/V buffers in the pipelined loops, wgmma, ptxas' C7515 warning and barriers
-(default report name: kernels_compile).
+level 0 without and with padding and for pyramid levels, at every autotune config (and the warp-specialized
+level-0 loop's on sm_90), and tabulates registers, spills, shared memory, K/V buffers in the pipelined loops,
+wgmma, ptxas' C7515 warning, barriers and whether the loop was partitioned (default report name:
+kernels_compile).
 """
 
 from __future__ import annotations
@@ -253,26 +256,33 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
     kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(q.device)[0] >= 9)
     row: dict[str, Any] = {"density": density, "density_padded": layout.density(), "levels": layout.max_level,
                            "heads_in_layout": layout.num_heads, "kv_tile": kv_tile,
-                           "padding": kernel_padding(layout, 128, kv_tile), "rel_err": None}
-    out = attention(q, k, v, on_gpu, backend="triton")  # compiles and autotunes outside the timing
-    if check:
-        ref = attention(q, k, v, on_gpu, backend="torch")
-        valid = slice(None) if on_gpu.kv_valid is None else on_gpu.kv_valid
-        row["rel_err"] = float((out[:, :, valid].float() - ref[:, :, valid].float()).norm()
-                               / ref[:, :, valid].float().norm())
-        del ref
-    del out
+                           "padding": kernel_padding(layout, 128, kv_tile)}
+    ref = attention(q, k, v, on_gpu, backend="torch") if check else None
+    valid = slice(None) if on_gpu.kv_valid is None else on_gpu.kv_valid
+
+    def error(out: torch.Tensor) -> float | None:
+        if ref is None:
+            return None
+        return float((out[:, :, valid].float() - ref[:, :, valid].float()).norm() / ref[:, :, valid].float().norm())
+
+    # each path runs once outside the timing (compiles, autotunes) and is checked against the reference
+    row["rel_err"] = error(attention(q, k, v, on_gpu, backend="triton"))
     scale = D ** -0.5
     row["triton_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
-    if torch.cuda.get_device_capability(q.device)[0] >= 9:  # the opt-in TMA path, to decide its default
+    major = torch.cuda.get_device_capability(q.device)[0]
+    opt_in = [("tma", "USE_TMA")] * (major >= 9) + [("ws", "USE_WS")] * (major == 9)  # TMA; Hopper's partitioner
+    if opt_in:
         from ..kernels import triton_attention
 
-        before, triton_attention.USE_TMA = triton_attention.USE_TMA, True
-        try:
-            attention(q, k, v, on_gpu, backend="triton")
-            row["tma_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
-        finally:
-            triton_attention.USE_TMA = before
+        for name, switch in opt_in:
+            before = getattr(triton_attention, switch)
+            setattr(triton_attention, switch, True)
+            try:
+                row[f"{name}_rel_err"] = error(attention(q, k, v, on_gpu, backend="triton"))
+                row[f"{name}_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
+            finally:
+                setattr(triton_attention, switch, before)
+    del ref
     if v1:
         from ..kernels.triton_attention_v1 import triton_block_attention as v1_attention
 
@@ -317,8 +327,9 @@ def markdown(data: dict[str, Any]) -> str:
     parts = [f"dtype {data['dtype']}, {data['block_size']}-token blocks, batch 1, head dim 128. "
              "Times: triton.testing.do_bench median, ms.\n", "## Dense SDPA\n",
              markdown_table(data["dense"], ["shape", "heads", "tokens", "cudnn_ms", "flash_ms", "cudnn_tflops"])]
-    columns = ["method", "setting", "density", "density_padded", "padding", "kv_tile", "triton_ms", "tma_ms", "v1_ms",
-               "flex_ms", "triton_tflops", "ratio", "vs_flex", "vs_v1", "speedup_vs_cudnn", "rel_err"]
+    columns = ["method", "setting", "density", "density_padded", "padding", "kv_tile", "triton_ms", "tma_ms", "ws_ms",
+               "v1_ms", "flex_ms", "triton_tflops", "ratio", "vs_flex", "vs_v1", "speedup_vs_cudnn", "rel_err",
+               "tma_rel_err", "ws_rel_err"]
     for shape in dict.fromkeys(r["shape"] for r in data["rows"]):
         parts += [f"## {shape}\n", markdown_table([r for r in data["rows"] if r["shape"] == shape], columns)]
     in_band = [r for r in data["rows"] if 0.1 - 0.02 <= r["density"] <= 0.5 + 0.02 and r["ratio"] is not None]
@@ -339,7 +350,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- compile only (no GPU)
 _COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "kv_buffers",
-                    "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "bar_sync", "ok", "failures"]
+                    "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "partitions", "bar_sync", "ok", "failures"]
 
 
 def compile_only(args: argparse.Namespace) -> int:
@@ -349,17 +360,20 @@ def compile_only(args: argparse.Namespace) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise CLIError("--compile-only runs Triton's real compiler: unset TRITON_INTERPRET")
     try:
-        from ..kernels.compile_report import ARCHS, SHARED_CAP, VARIANTS, compile_kernel, configs_for, default_config
+        from ..kernels.compile_report import (ARCHS, SHARED_CAP, VARIANTS, WS_VARIANTS, compile_kernel, configs_for,
+                                              default_config)
     except ImportError as err:
         raise CLIError(f"--compile-only needs triton with its NVIDIA backend ({err})") from None
     rows = []
     for arch in ARCHS:
         for variant in VARIANTS:
-            runs = [(config, False) for config in configs_for(arch, variant)]
+            runs = [(config, False, False) for config in configs_for(arch, variant)]
             if arch >= 90:  # the opt-in TMA path (FASTDIT_TRITON_TMA=1) at the variant's first config
-                runs.append((default_config(arch, variant), True))
-            for config, tma in runs:
-                row = compile_kernel(arch, variant, config, tma=tma).row()
+                runs.append((default_config(arch, variant), True, False))
+            if arch >= 90 and variant in WS_VARIANTS:  # the opt-in warp-specialized loop (FASTDIT_TRITON_WS=1)
+                runs += [(config, True, True) for config in configs_for(arch, variant, ws=True)]
+            for config, tma, ws in runs:
+                row = compile_kernel(arch, variant, config, tma=tma, ws=ws).row()
                 rows.append(row)
                 print(_line({k: row[k] for k in _COMPILE_COLUMNS}), flush=True)
     data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": SHARED_CAP, "rows": rows}
@@ -377,14 +391,17 @@ def compile_markdown(data: dict[str, Any]) -> str:
     parts = [f"The v2 forward compiled by Triton for each target without a GPU (PTX, then ptxas), head dim "
              f"{data['head_dim']}, {data['dtype']}, {data['block']}-token blocks. Variants: "
              + "; ".join(f"`{name}` ({', '.join(f'{k}={v}' for k, v in c.items())})" for name, c in VARIANTS.items())
-             + ". Each variant at every autotune config the kernel tries for it on that target, and on sm_90 "
-             "once more with K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
-             "GPU). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
+             + ". Each variant at every autotune config the kernel tries for it on that target; on sm_90 "
+             "once more with Q/K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
+             "GPU), and level 0 at every config of the warp-specialized loop (`ws`: opt-in, FASTDIT_TRITON_WS=1; "
+             "w = warps per consumer warpgroup; partitions = Triton split the loop into a TMA producer and "
+             "consumers). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
              "pooled levels' loop, whose keys are gathered); shared memory against the cap of each target "
              f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); mma_count = matrix "
              "instructions in the PTX; c7515 = ptxas' warning that wgmma is serialized; bar_sync = barriers in "
              "the PTX. Green = no spills, within the shared-memory cap, >= 3 K/V buffers at level 0, wgmma on "
-             f"sm_90 (mma.sync on sm_80), no C7515: **{green} of {len(data['rows'])} green**.\n"]
+             "sm_90 (mma.sync on sm_80), no C7515, and a partitioned loop where `ws` asks for one: "
+             f"**{green} of {len(data['rows'])} green**.\n"]
     for arch, label in ARCHS.items():
         parts += [f"## {label}\n", markdown_table([r for r in data["rows"] if r["arch"] == arch],
                                                    [c for c in _COMPILE_COLUMNS if c != "arch"])]

@@ -5,7 +5,8 @@ and reads what decides its speed before any timing: registers, spills and stack 
 against the target's cap, how many K/V buffers the software pipeliner keeps in each loop (the leading size of
 the TTGIR's ``[buffers, keys, D]`` allocations: level 0 first, then the pooled levels' loop), the matrix
 instructions (``wgmma.mma_async`` on sm_90, ``mma.sync`` otherwise), ptxas' ``C7515`` warning (serialized
-wgmma), TMA copies and ``bar.sync`` barriers. ``fastdit bench kernels --compile-only`` prints it as a table
+wgmma), TMA copies, ``bar.sync`` barriers and, for the warp-specialized loop, whether Triton partitioned it
+(a ``ttg.warp_specialize`` op in the TTGIR). ``fastdit bench kernels --compile-only`` prints it as a table
 for every autotune config; the slow test in tests/kernels/test_triton.py asserts it for the default ones.
 
 Needs Triton with its NVIDIA backend (ptxas ships in the wheel) and ``TRITON_INTERPRET`` unset when
@@ -19,8 +20,8 @@ import io
 import re
 from dataclasses import asdict, dataclass
 
-__all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "CompileResult", "compile_kernel", "compile_pooling", "configs_for",
-           "default_config", "check"]
+__all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "WS_VARIANTS", "CompileResult", "compile_kernel", "compile_pooling",
+           "configs_for", "default_config", "check"]
 
 VARIANTS = {
     # level 0 of an unpadded grid (radial on raster order, 128-token blocks): no validity bits read
@@ -31,6 +32,7 @@ VARIANTS = {
     "levels": dict(N_LEVELS=4, HAS_MASK=True, SKIP_Q=True),
 }
 ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
+WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)
 # largest dynamic shared memory one block may use: 227 KB on H100/H200, 163 KB on A100
 SHARED_CAP = {90: 232448, 80: 166912}
 MIN_KV_BUFFERS = 3
@@ -57,7 +59,9 @@ class CompileResult:
     tma_ops: int
     bar_sync: int
     seconds: float
-    tma: bool = False  # K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
+    tma: bool = False  # Q/K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
+    ws: bool = False  # warp-specialized level-0 loop asked for (FASTDIT_TRITON_WS=1)
+    partitions: int = 0  # ttg.warp_specialize ops in the TTGIR (1: the loop was split into producer/consumers)
 
     def failures(self) -> list[str]:
         """Why this compile is not green (empty when it is)."""
@@ -74,39 +78,43 @@ class CompileResult:
             out.append(f"no mma.sync on sm_{self.arch}")
         if self.c7515:
             out.append("C7515: wgmma serialized")
-        if self.tma and not self.tma_ops:
+        if (self.tma or self.ws) and not self.tma_ops:
             out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
+        if self.ws and not self.partitions:
+            out.append("warp specialization asked for, no ttg.warp_specialize in the TTGIR")
         return out
 
     def row(self) -> dict:
         row = asdict(self)
         row["config"] = (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
-                         + (" tma" if self.tma else ""))
+                         + (" ws" if self.ws else " tma" if self.tma else ""))
         row["ok"] = not self.failures()
         row["failures"] = "; ".join(self.failures())
         return row
 
 
-def configs_for(arch: int, variant: str) -> list[tuple[int, int, int, int]]:
+def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, int, int, int]]:
     """The autotune configs ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` the kernel tries on ``arch`` for
-    ``variant``."""
+    ``variant``, warp-specialized (``ws``; 64-key tiles only when the variant has padding) or not."""
     from . import triton_attention as ta
 
-    return [c for c in (ta._HOPPER if arch >= 90 else ta._AMPERE)
-            if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"])]
+    candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
+    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
+            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] != 64)]
 
 
-def default_config(arch: int, variant: str) -> tuple[int, int, int, int]:
+def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:
     """The config the kernel's first choice of kv tile leads to (the compile test's subject)."""
-    kv_tile = 128 if arch >= 90 and VARIANTS[variant]["N_LEVELS"] == 1 else 64
-    return max((c for c in configs_for(arch, variant) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
+    level0 = VARIANTS[variant]["N_LEVELS"] == 1 and not (ws and VARIANTS[variant]["HAS_MASK"])
+    kv_tile = 128 if arch >= 90 and level0 else 64
+    return max((c for c in configs_for(arch, variant, ws) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
 
 
 def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], head_dim: int = 128,
                    dtype: str = "bf16", kv_tile: int | None = None, asm: dict | None = None,
-                   tma: bool = False) -> CompileResult:
+                   tma: bool = False, ws: bool = False) -> CompileResult:
     """Compile the forward for ``sm_{arch}`` (no GPU needed) and read its resources; ``asm``, when given, is
-    filled with the TTGIR, PTX and ptxas log."""
+    filled with the TTGIR, PTX and ptxas log. ``ws`` compiles the warp-specialized level-0 loop (with TMA)."""
     import time
 
     import triton
@@ -122,7 +130,8 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     kv_tile = kv_tile or block_n
     fn = _block_sparse_fwd.fn
     constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
-                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma, BLOCK_M=block_m,
+                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
+                     BLOCK_M=block_m,
                      BLOCK_N=block_n,
                      **VARIANTS[variant])
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
@@ -162,8 +171,10 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         found = re.search(pattern, ptxas)
         return int(found.group(1)) if found else 0
 
+    # multi-buffered [buffers, keys, D] allocations: K, V (then the pooled levels' K, V); a single buffer is
+    # not pipelined, and is how Q's tile shows when it comes through TMA
     buffers = [int(n) for n, keys, d in re.findall(r"ttg\.local_alloc[^\n]*?!ttg\.memdesc<(\d+)x(\d+)x(\d+)x", ttgir)
-               if int(keys) in (kv_tile, block_n) and int(d) == head_dim]
+               if int(keys) in (kv_tile, block_n) and int(d) == head_dim and int(n) > 1]
     wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
     mma_sync = len(re.findall(r"\bmma\.sync", ptx))
     return CompileResult(
@@ -175,12 +186,13 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         pooled_buffers=min(buffers[2:4], default=0) if VARIANTS[variant]["N_LEVELS"] > 1 else None,
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
         c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
-        bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma)
+        bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma, ws=ws,
+        partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)))
 
 
-def check(arch: int, variant: str) -> CompileResult:
-    """Compile the default config of ``variant`` for ``arch``."""
-    return compile_kernel(arch, variant, default_config(arch, variant))
+def check(arch: int, variant: str, ws: bool = False) -> CompileResult:
+    """Compile the default config of ``variant`` for ``arch`` (``ws``: of the warp-specialized loop)."""
+    return compile_kernel(arch, variant, default_config(arch, variant, ws), ws=ws)
 
 
 def compile_pooling(arch: int, head_dim: int = 128, dtype: str = "bf16", n_levels: int = 4) -> dict:

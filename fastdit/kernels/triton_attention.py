@@ -22,6 +22,10 @@ blocks (decoupled block-tile: slot ``j`` of the ``t``-th tile of a segment of ``
 ``g mod m`` of entry ``g // m``, ``g = t·BLOCK_N + j``). Entries of one level are adjacent for that: layouts
 with levels are re-sorted per row by level (``_prepare``).
 
+**Opt-in Hopper paths** (until timed on a GPU): ``FASTDIT_TRITON_TMA=1`` reads Q/K/V through TMA tensor
+descriptors; ``FASTDIT_TRITON_WS=1`` also marks the level-0 loop ``warp_specialize``, which Triton's Hopper
+partitioner splits into a TMA producer warp and consumer warpgroups (``_HOPPER_WS`` configs).
+
 Under ``TRITON_INTERPRET=1`` (read by Triton when this module is first imported) the kernel runs in Triton's
 CPU interpreter and accepts CPU tensors; that is how CI tests it.
 """
@@ -39,7 +43,7 @@ import triton.language as tl
 from ..layout import BlockLayout
 from .pooling import pooled_store
 
-__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "USE_TMA"]
+__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "USE_TMA", "USE_WS"]
 
 LOG2E = 1.4426950408889634
 NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip before they replace 128-key ones
@@ -61,13 +65,19 @@ _LEVEL0_ONLY = {(128, 64, 8, 5), (64, 64, 4, 4)}  # sm90
 _LEVEL0_ONLY_AMPERE = {(128, 64, 8, 4), (128, 64, 8, 5)}
 # sm86/89 (99 KB) fit none of the above: 64x64 with 2 buffers (90 KB)
 _SMALL_SHARED = (64, 64, 4, 3)
+# Hopper, warp-specialized level 0 (FASTDIT_TRITON_WS=1): num_warps is per consumer warpgroup; Triton adds a
+# producer warp for the TMA copies and splits BLOCK_M over two consumers (FlashAttention-3's ping-pong).
+# 64-key tiles only where the keys have padding (the masked 128-key loop doesn't partition in Triton 3.9).
+_HOPPER_WS = [(128, 64, 4, 3), (128, 64, 4, 4), (64, 128, 4, 3), (64, 64, 4, 4)]
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED])]
+            for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED] + _HOPPER_WS)]
 
 
-def config_used(config: tuple[int, int, int, int], hopper: bool, n_levels: int) -> bool:
+def config_used(config: tuple[int, int, int, int], hopper: bool, n_levels: int, ws: bool = False) -> bool:
     """Whether the autotuner tries ``config`` on this generation for layouts of ``n_levels`` levels (layouts
-    with levels get 64-key tiles: ``choose_kv_tile``)."""
+    with levels get 64-key tiles: ``choose_kv_tile``), warp-specialized (``ws``) or not."""
+    if ws:
+        return hopper and n_levels == 1 and config in _HOPPER_WS
     if n_levels > 1 and config[1] != 64:
         return False
     if not hopper:
@@ -92,7 +102,7 @@ def _prune_configs(configs, named_args, **kwargs):
     limit = triton.runtime.driver.active.utils.get_device_properties(q.device.index)["max_shared_mem"]
     key = lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)  # noqa: E731
     kept = [c for c in configs if c.kwargs["BLOCK_M"] <= block_q and c.kwargs["BLOCK_N"] == kv_tile
-            and config_used(key(c), hopper, args["N_LEVELS"])
+            and config_used(key(c), hopper, args["N_LEVELS"], args["WARP_SPEC"])
             and _shared_estimate(*key(c)[:2], key(c)[3], args["HEAD_DIM"], q.element_size(), hopper) <= limit]
     m, n, w, s = _SMALL_SHARED
     return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n}, num_warps=w, num_stages=s)]
@@ -103,7 +113,7 @@ def _prune_configs(configs, named_args, **kwargs):
 def _attend_level0(
     acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale, offs_d,
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, HEAD_DIM: tl.constexpr,
-    USE_TMA: tl.constexpr, PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Online softmax of one query tile over the full-resolution kv tiles ``Tiles[t_start:t_end]``.
 
@@ -117,10 +127,16 @@ def _attend_level0(
                                            block_shape=[KV_TILE, HEAD_DIM])
         v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1],
                                            block_shape=[KV_TILE, HEAD_DIM])
-    entry_next = tl.load(Tiles + t_start, mask=t_start < t_end, other=0)
-    for t in range(t_start, t_end):
-        entry = entry_next
-        entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
+    # Pipelined: each tile's entry is loaded a tile ahead, so the entry load doesn't take a pipeline stage.
+    # Warp-specialized: the partitioner gives the entry load and the K/V copies to a producer warp, and the
+    # prefetch's loop-carried scalar is what it can't split, so the entry is read in its own iteration.
+    entry_next = 0 if WARP_SPEC else tl.load(Tiles + t_start, mask=t_start < t_end, other=0)
+    for t in tl.range(t_start, t_end, warp_specialize=WARP_SPEC):
+        if WARP_SPEC:
+            entry = tl.load(Tiles + t)
+        else:
+            entry = entry_next
+            entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
         tok = (entry & -2) + offs_n
         if USE_TMA:
             k = k_desc.load([entry & -2, 0])
@@ -221,7 +237,7 @@ def _attend_pooled(
 
 
 @triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "BLOCK_Q", "LOG_BLOCK_KV", "N_LEVELS", "HAS_MASK", "EVEN_KV",
-                                        "KV_TILE", "SKIP_Q"],
+                                        "KV_TILE", "SKIP_Q", "USE_TMA", "WARP_SPEC"],
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _block_sparse_fwd(
@@ -237,7 +253,7 @@ def _block_sparse_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, N_LEVELS: tl.constexpr,
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
     RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, USE_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WARP_SPEC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
 
@@ -253,8 +269,14 @@ def _block_sparse_fwd(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
 
-    q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + offs_m[:, None] * stride_qm
-    q = tl.load(q_ptrs + offs_d[None, :], mask=offs_m[:, None] < seq_q, other=0.0)
+    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    if USE_TMA:  # rows past seq_q zero-filled; the warp-specialized loop needs Q from a descriptor too
+        q_desc = tl.make_tensor_descriptor(q_base, shape=[seq_q, HEAD_DIM], strides=[stride_qm, 1],
+                                           block_shape=[BLOCK_M, HEAD_DIM])
+        q = q_desc.load([pid_m * BLOCK_M, 0])
+    else:
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=offs_m[:, None] < seq_q,
+                    other=0.0)
     if UPCAST_DOT:
         # Triton's CPU interpreter multiplies bf16 operands as raw 16-bit integers; products of bf16 values
         # are exact in fp32, so fp32 dots of the same values give what the tensor cores give.
@@ -279,7 +301,7 @@ def _block_sparse_fwd(
     acc, m_i, l_i = _attend_level0(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale,
         offs_d, HAS_MASK=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA,
-        PRECISION=PRECISION)
+        WARP_SPEC=WARP_SPEC, PRECISION=PRECISION)
     if N_LEVELS > 1:
         kp_base = KP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
         vp_base = VP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
@@ -427,24 +449,35 @@ def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Ten
 
 
 USE_TMA: bool = os.environ.get("FASTDIT_TRITON_TMA", "0") == "1"
-"""Read K/V through TMA tensor descriptors on Hopper (``FASTDIT_TRITON_TMA=1``; off by default until timed on
-a GPU: it compiles green, fewer registers, but one barrier more per tile)."""
+"""Read Q/K/V through TMA tensor descriptors on Hopper (``FASTDIT_TRITON_TMA=1``; off by default until timed
+on a GPU: it compiles green, fewer registers, but one barrier more per tile)."""
+USE_WS: bool = os.environ.get("FASTDIT_TRITON_WS", "0") == "1"
+"""Warp-specialize the level-0 loop on Hopper (``FASTDIT_TRITON_WS=1``, implies TMA; off by default: it
+compiles green for sm_90 but has not run on a GPU yet). Layouts with pyramid levels keep the pipelined loop."""
 
 
-def _use_tma(k: torch.Tensor, v: torch.Tensor, device: torch.device) -> bool:
-    """TMA where it is asked for and the layout allows: Hopper or newer (or the interpreter), 16-byte aligned
-    base and row strides."""
-    if not USE_TMA:
+def _use_tma(tensors: tuple[torch.Tensor, ...], device: torch.device) -> bool:
+    """TMA where it is asked for (``FASTDIT_TRITON_TMA`` or ``_WS``) and the layout allows: Hopper or newer (or
+    the interpreter), 16-byte aligned bases and row strides."""
+    if not (USE_TMA or USE_WS):
         return False
     if not INTERPRETED and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9):
         return False
     aligned = all(x.data_ptr() % 16 == 0 and all((s * x.element_size()) % 16 == 0 for s in x.stride()[:-1])
-                  for x in (k, v))
+                  for x in tensors)
     if aligned and not INTERPRETED:
         # on-device descriptors live in global scratch memory; the allocator is a context variable, so it is
         # set on every call (threads of an app start without it)
         triton.set_allocator(_scratch)
     return aligned
+
+
+def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
+    """The warp-specialized level-0 loop where it is asked for, on Hopper (or the interpreter; Blackwell has
+    its own partitioner, not compiled here), with TMA on and no pooled levels (their gathered keys can't come
+    through TMA)."""
+    hopper = INTERPRETED or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9)
+    return USE_WS and tma and hopper and prep.n_levels == 1
 
 
 def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
@@ -482,6 +515,10 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         kv_tile = prep.tiles["kv_tile", hopper]
     else:
         kv_tile = min(tiles[1], layout.block_kv)
+    tma = _use_tma((q, k, v), dev)
+    ws = _use_ws(prep, tma, dev)
+    if ws and prep.has_mask:  # the masked loop partitions with 64-key tiles only (see _HOPPER_WS)
+        kv_tile = min(kv_tile, 64)
     tile_ptr, tile_list = _tile_list(layout, prep, kv_tile)
     out = torch.empty_like(q)
     # tensors the kernel doesn't read (no lse, no levels) are passed as placeholders
@@ -503,7 +540,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=layout.block_kv.bit_length() - 1, N_LEVELS=prep.n_levels,
         HAS_MASK=prep.has_mask, EVEN_KV=Skv % layout.block_kv == 0, KV_TILE=kv_tile, SKIP_Q=prep.skip_q,
         RETURN_LSE=return_lse, PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
-        UPCAST_DOT=upcast, USE_TMA=_use_tma(k, v, dev),
+        UPCAST_DOT=upcast, USE_TMA=tma, WARP_SPEC=ws,
     )
     if tiles is None:
         grid = lambda m: (triton.cdiv(Sq, m["BLOCK_M"]), B * H)  # noqa: E731

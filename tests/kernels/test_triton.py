@@ -198,13 +198,14 @@ def test_bad_tile_shapes_are_refused():
 
 _COMPILE_CHECK = """
 import json
-from fastdit.kernels.compile_report import ARCHS, VARIANTS, check, compile_pooling
+from fastdit.kernels.compile_report import ARCHS, VARIANTS, WS_VARIANTS, check, compile_pooling
 for arch in ARCHS:
-    for variant in VARIANTS:
-        row = check(arch, variant).row()
+    runs = [(variant, False) for variant in VARIANTS] + [(v, True) for v in WS_VARIANTS if arch >= 90]
+    for variant, ws in runs:
+        row = check(arch, variant, ws=ws).row()
         print(json.dumps({k: row[k] for k in ("arch", "variant", "config", "registers", "spill_bytes", "stack_bytes",
                                                "shared_bytes", "kv_buffers", "pooled_buffers", "mma", "c7515",
-                                               "failures")}))
+                                               "ws", "partitions", "tma_ops", "failures")}))
     print(json.dumps({"arch": arch, "variant": "pooling", **compile_pooling(arch)}))
 """
 
@@ -214,7 +215,8 @@ def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
     """Triton's real compiler (PTX, then ptxas to a cubin) for sm_90 and sm_80, level 0 without and with
     padding and pyramid levels, at the config each variant starts from: wgmma on sm_90 (mma.sync on sm_80), no
     spills, within shared memory, >= 3 K/V buffers in the pipelined level-0 loop, no serialized wgmma (C7515);
-    and the fused pooling pass compiles."""
+    on sm_90 the opt-in warp-specialized level-0 loop is split into a TMA producer and consumers; and the fused
+    pooling pass compiles."""
     import json
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -223,8 +225,11 @@ def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     kernels = [r for r in rows if r["variant"] != "pooling"]
-    assert {(r["arch"], r["variant"]) for r in kernels} == {(a, v) for a in (90, 80)
-                                                           for v in ("level0", "level0-padded", "levels")}
+    assert {(r["arch"], r["variant"], r["ws"]) for r in kernels} == (
+        {(a, v, False) for a in (90, 80) for v in ("level0", "level0-padded", "levels")}
+        | {(90, v, True) for v in ("level0", "level0-padded")})
+    assert all(r["partitions"] >= 1 and r["tma_ops"] > 0 for r in kernels if r["ws"])
+    assert not any(r["partitions"] for r in kernels if not r["ws"])
     for r in kernels:
         where = f"sm_{r['arch']} {r['variant']} {r['config']}"
         assert r["mma"] == ("wgmma" if r["arch"] == 90 else "mma.sync"), where

@@ -108,7 +108,24 @@ def test_the_opt_in_tma_path_gives_the_same_results(monkeypatch):
     full = BlockLayout.from_block_mask(mask, make_order("tiles", TokenGrid(1, 1, n * block), block, (1, 1, block)))
     partial = BlockLayout(full.row_ptr, full.col_idx, block, block, S, S)
     q, k, v = (torch.randn(1, 1, S, 16, device=DEVICE) for _ in range(3))
-    assert triton_attention._use_tma(k, v, k.device)
+    assert triton_attention._use_tma((q, k, v), k.device)
     out = triton_block_attention(q, k, v, partial, 0.25, tiles=(16, 16))
     ref = F.scaled_dot_product_attention(q, k, v, scale=0.25)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_the_opt_in_warp_specialized_path_gives_the_same_results(monkeypatch):
+    """The warp-specialized level-0 loop (FASTDIT_TRITON_WS=1): Q through a descriptor and each tile's entry
+    read in its own iteration (the interpreter runs this code; the producer/consumer split is the compiler's,
+    checked at compile level in test_triton.py). Layouts with pooled levels keep the pipelined loop."""
+    from fastdit.kernels import triton_attention
+
+    monkeypatch.setattr(triton_attention, "USE_WS", True)
+    padded, levels = _half_padded_layout(seed=7), _half_padded_layout(max_level=2, seed=8)
+    device = torch.device(DEVICE)
+    assert triton_attention._use_ws(_prepare(padded, device), True, device)
+    assert not triton_attention._use_ws(_prepare(levels, device), True, device)
+    for dtype in (torch.float32, torch.bfloat16):
+        _check(padded, (16, 16), dtype)
+        _check(padded, (32, 32), dtype)
+    _check(levels, (16, 16))
