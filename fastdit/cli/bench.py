@@ -5,6 +5,7 @@
   fastdit bench e2e        transformer step time, dense vs sparse, at a real model's config
   fastdit bench reference  the torch reference backend vs dense SDPA (any device)
   fastdit bench toy        prompt adherence of the bundled toy model, dense vs each method
+  fastdit bench toy-loss   the toy model's denoising loss on longer clips, dense vs sparse
   fastdit bench calibrate  calibrated per-layer/per-head sparsity vs uniform settings, PSNR vs density
   fastdit bench compile    torch.compile of a patched model vs unpatched: graphs, recompiles, times
 """
@@ -21,6 +22,7 @@ SUITES = {
     "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
     "reference": "torch reference backend vs dense SDPA (CPU speed target)",
     "toy": "prompt adherence of the toy-world model, dense vs each method (detector-scored)",
+    "toy-loss": "denoising loss of the toy-world model on longer clips, dense vs sparse (held-out clips)",
     "calibrate": "calibrated per-layer/per-head sparsity vs uniform settings: PSNR vs density, calibration cost",
     "compile": "torch.compile (fullgraph, whole and regional) of a patched model vs unpatched",
 }

@@ -8,17 +8,8 @@ import pytest
 
 from fastdit.bench.toy import Config, configs, pooled_psnr
 from fastdit.cli import main
-from fastdit.pipelines.toymodel import RECIPES
-from fastdit.pipelines.train_sample import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def mini_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mini")
-    assert Trainer(out, RECIPES["mini"], progress=False).run()
-    return out / "model"
 
 
 def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, tmp_path):
