@@ -131,9 +131,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     fn = _block_sparse_fwd.fn
     constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
                      RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
-                     BLOCK_M=block_m,
-                     BLOCK_N=block_n,
-                     **VARIANTS[variant])
+                     BLOCK_M=block_m, BLOCK_N=block_n, **VARIANTS[variant])
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
 
     def kind(name: str) -> str:
