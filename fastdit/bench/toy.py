@@ -90,14 +90,48 @@ def configs(methods: list[str], scale: int, alternates: bool, entropy_for: list[
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--lora``, ``--preset`` and ``--entropy-for``: what the toy benchmarks share."""
     from ..cli.common import add_lora_argument
-    from ..methods import available_methods
 
-    sparse = [m for m in available_methods() if m != "dense"]
     parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
     add_lora_argument(parser)
     parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
+    parser.add_argument("--entropy-for", nargs="*", default=["dense", "radial"], metavar="METHOD",
+                        help="methods also run with entropy scaling beyond 1x (default: dense radial)")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for ``--scales`` below 1 and unknown ``--entropy-for`` methods, before the model loads."""
+    from ..cli import CLIError
+    from ..methods import available_methods
+
+    if any(s < 1 for s in args.scales):
+        raise CLIError(f"--scales must be >= 1, got {args.scales}")
+    unknown = [m for m in args.entropy_for if m not in available_methods()]
+    if unknown:
+        raise CLIError(f"--entropy-for: unknown method(s) {', '.join(unknown)}")
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """``(pipe, source, preset)`` of ``--model`` with ``--lora`` on the CPU (a load failure is a one-line
+    error); ``preset`` is ``None`` for ``--preset none``."""
+    from ..cli import CLIError
+    from ..pipelines.loading import ModelError, load_pipeline, resolve_model
+
+    try:
+        source = resolve_model(args.model)
+        pipe = load_pipeline(source, "cpu", lora=args.lora)
+    except ModelError as err:
+        raise CLIError(str(err)) from None
+    return pipe, source, None if args.preset == "none" else args.preset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..methods import available_methods
+
+    sparse = [m for m in available_methods() if m != "dense"]
+    add_model_arguments(parser)
     parser.add_argument("--methods", nargs="*", default=sparse, choices=sparse, metavar="METHOD",
                         help=f"default: all ({', '.join(sparse)}); none: the stock attention only (e.g. to "
                              "score a LoRA tuned dense)")
@@ -107,8 +141,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                               "(default: 1 2 4; --quick: 1 2)")
     parser.add_argument("--alternates", action=argparse.BooleanOptionalAction, default=None,
                         help="also run each method at two other settings (default: on; --quick: off)")
-    parser.add_argument("--entropy-for", nargs="*", default=["dense", "radial"], metavar="METHOD",
-                        help="methods also run with entropy scaling beyond 1x (default: dense radial)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PROMPTS} prompts, scales 1 2, presets only")
@@ -127,15 +159,10 @@ def _prompts(count: int | None) -> list[str]:
 def _check(args: argparse.Namespace) -> None:
     from ..cli import CLIError
     from ..cli.common import check_method
-    from ..methods import available_methods
 
     if args.prompts is not None and args.prompts < 1:
         raise CLIError(f"--prompts must be >= 1, got {args.prompts}")
-    if any(s < 1 for s in args.scales):
-        raise CLIError(f"--scales must be >= 1, got {args.scales}")
-    unknown = [m for m in args.entropy_for if m not in available_methods()]
-    if unknown:
-        raise CLIError(f"--entropy-for: unknown method(s) {', '.join(unknown)}")
+    check_model_arguments(args)
     for method in args.methods:
         for options in ALTERNATES.get(method, []) if args.alternates else []:
             check_method(method, options)
@@ -266,9 +293,8 @@ def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str],
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..cli import CLIError
     from ..cli.common import command_line
-    from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from ..pipelines.loading import call_defaults
     from ..pipelines.toytrain import scaled_frames
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
     from ..run import run_pipeline
@@ -277,13 +303,8 @@ def run(args: argparse.Namespace) -> int:
     args.alternates = (not args.quick) if args.alternates is None else args.alternates
     _check(args)
     prompts = _prompts(args.prompts or (QUICK_PROMPTS if args.quick else None))
-    try:
-        source = resolve_model(args.model)
-        pipe = load_pipeline(source, "cpu", lora=args.lora)
-    except ModelError as err:
-        raise CLIError(str(err)) from None
+    pipe, source, preset = load_model(args)
     pipe.set_progress_bar_config(disable=True)
-    preset = None if args.preset == "none" else args.preset
     defaults = call_defaults(pipe, source)
     base = {k: defaults[k] for k in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale",
                                      "max_sequence_length") if k in defaults}

@@ -28,26 +28,21 @@ from typing import Any
 import numpy as np
 
 from .report import markdown_table, write_report
-from .toy import Config, configs
+from .toy import Config, add_model_arguments, check_model_arguments, configs, load_model
 
 _EVAL_STREAM = 7  # clip stream (seed offset) of these clips: base training used 0-2, LoRA training 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli.common import add_lora_argument
     from ..methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
-    parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
-    add_lora_argument(parser)
-    parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
+    add_model_arguments(parser)
     parser.add_argument("--methods", nargs="*", default=["radial"], choices=sparse, metavar="METHOD",
                         help=f"sparse methods to compare with the stock attention ({', '.join(sparse)}; "
                              "default: radial)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4],
                         help="clip lengths as multiples of the training length (default: 1 2 4)")
-    parser.add_argument("--entropy-for", nargs="*", default=["dense", "radial"], metavar="METHOD",
-                        help="methods also run with entropy scaling beyond 1x (default: dense radial)")
     parser.add_argument("--clips", type=int, default=16, help="held-out clips per length (default: 16)")
     parser.add_argument("--levels", type=int, default=4, help="noise levels per clip (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="clip stream and noise")
@@ -101,19 +96,15 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
     from ..cli.common import command_line
     from ..patch import apply, remove
-    from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from ..pipelines.loading import call_defaults
     from ..pipelines.toytrain import encode_clips, scaled_frames
     from ..pipelines.toyworld import training_clip
 
-    if args.clips < 1 or args.levels < 1 or any(s < 1 for s in args.scales):
-        raise CLIError("--clips, --levels and --scales must be >= 1")
-    try:
-        source = resolve_model(args.model)
-        pipe = load_pipeline(source, "cpu", lora=args.lora)
-    except ModelError as err:
-        raise CLIError(str(err)) from None
+    if args.clips < 1 or args.levels < 1:
+        raise CLIError(f"--clips and --levels must be >= 1, got {args.clips} and {args.levels}")
+    check_model_arguments(args)
+    pipe, source, preset = load_model(args)
     call = call_defaults(pipe, source)
-    preset = None if args.preset == "none" else args.preset
     sigmas = noise_levels(args.levels, float(pipe.scheduler.config.get("shift", 1.0)))
     step = getattr(pipe, "vae_scale_factor_temporal", 4)
     plan = [(scale, configs(args.methods, scale, False, args.entropy_for)) for scale in args.scales]
@@ -138,19 +129,19 @@ def run(args: argparse.Namespace) -> int:
                         remove(pipe)
                 bar.update()
     rows = summarise(losses, frames)
+    table = markdown_table(rows, ["frames", "config", "loss", "vs_dense", "vs_dense_sem", "vs_1x"], floatfmt=".4g")
     lora = f" with LoRA `{args.lora}`" if args.lora else ""
     body = (f"Model `{args.model}`{lora} (preset `{args.preset}`), {args.clips} held-out clips per length "
             f"(stream {args.seed * 10 + _EVAL_STREAM}), noise levels {', '.join(f'{s:.3f}' for s in sigmas)}, "
             f"{call['width']}x{call['height']}. Sparse methods at every noise level. vs_dense: paired ratio to the "
             "stock attention on the same clips (mean ± standard error); vs_1x: to the stock attention at the "
-            "training length.\n\n"
-            + markdown_table(rows, ["frames", "config", "loss", "vs_dense", "vs_dense_sem", "vs_1x"], floatfmt=".4g"))
+            "training length.\n\n" + table)
     data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "clips": args.clips,
             "sigmas": sigmas, "rows": rows,
             "clip_losses": {f"{scale}x {label}": [round(float(v), 6) for v in values]
                             for (scale, label), values in losses.items()}}
     json_path, md_path = write_report(args.out, args.name, "Toy-world denoising loss vs video length", data, body,
                                       command_line())
-    print(markdown_table(rows, ["frames", "config", "loss", "vs_dense", "vs_dense_sem", "vs_1x"], floatfmt=".4g"))
+    print(table)
     print(f"wrote {json_path} and {md_path}")
     return 0

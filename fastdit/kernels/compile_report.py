@@ -100,7 +100,7 @@ def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, in
 
     candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
     return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
-            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] != 64)]
+            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] > ta.WS_MASKED_KV_TILE)]
 
 
 def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:

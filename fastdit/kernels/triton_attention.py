@@ -69,6 +69,7 @@ _SMALL_SHARED = (64, 64, 4, 3)
 # producer warp for the TMA copies and splits BLOCK_M over two consumers (FlashAttention-3's ping-pong).
 # 64-key tiles only where the keys have padding (the masked 128-key loop doesn't partition in Triton 3.9).
 _HOPPER_WS = [(128, 64, 4, 3), (128, 64, 4, 4), (64, 128, 4, 3), (64, 64, 4, 4)]
+WS_MASKED_KV_TILE = 64  # widest kv tile of the warp-specialized loop when keys have padding
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED] + _HOPPER_WS)]
 
@@ -518,7 +519,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     tma = _use_tma((q, k, v), dev)
     ws = _use_ws(prep, tma, dev)
     if ws and prep.has_mask:  # the masked loop partitions with 64-key tiles only (see _HOPPER_WS)
-        kv_tile = min(kv_tile, 64)
+        kv_tile = min(kv_tile, WS_MASKED_KV_TILE)
     tile_ptr, tile_list = _tile_list(layout, prep, kv_tile)
     out = torch.empty_like(q)
     # tensors the kernel doesn't read (no lse, no levels) are passed as placeholders

@@ -42,3 +42,5 @@ def test_report_compares_every_configuration_on_the_same_clips(mini_model, tmp_p
 def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["bench", "toy-loss", "--clips", "0"]) == 2
     assert "--clips" in capsys.readouterr().err
+    assert main(["bench", "toy-loss", "--entropy-for", "nope"]) == 2  # before the model loads
+    assert "--entropy-for" in capsys.readouterr().err
