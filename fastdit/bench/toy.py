@@ -218,6 +218,20 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def motion_hits(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """``{motion: (videos showing it, videos asking for it)}`` over ``rows``, in the grammar's order (the
+    first object's motion): which motions a model draws, which it ignores."""
+    from ..pipelines.toyworld import parse_prompt
+    from ..pipelines.toyworld.grammar import MOTIONS
+
+    counts = {motion: [0, 0] for motion in MOTIONS}
+    for row in rows:
+        count = counts[parse_prompt(row["prompt"]).objects[0].motion]
+        count[0] += bool(row["motion"])
+        count[1] += 1
+    return {motion: (hits, asked) for motion, (hits, asked) in counts.items() if asked}
+
+
 def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     """The targets, as sentences with the measured numbers."""
     dense_label = Config(None).label
@@ -233,6 +247,9 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
             if picked:
                 lines.append(f"Dense, {kind} combinations ({len(picked)} prompts): " + ", ".join(
                     f"{a} {_mean([r[a] for r in picked]):.0%}" for a in ATTRIBUTES) + ".")
+        dense_rows = [r for r in rows if r["scale"] == 1 and r["config"] == dense_label]
+        lines.append("Dense motion, videos right per asked motion: " + ", ".join(
+            f"{motion} {hits}/{asked}" for motion, (hits, asked) in motion_hits(dense_rows).items()) + ".")
         for s in summary:
             if s["scale"] == 1 and s["method"] != "dense" and s["setting"] == "preset":
                 gap = max(abs(s[a] - base[a]) for a in ("colour", "shape", "motion"))

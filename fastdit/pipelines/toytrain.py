@@ -8,6 +8,8 @@ Both objectives are the published ones, at toy scale:
   predicts ``noise - x_0`` at timestep ``1000 * sigma``, with ``sigma = shift * u / (1 + (shift - 1) * u)``,
   ``u`` uniform: the distribution of the scheduler's own shifted inference sigmas. ``x_0`` is the VAE latent
   normalised with ``latents_mean`` and ``latents_std``, the inverse of what ``WanPipeline`` does before decoding.
+  A share of clips draws ``sigma`` per latent frame instead (as diffusion forcing trains; Wan2.2's transformer
+  takes a timestep per token), which teaches motion sooner: see :func:`draw_batch`.
   A share of prompts is replaced by the empty prompt (the pipeline's default negative prompt), so
   classifier-free guidance has an unconditional model to steer from.
 """
@@ -69,16 +71,27 @@ def shifted_sigmas(count: int, shift: float, generator: torch.Generator) -> torc
 
 def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor, sigmas: torch.Tensor,
               noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error of the predicted velocity ``noise - latents`` at noise levels ``sigmas``;
-    ``weight`` ``[B, F, H, W]`` (per latent position) makes it a weighted mean."""
-    s = sigmas.view(-1, *([1] * (latents.ndim - 1)))
+    """Mean squared error of the predicted velocity ``noise - latents`` at noise levels ``sigmas``: ``[B]``, one
+    per clip, or ``[B, F]``, one per latent frame (passed to the transformer as per-token timesteps, Wan2.2's
+    ``timestep`` of shape ``[B, tokens]``); ``weight`` ``[B, F, H, W]`` (per latent position) makes it a
+    weighted mean."""
+    s = sigmas.view(*sigmas.shape, *([1] * (latents.ndim - 1 - sigmas.ndim))).unsqueeze(1)
     noisy = (1 - s) * latents + s * noise
-    prediction = transformer(hidden_states=noisy, timestep=sigmas * 1000, encoder_hidden_states=text,
-                             return_dict=False)[0]
+    prediction = transformer(hidden_states=noisy, timestep=_timesteps(transformer, sigmas, latents.shape),
+                             encoder_hidden_states=text, return_dict=False)[0]
     error = (prediction.float() - (noise - latents)).pow(2)
     if weight is None:
         return error.mean()
     return (error.mean(1) * weight).sum() / weight.sum()
+
+
+def _timesteps(transformer: torch.nn.Module, sigmas: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The transformer's ``timestep``: ``1000 * sigma`` per clip, or per token for per-frame ``sigmas``."""
+    if sigmas.ndim == 1:
+        return sigmas * 1000
+    pt, ph, pw = transformer.config.patch_size
+    height, width = shape[-2] // ph, shape[-1] // pw
+    return (sigmas[:, ::pt, None].expand(-1, -1, height * width) * 1000).flatten(1)
 
 
 @torch.no_grad()
@@ -146,15 +159,26 @@ def encode_clips(pipe: Any, clips: Iterable[Clip], max_text_tokens: int) -> dict
 
 
 def draw_batch(data: dict[str, torch.Tensor], batch: int, text_dropout: float, shift: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+               generator: torch.Generator, frame_noise: float = 0.0) -> tuple[torch.Tensor, ...]:
     """``(pick, latents, text, sigmas, noise)``: ``batch`` random clips of :func:`encode_clips`' ``data``,
-    their prompts (a ``text_dropout`` share replaced by the empty one), noise levels and noise."""
+    their prompts (a ``text_dropout`` share replaced by the empty one), noise levels and noise.
+
+    With ``frame_noise > 0`` the noise levels are ``[B, F]``, one per latent frame, and that share of the clips
+    draws each frame's level independently (the others keep one level for all frames, as at generation).
+    A clip whose first frames are nearly clean while later ones are noisy poses the question motion answers,
+    where the object goes next, directly; with one level for all frames it only arises as the sampler commits
+    to a trajectory, and the model is slow to learn it (see the motion word gap in the training log)."""
     pick = torch.randint(len(data["latents"]), (batch,), generator=generator)
     latents = data["latents"][pick].float()
     text = data["text"][data["prompt_index"][pick]]
     drop = torch.rand(batch, generator=generator) < text_dropout
     text = torch.where(drop[:, None, None], data["empty"], text)
     sigmas = shifted_sigmas(batch, shift, generator)
+    if frame_noise > 0:
+        frames = latents.shape[2]
+        independent = shifted_sigmas(batch * frames, shift, generator).view(batch, frames)
+        chosen = torch.rand(batch, generator=generator) < frame_noise
+        sigmas = torch.where(chosen[:, None], independent, sigmas[:, None].expand(-1, frames))
     return pick, latents, text, sigmas, torch.randn(latents.shape, generator=generator)
 
 

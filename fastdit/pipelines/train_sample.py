@@ -54,6 +54,7 @@ PHASES = ("vae", "cache", "transformer", "refine", "export", "done")
 FORMAT = 1
 _LOG_EVERY = 10
 REFINE_KEYS = ("refine_steps", "refine_lr", "foreground_boost")
+NEUTRAL_KEYS = {"frame_noise": 0.0}  # recipe keys added later, with the value that runs from before them used
 _PREVIEW_PROMPT = "a red ball bouncing in a white room"
 _VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
 _PROBE_CLIPS, _PROBE_SIGMAS = 16, (0.5, 0.7, 0.9)  # word-gap probe: one-object straight-motion cached clips
@@ -144,8 +145,8 @@ class Trainer:
 
     def _same_recipe(self, stored: dict[str, Any], phase: str) -> bool:
         """The checkpoint's recipe is this one; keys it lacks were added for the refine phase, which a
-        checkpoint from before that phase has not used yet."""
-        current, stored = (json.loads(json.dumps(r)) for r in (self.recipe.to_dict(), stored))
+        checkpoint from before that phase has not used yet, or have their ``NEUTRAL_KEYS`` value."""
+        current, stored = (json.loads(json.dumps(r)) for r in (self.recipe.to_dict(), {**NEUTRAL_KEYS, **stored}))
         added = set(current) - set(stored)
         if added and (added - set(REFINE_KEYS) or PHASES.index(phase) > PHASES.index("transformer")):
             return False
@@ -300,7 +301,8 @@ class Trainer:
         self.transformer.train()
 
         def step() -> dict[str, float]:
-            pick, latents, text, sigmas, noise = draw_batch(cache, r.batch, r.text_dropout, r.shift, self.generator)
+            pick, latents, text, sigmas, noise = draw_batch(cache, r.batch, r.text_dropout, r.shift, self.generator,
+                                                            r.frame_noise)
             lr = lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

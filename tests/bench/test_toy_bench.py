@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastdit.bench.toy import Config, configs, pooled_psnr
+from fastdit.bench.toy import Config, configs, motion_hits, pooled_psnr
 from fastdit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,3 +69,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     data = json.loads((tmp_path / "toy_resume.json").read_text())
     assert len(data["videos"]) == 4 and len({v["prompt"] for v in data["videos"]}) == 2
     assert not partial.exists()
+
+
+def test_motion_hits_count_each_asked_motion():
+    rows = [{"prompt": "a red ball moving left in a white room", "motion": True},
+            {"prompt": "a big blue square moving left on grass", "motion": False},
+            {"prompt": "a pink triangle bouncing and a cyan ball staying still in a dark room", "motion": True}]
+    assert motion_hits(rows) == {"left": (1, 2), "bouncing": (1, 1)}

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
-from fastdit.pipelines.toytrain import (conditioning_gap, flow_loss, object_mask, shifted_sigmas, vae_loss,
-                                       video_tensor)
+from fastdit.pipelines.toytrain import (conditioning_gap, draw_batch, flow_loss, object_mask, shifted_sigmas,
+                                       vae_loss, video_tensor)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -49,6 +49,45 @@ def test_a_few_transformer_steps_lower_the_flow_matching_loss_on_a_fixed_batch()
     sigmas, noise = shifted_sigmas(4, MINI.shift, g), torch.randn(latents.shape, generator=g)
     before, after = _fit(transformer, lambda: flow_loss(transformer, latents, text, sigmas, noise))
     assert after < 0.8 * before
+
+
+def _cache(clips=6):
+    g = torch.Generator().manual_seed(0)
+    return {"latents": torch.randn(clips, *MINI.latent_shape(), generator=g),
+            "text": torch.randn(2, MINI.max_text_tokens, MINI.text_dim, generator=g),
+            "empty": torch.zeros(MINI.max_text_tokens, MINI.text_dim), "prompt_index": torch.arange(clips) % 2}
+
+
+def test_frame_noise_draws_a_level_per_latent_frame_for_its_share_of_clips():
+    frames = MINI.latent_shape()[1]
+    one = draw_batch(_cache(), 64, 0.1, 3.0, torch.Generator().manual_seed(0))[3]
+    assert one.shape == (64,)
+    sigmas = draw_batch(_cache(), 64, 0.1, 3.0, torch.Generator().manual_seed(0), frame_noise=0.5)[3]
+    assert sigmas.shape == (64, frames) and ((sigmas >= 0) & (sigmas <= 1)).all()
+    independent = (sigmas.max(1).values - sigmas.min(1).values) > 0
+    assert 16 < independent.sum() < 48  # about half the clips; the rest keep one level for all frames
+
+
+def test_per_frame_levels_noise_each_frame_to_its_own_level():
+    transformer = build_components(MINI, seed=0)["transformer"].eval()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, *MINI.latent_shape(), generator=g)
+    text = torch.randn(2, MINI.max_text_tokens, MINI.text_dim, generator=g)
+    noise = torch.randn(latents.shape, generator=g)
+    frames = latents.shape[2]
+    seen = {}
+    transformer.register_forward_pre_hook(lambda _, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    with torch.no_grad():
+        per_clip = flow_loss(transformer, latents, text, torch.tensor([0.3, 0.8]), noise)
+        same = flow_loss(transformer, latents, text, torch.tensor([[0.3] * frames, [0.8] * frames]), noise)
+        levels = torch.linspace(0.0, 1.0, frames).expand(2, -1)
+        flow_loss(transformer, latents, text, levels, noise)
+    assert torch.allclose(per_clip, same, rtol=1e-5)  # one level per frame is one level per clip
+    tokens = frames * latents.shape[3] * latents.shape[4]
+    assert seen["timestep"].shape == (2, tokens)
+    assert seen["timestep"][0, 0] == 0 and seen["timestep"][0, -1] == 1000
+    torch.testing.assert_close(seen["hidden_states"][:, :, 0], latents[:, :, 0])  # frame 0 clean
+    torch.testing.assert_close(seen["hidden_states"][:, :, -1], noise[:, :, -1])  # last frame pure noise
 
 
 def test_the_conditioning_gap_is_zero_for_the_same_prompt_and_not_for_another():
