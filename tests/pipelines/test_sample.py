@@ -10,6 +10,7 @@ import torch
 
 from fastdit.pipelines.loading import sample_dir
 from fastdit.pipelines.toymodel import RECIPES
+from fastdit.pipelines.train_sample import NEUTRAL_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = RECIPES["full"]
@@ -33,7 +34,7 @@ def test_sample_is_small_safetensors_with_a_portable_tokenizer():
 
 def test_sample_is_the_trained_recipe_and_says_so():
     folder = sample_dir()
-    recipe = json.loads((folder / "training" / "recipe.json").read_text())
+    recipe = {**NEUTRAL_KEYS, **json.loads((folder / "training" / "recipe.json").read_text())}
     assert {k: v for k, v in recipe.items() if k != "seed"} == json.loads(json.dumps(RECIPE.to_dict()))
     assert json.loads((folder / "fastdit.json").read_text()) == RECIPE.settings()
     config = json.loads((folder / "transformer" / "config.json").read_text())
