@@ -75,7 +75,7 @@ def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.T
     per clip, or ``[B, F]``, one per latent frame (passed to the transformer as per-token timesteps, Wan2.2's
     ``timestep`` of shape ``[B, tokens]``); ``weight`` ``[B, F, H, W]`` (per latent position) makes it a
     weighted mean."""
-    s = sigmas.view(*sigmas.shape, *([1] * (latents.ndim - 1 - sigmas.ndim))).unsqueeze(1)
+    s = (sigmas if sigmas.ndim == 2 else sigmas[:, None])[:, None, :, None, None]  # [B, 1, F or 1, 1, 1]
     noisy = (1 - s) * latents + s * noise
     prediction = transformer(hidden_states=noisy, timestep=_timesteps(transformer, sigmas, latents.shape),
                              encoder_hidden_states=text, return_dict=False)[0]
@@ -86,7 +86,8 @@ def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.T
 
 
 def _timesteps(transformer: torch.nn.Module, sigmas: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """The transformer's ``timestep``: ``1000 * sigma`` per clip, or per token for per-frame ``sigmas``."""
+    """The transformer's ``timestep``: ``1000 * sigma`` per clip, or per token for per-frame ``sigmas`` (a
+    temporal patch of several frames takes its first frame's level)."""
     if sigmas.ndim == 1:
         return sigmas * 1000
     pt, ph, pw = transformer.config.patch_size
