@@ -19,7 +19,9 @@ minutes on a CPU. Writes ``<name>.json`` (every video's row too), ``<name>.md`` 
 
 The full run takes hours on a CPU, so it is resumable: every finished prompt (all its configurations at one
 length) is appended to ``<name>.partial.jsonl``, and the same command run again skips what that file already
-holds (when its settings match) and deletes it once the report is written.
+holds (when its settings match). The report is written after each length, marked partial until the last one,
+so a run spread over several sittings has its shorter lengths' results early; the progress file is deleted
+once the report is complete.
 
   fastdit bench toy --quick
   fastdit bench toy --model samples/tiny-wan --scales 1 2 4
@@ -307,10 +309,37 @@ def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str],
     return done
 
 
+def write_results(args: argparse.Namespace, name: str, prompts: list[str], call: dict[str, Any],
+                  rows: list[dict[str, Any]], pending: list[int]) -> dict[str, Any]:
+    """Write ``<name>.json``, ``.md`` and ``.png`` from ``rows``; ``pending`` (lengths not run yet) marks the
+    report partial. Returns the findings and the three paths."""
+    from ..cli.common import command_line
+
+    out = Path(args.out)
+    summary = summarise(rows)
+    plot(summary, out / f"{name}.png")
+    notes = findings(summary, rows)
+    columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
+    lora = f" with LoRA `{args.lora}`" if args.lora else ""
+    partial = (f"**Partial report**: the {', '.join(f'{s}x' for s in pending)} lengths have not run yet; the same "
+               f"command resumes the run (progress in `{name}.partial.jsonl`).\n\n") if pending else ""
+    body = (partial + f"Model `{args.model}`{lora} (preset `{args.preset}`), {len(prompts)} held-out prompts, "
+            f"seed {args.seed}, "
+            f"{call.get('num_inference_steps')} steps, guidance {call.get('guidance_scale')}, "
+            f"{call['width']}x{call['height']}. Adherence columns are shares of videos (detector vs prompt); "
+            f"PSNR/SSIM vs the stock dense video of the same prompt and length.\n\n"
+            + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
+            + f"\n![adherence vs length]({name}.png)\n")
+    data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": call,
+            "prompts": prompts, "pending_scales": pending, "summary": summary, "findings": notes, "videos": rows}
+    json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
+                                      command_line())
+    return {"findings": notes, "json": json_path, "md": md_path, "png": out / f"{name}.png"}
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..cli.common import command_line
     from ..pipelines.loading import call_defaults
     from ..pipelines.toytrain import scaled_frames
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
@@ -338,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     total = len(prompts) * sum(len(c) for _, c in plan)
     with tqdm(total=total, desc="toy bench", dynamic_ncols=True) as bar:
-        for scale, scale_configs in plan:
+        for index, (scale, scale_configs) in enumerate(plan):
             call = {**base, "num_frames": scaled_frames(base["num_frames"], scale, step)}
             for prompt in prompts:
                 if (scale, prompt) in done:
@@ -357,23 +386,8 @@ def run(args: argparse.Namespace) -> int:
                 rows += unit
                 with progress.open("a") as file:
                     file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": unit}) + "\n")
-    summary = summarise(rows)
-    plot(summary, out / f"{name}.png")
-    notes = findings(summary, rows)
-    columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
-    lora = f" with LoRA `{args.lora}`" if args.lora else ""
-    body = (f"Model `{args.model}`{lora} (preset `{args.preset}`), {len(prompts)} held-out prompts, "
-            f"seed {args.seed}, "
-            f"{base.get('num_inference_steps')} steps, guidance {base.get('guidance_scale')}, "
-            f"{base['width']}x{base['height']}. Adherence columns are shares of videos (detector vs prompt); "
-            f"PSNR/SSIM vs the stock dense video of the same prompt and length.\n\n"
-            + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
-            + f"\n![adherence vs length]({name}.png)\n")
-    data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
-            "prompts": prompts, "summary": summary, "findings": notes, "videos": rows}
-    json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
-                                      command_line())
+            report = write_results(args, name, prompts, base, rows, pending=[s for s, _ in plan[index + 1:]])
     progress.unlink()
-    print("\n".join(notes))
-    print(f"wrote {json_path}, {md_path} and {out / (name + '.png')}")
+    print("\n".join(report["findings"]))
+    print(f"wrote {report['json']}, {report['md']} and {report['png']}")
     return 0

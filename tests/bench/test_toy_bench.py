@@ -71,6 +71,32 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     assert not partial.exists()
 
 
+
+def test_a_run_reports_each_finished_length_before_the_next(mini_model, tmp_path, monkeypatch):
+    import fastdit.run
+
+    real, calls = fastdit.run.run_pipeline, []
+
+    def stop_at_2x(*args, **kwargs):
+        calls.append(kwargs["label"])
+        if len(calls) == 3:  # 1x ran dense and grat; the first 2x video stops the run
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastdit.run, "run_pipeline", stop_at_2x)
+    argv = ["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "1",
+            "--scales", "1", "2", "--methods", "grat", "--no-alternates", "--entropy-for", "--out", str(tmp_path),
+            "--name", "toy_lengths"]
+    assert main(argv) == 130
+    data = json.loads((tmp_path / "toy_lengths.json").read_text())
+    assert data["pending_scales"] == [2] and {s["scale"] for s in data["summary"]} == {1}
+    assert "Partial report**: the 2x lengths have not run yet" in (tmp_path / "toy_lengths.md").read_text()
+    monkeypatch.setattr(fastdit.run, "run_pipeline", real)
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "toy_lengths.json").read_text())
+    assert data["pending_scales"] == [] and {s["scale"] for s in data["summary"]} == {1, 2}
+    assert "Partial" not in (tmp_path / "toy_lengths.md").read_text()
+
 def test_motion_hits_count_each_asked_motion():
     rows = [{"prompt": "a red ball moving left in a white room", "motion": True},
             {"prompt": "a big blue square moving left on grass", "motion": False},
