@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..calibration.candidates import candidates, knob_value, options_dict
     from ..cli import CLIError
     from ..cli.common import command_line
-    from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from ..pipelines.loading import ModelError, benchmark_call, load_pipeline, resolve_model
     from ..run import run_pipeline
 
     try:
@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, ValueError) as err:
         raise CLIError(str(err)) from None
     pipe.set_progress_bar_config(disable=True)
-    defaults = call_defaults(pipe, source)
-    call = {k: defaults[k] for k in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-                                     "max_sequence_length") if k in defaults}
-    if args.steps is not None:
-        call["num_inference_steps"] = args.steps
+    call = benchmark_call(pipe, source, args.steps)
     dense = [run_pipeline(pipe, {**call, "prompt": p}, seed=args.seed, label="dense") for p in evaluate]
     dense_s = float(np.mean([r.total_s for r in dense]))
     rows: list[dict[str, Any]] = [{"config": "dense (stock)", "kind": "dense", "density": 1.0,

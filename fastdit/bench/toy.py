@@ -340,7 +340,7 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..pipelines.loading import call_defaults
+    from ..pipelines.loading import benchmark_call
     from ..pipelines.toytrain import scaled_frames
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
     from ..run import run_pipeline
@@ -351,11 +351,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = _prompts(args.prompts or (QUICK_PROMPTS if args.quick else None))
     pipe, source, preset = load_model(args)
     pipe.set_progress_bar_config(disable=True)
-    defaults = call_defaults(pipe, source)
-    base = {k: defaults[k] for k in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-                                     "max_sequence_length") if k in defaults}
-    if args.steps is not None:
-        base["num_inference_steps"] = args.steps
+    base = benchmark_call(pipe, source, args.steps)
     step = getattr(pipe, "vae_scale_factor_temporal", 4)
     plan = [(scale, configs(args.methods, scale, args.alternates, args.entropy_for)) for scale in args.scales]
     name = args.name or ("toy_quick" if args.quick else "toy")

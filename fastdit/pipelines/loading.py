@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["ModelError", "ModelSource", "TINY", "sample_dir", "resolve_model", "load_pipeline",
-           "call_defaults", "video_size_rule", "check_video_size", "DEFAULT_FPS"]
+           "call_defaults", "benchmark_call", "video_size_rule", "check_video_size", "DEFAULT_FPS"]
 
 TINY = "tiny"
 SETTINGS_FILE = "fastdit.json"
@@ -222,6 +222,17 @@ def call_defaults(pipe: Any, source: ModelSource) -> dict[str, Any]:
     defaults.update(source.settings.get("call", {}))
     return defaults
 
+
+
+def benchmark_call(pipe: Any, source: ModelSource, steps: int | None = None) -> dict[str, Any]:
+    """The arguments a benchmark generates with: the model's defaults for length, size, steps, guidance and
+    text length (``steps`` overrides the step count), so every configuration it compares runs the same call."""
+    defaults = call_defaults(pipe, source)
+    call = {k: defaults[k] for k in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale",
+                                     "max_sequence_length") if k in defaults}
+    if steps is not None:
+        call["num_inference_steps"] = steps
+    return call
 
 def video_size_rule(pipe: Any) -> tuple[int | None, int | None]:
     """``(frame_step, size_multiple)`` of a video pipeline: frames must be ``k * frame_step + 1`` and height
