@@ -349,7 +349,7 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
             f"{call['width']}x{call['height']}. Adherence columns are shares of videos (detector vs prompt); "
             f"PSNR/SSIM vs the stock dense video of the same prompt and length.\n\n"
             + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
-            + f"\n![adherence vs length]({name}.png)\n")
+            + f"\n![PSNR vs density, adherence vs length]({name}.png)\n")
     data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": call,
             "prompts": prompts, "pending_scales": pending, "summary": summary, "findings": notes, "videos": rows}
     json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,

@@ -223,7 +223,6 @@ def call_defaults(pipe: Any, source: ModelSource) -> dict[str, Any]:
     return defaults
 
 
-
 def benchmark_call(pipe: Any, source: ModelSource, steps: int | None = None) -> dict[str, Any]:
     """The arguments a benchmark generates with: the model's defaults for length, size, steps, guidance and
     text length (``steps`` overrides the step count), so every configuration it compares runs the same call."""
@@ -233,6 +232,7 @@ def benchmark_call(pipe: Any, source: ModelSource, steps: int | None = None) -> 
     if steps is not None:
         call["num_inference_steps"] = steps
     return call
+
 
 def video_size_rule(pipe: Any) -> tuple[int | None, int | None]:
     """``(frame_step, size_multiple)`` of a video pipeline: frames must be ``k * frame_step + 1`` and height

@@ -71,7 +71,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     assert not partial.exists()
 
 
-
 def test_a_run_reports_each_finished_length_before_the_next(mini_model, tmp_path, monkeypatch):
     import fastdit.run
 
@@ -96,6 +95,7 @@ def test_a_run_reports_each_finished_length_before_the_next(mini_model, tmp_path
     data = json.loads((tmp_path / "toy_lengths.json").read_text())
     assert data["pending_scales"] == [] and {s["scale"] for s in data["summary"]} == {1, 2}
     assert "Partial" not in (tmp_path / "toy_lengths.md").read_text()
+
 
 def test_motion_hits_count_each_asked_motion():
     rows = [{"prompt": "a red ball moving left in a white room", "motion": True},
