@@ -13,15 +13,18 @@ video and is scored on:
   density, total_s, speedup     mean attention density, seconds per video, dense time / this time
 
 Configurations: the stock dense attention; each method at the model's preset and (``--alternates``) at two
-other settings; at longer videos (``--scales``: 2 and 4 mean 2x and 4x the frames) also with entropy scaling
-for the methods in ``--entropy-for``. ``--quick`` runs 6 prompts at 1x and 2x with presets only, in a few
-minutes on a CPU. Writes ``<name>.json`` (every video's row too), ``<name>.md`` and ``<name>.png``.
+other settings, at the lengths ``--alternate-scales`` names (default: the training length, where the
+density/quality trade-off is read; at longer videos the question is length, asked of the presets); at longer
+videos (``--scales``: 2 and 4 mean 2x and 4x the frames) also with entropy scaling for the methods in
+``--entropy-for``. ``--quick`` runs 6 prompts at 1x and 2x with presets only, in a few minutes on a CPU.
+Writes ``<name>.json`` (every video's row too), ``<name>.md`` and ``<name>.png``.
 
 The full run takes hours on a CPU, so it is resumable: every finished prompt (all its configurations at one
 length) is appended to ``<name>.partial.jsonl``, and the same command run again skips what that file already
-holds (when its settings match). The report is written after each length, marked partial until the last one,
-so a run spread over several sittings has its shorter lengths' results early; the progress file is deleted
-once the report is complete.
+holds (when model, seed and call match, and a prompt's configurations at that length are the ones asked for:
+a changed plan re-runs only the lengths it changes). The report is written after each length, marked partial
+until the last one, so a run spread over several sittings has its shorter lengths' results early; the
+progress file is deleted once the report is complete.
 
   fastdit bench toy --quick
   fastdit bench toy --model samples/tiny-wan --scales 1 2 4
@@ -143,6 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                               "(default: 1 2 4; --quick: 1 2)")
     parser.add_argument("--alternates", action=argparse.BooleanOptionalAction, default=None,
                         help="also run each method at two other settings (default: on; --quick: off)")
+    parser.add_argument("--alternate-scales", type=int, nargs="+", default=[1], metavar="SCALE",
+                        help="lengths (of --scales) at which the alternates run (default: 1, the training length)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PROMPTS} prompts, scales 1 2, presets only")
@@ -234,8 +239,34 @@ def motion_hits(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     return {motion: (hits, asked) for motion, (hits, asked) in counts.items() if asked}
 
 
-def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
-    """The targets, as sentences with the measured numbers."""
+def vae_ceiling(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int) -> dict[str, float]:
+    """Adherence of rendered clips of ``prompts`` (``call``'s length and square size) after a round trip through
+    the model's VAE: what the detector reads when the transformer draws the prompt perfectly, so the ceiling of
+    every configuration (in expectation: the clips' start positions differ from a generated video's), and
+    which attribute misses are the VAE's rather than the transformer's or attention's."""
+    import torch
+
+    from ..pipelines.toytrain import video_tensor
+    from ..pipelines.toyworld import parse_prompt
+    from ..pipelines.toyworld.render import render_scene
+    from ..pipelines.toyworld.score import score_video
+
+    hits = defaultdict(list)
+    for index, prompt in enumerate(prompts):
+        clip = render_scene(parse_prompt(prompt), np.random.default_rng([seed, index]), call["num_frames"],
+                            call["height"])
+        with torch.no_grad():
+            video = pipe.vae.decode(pipe.vae.encode(video_tensor([clip])).latent_dist.mean).sample[0]
+        frames = video.permute(1, 2, 3, 0).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).numpy()
+        for attribute, hit in score_video(clip.scene, frames).items():
+            if attribute in ATTRIBUTES:
+                hits[attribute].append(hit)
+    return {attribute: float(np.mean(values)) for attribute, values in hits.items()}
+
+
+def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
+             ceiling: dict[str, float] | None = None) -> list[str]:
+    """The targets, as sentences with the measured numbers (and the VAE's ceiling, when given)."""
     dense_label = Config(None).label
     by = {(s["scale"], s["config"]): s for s in summary}
     lines = []
@@ -244,6 +275,10 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
         verdicts = [f"{a} {base[a]:.0%} (target {t:.0%}: {'met' if base[a] >= t else 'not met'})"
                     for a, t in TARGETS.items()]
         lines.append("Dense at the training length: " + ", ".join(verdicts) + ".")
+        if ceiling:
+            lines.append("Through the VAE alone (rendered clips of the same prompts, encoded and decoded), what a "
+                         "perfect transformer would score: " + ", ".join(f"{a} {ceiling[a]:.0%}" for a in ATTRIBUTES)
+                         + ".")
         for kind in ("unseen", "seen"):
             picked = [r for r in rows if r["scale"] == 1 and r["config"] == dense_label and r["kind"] == kind]
             if picked:
@@ -309,8 +344,8 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
 
 def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """The rows of the (scale, prompt) units an earlier run of the same ``settings`` finished, from ``path``
-    (its first line is the settings; an unfinished last line, cut by a kill, is ignored). Another run's file
-    is replaced: its rows would not be comparable."""
+    (its first line is the settings; an unfinished last line, cut by a kill, is ignored; a unit written again
+    replaces the earlier one). Another run's file is replaced: its rows would not be comparable."""
     done: dict[tuple[int, str], list[dict[str, Any]]] = {}
     if path.is_file():
         lines = path.read_text().splitlines()
@@ -330,15 +365,15 @@ def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str],
 
 
 def write_results(args: argparse.Namespace, name: str, prompts: list[str], call: dict[str, Any],
-                  rows: list[dict[str, Any]], pending: list[int]) -> dict[str, Any]:
-    """Write ``<name>.json``, ``.md`` and ``.png`` from ``rows``; ``pending`` (lengths not run yet) marks the
-    report partial. Returns the findings and the three paths."""
+                  rows: list[dict[str, Any]], ceiling: dict[str, float], pending: list[int]) -> dict[str, Any]:
+    """Write ``<name>.json``, ``.md`` and ``.png`` from ``rows`` and the VAE's ``ceiling``; ``pending``
+    (lengths not run yet) marks the report partial. Returns the findings and the three paths."""
     from ..cli.common import command_line
 
     out = Path(args.out)
     summary = summarise(rows)
     plot(summary, out / f"{name}.png")
-    notes = findings(summary, rows)
+    notes = findings(summary, rows, ceiling)
     columns = ["frames", "config", *ATTRIBUTES, "psnr_db", "ssim", *CONSISTENCY, "density", "total_s", "speedup"]
     lora = f" with LoRA `{args.lora}`" if args.lora else ""
     partial = (f"**Partial report**: the {', '.join(f'{s}x' for s in pending)} lengths have not run yet; the same "
@@ -351,7 +386,8 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
             + "".join(f"- {line}\n" for line in notes) + "\n" + markdown_table(summary, columns, floatfmt=".3g")
             + f"\n![PSNR vs density, adherence vs length]({name}.png)\n")
     data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": call,
-            "prompts": prompts, "pending_scales": pending, "summary": summary, "findings": notes, "videos": rows}
+            "prompts": prompts, "pending_scales": pending, "vae_ceiling": ceiling, "summary": summary,
+            "findings": notes, "videos": rows}
     json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
                                       command_line())
     return {"findings": notes, "json": json_path, "md": md_path, "png": out / f"{name}.png"}
@@ -373,20 +409,22 @@ def run(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=True)
     base = benchmark_call(pipe, source, args.steps)
     step = getattr(pipe, "vae_scale_factor_temporal", 4)
-    plan = [(scale, configs(args.methods, scale, args.alternates, args.entropy_for)) for scale in args.scales]
+    plan = [(scale, configs(args.methods, scale, args.alternates and scale in args.alternate_scales,
+                            args.entropy_for)) for scale in args.scales]
     name = args.name or ("toy_quick" if args.quick else "toy")
     out = Path(args.out)
     progress = out / f"{name}.partial.jsonl"
-    settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
-                "labels": [[scale, [c.label for c in cs]] for scale, cs in plan]}
+    settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base}
     done = load_progress(progress, settings)
+    ceiling = vae_ceiling(pipe, prompts, base, args.seed)
     rows: list[dict[str, Any]] = []
     total = len(prompts) * sum(len(c) for _, c in plan)
     with tqdm(total=total, desc="toy bench", dynamic_ncols=True) as bar:
         for index, (scale, scale_configs) in enumerate(plan):
             call = {**base, "num_frames": scaled_frames(base["num_frames"], scale, step)}
+            labels = [c.label for c in scale_configs]
             for prompt in prompts:
-                if (scale, prompt) in done:
+                if [r["config"] for r in done.get((scale, prompt), [])] == labels:
                     rows += done[(scale, prompt)]
                     bar.update(len(scale_configs))
                     continue
@@ -402,7 +440,8 @@ def run(args: argparse.Namespace) -> int:
                 rows += unit
                 with progress.open("a") as file:
                     file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": unit}) + "\n")
-            report = write_results(args, name, prompts, base, rows, pending=[s for s, _ in plan[index + 1:]])
+            pending = [s for s, _ in plan[index + 1:]]
+            report = write_results(args, name, prompts, base, rows, ceiling, pending)
     progress.unlink()
     print("\n".join(report["findings"]))
     print(f"wrote {report['json']}, {report['md']} and {report['png']}")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastdit.bench.toy import Config, configs, motion_hits, pooled_psnr
+from fastdit.bench.toy import Config, configs, motion_hits, pooled_psnr, vae_ceiling
 from fastdit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +27,10 @@ def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, 
     # each detected object's track comes with it, one point (or null) per frame
     assert all(len(v["tracks"]) == len(v["detected"]) for v in data["videos"])
     assert all(len(track) == v["frames"] for v in data["videos"] for track in v["tracks"])
-    assert "Dense at the training length" in (tmp_path / "toy_test.md").read_text()
+    assert set(data["vae_ceiling"]) == {"colour", "shape", "size", "motion", "all"}
+    assert all(0 <= share <= 1 for share in data["vae_ceiling"].values())
+    report = (tmp_path / "toy_test.md").read_text()
+    assert "Dense at the training length" in report and "Through the VAE alone" in report
     assert (tmp_path / "toy_test.png").stat().st_size > 0
 
 
@@ -71,7 +74,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     assert not partial.exists()
 
 
-def test_a_run_reports_each_finished_length_before_the_next(mini_model, tmp_path, monkeypatch):
+def test_a_run_reports_each_finished_length_and_resumes_only_what_its_plan_changes(mini_model, tmp_path, monkeypatch):
     import fastdit.run
 
     real, calls = fastdit.run.run_pipeline, []
@@ -90,10 +93,14 @@ def test_a_run_reports_each_finished_length_before_the_next(mini_model, tmp_path
     data = json.loads((tmp_path / "toy_lengths.json").read_text())
     assert data["pending_scales"] == [2] and {s["scale"] for s in data["summary"]} == {1}
     assert "Partial report**: the 2x lengths have not run yet" in (tmp_path / "toy_lengths.md").read_text()
-    monkeypatch.setattr(fastdit.run, "run_pipeline", real)
-    assert main(argv) == 0
+    # resumed with a plan that changes only the 2x configurations: 1x is not run again
+    calls.clear()
+    monkeypatch.setattr(fastdit.run, "run_pipeline", lambda *a, **k: calls.append(k["label"]) or real(*a, **k))
+    assert main(argv[:-4] + ["radial", "--out", str(tmp_path), "--name", "toy_lengths"]) == 0
+    assert calls == ["dense (stock)", "grat", "radial +entropy"]
     data = json.loads((tmp_path / "toy_lengths.json").read_text())
-    assert data["pending_scales"] == [] and {s["scale"] for s in data["summary"]} == {1, 2}
+    assert data["pending_scales"] == [] and {(s["scale"], s["config"]) for s in data["summary"]} == {
+        (1, "dense (stock)"), (1, "grat"), (2, "dense (stock)"), (2, "grat"), (2, "radial +entropy")}
     assert "Partial" not in (tmp_path / "toy_lengths.md").read_text()
 
 
@@ -102,3 +109,23 @@ def test_motion_hits_count_each_asked_motion():
             {"prompt": "a big blue square moving left on grass", "motion": False},
             {"prompt": "a pink triangle bouncing and a cyan ball staying still in a dark room", "motion": True}]
     assert motion_hits(rows) == {"left": (1, 2), "bouncing": (1, 1)}
+
+
+def test_the_bundled_vae_keeps_a_rendered_clips_colour_and_motion():
+    from fastdit.pipelines.loading import benchmark_call, load_pipeline, resolve_model
+
+    source = resolve_model("tiny")
+    pipe = load_pipeline(source, "cpu")
+    ceiling = vae_ceiling(pipe, ["a red ball moving left in a white room"], benchmark_call(pipe, source), seed=0)
+    assert ceiling["colour"] == 1.0 and ceiling["motion"] == 1.0
+
+
+def test_alternates_run_at_the_training_length_unless_asked_for_more(mini_model, tmp_path):
+    argv = ["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "1",
+            "--scales", "1", "2", "--methods", "grat", "--entropy-for", "--out", str(tmp_path)]
+    assert main(argv + ["--name", "toy_alt"]) == 0
+    settings = [(s["scale"], s["setting"]) for s in json.loads((tmp_path / "toy_alt.json").read_text())["summary"]]
+    assert settings.count((1, "alternate")) == 2 and (2, "alternate") not in settings
+    assert main(argv + ["--alternate-scales", "1", "2", "--name", "toy_alt_all"]) == 0
+    settings = [(s["scale"], s["setting"]) for s in json.loads((tmp_path / "toy_alt_all.json").read_text())["summary"]]
+    assert settings.count((2, "alternate")) == 2
