@@ -60,8 +60,11 @@ _ADHERENCE = """\
 - **Prompt adherence** (`fastdit bench toy`, {prompts} held-out prompts: colour x shape x motion combinations
   training never showed, and seen combinations at new sizes and backgrounds; detector-scored, dense
   attention, seed {seed}): colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}, all
-  four {all:.0%}. See `bench/results/{name}.md` for the methods and lengths it ran.
+  four {all:.0%}.{ceiling}
+  See `bench/results/{name}.md` for the methods and lengths it ran.
 """
+_CEILING = """ Rendered clips of the same prompts through this VAE alone (what a perfect transformer would
+  score) read colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}."""
 
 
 def training_facts(run: Path) -> dict[str, Any]:
@@ -110,7 +113,8 @@ def _adherence(report: Path) -> str:
                   and s["setting"] == "preset"), None)
     if dense is None or data.get("lora"):
         return ""
-    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], name=report.stem, **dense)
+    ceiling = _CEILING.format(**data["vae_ceiling"]) if data.get("vae_ceiling") else ""
+    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], name=report.stem, ceiling=ceiling, **dense)
 
 
 def install_sample(run: str | Path, folder: str | Path, report: str | Path = _REPORT) -> Path:

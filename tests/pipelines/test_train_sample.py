@@ -181,5 +181,10 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     readme = (install_sample(out, tmp_path / "samples" / "cited", report=report) / "README.md").read_text()
     assert "24 held-out prompts" in readme and "shape 38%" in readme and "motion 25%" in readme
     assert "bench/results/toy_frames.md" in readme  # the report it was given, not a fixed name
+    assert "VAE alone" not in readme  # a report from before the ceiling was measured
+    ceiling = {"colour": 1.0, "shape": 0.6667, "size": 0.92, "motion": 1.0, "all": 0.6}
+    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling}))
+    readme = (install_sample(out, tmp_path / "samples" / "ceiling", report=report) / "README.md").read_text()
+    assert "through this VAE alone" in readme and "shape 67%, size 92%, motion 100%." in readme
     with pytest.raises(FileNotFoundError, match="no exported pipeline"):
         install_sample(tmp_path / "unfinished", tmp_path / "samples" / "other")
