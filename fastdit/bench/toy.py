@@ -246,7 +246,7 @@ def vae_ceiling(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int) 
     which attribute misses are the VAE's rather than the transformer's or attention's."""
     import torch
 
-    from ..pipelines.toytrain import video_tensor
+    from ..pipelines.toytrain import video_frames, video_tensor
     from ..pipelines.toyworld import parse_prompt
     from ..pipelines.toyworld.render import render_scene
     from ..pipelines.toyworld.score import score_video
@@ -257,8 +257,7 @@ def vae_ceiling(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int) 
                             call["height"])
         with torch.no_grad():
             video = pipe.vae.decode(pipe.vae.encode(video_tensor([clip])).latent_dist.mean).sample[0]
-        frames = video.permute(1, 2, 3, 0).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).numpy()
-        for attribute, hit in score_video(clip.scene, frames).items():
+        for attribute, hit in score_video(clip.scene, video_frames(video)).items():
             if attribute in ATTRIBUTES:
                 hits[attribute].append(hit)
     return {attribute: float(np.mean(values)) for attribute, values in hits.items()}

@@ -23,8 +23,8 @@ import torch
 
 from .toyworld import Clip
 
-__all__ = ["video_tensor", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas", "flow_loss",
-           "object_mask", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
+__all__ = ["video_tensor", "video_frames", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas",
+           "flow_loss", "object_mask", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
            "conditioning_gap"]
 
 
@@ -32,6 +32,11 @@ def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:
     """``[B, 3, F, H, W]`` float32 in [-1, 1], the range the Wan VAE reads and writes."""
     frames = np.stack([c.frames for c in clips])  # [B, F, H, W, 3]
     return torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def video_frames(video: torch.Tensor) -> np.ndarray:
+    """One ``[3, F, H, W]`` video in [-1, 1] (a VAE's output) -> uint8 ``[F, H, W, 3]``: :func:`video_tensor` undone."""
+    return ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
 
 
 def vae_loss(vae: torch.nn.Module, video: torch.Tensor, kl_weight: float,

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
 from .toytrain import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
-                       latent_statistics, object_mask, vae_loss, video_tensor)
+                       latent_statistics, object_mask, vae_loss, video_frames, video_tensor)
 from .toyworld import COLOURS, Clip, SceneSpec, training_clip
 from .toyworld.grammar import DIRECTIONS
 
@@ -232,7 +232,7 @@ class Trainer:
             clip = training_clip(self.seed * 10 + _STATS_STREAM, 10_000 + i, self.recipe.frames, self.recipe.side)
             video = video_tensor([clip])
             recon = self.vae.decode(self.vae.encode(video).latent_dist.mode()).sample
-            scores.append(psnr(_to_uint8(recon[0]), clip.frames))
+            scores.append(psnr(video_frames(recon[0]), clip.frames))
         self._log({"eval": "vae_psnr", "value": round(sum(scores) / len(scores), 2)})
         self.vae.train(self.phase == "vae")
 
@@ -434,11 +434,6 @@ def _object_crops(clips: list[Clip], size: int, generator: torch.Generator) -> t
         x, y = (int(min(max(c + j - size / 2, 0), side - size) // 8 * 8) for c, j in ((cx, jx), (cy, jy)))
         crops.append(v[..., y:y + size, x:x + size])
     return torch.stack(crops)
-
-
-def _to_uint8(video: torch.Tensor) -> Any:
-    """``[3, F, H, W]`` in [-1, 1] -> uint8 ``[F, H, W, 3]``."""
-    return ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
