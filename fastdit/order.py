@@ -4,9 +4,10 @@ Every published sparse-attention method is defined on its own token order, and t
 method: radial attention cuts the raster (frame-major) sequence into 128-token blocks that may straddle
 frames; GRAT groups tokens into spatio-temporal tiles; PSA walks a 3D Gilbert curve. A :class:`TokenOrder` is
 one such order on one grid: a permutation of the model's tokens plus a partition into ``block_size``-token
-kernel blocks, with validity for padding. VMoBA's chunks are one more such order. Video tokens come first (padded to whole blocks), then the text
-tokens of joint-attention models (padded to whole blocks of their own), whatever side the model puts them on.
-An order is built once per (grid, kind, block size, tile) and cached; nothing in it is S×S.
+kernel blocks, with validity for padding. VMoBA's chunks are one more such order. Video tokens come first
+(padded to whole blocks), then the text tokens of joint-attention models (padded to whole blocks of their
+own), whatever side the model puts them on. An order is built once per (grid, kind, block size, tile) and
+cached; nothing in it is S×S.
 """
 
 from __future__ import annotations

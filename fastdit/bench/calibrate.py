@@ -12,8 +12,8 @@ warm-up: they trace what one global knob can reach. Calibrated configurations co
 prompts that are not among the evaluated ones (``fastdit.calibration.measure``), selected at each
 ``--targets`` value. For each target the report compares the calibrated run's PSNR with the uniform
 settings' Pareto frontier at the same density (linear between its points), and names the least dense
-uniform setting with at least its PSNR. The calibration's cost is the measuring pass's time as a multiple of one dense generation (selecting
-another target costs nothing). Writes ``<name>.json`` and ``<name>.md``.
+uniform setting with at least its PSNR. The calibration's cost is the measuring pass's time as a multiple of
+one dense generation (selecting another target costs nothing). Writes ``<name>.json`` and ``<name>.md``.
 
   fastdit bench calibrate
   fastdit bench calibrate --targets 0.02 0.05 0.1 --prompts 6

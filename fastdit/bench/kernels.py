@@ -349,8 +349,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- compile only (no GPU)
-_COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "kv_buffers",
-                    "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "partitions", "bar_sync", "ok", "failures"]
+_COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes",
+                    "kv_buffers", "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "partitions", "bar_sync",
+                    "ok", "failures"]
 
 
 def compile_only(args: argparse.Namespace) -> int:
@@ -395,8 +396,9 @@ def compile_markdown(data: dict[str, Any]) -> str:
              "once more with Q/K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
              "GPU), and level 0 at every config of the warp-specialized loop (`ws`: opt-in, FASTDIT_TRITON_WS=1; "
              "w = warps per consumer warpgroup; partitions = Triton split the loop into a TMA producer and "
-             "consumers). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop (pooled_buffers: in the "
-             "pooled levels' loop, whose keys are gathered); shared memory against the cap of each target "
+             "consumers). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop "
+             "(pooled_buffers: in the pooled levels' loop, whose keys are gathered); shared memory against the cap "
+             "of each target "
              f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); mma_count = matrix "
              "instructions in the PTX; c7515 = ptxas' warning that wgmma is serialized; bar_sync = barriers in "
              "the PTX. Green = no spills, within the shared-memory cap, >= 3 K/V buffers at level 0, wgmma on "

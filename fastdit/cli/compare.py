@@ -3,11 +3,12 @@
   fastdit compare --prompt "a red ball bouncing in a white room" --methods radial grat --out out/compare
 
 Writes into --out: compare.mp4 (all runs side by side, labelled) and frames.png (six frames of each run, for
-a README; compare.png for image models), compare.md and compare.json (total and per-step time, speedup vs dense, PSNR and SSIM vs dense over all frames, mean
-attention density). Dense is the pipeline's stock attention. Method options are METHOD.KEY=VALUE (or
-KEY=VALUE when one method is compared). One-step warm-up runs go first so the first timed run isn't billed
-for one-time costs (--no-warmup skips them); --repeats N runs everything N times round-robin and keeps each
-configuration's fastest run, which steadies timings on a busy machine.
+a README; compare.png for image models), compare.md and compare.json (total and per-step time, speedup vs
+dense, PSNR and SSIM vs dense over all frames, mean attention density). Dense is the pipeline's stock
+attention. Method options are METHOD.KEY=VALUE (or KEY=VALUE when one method is compared). One-step
+warm-up runs go first so the first timed run isn't billed for one-time costs (--no-warmup skips them);
+--repeats N runs everything N times round-robin and keeps each configuration's fastest run, which steadies
+timings on a busy machine.
 
   fastdit compare --prompt "a red ball" --methods radial --cache fbcache --cache-option threshold=0.1
 

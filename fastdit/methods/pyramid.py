@@ -72,7 +72,8 @@ class PyramidOptions:
                              f"levels 0, 1, ...; an equal neighbour leaves a level empty), got {self.thresholds!r}")
         if not isinstance(self.prune, bool):
             raise ValueError(f"pyramid prune must be True or False, got {self.prune!r}")
-        if isinstance(self.min_full, bool) or not isinstance(self.min_full, (int, float)) or not 0 <= self.min_full <= 1:
+        if (isinstance(self.min_full, bool) or not isinstance(self.min_full, (int, float))
+                or not 0 <= self.min_full <= 1):
             raise ValueError(f"pyramid min_full must be a number in [0, 1], got {self.min_full!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"pyramid seed must be an int, got {self.seed!r}")

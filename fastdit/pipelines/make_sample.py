@@ -80,7 +80,8 @@ def training_facts(run: Path) -> dict[str, Any]:
             "vae_psnr": psnr[-1] if psnr else "n/a", "hours": seconds / 3600,
             "object_weight": 1 + recipe.get("foreground_boost", 0.0), "refine_steps": recipe.get("refine_steps", 0),
             "transformer_weight": 1 + recipe.get("transformer_boost", 0.0),
-            "precision": "bf16 autocast" if recipe.get("precision") == "bfloat16" else recipe.get("precision", "float32"),
+            "precision": ("bf16 autocast" if recipe.get("precision") == "bfloat16"
+                          else recipe.get("precision", "float32")),
             "transformer": f"{t['num_layers']} blocks, {t['num_attention_heads']} heads of "
                            f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}; "
                            f"{_parameters(run / 'model' / 'transformer') / 1e6:.1f}M parameters"}

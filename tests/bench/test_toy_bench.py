@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fastdit.bench.toy import Config, configs, motion_hits, pooled_psnr, vae_ceiling
+from fastdit.bench.toy import (Config, configs, findings, motion_geometry, motion_hits, pooled_psnr, summarise,
+                               vae_ceiling)
 from fastdit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,3 +130,40 @@ def test_alternates_run_at_the_training_length_unless_asked_for_more(mini_model,
     assert main(argv + ["--alternate-scales", "1", "2", "--name", "toy_alt_all"]) == 0
     settings = [(s["scale"], s["setting"]) for s in json.loads((tmp_path / "toy_alt_all.json").read_text())["summary"]]
     assert settings.count((2, "alternate")) == 2
+
+
+def test_the_longer_length_finding_compares_each_preset_with_dense_at_that_length():
+    attributes = ("colour", "shape", "size", "motion", "all")
+    prompts = [f"a {colour} {shape} moving left in a white room"
+               for colour in ("red", "yellow", "cyan", "blue", "purple", "pink") for shape in ("ball", "square")]
+    rows = []
+    for index, prompt in enumerate(prompts):
+        for scale, config, motion in [(1, "dense (stock)", True), (2, "dense (stock)", index < 6),
+                                      (2, "radial", True), (2, "radial +entropy", index < 5)]:
+            rows.append({"prompt": prompt, "kind": "unseen", "scale": scale, "frames": 17 * scale - 1,
+                         "config": config, "method": config.split()[0] if scale == 2 else "dense",
+                         "setting": "entropy" if "entropy" in config else "preset", "psnr_db": 30.0, "ssim": 0.9,
+                         "present": 1.0, "area_cv": 0.1, "colour_drift": 0.0, "density": 0.5, "total_s": 1.0,
+                         "tracks": [[[60, 60], [40, 60]]],
+                         **{a: a == "colour" or (a == "motion" and motion) for a in attributes}})
+    lines = findings(summarise(rows), rows)
+    length = [line for line in lines if line.startswith("At 2x")]
+    # dense at 1x: colour and motion right everywhere (50%); at 2x dense loses motion on 6 prompts (-12.5),
+    # radial keeps it (+0, 6 hits gained: p = 2/64), radial +entropy loses one more than dense (1 lost)
+    assert "dense (stock) -12, radial +0 (+6/-0, p=0.03), radial +entropy -15 (+0/-1, p=1.00)." in length[0]
+    assert length[1] == ("At 2x frames, different from dense beyond chance (sign test, p < 0.05): radial (closer to "
+                         "the training-length figure).")
+
+
+def test_motion_geometry_tells_random_directions_from_no_motion():
+    def row(prompt, start, end):
+        return {"prompt": prompt, "tracks": [[start, None, end]]}
+
+    rows = [row("a red ball moving left in a white room", [60, 60], [40, 60]),  # 20 px the asked way
+            row("a red ball moving up in a white room", [60, 60], [60, 80]),  # 20 px the opposite way
+            row("a red ball moving right in a white room", [60, 60], [60, 50]),  # 10 px across
+            row("a red ball staying still in a white room", [60, 60], [63, 64]),
+            row("a red ball bouncing in a white room", [60, 60], [10, 10]),  # neither straight nor still
+            row("a red ball moving left and a blue square staying still on grass", [60, 60], [0, 60])]  # two
+    assert motion_geometry(rows) == {"straight": (3, pytest.approx(50 / 3), pytest.approx(0.0)),
+                                     "still": (1, pytest.approx(5.0), None)}

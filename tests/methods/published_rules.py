@@ -84,4 +84,5 @@ def token_agreement(mine: torch.Tensor, reference: torch.Tensor, tokens: int, B:
     sizes = (torch.clamp(tokens - torch.arange(mine.shape[0]) * B, 0, B)).double()
     weight = sizes.view(-1, 1) * sizes.view(1, -1)
     ref_pairs = float((weight * reference).sum())
-    return float((weight * (mine & reference)).sum()) / ref_pairs, float((weight * (mine & ~reference)).sum()) / ref_pairs
+    found = float((weight * (mine & reference)).sum()) / ref_pairs
+    return found, float((weight * (mine & ~reference)).sum()) / ref_pairs
