@@ -325,8 +325,8 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
             still = (f"; asked to stay still ({geometry['still'][0]} videos), {geometry['still'][1]:.0f} px"
                      if "still" in geometry else "")
             lines.append(f"Dense, where single objects go (first to last frame found): asked to move straight "
-                         f"({videos} videos), {distance:.0f} px, at a mean cosine of {cosine:.2f} with the asked "
-                         f"direction (1: always that way, 0: no relation){still}.")
+                         f"({videos} videos), {distance:.0f} px, at a mean cosine of {round(cosine, 2) + 0.0:.2f} "
+                         f"with the asked direction (1: always that way, 0: no relation){still}.")
         for s in summary:
             if s["scale"] == 1 and s["method"] != "dense" and s["setting"] == "preset":
                 gap = max(abs(s[a] - base[a]) for a in GAP_ATTRIBUTES)

@@ -60,11 +60,15 @@ _ADHERENCE = """\
 - **Prompt adherence** (`fastdit bench toy`, {prompts} held-out prompts: colour x shape x motion combinations
   training never showed, and seen combinations at new sizes and backgrounds; detector-scored, dense
   attention, seed {seed}): colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}, all
-  four {all:.0%}.{ceiling}
+  four {all:.0%}.{ceiling}{direction}
   See `bench/results/{name}.md` for the methods and lengths it ran.
 """
 _CEILING = """ Rendered clips of the same prompts through this VAE alone (what a perfect transformer would
   score) read colour {colour:.0%}, shape {shape:.0%}, size {size:.0%}, motion {motion:.0%}."""
+_DIRECTION = """
+  Where a single object goes, from the first to the last frame it is found in: {straight:.0f} px when asked to
+  move straight, {still:.0f} px when asked to stay still, at a mean cosine of {cosine:.2f} with the asked
+  direction (1: always that way, 0: no relation)."""
 
 
 def training_facts(run: Path) -> dict[str, Any]:
@@ -115,7 +119,22 @@ def _adherence(report: Path) -> str:
     if dense is None or data.get("lora"):
         return ""
     ceiling = _CEILING.format(**data["vae_ceiling"]) if data.get("vae_ceiling") else ""
-    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], name=report.stem, ceiling=ceiling, **dense)
+    return _ADHERENCE.format(prompts=dense["videos"], seed=data["seed"], name=report.stem, ceiling=ceiling,
+                             direction=_direction(data.get("videos", [])), **dense)
+
+
+def _direction(videos: list[dict[str, Any]]) -> str:
+    """Where the dense model moves single objects (``fastdit.bench.toy.motion_geometry``), or nothing when the
+    report has no such videos: a motion share alone can't tell a model that ignores motion words from one that
+    moves objects the wrong way."""
+    from ..bench.toy import motion_geometry
+
+    geometry = motion_geometry([r for r in videos if r["scale"] == 1 and r["method"] == "dense"
+                                and r["setting"] == "preset"])
+    if "straight" not in geometry or "still" not in geometry:
+        return ""
+    return _DIRECTION.format(straight=geometry["straight"][1], cosine=round(geometry["straight"][2], 2) + 0.0,
+                             still=geometry["still"][1])
 
 
 def install_sample(run: str | Path, folder: str | Path, report: str | Path = _REPORT) -> Path:

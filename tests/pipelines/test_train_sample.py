@@ -186,5 +186,14 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling}))
     readme = (install_sample(out, tmp_path / "samples" / "ceiling", report=report) / "README.md").read_text()
     assert "through this VAE alone" in readme and "shape 67%, size 92%, motion 100%." in readme
+    assert "Where a single object goes" not in readme  # a report without its videos
+    videos = [{"scale": 1, "method": "dense", "setting": "preset", "prompt": prompt, "tracks": [track]}
+              for prompt, track in [("a red ball moving left in a white room", [[60, 60], [30, 60]]),
+                                    ("a red ball moving up in a white room", [[60, 60], [60, 70]]),
+                                    ("a red ball staying still on grass", [[60, 60], [60, 62]])]]
+    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling,
+                                  "videos": videos}))
+    readme = (install_sample(out, tmp_path / "samples" / "direction", report=report) / "README.md").read_text()
+    assert "20 px when asked to\n  move straight, 2 px when asked to stay still, at a mean cosine of 0.00" in readme
     with pytest.raises(FileNotFoundError, match="no exported pipeline"):
         install_sample(tmp_path / "unfinished", tmp_path / "samples" / "other")
