@@ -48,9 +48,9 @@ that sparse attention is judged on a model whose attention learned spatio-tempor
   `python -m fastdit.pipelines.make_sample RUN`): the VAE {vae_steps} steps on object crops (reconstruction
   PSNR {vae_psnr} dB on full clips), then the transformer {steps} steps of flow matching (batch {batch},
   {precision} on the CPU) on {cache_clips} cached clips with the latents of objects weighted
-  {transformer_weight:g}x, with an EMA of the weights, and {refine_steps} more at a lower rate with objects
-  weighted {object_weight:g}x; {hours:.1f} hours of compute on a 2-core CPU. The recipe and the loss log
-  (with the word-gap probe: how much the loss rises when a prompt's motion or colour word is swapped) are in
+  {transformer_weight:g}x{motion_terms}, with an EMA of the weights, and {refine_steps} more at a lower rate
+  with objects weighted {object_weight:g}x; {hours:.1f} hours of compute on a 2-core CPU. The recipe and the
+  loss log (with the word-gap probe: how much the loss rises when a prompt's motion or colour word is swapped) are in
   `training/`.
 {adherence}- Loads with `WanPipeline.from_pretrained("samples/tiny-wan")`; generation defaults are in `fastdit.json`,
   sparse-attention defaults in the `fastdit/tiny-wan` preset (`fastdit info`).
@@ -83,12 +83,22 @@ def training_facts(run: Path) -> dict[str, Any]:
     return {**recipe, **_vocabulary(), "grid": " x ".join(map(str, grid)), "tokens": grid[0] * grid[1] * grid[2],
             "vae_psnr": psnr[-1] if psnr else "n/a", "hours": seconds / 3600,
             "object_weight": 1 + recipe.get("foreground_boost", 0.0), "refine_steps": recipe.get("refine_steps", 0),
-            "transformer_weight": 1 + recipe.get("transformer_boost", 0.0),
+            "transformer_weight": 1 + recipe.get("transformer_boost", 0.0), "motion_terms": _motion_terms(recipe),
             "precision": ("bf16 autocast" if recipe.get("precision") == "bfloat16"
                           else recipe.get("precision", "float32")),
             "transformer": f"{t['num_layers']} blocks, {t['num_attention_heads']} heads of "
                            f"{t['attention_head_dim']} channels, FFN {t['ffn_dim']}; "
                            f"{_parameters(run / 'model' / 'transformer') / 1e6:.1f}M parameters"}
+
+
+def _motion_terms(recipe: dict[str, Any]) -> str:
+    """The recipe's motion levers (``ToyRecipe.frame_noise`` and ``temporal_loss``) as a README clause."""
+    terms = []
+    if recipe.get("frame_noise"):
+        terms.append(f"{recipe['frame_noise']:.0%} of clips with each latent frame noised to its own level")
+    if recipe.get("temporal_loss"):
+        terms.append(f"a loss on the error's frame-to-frame differences weighted {recipe['temporal_loss']:g}")
+    return "".join(f", {term}" for term in terms)
 
 
 def _parameters(folder: Path) -> int:

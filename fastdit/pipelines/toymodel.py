@@ -76,6 +76,8 @@ class ToyRecipe:
     # share of clips whose latent frames are noised to independent levels (the rest: one level per clip, as
     # at generation); see ``toytrain.draw_batch``
     frame_noise: float = 0.0
+    # weight of the loss on the error's frame-to-frame differences (0: none); see ``toytrain.flow_loss``
+    temporal_loss: float = 0.0
     # refine phase: the same objective with the latents of objects weighted 1 + foreground_boost, continuing the
     # optimizer and the moving average at a lower rate
     refine_steps: int = 500
@@ -111,7 +113,8 @@ RECIPES: dict[str, ToyRecipe] = {
         transformer={"patch_size": (1, 1, 1), "num_attention_heads": 2, "attention_head_dim": 8, "ffn_dim": 32,
                      "num_layers": 1, "freq_dim": 32, "rope_max_seq_len": 64},
         text_dim=16, vae_steps=4, vae_batch=2, vae_frames=5, vae_crop=32, stats_clips=4, cache_clips=8, steps=6,
-        batch=4, warmup=2, ema=0.9, refine_steps=3, transformer_boost=1.0, frame_noise=0.5),
+        batch=4, warmup=2, ema=0.9, refine_steps=3, transformer_boost=1.0, frame_noise=0.5,
+        temporal_loss=1.0),
 }
 
 

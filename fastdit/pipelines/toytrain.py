@@ -75,19 +75,31 @@ def shifted_sigmas(count: int, shift: float, generator: torch.Generator) -> torc
 
 
 def flow_loss(transformer: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor, sigmas: torch.Tensor,
-              noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+              noise: torch.Tensor, weight: torch.Tensor | None = None, temporal: float = 0.0) -> torch.Tensor:
     """Mean squared error of the predicted velocity ``noise - latents`` at noise levels ``sigmas``: ``[B]``, one
     per clip, or ``[B, F]``, one per latent frame (passed to the transformer as per-token timesteps, Wan2.2's
     ``timestep`` of shape ``[B, tokens]``); ``weight`` ``[B, F, H, W]`` (per latent position) makes it a
-    weighted mean."""
+    weighted mean.
+
+    ``temporal > 0`` adds that multiple of the same mean over the error's frame-to-frame differences (weighted
+    by the larger weight of the two frames). An error that is the same in every frame (a wrong colour, a wrong
+    background) does not count there; one in where an object goes next does. The plain mean is dominated by
+    appearance, which every frame repeats, so a model learns motion last; this term gives it its own share."""
     s = (sigmas if sigmas.ndim == 2 else sigmas[:, None])[:, None, :, None, None]  # [B, 1, F or 1, 1, 1]
     noisy = (1 - s) * latents + s * noise
     prediction = transformer(hidden_states=noisy, timestep=_timesteps(transformer, sigmas, latents.shape),
                              encoder_hidden_states=text, return_dict=False)[0]
-    error = (prediction.float() - (noise - latents)).pow(2)
-    if weight is None:
-        return error.mean()
-    return (error.mean(1) * weight).sum() / weight.sum()
+    error = prediction.float() - (noise - latents)
+    loss = _weighted_mean(error.pow(2).mean(1), weight)
+    if temporal:
+        change = (error[:, :, 1:] - error[:, :, :-1]).pow(2).mean(1)
+        loss = loss + temporal * _weighted_mean(
+            change, None if weight is None else torch.maximum(weight[:, 1:], weight[:, :-1]))
+    return loss
+
+
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weight is None else (values * weight).sum() / weight.sum()
 
 
 def _timesteps(transformer: torch.nn.Module, sigmas: torch.Tensor, shape: torch.Size) -> torch.Tensor:

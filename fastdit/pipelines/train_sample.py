@@ -54,7 +54,8 @@ PHASES = ("vae", "cache", "transformer", "refine", "export", "done")
 FORMAT = 1
 _LOG_EVERY = 10
 REFINE_KEYS = ("refine_steps", "refine_lr", "foreground_boost")
-NEUTRAL_KEYS = {"frame_noise": 0.0}  # recipe keys added later, with the value that runs from before them used
+# recipe keys added later, with the value that runs from before them used
+NEUTRAL_KEYS = {"frame_noise": 0.0, "temporal_loss": 0.0}
 _PREVIEW_PROMPT = "a red ball bouncing in a white room"
 _VAE_STREAM, _STATS_STREAM, _CACHE_STREAM = 0, 1, 2  # clip streams (seed offsets) of the three data uses
 _PROBE_CLIPS, _PROBE_SIGMAS = 16, (0.5, 0.7, 0.9)  # word-gap probe: one-object straight-motion cached clips
@@ -308,7 +309,7 @@ class Trainer:
                 group["lr"] = lr
             weight = None if weights is None else weights[pick]
             with self._autocast():
-                loss = flow_loss(self.transformer, latents, text, sigmas, noise, weight)
+                loss = flow_loss(self.transformer, latents, text, sigmas, noise, weight, r.temporal_loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), 1.0)

@@ -51,6 +51,28 @@ def test_a_few_transformer_steps_lower_the_flow_matching_loss_on_a_fixed_batch()
     assert after < 0.8 * before
 
 
+def test_the_temporal_loss_counts_only_errors_that_change_from_frame_to_frame():
+    g = torch.Generator().manual_seed(0)
+    latents, noise = (torch.randn(2, *MINI.latent_shape(), generator=g) for _ in range(2))
+    text, sigmas = torch.zeros(2, MINI.max_text_tokens, MINI.text_dim), torch.tensor([0.3, 0.8])
+    weight = 1 + torch.rand(2, *MINI.latent_shape()[1:], generator=g)
+    frames = latents.shape[2]
+
+    def predicting(error):  # a transformer whose velocity is off by ``error``
+        return lambda **_: (noise - latents + error,)
+
+    steady = torch.randn(2, MINI.latent_shape()[0], 1, *MINI.latent_shape()[2:], generator=g).expand_as(latents)
+    for w in (None, weight):
+        plain = flow_loss(predicting(steady), latents, text, sigmas, noise, w)
+        torch.testing.assert_close(flow_loss(predicting(steady), latents, text, sigmas, noise, w, temporal=2.0), plain)
+    flicker = torch.ones_like(latents) * torch.tensor([(-1.0) ** f for f in range(frames)]).view(1, 1, -1, 1, 1)
+    plain = flow_loss(predicting(flicker), latents, text, sigmas, noise)
+    torch.testing.assert_close(plain, torch.tensor(1.0))
+    # each frame-to-frame difference is 2, squared 4, weighted 0.5
+    torch.testing.assert_close(flow_loss(predicting(flicker), latents, text, sigmas, noise, temporal=0.5),
+                               torch.tensor(3.0))
+
+
 def _cache(clips=6):
     g = torch.Generator().manual_seed(0)
     return {"latents": torch.randn(clips, *MINI.latent_shape(), generator=g),
@@ -173,6 +195,8 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     assert (sample / "training" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
     readme = (sample / "README.md").read_text()
     assert f"{MINI.steps} steps of flow matching" in readme and f"{MINI.frames} frames of {MINI.side}x" in readme
+    assert ("50% of clips with each latent frame noised to its own level, a loss on the error's frame-to-frame "
+            "differences weighted 1") in " ".join(readme.split())  # the mini recipe's motion levers
     assert "Prompt adherence" not in readme  # no report, no line
     dense = {"scale": 1, "method": "dense", "setting": "preset", "videos": 24, "colour": 1.0, "shape": 0.375,
              "size": 0.5, "motion": 0.25, "all": 0.125}
