@@ -105,6 +105,9 @@ class ToyRecipe:
 
 RECIPES: dict[str, ToyRecipe] = {
     "full": ToyRecipe(),
+    # the bundled model's recipe with both motion levers from the first transformer step: fine-tuning the bundled
+    # model with them for 3000 steps raised its motion share from 23% to 54% (direction cosine 0.00 -> 0.62)
+    "motion": ToyRecipe(frame_noise=0.5, temporal_loss=1.0),
     "mini": ToyRecipe(
         frames=5, side=32, max_text_tokens=24,
         vae={"base_dim": 4, "z_dim": 4, "dim_mult": [1, 2, 2], "num_res_blocks": 1, "temperal_downsample": [True, True],
