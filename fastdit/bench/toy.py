@@ -58,7 +58,7 @@ ALTERNATES: dict[str, list[dict[str, Any]]] = {
 QUICK_PROMPTS = 6
 ATTRIBUTES = (*OBJECT_ATTRIBUTES, "all")
 CONSISTENCY = ("present", "area_cv", "colour_drift")
-GAP_ATTRIBUTES = ("colour", "shape", "motion")  # the issue's "within 5 points of dense" is per attribute
+GAP_ATTRIBUTES = ("colour", "shape", "motion")  # a preset should stay within 5 points of dense on each
 TARGETS = {"colour": 0.9, "motion": 0.8}  # dense at the training size (issue: a model worth judging methods on)
 
 
@@ -349,7 +349,7 @@ def _adherence(summary_row: dict[str, Any]) -> float:
 
 def _length_findings(scale: int, summary: list[dict[str, Any]], rows: list[dict[str, Any]],
                      trained: float) -> list[str]:
-    """The issue's question at a longer length: does each preset (and entropy scaling) keep adherence closer to
+    """The question at a longer length: does each preset (and entropy scaling) keep adherence closer to
     the training-length figure ``trained`` (dense at 1x) than dense does at this length, and is its difference
     from dense here more than chance (paired by prompt, sign test)?"""
     dense_label = Config(None).label
