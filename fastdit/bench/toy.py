@@ -474,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..pipelines.loading import benchmark_call
-    from ..pipelines.toytrain import scaled_frames
+    from ..pipelines.toytrain import scaled_frames, weights_checksum
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
     from ..run import run_pipeline
 
@@ -491,7 +491,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or ("toy_quick" if args.quick else "toy")
     out = Path(args.out)
     progress = out / f"{name}.partial.jsonl"
-    settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base}
+    # the weights' checksum: a model retrained in place (same name or folder) never resumes the old one's rows
+    settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
+                "weights": {name: weights_checksum(getattr(pipe, name)) for name in ("transformer", "vae")}}
     done = load_progress(progress, settings)
     ceiling = vae_ceiling(pipe, prompts, base, args.seed)
     rows: list[dict[str, Any]] = []

@@ -145,6 +145,14 @@ def object_mask(clip: Clip, latent_shape: tuple[int, int, int], temporal: int, s
 
 
 @torch.no_grad()
+def weights_checksum(module: torch.nn.Module) -> float:
+    """Sum of all parameters and buffers in float64: changes with any training step, costs one pass over the
+    weights. Keys what must not outlive the weights it was computed with (a latent cache, a benchmark's
+    resumable progress)."""
+    return float(sum(t.double().sum() for t in module.state_dict().values()))
+
+
+@torch.no_grad()
 def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """``average <- decay * average + (1 - decay) * model``, parameter by parameter."""
     for a, p in zip(average.parameters(), model.parameters()):

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .toymodel import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
 from .toytrain import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
-                       latent_statistics, object_mask, vae_loss, video_frames, video_tensor)
+                       latent_statistics, object_mask, vae_loss, video_frames, video_tensor, weights_checksum)
 from .toyworld import COLOURS, Clip, SceneSpec, training_clip
 from .toyworld.grammar import DIRECTIONS
 
@@ -257,7 +257,7 @@ class Trainer:
         self._log({"eval": "cache", "clips": r.cache_clips, "seconds": round(self.elapsed, 1)})
 
     def _vae_checksum(self) -> float:
-        return float(sum(p.double().sum() for p in self.vae.state_dict().values()))
+        return weights_checksum(self.vae)
 
     @torch.no_grad()
     def _load_cache(self, build: bool = False) -> dict[str, torch.Tensor]:

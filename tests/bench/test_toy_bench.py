@@ -53,11 +53,12 @@ def test_bad_arguments_are_one_line_errors(capsys):
 def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monkeypatch):
     import fastdit.run
 
-    real, calls = fastdit.run.run_pipeline, []
+    real, calls, interrupts = fastdit.run.run_pipeline, [], [3]
 
     def counted(*args, **kwargs):
         calls.append(kwargs["label"])
-        if len(calls) == 3:  # the second prompt's first video: the first prompt is done, the second is not
+        if interrupts and len(calls) == interrupts[0]:  # the second prompt's first video: the first prompt is
+            interrupts.pop()  # done, the second is not (once)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -66,7 +67,16 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
             "--scales", "1", "--methods", "grat", "--no-alternates", "--out", str(tmp_path), "--name", "toy_resume"]
     assert main(argv) == 130  # Ctrl-C
     partial = tmp_path / "toy_resume.partial.jsonl"
-    assert len(partial.read_text().splitlines()) == 2  # settings + the first prompt's unit
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 2  # settings + the first prompt's unit
+    header = json.loads(lines[0])
+    assert set(header["settings"]["weights"]) == {"transformer", "vae"}
+    header["settings"]["weights"]["transformer"] += 1.0  # as if the model had been retrained since
+    partial.write_text("\n".join([json.dumps(header), lines[1]]) + "\n")
+    calls.clear()
+    assert main(argv) == 0
+    assert len(calls) == 4  # another model's progress is not resumed: all four videos again
+    partial.write_text("\n".join(lines) + "\n")
     calls.clear()
     assert main(argv) == 0
     assert len(calls) == 2  # only the second prompt's two videos were generated again
