@@ -24,10 +24,10 @@ Writes ``<name>.json`` (every video's row too), ``<name>.md`` and ``<name>.png``
 
 The full run takes hours on a CPU, so it is resumable: every finished prompt (all its configurations at one
 length) is appended to ``<name>.partial.jsonl``, and the same command run again skips what that file already
-holds (when model, seed and call match, and a prompt's configurations at that length are the ones asked for:
-a changed plan re-runs only the lengths it changes). The report is written after each length, marked partial
-until the last one, so a run spread over several sittings has its shorter lengths' results early; the
-progress file is deleted once the report is complete.
+holds (when model and its weights, seed and call match, and a prompt's configurations at that length are
+the ones asked for: a changed plan re-runs only the lengths it changes). The report is written after each
+length, marked partial until the last one, so a run spread over several sittings has its shorter lengths'
+results early; the progress file is deleted once the report is complete.
 
   fastdit bench toy --quick
   fastdit bench toy --model samples/tiny-wan --scales 1 2 4
