@@ -25,7 +25,7 @@ from .toyworld import Clip
 
 __all__ = ["video_tensor", "video_frames", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas",
            "flow_loss", "object_mask", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
-           "conditioning_gap"]
+           "conditioning_gap", "weights_checksum"]
 
 
 def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:

@@ -256,16 +256,13 @@ class Trainer:
         self.elapsed += time.monotonic() - start
         self._log({"eval": "cache", "clips": r.cache_clips, "seconds": round(self.elapsed, 1)})
 
-    def _vae_checksum(self) -> float:
-        return weights_checksum(self.vae)
-
     @torch.no_grad()
     def _load_cache(self, build: bool = False) -> dict[str, torch.Tensor]:
         if self._cache is not None:
             return self._cache
         if self.cache_path.is_file() and not build:
             cache = torch.load(self.cache_path, weights_only=True)
-            if cache["checksum"].item() == self._vae_checksum():
+            if cache["checksum"].item() == weights_checksum(self.vae):
                 self._cache = cache
                 return cache
         r = self.recipe
@@ -274,7 +271,7 @@ class Trainer:
                  for i in tqdm(range(r.cache_clips), desc="cache", disable=not self.progress, dynamic_ncols=True))
         cache = encode_clips(assemble_pipeline(self.components), clips, r.max_text_tokens)
         cache["latents"] = cache["latents"].half()
-        cache["checksum"] = torch.tensor(self._vae_checksum(), dtype=torch.float64)
+        cache["checksum"] = torch.tensor(weights_checksum(self.vae), dtype=torch.float64)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(cache, self.cache_path)
         self._cache = cache
