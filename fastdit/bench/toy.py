@@ -442,9 +442,12 @@ def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str],
 
 
 def write_results(args: argparse.Namespace, name: str, prompts: list[str], call: dict[str, Any],
-                  rows: list[dict[str, Any]], ceiling: dict[str, float], pending: list[int]) -> dict[str, Any]:
+                  rows: list[dict[str, Any]], ceiling: dict[str, float], pending: list[int],
+                  weights: dict[str, float]) -> dict[str, Any]:
     """Write ``<name>.json``, ``.md`` and ``.png`` from ``rows`` and the VAE's ``ceiling``; ``pending``
-    (lengths not run yet) marks the report partial. Returns the findings and the three paths."""
+    (lengths not run yet) marks the report partial, and ``weights`` (the checksums of the weights that were
+    measured) lets a reader such as ``make_sample`` tell whether the report is about the model at hand.
+    Returns the findings and the three paths."""
     from ..cli.common import command_line
 
     out = Path(args.out)
@@ -464,7 +467,7 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
             + f"\n![PSNR vs density, adherence vs length]({name}.png)\n")
     data = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": call,
             "prompts": prompts, "pending_scales": pending, "vae_ceiling": ceiling, "summary": summary,
-            "findings": notes, "videos": rows}
+            "findings": notes, "weights": weights, "videos": rows}
     json_path, md_path = write_report(out, name, "Toy-world prompt adherence: dense vs sparse", data, body,
                                       command_line())
     return {"findings": notes, "json": json_path, "md": md_path, "png": out / f"{name}.png"}
@@ -520,7 +523,7 @@ def run(args: argparse.Namespace) -> int:
                 with progress.open("a") as file:
                     file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": unit}) + "\n")
             pending = [s for s, _ in plan[index + 1:]]
-            report = write_results(args, name, prompts, base, rows, ceiling, pending)
+            report = write_results(args, name, prompts, base, rows, ceiling, pending, settings["weights"])
     progress.unlink()
     print("\n".join(report["findings"]))
     print(f"wrote {report['json']}, {report['md']} and {report['png']}")

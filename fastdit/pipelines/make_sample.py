@@ -3,9 +3,9 @@
 ``RUN`` is a finished ``python -m fastdit.pipelines.train_sample RUN`` folder. Its exported pipeline
 (``RUN/model``) is copied into ``FOLDER`` (default ``samples/tiny-wan``) with the run's recipe and loss log
 under ``training/`` (so the folder says how it was made), and a README written from that log and, when
-present, from the prompt-adherence report of ``fastdit bench toy`` (``bench/results/toy.json``): rerun this
-after the benchmark to refresh its numbers. The folder is replaced through a temporary sibling, so a failure
-leaves the old one whole.
+present, from the prompt-adherence report of ``fastdit bench toy`` (``bench/results/toy.json``) when that
+report measured these very weights: rerun this after the benchmark to refresh its numbers. The folder is
+replaced through a temporary sibling, so a failure leaves the old one whole.
 """
 
 from __future__ import annotations
@@ -119,11 +119,31 @@ def _vocabulary() -> dict[str, str]:
             "backgrounds": ", ".join(BACKGROUNDS.values())}
 
 
-def _adherence(report: Path) -> str:
-    """The dense, training-length line of the toy benchmark's report, or nothing when it has not run."""
+def _measured(model: Path, weights: dict[str, float] | None) -> bool:
+    """Whether ``weights`` (a toy report's checksums) are those of the pipeline exported in ``model``: a report
+    measured on another model, or on this one before it was retrained, must not describe it."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from .toytrain import weights_checksum
+
+    if not weights:
+        return False
+    modules = {"transformer": WanTransformer3DModel, "vae": AutoencoderKLWan}
+    return weights.keys() == modules.keys() and all(
+        math.isclose(weights[name], weights_checksum(cls.from_pretrained(model / name)), rel_tol=1e-9)
+        for name, cls in modules.items())
+
+
+def _adherence(report: Path, model: Path) -> str:
+    """The dense, training-length line of the toy benchmark's report on the weights in ``model``, or nothing
+    when it has not run on them (with a note on stderr when a report exists but measured other weights)."""
     if not report.is_file():
         return ""
     data = json.loads(report.read_text())
+    if not _measured(model, data.get("weights")):
+        print(f"note: {report} was not measured on these weights, so the README quotes no adherence; run "
+              f"fastdit bench toy on the installed model, then make_sample again", file=sys.stderr)
+        return ""
     dense = next((s for s in data["summary"] if s["scale"] == 1 and s["method"] == "dense"
                   and s["setting"] == "preset"), None)
     if dense is None or data.get("lora"):
@@ -161,7 +181,7 @@ def install_sample(run: str | Path, folder: str | Path, report: str | Path = _RE
         (tmp / "training").mkdir()
         for name in ("recipe.json", "log.jsonl"):
             shutil.copy2(run / name, tmp / "training" / name)
-        (tmp / "README.md").write_text(README.format(adherence=_adherence(Path(report)), **training_facts(run)))
+        (tmp / "README.md").write_text(README.format(adherence=_adherence(Path(report), model), **training_facts(run)))
         if folder.exists():
             shutil.rmtree(folder)
         tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared

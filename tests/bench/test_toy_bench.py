@@ -82,6 +82,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     assert len(calls) == 2  # only the second prompt's two videos were generated again
     data = json.loads((tmp_path / "toy_resume.json").read_text())
     assert len(data["videos"]) == 4 and len({v["prompt"] for v in data["videos"]}) == 2
+    assert data["weights"] == json.loads(lines[0])["settings"]["weights"]  # the report says what it measured
     assert not partial.exists()
 
 

@@ -9,7 +9,7 @@ import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
 from fastdit.pipelines.toytrain import (conditioning_gap, draw_batch, flow_loss, object_mask, shifted_sigmas,
-                                       vae_loss, video_tensor)
+                                       vae_loss, video_tensor, weights_checksum)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -201,13 +201,20 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     dense = {"scale": 1, "method": "dense", "setting": "preset", "videos": 24, "colour": 1.0, "shape": 0.375,
              "size": 0.5, "motion": 0.25, "all": 0.125}
     report = tmp_path / "toy_frames.json"
-    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense]}))
+    weights = {name: weights_checksum(getattr(pipe, name)) for name in ("transformer", "vae")}
+    stale = {**weights, "transformer": weights["transformer"] + 1.0}  # as if measured before a retrain
+    for measured in (None, stale):
+        report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "weights": measured}))
+        readme = (install_sample(out, tmp_path / "samples" / "stale", report=report) / "README.md").read_text()
+        assert "Prompt adherence" not in readme  # a report about other weights is not quoted
+    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "weights": weights}))
     readme = (install_sample(out, tmp_path / "samples" / "cited", report=report) / "README.md").read_text()
     assert "24 held-out prompts" in readme and "shape 38%" in readme and "motion 25%" in readme
     assert "bench/results/toy_frames.md" in readme  # the report it was given, not a fixed name
     assert "VAE alone" not in readme  # a report from before the ceiling was measured
     ceiling = {"colour": 1.0, "shape": 0.6667, "size": 0.92, "motion": 1.0, "all": 0.6}
-    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling}))
+    report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling,
+                                  "weights": weights}))
     readme = (install_sample(out, tmp_path / "samples" / "ceiling", report=report) / "README.md").read_text()
     assert "through this VAE alone" in readme and "shape 67%, size 92%, motion 100%." in readme
     assert "Where a single object goes" not in readme  # a report without its videos
@@ -216,7 +223,7 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
                                     ("a red ball moving up in a white room", [[60, 60], [60, 70]]),
                                     ("a red ball staying still on grass", [[60, 60], [60, 62]])]]
     report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "vae_ceiling": ceiling,
-                                  "videos": videos}))
+                                  "weights": weights, "videos": videos}))
     readme = (install_sample(out, tmp_path / "samples" / "direction", report=report) / "README.md").read_text()
     assert "20 px when asked to\n  move straight, 2 px when asked to stay still, at a mean cosine of 0.00" in readme
     with pytest.raises(FileNotFoundError, match="no exported pipeline"):
