@@ -477,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..pipelines.loading import benchmark_call
-    from ..pipelines.toytrain import scaled_frames, weights_checksum
+    from ..pipelines.toytrain import pipeline_checksums, scaled_frames
     from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
     from ..run import run_pipeline
 
@@ -496,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
     progress = out / f"{name}.partial.jsonl"
     # the weights' checksum: a model retrained in place (same name or folder) never resumes the old one's rows
     settings = {"model": args.model, "lora": args.lora, "preset": args.preset, "seed": args.seed, "call": base,
-                "weights": {name: weights_checksum(getattr(pipe, name)) for name in ("transformer", "vae")}}
+                "weights": pipeline_checksums(pipe)}
     done = load_progress(progress, settings)
     ceiling = vae_ceiling(pipe, prompts, base, args.seed)
     rows: list[dict[str, Any]] = []

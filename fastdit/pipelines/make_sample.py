@@ -122,16 +122,15 @@ def _vocabulary() -> dict[str, str]:
 def _measured(model: Path, weights: dict[str, float] | None) -> bool:
     """Whether ``weights`` (a toy report's checksums) are those of the pipeline exported in ``model``: a report
     measured on another model, or on this one before it was retrained, must not describe it."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import DiffusionPipeline
 
-    from .toytrain import weights_checksum
+    from .toytrain import pipeline_checksums
 
     if not weights:
         return False
-    modules = {"transformer": WanTransformer3DModel, "vae": AutoencoderKLWan}
-    return weights.keys() == modules.keys() and all(
-        math.isclose(weights[name], weights_checksum(cls.from_pretrained(model / name)), rel_tol=1e-9)
-        for name, cls in modules.items())
+    measured = pipeline_checksums(DiffusionPipeline.from_pretrained(model))
+    return weights.keys() == measured.keys() and all(
+        math.isclose(weights[name], value, rel_tol=1e-9) for name, value in measured.items())
 
 
 def _adherence(report: Path, model: Path) -> str:

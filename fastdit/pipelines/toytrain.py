@@ -25,7 +25,7 @@ from .toyworld import Clip
 
 __all__ = ["video_tensor", "video_frames", "vae_loss", "latent_statistics", "normalise_latents", "shifted_sigmas",
            "flow_loss", "object_mask", "ema_update", "encode_prompts", "encode_clips", "draw_batch", "scaled_frames",
-           "conditioning_gap", "weights_checksum"]
+           "conditioning_gap", "weights_checksum", "pipeline_checksums"]
 
 
 def video_tensor(clips: Sequence[Clip]) -> torch.Tensor:
@@ -150,6 +150,12 @@ def weights_checksum(module: torch.nn.Module) -> float:
     weights. Keys what must not outlive the weights it was computed with (a latent cache, a benchmark's
     resumable progress)."""
     return float(sum(t.double().sum() for t in module.state_dict().values()))
+
+
+def pipeline_checksums(pipe: Any) -> dict[str, float]:
+    """``weights_checksum`` of a toy pipeline's trained parts (transformer and VAE): what a benchmark report
+    records so that a reader can tell which weights it measured."""
+    return {name: weights_checksum(getattr(pipe, name)) for name in ("transformer", "vae")}
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
 from fastdit.pipelines.toytrain import (conditioning_gap, draw_batch, flow_loss, object_mask, shifted_sigmas,
-                                       vae_loss, video_tensor, weights_checksum)
+                                       pipeline_checksums, vae_loss, video_tensor)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -201,7 +201,7 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     dense = {"scale": 1, "method": "dense", "setting": "preset", "videos": 24, "colour": 1.0, "shape": 0.375,
              "size": 0.5, "motion": 0.25, "all": 0.125}
     report = tmp_path / "toy_frames.json"
-    weights = {name: weights_checksum(getattr(pipe, name)) for name in ("transformer", "vae")}
+    weights = pipeline_checksums(pipe)
     stale = {**weights, "transformer": weights["transformer"] + 1.0}  # as if measured before a retrain
     for measured in (None, stale):
         report.write_text(json.dumps({"seed": 0, "lora": None, "summary": [dense], "weights": measured}))
