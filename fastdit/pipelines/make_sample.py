@@ -95,7 +95,7 @@ def _motion_terms(recipe: dict[str, Any]) -> str:
     """The recipe's motion levers (``ToyRecipe.frame_noise`` and ``temporal_loss``) as a README clause."""
     terms = []
     if recipe.get("frame_noise"):
-        terms.append(f"{recipe['frame_noise']:.0%} of clips with each latent frame noised to its own level")
+        terms.append(f"{recipe['frame_noise']:.0%} of clips with each latent frame at its own timestep")
     if recipe.get("temporal_loss"):
         terms.append(f"a loss on the error's frame-to-frame differences weighted {recipe['temporal_loss']:g}")
     return "".join(f", {term}" for term in terms)

@@ -73,11 +73,12 @@ class ToyRecipe:
     ema: float = 0.999
     precision: str = "bfloat16"
     transformer_boost: float = 4.0
-    # share of clips whose latent frames are noised to independent levels (the rest: one level per clip, as
-    # at generation); see ``toytrain.draw_batch``
-    frame_noise: float = 0.0
-    # weight of the loss on the error's frame-to-frame differences (0: none); see ``toytrain.flow_loss``
-    temporal_loss: float = 0.0
+    # the two motion levers, without which the model learned colour and shape but moved objects in a random
+    # direction: the share of clips whose latent frames are noised to independent levels (the rest: one level
+    # per clip, as at generation; see ``toytrain.draw_batch``), and the weight of the loss on the error's
+    # frame-to-frame differences (0: none; see ``toytrain.flow_loss``)
+    frame_noise: float = 0.5
+    temporal_loss: float = 1.0
     # refine phase: the same objective with the latents of objects weighted 1 + foreground_boost, continuing the
     # optimizer and the moving average at a lower rate
     refine_steps: int = 500
@@ -105,9 +106,6 @@ class ToyRecipe:
 
 RECIPES: dict[str, ToyRecipe] = {
     "full": ToyRecipe(),
-    # the bundled model's recipe with both motion levers from the first transformer step: the bundled model moves
-    # objects in a random direction, and a fine-tune of it with these levers follows the asked one far more often
-    "motion": ToyRecipe(frame_noise=0.5, temporal_loss=1.0),
     "mini": ToyRecipe(
         frames=5, side=32, max_text_tokens=24,
         vae={"base_dim": 4, "z_dim": 4, "dim_mult": [1, 2, 2], "num_res_blocks": 1, "temperal_downsample": [True, True],
@@ -116,8 +114,7 @@ RECIPES: dict[str, ToyRecipe] = {
         transformer={"patch_size": (1, 1, 1), "num_attention_heads": 2, "attention_head_dim": 8, "ffn_dim": 32,
                      "num_layers": 1, "freq_dim": 32, "rope_max_seq_len": 64},
         text_dim=16, vae_steps=4, vae_batch=2, vae_frames=5, vae_crop=32, stats_clips=4, cache_clips=8, steps=6,
-        batch=4, warmup=2, ema=0.9, refine_steps=3, transformer_boost=1.0, frame_noise=0.5,
-        temporal_loss=1.0),
+        batch=4, warmup=2, ema=0.9, refine_steps=3, transformer_boost=1.0),
 }
 
 

@@ -441,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--seed", type=int, default=0, help="weights, data and noise all follow from it")
     parser.add_argument("--recipe", default="full", choices=list(RECIPES),
-                        help="full: the bundled model; motion: full with the motion levers (frame_noise, "
-                             "temporal_loss); mini: every phase in seconds (smoke test)")
+                        help="full: the bundled model; mini: every phase in seconds (smoke test)")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import torch
 
 from fastdit.pipelines.toymodel import RECIPES, build_components, build_toy_tokenizer
 from fastdit.pipelines.toytrain import (conditioning_gap, draw_batch, flow_loss, object_mask, shifted_sigmas,
-                                       pipeline_checksums, vae_loss, video_tensor)
+                                        pipeline_checksums, vae_loss, video_tensor)
 from fastdit.pipelines.toyworld import training_clip, vocabulary
 from fastdit.pipelines.make_sample import install_sample
 from fastdit.pipelines.train_sample import Trainer, main
@@ -195,7 +195,7 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     assert (sample / "training" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
     readme = (sample / "README.md").read_text()
     assert f"{MINI.steps} steps of flow matching" in readme and f"{MINI.frames} frames of {MINI.side}x" in readme
-    assert ("50% of clips with each latent frame noised to its own level, a loss on the error's frame-to-frame "
+    assert ("50% of clips with each latent frame at its own timestep, a loss on the error's frame-to-frame "
             "differences weighted 1") in " ".join(readme.split())  # the mini recipe's motion levers
     assert "Prompt adherence" not in readme  # no report, no line
     dense = {"scale": 1, "method": "dense", "setting": "preset", "videos": 24, "colour": 1.0, "shape": 0.375,
