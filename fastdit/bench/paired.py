@@ -9,7 +9,7 @@ test only sees the prompts where the two configurations disagree.
 from __future__ import annotations
 
 from math import comb
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -31,12 +31,12 @@ def paired_hits(rows: Sequence[dict[str, Any]], challenger: str, reference: str,
     for row in rows:
         if row["config"] in by_config:
             by_config[row["config"]][row["prompt"]] = row
-    wins = losses = 0
-    for prompt, row in by_config[challenger].items():
-        other = by_config[reference].get(prompt)
-        if other is None:
-            continue
-        for attribute in attributes:
-            wins += bool(row[attribute]) and not other[attribute]
-            losses += bool(other[attribute]) and not row[attribute]
-    return wins, losses
+    return paired_signs(*({(prompt, attribute): bool(row[attribute]) for prompt, row in by_config[label].items()
+                           for attribute in attributes} for label in (challenger, reference)))
+
+
+def paired_signs(challenger: Mapping[Any, Any], reference: Mapping[Any, Any]) -> tuple[int, int]:
+    """``(wins, losses)``: over the keys both hold, how often ``challenger``'s value is above ``reference``'s
+    and how often below (ties left out, as ``sign_test`` wants)."""
+    shared = challenger.keys() & reference.keys()
+    return (sum(challenger[k] > reference[k] for k in shared), sum(challenger[k] < reference[k] for k in shared))

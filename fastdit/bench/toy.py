@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..pipelines.toyworld import ATTRIBUTES as OBJECT_ATTRIBUTES
-from .paired import paired_hits, sign_test
+from .paired import paired_hits, paired_signs, sign_test
 from .report import markdown_table, write_report
 
 # two settings per method besides its preset, one sparser and one denser where the knobs allow
@@ -302,8 +302,7 @@ def _travel_finding(scale: int, rows: list[dict[str, Any]], trained: dict[str, f
         if label == dense_label:
             parts.insert(0, f"{label} {np.mean(list(values.values())):.0f} px")
             continue
-        wins = sum(value > dense[p] for p, value in values.items() if p in dense)
-        losses = sum(value < dense[p] for p, value in values.items() if p in dense)
+        wins, losses = paired_signs(values, dense)
         parts.append(f"{label} {np.mean(list(values.values())):.0f} px (farther than dense on {wins}, "
                      f"shorter on {losses}, p={sign_test(wins, losses):.2f})")
     reference = f" (dense at 1x: {np.mean(list(trained.values())):.0f} px)" if trained else ""
