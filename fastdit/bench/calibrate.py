@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
     notes = verdicts(rows)
     cost = measured.seconds / dense_s
     layers = {f"{c.allocation} {c.target:g}": [
-        {"layer": f"{l.model}.{l.layer}", "method": l.method, "density": l.density,
-         "heads": ["dense" if h.options is None else h.density for h in l.heads]} for l in c.layers]
+        {"layer": f"{entry.model}.{entry.layer}", "method": entry.method, "density": entry.density,
+         "heads": ["dense" if h.options is None else h.density for h in entry.heads]} for entry in c.layers]
         for c in calibrations}
     body = (f"Model `{args.model}`, {len(evaluate)} held-out prompts evaluated, calibrated on "
             f"{len(calibrate_on)} other prompt(s), call {call}, seed {args.seed}. Uniform: every rung of each "

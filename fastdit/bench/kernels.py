@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         args.methods = [m for m in args.methods if m != "pyramid"]
     _allow_recompiles()
     dtype = _DTYPES[args.dtype]
-    timer = lambda fn: triton.testing.do_bench(fn, warmup=args.warmup, rep=args.rep,  # noqa: E731
-                                               return_mode="median")
+    timer = functools.partial(triton.testing.do_bench, warmup=args.warmup, rep=args.rep, return_mode="median")
     dense, rows = [], []
     for key in args.shapes:
         shape = SHAPES[key]
@@ -282,7 +281,7 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
                 row[f"{name}_ms"] = timer(lambda: attention(q, k, v, on_gpu, backend="triton"))
             finally:
                 setattr(triton_attention, switch, before)
-    del ref
+    ref = None  # frees the reference output (GPU memory) before the v1 and Flex timings
     if v1:
         from ..kernels.triton_attention_v1 import triton_block_attention as v1_attention
 
@@ -405,6 +404,6 @@ def compile_markdown(data: dict[str, Any]) -> str:
              "sm_90 (mma.sync on sm_80), no C7515, and a partitioned loop where `ws` asks for one: "
              f"**{green} of {len(data['rows'])} green**.\n"]
     for arch, label in ARCHS.items():
-        parts += [f"## {label}\n", markdown_table([r for r in data["rows"] if r["arch"] == arch],
-                                                   [c for c in _COMPILE_COLUMNS if c != "arch"])]
+        rows = [r for r in data["rows"] if r["arch"] == arch]
+        parts += [f"## {label}\n", markdown_table(rows, [c for c in _COMPILE_COLUMNS if c != "arch"])]
     return "\n".join(parts)

@@ -88,6 +88,9 @@ class Config:
         return {"method": self.method, "preset": preset, "entropy_scaling": self.entropy, **self.options}
 
 
+DENSE_LABEL = Config(None).label  # the reference every sparse configuration is paired against
+
+
 def configs(methods: list[str], scale: int, alternates: bool, entropy_for: list[str]) -> list[Config]:
     """The stock dense first, then every method at its preset (and alternates), then the entropy variants
     (only beyond the training length, where the scaling factor differs from 1)."""
@@ -215,7 +218,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups[(row["scale"], row["config"])].append(row)
     dense_time = {scale: _mean([r["total_s"] for r in group]) for (scale, label), group in groups.items()
-                  if label == Config(None).label}
+                  if label == DENSE_LABEL}
     out = []
     for (scale, label), group in groups.items():
         first = group[0]
@@ -223,7 +226,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                    "method": first["method"], "setting": first["setting"], "videos": len(group)}
         summary.update({a: _mean([r[a] for r in group]) for a in ATTRIBUTES})
         summary["psnr_db"] = pooled_psnr([r["psnr_db"] if r["psnr_db"] is not None else float("inf")
-                                          for r in group]) if label != Config(None).label else None
+                                          for r in group]) if label != DENSE_LABEL else None
         summary.update({k: _mean([r[k] for r in group]) for k in ("ssim", *CONSISTENCY, "density", "total_s")})
         summary["speedup"] = dense_time[scale] / summary["total_s"] if summary["total_s"] else None
         out.append(summary)
@@ -292,14 +295,13 @@ def _travel_finding(scale: int, rows: list[dict[str, Any]], trained: dict[str, f
     """How far objects asked to move straight go the asked way at a longer length, each configuration paired
     by prompt against dense (sign test on farther/shorter): a model can lose a motion the detector no longer
     calls right while one configuration still keeps more of it than another."""
-    dense_label = Config(None).label
     along = _travel(rows)
-    dense = along.get(dense_label)
+    dense = along.get(DENSE_LABEL)
     if not dense:
         return []
     parts = []
     for label, values in along.items():
-        if label == dense_label:
+        if label == DENSE_LABEL:
             parts.insert(0, f"{label} {np.mean(list(values.values())):.0f} px")
             continue
         wins, losses = paired_signs(values, dense)
@@ -337,10 +339,9 @@ def vae_ceiling(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int) 
 def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
              ceiling: dict[str, float] | None = None) -> list[str]:
     """The targets, as sentences with the measured numbers (and the VAE's ceiling, when given)."""
-    dense_label = Config(None).label
     by = {(s["scale"], s["config"]): s for s in summary}
     lines = []
-    base = by.get((1, dense_label))
+    base = by.get((1, DENSE_LABEL))
     if base:
         verdicts = [f"{a} {base[a]:.0%} (target {t:.0%}: {'met' if base[a] >= t else 'not met'})"
                     for a, t in TARGETS.items()]
@@ -350,12 +351,12 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
                          "perfect transformer would score: " + ", ".join(f"{a} {ceiling[a]:.0%}" for a in ATTRIBUTES)
                          + ".")
         for kind in ("unseen", "seen"):
-            picked = [r for r in rows if r["scale"] == 1 and r["config"] == dense_label and r["kind"] == kind]
+            picked = [r for r in rows if r["scale"] == 1 and r["config"] == DENSE_LABEL and r["kind"] == kind]
             if picked:
                 lines.append(f"Dense, {kind} combinations ({len(picked)} prompts): " + ", ".join(
                     f"{a} {_mean([r[a] for r in picked]):.0%}" for a in ATTRIBUTES) + ".")
         training_rows = [r for r in rows if r["scale"] == 1]
-        dense_rows = [r for r in training_rows if r["config"] == dense_label]
+        dense_rows = [r for r in training_rows if r["config"] == DENSE_LABEL]
         lines.append("Dense motion, videos right per asked motion: " + ", ".join(
             f"{motion} {hits}/{asked}" for motion, (hits, asked) in motion_hits(dense_rows).items()) + ".")
         geometry = motion_geometry(dense_rows)
@@ -369,13 +370,13 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
         for s in summary:
             if s["scale"] == 1 and s["method"] != "dense" and s["setting"] == "preset":
                 gap = max(abs(s[a] - base[a]) for a in GAP_ATTRIBUTES)
-                wins, losses = paired_hits(training_rows, s["config"], dense_label, GAP_ATTRIBUTES)
+                wins, losses = paired_hits(training_rows, s["config"], DENSE_LABEL, GAP_ATTRIBUTES)
                 lines.append(f"{s['config']} at its preset: largest adherence gap to dense {gap * 100:.0f} points "
                              f"({'within' if gap <= 0.05 else 'beyond'} 5; hits gained/lost against dense, paired "
                              f"by prompt: +{wins}/-{losses}, sign test p={sign_test(wins, losses):.2f}), "
                              f"PSNR {s['psnr_db']:.1f} dB, density {s['density']:.2f}.")
         lines.append(_motion_finding(summary, training_rows))
-        trained = _travel(dense_rows).get(dense_label, {})
+        trained = _travel(dense_rows).get(DENSE_LABEL, {})
         for scale in sorted({s["scale"] for s in summary} - {1}):
             compared = [s for s in summary if s["scale"] == scale and s["setting"] != "alternate"]
             scale_rows = [r for r in rows if r["scale"] == scale]
@@ -388,11 +389,10 @@ def _motion_finding(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -
     """Motion alone, each sparse configuration against dense at the training length, paired by prompt: motion is
     the attribute that needs attention across frames, so it is the first a sparse layout can break, and a gap
     pooled over attributes can hide it."""
-    dense_label = Config(None).label
     parts = []
     for s in summary:
         if s["scale"] == 1 and s["method"] != "dense":
-            wins, losses = paired_hits(rows, s["config"], dense_label, ("motion",))
+            wins, losses = paired_hits(rows, s["config"], DENSE_LABEL, ("motion",))
             parts.append(f"{s['config']} +{wins}/-{losses} (p={sign_test(wins, losses):.2f})")
     return ("Motion alone, videos gained/lost against dense at the training length (paired by prompt; sign test "
             "p): " + ", ".join(parts) + ".")
@@ -409,17 +409,16 @@ def _length_findings(scale: int, summary: list[dict[str, Any]], rows: list[dict[
     """The question at a longer length: does each preset (and entropy scaling) keep adherence closer to
     the training-length figure ``trained`` (dense at 1x) than dense does at this length, and is its difference
     from dense here more than chance (paired by prompt, sign test)?"""
-    dense_label = Config(None).label
     change = {s["config"]: (_adherence(s) - trained) * 100 for s in summary}
-    if dense_label not in change:
+    if DENSE_LABEL not in change:
         return []
-    tests = {label: paired_hits(rows, label, dense_label, OBJECT_ATTRIBUTES)
-             for label in change if label != dense_label}
+    tests = {label: paired_hits(rows, label, DENSE_LABEL, OBJECT_ATTRIBUTES)
+             for label in change if label != DENSE_LABEL}
     pvalues = {label: sign_test(*hits) for label, hits in tests.items()}
-    parts = [f"{dense_label} {change[dense_label]:+.0f}"] + [
+    parts = [f"{DENSE_LABEL} {change[DENSE_LABEL]:+.0f}"] + [
         f"{label} {change[label]:+.0f} (+{wins}/-{losses}, p={pvalues[label]:.2f})"
         for label, (wins, losses) in tests.items()]
-    closer = [label for label in tests if abs(change[label]) < abs(change[dense_label])]
+    closer = [label for label in tests if abs(change[label]) < abs(change[DENSE_LABEL])]
     beyond = [label for label, p in pvalues.items() if p < 0.05]
     if beyond:
         verdict = "different from dense beyond chance (sign test, p < 0.05): " + ", ".join(

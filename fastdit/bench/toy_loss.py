@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .report import markdown_table, write_report
-from .toy import Config, add_model_arguments, check_model_arguments, configs, load_model
+from .toy import DENSE_LABEL, add_model_arguments, check_model_arguments, configs, load_model
 
 _EVAL_STREAM = 7  # clip stream (seed offset) of these clips: base training used 0-2, LoRA training 5
 
@@ -78,11 +78,10 @@ def clip_losses(pipe: Any, data: dict[str, Any], sigmas: list[float], seed: int)
 def summarise(losses: dict[tuple[int, str], np.ndarray], frames: dict[int, int]) -> list[dict[str, Any]]:
     """One row per (scale, configuration): mean loss, paired ratio to the stock attention at that length (mean
     and standard error over clips) and ratio to the stock attention at the training length."""
-    dense = Config(None).label
-    base = losses.get((1, dense))
+    base = losses.get((1, DENSE_LABEL))
     rows = []
     for (scale, label), values in losses.items():
-        ratio = values / losses[(scale, dense)]
+        ratio = values / losses[(scale, DENSE_LABEL)]
         rows.append({"scale": scale, "frames": frames[scale], "config": label, "loss": float(values.mean()),
                      "vs_dense": float(ratio.mean()),
                      "vs_dense_sem": float(ratio.std(ddof=1) / np.sqrt(len(ratio))) if len(ratio) > 1 else None,
