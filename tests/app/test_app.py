@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,34 +12,18 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra (gradio) is not installed")
 
+from .server import demo_request, free_port, start_app  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "fastdit.app", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_app(port, env)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited early:\n{proc.stdout.read()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start listening within 180 s")
     yield url
     proc.terminate()
     try:
@@ -51,16 +32,10 @@ def app_url():
         proc.kill()
 
 
-def _request(seed: int, method: str = "grat") -> list:
-    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, entropy, frames,
-    # height, width, steps, seed
-    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, False, 9, 128, 128, 3, seed]
-
-
 def test_concurrent_clients_each_get_their_own_result(app_url):
     client = gradio_client.Client(app_url, verbose=False)
     with ThreadPoolExecutor(2) as pool:
-        futures = {seed: pool.submit(client.predict, *_request(seed), api_name="/generate") for seed in (11, 12)}
+        futures = {seed: pool.submit(client.predict, *demo_request(seed), api_name="/generate") for seed in (11, 12)}
         results = {seed: f.result(timeout=600) for seed, f in futures.items()}
     for seed, (dense, sparse, markdown, layout, numbers) in results.items():
         assert numbers["seed"] == seed and numbers["frames"] == 9 and numbers["size"] == "128x128"
@@ -75,7 +50,7 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
 
 def test_out_of_range_input_is_a_readable_message(app_url):
     client = gradio_client.Client(app_url, verbose=False)
-    bad = _request(1)
+    bad = demo_request(1)
     bad[9] = 10  # frames must be 4k+1
     with pytest.raises(Exception, match="4k\\+1"):
         client.predict(*bad, api_name="/generate")

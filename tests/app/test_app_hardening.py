@@ -8,10 +8,7 @@ import dataclasses
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -24,17 +21,9 @@ from fastdit.cli import app as app_cli  # noqa: E402
 from fastdit.cli import main  # noqa: E402
 from fastdit.pipelines.loading import sample_dir  # noqa: E402
 
+from .server import demo_request, free_port, start_app  # noqa: E402
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _request(seed: int) -> list:
-    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, entropy, frames,
-    # height, width, steps, seed
-    return ["a red ball", "", "radial", 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, False, 5, 64, 64, 1, seed]
+SMALL = {"method": "radial", "frames": 5, "size": 64, "steps": 1}  # the cheapest request the page accepts
 
 
 @pytest.fixture
@@ -60,7 +49,7 @@ def test_a_busy_port_is_one_line_before_the_model_loads(capsys, no_model_load):
     ("192.0.2.1", "--host '192.0.2.1' is not an address of this machine"),  # TEST-NET-1: never local
 ])
 def test_a_bad_host_is_one_line_and_not_called_a_port_problem(capsys, no_model_load, host, message):
-    assert main(["app", "--host", host, "--port", str(_free_port())]) == 2
+    assert main(["app", "--host", host, "--port", str(free_port())]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "port" not in lines[0].split(": error: ")[1], lines
 
@@ -88,28 +77,13 @@ def test_the_page_keeps_only_the_newest_videos(tmp_path):
         session.check(DemoRequest(prompt="a red ball", method="radial", seed=2**70))
 
 
-def _start(port: int, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "fastdit.app", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited early:\n{proc.stdout.read()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail("the app did not start listening within 180 s")
-
-
 def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
     temp, cache = tmp_path / "tmp", tmp_path / "gradio"
     temp.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(temp),
            "GRADIO_TEMP_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    proc = _start(port, env)
+    proc = start_app(port, env)
     try:
         assert len(list(temp.glob("fastdit-app-*"))) == 1  # one folder for this process's videos
         url = f"http://127.0.0.1:{port}"
@@ -119,10 +93,10 @@ def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
         assert "`tiny`" in page and str(sample_dir()) not in page  # no path of this machine on the page
 
         client = gradio_client.Client(url + "/", verbose=False)
-        dense, sparse, *_ = client.predict(*_request(3), api_name="/generate")
+        dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")
         assert Path(dense["video"] if isinstance(dense, dict) else dense).is_file()
         with pytest.raises(Exception, match=r"seed must be a whole number from 0 to 2\*\*64 - 1"):
-            client.predict(*_request(2**70), api_name="/generate")
+            client.predict(*demo_request(2**70, **SMALL), api_name="/generate")
         assert list(cache.rglob("*.mp4"))  # Gradio's copies of the page's videos
     finally:
         proc.send_signal(signal.SIGTERM)

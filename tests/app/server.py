@@ -1,0 +1,43 @@
+"""The web demo as its tests drive it: started as a server on a free port, and called with a full request."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+STARTUP_S = 180  # loading the bundled model and building the page on a busy 2-core CI runner
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """``python -m fastdit.app`` on ``port``, returned once it listens; fails the test with the app's output if
+    it exits first, or if it does not listen within ``STARTUP_S``."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastdit.app", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + STARTUP_S
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited early:\n{proc.stdout.read()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"the app did not start listening within {STARTUP_S} s")
+
+
+def demo_request(seed: int, method: str = "grat", frames: int = 9, size: int = 128, steps: int = 3) -> list:
+    """The ``/generate`` endpoint's inputs, in the order of the page's controls."""
+    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, entropy, frames,
+    # height, width, steps, seed
+    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, False, frames, size, size,
+            steps, seed]
