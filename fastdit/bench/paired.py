@@ -31,8 +31,11 @@ def paired_hits(rows: Sequence[dict[str, Any]], challenger: str, reference: str,
     for row in rows:
         if row["config"] in by_config:
             by_config[row["config"]][row["prompt"]] = row
-    return paired_signs(*({(prompt, attribute): bool(row[attribute]) for prompt, row in by_config[label].items()
-                           for attribute in attributes} for label in (challenger, reference)))
+
+    def hits(label: str) -> dict[tuple[str, str], bool]:
+        return {(prompt, a): bool(row[a]) for prompt, row in by_config[label].items() for a in attributes}
+
+    return paired_signs(hits(challenger), hits(reference))
 
 
 def paired_signs(challenger: Mapping[Any, Any], reference: Mapping[Any, Any]) -> tuple[int, int]:

@@ -299,14 +299,12 @@ def _travel_finding(scale: int, rows: list[dict[str, Any]], trained: dict[str, f
     dense = along.get(DENSE_LABEL)
     if not dense:
         return []
-    parts = []
+    parts = [f"{DENSE_LABEL} {np.mean(list(dense.values())):.0f} px"]
     for label, values in along.items():
-        if label == DENSE_LABEL:
-            parts.insert(0, f"{label} {np.mean(list(values.values())):.0f} px")
-            continue
-        wins, losses = paired_signs(values, dense)
-        parts.append(f"{label} {np.mean(list(values.values())):.0f} px (farther than dense on {wins}, "
-                     f"shorter on {losses}, p={sign_test(wins, losses):.2f})")
+        if label != DENSE_LABEL:
+            wins, losses = paired_signs(values, dense)
+            parts.append(f"{label} {np.mean(list(values.values())):.0f} px (farther than dense on {wins}, "
+                         f"shorter on {losses}, p={sign_test(wins, losses):.2f})")
     reference = f" (dense at 1x: {np.mean(list(trained.values())):.0f} px)" if trained else ""
     return [f"At {scale}x frames, single objects asked to move straight ({len(dense)} videos) go the asked way, "
             f"first to last frame found{reference}: " + ", ".join(parts) + "."]

@@ -13,6 +13,23 @@ from fastdit.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _scored_row(prompt: str, config: str, scale: int = 1, setting: str = "preset", motion: bool = False,
+                tracks: list | None = None) -> dict:
+    """A video row as ``bench toy`` stores it: colour right, motion right where ``motion``, the other attributes
+    wrong, the same consistency, density and time columns everywhere."""
+    attributes = ("colour", "shape", "size", "motion", "all")
+    return {"prompt": prompt, "kind": "unseen", "scale": scale, "frames": 16 * scale + 1, "config": config,
+            "method": config.split()[0], "setting": setting, "psnr_db": 30.0, "ssim": 0.9, "present": 1.0,
+            "area_cv": 0.1, "colour_drift": 0.0, "density": 0.5, "total_s": 1.0, "tracks": tracks or [],
+            **{a: a == "colour" or (a == "motion" and motion) for a in attributes}}
+
+
+def _left_moves(colours: int) -> list[str]:
+    """Prompts of one object moving left: the first ``colours`` colours, each as a ball and a square."""
+    return [f"a {colour} {shape} moving left in a white room"
+            for colour in ("red", "yellow", "cyan", "blue", "purple", "pink")[:colours] for shape in ("ball", "square")]
+
+
 def test_report_has_a_row_per_video_and_a_summary_per_configuration(mini_model, tmp_path):
     code = main(["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "2",
                  "--scales", "1", "2", "--methods", "grat", "--no-alternates", "--out", str(tmp_path),
@@ -144,19 +161,12 @@ def test_alternates_run_at_the_training_length_unless_asked_for_more(mini_model,
 
 
 def test_the_longer_length_finding_compares_each_preset_with_dense_at_that_length():
-    attributes = ("colour", "shape", "size", "motion", "all")
-    prompts = [f"a {colour} {shape} moving left in a white room"
-               for colour in ("red", "yellow", "cyan", "blue", "purple", "pink") for shape in ("ball", "square")]
     rows = []
-    for index, prompt in enumerate(prompts):
+    for index, prompt in enumerate(_left_moves(6)):
         for scale, config, motion in [(1, "dense (stock)", True), (2, "dense (stock)", index < 6),
                                       (2, "radial", True), (2, "radial +entropy", index < 5)]:
-            rows.append({"prompt": prompt, "kind": "unseen", "scale": scale, "frames": 17 * scale - 1,
-                         "config": config, "method": config.split()[0] if scale == 2 else "dense",
-                         "setting": "entropy" if "entropy" in config else "preset", "psnr_db": 30.0, "ssim": 0.9,
-                         "present": 1.0, "area_cv": 0.1, "colour_drift": 0.0, "density": 0.5, "total_s": 1.0,
-                         "tracks": [[[60, 60], [40, 60]]],
-                         **{a: a == "colour" or (a == "motion" and motion) for a in attributes}})
+            rows.append(_scored_row(prompt, config, scale, "entropy" if "entropy" in config else "preset", motion,
+                                    [[[60, 60], [40, 60]]]))
     lines = findings(summarise(rows), rows)
     length = [line for line in lines if line.startswith("At 2x")]
     # dense at 1x: colour and motion right everywhere (50%); at 2x dense loses motion on 6 prompts (-12.5),
@@ -181,35 +191,21 @@ def test_motion_geometry_tells_random_directions_from_no_motion():
 
 
 def test_motion_alone_is_paired_against_dense_for_every_setting_at_the_training_length():
-    attributes = ("colour", "shape", "size", "motion", "all")
     rows = []
-    prompts = [f"a {colour} {shape} moving left in a white room"
-               for colour in ("red", "yellow", "cyan", "blue") for shape in ("ball", "square")]
-    for index, prompt in enumerate(prompts):
-        for config, method, setting, motion in [("dense (stock)", "dense", "preset", True),
-                                                ("radial", "radial", "preset", True),
-                                                ("vmoba (threshold=0.1)", "vmoba", "alternate", index < 1)]:
-            rows.append({"prompt": prompt, "kind": "unseen", "scale": 1, "frames": 17, "config": config,
-                         "method": method, "setting": setting, "psnr_db": 30.0, "ssim": 0.9, "present": 1.0,
-                         "area_cv": 0.1, "colour_drift": 0.0, "density": 0.5, "total_s": 1.0, "tracks": [],
-                         **{a: a == "colour" or (a == "motion" and motion) for a in attributes}})
+    for index, prompt in enumerate(_left_moves(4)):
+        for config, setting, motion in [("dense (stock)", "preset", True), ("radial", "preset", True),
+                                        ("vmoba (threshold=0.1)", "alternate", index < 1)]:
+            rows.append(_scored_row(prompt, config, setting=setting, motion=motion))
     line = next(line for line in findings(summarise(rows), rows) if line.startswith("Motion alone"))
     # the alternate loses motion on 7 of 8 prompts where dense has it: p = 2/128
     assert line.endswith("radial +0/-0 (p=1.00), vmoba (threshold=0.1) +0/-7 (p=0.02).")
 
 
 def test_the_travel_finding_pairs_how_far_objects_go_the_asked_way_against_dense():
-    attributes = ("colour", "shape", "size", "motion", "all")
-    prompts = [f"a {colour} {shape} moving left in a white room"
-               for colour in ("red", "yellow", "cyan", "blue", "purple", "pink") for shape in ("ball", "square")]
     rows = []
-    for prompt in prompts:  # "left" is -x: dense goes 40 px the asked way at 1x, 4 px at 2x, radial 10 px
+    for prompt in _left_moves(6):  # "left" is -x: dense goes 40 px the asked way at 1x, 4 px at 2x, radial 10 px
         for scale, config, end_x in [(1, "dense (stock)", 20), (2, "dense (stock)", 56), (2, "radial", 50)]:
-            rows.append({"prompt": prompt, "kind": "unseen", "scale": scale, "frames": 16 * scale + 1,
-                         "config": config, "method": config.split()[0], "setting": "preset", "psnr_db": 30.0,
-                         "ssim": 0.9, "present": 1.0, "area_cv": 0.1, "colour_drift": 0.0, "density": 0.5,
-                         "total_s": 1.0, "tracks": [[[60, 60], None, [end_x, 60]]],
-                         **{a: a == "colour" for a in attributes}})
+            rows.append(_scored_row(prompt, config, scale, tracks=[[[60, 60], None, [end_x, 60]]]))
     line = next(line for line in findings(summarise(rows), rows) if line.startswith("At 2x frames, single"))
     assert line == ("At 2x frames, single objects asked to move straight (12 videos) go the asked way, first to last "
                     "frame found (dense at 1x: 40 px): dense (stock) 4 px, radial 10 px (farther than dense on 12, "
