@@ -14,31 +14,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._lazy import make_lazy
+from fastdit._lazy import make_lazy
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "apply": "patch", "remove": "patch", "stats": "patch", "is_patched": "patch",
+    "apply": "patching", "remove": "patching", "stats": "patching", "is_patched": "patching",
+    "SparseConfig": "runtime", "LayerPlan": "runtime", "AttentionStats": "runtime",
+    "entropy_scale_factor": "runtime",
     "build_layout": "methods", "available_methods": "methods",
     "attention": "kernels", "available_backends": "kernels",
-    "TokenGrid": "grid", "BlockLayout": "layout", "AttentionStats": "stats",
-    "TokenOrder": "order", "RasterOrder": "order", "TileOrder": "order", "GilbertOrder": "order",
-    "entropy_scale_factor": "entropy",
+    "TokenGrid": "layout", "BlockLayout": "layout", "TokenOrder": "layout", "RasterOrder": "layout",
+    "TileOrder": "layout", "GilbertOrder": "layout", "ChunkOrder": "layout",
     "calibrate": "calibration", "Calibration": "calibration", "load_calibration": "calibration",
 }
 make_lazy(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .calibration import Calibration, calibrate, load_calibration
-    from .entropy import entropy_scale_factor
-    from .grid import TokenGrid
-    from .kernels import attention, available_backends
-    from .layout import BlockLayout
-    from .methods import available_methods, build_layout
-    from .order import GilbertOrder, RasterOrder, TileOrder, TokenOrder
-    from .patch import apply, is_patched, remove, stats
-    from .stats import AttentionStats
+    from fastdit.calibration import Calibration, calibrate, load_calibration
+    from fastdit.kernels import attention, available_backends
+    from fastdit.layout import BlockLayout, ChunkOrder, GilbertOrder, RasterOrder, TileOrder, TokenGrid, TokenOrder
+    from fastdit.methods import available_methods, build_layout
+    from fastdit.patching import apply, is_patched, remove, stats
+    from fastdit.runtime import AttentionStats, LayerPlan, SparseConfig, entropy_scale_factor
 
 __all__ = [
     "apply",
@@ -52,7 +50,10 @@ __all__ = [
     "RasterOrder",
     "TileOrder",
     "GilbertOrder",
+    "ChunkOrder",
     "BlockLayout",
+    "SparseConfig",
+    "LayerPlan",
     "AttentionStats",
     "available_methods",
     "available_backends",

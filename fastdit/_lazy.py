@@ -16,12 +16,8 @@ __all__ = ["make_lazy"]
 
 
 class LazyPackage(types.ModuleType):
-    """A package whose public names are imported from their submodules when first read.
-
-    A public name can also be a submodule's (``fastdit.stats`` is the function, and the module defining
-    ``AttentionStats``): importing the submodule makes the import system assign it to the package attribute,
-    which would hide the public value, so that one assignment is ignored (the submodule stays importable).
-    """
+    """A package whose public names are imported from their submodules when first read. No public name is
+    also a submodule's, so importing a submodule never hides one."""
 
     def __getattr__(self, name: str) -> Any:
         exports = self.__dict__["_lazy_exports"]
@@ -34,11 +30,6 @@ class LazyPackage(types.ModuleType):
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         super().__setattr__(name, value)
         return value
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in self.__dict__["_lazy_exports"]:
-            return
-        super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:
         return sorted({*self.__dict__, *self.__dict__["_lazy_exports"]})

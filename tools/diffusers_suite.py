@@ -26,7 +26,7 @@ from pathlib import Path
 
 import diffusers
 
-from fastdit.bench.report import write_report
+from fastdit.runs.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("unpatched", "dense", "sparse")

@@ -23,7 +23,7 @@ from typing import Any
 import diffusers
 
 import fastdit
-from fastdit.processors import families
+from fastdit.patching.families import families
 
 MODE = os.environ.get("FASTDIT_SUITE_MODE", "unpatched")
 OPTIONS: dict[str, dict[str, Any]] = {

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import make_lazy
+from fastdit._lazy import make_lazy
 
 __all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits"]
 make_lazy(__name__, {name: "session" for name in __all__})
 
 if TYPE_CHECKING:
-    from .session import DemoRequest, DemoResult, DemoSession, Limits
+    from fastdit.app.session import DemoRequest, DemoResult, DemoSession, Limits

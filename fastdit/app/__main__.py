@@ -2,6 +2,6 @@
 
 import sys
 
-from ..cli import main
+from fastdit.cli import main
 
 sys.exit(main(["app", *sys.argv[1:]]))

@@ -16,13 +16,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compare import MethodSpec, compare
-from ..layout import BlockLayout
-from ..methods import build_layout, get_method, parse_options
-from ..pipelines.loading import (call_defaults, check_video_size, load_pipeline, resolve_model,
-                                 video_size_rule)
-from ..run import RunResult, check_seed, run_pipeline
-from ..viz import layout_image
+from fastdit.layout.block import BlockLayout
+from fastdit.methods import build_layout, get_method, parse_options
+from fastdit.models.loading import call_defaults, check_video_size, load_pipeline, resolve_model, video_size_rule
+from fastdit.runs.compare import MethodSpec, compare
+from fastdit.runs.pictures import layout_image
+from fastdit.runs.run import RunResult, check_seed, run_pipeline
 
 __all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits", "CALIBRATED"]
 
@@ -70,7 +69,7 @@ class DemoResult:
 class DemoSession:
     """A loaded pipeline and the demo's dense-result cache."""
 
-    def __init__(self, model: str = "tiny", device: str = "cpu", dtype: Any = None,
+    def __init__(self, model: str = "sample", device: str = "cpu", dtype: Any = None,
                  max_frames: int = 33, max_size: int = 256, max_steps: int = 30, calibration: Any = None,
                  reuse_calibration: bool = False) -> None:
         self.source = resolve_model(model)
@@ -91,8 +90,8 @@ class DemoSession:
     # ------------------------------------------------------------------ checks
     def _check_calibration(self, calibration: Any):
         """The calibration (a file or object), refused now if it was made for another model."""
-        from ..calibration import load_calibration
-        from ..patch import apply, remove
+        from fastdit.calibration import load_calibration
+        from fastdit.patching.patch import apply, remove
 
         found = load_calibration(calibration)
         remove(apply(self.pipe, calibration=found))
@@ -185,7 +184,7 @@ class DemoSession:
     def write_videos(self, result: DemoResult, folder: str | Path, fps: int | None = None) -> tuple[Path, Path]:
         """Both videos as mp4 files (what the page plays); older ones beyond the newest few are deleted, so
         the folder stays small however many requests come."""
-        from ..media import write_video
+        from fastdit.runs.media import write_video
 
         folder = Path(folder)
         for old in sorted(folder.glob("*.mp4"), key=lambda p: p.stat().st_mtime)[:-(_KEEP_VIDEOS - 2)]:

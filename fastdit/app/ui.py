@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..methods import available_methods, get_method
-from ..run import check_seed
-from .session import CALIBRATED, DemoRequest, DemoSession
+from fastdit.app.session import CALIBRATED, DemoRequest, DemoSession
+from fastdit.methods import available_methods, get_method
+from fastdit.models.loading import SAMPLE_NAMES
+from fastdit.runs.run import check_seed
 
 # the bundled model knows only its toy world's grammar (combinations its training showed); real models anything
 TOY_EXAMPLES = [
@@ -90,8 +91,8 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                 result.metrics)
 
     with gr.Blocks(title="fastdit: dense vs sparse attention", delete_cache=delete_cache) as demo:
-        # the model as the user named it ("tiny", a hub id), not a path on this machine
-        toy = session.source.name == "tiny"
+        # the model as the user named it ("sample", a hub id), not a path on this machine
+        toy = session.source.name in SAMPLE_NAMES
         examples = TOY_EXAMPLES if toy else EXAMPLES
         gr.Markdown("# fastdit — dense vs sparse attention\nThe same prompt and seed, generated with the model's "
                     "own (dense) attention and with a sparse method. Model: "

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ..grid import TokenGrid
-from ..order import TokenOrder
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import TokenOrder
 
 __all__ = ["DenseReference", "dense_reference"]
 

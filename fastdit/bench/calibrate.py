@@ -3,13 +3,13 @@
 On the bundled toy-world model (or ``--model``), every configuration generates the same held-out prompts at
 the same seed, and is scored against the stock dense video of each prompt:
 
-  density   mean share of the dense attention work over every step and layer (``fastdit.stats``)
+  density   mean share of the dense attention work over every step and layer (``fastdit.runtime.stats``)
   psnr_db   PSNR vs dense, pooled over the prompts (from the mean squared error); ssim: mean SSIM
 
 Uniform configurations are the model's preset and every rung of each method's calibration ladder (radial
 decay, pyramid bands, vmoba threshold, grat radius), one setting for every layer and head, with the preset's
 warm-up: they trace what one global knob can reach. Calibrated configurations come from one measuring pass on
-prompts that are not among the evaluated ones (``fastdit.calibration.measure``), selected at each
+prompts that are not among the evaluated ones (``fastdit.calibration.measurements``), selected at each
 ``--targets`` value. For each target the report compares the calibrated run's PSNR with the uniform
 settings' Pareto frontier at the same density (linear between its points), and names the least dense
 uniform setting with at least its PSNR. The calibration's cost is the measuring pass's time as a multiple of
@@ -27,18 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, write_report
-from .toy import pooled_psnr
+from fastdit.bench.toy import pooled_psnr
+from fastdit.runs.report import markdown_table, write_report
 
 COLUMNS = ("config", "kind", "target", "dense_steps", "density", "expected_density", "psnr_db", "ssim",
            "total_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration import ALLOCATIONS, DEFAULT_METHODS
-    from ..calibration.candidates import SEARCHABLE
+    from fastdit.calibration import ALLOCATIONS, DEFAULT_METHODS
+    from fastdit.calibration.candidates import SEARCHABLE
 
-    parser.add_argument("--model", default="tiny", help="'tiny' (the bundled toy-world model), a folder or hub id")
+    parser.add_argument("--model", default="sample", help="'sample' (the bundled toy-world model), a folder or hub id")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.05, 0.1, 0.2],
                         help="calibration targets (relative L2 error of sampled output rows)")
     parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=list(ALLOCATIONS),
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _prompts(evaluate: int, calibrate: int) -> tuple[list[str], list[str]]:
     """Evaluation prompts spread over the held-out set, and calibration prompts from the rest."""
-    from ..pipelines.toyworld import HELD_OUT_PROMPTS
+    from fastdit.toy.world import HELD_OUT_PROMPTS
 
     total = len(HELD_OUT_PROMPTS)
     if evaluate < 1 or calibrate < 1 or evaluate + calibrate > total:
@@ -68,8 +68,8 @@ def _prompts(evaluate: int, calibrate: int) -> tuple[list[str], list[str]]:
 
 def _score(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int, sparse: dict[str, Any],
            dense: list[Any]) -> dict[str, Any]:
-    from ..metrics import psnr, ssim
-    from ..run import run_pipeline
+    from fastdit.runs.metrics import psnr, ssim
+    from fastdit.runs.run import run_pipeline
 
     runs = [run_pipeline(pipe, {**call, "prompt": p}, seed=seed, label="", sparse=sparse) for p in prompts]
     return {"density": float(np.mean([r.stats.mean_density() for r in runs])),
@@ -115,12 +115,12 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..calibration import measure, select
-    from ..calibration.candidates import candidates, knob_value, options_dict
-    from ..cli import CLIError
-    from ..cli.common import command_line
-    from ..pipelines.loading import ModelError, benchmark_call, load_pipeline, resolve_model
-    from ..run import run_pipeline
+    from fastdit.calibration import measure, select
+    from fastdit.calibration.candidates import candidates, knob_value, options_dict
+    from fastdit.cli import CLIError
+    from fastdit.cli.common import command_line
+    from fastdit.models.loading import ModelError, benchmark_call, load_pipeline, resolve_model
+    from fastdit.runs.run import run_pipeline
 
     try:
         evaluate, calibrate_on = _prompts(args.prompts, args.calibration_prompts)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .report import markdown_table, write_report
+from fastdit.runs.report import markdown_table, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +37,13 @@ def _inputs(grid: tuple[int, int, int], timestep: float) -> dict[str, Any]:
 
 
 def _measure(args: argparse.Namespace, variant: str, how: str) -> dict[str, Any]:
-    import fastdit
-    from fastdit.pipelines.tiny import build_tiny_wan_transformer
     from torch._dynamo.utils import counters
     from torch._inductor.utils import fresh_inductor_cache
 
-    model = build_tiny_wan_transformer(num_layers=args.layers)
+    import fastdit
+    from fastdit.dummy.wan import dummy_wan_transformer
+
+    model = dummy_wan_transformer(num_layers=args.layers)
     if variant != "unpatched":
         fastdit.apply(model, method=variant, preset=None, block_size=16, dense_steps=1)
     steps = [_inputs(tuple(args.grid), 1000.0 * (1 - i / args.steps)) for i in range(args.steps)]

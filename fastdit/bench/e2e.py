@@ -1,6 +1,6 @@
 """Transformer step time, dense vs each method, at a real model's config with random weights.
 
-The denoiser is built from the model's published config (``fastdit.pipelines.configs``), so no download is
+The denoiser is built from the model's published config (``fastdit.dummy.configs``), so no download is
 needed and the numbers are for the real widths, head counts, depth and token counts; weights don't change
 the work done by dense attention or static layouts (dynamic methods such as pyramid and vmoba choose blocks
 from q and k, so their density on random weights is only indicative). One "step" is one transformer forward
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .report import markdown_table, write_report
+from fastdit.runs.report import markdown_table, write_report
 
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
@@ -39,8 +39,8 @@ QUICK_FRAMES = 17
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
-    from ..pipelines.configs import MODEL_CONFIGS
+    from fastdit.dummy.configs import MODEL_CONFIGS
+    from fastdit.methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODEL_CONFIGS), metavar="MODEL",
@@ -132,19 +132,18 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
 
 def run(args: argparse.Namespace) -> int:
     import fastdit
-
-    from ..cli import CLIError
-    from ..cli.common import command_line, resolve_device, resolve_dtype
-    from ..parallel.launch import is_main_process
-    from ..pipelines.configs import MODEL_CONFIGS, build_denoiser
-    from ..pipelines.loading import check_video_size
+    from fastdit.cli import CLIError
+    from fastdit.cli.common import command_line, resolve_device, resolve_dtype
+    from fastdit.dummy.configs import MODEL_CONFIGS, build_denoiser
+    from fastdit.models.loading import check_video_size
+    from fastdit.patching.parallel.launch import is_main_process
 
     if args.repeats < 1 or args.warmup < 0:
         raise CLIError("--repeats must be >= 1 and --warmup >= 0")
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
     if args.parallel:
-        from ..parallel.launch import init_distributed, parse_parallel
+        from fastdit.patching.parallel.launch import init_distributed, parse_parallel
 
         try:
             parallel = parse_parallel(args.parallel)
@@ -174,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)  # the same random weights on every rank of a context-parallel run
     model = build_denoiser(args.model, device=device, dtype=dtype, **overrides)
     if args.parallel:
-        from ..parallel.launch import enable_context_parallel
+        from fastdit.patching.parallel.launch import enable_context_parallel
 
         try:
             enable_context_parallel(model, *parallel)

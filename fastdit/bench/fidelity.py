@@ -27,13 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..grid import TokenGrid
-from ..layout import BlockLayout
-from ..kernels import attention
-from ..methods import build_layout, get_method
-from .attention_mass import DenseReference, dense_reference
-from .report import markdown_table, write_report
-from .synthetic import video_qkv
+from fastdit.bench.attention_mass import DenseReference, dense_reference
+from fastdit.bench.synthetic import video_qkv
+from fastdit.kernels import attention
+from fastdit.layout.block import BlockLayout
+from fastdit.layout.grid import TokenGrid
+from fastdit.methods import build_layout, get_method
+from fastdit.runs.report import markdown_table, write_report
 
 DYNAMIC_METHODS = ("pyramid", "vmoba")
 

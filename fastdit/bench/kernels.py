@@ -7,7 +7,7 @@ each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's to
   flex           compiled FlexAttention on the same layout (pyramid: its kept blocks at full resolution,
                  since FlexAttention cannot pool), block mask built outside the timing
   triton         fastdit.attention(..., backend="triton") (kernel v2); for pyramid this includes pooling K/V
-  v1             the v1 kernel (fastdit.kernels.triton_attention_v1) on the same inputs
+  v1             the v1 kernel (fastdit.bench.triton_v1) on the same inputs
   tma            (Hopper) v2 with Q/K/V through TMA descriptors, the opt-in FASTDIT_TRITON_TMA=1 path
   ws             (Hopper) v2 with its level-0 loop warp-specialized (TMA producer warp, two consumer
                  warpgroups), the opt-in FASTDIT_TRITON_WS=1 path
@@ -43,12 +43,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..cli import CLIError
-from ..grid import TokenGrid
-from ..kernels import attention
-from ..layout import BlockLayout
-from ..methods import available_methods, build_layout
-from .report import markdown_table, write_report
+from fastdit.cli import CLIError
+from fastdit.kernels import attention
+from fastdit.layout.block import BlockLayout
+from fastdit.layout.grid import TokenGrid
+from fastdit.methods import available_methods, build_layout
+from fastdit.runs.report import markdown_table, write_report
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _grat_settings(grid: TokenGrid, block_size: int) -> list[tuple[float, int, i
 
 
 def _density(layout: BlockLayout) -> float:
-    from ..kernels.padding import real_density
+    from fastdit.layout.padding import real_density
 
     return real_density(layout)
 
@@ -246,8 +246,8 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
     ``check`` compares the Triton output with the torch reference first (``rel_err``; seconds per layout at
     these shapes, so the suite checks the first layout of each method and shape).
     """
-    from ..kernels.padding import kernel_padding, real_density
-    from ..kernels.triton_attention import choose_kv_tile
+    from fastdit.kernels.triton.forward import choose_kv_tile
+    from fastdit.layout.padding import kernel_padding, real_density
 
     B, H, S, D = q.shape
     on_gpu = layout.to(q.device)  # index tensors where the kernels read them, moved once, outside the timing
@@ -271,7 +271,7 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
     major = torch.cuda.get_device_capability(q.device)[0]
     opt_in = [("tma", "USE_TMA")] * (major >= 9) + [("ws", "USE_WS")] * (major == 9)  # TMA; Hopper's partitioner
     if opt_in:
-        from ..kernels import triton_attention
+        from fastdit.kernels.triton import forward as triton_attention
 
         for name, switch in opt_in:
             before = getattr(triton_attention, switch)
@@ -283,14 +283,14 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
                 setattr(triton_attention, switch, before)
     ref = None  # frees the reference output (GPU memory) before the v1 and Flex timings
     if v1:
-        from ..kernels.triton_attention_v1 import triton_block_attention as v1_attention
+        from fastdit.bench.triton_v1 import triton_block_attention as v1_attention
 
         v1_attention(q, k, v, on_gpu, scale)  # its own autotuning, outside the timing
         row["v1_ms"] = timer(lambda: v1_attention(q, k, v, on_gpu, scale))
     if flex:
-        from ..kernels.flex import compiled_flex_attention
+        from fastdit.kernels.flex import block_mask_from_layout, compiled_flex_attention
 
-        block_mask = layout.to_flex_block_mask(q.device)
+        block_mask = block_mask_from_layout(layout, q.device)
         fn = compiled_flex_attention()
         row["flex_ms"] = timer(lambda: fn(q, k, v, block_mask=block_mask))
     # real work: the real query-key pairs the layout attends (dense SDPA's count is 4·B·H·N²·D on N real tokens)
@@ -360,8 +360,15 @@ def compile_only(args: argparse.Namespace) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise CLIError("--compile-only runs Triton's real compiler: unset TRITON_INTERPRET")
     try:
-        from ..kernels.compile_report import (ARCHS, SHARED_CAP, VARIANTS, WS_VARIANTS, compile_kernel, configs_for,
-                                              default_config)
+        from fastdit.bench.triton_compile import (
+            ARCHS,
+            SHARED_CAP,
+            VARIANTS,
+            WS_VARIANTS,
+            compile_kernel,
+            configs_for,
+            default_config,
+        )
     except ImportError as err:
         raise CLIError(f"--compile-only needs triton with its NVIDIA backend ({err})") from None
     rows = []
@@ -385,7 +392,7 @@ def compile_only(args: argparse.Namespace) -> int:
 
 
 def compile_markdown(data: dict[str, Any]) -> str:
-    from ..kernels.compile_report import ARCHS, VARIANTS
+    from fastdit.bench.triton_compile import ARCHS, VARIANTS
 
     green = sum(r["ok"] for r in data["rows"])
     parts = [f"The v2 forward compiled by Triton for each target without a GPU (PTX, then ptxas), head dim "

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .report import markdown_table, write_report
+from fastdit.runs.report import markdown_table, write_report
 
 CASES = [
     # (label, grid (t, h, w), method, options)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         layout = fastdit.build_layout(method, grid, block_size=32 if args.quick else 128, **options)
         q, k, v = (torch.randn(1, args.heads, layout.seq_len_q, args.head_dim) for _ in range(3))
         dense_s = _median_time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)
-        build_s = _median_time(lambda: fastdit.methods._static_layout.cache_clear() or
+        build_s = _median_time(lambda: fastdit.methods.clear_layout_cache() or
                                fastdit.build_layout(method, grid, block_size=layout.block_q, **options), args.repeats)
         sparse_s = _median_time(lambda: fastdit.attention(q, k, v, layout, backend="torch"), args.repeats)
         density = layout.density()

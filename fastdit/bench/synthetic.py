@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..grid import TokenGrid
+from fastdit.layout.grid import TokenGrid
 
 __all__ = ["HeadProfile", "HEAD_PROFILES", "smooth_field", "rope_3d", "video_qkv"]
 

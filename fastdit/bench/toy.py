@@ -1,6 +1,6 @@
 """Prompt adherence of a toy-world model, dense vs each sparse method: ``fastdit bench toy``.
 
-The bundled model is trained on a procedural world (``fastdit.pipelines.toyworld``), so a detector can read
+The bundled model is trained on a procedural world (``fastdit.toy.world``), so a detector can read
 its videos and say whether they show what the prompt asked for. On held-out prompts (combinations training
 never showed, and seen combinations in new settings), at a fixed seed, every configuration generates the same
 video and is scored on:
@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from ..pipelines.toyworld import ATTRIBUTES as OBJECT_ATTRIBUTES
-from .paired import paired_hits, paired_signs, sign_test
-from .report import markdown_table, write_report
+from fastdit.bench.paired import paired_hits, paired_signs, sign_test
+from fastdit.runs.report import markdown_table, write_report
+from fastdit.toy.world import ATTRIBUTES as OBJECT_ATTRIBUTES
+from fastdit.toy.world.score import motion_geometry, single_object_move
 
 # two settings per method besides its preset, one sparser and one denser where the knobs allow
 ALTERNATES: dict[str, list[dict[str, Any]]] = {
@@ -105,9 +106,9 @@ def configs(methods: list[str], scale: int, alternates: bool, entropy_for: list[
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--lora``, ``--preset`` and ``--entropy-for``: what the toy benchmarks share."""
-    from ..cli.common import add_lora_argument
+    from fastdit.cli.common import add_lora_argument
 
-    parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
+    parser.add_argument("--model", default="sample", help="'sample' (the bundled model) or a toy-world model folder")
     add_lora_argument(parser)
     parser.add_argument("--preset", default="auto", help="fastdit preset for the methods (default: by model)")
     parser.add_argument("--entropy-for", nargs="*", default=["dense", "radial"], metavar="METHOD",
@@ -116,8 +117,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_model_arguments(args: argparse.Namespace) -> None:
     """One-line errors for ``--scales`` below 1 and unknown ``--entropy-for`` methods, before the model loads."""
-    from ..cli import CLIError
-    from ..methods import available_methods
+    from fastdit.cli import CLIError
+    from fastdit.methods import available_methods
 
     if any(s < 1 for s in args.scales):
         raise CLIError(f"--scales must be >= 1, got {args.scales}")
@@ -129,8 +130,8 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 def load_model(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """``(pipe, source, preset)`` of ``--model`` with ``--lora`` on the CPU (a load failure is a one-line
     error); ``preset`` is ``None`` for ``--preset none``."""
-    from ..cli import CLIError
-    from ..pipelines.loading import ModelError, load_pipeline, resolve_model
+    from fastdit.cli import CLIError
+    from fastdit.models.loading import ModelError, load_pipeline, resolve_model
 
     try:
         source = resolve_model(args.model)
@@ -141,7 +142,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
+    from fastdit.methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     add_model_arguments(parser)
@@ -164,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _prompts(count: int | None) -> list[str]:
     """``count`` held-out prompts spread evenly over the set (it is ordered by combination)."""
-    from ..pipelines.toyworld import HELD_OUT_PROMPTS
+    from fastdit.toy.world import HELD_OUT_PROMPTS
 
     if count is None or count >= len(HELD_OUT_PROMPTS):
         return list(HELD_OUT_PROMPTS)
@@ -172,8 +173,8 @@ def _prompts(count: int | None) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from ..cli import CLIError
-    from ..cli.common import check_method
+    from fastdit.cli import CLIError
+    from fastdit.cli.common import check_method
 
     if args.prompts is not None and args.prompts < 1:
         raise CLIError(f"--prompts must be >= 1, got {args.prompts}")
@@ -184,9 +185,9 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _video_row(prompt: str, kind: str, scale: int, config: Config, run: Any, dense: Any) -> dict[str, Any]:
-    from ..metrics import psnr, ssim
-    from ..pipelines.toyworld import parse_prompt
-    from ..pipelines.toyworld.score import score_video
+    from fastdit.runs.metrics import psnr, ssim
+    from fastdit.toy.world import parse_prompt
+    from fastdit.toy.world.score import score_video
 
     same = run is dense
     return {"prompt": prompt, "kind": kind, "scale": scale, "frames": int(run.frames.shape[0]),
@@ -236,8 +237,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def motion_hits(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     """``{motion: (videos showing it, videos asking for it)}`` over ``rows``, in the grammar's order (the
     first object's motion): which motions a model draws, which it ignores."""
-    from ..pipelines.toyworld import parse_prompt
-    from ..pipelines.toyworld.grammar import MOTIONS
+    from fastdit.toy.world import parse_prompt
+    from fastdit.toy.world.grammar import MOTIONS
 
     counts = {motion: [0, 0] for motion in MOTIONS}
     for row in rows:
@@ -245,40 +246,6 @@ def motion_hits(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
         count[0] += bool(row["motion"])
         count[1] += 1
     return {motion: (hits, asked) for motion, (hits, asked) in counts.items() if asked}
-
-
-def motion_geometry(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float, float | None]]:
-    """Where single objects go, from the first to the last frame the detector finds them in, over ``rows``:
-    ``{"straight": (videos, mean displacement in pixels, mean cosine of it with the asked direction),
-    "still": (videos, mean displacement, None)}``. It separates a model that ignores the motion words (no
-    displacement) from one that moves objects but picks the direction at random (cosine near 0), which the
-    detector's right/wrong motion share cannot."""
-    moves: dict[str, list[tuple[float, float]]] = {"straight": [], "still": []}
-    for row in rows:
-        move = single_object_move(row)
-        if move is not None:
-            moves[move[0]].append(move[1:])
-    return {kind: (len(values), float(np.mean([d for d, _ in values])),
-                   float(np.mean([c for _, c in values])) if kind == "straight" else None)
-            for kind, values in moves.items() if values}
-
-
-def single_object_move(row: dict[str, Any]) -> tuple[str, float, float] | None:
-    """``(kind, displacement in pixels, cosine with the asked direction)`` of a one-object video's object from
-    the first to the last frame the detector finds it in; ``kind`` is ``"straight"`` (asked to move along a
-    direction) or ``"still"`` (cosine 0). None for other prompts, or an object found in fewer than 2 frames."""
-    from ..pipelines.toyworld import parse_prompt
-    from ..pipelines.toyworld.grammar import DIRECTIONS
-
-    objects = parse_prompt(row["prompt"]).objects
-    found = [point for point in (row["tracks"] or [[]])[0] if point is not None]
-    if len(objects) != 1 or len(found) < 2 or objects[0].motion not in (*DIRECTIONS, "still"):
-        return None
-    shift = np.subtract(found[-1], found[0])
-    distance = float(np.hypot(*shift))
-    if objects[0].motion == "still":
-        return "still", distance, 0.0
-    return "straight", distance, float(np.dot(shift, DIRECTIONS[objects[0].motion])) / distance if distance else 0.0
 
 
 def _travel(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -317,10 +284,10 @@ def vae_ceiling(pipe: Any, prompts: list[str], call: dict[str, Any], seed: int) 
     which attribute misses are the VAE's rather than the transformer's or attention's."""
     import torch
 
-    from ..pipelines.toytrain import video_frames, video_tensor
-    from ..pipelines.toyworld import parse_prompt
-    from ..pipelines.toyworld.render import render_scene
-    from ..pipelines.toyworld.score import score_video
+    from fastdit.toy.training import video_frames, video_tensor
+    from fastdit.toy.world import parse_prompt
+    from fastdit.toy.world.render import render_scene
+    from fastdit.toy.world.score import score_video
 
     hits = defaultdict(list)
     for index, prompt in enumerate(prompts):
@@ -502,7 +469,7 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
     (lengths not run yet) marks the report partial, and ``weights`` (the checksums of the weights that were
     measured) lets a reader such as ``make_sample`` tell whether the report is about the model at hand.
     Returns the findings and the three paths."""
-    from ..cli.common import command_line
+    from fastdit.cli.common import command_line
 
     out = Path(args.out)
     summary = summarise(rows)
@@ -530,10 +497,10 @@ def write_results(args: argparse.Namespace, name: str, prompts: list[str], call:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..pipelines.loading import benchmark_call
-    from ..pipelines.toytrain import pipeline_checksums, scaled_frames
-    from ..pipelines.toyworld import HELD_OUT_TRIPLES, parse_prompt
-    from ..run import run_pipeline
+    from fastdit.models.loading import benchmark_call
+    from fastdit.runs.run import run_pipeline
+    from fastdit.toy.training import pipeline_checksums, scaled_frames
+    from fastdit.toy.world import HELD_OUT_TRIPLES, parse_prompt
 
     args.scales = args.scales or ([1, 2] if args.quick else [1, 2, 4])
     args.alternates = (not args.quick) if args.alternates is None else args.alternates

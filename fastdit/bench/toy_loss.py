@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, write_report
-from .toy import DENSE_LABEL, add_model_arguments, check_model_arguments, configs, load_model
+from fastdit.bench.toy import DENSE_LABEL, add_model_arguments, check_model_arguments, configs, load_model
+from fastdit.runs.report import markdown_table, write_report
 
 _EVAL_STREAM = 7  # clip stream (seed offset) of these clips: base training used 0-2, LoRA training 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
+    from fastdit.methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     add_model_arguments(parser)
@@ -57,11 +57,11 @@ def noise_levels(count: int, shift: float) -> list[float]:
 
 
 def clip_losses(pipe: Any, data: dict[str, Any], sigmas: list[float], seed: int) -> np.ndarray:
-    """Flow-matching loss of each encoded clip of ``data`` (:func:`~fastdit.pipelines.toytrain.encode_clips`),
+    """Flow-matching loss of each encoded clip of ``data`` (:func:`~fastdit.toy.training.encode_clips`),
     averaged over ``sigmas``, with noise fixed by ``seed``: ``[clips]``."""
     import torch
 
-    from ..pipelines.toytrain import flow_loss
+    from fastdit.toy.training import flow_loss
 
     latents, text = data["latents"], data["text"][data["prompt_index"]]
     generator = torch.Generator().manual_seed(seed)
@@ -92,12 +92,12 @@ def summarise(losses: dict[tuple[int, str], np.ndarray], frames: dict[int, int])
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..cli import CLIError
-    from ..cli.common import command_line
-    from ..patch import apply, remove
-    from ..pipelines.loading import call_defaults
-    from ..pipelines.toytrain import encode_clips, scaled_frames
-    from ..pipelines.toyworld import training_clip
+    from fastdit.cli import CLIError
+    from fastdit.cli.common import command_line
+    from fastdit.models.loading import call_defaults
+    from fastdit.patching.patch import apply, remove
+    from fastdit.toy.training import encode_clips, scaled_frames
+    from fastdit.toy.world import training_clip
 
     if args.clips < 1 or args.levels < 1:
         raise CLIError(f"--clips and --levels must be >= 1, got {args.clips} and {args.levels}")

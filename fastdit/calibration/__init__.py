@@ -9,10 +9,10 @@
 the result and its JSON file.
 """
 
-from .measure import Measurements
-from .result import Calibration, HeadChoice, LayerChoice, load_calibration
-from .run import DEFAULT_METHODS, calibrate, default_steps, measure
-from .select import ALLOCATIONS, METRICS, select
+from fastdit.calibration.measurements import Measurements
+from fastdit.calibration.run import DEFAULT_METHODS, calibrate, default_steps, measure
+from fastdit.calibration.selection import ALLOCATIONS, METRICS, select
+from fastdit.runtime.calibration_file import Calibration, HeadChoice, LayerChoice, load_calibration
 
 __all__ = ["calibrate", "measure", "select", "Calibration", "Measurements", "HeadChoice", "LayerChoice",
            "load_calibration", "default_steps", "DEFAULT_METHODS", "METRICS", "ALLOCATIONS"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..methods import get_method, parse_options
+from fastdit.methods import get_method, parse_options
 
 __all__ = ["KNOBS", "SEARCHABLE", "candidates", "knob_value", "options_dict"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels.reference import pyramid_level
-from ..layout import BlockLayout
-from ..order import TokenOrder
+from fastdit.kernels.common import pyramid_level
+from fastdit.layout.block import BlockLayout
+from fastdit.layout.order import TokenOrder
 
 CHUNK_BYTES = 128 * 2**20  # probabilities of the candidates evaluated together
 __all__ = ["ExactRows", "RowError", "OrderedKeys", "sample_rows", "exact_rows", "ordered_keys", "layout_rows",

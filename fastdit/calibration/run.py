@@ -15,13 +15,14 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..config import SparseConfig, check_dense_steps
-from ..patch import _name_or_path, apply, denoisers, patch_config, remove, set_observer
-from ..run import check_seed
-from .candidates import SEARCHABLE, options_dict
-from .measure import DEFAULT_ROWS, Measurements
-from .result import Calibration, fingerprint
-from .select import select
+from fastdit.calibration.candidates import SEARCHABLE, options_dict
+from fastdit.calibration.measurements import DEFAULT_ROWS, Measurements
+from fastdit.calibration.selection import select
+from fastdit.patching.components import denoisers, name_or_path
+from fastdit.patching.patch import apply, patch_config, remove, set_observer
+from fastdit.runs.run import check_seed
+from fastdit.runtime.calibration_file import Calibration, fingerprint
+from fastdit.runtime.config import SparseConfig, check_dense_steps
 
 __all__ = ["calibrate", "measure", "default_steps", "DEFAULT_METHODS"]
 
@@ -116,7 +117,7 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
         models = denoisers(pipe)
         result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed,
                                       calls_per_step=calls_per_step)
-        result.model = _name_or_path(pipe, models[0][1])
+        result.model = name_or_path(pipe, models[0][1])
         result.fingerprint = fingerprint(models)
         result.prompts = tuple(prompts)
         set_observer(pipe, result)

@@ -1,8 +1,11 @@
-"""The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``bench``, ``app``, ``train-lora``.
+"""The ``fastdit`` command line: ``info``, ``generate``, ``compare``, ``calibrate``, ``bench``, ``app``,
+``train-lora``.
 
-Each subcommand is a module of this package with ``add_arguments(parser)`` and ``run(args) -> int``. A user
-mistake raises :class:`CLIError`, which prints one line and exits with status 2. Nothing heavy is imported
-before :func:`main` runs (the ``fastdit`` package is lazy), so a Ctrl-C at any point is handled here.
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, named in :data:`COMMANDS`:
+most live in this package; the web demo's (``fastdit.app.command``) and the benchmark suites
+(``fastdit.bench``, collected by ``bench.py``) live with what they run, above this package, and use its helpers.
+A user mistake raises :class:`CLIError`, which prints one line and exits with status 2. Nothing heavy is
+imported before :func:`main` runs (the ``fastdit`` package is lazy), so a Ctrl-C at any point is handled here.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import sys
 
 __all__ = ["main", "CLIError"]
 
-# (module, help); commands whose module is missing from this install are not offered
+# command -> (module, help); commands whose module is missing from this install are not offered
 COMMANDS = {
-    "info": "methods, presets, backends and devices this install can use",
-    "generate": "generate a video (or image) with sparse attention",
-    "compare": "the same prompt and seed dense and sparse: speed and quality side by side",
-    "calibrate": "tune sparsity per layer and head to a quality target; writes a calibration file",
-    "bench": "benchmarks: kernels, fidelity, end to end",
-    "app": "start the web demo (Gradio)",
-    "train-lora": "fine-tune a LoRA of a toy-world model for longer videos under sparse attention",
+    "info": ("fastdit.cli.info", "methods, presets, backends and devices this install can use"),
+    "generate": ("fastdit.cli.generate", "generate a video (or image) with sparse attention"),
+    "compare": ("fastdit.cli.compare", "the same prompt and seed dense and sparse: speed and quality side by side"),
+    "calibrate": ("fastdit.cli.calibrate",
+                  "tune sparsity per layer and head to a quality target; writes a calibration file"),
+    "bench": ("fastdit.cli.bench", "benchmarks: kernels, fidelity, end to end"),
+    "app": ("fastdit.app.command", "start the web demo (Gradio)"),
+    "train-lora": ("fastdit.cli.train_lora",
+                   "fine-tune a LoRA of a toy-world model for longer videos under sparse attention"),
 }
 
 
@@ -37,25 +42,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from fastdit import __version__
 
     parser = _Parser(prog="fastdit", description="Training-free sparse attention for diffusers.")
     parser.add_argument("--version", action="version", version=f"fastdit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module, cmd in add_module_parsers(sub, __name__, COMMANDS):
+    for module, cmd in add_module_parsers(sub, COMMANDS):
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
 
-def add_module_parsers(sub, package: str, table: dict[str, str]):
-    """Yield ``(module, parser)`` for each ``package.NAME`` of ``table`` (name -> help) this install has
-    (a command ``a-b`` lives in module ``a_b``).
+def add_module_parsers(sub, table: dict[str, tuple[str, str]]):
+    """Yield ``(module, parser)`` for each command of ``table`` (name -> (module, help)) this install has.
 
     A module missing from the install is skipped; an import error inside a present module is raised.
     """
-    for name, help_text in table.items():
-        module_name = f"{package}.{name.replace('-', '_')}"
+    for name, (module_name, help_text) in table.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import argparse
 
-from . import CLIError, add_module_parsers
+from fastdit.cli import CLIError, add_module_parsers
 
 SUITES = {
-    "kernels": "block-sparse kernel speed vs dense SDPA and FlexAttention",
-    "fidelity": "attention-mass recall and output error vs density, per method",
-    "e2e": "denoising-step time dense vs sparse at a real model config (random weights)",
-    "reference": "torch reference backend vs dense SDPA (CPU speed target)",
-    "toy": "prompt adherence of the toy-world model, dense vs each method (detector-scored)",
-    "toy-loss": "denoising loss of the toy-world model on longer clips, dense vs sparse (held-out clips)",
-    "calibrate": "calibrated per-layer/per-head sparsity vs uniform settings: PSNR vs density, calibration cost",
-    "compile": "torch.compile (fullgraph, whole and regional) of a patched model vs unpatched",
+    "kernels": ("fastdit.bench.kernels", "block-sparse kernel speed vs dense SDPA and FlexAttention"),
+    "fidelity": ("fastdit.bench.fidelity", "attention-mass recall and output error vs density, per method"),
+    "e2e": ("fastdit.bench.e2e", "denoising-step time dense vs sparse at a real model config (random weights)"),
+    "reference": ("fastdit.bench.reference", "torch reference backend vs dense SDPA (CPU speed target)"),
+    "toy": ("fastdit.bench.toy",
+            "prompt adherence of the toy-world model, dense vs each method (detector-scored)"),
+    "toy-loss": ("fastdit.bench.toy_loss",
+                 "denoising loss of the toy-world model on longer clips, dense vs sparse (held-out clips)"),
+    "calibrate": ("fastdit.bench.calibrate", "calibrated per-layer/per-head sparsity vs uniform settings: PSNR vs "
+                                             "density, calibration cost"),
+    "compile": ("fastdit.bench.compile",
+                "torch.compile (fullgraph, whole and regional) of a patched model vs unpatched"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    for module, p in add_module_parsers(sub, "fastdit.bench", SUITES):
+    for module, p in add_module_parsers(sub, SUITES):
         p.add_argument("--out", default="bench/results", help="folder for the JSON and markdown reports")
         module.add_arguments(p)
         p.set_defaults(_suite=module.run)
@@ -39,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run a suite once its report folder is known to be writable: a benchmark can take minutes, and a bad
     ``--out`` found only when writing the report would throw its results away."""
-    from ..media import check_writable
+    from fastdit.runs.media import check_writable
 
     try:
         check_writable(args.out, directory=True)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from . import CLIError
-from .common import add_model_arguments, call_arguments, load_model, step_count_or_share
+from fastdit.cli import CLIError
+from fastdit.cli.common import add_model_arguments, call_arguments, load_model, step_count_or_share
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration import ALLOCATIONS, DEFAULT_METHODS, METRICS
-    from ..calibration.measure import DEFAULT_ROWS
-    from ..calibration.candidates import SEARCHABLE
+    from fastdit.calibration import ALLOCATIONS, DEFAULT_METHODS, METRICS
+    from fastdit.calibration.candidates import SEARCHABLE
+    from fastdit.calibration.measurements import DEFAULT_ROWS
 
     parser.add_argument("--target", type=float, default=0.05,
                         help="largest error allowed per layer and head (default 0.05)")
@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from ..config import check_block_size
-    from ..media import check_writable
-    from ..presets import PRESETS
-    from ..run import check_seed
+    from fastdit.patching.presets import PRESETS
+    from fastdit.runs.media import check_writable
+    from fastdit.runs.run import check_seed
+    from fastdit.runtime.config import check_block_size
 
     if not math.isfinite(args.target) or args.target < 0:
         raise CLIError(f"--target must be a finite number >= 0, got {args.target}")
@@ -84,7 +84,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration import measure, select
+    from fastdit.calibration import measure, select
 
     _check(args)
     prompts = list(args.prompt)

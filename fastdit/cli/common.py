@@ -15,7 +15,7 @@ import shlex
 import sys
 from typing import Any
 
-from . import CLIError
+from fastdit.cli import CLIError
 
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
@@ -28,8 +28,8 @@ _DTYPES = ("auto", "float32", "float16", "bfloat16")
 def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: bool = False) -> None:
     """The model and pipeline-call flags; ``several_prompts``: ``--prompt`` may be repeated (a list)."""
     g = parser.add_argument_group("model and call")
-    g.add_argument("--model", default="tiny",
-                   help="'tiny' (the bundled toy-world model, default), a local diffusers folder, or a hub id "
+    g.add_argument("--model", default="sample",
+                   help="'sample' (the bundled toy-world model, default), a local diffusers folder, or a hub id "
                         "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
     add_lora_argument(g)
     g.add_argument("--prompt", required=True, action="append" if several_prompts else "store",
@@ -56,7 +56,7 @@ def add_lora_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
 
 
 def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..caches import CACHE_KINDS  # no torch or diffusers: the parser stays light
+    from fastdit.runs.caches import CACHE_KINDS  # no torch or diffusers: the parser stays light
 
     g = parser.add_argument_group("sparse attention (defaults: the model's preset)")
     g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -76,7 +76,7 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reuse-calibration", action="store_true",
                    help="run a --calibration on another video size than it was made for (with a warning)")
     g.add_argument("--cache", choices=list(CACHE_KINDS), metavar="KIND",
-                   help=f"also run a diffusers step cache ({' | '.join(CACHE_KINDS)}; see fastdit.caches)")
+                   help=f"also run a diffusers step cache ({' | '.join(CACHE_KINDS)}; see fastdit.runs.caches)")
     g.add_argument("--cache-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the cache's diffusers config, repeatable (e.g. threshold=0.1)")
 
@@ -94,7 +94,7 @@ def _finite_float(text: str) -> float:
 
 def step_count_or_share(text: str) -> int | float:
     """argparse type: a step count (``12``) or a share of the steps (``0.25``)."""
-    from ..config import check_dense_steps
+    from fastdit.runtime.config import check_dense_steps
 
     try:
         value: int | float = int(text)
@@ -134,7 +134,8 @@ def parse_options(items: list[str], flag: str = "--option") -> dict[str, Any]:
 def check_method(method: str, options: dict[str, Any]) -> None:
     """An unknown method or option fails here, naming what exists (methods are registered at import time,
     so this list grows with the install)."""
-    from ..methods import available_methods, get_method, parse_options as method_options
+    from fastdit.methods import available_methods, get_method
+    from fastdit.methods import parse_options as method_options
 
     if method not in available_methods():
         raise CLIError(f"unknown method {method!r}; available: {', '.join(available_methods())}")
@@ -146,10 +147,10 @@ def check_method(method: str, options: dict[str, Any]) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Numbers in range, a seed a generator takes, and a preset and backend that exist."""
-    from ..config import check_block_size
-    from ..kernels import available_backends
-    from ..presets import PRESETS
-    from ..run import check_seed
+    from fastdit.kernels import available_backends
+    from fastdit.patching.presets import PRESETS
+    from fastdit.runs.run import check_seed
+    from fastdit.runtime.config import check_block_size
 
     for flag in ("steps", "frames", "height", "width", "fps"):
         value = getattr(args, flag)
@@ -179,9 +180,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def cache_spec(args: argparse.Namespace):
-    """The ``--cache`` and its ``--cache-option``s as a :class:`fastdit.caches.CacheSpec` (``None`` without
+    """The ``--cache`` and its ``--cache-option``s as a :class:`fastdit.runs.caches.CacheSpec` (``None`` without
     ``--cache``), checked against the diffusers config it builds before any model loads."""
-    from ..caches import CacheSpec, cache_config
+    from fastdit.runs.caches import CacheSpec, cache_config
 
     options = parse_options(args.cache_option, "--cache-option")
     if args.cache is None:
@@ -198,11 +199,11 @@ def cache_spec(args: argparse.Namespace):
 
 def check_cacheable(pipe: Any) -> None:
     """``--cache`` on a model without diffusers cache support is a one-line error, before anything runs."""
-    from ..caches import check_cacheable as check
-    from ..run import denoisers
+    from fastdit.patching.components import denoisers
+    from fastdit.runs.caches import check_cacheable as check
 
     try:
-        check(denoisers(pipe))
+        check([model for _, model in denoisers(pipe)])
     except ValueError as err:
         raise CLIError(f"--cache: {err}") from None
 
@@ -227,7 +228,7 @@ def resolve_dtype(name: str, device: str):
 
 def load_model(args: argparse.Namespace):
     """(source, pipeline, device) for ``--model``; a missing model or missing weights is a one-line error."""
-    from ..pipelines.loading import ModelError, load_pipeline, resolve_model
+    from fastdit.models.loading import ModelError, load_pipeline, resolve_model
 
     device = resolve_device(args.device)
     try:
@@ -242,9 +243,9 @@ def call_arguments(args: argparse.Namespace, pipe: Any, source: Any, device: str
     """Pipeline call arguments: the flags, then the model folder's fastdit.json, then the pipeline's own
     defaults; sizes the model can't make, and sizes or step counts past its limits or the device's memory,
     are rejected here, naming the rule."""
-    from ..pipelines.limits import MemoryLimitError, check_call_limits
-    from ..pipelines.loading import call_defaults, check_video_size, video_size_rule
-    from ..run import is_video_pipeline
+    from fastdit.models.limits import MemoryLimitError, check_call_limits
+    from fastdit.models.loading import call_defaults, check_video_size, video_size_rule
+    from fastdit.runs.run import is_video_pipeline
 
     defaults = call_defaults(pipe, source)
     flags = {"num_frames": args.frames, "height": args.height, "width": args.width,
@@ -285,7 +286,7 @@ def sparse_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_calibration(path: str):
     """The ``--calibration`` file, read and checked before any model loads."""
-    from ..calibration import load_calibration
+    from fastdit.calibration import load_calibration
 
     try:
         return load_calibration(path)

@@ -22,13 +22,24 @@ import argparse
 import sys
 from typing import Any
 
-from . import CLIError
-from .common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                     check_cacheable, check_method, command_line, load_model, parse_options, sparse_arguments)
+from fastdit.cli import CLIError
+from fastdit.cli.common import (
+    add_model_arguments,
+    add_sparse_arguments,
+    cache_spec,
+    call_arguments,
+    check_arguments,
+    check_cacheable,
+    check_method,
+    command_line,
+    load_model,
+    parse_options,
+    sparse_arguments,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
+    from fastdit.methods import available_methods
 
     parser.add_argument("--methods", nargs="+", default=["radial"], choices=available_methods(), metavar="METHOD",
                         help=f"methods to compare with dense ({' | '.join(available_methods())}); default: radial")
@@ -56,9 +67,9 @@ def _method_options(methods: list[str], options: dict[str, Any]) -> dict[str, di
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import MethodSpec, compare, write_comparison
-    from ..media import check_writable
-    from ..patch import apply, remove
+    from fastdit.patching.patch import apply, remove
+    from fastdit.runs.compare import MethodSpec, compare, write_comparison
+    from fastdit.runs.media import check_writable
 
     if args.repeats < 1:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")

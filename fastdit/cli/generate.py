@@ -17,14 +17,25 @@ import argparse
 import json
 from pathlib import Path
 
-from . import CLIError
-from .common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                     check_cacheable, check_method, command_line, format_bytes, load_model, parse_options,
-                     sparse_arguments)
+from fastdit.cli import CLIError
+from fastdit.cli.common import (
+    add_model_arguments,
+    add_sparse_arguments,
+    cache_spec,
+    call_arguments,
+    check_arguments,
+    check_cacheable,
+    check_method,
+    command_line,
+    format_bytes,
+    load_model,
+    parse_options,
+    sparse_arguments,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
+    from fastdit.methods import available_methods
 
     parser.add_argument("--method", choices=available_methods(), metavar="METHOD",
                         help=f"{' | '.join(available_methods())}; default: the model preset's")
@@ -39,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
-    from ..media import check_writable
+    from fastdit.runs.media import check_writable
 
     if Path(path).suffix.lower() not in suffixes:
         raise CLIError(f"{flag} {path!r} must end in {' or '.join(suffixes)}")
@@ -50,11 +61,12 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import environment
-    from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_text, write_video
-    from ..parallel.launch import is_main_process, parallelize, parse_parallel
-    from ..patch import apply, remove
-    from ..run import is_video_pipeline, run_pipeline
+    from fastdit.patching.parallel.launch import is_main_process, parallelize, parse_parallel
+    from fastdit.patching.patch import apply, remove
+    from fastdit.runs.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_video
+    from fastdit.runs.report import environment
+    from fastdit.runs.run import is_video_pipeline, run_pipeline
+    from fastdit.runtime.files import write_text
 
     options = parse_options(args.option)
     check_arguments(args)

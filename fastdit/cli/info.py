@@ -15,12 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def collect() -> dict:
     import torch
 
-    from .. import __version__
-    from ..kernels import backends
-    from ..kernels.padding import preset_padding
-    from ..methods import available_methods, get_method
-    from ..presets import PRESETS
-    from ..processors import families
+    from fastdit import __version__
+    from fastdit.kernels import backends
+    from fastdit.methods import available_methods, get_method
+    from fastdit.patching.families import families
+    from fastdit.patching.presets import PRESETS, preset_padding
 
     methods = {}
     for name in available_methods():

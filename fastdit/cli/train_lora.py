@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 
-from . import CLIError
+from fastdit.cli import CLIError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..methods import available_methods
-    from ..pipelines.train_lora import LoraSettings
+    from fastdit.methods import available_methods
+    from fastdit.toy.train_lora import LoraSettings
 
     d = LoraSettings()
-    parser.add_argument("--model", default="tiny", help="'tiny' (the bundled model) or a toy-world model folder")
+    parser.add_argument("--model", default="sample", help="'sample' (the bundled model) or a toy-world model folder")
     parser.add_argument("--method", default=d.method, choices=available_methods(), metavar="METHOD",
                         help=f"attention during training: {' | '.join(available_methods())} (default: {d.method})")
     parser.add_argument("--preset", default="auto", help="fastdit preset for the method (default: by model)")
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.loading import ModelError, call_defaults, load_pipeline, resolve_model
-    from ..pipelines.train_lora import LoraSettings, train_lora
+    from fastdit.models.loading import ModelError, call_defaults, load_pipeline, resolve_model
+    from fastdit.toy.train_lora import LoraSettings, train_lora
 
     settings = LoraSettings(method=args.method, scale=args.scale, steps=args.steps, batch=args.batch,
                             clips=args.clips, rank=args.rank, lr=args.lr, seed=args.seed)

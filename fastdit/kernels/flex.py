@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from ..layout import BlockLayout
+from fastdit.layout.block import BlockLayout
 
 
 def block_mask_from_layout(layout: BlockLayout, device: torch.device):

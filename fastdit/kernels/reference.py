@@ -18,37 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..layout import BlockLayout
+from fastdit.kernels.common import pyramid_level
+from fastdit.layout.block import BlockLayout
 
 CHUNK_BYTES = 96 * 2**20
-
-
-def pyramid_level(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
-                  level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K and V of pyramid ``level`` and the log of how many valid tokens each pooled key stands for.
-
-    Level ``l`` averages groups of ``2**l`` consecutive tokens of a kv block over their *valid* tokens, giving
-    ``[B, H, S >> l, D]``; level 0 is ``k`` and ``v`` themselves (no copy). The log-count (``[S >> l]``,
-    fp32) is the logit bias that makes a pooled key weigh like the tokens it replaces, and is ``-inf`` for a
-    group of padding only. Every backend that supports levels builds them here, so they agree bit for bit.
-    """
-    B, H, S, D = k.shape
-    nk, bk = layout.n_kv_blocks, layout.block_kv
-    valid = layout.kv_valid
-    valid = torch.ones(S, dtype=torch.bool, device=k.device) if valid is None else valid.to(k.device)
-    if level == 0:
-        return k, v, torch.log(valid.float())
-    group = 1 << level
-    if bk % group:
-        raise ValueError(f"pyramid level {level} needs block_kv divisible by {group}, got {bk}")
-    count = valid.view(nk, bk // group, group).sum(-1).flatten()  # valid tokens per pooled key
-    if layout.kv_valid is not None:  # zero the padding so it drops out of the sums
-        w = valid.to(k.dtype).view(1, 1, S, 1)
-        k, v = k * w, v * w
-    denom = count.clamp(min=1).to(k.dtype).view(1, 1, -1, 1)
-    keys = k.reshape(B, H, -1, group, D).sum(3) / denom
-    values = v.reshape(B, H, -1, group, D).sum(3) / denom
-    return keys, values, torch.log(count.float())
 
 
 def _key_store(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout):

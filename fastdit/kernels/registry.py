@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..layout import BlockLayout
+from fastdit.layout.block import BlockLayout
 
 Constraint = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, BlockLayout], Optional[str]]
 KernelFn = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..order import ORDERS, TokenOrder
-from . import Method, register
+from fastdit.layout.order import ORDERS, TokenOrder
+from fastdit.methods.base import Method
 
 
 @dataclass(frozen=True)
@@ -21,4 +21,4 @@ def dense_mask(order: TokenOrder, options: DenseOptions) -> torch.Tensor:
 
 
 # raster first: the identity permutation, so a dense layout moves no token
-register(Method("dense", DenseOptions, dense_mask, orders=tuple(ORDERS), summary="full attention (baseline)"))
+DENSE = Method("dense", DenseOptions, dense_mask, orders=tuple(ORDERS), summary="full attention (baseline)")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..grid import TokenGrid
-from ..order import TileOrder
-from . import Method, register
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import TileOrder
+from fastdit.methods.base import Method
 
 _MODES = ("crisscross", "surround", "lines")
 PUBLISHED_GROUP = (4, 8, 8)
@@ -89,5 +89,5 @@ def grat_mask(order: TileOrder, options: GratOptions) -> torch.Tensor:
     return groups.repeat_interleave(per_group, 0).repeat_interleave(per_group, 1).unsqueeze(0)
 
 
-register(Method("grat", GratOptions, grat_mask, orders=("tiles",), shape=default_group,
-                summary="grouped queries; criss-cross planes or surrounding groups (GRAT)"))
+GRAT = Method("grat", GratOptions, grat_mask, orders=("tiles",), shape=default_group,
+              summary="grouped queries; criss-cross planes or surrounding groups (GRAT)")

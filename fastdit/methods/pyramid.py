@@ -7,7 +7,7 @@ most full resolution and the others coarser and coarser summaries. A pooled key 
 
 The rule of the official code (ziplab/Pyramid-Sparse-Attention ``src/psa_triton``, Wan2.1 settings):
 
-1. **Order.** Tokens are laid along a 3D Gilbert curve (``fastdit.order.GilbertOrder``) and cut into
+1. **Order.** Tokens are laid along a 3D Gilbert curve (``fastdit.layout.order.GilbertOrder``) and cut into
    128-token blocks, so a block is a compact blob of the video.
 2. **Importance from sampled tokens.** ``block / 4`` positions are drawn at random per head, the same in every
    block, for queries and (separately) keys. For a sampled query ``i`` and key block ``n``,
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..order import ORDERS, TokenOrder
-from . import HeadSlice, Method, register
+from fastdit.layout.order import ORDERS, TokenOrder
+from fastdit.methods.base import HeadSlice, Method
 
 KERNEL_TILE = 32  # tokens per pooled kernel tile upstream: bands of coarse levels are whole tiles
 ROW_CHUNK = 2048  # sampled queries scored at a time (bounds memory at ROW_CHUNK × S/4 per head)
@@ -176,6 +176,6 @@ def pyramid_mask(order: TokenOrder, options: PyramidOptions, *, q: torch.Tensor,
     return mask.cpu(), level.to(torch.int8).cpu()  # levels where mask is False are never read
 
 
-register(Method("pyramid", PyramidOptions, pyramid_mask, dynamic=True,
-                orders=tuple(dict.fromkeys(("gilbert", *ORDERS))),
-                summary="dynamic; key blocks read at full or pooled resolution by sampled importance (PSA)"))
+PYRAMID = Method("pyramid", PyramidOptions, pyramid_mask, dynamic=True,
+                 orders=tuple(dict.fromkeys(("gilbert", *ORDERS))),
+                 summary="dynamic; key blocks read at full or pooled resolution by sampled importance (PSA)")

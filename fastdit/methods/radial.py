@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..order import TokenOrder
-from . import Method, register
+from fastdit.layout.order import TokenOrder
+from fastdit.methods.base import Method
 
 _ADJACENT = ("full", "half")
 
@@ -123,5 +123,5 @@ def radial_mask(order: TokenOrder, options: RadialOptions) -> torch.Tensor:
     return mask.unsqueeze(0)
 
 
-register(Method("radial", RadialOptions, radial_mask, orders=("raster",),
-                summary="static energy-decay mask, O(n log n) (Radial Attention)"))
+RADIAL = Method("radial", RadialOptions, radial_mask, orders=("raster",),
+                summary="static energy-decay mask, O(n log n) (Radial Attention)")

@@ -7,7 +7,7 @@ yet others, and some queries (and heads) concentrate far more than others. VMoBA
 * **Layer-wise recurrent partition.** Tokens are grouped into chunks whose shape cycles with the layer:
   ``"1d"`` = ``chunk_1d`` whole frames, ``"2d"`` = a ``chunk_2d`` = ``(h, w)`` patch through every frame,
   ``"3d"`` = a ``chunk_3d`` = ``(t, h, w)`` cube, in tokens; layer ``l`` uses ``partitions[l % 3]``. The
-  layout lives in that chunk order (chunks end to end, raster inside; see ``fastdit.order.ChunkOrder``), as
+  layout lives in that chunk order (chunks end to end, raster inside; see ``fastdit.layout.order.ChunkOrder``), as
   the official code permutes its tokens.
 * **Gate.** A key chunk is summarised by the mean of its keys; query ``s`` scores chunk ``c`` by
   ``g[s, c] = q_s · k̄_c`` (fp32, no scale: the normalisation below removes it).
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..grid import TokenGrid
-from ..order import ORDERS, ChunkOrder, TokenOrder
-from . import HeadSlice, Method, register
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import ORDERS, ChunkOrder, TokenOrder
+from fastdit.methods.base import HeadSlice, Method
 
 PARTITIONS = ("1d", "2d", "3d")
 
@@ -156,6 +156,6 @@ def vmoba_mask(order: TokenOrder, options: VmobaOptions, *, q: torch.Tensor, k: 
     return (torch.matmul(picked.float(), touches.to(picked.device).float()) > 0).cpu()
 
 
-register(Method("vmoba", VmobaOptions, vmoba_mask, dynamic=True, orders=tuple(dict.fromkeys(("chunks", *ORDERS))),
-                shape=chunk_shape,
-                summary="dynamic; layer-wise 1D/2D/3D key chunks, threshold selection per query (VMoBA)"))
+VMOBA = Method("vmoba", VmobaOptions, vmoba_mask, dynamic=True, orders=tuple(dict.fromkeys(("chunks", *ORDERS))),
+               shape=chunk_shape,
+               summary="dynamic; layer-wise 1D/2D/3D key chunks, threshold selection per query (VMoBA)")

@@ -12,7 +12,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra (gradio) is not installed")
 
-from .server import demo_request, free_port, start_app  # noqa: E402
+from tests.app.server import demo_request, free_port, start_app  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -16,12 +16,11 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra (gradio) is not installed")
 httpx = pytest.importorskip("httpx")
 
+from fastdit.app import command as app_cli  # noqa: E402
 from fastdit.app.session import DemoRequest, DemoSession  # noqa: E402
-from fastdit.cli import app as app_cli  # noqa: E402
 from fastdit.cli import main  # noqa: E402
-from fastdit.pipelines.loading import sample_dir  # noqa: E402
-
-from .server import demo_request, free_port, start_app  # noqa: E402
+from fastdit.models.loading import sample_dir  # noqa: E402
+from tests.app.server import demo_request, free_port, start_app  # noqa: E402
 
 SMALL = {"method": "radial", "frames": 5, "size": 64, "steps": 1}  # the cheapest request the page accepts
 
@@ -66,7 +65,7 @@ def test_a_failed_launch_leaves_no_temporary_folder(tmp_path, capsys, monkeypatc
 
 
 def test_the_page_keeps_only_the_newest_videos(tmp_path):
-    session = DemoSession("tiny")
+    session = DemoSession("sample")
     result = session.generate(DemoRequest(prompt="a red ball", method="radial", frames=5, height=64, width=64,
                                           steps=1))
     requests = [dataclasses.replace(result) for _ in range(10)]  # ten results, each written under its own name
@@ -90,7 +89,7 @@ def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
         upload = httpx.post(f"{url}/gradio_api/upload", files={"files": ("big.bin", b"x" * 10_000)})
         assert upload.status_code == 413  # the demo takes no files
         page = httpx.get(f"{url}/config").text
-        assert "`tiny`" in page and str(sample_dir()) not in page  # no path of this machine on the page
+        assert "`sample`" in page and str(sample_dir()) not in page  # no path of this machine on the page
 
         client = gradio_client.Client(url + "/", verbose=False)
         dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastdit.pipelines.toymodel import RECIPES
-from fastdit.pipelines.train_sample import Trainer
+from fastdit.toy.recipe import RECIPES
+from fastdit.toy.train_sample import Trainer
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from fastdit.bench.toy import (Config, configs, findings, motion_geometry, motion_hits, pooled_psnr, summarise,
-                               vae_ceiling)
+from fastdit.bench.toy import Config, configs, findings, motion_hits, pooled_psnr, summarise, vae_ceiling
 from fastdit.cli import main
+from fastdit.toy.world.score import motion_geometry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,9 +68,9 @@ def test_bad_arguments_are_one_line_errors(capsys):
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monkeypatch):
-    import fastdit.run
+    import fastdit.runs.run
 
-    real, calls, interrupts = fastdit.run.run_pipeline, [], [3]
+    real, calls, interrupts = fastdit.runs.run.run_pipeline, [], [3]
 
     def counted(*args, **kwargs):
         calls.append(kwargs["label"])
@@ -79,7 +79,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fastdit.run, "run_pipeline", counted)
+    monkeypatch.setattr(fastdit.runs.run, "run_pipeline", counted)
     argv = ["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "2",
             "--scales", "1", "--methods", "grat", "--no-alternates", "--out", str(tmp_path), "--name", "toy_resume"]
     assert main(argv) == 130  # Ctrl-C
@@ -104,9 +104,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
 
 
 def test_a_run_reports_each_finished_length_and_resumes_only_what_its_plan_changes(mini_model, tmp_path, monkeypatch):
-    import fastdit.run
+    import fastdit.runs.run
 
-    real, calls = fastdit.run.run_pipeline, []
+    real, calls = fastdit.runs.run.run_pipeline, []
 
     def stop_at_2x(*args, **kwargs):
         calls.append(kwargs["label"])
@@ -114,7 +114,7 @@ def test_a_run_reports_each_finished_length_and_resumes_only_what_its_plan_chang
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fastdit.run, "run_pipeline", stop_at_2x)
+    monkeypatch.setattr(fastdit.runs.run, "run_pipeline", stop_at_2x)
     argv = ["bench", "toy", "--model", str(mini_model), "--preset", "fastdit/tiny-wan", "--prompts", "1",
             "--scales", "1", "2", "--methods", "grat", "--no-alternates", "--entropy-for", "--out", str(tmp_path),
             "--name", "toy_lengths"]
@@ -124,7 +124,7 @@ def test_a_run_reports_each_finished_length_and_resumes_only_what_its_plan_chang
     assert "Partial report**: the 2x lengths have not run yet" in (tmp_path / "toy_lengths.md").read_text()
     # resumed with a plan that changes only the 2x configurations: 1x is not run again
     calls.clear()
-    monkeypatch.setattr(fastdit.run, "run_pipeline", lambda *a, **k: calls.append(k["label"]) or real(*a, **k))
+    monkeypatch.setattr(fastdit.runs.run, "run_pipeline", lambda *a, **k: calls.append(k["label"]) or real(*a, **k))
     assert main(argv[:-4] + ["radial", "--out", str(tmp_path), "--name", "toy_lengths"]) == 0
     assert calls == ["dense (stock)", "grat", "radial +entropy"]
     data = json.loads((tmp_path / "toy_lengths.json").read_text())
@@ -141,9 +141,9 @@ def test_motion_hits_count_each_asked_motion():
 
 
 def test_the_bundled_vae_keeps_a_rendered_clips_colour_and_motion():
-    from fastdit.pipelines.loading import benchmark_call, load_pipeline, resolve_model
+    from fastdit.models.loading import benchmark_call, load_pipeline, resolve_model
 
-    source = resolve_model("tiny")
+    source = resolve_model("sample")
     pipe = load_pipeline(source, "cpu")
     ceiling = vae_ceiling(pipe, ["a red ball moving left in a white room"], benchmark_call(pipe, source), seed=0)
     assert ceiling["colour"] == 1.0 and ceiling["motion"] == 1.0

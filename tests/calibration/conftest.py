@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastdit.pipelines.tiny import build_tiny_wan_pipeline
+from fastdit.dummy.wan import dummy_wan_pipeline
 
 HEAD_DIM = 32
 # 9 frames of 64x64: a 3x8x8 latent grid (patch 1x1x1), 12 blocks of 16 tokens
@@ -29,7 +29,7 @@ def make_local_global(pipe) -> None:
 
 @pytest.fixture(scope="module")
 def local_global_pipe():
-    pipe = build_tiny_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    pipe = dummy_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
     make_local_global(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -37,6 +37,6 @@ def local_global_pipe():
 
 @pytest.fixture(scope="module")
 def random_pipe():
-    pipe = build_tiny_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    pipe = dummy_wan_pipeline(num_layers=2, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
     pipe.set_progress_bar_config(disable=True)
     return pipe

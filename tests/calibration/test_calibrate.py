@@ -10,11 +10,10 @@ import torch
 
 import fastdit
 from fastdit.calibration import Calibration, calibrate, load_calibration, measure, select
-from fastdit.calibration.measure import Measurements, MethodMeasure
-from fastdit.grid import TokenGrid
-from fastdit.pipelines.tiny import build_tiny_wan_pipeline
-
-from .conftest import CALL, HEAD_DIM
+from fastdit.calibration.measurements import Measurements, MethodMeasure
+from fastdit.dummy.wan import dummy_wan_pipeline
+from fastdit.layout.grid import TokenGrid
+from tests.calibration.conftest import CALL, HEAD_DIM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPT = "a red ball bouncing in a white room"
@@ -170,7 +169,7 @@ def test_another_grid_is_refused_unless_reuse_is_asked(random_pipe, measured):
 
 
 def test_calibration_of_another_architecture_is_refused(measured):
-    other = build_tiny_wan_pipeline(num_layers=3, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    other = dummy_wan_pipeline(num_layers=3, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
     with pytest.raises(ValueError, match="fingerprint"):
         fastdit.apply(other, calibration=select(measured, 0.5))
     assert not fastdit.is_patched(other)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import fastdit
-from fastdit.patch import denoisers
 from fastdit.calibration import Calibration, HeadChoice, LayerChoice
-from fastdit.calibration.result import fingerprint
-from fastdit.config import LayerPlan
 from fastdit.methods import get_method, layout_order, make_head_layout, make_layout, parse_options
+from fastdit.patching.components import denoisers
+from fastdit.runtime.calibration_file import fingerprint
+from fastdit.runtime.config import LayerPlan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,9 +41,9 @@ def test_each_head_keeps_its_own_settings_rows_and_a_dense_head_keeps_all(method
 
 
 def test_layer_plans_override_the_method_per_layer_and_dense_plans_run_dense():
-    from fastdit.pipelines.tiny import build_tiny_wan_transformer
+    from fastdit.dummy.wan import dummy_wan_transformer
 
-    model = build_tiny_wan_transformer(num_layers=3, patch_size=(1, 1, 1))
+    model = dummy_wan_transformer(num_layers=3, patch_size=(1, 1, 1))
     layers = (LayerChoice("transformer", 0, "dense"),
               LayerChoice("transformer", 1, "radial", (HeadChoice({"decay_factor": 0.05}), HeadChoice(None))),
               LayerChoice("transformer", 2, "grat", (HeadChoice({"mode": "surround", "radius": 0}),)))

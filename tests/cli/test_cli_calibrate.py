@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastdit.pipelines.toymodel import RECIPES
+from fastdit.toy.recipe import RECIPES
 
 SIZE = ["--frames", "5", "--height", "64", "--width", "64", "--steps", "2"]
 

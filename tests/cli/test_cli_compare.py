@@ -7,7 +7,7 @@ import math
 
 import imageio.v3 as iio
 
-from fastdit.media import LABEL_HEIGHT
+from fastdit.runs.media import LABEL_HEIGHT
 
 
 def test_compare_table_is_consistent(fastdit_cli, small, tmp_path):

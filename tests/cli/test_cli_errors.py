@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-import fastdit.pipelines.limits
+import fastdit.models.limits
 from fastdit.cli import main
-from fastdit.pipelines.loading import sample_dir
+from fastdit.models.loading import sample_dir
 
 SUBPROCESS_CASES = {
     "unknown model": (["--model", "no-such-model"], "unknown model 'no-such-model'"),
@@ -158,7 +158,7 @@ def test_a_malformed_model_folder_is_one_line_before_loading(tmp_path, capsys, m
 
 def test_a_size_the_machine_cant_hold_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fastdit.pipelines.limits, "available_bytes", lambda device: 2**30)
+    monkeypatch.setattr(fastdit.models.limits, "available_bytes", lambda device: 2**30)
     code = main(["generate", "--prompt", "x", "--frames", "401", "--height", "1024", "--width", "1024"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1, lines
@@ -168,7 +168,7 @@ def test_a_size_the_machine_cant_hold_is_refused_with_the_estimate(tmp_path, cap
 
 def test_skip_memory_check_runs_what_the_estimate_refuses(tmp_path, capsys, monkeypatch, small):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fastdit.pipelines.limits, "available_bytes", lambda device: 1)
+    monkeypatch.setattr(fastdit.models.limits, "available_bytes", lambda device: 1)
     assert main(["generate", "--prompt", "x", *small, "--out", "a.mp4"]) == 2
     assert "need about" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", *small, "--out", "a.mp4", "--skip-memory-check"]) == 0

@@ -6,7 +6,7 @@ import json
 
 import imageio.v3 as iio
 
-from fastdit.pipelines.toymodel import RECIPES
+from fastdit.toy.recipe import RECIPES
 
 
 def test_generate_writes_playable_mp4_and_report(fastdit_cli, small, tmp_path):

@@ -10,10 +10,10 @@ from fastdit.cli import main
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
-    from fastdit.pipelines.tiny_image import build_tiny_sd_pipeline
+    from fastdit.dummy.image import dummy_sd_pipeline
 
     folder = tmp_path_factory.mktemp("tiny-sd")
-    build_tiny_sd_pipeline().save_pretrained(folder)
+    dummy_sd_pipeline().save_pretrained(folder)
     return folder
 
 

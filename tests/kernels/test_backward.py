@@ -11,7 +11,7 @@ import torch
 import fastdit
 from fastdit import BlockLayout, TokenGrid
 from fastdit.kernels.reference import torch_block_attention
-from fastdit.order import make_order
+from fastdit.layout.order import make_order
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,9 +94,9 @@ def test_triton_refuses_gradients_through_pooled_levels_with_a_clear_error():
 
 
 def test_a_patched_transformer_trains_with_gradient_checkpointing():
-    from fastdit.pipelines.tiny import build_tiny_wan_transformer
+    from fastdit.dummy.wan import dummy_wan_transformer
 
-    model = build_tiny_wan_transformer(num_layers=2).train()
+    model = dummy_wan_transformer(num_layers=2).train()
     model.enable_gradient_checkpointing()
     fastdit.apply(model, method="radial", preset=None, block_size=16)
     g = torch.Generator().manual_seed(0)

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import fastdit
 from fastdit import BlockLayout, TokenGrid
-from fastdit.order import make_order
 from fastdit.kernels import select_backend
+from fastdit.layout.order import make_order
 
 
 def masked_attention(q, k, v, layout, scale=None):

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 import fastdit
 from fastdit import BlockLayout, TokenGrid
-from fastdit.order import make_order
 from fastdit.kernels import backends, select_backend
+from fastdit.layout.order import make_order
 
 pytest.importorskip("triton")
-from fastdit.kernels.triton_attention import triton_block_attention  # noqa: E402
+from fastdit.kernels.triton.forward import triton_block_attention  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
@@ -198,7 +198,7 @@ def test_bad_tile_shapes_are_refused():
 
 _COMPILE_CHECK = """
 import json
-from fastdit.kernels.compile_report import ARCHS, VARIANTS, WS_VARIANTS, check, compile_pooling
+from fastdit.bench.triton_compile import ARCHS, VARIANTS, WS_VARIANTS, check, compile_pooling
 for arch in ARCHS:
     runs = [(variant, False) for variant in VARIANTS] + [(v, True) for v in WS_VARIANTS if arch >= 90]
     for variant, ws in runs:

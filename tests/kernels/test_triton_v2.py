@@ -11,13 +11,14 @@ import torch
 
 import fastdit
 from fastdit import BlockLayout, TokenGrid
-from fastdit.kernels.padding import kernel_padding, least_padded_tile, preset_padding, real_density
-from fastdit.kernels.reference import pyramid_level
-from fastdit.order import make_order
+from fastdit.kernels.common import pyramid_level
+from fastdit.layout.order import make_order
+from fastdit.layout.padding import kernel_padding, least_padded_tile, real_density
+from fastdit.patching.presets import preset_padding
 
 pytest.importorskip("triton")
-from fastdit.kernels.pooling import pooled_store  # noqa: E402
-from fastdit.kernels.triton_attention import _prepare, _tile_list, choose_kv_tile, triton_block_attention  # noqa: E402
+from fastdit.kernels.triton.forward import _prepare, _tile_list, choose_kv_tile, triton_block_attention  # noqa: E402
+from fastdit.kernels.triton.pooling import pooled_store  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -99,7 +100,7 @@ def test_the_opt_in_tma_path_gives_the_same_results(monkeypatch):
     """K/V through tensor descriptors (FASTDIT_TRITON_TMA=1): rows past a partial last block come back as zeros."""
     import torch.nn.functional as F
 
-    from fastdit.kernels import triton_attention
+    from fastdit.kernels.triton import forward as triton_attention
 
     monkeypatch.setattr(triton_attention, "USE_TMA", True)
     _check(_half_padded_layout(max_level=1, seed=5), (16, 16))
@@ -118,7 +119,7 @@ def test_the_opt_in_warp_specialized_path_gives_the_same_results(monkeypatch):
     """The warp-specialized level-0 loop (FASTDIT_TRITON_WS=1): Q through a descriptor and each tile's entry
     read in its own iteration (the interpreter runs this code; the producer/consumer split is the compiler's,
     checked at compile level in test_triton.py). Layouts with pooled levels keep the pipelined loop."""
-    from fastdit.kernels import triton_attention
+    from fastdit.kernels.triton import forward as triton_attention
 
     monkeypatch.setattr(triton_attention, "USE_WS", True)
     padded, levels = _half_padded_layout(seed=7), _half_padded_layout(max_level=2, seed=8)

@@ -8,7 +8,7 @@ import torch
 
 import fastdit
 from fastdit import TokenGrid
-from fastdit.pipelines.tiny import build_tiny_wan_pipeline
+from fastdit.dummy.wan import dummy_wan_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +47,7 @@ def test_wrongly_shaped_q_is_a_clear_error(method):
 
 @pytest.fixture(scope="module")
 def pipe():
-    return build_tiny_wan_pipeline()
+    return dummy_wan_pipeline()
 
 
 def _generate(pipe, height: int = 64, width: int = 96, num_frames: int = 9) -> np.ndarray:

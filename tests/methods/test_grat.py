@@ -11,8 +11,7 @@ import torch
 
 import fastdit
 from fastdit import TokenGrid
-
-from .published_rules import FIXTURES, official
+from tests.methods.published_rules import FIXTURES, official
 
 
 def _official_group_mask(grid, group) -> torch.Tensor:

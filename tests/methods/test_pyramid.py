@@ -9,10 +9,9 @@ import torch.nn.functional as F
 
 import fastdit
 from fastdit import TokenGrid
+from fastdit.layout.order import make_order
 from fastdit.methods.pyramid import PyramidOptions, assign_levels, block_importance, sample_positions
-from fastdit.order import make_order
-
-from .published_rules import FIXTURES, official
+from tests.methods.published_rules import FIXTURES, official
 
 GRID = TokenGrid(3, 6, 10)  # 180 tokens: 16-token blocks leave a partial last block
 BLOCK = 16

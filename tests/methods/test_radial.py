@@ -11,8 +11,7 @@ import torch
 import fastdit
 from fastdit import TokenGrid
 from fastdit.methods.radial import RadialOptions, frame_window
-
-from .published_rules import official, official_masks, radial_reference, token_agreement
+from tests.methods.published_rules import official, official_masks, radial_reference, token_agreement
 
 # tokens per frame -> (h, w) of the grids the official code was run on
 FRAME_SHAPES = {256: (16, 16), 1024: (32, 32), 120: (10, 12), 4000: (40, 100), 1560: (30, 52), 3600: (45, 80),

@@ -9,10 +9,9 @@ import torch
 
 import fastdit
 from fastdit import TokenGrid
+from fastdit.layout.order import make_order
 from fastdit.methods.vmoba import VmobaOptions, chunk_shape, select_chunks
-from fastdit.order import make_order
-
-from .published_rules import FIXTURES, official
+from tests.methods.published_rules import FIXTURES, official
 
 SETUPS = official("vmoba")["setups"]
 

@@ -1,0 +1,102 @@
+"""Tiny random-weight Flux, SD3 and Stable Diffusion (UNet) models and pipelines, built offline.
+
+Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests).
+Outputs are noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastdit.dummy.text_encoders import dummy_clip_text_encoder, dummy_clip_tokenizer, dummy_t5_encoder, dummy_tokenizer
+
+
+def dummy_flux_transformer(seed: int = 0, num_layers: int = 1, num_single_layers: int = 1):
+    """``FluxTransformer2DModel``: 2 heads × 16, packed 4-channel latents, 32-wide text."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=num_layers, num_single_layers=num_single_layers,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    ).eval()
+
+
+def dummy_flux_pipeline(seed: int = 0):
+    """``FluxPipeline``: CLIP (pooled) + T5 (sequence) encoders, a 1-channel-latent VAE (8x down-sampling)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    tokenizer = dummy_clip_tokenizer()
+    text_encoder = dummy_clip_text_encoder(tokenizer, seed=seed)
+    tokenizer_2 = dummy_tokenizer()
+    text_encoder_2 = dummy_t5_encoder(tokenizer_2, seed=seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4, 4, 4),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.0609, scaling_factor=1.5035,
+    ).eval()
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                        transformer=dummy_flux_transformer(seed))
+
+
+def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_layers: tuple[int, ...] = ()):
+    """``SD3Transformer2DModel`` (``dual_attention_layers`` gives SD3.5-style image-only ``attn2`` blocks)."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=4, num_layers=num_layers, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        out_channels=4, dual_attention_layers=dual_attention_layers,
+    ).eval()
+
+
+def dummy_unet(seed: int = 0, sample_size: int = 16):
+    """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(8, 8, 16), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        norm_num_groups=4, attention_head_dim=4,
+    ).eval()
+
+
+def dummy_sdxl_unet(seed: int = 0, sample_size: int = 16):
+    """SDXL-layout ``UNet2DConditionModel``: no attention at full resolution, two transformer layers at the
+    lower level, and ``text_time`` conditioning (``added_cond_kwargs``: ``text_embeds [B, 32]``,
+    ``time_ids [B, 6]``), as in diffusers' SDXL fast tests."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8), layers_per_block=2, sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=32, norm_num_groups=1,
+    ).eval()
+
+
+def dummy_sd_pipeline(seed: int = 0):
+    """``StableDiffusionPipeline``: the UNet above (trained size 16 latent = 128 px), CLIP text encoder, 8x VAE."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(4, 4, 4, 4), in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=2, layers_per_block=1,
+    ).eval()
+    tokenizer = dummy_clip_tokenizer()
+    text_encoder = dummy_clip_text_encoder(tokenizer, seed=seed)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              steps_offset=1, set_alpha_to_one=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=dummy_unet(seed), scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)

@@ -1,0 +1,112 @@
+"""Tiny random-weight HunyuanVideo, CogVideoX, LTX-Video and Mochi models and pipelines, built offline.
+
+Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
+the attention code paths, token order and text handling are the real ones. Outputs are noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastdit.dummy.text_encoders import dummy_clip_text_encoder, dummy_clip_tokenizer, dummy_t5_encoder, dummy_tokenizer
+
+
+def dummy_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_single_layers: int = 1,
+                                    patch_size: int = 2):
+    """``HunyuanVideoTransformer3DModel``: 2 heads × 10, Llama-width text (16), CLIP-width pooled input (8)."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=num_layers,
+        num_single_layers=num_single_layers, num_refiner_layers=1, patch_size=patch_size, patch_size_t=1,
+        guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+    ).eval()
+
+
+def dummy_hunyuan_video_pipeline(seed: int = 0):
+    """``HunyuanVideoPipeline`` with a tiny Llama (text) and CLIP (pooled) encoder and a 4-level video VAE.
+
+    Call it with ``prompt_template={"template": "{}", "crop_start": 0}``: the real template is Llama-chat text
+    that a toy tokenizer can't crop like the real one.
+    """
+    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+    from transformers import LlamaConfig, LlamaModel
+
+    tokenizer = dummy_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = LlamaModel(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=3, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id, hidden_act="gelu",
+    )).eval()
+    tokenizer_2 = dummy_clip_tokenizer()
+    text_encoder_2 = dummy_clip_text_encoder(tokenizer_2, hidden_size=8, seed=seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    ).eval()
+    return HunyuanVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=dummy_hunyuan_video_transformer(seed),
+        vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
+def dummy_cogvideox_transformer(seed: int = 0, patch_size_t: int | None = None, num_layers: int = 1,
+                                max_text_seq_length: int = 16):
+    """``CogVideoXTransformer3DModel`` (``patch_size_t=None``: CogVideoX 1.0; ``2``: 1.5, with RoPE)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+        text_embed_dim=32, num_layers=num_layers, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        patch_size_t=patch_size_t, temporal_compression_ratio=4, max_text_seq_length=max_text_seq_length,
+        use_rotary_positional_embeddings=patch_size_t is not None,
+        use_learned_positional_embeddings=False,
+    ).eval()
+
+
+def dummy_cogvideox_pipeline(seed: int = 0):
+    """``CogVideoXPipeline`` (1.0 layout) with a tiny T5 encoder and a 4-level CogVideoX VAE.
+
+    Use ``max_sequence_length=16`` (the transformer's ``max_text_seq_length``).
+    """
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline
+
+    tokenizer = dummy_tokenizer()
+    text_encoder = dummy_t5_encoder(tokenizer, seed=seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+    ).eval()
+    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                             transformer=dummy_cogvideox_transformer(seed), scheduler=CogVideoXDDIMScheduler())
+
+
+def dummy_ltx_transformer(seed: int = 0, num_layers: int = 1):
+    """``LTXVideoTransformer3DModel``: 2 heads × 8, cross-attention to 16-wide captions."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=num_layers, caption_channels=16,
+    ).eval()
+
+
+def dummy_mochi_transformer(seed: int = 0, num_layers: int = 2):
+    """``MochiTransformer3DModel``: 2 heads × 8 (the last block's text stream is context-pre-only)."""
+    from diffusers import MochiTransformer3DModel
+
+    torch.manual_seed(seed)
+    return MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=num_layers, pooled_projection_dim=16,
+        in_channels=4, text_embed_dim=16, time_embed_dim=4, activation_fn="swiglu", max_sequence_length=16,
+    ).eval()

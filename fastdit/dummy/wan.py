@@ -1,0 +1,74 @@
+"""Dummy (random-weight) Wan 2.1 / 2.2 transformers and pipelines at toy width, built offline in well under a
+second.
+
+They exercise the exact code paths of the real models (same classes, same processors, same token order) at
+toy sizes, so tests and the bundled demo model need no download. Their output is noise, not video.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fastdit.dummy.text_encoders import dummy_t5_encoder, dummy_tokenizer
+
+
+def dummy_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, *,
+                          ffn_dim: int = 32, patch_size: tuple[int, int, int] = (1, 2, 2),
+                          rope_max_seq_len: int = 32):
+    """A ``WanTransformer3DModel`` with the real architecture at toy width (diffusers' fast-test config).
+
+    ``rope_max_seq_len`` bounds the latent frames, height and width the RoPE tables cover (real Wan: 1024).
+    """
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=patch_size, num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=ffn_dim, num_layers=num_layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=rope_max_seq_len,
+    ).eval()
+
+
+def dummy_wan_pipeline(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12,
+                       **transformer_options: Any):
+    """A text-to-video ``WanPipeline`` (UMT5 text encoder, Wan VAE, flow-matching scheduler), random weights.
+
+    ``transformer_options`` go to :func:`dummy_wan_transformer` (``ffn_dim``, ``patch_size``, ...).
+    """
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    tokenizer = dummy_tokenizer()
+    text_encoder = dummy_t5_encoder(tokenizer, seed=seed, umt5=True)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    transformer = dummy_wan_transformer(seed, num_layers, heads, head_dim, **transformer_options)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer)
+
+
+def dummy_wan_i2v_transformer(seed: int = 0, num_layers: int = 2, image_dim: int = 4):
+    """A Wan 2.1 image-to-video transformer: the image's CLIP tokens enter ``attn2`` through its added K/V
+    (``encoder_hidden_states_image [B, N, image_dim]``), and the latent has 36 channels (noise + image + mask)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim, added_kv_proj_dim=24,
+    ).eval()
+
+
+def dummy_wan22_pipeline(seed: int = 0, boundary_ratio: float = 0.875):
+    """A Wan 2.2 A14B-style ``WanPipeline``: two experts, ``transformer`` for the high-noise steps (timesteps at
+    or above ``boundary_ratio`` of the schedule) and ``transformer_2`` for the rest."""
+    from diffusers import WanPipeline
+
+    pipe = dummy_wan_pipeline(seed)
+    return WanPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+                       scheduler=pipe.scheduler, transformer=pipe.transformer,
+                       transformer_2=dummy_wan_transformer(seed + 1), boundary_ratio=boundary_ratio)

@@ -1,0 +1,14 @@
+"""The data of sparse attention: the token grid, token orders, and the CSR block layout every kernel consumes.
+
+``grid.py`` holds :class:`TokenGrid` (the latent video after patchify, with its text tokens), ``order.py`` the
+token orders (a permutation of the model's tokens into kernel blocks, with validity for padding), ``block.py``
+the :class:`BlockLayout` (CSR over query blocks; no kernel knows which method made it, and it knows no kernel),
+and ``padding.py`` how much of a layout's work falls on padding.
+"""
+
+from fastdit.layout.block import BlockLayout
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import ChunkOrder, GilbertOrder, RasterOrder, TileOrder, TokenOrder, make_order
+
+__all__ = ["TokenGrid", "TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "ChunkOrder", "make_order",
+           "BlockLayout"]

@@ -1,0 +1,195 @@
+"""The block layout: the one data structure between methods and kernels.
+
+A layout says, for every query block, which key/value blocks it attends (CSR, per head or shared by all
+heads) and, for pyramid attention, at which pooling level. It is built at block granularity: nothing here is
+ever of size S×S in tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastdit.layout.order import TokenOrder
+
+__all__ = ["BlockLayout"]
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    """Block-sparse attention pattern in CSR form.
+
+    ``row_ptr`` is ``[heads, n_q_blocks + 1]`` (``heads == 1`` means one pattern shared by every head) and
+    holds offsets into the flat ``col_idx`` array, so head ``h``, query block ``i`` attends the key blocks
+    ``col_idx[row_ptr[h, i]:row_ptr[h, i + 1]]``, sorted ascending. ``level`` (same length as ``col_idx``)
+    is the pyramid pooling level of each entry: level ``l`` reads K/V averaged over groups of ``2**l`` tokens.
+    ``kv_valid`` marks which key positions hold real tokens (padding is masked). ``order`` ties the layout to
+    a token grid and the token order it is defined in, so tensors can be moved between the model's order and
+    the layout's.
+    """
+
+    row_ptr: torch.Tensor
+    col_idx: torch.Tensor
+    block_q: int
+    block_kv: int
+    seq_len_q: int
+    seq_len_kv: int
+    level: torch.Tensor | None = None
+    kv_valid: torch.Tensor | None = None
+    order: TokenOrder | None = None
+
+    def __post_init__(self) -> None:
+        if self.row_ptr.ndim != 2 or self.row_ptr.shape[1] != self.n_q_blocks + 1:
+            raise ValueError(f"row_ptr must be [heads, {self.n_q_blocks + 1}], got {tuple(self.row_ptr.shape)}")
+        if self.level is not None and self.level.shape != self.col_idx.shape:
+            raise ValueError("level must have one entry per col_idx entry")
+        if self.kv_valid is not None and self.kv_valid.shape != (self.seq_len_kv,):
+            raise ValueError(f"kv_valid must be [{self.seq_len_kv}], got {tuple(self.kv_valid.shape)}")
+        if self.order is not None and (
+                (self.block_q, self.block_kv) != (self.order.block_size,) * 2
+                or (self.seq_len_q, self.seq_len_kv) != (self.order.seq_len,) * 2):
+            raise ValueError(f"a layout over {self.order.describe()} ({self.order.seq_len} tokens) can't have "
+                             f"{self.block_q}x{self.block_kv}-token blocks over {self.seq_len_q}x{self.seq_len_kv} "
+                             "tokens")
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_block_mask(
+        cls,
+        mask: torch.Tensor,
+        order: TokenOrder,
+        level: torch.Tensor | None = None,
+    ) -> "BlockLayout":
+        """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
+
+        ``level`` (same shape, int) gives the pyramid level of each kept entry.
+        """
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(0)
+        if mask.dtype != torch.bool or mask.shape[1:] != (order.num_blocks, order.num_blocks):
+            raise ValueError(f"expected a bool [heads, {order.num_blocks}, {order.num_blocks}] mask, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        heads, nq, _ = mask.shape
+        flat = torch.zeros(heads * nq + 1, dtype=torch.int64)
+        torch.cumsum(mask.sum(-1).flatten(), 0, out=flat[1:])
+        row_ptr = flat[torch.arange(heads).unsqueeze(1) * nq + torch.arange(nq + 1)]
+        col_idx = torch.arange(mask.shape[2]).expand_as(mask)[mask]  # row-major: grouped by (head, row)
+        levels = None if level is None else level[mask].to(torch.int8)
+        valid = order.valid
+        return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order)
+
+    # ---------------------------------------------------------------- shape facts
+    @property
+    def n_q_blocks(self) -> int:
+        return -(-self.seq_len_q // self.block_q)
+
+    @property
+    def n_kv_blocks(self) -> int:
+        return -(-self.seq_len_kv // self.block_kv)
+
+    @property
+    def num_heads(self) -> int:
+        """Heads the pattern is given for (1 = shared by all heads)."""
+        return self.row_ptr.shape[0]
+
+    @property
+    def nnz(self) -> int:
+        return self.col_idx.numel()
+
+    @property
+    def max_level(self) -> int:
+        return 0 if self.level is None or self.level.numel() == 0 else int(self.level.max())
+
+    def row_counts(self) -> torch.Tensor:
+        """``[heads, n_q_blocks]``: how many key blocks each query block attends."""
+        return self.row_ptr[:, 1:] - self.row_ptr[:, :-1]
+
+    def density(self) -> float:
+        """Share of the dense attention work this layout computes.
+
+        A pyramid entry at level ``l`` reads ``1 / 2**l`` of its block's keys, and is counted as that much.
+        """
+        total = self.num_heads * self.n_q_blocks * self.n_kv_blocks
+        if self.level is None:
+            return self.nnz / total
+        return float(torch.exp2(-self.level.float()).sum()) / total
+
+    # ---------------------------------------------------------------- conversions
+    def to_dense_block_mask(self) -> torch.Tensor:
+        """``[heads, n_q_blocks, n_kv_blocks]`` bool mask (for tests and pictures; small: one bit per block)."""
+        mask = torch.zeros(self.num_heads, self.n_q_blocks, self.n_kv_blocks, dtype=torch.bool)
+        heads, rows = self._entry_rows()
+        mask[heads, rows, self.col_idx] = True
+        return mask
+
+    def to_level_map(self) -> torch.Tensor:
+        """``[heads, n_q_blocks, n_kv_blocks]`` int8: the pooling level of each kept block, -1 where skipped."""
+        out = torch.full((self.num_heads, self.n_q_blocks, self.n_kv_blocks), -1, dtype=torch.int8)
+        heads, rows = self._entry_rows()
+        out[heads, rows, self.col_idx] = 0 if self.level is None else self.level
+        return out
+
+    def _entry_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head and query-block index of every CSR entry."""
+        counts = self.row_counts().flatten()
+        flat_rows = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        return flat_rows // self.n_q_blocks, flat_rows % self.n_q_blocks
+
+    def kept_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(query block, key block)`` of every kept entry, over all heads (a pair may repeat per head)."""
+        _, rows = self._entry_rows()
+        return rows, self.col_idx
+
+    def block_slice(self, rows: range, cols: range) -> "BlockLayout":
+        """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
+        layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel
+        ring attention runs a rank's query blocks against one key/value chunk at a time with it."""
+        heads, entry_rows = self._entry_rows()
+        keep = ((entry_rows >= rows.start) & (entry_rows < rows.stop)
+                & (self.col_idx >= cols.start) & (self.col_idx < cols.stop))
+        n = len(rows)
+        flat = torch.zeros(self.num_heads * n + 1, dtype=torch.int64)
+        slot = heads[keep] * n + entry_rows[keep] - rows.start
+        torch.cumsum(torch.bincount(slot, minlength=self.num_heads * n), 0, out=flat[1:])
+        row_ptr = flat[torch.arange(self.num_heads).unsqueeze(1) * n + torch.arange(n + 1)]
+        tokens = slice(cols.start * self.block_kv, cols.stop * self.block_kv)
+        return BlockLayout(row_ptr, self.col_idx[keep] - cols.start, self.block_q, self.block_kv,
+                           n * self.block_q, len(cols) * self.block_kv,
+                           level=None if self.level is None else self.level[keep],
+                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens])
+
+    def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""
+        counts = self.row_counts()
+        width = max(int(counts.max()), 1) if counts.numel() else 1
+        heads, rows = self._entry_rows()
+        pos = torch.arange(self.nnz) - self.row_ptr[heads, rows]
+        idx = torch.zeros(self.num_heads, self.n_q_blocks, width, dtype=torch.int64)
+        idx[heads, rows, pos] = self.col_idx
+        return counts, idx
+
+    def to(self, device: torch.device | str) -> "BlockLayout":
+        """A copy whose index tensors live on ``device`` (kernels read them there)."""
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
+                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
+
+    def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, S, D]`` in the model's token order → the layout's own order (padding zero-filled)."""
+        return self._require_order().to_order(x, dim=-2)
+
+    def from_layout_order(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, S_padded, D]`` in the layout's order → the model's token order."""
+        return self._require_order().from_order(x, dim=-2)
+
+    def _require_order(self) -> TokenOrder:
+        if self.order is None:
+            raise ValueError("this layout was built without a token grid; it has no token order")
+        return self.order
+
+    def __repr__(self) -> str:
+        grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
+        return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
+                f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")

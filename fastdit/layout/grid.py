@@ -1,0 +1,52 @@
+"""The token grid: the shape of a model's self-attention sequence after patchify.
+
+How the grid's tokens are ordered and cut into kernel blocks is a separate, per-method choice
+(:mod:`fastdit.layout.order`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TokenGrid"]
+
+_TEXT_POSITIONS = ("after", "before")
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """The latent video after patchify: ``t`` frames of ``h × w`` tokens (an image is ``t = 1``).
+
+    ``text_tokens`` counts the text tokens that joint-attention models (Flux, SD3, HunyuanVideo, ...) put in
+    the same self-attention, and ``text_position`` says whether the model places them before or after the
+    video tokens in its own token order.
+    """
+
+    t: int
+    h: int
+    w: int
+    text_tokens: int = 0
+    text_position: str = "after"
+
+    def __post_init__(self) -> None:
+        for name in ("t", "h", "w"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TokenGrid.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.text_tokens, int) or self.text_tokens < 0:
+            raise ValueError(f"TokenGrid.text_tokens must be an int >= 0, got {self.text_tokens!r}")
+        if self.text_position not in _TEXT_POSITIONS:
+            raise ValueError(f"TokenGrid.text_position must be one of {_TEXT_POSITIONS}, got {self.text_position!r}")
+
+    @property
+    def video_tokens(self) -> int:
+        return self.t * self.h * self.w
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.h * self.w
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length in the model's own order (video plus text)."""
+        return self.video_tokens + self.text_tokens

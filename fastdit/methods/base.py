@@ -1,0 +1,50 @@
+"""What a sparse attention method is: its options, the token orders it is defined on, and its mask function.
+
+Each method is one file of this package that defines one :class:`Method`; :mod:`fastdit.methods.registry`
+lists them. A method never calls a kernel and never builds a token-level mask: it maps a token order (and, for
+dynamic methods, q and k) to a mask over kernel blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastdit.layout.grid import TokenGrid
+
+__all__ = ["Method", "HeadSlice", "DEFAULT_BLOCK_SIZE"]
+
+DEFAULT_BLOCK_SIZE = 128  # tokens per kernel block, as the official radial, PSA and GRAT code use
+
+
+@dataclass(frozen=True)
+class HeadSlice:
+    """Heads ``start:stop`` of the model's ``total``: the heads a call's ``q, k`` hold when context parallelism
+    (Ulysses) gave this rank a slice of them. A dynamic method that draws per-head randomness (PSA's sampled
+    positions) draws for all ``total`` heads and keeps this slice, so each head gets the blocks it gets in a
+    single process."""
+
+    start: int
+    stop: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    ``video_mask(order, options, q=, k=, layer=)`` returns ``[heads, n_video_blocks, n_video_blocks]`` bool
+    over ``order``'s video blocks (``heads == 1`` for a pattern shared by all heads) and optionally a
+    same-shaped int level map; text rows and columns are added here, so no method can forget them. ``orders``
+    names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
+    layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
+    (``"chunks"`` order) for a layer.
+    """
+
+    name: str
+    options: type
+    video_mask: Callable[..., Any]
+    orders: tuple[str, ...] = ("raster",)
+    dynamic: bool = False
+    summary: str = ""
+    shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None

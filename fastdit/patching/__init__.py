@@ -1,0 +1,12 @@
+"""Running sparse attention inside diffusers: ``apply`` / ``remove`` / ``stats`` on a pipeline or a model.
+
+``patch.py`` installs and removes the patch; ``components.py`` is the one place that finds a pipeline's
+denoisers; ``presets.py`` the published settings and sizes of real models; ``families/`` what fastdit knows of
+each model family (one file each, and a table); ``ops.py`` the custom operators that keep ``torch.compile``
+and ``torch.export`` graphs whole; ``parallel/`` diffusers' context parallelism.
+"""
+
+from fastdit.patching.components import denoisers
+from fastdit.patching.patch import apply, is_patched, patch_config, remove, set_observer, stats
+
+__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer", "denoisers"]

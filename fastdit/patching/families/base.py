@@ -1,0 +1,269 @@
+"""What a model family is, and the pieces its processors share.
+
+A :class:`Family` says how to recognise a denoiser (transformer or UNet), which of its attention modules are
+video/image self-attention, how to read the latent grid and the timestep from its forward inputs, and which
+processor replaces the stock one. Processors read only public attention-module attributes (``to_q``,
+``norm_q``, ``to_out`` ...) and never touch a model's ``forward``; the small helpers below are the pieces
+several conventions share (projections, head layout, joint text/video split, the engine call).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.patching import ops
+from fastdit.patching.ops import new_handle
+from fastdit.patching.parallel import parallel_attention, parallel_config
+
+__all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
+           "latent_grid", "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm",
+           "split_text"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How fastdit patches one model family.
+
+    ``self_attention(model)`` yields ``(layer, module)`` for every attention module to sparsify (several
+    modules may share a layer index when a block holds more than one self-attention);
+    ``grid(model, args, kwargs)`` reads the latent token grid (and, for joint models whose processors can't
+    see it, the text length) from the denoiser's forward inputs;
+    ``processor(original, engine, layer, model_name)`` builds the replacement processor;
+    ``stock_processors`` names the processor classes diffusers installs by default (anything else was set
+    by the user and is only replaced with ``force=True``);
+    ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
+    config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
+    ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these).
+    """
+
+    name: str
+    model_classes: tuple[str, ...]
+    self_attention: Callable[[torch.nn.Module], Iterator[tuple[int, torch.nn.Module]]]
+    grid: Callable[[torch.nn.Module, tuple, dict], TokenGrid | None]
+    processor: Callable[..., Any]
+    stock_processors: tuple[str, ...]
+    timestep_arg: str = "timestep"
+    train_tokens: Callable[[torch.nn.Module], int | None] | None = None
+    grid_inputs: tuple[str, ...] = ("hidden_states",)
+
+
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables processors receive for RoPE
+
+def unwrap_model(model: Any) -> Any:
+    """The module under a ``torch.compile`` wrapper (``OptimizedModule._orig_mod``), else ``model`` itself."""
+    return getattr(model, "_orig_mod", model)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(cls: type) -> tuple[str, ...]:
+    return tuple(inspect.signature(cls.forward).parameters)[1:]  # without self
+
+
+def forward_input(model: torch.nn.Module, args: tuple, kwargs: dict, name: str) -> Any:
+    """The forward argument ``name`` of a call seen by a pre-hook, passed by keyword or by position.
+
+    Reads the class's ``forward`` signature, not the instance attribute, because offloading hooks
+    (accelerate) replace ``model.forward`` with a ``*args, **kwargs`` wrapper.
+    """
+    if name in kwargs:
+        return kwargs[name]
+    params = _forward_parameters(type(model))
+    index = params.index(name) if name in params else len(args)
+    return args[index] if index < len(args) else None
+
+
+def read_timestep(family: Family, model: torch.nn.Module, args: tuple, kwargs: dict) -> float | None:
+    """The denoising timestep of a forward call, as one float (the largest, for per-token timesteps)."""
+    t = forward_input(model, args, kwargs, family.timestep_arg)
+    if t is None:
+        return None
+    return float(t.detach().float().max()) if isinstance(t, torch.Tensor) else float(t)
+
+
+def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> TokenGrid | None:
+    """Token grid of a latent ``[B, C, F, H, W]`` (or ``[B, F, C, H, W]`` with ``frames_dim=1``, or an image
+    ``[B, C, H, W]``) after a ``(t, h, w)`` patchify; ``None`` when ``x`` is not such a tensor."""
+    if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
+        return None
+    frames = x.shape[frames_dim] if x.ndim == 5 else 1
+    pt, ph, pw = patch
+    return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
+
+
+# The fastdit processor installed on each patched attention module, for processors that a diffusers loader
+# re-creates with no arguments (see SparseProcessorMixin.__init__).
+_INSTALLED: "weakref.WeakKeyDictionary[torch.nn.Module, SparseProcessorMixin]" = weakref.WeakKeyDictionary()
+
+
+def install(module: torch.nn.Module, processor: "SparseProcessorMixin | None") -> None:
+    """Record (or, with ``None``, forget) the fastdit processor ``apply`` installed on ``module``."""
+    if processor is None:
+        _INSTALLED.pop(module, None)
+    else:
+        _INSTALLED[module] = processor
+
+
+class SparseProcessorMixin:
+    """Shared state of fastdit processors: the stock processor they replace, the engine, their layer.
+
+    diffusers' loaders re-create the processor of every attention they don't adapt with its class and no
+    arguments (``load_ip_adapter`` does so for UNet ``attn1`` and Flux single-stream blocks). Such an instance
+    starts empty and, on its first call, takes over the state of the processor fastdit installed on the
+    module it is called for, so that attention stays sparse.
+    """
+
+    def __init__(self, original: Any = None, engine: Any = None, layer: int = 0, model_name: str = "") -> None:
+        self.original = original
+        self.engine = engine
+        self.layer = layer
+        self.model_name = model_name
+        self.handle = new_handle(self) if engine is not None else None  # names this processor in traced graphs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is None:
+            return
+
+        @functools.wraps(call)  # keeps the signature: legacy ``Attention.forward`` filters kwargs by it
+        def __call__(self, attn, *args, **kwargs):
+            if self.engine is None:
+                self._adopt(attn)
+            return call(self, attn, *args, **kwargs)
+
+        cls.__call__ = __call__
+
+    def _adopt(self, attn: torch.nn.Module) -> None:
+        installed = _INSTALLED.get(attn)
+        if installed is None:
+            raise RuntimeError(f"{type(self).__name__} was created without arguments for an attention module "
+                               "fastdit doesn't patch (or no longer patches); use fastdit.apply to install it")
+        self.__dict__.update(installed.__dict__)
+
+    # diffusers reads these on processors (attention backend dispatch, context parallelism)
+    _attention_backend = None
+    _parallel_config = None
+
+    @property
+    def grid(self) -> TokenGrid | None:
+        """The grid the denoiser's pre-hook recorded for the current forward call."""
+        return self.engine.context.grid
+
+    def call_grid(self, tokens: int) -> TokenGrid | None:
+        """The grid of an attention over ``tokens`` tokens when it differs from the model input's (``None``:
+        the recorded one); a UNet level overrides this."""
+        return None
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               text_tokens: int | None = 0, text_position: str = "after", dispatch: bool = False) -> torch.Tensor:
+        """Self-attention of ``[B, H, S, D]`` tensors (the layout of processors that call SDPA directly).
+
+        ``text_tokens=None``: the text length the pre-hook recorded (blocks that get text and video already
+        joined). ``dispatch``: dense calls go through ``dispatch_attention_fn`` (see :meth:`attend_bshd`).
+        Under ``torch.compile`` or ``torch.export`` this is one call of the ``fastdit::self_attention``
+        operator, which runs :meth:`run` eagerly, so fastdit adds no graph break and no guard.
+        """
+        if torch.compiler.is_compiling():
+            return ops.self_attention(q, k, v, attn_mask, self.engine.context.token, self.handle, text_tokens,
+                                      text_position, dispatch)
+        return self.run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
+
+    def attend_bshd(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    attn_mask: torch.Tensor | None = None, text_tokens: int | None = 0,
+                    text_position: str = "after") -> torch.Tensor:
+        """Self-attention of ``[B, S, H, D]`` tensors, for processors whose stock version calls
+        ``dispatch_attention_fn``.
+
+        Dense calls go through ``dispatch_attention_fn`` too, with the attention backend and parallel config
+        the user set (on this processor, or on the stock one before ``apply``), so dense warm-up steps keep
+        e.g. flash or sage attention. The sparse path reads a 2-D ``[B, S_kv]`` mask as diffusers' native
+        backend does: a key mask.
+        """
+        out = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask, text_tokens,
+                          text_position, dispatch=True)
+        return out.transpose(1, 2)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+            text_tokens: int | None, text_position: str, dispatch: bool) -> torch.Tensor:
+        """The engine call behind :meth:`attend`, always eager (the operator's body)."""
+        config = parallel_config(self)
+        if config is not None:  # ranks hold slices of the sequence: attention must exchange them
+            return parallel_attention(self, q, k, v, attn_mask, text_tokens, text_position, dispatch, config)
+        if text_tokens is None:
+            text_tokens = self.grid.text_tokens if self.grid is not None else 0
+        dense = None
+        if dispatch:
+            dense = self._dispatch_dense(attn_mask)
+            if attn_mask is not None and attn_mask.ndim == 2 and attn_mask.shape == (q.shape[0], k.shape[2]):
+                attn_mask = attn_mask[:, None, None, :]
+        return self.engine(q, k, v, layer=self.layer, model=self.model_name, text_tokens=text_tokens,
+                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(q.shape[2]),
+                           dense=dense)
+
+    def _dispatch_dense(self, attn_mask: torch.Tensor | None):
+        """Dense attention of ``[B, H, S, D]`` tensors through ``dispatch_attention_fn`` with the user's backend."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        backend = self._attention_backend or getattr(self.original, "_attention_backend", None)
+        parallel = self._parallel_config or getattr(self.original, "_parallel_config", None)
+
+        def dense(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, scale: float | None) -> torch.Tensor:
+            out = dispatch_attention_fn(q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2),
+                                        attn_mask=attn_mask, scale=scale, backend=backend, parallel_config=parallel)
+            return out.transpose(1, 2)
+
+        return dense
+
+
+def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor, fused: bool = False):
+    """``to_q/to_k/to_v`` of ``hidden_states``; with ``fused``, the fused ``to_qkv`` when the module has fused
+    its projections (only processors whose stock version honours ``fused_projections`` pass ``fused``)."""
+    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
+        return attn.to_qkv(hidden_states).chunk(3, dim=-1)
+    return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+
+
+def added_projections(attn: torch.nn.Module, encoder_hidden_states: torch.Tensor, fused: bool = False):
+    """The text stream's ``add_q/k/v_proj`` in joint attention (``to_added_qkv`` when fused, as for ``fused``
+    in :func:`qkv_projections`)."""
+    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_added_qkv"):
+        return attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
+    return (attn.add_q_proj(encoder_hidden_states), attn.add_k_proj(encoder_hidden_states),
+            attn.add_v_proj(encoder_hidden_states))
+
+
+def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, S, H·D]`` → ``[B, H, S, D]`` exactly as diffusers' direct-SDPA processors do it."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def heads_merged(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, S, D]`` → ``[B, S, H·D]`` (inverse of :func:`heads_first`)."""
+    batch, heads, _, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, -1, heads * dim)
+
+
+def qk_norm(attn: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, added: bool = False):
+    """``norm_q``/``norm_k`` (or ``norm_added_q/k`` for the text stream), each skipped when absent."""
+    norm_q, norm_k = ("norm_added_q", "norm_added_k") if added else ("norm_q", "norm_k")
+    if getattr(attn, norm_q, None) is not None:
+        query = getattr(attn, norm_q)(query)
+    if getattr(attn, norm_k, None) is not None:
+        key = getattr(attn, norm_k)(key)
+    return query, key
+
+
+def split_text(x: torch.Tensor, text_tokens: int, text_position: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(video, text)`` parts of a joint sequence along dim 1, text ``"before"`` or ``"after"`` the video."""
+    if text_position == "before":
+        return x[:, text_tokens:], x[:, :text_tokens]
+    return x[:, : x.shape[1] - text_tokens], x[:, x.shape[1] - text_tokens:]
+
+

@@ -1,0 +1,47 @@
+"""The table of model families fastdit patches: one line per family file.
+
+Adding a family is one new file in this package that defines a :class:`~fastdit.patching.families.base.Family`,
+plus its line in ``_FAMILIES`` below. Code outside fastdit registers its own with :func:`register_family`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastdit.patching.families import cogvideox, flux, hunyuan_video, ltx, mochi, sd3, unet, wan
+from fastdit.patching.families.base import Family, unwrap_model
+
+__all__ = ["register_family", "families", "detect_family"]
+
+_FAMILIES: dict[str, Family] = {f.name: f for f in (
+    wan.WAN,
+    hunyuan_video.HUNYUAN_VIDEO,
+    cogvideox.COGVIDEOX,
+    ltx.LTX,
+    mochi.MOCHI,
+    flux.FLUX,
+    sd3.SD3,
+    unet.UNET,
+)}
+
+
+def register_family(family: Family) -> Family:
+    """Make ``family`` known to ``fastdit.apply`` (a family of the same name is replaced). Returns ``family``."""
+    if not isinstance(family, Family):
+        raise TypeError(f"register_family takes a fastdit Family, got {type(family).__name__}")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> dict[str, Family]:
+    """Every registered family by name."""
+    return dict(_FAMILIES)
+
+
+def detect_family(model: Any) -> Family | None:
+    """The family whose model classes include ``model``'s class (or one of its bases); ``None`` if none does."""
+    names = {cls.__name__ for cls in type(unwrap_model(model)).__mro__}
+    for family in _FAMILIES.values():
+        if names & set(family.model_classes):
+            return family
+    return None

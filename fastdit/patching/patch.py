@@ -1,0 +1,367 @@
+"""``apply`` / ``remove`` / ``stats``: patch a diffusers pipeline (or a bare transformer/UNet) in one call.
+
+A patch belongs to the model it patches, not to the pipeline it was applied through: pipelines that share a
+transformer (``WanPipeline.from_pipe``) all report it, and ``remove`` through any of them restores it. Applying
+again through any of them re-configures the shared model for all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastdit.methods import DEFAULT_BLOCK_SIZE
+from fastdit.patching import ops
+from fastdit.patching.components import find_denoisers, name_or_path
+from fastdit.patching.families import Family, SparseProcessorMixin, forward_input, read_timestep, unwrap_model
+from fastdit.patching.families.base import install
+from fastdit.patching.parallel import hand_back
+from fastdit.patching.presets import resolve_preset
+from fastdit.runtime.config import SparseConfig
+from fastdit.runtime.context import RunContext
+from fastdit.runtime.engine import SparseAttention, check_backend
+from fastdit.runtime.stats import AttentionStats
+
+__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer"]
+
+_STATE = "_fastdit_state"
+
+
+@dataclass
+class _PatchState:
+    config: SparseConfig
+    context: RunContext
+    engine: SparseAttention
+    saved_processors: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
+    hooks: list[Any] = field(default_factory=list)
+    observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state (graphs name them)
+    scheduler: Any = None
+    models: list[torch.nn.Module] = field(default_factory=list)
+
+
+def _held_models(target: Any) -> list[torch.nn.Module]:
+    """The modules whose patch ``target`` reports: the model itself, or every module of a pipeline."""
+    if isinstance(target, torch.nn.Module):
+        return [unwrap_model(target)]
+    components = getattr(target, "components", None)
+    if not isinstance(components, dict):
+        return []
+    return [unwrap_model(c) for c in components.values() if isinstance(c, torch.nn.Module)]
+
+
+def _states(target: Any) -> list[_PatchState]:
+    """The patches on ``target``'s models, each once (one ``apply`` patches all denoisers of a pipeline)."""
+    found: list[_PatchState] = []
+    for model in _held_models(target):
+        state = model.__dict__.get(_STATE)
+        if state is not None and all(state is not other for other in found):
+            found.append(state)
+    return found
+
+
+_Probe = tuple[torch.device, torch.dtype, int]
+
+
+def _attention_probe(models: list[tuple[str, torch.nn.Module, Family]]) -> _Probe | None:
+    """Device, dtype and head dim the sparse kernel will see, read from the first patched attention module
+    (``None`` when it doesn't expose them). A model on the CPU (or offloaded to ``meta``) on a machine with
+    CUDA is probed on CUDA: it may well move there before it runs."""
+    _, model, family = models[0]
+    _, module = next(iter(family.self_attention(model)), (None, None))
+    param = next(module.parameters(), None) if module is not None else None
+    heads = getattr(module, "heads", None)
+    width = getattr(getattr(module, "to_q", None), "out_features", None)
+    if param is None or not heads or not width:
+        return None
+    device = param.device
+    if device.type in ("cpu", "meta") and torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif device.type == "meta":
+        device = torch.device("cpu")
+    # weights stored in 8 bits (layerwise casting) are computed in bfloat16
+    dtype = param.dtype if param.dtype.is_floating_point and param.dtype.itemsize >= 2 else torch.bfloat16
+    return device, dtype, width // heads
+
+
+def _check_processors(models: list[tuple[str, torch.nn.Module, Family]], force: bool) -> None:
+    """Refuse to silently replace a processor the user installed (e.g. an IP-adapter or another library's)."""
+    if force:
+        return
+    for name, model, family in models:
+        for layer, module in family.self_attention(model):
+            proc = module.processor
+            if isinstance(proc, SparseProcessorMixin) or type(proc).__name__ in family.stock_processors:
+                continue
+            raise ValueError(f"{name} ({family.name}) layer {layer} uses a custom attention processor "
+                             f"{type(proc).__name__} instead of {' / '.join(family.stock_processors)}; fastdit "
+                             "would replace it. Pass force=True to replace it anyway.")
+
+
+def apply(
+    target: Any,
+    method: str | None = None,
+    *,
+    preset: str | None = "auto",
+    dense_steps: int | None = None,
+    dense_layers: int | None = None,
+    entropy_scaling: bool = False,
+    n_train: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    order: str | None = None,
+    tile: tuple[int, int, int] | None = None,
+    force: bool = False,
+    calibration: Any = None,
+    reuse_calibration: bool = False,
+    **method_options: Any,
+) -> Any:
+    """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
+
+    ``method``: ``dense``, ``radial``, ``grat`` (and any registered method; default: the preset's, else
+    ``radial``); ``method_options`` are its knobs. ``preset="auto"`` takes the published defaults for the
+    model id (or its config, or its family) for everything not given here; a model id picks that preset;
+    ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
+    ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)`` (``n_train``: video or
+    image tokens at the training resolution; from the preset or the model config when not given).
+    ``dense_steps`` is a count of steps (int) or a share of each call's steps (float in [0, 1]); a preset's
+    published warm-up (12 of 50 steps) is used as a share, so a distilled 4-step model gets 1 dense step.
+    ``block_size``: the kernel block in tokens (a power of two, 16 to 1024); ``order``: the token order
+    layouts are built in (default: the one the method was published with: ``raster`` for radial and vmoba,
+    ``tiles`` for grat, ``gilbert`` for pyramid); ``tile``: the ``(t, h, w)`` tile of the ``tiles`` order
+    (GRAT's group), a whole number of blocks. Calling ``apply`` again re-configures; ``remove`` restores the
+    original processors exactly. Every argument is checked before anything is patched, the backend against
+    the model's device, dtype and head dim too. The patch belongs to the model: pipelines sharing it (e.g.
+    ``from_pipe``) all see it. Returns ``target``.
+
+    ``calibration`` (a ``fastdit.calibrate`` result or the path of its JSON file) sets the method and options
+    per layer and head, the warm-up and the block size instead (``dense_steps`` / ``dense_layers`` given here
+    still win); it must come from this model's architecture, and a call on another latent grid than the one
+    it was measured on is refused unless ``reuse_calibration=True`` (then it warns).
+    """
+    models = find_denoisers(target)
+    if calibration is not None:
+        return _apply_calibration(target, models, calibration, reuse_calibration, method, method_options,
+                                  preset=preset, dense_steps=dense_steps, dense_layers=dense_layers,
+                                  entropy_scaling=entropy_scaling, n_train=n_train, backend=backend,
+                                  block_size=block_size, order=order, tile=tile, force=force)
+    _, model, family = models[0]
+    found = resolve_preset(preset, family.name, name_or_path(target, model), getattr(model, "config", None),
+                           len(models))
+    method = method if method is not None else (found.method if found else "radial")
+    settings = found.for_method(method) if found else None
+    options = dict(settings.options) if settings else {}
+    options.update(method_options)
+    if block_size is None:
+        block_size = (settings.block_size if settings is not None and settings.block_size is not None
+                      else found.block_size if found else DEFAULT_BLOCK_SIZE)
+    preset_tile = settings.tile if settings is not None else None
+    if tile is None and order in (None, "tiles") and preset_tile is not None \
+            and math.prod(preset_tile) % block_size == 0:  # a published group, if it holds whole blocks
+        tile = preset_tile
+    if n_train is None and found is not None:
+        n_train = found.n_train
+    if n_train is None and family.train_tokens is not None:
+        n_train = family.train_tokens(model)
+    config = SparseConfig.create(
+        method, options,
+        dense_steps=dense_steps if dense_steps is not None else (settings.warmup_share if settings else 0),
+        dense_layers=dense_layers if dense_layers is not None else (settings.dense_layers if settings else 0),
+        entropy_scaling=entropy_scaling,
+        n_train=n_train,
+        backend=backend,
+        block_size=block_size,
+        order=order,
+        tile=tile,
+    )
+    return _install(target, models, config, force)
+
+
+def _apply_calibration(target: Any, models: list[tuple[str, torch.nn.Module, Family]], calibration: Any,
+                       reuse: bool, method: str | None, method_options: dict[str, Any], *, preset: str | None,
+                       block_size: int | None, order: str | None, tile: Any, **fields: Any) -> Any:
+    """``apply`` with a calibration's per-layer plans (checked against the model before anything changes)."""
+    from fastdit.runtime.calibration_file import load_calibration
+
+    if method is not None or method_options:
+        raise ValueError("calibration= chooses the method and options of every layer and head; don't pass "
+                         "method= or method options with it")
+    if not isinstance(reuse, bool):
+        raise TypeError("reuse_calibration must be True or False")
+    found = load_calibration(calibration)
+    if order is not None or tile is not None or block_size not in (None, found.block_size):
+        raise ValueError(f"calibration= fixes the block size ({found.block_size}) and the token orders it was "
+                         "measured with; don't pass block_size=, order= or tile= with it")
+    heads = {(name, layer): int(getattr(module, "heads", 0) or 0)
+             for name, model, family in models for layer, module in family.self_attention(model)}
+    found.check_model([(name, model) for name, model, _ in models], heads)
+    force = fields.pop("force")
+    n_train = fields.pop("n_train")
+    if n_train is None:
+        resolved = resolve_preset(preset, models[0][2].name, name_or_path(target, models[0][1]),
+                                  getattr(models[0][1], "config", None), len(models))
+        n_train = resolved.n_train if resolved is not None else None
+    config = SparseConfig.create(
+        found.main_method, {},
+        dense_steps=fields["dense_steps"] if fields["dense_steps"] is not None else found.dense_share,
+        dense_layers=fields["dense_layers"] if fields["dense_layers"] is not None else 0,
+        entropy_scaling=fields["entropy_scaling"], n_train=n_train, backend=fields["backend"],
+        block_size=found.block_size, layers=found.plans(), grid=tuple(found.grid), reuse_grid=reuse)
+    return _install(target, models, config, force)
+
+
+def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], config: SparseConfig,
+             force: bool) -> Any:
+    """Patch every self-attention module of ``models`` with ``config`` (after the last checks)."""
+    _check_processors(models, force)
+    probe = _attention_probe(models)
+    if probe is not None:
+        check_backend(config, *probe)
+        plans = {plan.method: plan for plan in (config.layers or {}).values() if not plan.dense}
+        for plan in plans.values():  # calibrated layers may use other methods than the main one
+            options = next(h for h in plan.heads if h is not None)
+            check_backend(dataclasses.replace(config, method=plan.method, options=options), *probe)
+    remove(target)  # re-configure: never wrap our own processors (nor leave a shared model's old patch behind)
+
+    context = RunContext()
+    state = _PatchState(config, context, SparseAttention(config, context))
+    for name, model, family in models:
+        patched = []
+        for layer, module in family.self_attention(model):
+            state.saved_processors.append((module, module.processor))
+            processor = family.processor(module.processor, state.engine, layer, name)
+            _set_processor(module, processor)
+            install(module, processor)
+            patched.append((layer, module))
+        observer = _Observer(family, context, name, model, patched)
+        state.observers.append(observer)
+        state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
+        state.models.append(model)
+        setattr(model, _STATE, state)
+    scheduler = getattr(target, "scheduler", None)
+    if scheduler is not None and hasattr(scheduler, "set_timesteps"):
+        scheduler.set_timesteps = _new_run_signal(scheduler, context)
+        state.scheduler = scheduler
+    return target
+
+
+def _set_processor(module: torch.nn.Module, processor: Any) -> None:
+    if hasattr(module, "set_processor"):
+        module.set_processor(processor)
+    else:  # e.g. MochiAttention has no set_processor
+        module.processor = processor
+
+
+class _Observer:
+    """The forward pre-hook of one patched denoiser: records the latent grid, the denoising step and the call.
+
+    Eager, it reads the inputs directly. Traced (``torch.compile`` of the whole model, ``torch.export``), the
+    same bookkeeping runs inside the ``fastdit::observe_forward`` operator, so neither the step counting nor
+    the timestep's value (data-dependent) enters the graph: no graph break, no guard, exportable.
+    """
+
+    def __init__(self, family: Family, context: RunContext, name: str, model: torch.nn.Module,
+                 modules: list[tuple[int, torch.nn.Module]]) -> None:
+        self.family, self.context, self.name = family, context, name
+        self.model = weakref.ref(model)
+        self.modules = modules  # (layer, attention module) of every processor apply installed
+        self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
+        self.handle = ops.new_handle(self)
+
+    def __call__(self, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs = {name: forward_input(model, args, kwargs, name) for name in self.input_names}
+        if torch.compiler.is_compiling():
+            self.context.token = ops.observe_forward(self.handle, *ops.pack_inputs(inputs))
+        else:
+            self.context.token = None
+            self.observe(inputs)
+
+    def observe(self, inputs: dict[str, Any]) -> None:
+        """The bookkeeping itself, on the forward inputs named by ``input_names``."""
+        model = self.model()
+        self.context.grid = self.family.grid(model, (), inputs)
+        # a layer whose processor a loader or the user replaced (an IP-adapter) is no longer fastdit's to
+        # report: without this, stats would count its calls as served by a cache
+        self.context.expect_layers(self.name, [layer for layer, module in self.modules
+                                               if isinstance(module.processor, SparseProcessorMixin)])
+        self.context.observe_forward(self.name, read_timestep(self.family, model, (), inputs))
+
+
+def _new_run_signal(scheduler: Any, context: RunContext):
+    """Wrap the scheduler's ``set_timesteps`` (called once at the start of every pipeline call): a new run
+    begins, and its number of steps sizes a warm-up given as a share of the steps."""
+    set_timesteps = scheduler.set_timesteps
+
+    @functools.wraps(set_timesteps)  # keeps the signature diffusers inspects for `sigmas` / `timesteps`
+    def wrapped(*args, **kwargs):
+        context.begin_run()
+        result = set_timesteps(*args, **kwargs)
+        steps = getattr(scheduler, "num_inference_steps", None) or len(getattr(scheduler, "timesteps", ()) or ())
+        context.schedule = int(steps) or None
+        return result
+
+    wrapped._fastdit_wrapper = True
+    return wrapped
+
+
+def is_patched(target: Any) -> bool:
+    """Whether fastdit patches ``target`` or, for a pipeline, any of its models (also through another
+    pipeline that shares them)."""
+    return bool(_states(target))
+
+
+def remove(target: Any) -> Any:
+    """Restore the original attention processors, hooks and scheduler exactly; for a pipeline, of every
+    patched model it holds, whichever pipeline patched it. A no-op when not patched.
+
+    Only fastdit's processors are replaced: one the user (or a diffusers loader such as ``load_ip_adapter``)
+    set after ``apply`` stays where it is.
+    """
+    for state in _states(target):
+        for module, processor in reversed(state.saved_processors):
+            if isinstance(module.processor, SparseProcessorMixin):
+                hand_back(module.processor, processor)  # enable_parallelism after apply set them on ours
+                _set_processor(module, processor)
+            install(module, None)
+        for handle in state.hooks:
+            handle.remove()
+        scheduler = state.scheduler
+        if scheduler is not None and getattr(scheduler.__dict__.get("set_timesteps"), "_fastdit_wrapper", False):
+            del scheduler.set_timesteps
+        for model in state.models:
+            if model.__dict__.get(_STATE) is state:
+                delattr(model, _STATE)
+    return target
+
+
+def patch_config(target: Any) -> SparseConfig:
+    """The configuration ``target`` is patched with (presets and defaults resolved)."""
+    states = _states(target)
+    if not states:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    return states[0].config
+
+
+def set_observer(target: Any, observer: Any) -> None:
+    """Have ``observer(call: fastdit.runtime.engine.AttentionCall)`` see every self-attention call of the patched
+    ``target`` before it runs (``None``: stop); ``fastdit.calibrate`` measures layouts this way."""
+    states = _states(target)
+    if not states:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    for state in states:
+        state.engine.observer = observer
+
+
+def stats(target: Any) -> AttentionStats:
+    """Per step and layer: dense, sparse or served by a diffusers cache, and the density used, for the last
+    pipeline call (of the first patched denoiser's patch, for a pipeline)."""
+    states = _states(target)
+    if not states:
+        raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
+    states[0].context.close_step()
+    return states[0].context.stats

@@ -1,0 +1,296 @@
+"""Per-model presets: the published settings each method starts from, and the training token count.
+
+A preset belongs to one real model id. It names the default method, the warm-up (``dense_steps`` of the
+published 50-step schedules, applied as that share of each call's steps; ``dense_layers``), per-method knobs
+where a paper or its code published them, and ``n_train``, the self-attention video/image tokens at the
+resolution the model was trained at (for entropy scaling; text tokens are not counted). A method without a
+published setting on a model keeps that model's default warm-up and the method's own default knobs. Every
+value names its source.
+
+``preset="auto"`` finds the preset by the pipeline's ``name_or_path`` (a hub id, or a local folder / hub
+cache path ending in it), then by an architecture fingerprint of the denoiser's config (for renamed local
+copies), and falls back to the family default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import choose_tile, make_order
+from fastdit.layout.padding import least_padded_tile, order_padding
+
+__all__ = ["VideoSize", "MethodPreset", "Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset", "resolve_preset",
+           "preset_padding"]
+
+
+@dataclass(frozen=True)
+class VideoSize:
+    """The size a model is trained and usually run at, and how its VAE and patchify turn it into tokens:
+    ``t_compress`` frames and ``s_compress × s_compress`` pixels per token (VAE factor × patch). The one place
+    fastdit writes a real model's size (entropy scaling's ``n_train``, ``fastdit info``'s padding table and
+    the random-weight benchmark models read it from here)."""
+
+    frames: int
+    height: int
+    width: int
+    t_compress: int = 4
+    s_compress: int = 16
+
+    @property
+    def grid(self) -> TokenGrid:
+        """The latent token grid; causal video VAEs keep the first frame: ``(F - 1) / t + 1`` latent frames."""
+        return TokenGrid((self.frames - 1) // self.t_compress + 1, self.height // self.s_compress,
+                         self.width // self.s_compress)
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    """One method's settings on one model: warm-up, knobs, the tile when the method fixes its group shape, and
+    the kernel block when the published setting uses its own (otherwise the model preset's).
+
+    ``dense_steps`` is the published count of warm-up steps out of a ``schedule``-step run; ``apply`` uses
+    the share (:attr:`warmup_share`), so a distilled 4-step model gets 1 dense step where 50 steps get 12.
+    """
+
+    dense_steps: int = 0
+    dense_layers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    tile: tuple[int, int, int] | None = None
+    source: str = ""
+    block_size: int | None = None
+    schedule: int = 50
+
+    @property
+    def warmup_share(self) -> float:
+        """The published warm-up as a share of the steps (``SparseConfig.dense_steps`` as a float)."""
+        return self.dense_steps / self.schedule
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for one model: default method, per-method settings, ``n_train`` and how to recognise it.
+
+    ``size`` is the training size (``n_train`` counts its tokens), ``config`` holds denoiser config values that
+    identify the model when its name is unknown, and ``denoisers`` how many denoisers its pipeline has (Wan 2.2
+    A14B has two experts).
+    """
+
+    family: str
+    method: str
+    methods: dict[str, MethodPreset]
+    size: VideoSize | None = None
+    block_size: int = 128
+    config: dict[str, Any] = field(default_factory=dict)
+    denoisers: int = 1
+    source: str = ""
+
+    @property
+    def n_train(self) -> int | None:
+        """Self-attention video/image tokens at the training size (``None``: left to the model config)."""
+        return self.size.grid.num_tokens if self.size is not None else None
+
+    def for_method(self, method: str) -> MethodPreset:
+        """Settings of ``method``; an unlisted method gets the default method's warm-up and no knobs."""
+        if method in self.methods:
+            return self.methods[method]
+        default = self.methods[self.method]
+        return MethodPreset(default.dense_steps, default.dense_layers, schedule=default.schedule,
+                            source=f"warm-up of this model's {self.method} setting; {method}'s own default knobs")
+
+    @property
+    def dense_steps(self) -> int:
+        return self.methods[self.method].dense_steps
+
+    @property
+    def dense_layers(self) -> int:
+        return self.methods[self.method].dense_layers
+
+
+# ---------------------------------------------------------------- published method settings
+_RADIAL = "mit-han-lab/radial-attention @ 72788d4"
+_RADIAL_WAN21 = MethodPreset(12, 1, {"decay_factor": 0.2},
+                             source=f"Radial Attention Wan2.1 setting ({_RADIAL}: dense_timesteps=12, dense_layers=1, "
+                                    "decay_factor=0.2, model_type wan = frame-0 sink; whole adjacent frames at HEAD)")
+_RADIAL_WAN22 = MethodPreset(11, 1, {"decay_factor": 0.8}, block_size=64,
+                             source=f"Radial Attention Wan2.2 setting ({_RADIAL}: dense_timesteps=11, dense_layers=1, "
+                                    "decay_factor=0.8, frame-0 sink, 64-token blocks in wan2_2/attention.py)")
+_RADIAL_HUNYUAN = MethodPreset(12, 0, {"decay_factor": 0.95, "sink": False},
+                               source=f"Radial Attention HunyuanVideo setting ({_RADIAL}: dense_timesteps=12, "
+                                      "dense_layers=0, decay_factor=0.95, model_type hunyuan = no sink)")
+_RADIAL_UNPUBLISHED = MethodPreset(12, 1, {"decay_factor": 0.95},
+                                   source="no published setting: the widest published radial windows (HunyuanVideo's "
+                                          "decay 0.95) with the Wan sink and warm-up (12 of 50 steps, 1 layer)")
+_PSA = "ziplab/Pyramid-Sparse-Attention @ be122cf configs/attention_config.yaml"
+_PYRAMID_WAN14B = MethodPreset(15, 0, source=f"PSA Wan2.1-14B psa_balanced ({_PSA}): warmup 15, bands .4/.5/.6/.8 "
+                                             "(the pyramid defaults)")
+_PYRAMID_WAN13B = MethodPreset(15, 0, {"thresholds": (0.5, 0.6, 0.7, 0.8)},
+                               source=f"PSA Wan2.1-1.3B psa_balanced ({_PSA}): warmup 15, bands .5/.6/.7/.8; its "
+                                      "key-similarity cap on pooling levels is not implemented (fastdit pools as "
+                                      "the 14B setting does)")
+_PYRAMID_WAN22 = MethodPreset(12, 0, {"thresholds": (0.5, 0.6, 0.6, 0.8)},
+                              source=f"PSA Wan2.2-A14B ({_PSA}): warmup 12, bands .5/.6/.6/.8; upstream uses 32-token "
+                                     "key blocks, fastdit 128")
+_VMOBA_WAN = MethodPreset(12, 0, source="VMoBA Wan2.1-1.3B config (FastVideo wan_1.3B_77_480_832.json: threshold 0.25, "
+                                        "query_head, chunks 2 frames / 3x4 / 4x6x4 tokens = the vmoba defaults; "
+                                        "first_full_step 12, which FastVideo @ 2f3d407 stores but never reads)")
+_GRAT_HUNYUAN = MethodPreset(0, 0, {"mode": "crisscross"}, tile=(4, 8, 8),
+                             source="GRAT (OliverRensu/GRAT main.py + cross_processor.py, HunyuanVideo): 4x8x8 "
+                                    "groups, criss-cross planes, text attended, mask on every step and block")
+_GRAT_IMAGE = MethodPreset(0, 0, {"mode": "crisscross"},
+                           source="GRAT paper (training-free on Flux): criss-cross groups on every step as in its "
+                                  "released HunyuanVideo code; 1x16x16 groups, the image analogue of 4x8x8, since "
+                                  "the Flux group shape is unpublished")
+
+_WAN_METHODS = {"pyramid": _PYRAMID_WAN14B, "vmoba": _VMOBA_WAN}
+
+# Wan2.1: 81 frames, VAE 4x8, patch 1x2x2. 1.3B is a 480p model, 14B and Wan2.2 A14B train up to 720p.
+_WAN_480P = VideoSize(81, 480, 832)   # 21 x 30 x 52 = 32 760 tokens
+_WAN_720P = VideoSize(81, 720, 1280)  # 21 x 45 x 80 = 75 600 tokens
+
+PRESETS: dict[str, Preset] = {
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": Preset(
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS, "pyramid": _PYRAMID_WAN13B}, size=_WAN_480P,
+        config={"num_layers": 30, "num_attention_heads": 12},
+        source="n_train: 480x832, 81 frames (the 1.3B model is trained at 480p; Wan2.1 model card)"),
+    "Wan-AI/Wan2.1-T2V-14B-Diffusers": Preset(
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS}, size=_WAN_720P,
+        config={"num_layers": 40, "num_attention_heads": 40},
+        source="n_train: 720x1280, 81 frames (Wan2.1 14B model card: 480p and 720p)"),
+    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": Preset(
+        "wan", "radial", {"radial": _RADIAL_WAN22, **_WAN_METHODS, "pyramid": _PYRAMID_WAN22}, size=_WAN_720P,
+        config={"num_layers": 40, "num_attention_heads": 40}, denoisers=2,
+        source="n_train: 720x1280, 81 frames (Wan2.2 A14B model card); both experts get the same settings"),
+    "hunyuanvideo-community/HunyuanVideo": Preset(
+        "hunyuan_video", "radial", {"radial": _RADIAL_HUNYUAN, "grat": _GRAT_HUNYUAN},
+        size=VideoSize(129, 720, 1280),  # 33 x 45 x 80 = 118 800
+        config={"num_layers": 20, "num_single_layers": 40},
+        source="n_train: 720x1280, 129 frames (HunyuanVideo model card, pipeline defaults)"),
+    "THUDM/CogVideoX-5b": Preset(
+        "cogvideox", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        size=VideoSize(49, 480, 720),  # 13 x 30 x 45 = 17 550
+        config={"num_layers": 42, "num_attention_heads": 48, "patch_size_t": None},
+        source="n_train: 480x720, 49 frames (CogVideoX-5b model card: its only resolution)"),
+    "Lightricks/LTX-Video": Preset(
+        "ltx", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        size=VideoSize(161, 512, 704, 8, 32),  # 21 x 16 x 22 = 7 392
+        config={"num_layers": 28, "num_attention_heads": 32},
+        source="n_train: 512x704, 161 frames (LTXPipeline defaults, the model card's recommended size)"),
+    "genmo/mochi-1-preview": Preset(
+        "mochi", "radial", {"radial": _RADIAL_UNPUBLISHED},
+        size=VideoSize(163, 480, 848, 6, 16),  # 28 x 30 x 53 = 44 520
+        config={"num_layers": 48, "num_attention_heads": 24},
+        source="n_train: 480x848, 163 frames (Mochi 1 model card: 480p, 5.4 s at 30 fps)"),
+    "black-forest-labs/FLUX.1-dev": Preset(
+        "flux", "grat", {"grat": _GRAT_IMAGE}, size=VideoSize(1, 1024, 1024, 1, 16),  # 64 x 64 = 4 096
+        config={"num_layers": 19, "num_single_layers": 38, "guidance_embeds": True},
+        source="n_train: 1024x1024 (FLUX.1-dev model card); radial has no temporal axis to decay along on "
+               "images, so the default method is grat"),
+    "stabilityai/stable-diffusion-3-medium-diffusers": Preset(
+        "sd3", "grat", {"grat": _GRAT_IMAGE}, size=VideoSize(1, 1024, 1024, 1, 16),
+        config={"num_layers": 24, "dual_attention_layers": ()},
+        source="n_train: 1024x1024 (SD3 medium model card; config sample_size=128 latent, patch 2)"),
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": Preset(
+        "unet", "grat", {"grat": _GRAT_IMAGE}, size=VideoSize(1, 512, 512, 1, 8),  # UNet input: 64 x 64
+        config={"cross_attention_dim": 768, "sample_size": 64},
+        source="n_train: 512x512 (SD 1.5 model card; config sample_size=64); every level scales it by its "
+               "own token ratio"),
+    "stabilityai/stable-diffusion-xl-base-1.0": Preset(
+        "unet", "grat", {"grat": _GRAT_IMAGE}, size=VideoSize(1, 1024, 1024, 1, 8),  # UNet input: 128 x 128
+        config={"cross_attention_dim": 2048, "sample_size": 128},
+        source="n_train: 1024x1024 (SDXL model card; config sample_size=128); every level scales it by its "
+               "own token ratio"),
+}
+
+# fastdit's bundled toy-world model (samples/tiny-wan, `python -m fastdit.toy.train_sample`), matched
+# by its folder name. Its 16-step default gets 4 dense warm-up steps (the published 12 of 50 is about a quarter),
+# and 32-token blocks, so its 5 x 16 x 16 token grid (17 frames of 128x128, patch 1x1x1) runs sparse.
+PRESETS["fastdit/tiny-wan"] = Preset(
+    "wan", "radial",
+    {"radial": MethodPreset(4, 0, schedule=16, source="a quarter of the sample's 16 steps dense, as Wan's 12 of 50"),
+     "grat": MethodPreset(4, 0, tile=(1, 8, 8), schedule=16,
+                          source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
+                                 "to 8")},
+    size=VideoSize(17, 128, 128, 4, 8), block_size=32,
+    source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
+
+# Family defaults: the family's flagship preset, with n_train left to the model config where it states the
+# training size (UNet, SD3: ``sample_size``), so e.g. SD 2.x (768 px) gets its own.
+FAMILY_DEFAULTS: dict[str, Preset] = {
+    "wan": PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"],
+    "hunyuan_video": PRESETS["hunyuanvideo-community/HunyuanVideo"],
+    "cogvideox": PRESETS["THUDM/CogVideoX-5b"],
+    "ltx": PRESETS["Lightricks/LTX-Video"],
+    "mochi": PRESETS["genmo/mochi-1-preview"],
+    "flux": PRESETS["black-forest-labs/FLUX.1-dev"],
+    "sd3": Preset("sd3", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
+    "unet": Preset("unet", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
+}
+
+
+def find_preset(name_or_path: str | None) -> Preset | None:
+    """The preset of a model id, also matched as the tail of a local path or hub-cache folder name."""
+    if not name_or_path:
+        return None
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    normalized = name_or_path.rstrip("/").replace("--", "/")
+    for model_id, preset in PRESETS.items():
+        if normalized.endswith(model_id) or normalized.endswith(model_id.split("/")[-1]):
+            return preset
+    return None
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def match_config(family: str, config: Any, denoisers: int) -> Preset | None:
+    """The one preset of ``family`` whose fingerprint ``config`` matches (``None`` if none or several do)."""
+    if config is None:
+        return None
+    found = [p for p in PRESETS.values()
+             if p.family == family and p.config and p.denoisers == denoisers
+             and all(_frozen(config.get(k, object())) == v for k, v in p.config.items())]
+    return found[0] if len(found) == 1 else None
+
+
+def resolve_preset(preset: str | None, family: str, name_or_path: str | None, config: Any = None,
+                   denoisers: int = 1) -> Preset | None:
+    """``"auto"``: by model id, then by config fingerprint, then the family default; a model id: that preset;
+    ``None``: no preset."""
+    if preset is None:
+        return None
+    if preset == "auto":
+        by_name = find_preset(name_or_path)
+        if by_name is not None and by_name.family == family:
+            return by_name
+        return match_config(family, config, denoisers) or FAMILY_DEFAULTS.get(family)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: auto, {', '.join(PRESETS)}")
+    if PRESETS[preset].family != family:
+        raise ValueError(f"preset {preset!r} is for the {PRESETS[preset].family} family, but the model is {family}")
+    return PRESETS[preset]
+
+
+def preset_padding(block_m: int = 128, kv_tile: int = 128) -> list[dict]:
+    """Per preset model shape: the padding of the raster order and of the default tile order (the kernel's
+    extra work on it with ``block_m x kv_tile`` tiles and with 64 x 64 tiles, tiles of padding only skipped),
+    and the least-padding tile of the same volume (``fastdit info`` prints it)."""
+    rows = []
+    for model, preset in PRESETS.items():
+        grid, block = preset.size.grid, preset.block_size
+        raster = order_padding(make_order("raster", grid, block), block_m, kv_tile)
+        chosen = choose_tile(grid, block)
+        tiles = order_padding(make_order("tiles", grid, block, chosen), block_m, kv_tile)
+        best = least_padded_tile(grid, block)
+        best_pad = order_padding(make_order("tiles", grid, block, best), block_m, kv_tile)
+        tiles64 = order_padding(make_order("tiles", grid, block, chosen), 64, 64)
+        rows.append({"model": model, "grid": f"{grid.t}x{grid.h}x{grid.w}", "tokens": grid.num_tokens,
+                     "block": block, "raster_padding": raster["padding"], "tile": "x".join(map(str, chosen)),
+                     "tile_padding": tiles["padding"], "tile_kernel_padding": tiles["kernel_padding"],
+                     "tile_kernel_padding_64": tiles64["kernel_padding"],
+                     "least_padded_tile": "x".join(map(str, best)), "least_padding": best_pad["padding"],
+                     "least_kernel_padding": best_pad["kernel_padding"]})
+    return rows

@@ -1,0 +1,205 @@
+"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM and density, plus a labelled video.
+
+The baseline is the pipeline's stock attention (what diffusers runs without fastdit), so speedups are against
+what a user has today. Each method then runs through ``fastdit.apply`` with the same call arguments and seed;
+PSNR and SSIM are computed on the uint8 frames (what the mp4 holds before encoding) against the baseline's,
+over every frame. ``fastdit compare`` and the web demo both call :func:`compare`.
+
+With a diffusers cache (``cache=``), the cache runs alone (through fastdit's dense path, which equals the
+stock attention, so ``stats`` can count what it served) and with each method, so the table shows the cache's
+speedup, the method's, and the two combined, each against the stock attention.
+
+In JSON, a PSNR of identical videos is written as the string ``"inf"`` (JSON has no infinity); every other
+PSNR is a number in dB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fastdit.runs.caches import CacheSpec, knob_label
+from fastdit.runs.media import film_strip, side_by_side, write_image, write_video
+from fastdit.runs.metrics import psnr, ssim
+from fastdit.runs.report import environment, markdown_table
+from fastdit.runs.run import RunResult, run_pipeline
+from fastdit.runtime.files import write_text
+
+__all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"]
+
+BASELINE = "dense"
+COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "density",
+           "sparse_density", "sparse_fraction", "cached_fraction")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method to compare, with its knobs (anything not given comes from the model's preset)."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None  # a fastdit.Calibration (or its file): per-layer settings instead of the method's
+
+    @property
+    def label(self) -> str:
+        """The method and its knobs; fastdit's own dense path is told apart from the stock baseline."""
+        if isinstance(self.calibration, (str, Path)):
+            return f"calibrated ({Path(self.calibration).name})"
+        if self.calibration is not None:
+            return f"calibrated ({self.calibration.metric} <= {self.calibration.target:g})"
+        return knob_label("dense (fastdit)" if self.method == BASELINE else self.method, self.options)
+
+    def apply_arguments(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """``fastdit.apply`` keywords of this run: ``shared`` (preset, warm-up...) plus the method's own."""
+        if self.calibration is not None:
+            return {**shared, "calibration": self.calibration}
+        return {**shared, "method": self.method, **self.options}
+
+
+def _json_number(x: float | None) -> float | str | None:
+    return "inf" if x is not None and math.isinf(x) else x
+
+
+@dataclass
+class Comparison:
+    """The baseline run, one run per method, and one metrics row per run (the baseline's first)."""
+
+    baseline: RunResult
+    runs: list[RunResult]
+    rows: list[dict[str, Any]]
+
+    def _panels(self) -> list[tuple[tuple[str, str], np.ndarray]]:
+        """Each run's frames with its label: name, then speedup / PSNR / density."""
+        panels = []
+        for row, run in zip(self.rows, (self.baseline, *self.runs)):
+            detail = (f"{row['speedup']:.2f}x  {row['psnr_db']:.1f}dB  d={row['density']:.2f}"
+                      if run is not self.baseline else f"{run.total_s:.1f}s  stock attention")
+            panels.append(((run.label, detail), run.frames))
+        return panels
+
+    def video(self) -> np.ndarray:
+        """All runs side by side, each under its label strip."""
+        return side_by_side(self._panels())
+
+    def frames(self, count: int = 6) -> np.ndarray:
+        """A still: one row per run, ``count`` of its frames."""
+        return film_strip(self._panels(), count)
+
+    def markdown(self) -> str:
+        return markdown_table(self.rows, COLUMNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in self.rows]
+        return {"rows": rows, "runs": [r.to_dict() for r in (self.baseline, *self.runs)],
+                "notes": {"psnr_db": 'vs the dense video over all frames (uint8); the string "inf" when identical',
+                          "ssim": "Gaussian-window SSIM (Wang et al. 2004) vs the dense video, mean over frames "
+                                  "and channels",
+                          "speedup": "dense total time / this total time (whole pipeline call)",
+                          "step_speedup": "dense mean denoising-step time / this one",
+                          "density": "mean share of the dense attention work over every (step, layer): dense "
+                                     "counts as 1, a call a cache served as 0",
+                          "sparse_density": "mean density over the (step, layer) calls that ran sparse",
+                          "cached_fraction": "share of self-attention layer calls a diffusers cache served"}}
+
+
+def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
+    base_step, step = baseline.mean_step_s, run.mean_step_s
+    return {
+        "method": run.label,
+        "total_s": run.total_s,
+        "step_s": step,
+        "speedup": baseline.total_s / run.total_s,
+        "step_speedup": base_step / step if base_step and step else None,
+        "psnr_db": psnr(baseline.frames, run.frames),
+        "ssim": ssim(baseline.frames, run.frames),
+        # the stock attention attends every key: density 1 by definition
+        "density": run.stats.mean_density() if run.stats else 1.0,
+        "sparse_density": run.stats.sparse_density() if run.stats else None,
+        "sparse_fraction": run.stats.sparse_fraction() if run.stats else 0.0,
+        "cached_fraction": run.stats.cached_fraction() if run.stats else 0.0,
+    }
+
+
+def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, seed: int = 0,
+            sparse: dict[str, Any] | None = None, warmup: bool = True, repeats: int = 1,
+            baseline: RunResult | None = None, cache: CacheSpec | None = None,
+            on_run: Callable[[str], None] | None = None) -> Comparison:
+    """Run the stock pipeline, then each method, on ``call`` (pipeline arguments) with the same ``seed``.
+
+    ``sparse`` holds the ``fastdit.apply`` arguments shared by every method (``preset``, ``dense_steps``,
+    ``block_size``...). ``warmup`` first runs one unrecorded denoising step per configuration (the methods'
+    with no dense warm-up step, so their sparse path runs), so one-time costs (thread pools, allocator
+    growth, first-call dispatch, layout caches) are billed to no one. With ``repeats`` > 1 the
+    configurations run round-robin and each keeps its fastest run, so a burst of load from elsewhere on the
+    machine slows one round of every method instead of one method. ``baseline`` is a stock run of the same
+    ``call`` and ``seed`` made earlier (the app caches them); it is then not run again. ``cache`` adds the
+    cache alone and each method with it (see the module docstring). ``on_run`` is told each label before its
+    run (for progress messages). Leaves ``pipe`` unpatched.
+    """
+    if not methods:
+        raise ValueError("compare needs at least one method")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    configs = _configs(methods, sparse or {}, cache, with_baseline=baseline is None)
+    notify = on_run or (lambda label: None)
+    if warmup:
+        notify("warm-up")
+        one_step = {**call, "num_inference_steps": 1}
+        for _, config, with_cache in configs:
+            warm = None if config is None else {**config, "dense_steps": 0}
+            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm, cache=with_cache)
+    fastest: dict[str, RunResult] = {}
+    for _ in range(repeats):
+        for label, config, with_cache in configs:
+            notify(label)
+            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config, cache=with_cache)
+            if label not in fastest or run.total_s < fastest[label].total_s:
+                fastest[label] = run
+    if baseline is None:
+        baseline = fastest.pop(BASELINE)
+    runs = [fastest[label] for label, _, _ in configs if label != BASELINE]
+    return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
+
+
+_Run = tuple[str, dict[str, Any] | None, CacheSpec | None]  # label, apply() arguments (None: stock), cache
+
+
+def _configs(methods: Sequence[MethodSpec], sparse: dict[str, Any], cache: CacheSpec | None,
+             with_baseline: bool) -> list[_Run]:
+    """Every run of a comparison, in table order."""
+    configs: list[_Run] = [(BASELINE, None, None)] if with_baseline else []
+    if cache is not None:
+        configs.append((cache.label, {**sparse, "method": "dense"}, cache))
+    for spec in methods:
+        config = spec.apply_arguments(sparse)
+        configs.append((spec.label, config, None))
+        if cache is not None:
+            configs.append((f"{spec.label}+{cache.label}", config, cache))
+    return configs
+
+
+def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, command: str,
+                     settings: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``compare.mp4`` and ``frames.png`` (a still of a few frames per run), or ``compare.png`` for image
+    models, ``compare.md`` and ``compare.json`` in ``out_dir``; each written atomically."""
+    out = Path(out_dir)
+    panels = comparison.video()
+    paths = {"table_md": out / "compare.md", "table_json": out / "compare.json"}
+    if comparison.baseline.video:
+        paths["video"] = write_video(panels, out / "compare.mp4", fps)
+        paths["frames"] = write_image(comparison.frames(), out / "frames.png")
+    else:
+        paths["image"] = write_image(panels[0], out / "compare.png")
+    data = {"command": command, "environment": environment(), "settings": settings or {}, **comparison.to_dict()}
+    write_text(json.dumps(data, indent=2) + "\n", paths["table_json"])
+    media = paths.get("video", paths.get("image"))
+    write_text(f"# fastdit compare\n\nCommand: `{command}`\n\n{comparison.markdown()}\n"
+               f"PSNR/SSIM are vs the dense (stock attention) output over all frames; speedup is total "
+               f"pipeline time, step_speedup the mean denoising step. Side by side: `{media.name}`.\n",
+               paths["table_md"])
+    return paths

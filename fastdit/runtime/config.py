@@ -1,0 +1,149 @@
+"""The validated configuration of one ``fastdit.apply`` call."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from fastdit.kernels import available_backends
+from fastdit.layout.order import check_tile
+from fastdit.methods import DEFAULT_BLOCK_SIZE, check_order, get_method, parse_options
+
+__all__ = ["SparseConfig", "LayerPlan", "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "PUBLISHED_SCHEDULE", "check_block_size",
+           "check_dense_steps"]
+
+# Kernel blocks: the Triton and Flex kernels need at least 16 tokens, and a smaller block makes a layout nearly
+# token-level (a 9x32x32 grid at 4-token blocks is 37 M block pairs); past 1024 tokens a block is a frame or more.
+MIN_BLOCK_SIZE = 16
+MAX_BLOCK_SIZE = 1024
+# Published warm-ups are counts of a 50-step schedule; a fraction of the steps falls back to it when the
+# schedule length is unknown (a bare transformer called in the user's own loop).
+PUBLISHED_SCHEDULE = 50
+
+
+def check_block_size(block: Any) -> int:
+    """``block`` if it is a power of two in [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE], else a ``ValueError``."""
+    if (isinstance(block, bool) or not isinstance(block, int) or block & (block - 1)
+            or not MIN_BLOCK_SIZE <= block <= MAX_BLOCK_SIZE):
+        raise ValueError(f"block_size must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, "
+                         f"got {block!r}")
+    return block
+
+
+def check_dense_steps(value: Any) -> int | float:
+    """An int step count >= 0, or a float share of the steps in [0, 1] (a warm-up that adapts to
+    ``num_inference_steps``, as a 4-step distilled model needs)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0:
+        return value
+    raise ValueError(f"dense_steps must be an int >= 0 (steps) or a float in [0, 1] (a share of the steps), "
+                     f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one self-attention layer runs when it is configured on its own (a calibration's choice).
+
+    ``method`` is a registered method, or ``"dense"`` for a layer that always runs dense. ``heads`` holds the
+    method's validated options per head (one entry: the same for every head); a ``None`` entry is a head that
+    attends every block. All heads of a layer share one method, so they share its token order and one kernel
+    call: heads may differ only in options that keep the order (radial decay, pyramid bands, vmoba threshold,
+    grat radius), and the order is the first sparse head's.
+    """
+
+    method: str
+    heads: tuple[Any, ...] = ()
+
+    @property
+    def dense(self) -> bool:
+        return self.method == "dense" or all(h is None for h in self.heads)
+
+    @classmethod
+    def create(cls, method: str, heads: list[dict[str, Any] | None]) -> "LayerPlan":
+        """Validate ``method`` and each head's options (``None``: a dense head)."""
+        if method == "dense":
+            return cls("dense", ())
+        spec = get_method(method)
+        if not heads:
+            raise ValueError(f"a {method} layer needs the options of at least one head")
+        return cls(spec.name, tuple(None if h is None else parse_options(spec, h) for h in heads))
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """Everything that decides how self-attention runs once a model is patched.
+
+    ``dense_steps`` / ``dense_layers``: the first denoising steps / transformer blocks run dense (the layout
+    of early, high-noise steps and of the first blocks matters most for quality); ``dense_steps`` is a count
+    (int) or a share of the pipeline call's steps (float), see :meth:`warmup_steps`. ``entropy_scaling``
+    multiplies the softmax scale by ``sqrt(log N / log n_train)``; ``n_train`` is the self-attention token
+    count at the model's training resolution. ``order`` is the token order layouts are built in (``None``: the
+    one the method was published with) and ``tile`` the tile of the ``"tiles"`` order.
+
+    ``layers`` maps ``(denoiser name, layer)`` to a :class:`LayerPlan` that overrides ``method`` and
+    ``options`` there (per-layer and per-head settings, e.g. from ``fastdit.calibrate``); ``grid`` is the
+    ``(t, h, w)`` latent grid those plans were measured on: a call on another grid is refused, or runs with a
+    warning when ``reuse_grid`` is set.
+    """
+
+    method: str = "radial"
+    options: Any = None
+    dense_steps: int | float = 0
+    dense_layers: int = 0
+    entropy_scaling: bool = False
+    n_train: int | None = None
+    backend: str = "auto"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    order: str | None = None
+    tile: tuple[int, int, int] | None = None
+    layers: Mapping[tuple[str, int], LayerPlan] | None = None
+    grid: tuple[int, int, int] | None = None
+    reuse_grid: bool = False
+
+    def plan(self, model: str, layer: int) -> LayerPlan | None:
+        """The layer's own plan, when ``layers`` gives one."""
+        return None if self.layers is None else self.layers.get((model, layer))
+
+    def warmup_steps(self, schedule: int | None) -> int:
+        """Dense steps of a call with ``schedule`` denoising steps: a count as given, a share rounded to the
+        nearest step (the published 12 of 50 is 1 of a distilled model's 4); ``schedule=None`` (unknown)
+        takes the share of the 50-step schedule warm-ups are published for."""
+        if isinstance(self.dense_steps, int):
+            return self.dense_steps
+        return math.floor(self.dense_steps * (schedule or PUBLISHED_SCHEDULE) + 0.5)
+
+    @classmethod
+    def create(cls, method: str, method_options: dict[str, Any], **fields: Any) -> "SparseConfig":
+        """Validate every argument up front, so a bad one never leaves a model half patched."""
+        spec = get_method(method)
+        options = parse_options(spec, method_options)
+        fields["dense_steps"] = check_dense_steps(fields.get("dense_steps", 0))
+        value = fields.get("dense_layers", 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"dense_layers must be an int >= 0, got {value!r}")
+        backend = fields.get("backend", "auto")
+        if backend != "auto" and backend not in available_backends():
+            raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(available_backends())}")
+        block = check_block_size(fields.get("block_size", DEFAULT_BLOCK_SIZE))
+        if not isinstance(fields.get("entropy_scaling", False), bool):
+            raise TypeError("entropy_scaling must be True or False")
+        n_train = fields.get("n_train")
+        if n_train is not None and (not isinstance(n_train, int) or n_train < 2):
+            raise ValueError(f"n_train must be an int >= 2 (tokens at the training resolution), got {n_train!r}")
+        if fields.get("entropy_scaling") and n_train is None:
+            raise ValueError("entropy_scaling=True needs n_train (self-attention tokens at the model's training "
+                             "resolution); pass n_train= or use a preset that knows it")
+        kind = check_order(spec, fields.get("order"))
+        tile = fields.get("tile")
+        if tile is not None:
+            if kind != "tiles":
+                raise ValueError(f"tile= shapes the 'tiles' token order; method {spec.name!r} runs on the {kind!r} "
+                                 "order here, which has no tile")
+            check_tile(tile, block)
+            fields["tile"] = tuple(tile)
+        layers = fields.get("layers")
+        if layers is not None and not all(isinstance(p, LayerPlan) for p in layers.values()):
+            raise TypeError("layers must map (model, layer) to fastdit.runtime.config.LayerPlan")
+        return cls(method=spec.name, options=options, **fields)

@@ -1,0 +1,103 @@
+"""Per-call state the processors read: the latent grid, the denoising step, and the stats being recorded.
+
+Processors get neither the grid nor the step from diffusers, so a forward pre-hook on each patched
+transformer/UNet writes them here. The step is counted from *distinct* timesteps, so classifier-free
+guidance done as one batched forward or as two forwards counts the same, and it resets at the start of every
+pipeline call (signalled by the scheduler's ``set_timesteps``, or by a timestep that goes up again).
+
+The pre-hook also counts the denoiser's forward calls per step. A diffusers cache (first-block cache, PAB,
+TaylorSeer, ...) serves some layers without calling their attention; when a step ends, every layer that ran
+fewer times than its denoiser did is marked as served by a cache, so ``stats`` says so instead of leaving a
+gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Iterable, Iterator
+
+import torch
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.runtime.stats import CACHED, AttentionStats, LayerRecord
+
+
+class RunContext:
+    def __init__(self) -> None:
+        self.grid: TokenGrid | None = None
+        self.step = -1
+        self.schedule: int | None = None  # denoising steps of the current pipeline call, when the scheduler said
+        self._last_timestep: float | None = None
+        self.stats = AttentionStats()
+        self._index: dict[tuple[int, str, int], int] = {}  # (step, model, layer) -> position in stats.records
+        self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
+        self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
+        self._recording = True
+        # What a traced pre-hook returns and traced attention calls take, so compilers keep them in that order
+        # (see fastdit.patching.ops); None when the pre-hook ran eagerly.
+        self.token: torch.Tensor | None = None
+
+    def expect_layers(self, model: str, layers: Iterable[int]) -> None:
+        """The layer of every attention module of denoiser ``model`` that runs fastdit's processor (a layer may
+        hold several), so that a step in which a cache skipped some can be reported."""
+        self._layers[model] = dict(Counter(layers))
+
+    def begin_run(self) -> None:
+        """A new pipeline call: steps count from 0 again and the stats start empty."""
+        self.close_step()
+        self.step = -1
+        self._last_timestep = None
+        self.stats = AttentionStats()
+        self._index = {}
+        self._forwards = {}
+
+    def observe_forward(self, model: str, timestep: float | None) -> None:
+        """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook)."""
+        if timestep is not None:
+            if self._last_timestep is not None and timestep > self._last_timestep:
+                self.begin_run()  # denoising only goes down: a larger timestep is a new call
+            if timestep != self._last_timestep:
+                self.close_step()
+                self._forwards = {}
+                self.step += 1
+                self._last_timestep = timestep
+        self._forwards[model] = self._forwards.get(model, 0) + 1
+
+    @contextlib.contextmanager
+    def unrecorded(self) -> Iterator[None]:
+        """Calls made inside are not recorded (a backward pass recomputing an attention it already counted)."""
+        before, self._recording = self._recording, False
+        try:
+            yield
+        finally:
+            self._recording = before
+
+    def record(self, record: LayerRecord) -> None:
+        """Keep ``record`` as its (step, model, layer)'s, counting the calls (CFG may run a layer twice)."""
+        if not self._recording:
+            return
+        key = (record.step, record.model, record.layer)
+        position = self._index.get(key)
+        if position is None:
+            self._index[key] = len(self.stats.records)
+            self.stats.records.append(record)
+        else:
+            record.calls = self.stats.records[position].calls + 1
+            self.stats.records[position] = record
+
+    def close_step(self) -> None:
+        """Mark what a cache served in the current step: every patched layer of a denoiser that ran this step
+        gets the calls it missed as ``cached`` (and a ``"cached"`` record when it never ran). Idempotent, so
+        reading the stats mid-step is safe."""
+        step = max(self.step, 0)
+        for model, forwards in self._forwards.items():
+            for layer, modules in self._layers.get(model, {}).items():
+                expected = forwards * modules
+                position = self._index.get((step, model, layer))
+                if position is None:
+                    self.record(LayerRecord(step=step, layer=layer, model=model, dense=False, density=0.0,
+                                            reason=CACHED, tokens=0, calls=0, cached=expected))
+                else:
+                    existing = self.stats.records[position]
+                    existing.cached = max(0, expected - existing.calls)

@@ -1,0 +1,346 @@
+"""The sparse self-attention engine that every patched processor calls.
+
+Processors do the model-specific work (projections, norms, RoPE, where text tokens sit) and hand this engine
+``q, k, v [B, H, S, D]`` in the model's token order. The engine decides dense or sparse for this step and
+layer, applies entropy scaling, builds (or reuses) the layout, moves tokens into the layout's own order and
+back, runs the kernel, and records what it did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fastdit.kernels import attention
+from fastdit.layout.block import BlockLayout
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import TokenOrder
+from fastdit.methods import HeadSlice, Method, get_method, layout_order, make_head_layout, make_layout
+from fastdit.runtime.config import LayerPlan, SparseConfig
+from fastdit.runtime.context import RunContext
+from fastdit.runtime.entropy import entropy_scale_factor
+from fastdit.runtime.stats import LayerRecord
+
+__all__ = ["SparseAttention", "AttentionCall", "Decision", "key_padding", "check_backend"]
+
+# Messages already shown in this process: a model is patched again for every run of the CLI's compare and the
+# app's requests, and Python's own once-per-location filter forgets whenever any code touches the filters.
+_WARNED: set[str] = set()
+
+
+def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
+    """``[B | 1, S]`` bool (``True`` = key kept) when ``mask`` only hides keys, else ``None``.
+
+    ``mask`` is an SDPA mask (bool, or additive float), broadcast against ``[B, H, S_q, S_kv]`` as SDPA does.
+    It is a key-padding mask when it is the same for every head and every query and hides keys completely
+    (``False``, or ``-inf`` / the dtype's lowest value); then a block layout can express it exactly through
+    its key validity. Anything else (a bias, a per-query pattern) returns ``None``.
+    """
+    if mask.ndim > 4 or mask.shape[-1] != seq_len:
+        return None
+    m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+    rows = m[:, :1, :1, :]
+    if (m.shape[1] > 1 or m.shape[2] > 1) and not bool((m == rows).all()):
+        return None
+    rows = rows[:, 0, 0, :]
+    if rows.dtype == torch.bool:
+        return rows
+    kept = rows == 0
+    hidden = rows[~kept]
+    if not bool(((hidden == float("-inf")) | (hidden <= torch.finfo(rows.dtype).min / 2)).all()):
+        return None
+    return kept
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """What an observer of the engine sees of one self-attention call (``fastdit.calibrate`` measures layouts
+    on it): ``q, k, v [B, H, S, D]`` in the model's token order, and where and when the call happens."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    model: str
+    layer: int
+    step: int
+    grid: TokenGrid | None  # with this call's text tokens
+    scale: float | None
+    attn_mask: torch.Tensor | None
+
+
+@dataclass(eq=False)
+class Decision:
+    """What the engine decided for one self-attention call (:meth:`SparseAttention.decide`): dense, with the
+    ``reason``, or sparse on ``layout`` in ``order`` (``keys``: per-sample key validity of padded prompts;
+    ``ordered_qk``: q and k in ``order`` when a dynamic method already moved them there)."""
+
+    layer: int
+    model: str
+    tokens: int
+    grid: TokenGrid | None  # the call's video grid
+    full_grid: TokenGrid | None  # with this call's text tokens
+    scale: float | None
+    reason: str | None = None
+    order: TokenOrder | None = None
+    layout: BlockLayout | None = None
+    method: str = ""
+    keys: torch.Tensor | None = None
+    ordered_qk: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.reason is not None
+
+
+class SparseAttention:
+    def __init__(self, config: SparseConfig, context: RunContext) -> None:
+        self.config = config
+        self.context = context
+        self.method = get_method(config.method)
+        self.observer: Callable[[AttentionCall], None] | None = None
+
+    def scale(self, num_tokens: int, head_dim: int, n_train: int | None = None) -> float | None:
+        """Softmax scale for a self-attention over ``num_tokens`` video/image tokens (``None``: ``1/sqrt(D)``).
+
+        ``n_train`` (default: the configured one) is the token count of this attention at the training
+        resolution. Text tokens are not counted: their number is fixed by the prompt, not by the resolution.
+        """
+        n_train = self.config.n_train if n_train is None else n_train
+        if not self.config.entropy_scaling or num_tokens < 2:
+            return None
+        return head_dim**-0.5 * entropy_scale_factor(num_tokens, n_train)
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        layer: int,
+        model: str,
+        text_tokens: int = 0,
+        text_position: str = "after",
+        attn_mask: torch.Tensor | None = None,
+        grid: TokenGrid | None = None,
+        dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
+        heads: HeadSlice | None = None,
+    ) -> torch.Tensor:
+        """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
+
+        ``attn_mask`` is the model's own SDPA mask. The dense path passes it to SDPA unchanged (so
+        ``method="dense"`` is exactly the stock processor); the sparse path runs when it is a key-padding mask
+        over text tokens (padded prompts), keeping those keys masked per sample. ``grid`` is this call's grid
+        when it differs from the one the pre-hook recorded for the model input (a UNet level); the training
+        token count for entropy scaling shrinks by the same ratio. ``dense(q, k, v, scale)`` is the processor's
+        own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
+        call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
+        (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
+
+        Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
+        turn into graph guards, so a compiled or exported model reaches it through the
+        ``fastdit::self_attention`` operator (``fastdit.patching.ops``).
+        """
+        decision = self.decide(q.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
+                               text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
+                               ordered_qk=lambda order: (order.to_order(q), order.to_order(k)))
+        if self.observer is not None:
+            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
+                                        decision.scale, attn_mask))
+        self.record(decision)
+        if decision.dense:
+            if dense is not None:
+                return dense(q, k, v, decision.scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+        order = decision.order
+        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
+        out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
+                           decision.keys)
+        return order.from_order(out)
+
+    def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
+               text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
+               heads: HeadSlice | None = None,
+               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Decision:
+        """Dense or sparse, and on which layout, for a self-attention call over ``tokens`` tokens, without
+        running it: the arguments are :meth:`__call__`'s. ``ordered_qk(order)`` gives q and k in the layout's
+        order; it is called only when a dynamic method reads them. Context-parallel ring attention decides
+        here and runs the kernel on its own share of the rows (:mod:`fastdit.patching.parallel.ring`)."""
+        call_grid = grid if grid is not None else self.context.grid
+        full_grid = None if call_grid is None else dataclasses.replace(call_grid, text_tokens=text_tokens,
+                                                                       text_position=text_position)
+        decision = Decision(layer, model, tokens, call_grid, full_grid,
+                            self.scale(tokens - text_tokens, head_dim, self._n_train(call_grid)))
+        plan = self.config.plan(model, layer)
+        spec = self.method if plan is None or plan.dense else get_method(plan.method)
+        reason = self._dense_reason(layer, tokens, text_tokens, call_grid, plan)
+        if reason is None and attn_mask is not None:
+            decision.keys, reason = self._text_padding(attn_mask, tokens, text_tokens, text_position)
+        settings = (self.config.options,) if plan is None else plan.heads
+        if plan is not None and heads is not None:
+            settings = settings[heads.start:heads.stop]
+            if reason is None and all(h is None for h in settings):
+                reason = "dense_plan"  # every head of this rank's slice attends every block
+        if reason is None:
+            order = self._order(spec, settings, layer, full_grid)
+            qt, kt = ordered_qk(order) if spec.dynamic else (None, None)
+            layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
+            if layout.density() >= 1.0:
+                reason = self._full_layout(order, spec.name)
+            else:
+                decision.order, decision.layout, decision.method = order, layout, spec.name
+                decision.ordered_qk = None if qt is None else (qt, kt)
+        decision.reason = reason
+        return decision
+
+    def record(self, decision: Decision) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density)."""
+        if decision.dense:
+            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens)
+            self.context.stats.last_grid = decision.grid
+            return
+        self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
+                     decision.tokens)
+        self.context.stats.last_layout = decision.layout
+
+    def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
+        """The token order of this call: the configured one, shaped by the first sparse head's options."""
+        cfg = self.config
+        options = next(h for h in heads if h is not None)
+        return layout_order(spec, grid, cfg.block_size, options, order=cfg.order, tile=cfg.tile, layer=layer)
+
+    def _layout(self, spec: Method, heads: tuple, order: TokenOrder, q: torch.Tensor | None,
+                k: torch.Tensor | None, layer: int, per_head: bool, shard: HeadSlice | None = None) -> BlockLayout:
+        """The layout of this call (``q, k`` in ``order``, for dynamic methods): the configured method's, or a
+        layer plan's with one setting per head (``shard``: the model heads ``q, k`` hold)."""
+        data = {"q": q, "k": k} if spec.dynamic else {}
+        if not per_head:
+            return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
+        return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
+
+    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
+        """Kernel call on tensors in the layout's order; samples with different key padding get their own key
+        validity."""
+        if keys is None:
+            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order)
+        patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
+        out = torch.empty_like(q)
+        for i, pattern in enumerate(patterns):
+            rows = (group == i).nonzero().flatten()
+            valid = torch.zeros(order.seq_len, dtype=torch.bool)
+            valid[order.destination] = pattern.cpu()
+            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
+            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
+                                  order=order)
+        return out
+
+    def _full_layout(self, order: TokenOrder, method: str) -> str:
+        """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
+        (radial on a single image: its only frame distance is 0, which it keeps whole)."""
+        g, block = order.grid, self.config.block_size
+        if order.video_blocks == 1:
+            self._warn_once(f"grid {g.t}x{g.h}x{g.w} is too small for any sparsity with {block}-token blocks; "
+                            "running dense")
+            return "grid too small"
+        self._warn_once(f"{method} keeps every block of grid {g.t}x{g.h}x{g.w} with {block}-token "
+                        "blocks; running dense")
+        return "full layout"
+
+    def _text_padding(self, attn_mask: torch.Tensor, tokens: int, text_tokens: int,
+                      text_position: str) -> tuple[torch.Tensor | None, str | None]:
+        """``(key validity, None)`` when the mask only hides text keys, ``(None, reason)`` when it must run dense."""
+        keys = key_padding(attn_mask, tokens)
+        if keys is None:
+            self._warn_once("this call carries an attention mask that is not a key-padding mask; running dense")
+            return None, "attention mask"
+        video = slice(text_tokens, None) if text_position == "before" else slice(0, tokens - text_tokens)
+        if not bool(keys[:, video].all()):
+            self._warn_once("this call's attention mask hides video tokens, which the layout can't express; "
+                            "running dense")
+            return None, "attention mask"
+        return (None if bool(keys.all()) else keys), None
+
+    def _n_train(self, grid: TokenGrid | None) -> int | None:
+        """Training token count of an attention over ``grid``, scaled like ``grid`` is to the model input's."""
+        n_train, base = self.config.n_train, self.context.grid
+        if n_train is None or grid is None or base is None or grid == base:
+            return n_train
+        return max(2, round(n_train * grid.video_tokens / base.video_tokens))
+
+    def _dense_reason(self, layer: int, tokens: int, text_tokens: int, grid: TokenGrid | None,
+                      plan: LayerPlan | None = None) -> str | None:
+        """Why this call must run dense, or ``None`` when it may run sparse."""
+        cfg = self.config
+        self._check_grid()
+        if cfg.method == "dense" and plan is None:
+            return "method"
+        if max(self.context.step, 0) < cfg.warmup_steps(self.context.schedule):  # no timestep yet: step 0
+            return "dense_steps"
+        if layer < cfg.dense_layers:
+            return "dense_layers"
+        if plan is not None and plan.dense:
+            return "dense_plan"
+        if grid is None:
+            self._warn_once("the latent grid of this model call is unknown; running dense")
+            return "no grid"
+        if grid.video_tokens + text_tokens != tokens:
+            self._warn_once(f"self-attention has {tokens} tokens but the grid {grid.t}x{grid.h}x{grid.w} plus "
+                            f"{text_tokens} text tokens has {grid.video_tokens + text_tokens}; running dense")
+            return "grid mismatch"
+        return None
+
+    def _check_grid(self) -> None:
+        """Per-layer plans hold for the grid they were measured on: refuse another one (``ValueError``), or
+        warn once when the user asked to re-use them (``reuse_grid``)."""
+        expected, grid = self.config.grid, self.context.grid
+        if expected is None or grid is None or (grid.t, grid.h, grid.w) == tuple(expected):
+            return
+        message = (f"the per-layer settings were calibrated on a {'x'.join(map(str, expected))} latent grid, "
+                   f"this call's is {grid.t}x{grid.h}x{grid.w}")
+        if not self.config.reuse_grid:
+            raise ValueError(f"{message}; calibrate for this size, or re-use them anyway with "
+                             "reuse_calibration=True (--reuse-calibration)")
+        self._warn_once(f"{message}; re-using them as asked")
+
+    def _warn_once(self, message: str) -> None:
+        if message not in _WARNED:
+            _WARNED.add(message)
+            warnings.warn(f"fastdit: {message}", stacklevel=2)
+
+    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
+        self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
+                                        density=density, reason=reason, tokens=tokens))
+
+
+def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:
+    """Raise ``ValueError`` now when the configured kernel backend can't run this model's sparse attention.
+
+    Device, dtype, head dim, block size and pooled pyramid levels are all known when ``apply`` is called, so
+    the backend's own constraints run on a probe (zeros with the model's head dim, dtype and device; the
+    method's layout on a 16-block grid) instead of failing at the first sparse layer of a generation.
+    ``device`` is where attention will run: a CPU model on a machine with CUDA may still move there.
+    """
+    if config.method == "dense":
+        return
+    from fastdit.kernels import backends, select_backend
+
+    spec = get_method(config.method)
+    block = config.block_size
+    order = layout_order(spec, TokenGrid(4, 4, block), block, config.options, order=config.order, tile=config.tile)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 1, order.grid.num_tokens, head_dim, generator=generator)
+    if spec.dynamic:
+        layout = make_layout(spec, order, config.options, q=order.to_order(sample), k=order.to_order(sample))
+    else:
+        layout = make_layout(spec, order, config.options)
+    probe = torch.zeros(1, 1, order.seq_len, head_dim, device=device, dtype=dtype)
+    if config.backend == "auto":
+        select_backend(probe, probe, probe, layout)  # fails only when no backend runs it (an unsupported dtype)
+        return
+    reason = backends()[config.backend].why_not(probe, probe, probe, layout)
+    if reason:
+        raise ValueError(f"backend {config.backend!r} can't run this model's {config.method} attention: {reason}")

@@ -1,0 +1,166 @@
+"""Every supported family as a tiny random-weight denoiser plus forward inputs for a chosen latent token grid.
+
+``Case.inputs(grid, batch)`` builds the forward keyword arguments whose self-attention runs over exactly
+``grid = (t, h, w)`` video/image tokens (after the family's patchify), so tests can assert the grid fastdit
+detects. Joint-attention cases carry padded prompts with a different valid length per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+from fastdit.dummy.image import dummy_flux_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet
+from fastdit.dummy.video import (
+    dummy_cogvideox_transformer,
+    dummy_hunyuan_video_transformer,
+    dummy_ltx_transformer,
+    dummy_mochi_transformer,
+)
+from fastdit.dummy.wan import dummy_wan_transformer
+
+TEXT = 7
+
+
+def _randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+def _padding(batch: int) -> torch.Tensor:
+    """``[batch, TEXT]`` prompt masks: sample ``i`` has ``TEXT - 2 - i`` valid tokens (at least one)."""
+    valid = torch.tensor([max(TEXT - 2 - i, 1) for i in range(batch)])
+    return (torch.arange(TEXT) < valid[:, None]).long()
+
+
+def _timestep(batch: int, value: float = 500.0) -> torch.Tensor:
+    return torch.full((batch,), value)
+
+
+def _wan(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 16, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 32))
+
+
+def _hunyuan(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
+                pooled_projections=_randn(batch, 8), guidance=torch.full((batch,), 3500.0))
+
+
+def _cogvideox(patch_t: int):
+    def inputs(grid, batch):
+        t, h, w = grid
+        return dict(hidden_states=_randn(batch, t * patch_t, 4, 2 * h, 2 * w), timestep=_timestep(batch),
+                    encoder_hidden_states=_randn(batch, 16, 32))
+
+    return inputs
+
+
+def _ltx(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, t * h * w, 4), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
+                num_frames=t, height=h, width=w)
+
+
+def _mochi(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
+
+
+def _flux(grid, batch):
+    _, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img_ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3).float()
+    return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 32),
+                pooled_projections=_randn(batch, 32), timestep=_timestep(batch, 0.5), img_ids=img_ids,
+                txt_ids=torch.zeros(TEXT, 3))
+
+
+def _sd3(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
+                pooled_projections=_randn(batch, 64), timestep=_timestep(batch))
+
+
+def _unet(grid, batch):
+    _, h, w = grid
+    return dict(sample=_randn(batch, 4, h, w), timestep=_timestep(batch), encoder_hidden_states=_randn(batch, TEXT, 32))
+
+
+def _sdxl_unet(grid, batch):
+    return dict(_unet(grid, batch), added_cond_kwargs={"text_embeds": _randn(batch, 32),
+                                                        "time_ids": _randn(batch, 6)})
+
+
+@dataclass(frozen=True)
+class Case:
+    """A family under test: how to build its tiny denoiser, its inputs, and the grids to try."""
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    inputs: Callable[[tuple[int, int, int], int], dict]
+    grids: tuple[tuple[int, int, int], tuple[int, int, int]]  # tile-divisible, and not divisible by any tile
+    cross_attention: tuple[str, ...] = ()  # modules that must keep their stock processor
+
+    @property
+    def image(self) -> bool:
+        return self.grids[0][0] == 1
+
+
+_VIDEO_GRIDS = ((4, 8, 8), (5, 7, 9))
+_IMAGE_GRIDS = ((1, 16, 16), (1, 14, 18))
+
+CASES = {case.name: case for case in (
+    Case("wan", lambda: dummy_wan_transformer(num_layers=2), _wan, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("hunyuan_video", dummy_hunyuan_video_transformer, _hunyuan, _VIDEO_GRIDS,
+         ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
+    Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
+    Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
+    Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),
+    Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
+    Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
+    Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
+         ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
+    Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,
+         ("down_blocks.1.attentions.0.transformer_blocks.1.attn2",)),
+)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Every processor test runs on one torch thread (see tests/conftest.py)."""
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request) -> Case:
+    return CASES[request.param]
+
+
+@pytest.fixture(scope="module")
+def model(case):
+    return case.build()
+
+
+@pytest.fixture(scope="session")
+def forward() -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """Run a denoiser on keyword inputs without autograd and return its output tensor."""
+
+    def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return model(**kwargs, return_dict=False)[0]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cases() -> dict[str, Case]:
+    """All family cases by name, for tests about one family."""
+    return CASES

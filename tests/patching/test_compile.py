@@ -1,0 +1,165 @@
+"""A patched model under ``torch.compile(fullgraph=True)``, regional compilation, ``torch.export`` and LoRA
+hot-swap: one graph per compiled region, no recompiles over a generation, outputs equal to eager.
+
+The cheap ``eager`` / ``aot_eager`` backends prove what fastdit is responsible for (dynamo tracing, graph
+breaks, guards, AOT autograd with fastdit's operators); code generation is inductor's business.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import fastdit
+from fastdit.dummy.wan import dummy_wan_transformer
+
+STEPS = (900.0, 700.0, 500.0)  # the first step runs dense (dense_steps=1), the others sparse
+
+
+def _inputs(timestep: float) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return dict(hidden_states=torch.randn(1, 16, 4, 16, 16, generator=g), timestep=torch.tensor([timestep]),
+                encoder_hidden_states=torch.randn(1, 7, 32, generator=g), return_dict=False)
+
+
+def _patched(method: str) -> torch.nn.Module:
+    model = dummy_wan_transformer(num_layers=2)
+    if method != "unpatched":
+        fastdit.apply(model, method=method, preset=None, block_size=16, dense_steps=1)
+    return model
+
+
+def _compile(model: torch.nn.Module, how: str, backend: str = "eager"):
+    if how == "whole":
+        return torch.compile(model, backend=backend, fullgraph=True)
+    model.compile_repeated_blocks(backend=backend, fullgraph=True)  # diffusers' recipe for video models
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _generate(model) -> list[torch.Tensor]:
+    """One output per denoising step; every step after the first must reuse the graphs of the first."""
+    with torch.no_grad():
+        outs = [model(**_inputs(STEPS[0]))[0]]
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            outs += [model(**_inputs(t))[0] for t in STEPS[1:]]
+    return outs
+
+
+@pytest.mark.parametrize("how", ["whole", "regional"])
+@pytest.mark.parametrize("method", ["dense", "radial"])
+def test_fullgraph_compile_matches_eager_without_recompiles(method, how):
+    model = _patched(method)
+    with torch.no_grad():
+        eager = [model(**_inputs(t))[0] for t in STEPS]
+    compiled = _generate(_compile(model, how))
+    records = fastdit.stats(model).records
+    for out, ref in zip(compiled, eager):
+        torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    assert {(r.step, r.dense) for r in records} == ({(0, True), (1, True), (2, True)} if method == "dense" else
+                                                    {(0, True), (1, False), (2, False)})
+    graphs = counters["stats"]["unique_graphs"]
+    # one graph per compiled region: the model's forward (and, compiled as a frame of its own by
+    # torch.compile(model), the pre-hook), or the one block class shared by every block
+    assert graphs == (2 if how == "whole" else 1), graphs
+
+
+def test_a_compiled_patched_model_needs_no_more_graphs_than_unpatched_per_region():
+    """Regional compilation of a patched and an unpatched model: the same single graph for all blocks."""
+    graphs = {}
+    for method in ("unpatched", "radial"):
+        torch._dynamo.reset()
+        counters.clear()
+        _generate(_compile(_patched(method), "regional"))
+        graphs[method] = counters["stats"]["unique_graphs"]
+    assert graphs["radial"] == graphs["unpatched"] == 1, graphs
+
+
+def test_compiled_training_matches_eager_gradients():
+    """AOT autograd traces the attention operator's backward (an operator too): a compiled LoRA-style training
+    step under sparse attention gets the eager gradients."""
+    model = _patched("radial")
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    inputs = _inputs(500.0)
+
+    def grads(run) -> list[torch.Tensor]:
+        model.zero_grad()
+        run(**inputs)[0].square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    eager = grads(model)
+    compiled = grads(torch.compile(model, backend="aot_eager", fullgraph=True))
+    assert all(not r.dense for r in fastdit.stats(model).records)
+    for got, want in zip(compiled, eager):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["dense", "radial"])
+def test_torch_export_runs_the_patch(method):
+    model = _patched(method)
+    strip = lambda inputs: {k: v for k, v in inputs.items() if k != "return_dict"}  # noqa: E731
+    with torch.no_grad():
+        model(**_inputs(STEPS[0]))  # step 0: the dense warm-up
+        program = torch.export.export(model, (), strip(_inputs(STEPS[1])))
+        exported = program.module()(**strip(_inputs(STEPS[2])))[0]  # step 1, counted by the exported pre-hook
+        eager = model(**_inputs(STEPS[2]))[0]  # the same step again
+    targets = {str(node.target) for node in program.graph.nodes}
+    assert {"fastdit.observe_forward.default", "fastdit.self_attention.default"} <= targets
+    # nothing mutated: AOTInductor can't compile a program that mutates a lifted constant
+    assert not program.graph_signature.buffers_to_mutate and not program.graph_signature.user_inputs_to_mutate
+    torch.testing.assert_close(exported, eager, atol=0, rtol=0)
+    step = [r for r in fastdit.stats(model).records if r.step == 1]
+    assert step and all(r.calls == 2 and r.dense == (method == "dense") for r in step)
+
+
+def test_torch_export_of_flux_reads_the_image_grid_outside_the_graph(cases):
+    """Flux's grid comes from ``img_ids`` values: read inside the pre-hook's operator, never traced."""
+    case = cases["flux"]
+    model = case.build()
+    inputs = case.inputs(case.grids[0], 1)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, mode="surround", radius=0)
+    try:
+        with torch.no_grad():
+            eager = model(**inputs)[0]
+            exported = torch.export.export(model, (), inputs).module()(**inputs)[0]
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    torch.testing.assert_close(exported, eager, atol=0, rtol=0)
+    assert any(not r.dense for r in records)
+
+
+def _lora(seed: int) -> dict[str, torch.Tensor]:
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    donor = dummy_wan_transformer(num_layers=2, seed=seed)
+    donor.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    return {f"transformer.{k}": v for k, v in get_peft_model_state_dict(donor).items()}  # diffusers' format
+
+
+@pytest.mark.parametrize("how", ["whole", "regional"])
+def test_lora_hotswap_does_not_recompile(how):
+    pytest.importorskip("peft")
+    model = dummy_wan_transformer(num_layers=2)
+    model.enable_lora_hotswap(target_rank=4)
+    model.load_lora_adapter(_lora(1), prefix="transformer", adapter_name="style")
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    compiled = _compile(model, how)
+    with torch.no_grad():
+        first = compiled(**_inputs(500.0))[0]
+        model.load_lora_adapter(_lora(2), prefix="transformer", adapter_name="style", hotswap=True)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            second = compiled(**_inputs(500.0))[0]
+        eager = model(**_inputs(500.0))[0]
+    assert not torch.equal(first, second)  # the swap took effect
+    torch.testing.assert_close(second, eager, atol=0, rtol=0)

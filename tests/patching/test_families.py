@@ -1,0 +1,103 @@
+"""Per-family acceptance: dense is the stock processor, sparse methods run, remove restores, grids are right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastdit
+from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import make_order
+from fastdit.patching.families import SparseProcessorMixin, detect_family
+
+# criss-cross planes keep every group of these tiny grids; one-group surround leaves something to drop
+SPARSE_GRAT = {"mode": "surround", "radius": 0}
+
+
+def _self_attention(model):
+    return [module for _, module in detect_family(model).self_attention(model)]
+
+
+def test_dense_is_the_stock_processor_and_remove_restores_it(case, model, forward):
+    inputs = case.inputs(case.grids[1], 2)
+    before = forward(model, inputs)
+    originals = [module.processor for module in _self_attention(model)]
+    cross = {name: model.get_submodule(name).processor for name in case.cross_attention}
+    fastdit.apply(model, method="dense")
+    try:
+        assert all(isinstance(m.processor, SparseProcessorMixin) for m in _self_attention(model))
+        assert all(model.get_submodule(name).processor is proc for name, proc in cross.items())
+        dense = forward(model, inputs)
+    finally:
+        fastdit.remove(model)
+    torch.testing.assert_close(dense, before, atol=1e-6, rtol=0)
+    assert [m.processor for m in _self_attention(model)] == originals
+    assert torch.equal(forward(model, inputs), before)
+
+
+@pytest.mark.parametrize("method", ["radial", "grat"])
+def test_sparse_methods_run_and_differ_from_dense(case, model, forward, method):
+    inputs = case.inputs(case.grids[0], 2)
+    dense = forward(model, inputs)
+    fastdit.apply(model, method=method, preset=None, block_size=16, dense_steps=0, dense_layers=0,
+                  **(SPARSE_GRAT if method == "grat" else {}))
+    try:
+        out = forward(model, inputs)
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert torch.isfinite(out).all() and out.shape == dense.shape
+    if case.image and method == "radial":
+        # radial decays along time; a single image is one frame, which it keeps whole: dense, and said so
+        assert records and all(r.dense and r.reason in ("full layout", "grid too small") for r in records)
+        torch.testing.assert_close(out, dense, atol=1e-6, rtol=0)
+        return
+    sparse = [r for r in records if not r.dense]
+    assert sparse and all(0 < r.density < 1 for r in sparse)
+    assert all(r.reason == "grid too small" for r in records if r.dense)  # only a UNet's 1-block mid level
+    rel = ((out - dense).norm() / dense.norm()).item()
+    assert 1e-4 < rel < 0.5, rel
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_detected_grid_is_the_latent_grid(case, model, forward, which):
+    grid = case.grids[which]
+    if which == 1:  # the second grid leaves padded tiles, whatever 16-token tile is chosen
+        assert make_order("tiles", TokenGrid(*grid), 16).padding_fraction > 0
+    fastdit.apply(model, method="grat", preset=None, block_size=16, **SPARSE_GRAT)
+    try:
+        forward(model, case.inputs(grid, 1))
+        detected = _self_attention(model)[0].processor.grid
+        reasons = {r.reason for r in fastdit.stats(model).records}
+    finally:
+        fastdit.remove(model)
+    assert (detected.t, detected.h, detected.w) == grid
+    assert not reasons & {"grid mismatch", "no grid"}, reasons
+
+
+def test_a_users_custom_processor_is_kept_unless_forced(case, model):
+    module = _self_attention(model)[0]
+    stock = module.processor
+
+    class CustomProcessor:
+        def __call__(self, *args, **kwargs):
+            return stock(*args, **kwargs)
+
+    def set_processor(processor):
+        if hasattr(module, "set_processor"):
+            module.set_processor(processor)
+        else:
+            module.processor = processor
+
+    custom = CustomProcessor()
+    set_processor(custom)
+    try:
+        with pytest.raises(ValueError, match="custom attention processor CustomProcessor.*force=True"):
+            fastdit.apply(model, method="radial")
+        assert not fastdit.is_patched(model) and module.processor is custom
+        fastdit.apply(model, method="radial", force=True)
+        assert isinstance(module.processor, SparseProcessorMixin)
+        fastdit.remove(model)
+        assert module.processor is custom
+    finally:
+        set_processor(stock)

@@ -1,0 +1,131 @@
+"""The engine's handling of model masks: key padding of text tokens runs sparse and stays masked per sample."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.methods import build_layout
+from fastdit.runtime.config import SparseConfig
+from fastdit.runtime.context import RunContext
+from fastdit.runtime.engine import SparseAttention, key_padding
+
+GRID = TokenGrid(2, 8, 8)
+TEXT = 5
+TILE = (1, 4, 4)  # grat groups of one 16-token block: the 2 x 8 x 8 grid has eight
+
+
+def _engine(method: str, grid: TokenGrid = GRID) -> SparseAttention:
+    context = RunContext()
+    context.grid = grid
+    return SparseAttention(SparseConfig.create(method, {}, block_size=16, tile=TILE if method == "grat" else None),
+                           context)
+
+
+def _qkv(batch: int, tokens: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 2, tokens, 8, generator=g) for _ in range(3)]
+
+
+def _text_mask(valid: list[int]) -> torch.Tensor:
+    """HunyuanVideo-style ``[B, 1, 1, S]`` bool mask: video and the first ``valid[i]`` text tokens kept."""
+    keep = torch.arange(TEXT) < torch.tensor(valid)[:, None]
+    return torch.cat([torch.ones(len(valid), GRID.video_tokens, dtype=torch.bool), keep], 1)[:, None, None, :]
+
+
+def test_key_padding_reads_bool_and_additive_key_masks_only():
+    keys = torch.tensor([[True, True, False], [True, False, False]])
+    assert torch.equal(key_padding(keys[:, None, None, :], 3), keys)
+    assert torch.equal(key_padding(keys[:, None, None, :].expand(2, 4, 6, 3), 3), keys)  # same for heads, queries
+    additive = torch.zeros(2, 1, 1, 3).masked_fill(~keys[:, None, None, :], float("-inf"))
+    assert torch.equal(key_padding(additive, 3), keys)
+    assert torch.equal(key_padding(additive.clamp(min=torch.finfo(torch.float32).min), 3), keys)
+    assert key_padding(additive.clamp(min=-10000.0), 3) is None  # a finite bias is not a padding mask
+    per_query = keys[:, None, None, :].repeat(1, 1, 2, 1)
+    per_query[0, 0, 1, 0] = False
+    assert key_padding(per_query, 3) is None
+    assert key_padding(keys[:, None, None, :], 4) is None
+
+
+def test_dense_method_passes_the_mask_to_sdpa_unchanged():
+    q, k, v = _qkv(2, GRID.video_tokens + TEXT)
+    mask = _text_mask([3, 5])
+    out = _engine("dense")(q, k, v, layer=0, model="m", text_tokens=TEXT, attn_mask=mask)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def _reference(q, k, v, valid: list[int]) -> torch.Tensor:
+    """Block-sparse attention written out token by token: the layout's block mask, expanded, with padding."""
+    layout = build_layout("grat", TokenGrid(GRID.t, GRID.h, GRID.w, text_tokens=TEXT), block_size=16, tile=TILE)
+    tiling = layout.order
+    blocks = layout.to_dense_block_mask()[0]
+    allowed = blocks.repeat_interleave(16, 0).repeat_interleave(16, 1)  # the layout's order, tokens
+    outs = []
+    for i, n in enumerate(valid):
+        keys = torch.zeros(tiling.seq_len, dtype=torch.bool)
+        keys[tiling.destination] = _text_mask([n])[0, 0, 0]
+        qt, kt, vt = (tiling.to_order(x[i:i + 1]) for x in (q, k, v))
+        outs.append(tiling.from_order(F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed & keys)))
+    return torch.cat(outs)
+
+
+def test_padded_text_keys_stay_masked_per_sample_on_the_sparse_path():
+    valid = [5, 2, 2, 1]  # samples 1 and 2 share a pattern; sample 0 has no padding
+    q, k, v = _qkv(len(valid), GRID.video_tokens + TEXT, seed=1)
+    engine = _engine("grat")
+    out = engine(q, k, v, layer=0, model="m", text_tokens=TEXT, attn_mask=_text_mask(valid))
+    record = engine.context.stats.records[-1]
+    assert not record.dense and record.density < 1
+    torch.testing.assert_close(out, _reference(q, k, v, valid), atol=1e-5, rtol=0)
+    # and the padding mattered: ignoring it gives another result
+    unmasked = engine(q, k, v, layer=0, model="m", text_tokens=TEXT)
+    assert (out[1:] - unmasked[1:]).abs().max() > 1e-3
+
+
+def test_a_mask_on_video_tokens_runs_dense_with_a_warning():
+    q, k, v = _qkv(1, GRID.video_tokens + TEXT)
+    mask = _text_mask([5])
+    mask[..., 3] = False  # hides a video key
+    engine = _engine("grat")
+    with pytest.warns(UserWarning, match="hides video tokens"):
+        out = engine(q, k, v, layer=0, model="m", text_tokens=TEXT, attn_mask=mask)
+    assert engine.context.stats.records[-1].reason == "attention mask"
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def test_a_per_call_grid_scales_the_training_token_count():
+    context = RunContext()
+    context.grid = TokenGrid(1, 32, 32)
+    engine = SparseAttention(SparseConfig.create("dense", {}, entropy_scaling=True, n_train=256), context)
+    seen = []
+    scale = engine.scale
+    engine.scale = lambda *args: seen.append(scale(*args)) or seen[-1]
+    q, k, v = _qkv(1, 16 * 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine(q, k, v, layer=0, model="m", grid=TokenGrid(1, 16, 16))
+    # the level has 1/4 of the input's tokens, so its training count is 256 / 4 = 64: factor sqrt(log 256 / log 64)
+    assert seen == [pytest.approx(8**-0.5 * (torch.tensor(256.0).log() / torch.tensor(64.0).log()).sqrt().item())]
+
+
+def test_a_warning_shows_once_per_process_not_once_per_patch(monkeypatch):
+    import fastdit
+    import fastdit.runtime.engine
+    from fastdit.dummy.wan import dummy_wan_transformer
+
+    monkeypatch.setattr(fastdit.runtime.engine, "_WARNED", set())
+    model = dummy_wan_transformer(num_layers=1)
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 16, 1, 16, 16, generator=g), torch.tensor([500]), torch.randn(1, 7, 32, generator=g))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # as the app and `compare` do: patch, run, restore, for every request
+            fastdit.apply(model, method="radial", preset=None, block_size=16)  # one frame: nothing to drop
+            with torch.no_grad():
+                model(*inputs)
+            fastdit.remove(model)
+    assert len([w for w in caught if "keeps every block" in str(w.message)]) == 1
