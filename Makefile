@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 EXTRAS ?= test,app,bench
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser demo test test-fast install-check clean
 
 install: $(VENV)/.installed
 
@@ -31,5 +31,15 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -rs -m "not slow"
 
+# What a user of the library gets: a non-editable install in a fresh virtual environment, run from another
+# folder, finds the bundled sample and writes a video (.ci/run runs it after the tests).
+CHECK_VENV ?= out/install-check
+install-check:
+	rm -rf $(CHECK_VENV) && python3 -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(CHECK_VENV)/bin/python -m pip install -q .
+	cd "$$(mktemp -d)" && $(abspath $(CHECK_VENV))/bin/fastdit generate --prompt "a red ball bouncing in a white room" \
+	  --steps 2 --out ball.mp4 && test -s ball.mp4 && echo "install-check: the installed fastdit wrote $$PWD/ball.mp4"
+
 clean:
-	rm -rf $(VENV) out test-artifacts
+	rm -rf $(VENV) out test-artifacts build

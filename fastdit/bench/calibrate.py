@@ -3,7 +3,7 @@
 On the bundled toy-world model (or ``--model``), every configuration generates the same held-out prompts at
 the same seed, and is scored against the stock dense video of each prompt:
 
-  density   mean share of the dense attention work over every step and layer (``fastdit.runtime.stats``)
+  density   mean share of the dense attention work over every step and layer (``fastdit.stats``)
   psnr_db   PSNR vs dense, pooled over the prompts (from the mean squared error); ssim: mean SSIM
 
 Uniform configurations are the model's preset and every rung of each method's calibration ladder (radial

@@ -155,6 +155,26 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
     ``warmup``, default the preset's) is chosen with them. The result saves as a small JSON file (``.save(path)``)
     and applies with ``fastdit.apply(pipe, calibration=...)``. Other targets on the same measurements:
     ``select(measure(...), target)``.
+
+    Args:
+        pipe: a diffusers pipeline fastdit supports (it is left unpatched afterwards).
+        prompts: one prompt or several; each is generated once, dense.
+        target: the bound on ``metric`` (relative L2 error of the rows' outputs, or the mass left out).
+        metric: ``"rel_l2"`` or ``"mass"``.
+        allocation: ``"cap"`` (every head within ``target``) or ``"budget"`` (the RMS over all heads).
+        methods: the candidate methods.
+        steps: the denoising step indices measured (default: five, from the published warm-up to the last).
+        warmup: the least dense warm-up in steps (int) or share (float); default: the preset's.
+        rows: query rows sampled per call.
+        per_head: choose per head (else per layer).
+        block_size: the kernel block (default: the preset's).
+        preset: as in ``fastdit.apply``.
+        seed: of the generations and the sampled rows.
+        call: the pipeline call's other arguments (``num_frames``, ``height``, ``num_inference_steps``, ...).
+
+    Returns:
+        The :class:`~fastdit.Calibration` (``.summary()``, ``.save(path)``; applies with
+        ``fastdit.apply(pipe, calibration=...)``).
     """
     measured = measure(pipe, prompts, methods=methods, steps=steps, warmup=warmup, rows=rows,
                        block_size=block_size, preset=preset, seed=seed, call=call)

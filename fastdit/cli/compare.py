@@ -23,19 +23,9 @@ import sys
 from typing import Any
 
 from fastdit.cli import CLIError
-from fastdit.cli.common import (
-    add_model_arguments,
-    add_sparse_arguments,
-    cache_spec,
-    call_arguments,
-    check_arguments,
-    check_cacheable,
-    check_method,
-    command_line,
-    load_model,
-    parse_options,
-    sparse_arguments,
-)
+from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
+                                check_cacheable, check_method, command_line, load_model, parse_options,
+                                sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,20 +18,9 @@ import json
 from pathlib import Path
 
 from fastdit.cli import CLIError
-from fastdit.cli.common import (
-    add_model_arguments,
-    add_sparse_arguments,
-    cache_spec,
-    call_arguments,
-    check_arguments,
-    check_cacheable,
-    check_method,
-    command_line,
-    format_bytes,
-    load_model,
-    parse_options,
-    sparse_arguments,
-)
+from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
+                                check_cacheable, check_method, command_line, format_bytes, load_model, parse_options,
+                                sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

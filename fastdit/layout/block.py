@@ -18,15 +18,23 @@ __all__ = ["BlockLayout"]
 
 @dataclass(frozen=True, eq=False)
 class BlockLayout:
-    """Block-sparse attention pattern in CSR form.
+    """Block-sparse attention pattern in CSR form: the one data structure between methods and kernels.
 
-    ``row_ptr`` is ``[heads, n_q_blocks + 1]`` (``heads == 1`` means one pattern shared by every head) and
-    holds offsets into the flat ``col_idx`` array, so head ``h``, query block ``i`` attends the key blocks
-    ``col_idx[row_ptr[h, i]:row_ptr[h, i + 1]]``, sorted ascending. ``level`` (same length as ``col_idx``)
-    is the pyramid pooling level of each entry: level ``l`` reads K/V averaged over groups of ``2**l`` tokens.
-    ``kv_valid`` marks which key positions hold real tokens (padding is masked). ``order`` ties the layout to
-    a token grid and the token order it is defined in, so tensors can be moved between the model's order and
-    the layout's.
+    Head ``h``, query block ``i`` attends the key blocks ``col_idx[row_ptr[h, i]:row_ptr[h, i + 1]]``. It knows
+    no kernel and no method; :func:`fastdit.kernels.flex.block_mask_from_layout` turns it into a FlexAttention
+    ``BlockMask``.
+
+    Args:
+        row_ptr: ``[heads, n_q_blocks + 1]`` int64 offsets into ``col_idx`` (``heads == 1``: one pattern shared
+            by every head).
+        col_idx: ``[nnz]`` int64 key block ids, ascending within each row.
+        block_q, block_kv: query and key block sizes in tokens.
+        seq_len_q, seq_len_kv: the padded sequence lengths (whole blocks).
+        level: ``[nnz]`` int8 pyramid level of each entry (level ``l`` reads K/V averaged over groups of
+            ``2**l`` tokens); ``None``: all full resolution.
+        kv_valid: ``[seq_len_kv]`` bool, which key positions hold real tokens (padding is masked).
+        order: the token grid and order the layout is defined in, so ``[B, H, S, D]`` tensors move between the
+            model's order and the layout's (:meth:`to_layout_order`, :meth:`from_layout_order`).
     """
 
     row_ptr: torch.Tensor
@@ -177,11 +185,12 @@ class BlockLayout:
                            self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
 
     def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, S, D]`` in the model's token order → the layout's own order (padding zero-filled)."""
+        """``[B, H, S, D]`` in the model's token order → ``[B, H, seq_len_q, D]`` in the layout's own order
+        (padding zero-filled)."""
         return self._require_order().to_order(x, dim=-2)
 
     def from_layout_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, S_padded, D]`` in the layout's order → the model's token order."""
+        """``[B, H, seq_len_q, D]`` in the layout's order → ``[B, H, S, D]`` in the model's token order."""
         return self._require_order().from_order(x, dim=-2)
 
     def _require_order(self) -> TokenOrder:

@@ -17,9 +17,11 @@ _TEXT_POSITIONS = ("after", "before")
 class TokenGrid:
     """The latent video after patchify: ``t`` frames of ``h × w`` tokens (an image is ``t = 1``).
 
-    ``text_tokens`` counts the text tokens that joint-attention models (Flux, SD3, HunyuanVideo, ...) put in
-    the same self-attention, and ``text_position`` says whether the model places them before or after the
-    video tokens in its own token order.
+    Args:
+        t, h, w: latent frames, height and width in tokens (after the VAE and patchify), each >= 1.
+        text_tokens: text tokens that joint-attention models (Flux, SD3, HunyuanVideo, ...) put in the same
+            self-attention.
+        text_position: ``"after"`` or ``"before"``: where the model places them in its own token order.
     """
 
     t: int

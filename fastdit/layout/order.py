@@ -31,6 +31,10 @@ class TokenOrder:
 
     Subclasses say where each video token goes (:meth:`_video_positions`) and how long the padded video part
     is (:attr:`video_len`); everything else (text placement, validity, moving tensors) is shared.
+
+    Args:
+        grid: the token grid (text tokens included) the order permutes.
+        block_size: tokens per kernel block; the ordered sequence is padded to whole blocks.
     """
 
     grid: TokenGrid
@@ -104,7 +108,15 @@ class TokenOrder:
         return out
 
     def to_order(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
-        """Move ``x`` (model token order along ``dim``) into this order, zero-filling the padding."""
+        """Move ``x`` into this order, zero-filling the padding.
+
+        Args:
+            x: ``[..., S, ...]`` with ``S = grid.num_tokens`` along ``dim``, in the model's token order.
+            dim: the token dimension.
+
+        Returns:
+            ``x`` with ``seq_len`` (padded) tokens along ``dim``, in this order.
+        """
         dim = dim % x.ndim
         if x.shape[dim] != self.grid.num_tokens:
             raise ValueError(f"expected {self.grid.num_tokens} tokens along dim {dim} for {self.grid}, "
@@ -114,7 +126,15 @@ class TokenOrder:
         return x.new_zeros(shape).index_copy_(dim, self.destination.to(x.device), x)
 
     def from_order(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
-        """Inverse of :meth:`to_order`: drop the padding and restore the model's token order."""
+        """Inverse of :meth:`to_order`: drop the padding and restore the model's token order.
+
+        Args:
+            x: ``[..., seq_len, ...]`` along ``dim``, in this order.
+            dim: the token dimension.
+
+        Returns:
+            ``x`` with ``grid.num_tokens`` tokens along ``dim``, in the model's order.
+        """
         dim = dim % x.ndim
         if x.shape[dim] != self.seq_len:
             raise ValueError(f"expected {self.seq_len} tokens in {self.kind} order along dim {dim}, "
@@ -379,8 +399,15 @@ def choose_tile(grid: TokenGrid, volume: int, max_aspect: int = 4) -> tuple[int,
 def make_order(kind: str, grid: TokenGrid, block_size: int, shape: tuple[int, int, int] | None = None) -> TokenOrder:
     """The ``kind`` order of ``grid`` with ``block_size``-token blocks (cached: permutations are built once).
 
-    ``shape`` is the tile of the ``"tiles"`` order (default: one block per tile, shaped to minimise padding) or
-    the chunk of the ``"chunks"`` order (required); the other orders take none.
+    Args:
+        kind: ``"raster"``, ``"tiles"``, ``"gilbert"`` or ``"chunks"``.
+        grid: the token grid.
+        block_size: tokens per kernel block.
+        shape: the tile of the ``"tiles"`` order (default: one block per tile, shaped to minimise padding) or
+            the chunk of the ``"chunks"`` order (required); the other orders take none.
+
+    Returns:
+        The :class:`TokenOrder`.
     """
     if kind not in ORDERS:
         raise ValueError(f"unknown token order {kind!r}; available: {', '.join(ORDERS)}")

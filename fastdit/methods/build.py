@@ -68,13 +68,23 @@ def build_layout(
     layer: int = 0,
     **options: Any,
 ) -> BlockLayout:
-    """Build the block layout of ``method`` on ``grid``; with no options, the method's published defaults.
+    """The block layout of ``method`` on ``grid``; with no options, the method's published defaults.
 
-    ``block_size`` is the kernel block in tokens. ``order`` is the token order the layout is defined in
-    (default: the one the method was published with; see ``fastdit.layout.order``); ``tile`` the ``(t, h, w)`` tile
-    of the ``"tiles"`` order. Dynamic methods (pyramid, vmoba) also need ``q`` and ``k`` as
-    ``[B, H, S, D]`` in the model's token order, and vmoba the transformer ``layer``. Move tensors into the
-    layout's order with ``layout.to_layout_order(x)``.
+    Args:
+        method: a registered method (``fastdit.available_methods()``).
+        grid: the latent token grid (with its text tokens, for joint-attention models).
+        block_size: the kernel block in tokens.
+        order: the token order the layout is defined in (default: the one the method was published with;
+            see :mod:`fastdit.layout.order`).
+        tile: the ``(t, h, w)`` tile of the ``"tiles"`` order.
+        q, k: ``[B, H, S, D]`` in the model's token order (``S = grid.num_tokens + grid.text_tokens``);
+            dynamic methods (pyramid, vmoba) choose blocks from them, static ones ignore them.
+        layer: the transformer block (vmoba's chunk shape cycles with it).
+        **options: the method's knobs.
+
+    Returns:
+        The :class:`~fastdit.BlockLayout` in its own token order (``layout.order``): move ``[B, H, S, D]``
+        tensors in with ``layout.to_layout_order(x)`` and back with ``layout.from_layout_order(x)``.
     """
     spec = get_method(method)
     if not isinstance(grid, TokenGrid):

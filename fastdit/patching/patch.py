@@ -105,7 +105,7 @@ def _check_processors(models: list[tuple[str, torch.nn.Module, Family]], force: 
 
 def apply(
     target: Any,
-    method: str | None = None,
+    method: str | SparseConfig | None = None,
     *,
     preset: str | None = "auto",
     dense_steps: int | None = None,
@@ -123,27 +123,48 @@ def apply(
 ) -> Any:
     """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
 
-    ``method``: ``dense``, ``radial``, ``grat`` (and any registered method; default: the preset's, else
-    ``radial``); ``method_options`` are its knobs. ``preset="auto"`` takes the published defaults for the
-    model id (or its config, or its family) for everything not given here; a model id picks that preset;
-    ``preset=None`` uses none. ``dense_steps`` / ``dense_layers``: the first N steps / blocks run dense.
-    ``entropy_scaling`` multiplies the softmax scale by ``sqrt(log N / log n_train)`` (``n_train``: video or
-    image tokens at the training resolution; from the preset or the model config when not given).
-    ``dense_steps`` is a count of steps (int) or a share of each call's steps (float in [0, 1]); a preset's
-    published warm-up (12 of 50 steps) is used as a share, so a distilled 4-step model gets 1 dense step.
-    ``block_size``: the kernel block in tokens (a power of two, 16 to 1024); ``order``: the token order
-    layouts are built in (default: the one the method was published with: ``raster`` for radial and vmoba,
-    ``tiles`` for grat, ``gilbert`` for pyramid); ``tile``: the ``(t, h, w)`` tile of the ``tiles`` order
-    (GRAT's group), a whole number of blocks. Calling ``apply`` again re-configures; ``remove`` restores the
-    original processors exactly. Every argument is checked before anything is patched, the backend against
-    the model's device, dtype and head dim too. The patch belongs to the model: pipelines sharing it (e.g.
-    ``from_pipe``) all see it. Returns ``target``.
+    Calling ``apply`` again re-configures; ``remove`` restores the original processors exactly. Every argument
+    is checked before anything is patched, the backend against the model's device, dtype and head dim too.
+    The patch belongs to the model: pipelines sharing it (e.g. ``from_pipe``) all see it.
 
-    ``calibration`` (a ``fastdit.calibrate`` result or the path of its JSON file) sets the method and options
-    per layer and head, the warm-up and the block size instead (``dense_steps`` / ``dense_layers`` given here
-    still win); it must come from this model's architecture, and a call on another latent grid than the one
-    it was measured on is refused unless ``reuse_calibration=True`` (then it warns).
+    Args:
+        target: a diffusers pipeline (every supported denoiser is patched, e.g. Wan 2.2's ``transformer`` and
+            ``transformer_2``) or a bare transformer/UNet.
+        method: a registered method (``dense``, ``radial``, ``grat``, ``pyramid``, ``vmoba``, ...; default:
+            the preset's, else ``radial``), or a :class:`~fastdit.SparseConfig` that holds every setting (then
+            pass no other setting, only ``force``).
+        preset: ``"auto"`` takes the published defaults for the model id (or its config, or its family) for
+            everything not given here; a model id picks that preset; ``None`` uses none.
+        dense_steps: the first steps run dense: a count (int) or a share of each call's steps (float in
+            [0, 1]); a preset's published warm-up (12 of 50) is used as a share, so a 4-step model gets 1.
+        dense_layers: the first transformer blocks run dense.
+        entropy_scaling: multiply the softmax scale by ``sqrt(log N / log n_train)``.
+        n_train: video/image tokens at the training resolution (default: the preset's or the model config's).
+        backend: the kernel backend (``"auto"``, ``"torch"``, ``"triton"``, ``"flex"``).
+        block_size: the kernel block in tokens (a power of two, 16 to 1024).
+        order: the token order layouts are built in (default: the method's published one: ``raster`` for
+            radial and vmoba, ``tiles`` for grat, ``gilbert`` for pyramid).
+        tile: the ``(t, h, w)`` tile of the ``tiles`` order (GRAT's group), a whole number of blocks.
+        force: replace a processor the user installed (an IP-adapter's, another library's) too.
+        calibration: a ``fastdit.calibrate`` result or the path of its JSON file: the method and options per
+            layer and head, the warm-up and the block size (``dense_steps`` / ``dense_layers`` given here still
+            win); it must come from this model's architecture.
+        reuse_calibration: run a calibration on another latent grid than the one it was measured on (warns).
+        **method_options: the method's knobs (``fastdit info`` lists them).
+
+    Returns:
+        ``target``, patched.
     """
+    if isinstance(method, SparseConfig):
+        given = {"preset": preset != "auto", "dense_steps": dense_steps is not None,
+                 "dense_layers": dense_layers is not None, "entropy_scaling": entropy_scaling is not False,
+                 "n_train": n_train is not None, "backend": backend != "auto", "block_size": block_size is not None,
+                 "order": order is not None, "tile": tile is not None, "calibration": calibration is not None,
+                 "reuse_calibration": reuse_calibration is not False}
+        extra = sorted(name for name, passed in given.items() if passed) + sorted(method_options)
+        if extra:
+            raise ValueError(f"a SparseConfig holds every setting; don't pass {', '.join(extra)} with it")
+        return _install(target, find_denoisers(target), method.checked(), force)
     models = find_denoisers(target)
     if calibration is not None:
         return _apply_calibration(target, models, calibration, reuse_calibration, method, method_options,
@@ -321,6 +342,12 @@ def remove(target: Any) -> Any:
 
     Only fastdit's processors are replaced: one the user (or a diffusers loader such as ``load_ip_adapter``)
     set after ``apply`` stays where it is.
+
+    Args:
+        target: the pipeline or model ``apply`` patched (or another pipeline sharing its models).
+
+    Returns:
+        ``target``, as it was before ``apply``.
     """
     for state in _states(target):
         for module, processor in reversed(state.saved_processors):
@@ -358,8 +385,16 @@ def set_observer(target: Any, observer: Any) -> None:
 
 
 def stats(target: Any) -> AttentionStats:
-    """Per step and layer: dense, sparse or served by a diffusers cache, and the density used, for the last
-    pipeline call (of the first patched denoiser's patch, for a pipeline)."""
+    """What the last pipeline call ran: per step and layer, dense, sparse or served by a diffusers cache, why,
+    and the density used.
+
+    Args:
+        target: a patched pipeline or model (for a pipeline, its first patched denoiser's record).
+
+    Returns:
+        The :class:`~fastdit.AttentionStats` of the last call (``str()`` of it is a one-line summary;
+        ``mean_density()``, ``sparse_fraction()``, ``per_layer_density()``, ``to_dict()``).
+    """
     states = _states(target)
     if not states:
         raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")

@@ -3,7 +3,7 @@
 
 Caches and sparse attention save different work and compose: a cache (``transformer.enable_cache``) skips
 whole blocks or attention layers on steps where their output barely changes, sparse attention makes the
-layers that do run cheaper. ``fastdit.apply`` and ``enable_cache`` may come in either order; ``fastdit.runtime.stats``
+layers that do run cheaper. ``fastdit.apply`` and ``enable_cache`` may come in either order; ``fastdit.stats``
 reports the layer calls a cache served. Kinds offered here: ``fbcache`` (First Block Cache), ``pab``
 (Pyramid Attention Broadcast), ``taylorseer``, ``magcache``, ``seacache`` and ``textkv``. FasterCache is left
 out: it needs a pipeline that batches the conditional and unconditional passes, which Wan's doesn't (use it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -73,7 +74,10 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class SparseConfig:
-    """Everything that decides how self-attention runs once a model is patched.
+    """Everything that decides how self-attention runs once a model is patched: ``fastdit.apply(pipe, config)``.
+
+    Build one with :meth:`create` (which checks every field) or directly; ``apply`` checks it either way.
+    ``options`` holds the method's knobs (a dict, or its options dataclass; ``None``: the method's defaults).
 
     ``dense_steps`` / ``dense_layers``: the first denoising steps / transformer blocks run dense (the layout
     of early, high-noise steps and of the first blocks matters most for quality); ``dense_steps`` is a count
@@ -114,9 +118,35 @@ class SparseConfig:
             return self.dense_steps
         return math.floor(self.dense_steps * (schedule or PUBLISHED_SCHEDULE) + 0.5)
 
+    def checked(self) -> "SparseConfig":
+        """This configuration with every field checked as :meth:`create` checks it, and ``options`` as the
+        method's options dataclass (a ``ValueError`` or ``TypeError`` names the first bad field)."""
+        options = self.options
+        if options is None:
+            options = {}
+        elif dataclasses.is_dataclass(options) and not isinstance(options, type):
+            options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+        elif not isinstance(options, Mapping):
+            raise TypeError(f"SparseConfig.options must be a dict of the method's options, got "
+                            f"{type(options).__name__}")
+        rest = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("method", "options")}
+        return SparseConfig.create(self.method, dict(options), **rest)
+
     @classmethod
     def create(cls, method: str, method_options: dict[str, Any], **fields: Any) -> "SparseConfig":
-        """Validate every argument up front, so a bad one never leaves a model half patched."""
+        """A checked configuration: ``method`` and its ``method_options`` (the knobs), and any other field of
+        the class by keyword. Every argument is validated up front, so a bad one never leaves a model half
+        patched.
+
+        Args:
+            method: a registered method (``fastdit.available_methods()``).
+            method_options: the method's knobs by name; unknown names raise ``ValueError`` listing the allowed.
+            **fields: ``dense_steps``, ``dense_layers``, ``entropy_scaling``, ``n_train``, ``backend``,
+                ``block_size``, ``order``, ``tile``, ``layers``, ``grid``, ``reuse_grid``.
+
+        Returns:
+            The configuration, ``options`` as the method's frozen options dataclass.
+        """
         spec = get_method(method)
         options = parse_options(spec, method_options)
         fields["dense_steps"] = check_dense_steps(fields.get("dense_steps", 0))

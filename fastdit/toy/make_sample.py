@@ -1,8 +1,8 @@
 """Install a trained toy-world model as the bundled sample: ``python -m fastdit.toy.make_sample RUN [FOLDER]``.
 
-``RUN`` is a finished ``python -m fastdit.toy.train_sample RUN`` folder. Its exported pipeline
-(``RUN/model``) is copied into ``FOLDER`` (default ``samples/tiny-wan``) with the run's recipe and loss log
-under ``training/`` (so the folder says how it was made), and a README written from that log and, when
+``RUN`` is a finished ``python -m fastdit.toy.train_sample RUN`` folder. Its exported pipeline (``RUN/model``)
+is copied into ``FOLDER`` (default: the bundled sample, ``fastdit/models/tiny-wan``) with the run's recipe and
+loss log under ``training/`` (so the folder says how it was made), and a README written from that log and, when
 present, from the prompt-adherence report of ``fastdit bench toy`` (``bench/results/toy.json``) when that
 report measured these very weights: rerun this after the benchmark to refresh its numbers. The folder is
 replaced through a temporary sibling, so a failure leaves the old one whole.

@@ -43,20 +43,9 @@ import torch
 from tqdm.auto import tqdm
 
 from fastdit.toy.recipe import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
-from fastdit.toy.training import (
-    conditioning_gap,
-    draw_batch,
-    ema_update,
-    encode_clips,
-    encode_prompts,
-    flow_loss,
-    latent_statistics,
-    object_mask,
-    vae_loss,
-    video_frames,
-    video_tensor,
-    weights_checksum,
-)
+from fastdit.toy.training import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
+                                  latent_statistics, object_mask, vae_loss, video_frames, video_tensor,
+                                  weights_checksum)
 from fastdit.toy.world import COLOURS, Clip, SceneSpec, training_clip
 from fastdit.toy.world.grammar import DIRECTIONS
 

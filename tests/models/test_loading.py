@@ -6,14 +6,8 @@ import json
 
 import pytest
 
-from fastdit.models.loading import (
-    ModelError,
-    check_video_size,
-    load_pipeline,
-    resolve_model,
-    sample_dir,
-    video_size_rule,
-)
+from fastdit.models.loading import (ModelError, check_video_size, load_pipeline, resolve_model, sample_dir,
+                                    video_size_rule)
 
 
 def test_tiny_is_the_default_and_carries_its_settings():

@@ -14,12 +14,8 @@ import pytest
 import torch
 
 from fastdit.dummy.image import dummy_flux_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet
-from fastdit.dummy.video import (
-    dummy_cogvideox_transformer,
-    dummy_hunyuan_video_transformer,
-    dummy_ltx_transformer,
-    dummy_mochi_transformer,
-)
+from fastdit.dummy.video import (dummy_cogvideox_transformer, dummy_hunyuan_video_transformer, dummy_ltx_transformer,
+                                 dummy_mochi_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer
 
 TEXT = 7

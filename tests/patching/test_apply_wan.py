@@ -217,3 +217,25 @@ def test_a_users_custom_processor_is_not_silently_replaced(transformer):
         assert isinstance(transformer.blocks[0].attn1.processor, MyProcessor)
     finally:
         transformer.blocks[0].attn1.set_processor(stock)
+
+
+def test_a_sparse_config_applies_as_its_arguments_do(transformer):
+    """``fastdit.apply(model, config)``: a public ``SparseConfig`` is the same patch as its arguments, is checked
+    like them, and holds every setting (nothing else may be passed with it)."""
+    inputs = _inputs(frames=8, height=16, width=24)
+    options = dict(mode="surround", radius=(1, 1, 1))
+    fastdit.apply(transformer, method="grat", preset=None, block_size=16, **options)
+    try:
+        by_arguments = _forward(transformer, inputs)
+        config = fastdit.SparseConfig.create("grat", options, block_size=16)
+        fastdit.apply(transformer, config)
+        assert fastdit.patching.patch_config(transformer) == config
+        assert torch.equal(_forward(transformer, inputs), by_arguments)
+        fastdit.apply(transformer, fastdit.SparseConfig(method="grat", options=options, block_size=16))
+        assert torch.equal(_forward(transformer, inputs), by_arguments)  # a config built directly is checked
+        with pytest.raises(ValueError, match="holds every setting; don't pass dense_steps, radius"):
+            fastdit.apply(transformer, config, dense_steps=2, radius=0)
+        with pytest.raises(ValueError, match="block_size must be a power of two"):
+            fastdit.apply(transformer, fastdit.SparseConfig(method="grat", block_size=24))
+    finally:
+        fastdit.remove(transformer)

@@ -6,21 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastdit.toy.world import (
-    ATTRIBUTES,
-    COLOURS,
-    HELD_OUT_PROMPTS,
-    HELD_OUT_SCENES,
-    HELD_OUT_TRIPLES,
-    MOTIONS,
-    SHAPES,
-    attribute_hits,
-    detect,
-    is_held_out,
-    parse_prompt,
-    render_scene,
-    training_clip,
-)
+from fastdit.toy.world import (ATTRIBUTES, COLOURS, HELD_OUT_PROMPTS, HELD_OUT_SCENES, HELD_OUT_TRIPLES, MOTIONS,
+                               SHAPES, attribute_hits, detect, is_held_out, parse_prompt, render_scene, training_clip)
 from fastdit.toy.world.detect import classify_motion, winding
 from fastdit.toy.world.grammar import DIRECTIONS, SIZES
 from fastdit.toy.world.render import shape_area

@@ -10,16 +10,8 @@ import torch
 from fastdit.toy.make_sample import install_sample
 from fastdit.toy.recipe import RECIPES, build_components, build_toy_tokenizer
 from fastdit.toy.train_sample import Trainer, main
-from fastdit.toy.training import (
-    conditioning_gap,
-    draw_batch,
-    flow_loss,
-    object_mask,
-    pipeline_checksums,
-    shifted_sigmas,
-    vae_loss,
-    video_tensor,
-)
+from fastdit.toy.training import (conditioning_gap, draw_batch, flow_loss, object_mask, pipeline_checksums,
+                                  shifted_sigmas, vae_loss, video_tensor)
 from fastdit.toy.world import training_clip, vocabulary
 
 pytestmark = pytest.mark.usefixtures("one_thread")

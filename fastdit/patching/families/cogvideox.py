@@ -13,17 +13,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (
-    Family,
-    Rotary,
-    SparseProcessorMixin,
-    forward_input,
-    heads_first,
-    heads_merged,
-    latent_grid,
-    qk_norm,
-    qkv_projections,
-)
+from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, forward_input, heads_first,
+                                            heads_merged, latent_grid, qk_norm, qkv_projections)
 
 
 class CogVideoXSparseProcessor(SparseProcessorMixin):

@@ -16,17 +16,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (
-    Family,
-    Rotary,
-    SparseProcessorMixin,
-    added_projections,
-    forward_input,
-    latent_grid,
-    qk_norm,
-    qkv_projections,
-    split_text,
-)
+from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, added_projections, forward_input,
+                                            latent_grid, qk_norm, qkv_projections, split_text)
 
 
 class HunyuanVideoSparseProcessor(SparseProcessorMixin):

@@ -15,16 +15,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (
-    Family,
-    Rotary,
-    SparseProcessorMixin,
-    added_projections,
-    forward_input,
-    latent_grid,
-    qk_norm,
-    qkv_projections,
-)
+from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, added_projections, forward_input,
+                                            latent_grid, qk_norm, qkv_projections)
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

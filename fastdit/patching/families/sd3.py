@@ -13,18 +13,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (
-    Family,
-    SparseProcessorMixin,
-    added_projections,
-    forward_input,
-    heads_first,
-    heads_merged,
-    latent_grid,
-    qk_norm,
-    qkv_projections,
-    split_text,
-)
+from fastdit.patching.families.base import (Family, SparseProcessorMixin, added_projections, forward_input, heads_first,
+                                            heads_merged, latent_grid, qk_norm, qkv_projections, split_text)
 
 
 class SD3SparseProcessor(SparseProcessorMixin):

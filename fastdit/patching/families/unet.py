@@ -16,16 +16,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (
-    Family,
-    SparseProcessorMixin,
-    forward_input,
-    heads_first,
-    heads_merged,
-    latent_grid,
-    qk_norm,
-    qkv_projections,
-)
+from fastdit.patching.families.base import (Family, SparseProcessorMixin, forward_input, heads_first, heads_merged,
+                                            latent_grid, qk_norm, qkv_projections)
 
 
 def level_grid(grid: TokenGrid, tokens: int) -> TokenGrid | None:
