@@ -19,6 +19,7 @@ import torch
 from fastdit.methods import DEFAULT_BLOCK_SIZE
 from fastdit.patching import ops
 from fastdit.patching.components import find_denoisers, name_or_path
+from fastdit.patching.dispatch import DispatchedAttention
 from fastdit.patching.families import Family, SparseProcessorMixin, forward_input, read_timestep, unwrap_model
 from fastdit.patching.families.base import install
 from fastdit.patching.parallel import hand_back
@@ -39,6 +40,7 @@ class _PatchState:
     context: RunContext
     engine: SparseAttention
     saved_processors: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
+    dispatched: list[DispatchedAttention] = field(default_factory=list)  # the generic path's modules
     hooks: list[Any] = field(default_factory=list)
     observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state (graphs name them)
     scheduler: Any = None
@@ -254,11 +256,19 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     for name, model, family in models:
         patched = []
         for layer, module in family.self_attention(model):
-            state.saved_processors.append((module, module.processor))
-            processor = family.processor(module.processor, state.engine, layer, name)
-            _set_processor(module, processor)
-            install(module, processor)
-            patched.append((layer, module))
+            if family.processor is None:  # the generic path: the stock processor stays, its dispatch is ours
+                if type(module.processor).__name__ not in family.stock_processors:  # force=True: a stock one
+                    state.saved_processors.append((module, module.processor))
+                    _set_processor(module, _stock_processor(module))
+                handler = DispatchedAttention(module.processor, state.engine, layer, name, family.text_position)
+                handler.take(module)
+                state.dispatched.append(handler)
+            else:
+                state.saved_processors.append((module, module.processor))
+                handler = family.processor(module.processor, state.engine, layer, name)
+                _set_processor(module, handler)
+                install(module, handler)
+            patched.append((layer, module, handler))
         observer = _Observer(family, context, name, model, patched)
         state.observers.append(observer)
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
@@ -269,6 +279,19 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
         scheduler.set_timesteps = _new_run_signal(scheduler, context)
         state.scheduler = scheduler
     return target
+
+
+def _stock_processor(module: torch.nn.Module) -> Any:
+    """A new instance of the processor diffusers installs on ``module`` by default."""
+    default = getattr(module, "_default_processor_cls", None)
+    if default is None:
+        raise ValueError(f"{type(module).__name__} names no default processor, so fastdit can't put one in place "
+                         "of the custom processor there; remove it before apply")
+    return default()
+
+
+def _default_class(module: torch.nn.Module) -> type | None:
+    return getattr(module, "_default_processor_cls", None)
 
 
 def _set_processor(module: torch.nn.Module, processor: Any) -> None:
@@ -287,10 +310,10 @@ class _Observer:
     """
 
     def __init__(self, family: Family, context: RunContext, name: str, model: torch.nn.Module,
-                 modules: list[tuple[int, torch.nn.Module]]) -> None:
+                 modules: list[tuple[int, torch.nn.Module, SparseProcessorMixin]]) -> None:
         self.family, self.context, self.name = family, context, name
         self.model = weakref.ref(model)
-        self.modules = modules  # (layer, attention module) of every processor apply installed
+        self.modules = modules  # (layer, attention module, fastdit's handler) of every module apply patched
         self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
         self.handle = ops.new_handle(self)
 
@@ -308,8 +331,8 @@ class _Observer:
         self.context.grid = self.family.grid(model, (), inputs)
         # a layer whose processor a loader or the user replaced (an IP-adapter) is no longer fastdit's to
         # report: without this, stats would count its calls as served by a cache
-        self.context.expect_layers(self.name, [layer for layer, module in self.modules
-                                               if isinstance(module.processor, SparseProcessorMixin)])
+        self.context.expect_layers(self.name, [layer for layer, module, handler in self.modules
+                                               if handler.installed_on(module)])
         self.context.observe_forward(self.name, read_timestep(self.family, model, (), inputs))
 
 
@@ -350,8 +373,10 @@ def remove(target: Any) -> Any:
         ``target``, as it was before ``apply``.
     """
     for state in _states(target):
+        for handler in reversed(state.dispatched):
+            handler.give_back()
         for module, processor in reversed(state.saved_processors):
-            if isinstance(module.processor, SparseProcessorMixin):
+            if isinstance(module.processor, SparseProcessorMixin) or type(module.processor) is _default_class(module):
                 hand_back(module.processor, processor)  # enable_parallelism after apply set them on ours
                 _set_processor(module, processor)
             install(module, None)

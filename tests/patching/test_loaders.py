@@ -95,13 +95,17 @@ def test_a_processor_recreated_without_arguments_adopts_the_patch():
 
 
 def test_a_processor_recreated_on_an_unpatched_module_says_so():
-    model = dummy_wan_transformer(num_layers=1)
+    """A fastdit processor (of a family whose stock processor calls SDPA itself) created with no arguments on a
+    module fastdit doesn't patch can't run: it says so instead of attending with no engine."""
+    from fastdit.dummy.video import dummy_cogvideox_transformer
+
+    model = dummy_cogvideox_transformer()
     fastdit.apply(model, method="dense")
-    processor_class = type(model.blocks[0].attn1.processor)
+    module = model.transformer_blocks[0].attn1
+    processor_class = type(module.processor)
     fastdit.remove(model)
-    model.blocks[0].attn1.set_processor(processor_class())
     with pytest.raises(RuntimeError, match="doesn't patch"), torch.no_grad():
-        model(**_wan_inputs())
+        processor_class()(module, torch.randn(1, 8, module.to_q.in_features), torch.randn(1, 3, module.to_q.in_features))
 
 
 def test_remove_keeps_a_processor_the_user_set_after_apply():
@@ -124,9 +128,12 @@ def test_stats_leave_out_a_layer_whose_processor_was_replaced():
     """A layer an adapter took over runs the adapter's attention: neither computed by fastdit nor cached."""
     from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
+    class AdapterProcessor(WanAttnProcessor):  # an adapter's processor (a re-created stock one stays fastdit's)
+        pass
+
     model = dummy_wan_transformer(num_layers=2)
     fastdit.apply(model, **SPARSE_GRAT)
-    model.blocks[0].attn1.set_processor(WanAttnProcessor())
+    model.blocks[0].attn1.set_processor(AdapterProcessor())
     with torch.no_grad():
         model(**_wan_inputs())
     records = fastdit.stats(model).records

@@ -31,7 +31,7 @@ def _run(pipe) -> torch.Tensor:
 
 
 def _method(pipe) -> str:
-    return pipe.transformer.blocks[0].attn1.processor.engine.config.method
+    return fastdit.patching.patch_config(pipe).method
 
 
 def test_every_pipeline_sharing_the_model_reports_its_patch(pipes):

@@ -29,29 +29,33 @@ __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "
 
 @dataclass(frozen=True)
 class Family:
-    """How fastdit patches one model family.
+    """How fastdit patches one model family: data, plus a processor only where diffusers' own calls SDPA directly.
 
     ``self_attention(model)`` yields ``(layer, module)`` for every attention module to sparsify (several
     modules may share a layer index when a block holds more than one self-attention);
-    ``grid(model, args, kwargs)`` reads the latent token grid (and, for joint models whose processors can't
-    see it, the text length) from the denoiser's forward inputs;
-    ``processor(original, engine, layer, model_name)`` builds the replacement processor;
-    ``stock_processors`` names the processor classes diffusers installs by default (anything else was set
-    by the user and is only replaced with ``force=True``);
+    ``grid(model, args, kwargs)`` reads the latent token grid (and, for joint models, the text length) from the
+    denoiser's forward inputs; ``processor`` is ``None`` for a family whose stock processor calls
+    ``dispatch_attention_fn`` (the generic path, :mod:`fastdit.patching.dispatch`: the stock processor stays
+    and fastdit takes the call where it is dispatched), else ``processor(original, engine, layer,
+    model_name)`` builds the replacement processor; ``stock_processors`` names the processor classes diffusers
+    installs by default (anything else was set by the user and is only touched with ``force=True``);
     ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
-    ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these).
+    ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
+    ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"`` or
+    ``"after"`` the video tokens; how many comes from ``grid``).
     """
 
     name: str
     model_classes: tuple[str, ...]
     self_attention: Callable[[torch.nn.Module], Iterator[tuple[int, torch.nn.Module]]]
     grid: Callable[[torch.nn.Module, tuple, dict], TokenGrid | None]
-    processor: Callable[..., Any]
+    processor: Callable[..., Any] | None
     stock_processors: tuple[str, ...]
     timestep_arg: str = "timestep"
     train_tokens: Callable[[torch.nn.Module], int | None] | None = None
     grid_inputs: tuple[str, ...] = ("hidden_states",)
+    text_position: str = "after"
 
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables processors receive for RoPE
@@ -151,6 +155,16 @@ class SparseProcessorMixin:
     _attention_backend = None
     _parallel_config = None
 
+    def user_backend(self) -> Any:
+        """The diffusers attention backend the user set for dense attention (on this processor, or on the stock
+        processor it replaced; ``None``: diffusers' active one)."""
+        return self._attention_backend or getattr(self.original, "_attention_backend", None)
+
+    def installed_on(self, module: torch.nn.Module) -> bool:
+        """Whether ``module``'s self-attention still runs through fastdit (a loader or the user may have
+        replaced its processor since ``apply``)."""
+        return isinstance(module.processor, SparseProcessorMixin)
+
     @property
     def grid(self) -> TokenGrid | None:
         """The grid the denoiser's pre-hook recorded for the current forward call."""
@@ -211,7 +225,7 @@ class SparseProcessorMixin:
         """Dense attention of ``[B, H, S, D]`` tensors through ``dispatch_attention_fn`` with the user's backend."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-        backend = self._attention_backend or getattr(self.original, "_attention_backend", None)
+        backend = self.user_backend()
         parallel = self._parallel_config or getattr(self.original, "_parallel_config", None)
 
         def dense(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, scale: float | None) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Which context-parallel config and dense backend a fastdit processor runs under, and handing them back on
-``remove``."""
+"""Which context-parallel config a fastdit processor runs under, and handing it (and the attention backend)
+back to the stock processor on ``remove``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["parallel_config", "hand_back", "user_backend"]
+__all__ = ["parallel_config", "hand_back"]
 
 
 def parallel_config(processor: Any) -> Any:
@@ -16,12 +16,6 @@ def parallel_config(processor: Any) -> Any:
     if cp is None or (cp.ring_degree or 1) * (cp.ulysses_degree or 1) <= 1:
         return None
     return config
-
-
-def user_backend(processor: Any) -> Any:
-    """The diffusers attention backend the user set for dense attention (on ``processor``, or on the stock
-    processor it replaced; ``None``: diffusers' active one)."""
-    return processor._attention_backend or getattr(processor.original, "_attention_backend", None)
 
 
 def hand_back(current: Any, original: Any) -> None:

@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 
 from fastdit.kernels import attention
-from fastdit.patching.parallel.config import user_backend
 from fastdit.patching.parallel.shards import gathered_order, split_sizes
 from fastdit.runtime.engine import Decision
 
@@ -79,7 +78,7 @@ def _dense_rows(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
     keys, values = (_gather_model_order(x, sizes, model_pos, ring.group) for x in (k, v))
     return dispatch_attention_fn(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), scale=scale,
-                                 backend=user_backend(processor)).transpose(1, 2)
+                                 backend=processor.user_backend()).transpose(1, 2)
 
 
 class _SparseRing:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from fastdit.methods import HeadSlice
-from fastdit.patching.parallel.config import user_backend
 from fastdit.patching.parallel.shards import gathered_order
 
 __all__ = ["ulysses_attention"]
@@ -103,7 +102,7 @@ class _UlyssesOp:
         backend: what diffusers' Ulysses runs between its all-to-alls."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-        backend = user_backend(self.processor)
+        backend = self.processor.user_backend()
 
         def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
             return dispatch_attention_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

@@ -1,0 +1,150 @@
+"""The generic path: fastdit takes a video self-attention call where diffusers dispatches it.
+
+Every new-style diffusers processor (Wan, and most transformers since) projects q, k, v, applies its norms and
+RoPE, then calls ``dispatch_attention_fn(..., backend=self._attention_backend)``. fastdit leaves that stock
+processor installed and gives it, on each video self-attention module only, a backend of its own: an entry of
+diffusers' backend registry that knows its layer (one entry per patched module), so the call arrives with
+diffusers' own projections, norms and RoPE already applied. Everything else keeps going where the user sent it:
+cross-attention modules are never touched, and a self-attention call fastdit can't take (dropout, a causal
+flag, a custom scale, grouped-query heads) goes to the user's backend, as do dense warm-up steps and layers.
+
+One backend entry serves every patched module: the module's forward pre-hook names the module's fastdit
+handler just before its processor runs, and the entry reads it. The handler's handle is a tensor, so the
+blocks of a regionally compiled model share one graph (an entry per layer would be a constant per block, and
+a recompile each). diffusers has no public way to register a backend (``AttentionBackendName`` is a closed
+``Enum``), so the entry goes into its private registry; :func:`check_registry` says in one line when an
+installed diffusers lays that registry out differently. A ``set_attention_backend`` call after ``apply``
+replaces fastdit's entry on the processors (the model then runs dense on the user's backend, and ``stats``
+says the layers are no longer fastdit's); call it before ``apply`` to keep both.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from fastdit.patching.families.base import SparseProcessorMixin
+
+__all__ = ["DispatchedAttention", "check_registry"]
+
+_ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa",
+              "_parallel_config")
+
+
+def check_registry() -> Any:
+    """diffusers' attention backend registry, checked to have the private layout fastdit relies on
+    (a ``RuntimeError`` in one line names the installed diffusers when it doesn't)."""
+    import diffusers
+    from diffusers.models import attention_dispatch
+
+    registry = getattr(attention_dispatch, "_AttentionBackendRegistry", None)
+    names = getattr(attention_dispatch, "AttentionBackendName", None)
+    needed = ("_backends", "_constraints", "_supported_arg_names", "_supports_context_parallel")
+    if registry is None or names is None or not all(hasattr(registry, n) for n in needed) \
+            or not issubclass(names, str):
+        raise RuntimeError(f"fastdit: diffusers {diffusers.__version__} has no attention backend registry laid out "
+                           "as fastdit expects (diffusers.models.attention_dispatch._AttentionBackendRegistry); "
+                           "fastdit's generic path is tested with diffusers 0.42.1: install that, or report this version")
+    return registry
+
+
+class _Current:
+    """The patched module whose processor is about to dispatch (set by its forward pre-hook)."""
+
+    handler: "DispatchedAttention | None" = None
+
+
+_CURRENT = _Current()
+
+
+@functools.lru_cache(maxsize=None)
+def _entry() -> Any:
+    """fastdit's entry in diffusers' backend registry (registered on first use, once per process)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    registry = check_registry()
+    member = str.__new__(AttentionBackendName, "fastdit")  # an entry of the closed enum, known to the registry only
+    member._name_, member._value_ = "FASTDIT", "fastdit"
+    registry._backends[member] = _dispatched
+    registry._constraints[member] = []
+    registry._supported_arg_names[member] = set(_ARGUMENTS)
+    registry._supports_context_parallel.add(member.value)  # fastdit exchanges shards itself (Ulysses, ring)
+    return member
+
+
+def _dispatched(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+                _parallel_config: Any = None) -> torch.Tensor:
+    """The registered backend: ``query, key, value [B, S, H, D]`` of the self-attention of the module whose
+    pre-hook ran last."""
+    handler = _CURRENT.handler
+    if handler is None:
+        raise RuntimeError("fastdit: its attention backend was called outside a module fastdit patched; set another "
+                           "backend there (model.set_attention_backend) or call fastdit.apply")
+    return handler.backend(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, _parallel_config)
+
+
+class DispatchedAttention(SparseProcessorMixin):
+    """fastdit's side of one patched self-attention module whose stock processor stays installed.
+
+    :meth:`take` points the stock processor at fastdit's backend entry and hooks the module; its calls arrive
+    as ``[B, S, H, D]`` tensors after the stock projections, norms and RoPE and run through the engine (sparse,
+    or dense on the user's backend). :meth:`give_back` restores the processor's own backend choice.
+    """
+
+    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after"):
+        super().__init__(original, engine, layer, model_name)
+        self.text_position = text_position
+        self.saved_backend = getattr(original, "_attention_backend", None)
+        self.hook: Any = None
+
+    def user_backend(self) -> Any:
+        return self._attention_backend or self.saved_backend
+
+    def installed_on(self, module: torch.nn.Module) -> bool:
+        return self.hook is not None and getattr(module.processor, "_attention_backend", None) is _entry()
+
+    def take(self, module: torch.nn.Module) -> None:
+        """Point ``module``'s stock processor at fastdit's backend entry, and name this handler before each of
+        its calls."""
+        self.original._attention_backend = _entry()
+        self.hook = module.register_forward_pre_hook(self.enter)
+
+    def enter(self, module: torch.nn.Module, args: tuple) -> None:
+        """The module's forward pre-hook: its processor's next dispatch is this handler's.
+
+        diffusers' loaders re-create the processor of every attention they don't adapt with its class and no
+        arguments (``load_ip_adapter``); such a processor, of the stock class with no backend set, is taken
+        over, so attention stays sparse."""
+        processor = module.processor
+        if processor is not self.original and type(processor) is type(self.original) \
+                and getattr(processor, "_attention_backend", None) is None:
+            self.original = processor
+            processor._attention_backend = _entry()
+        _CURRENT.handler = self
+
+    def give_back(self) -> None:
+        """The stock processor gets the backend it had before :meth:`take`, unless the user has set another one
+        since; the pre-hook goes."""
+        if getattr(self.original, "_attention_backend", None) is _entry():
+            self.original._attention_backend = self.saved_backend
+        self.hook.remove()
+        self.hook = None
+        if _CURRENT.handler is self:
+            _CURRENT.handler = None
+
+    def backend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+                dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool,
+                _parallel_config: Any) -> torch.Tensor:
+        """This module's self-attention of ``query, key, value [B, S, H, D]``: through the engine, or, for a
+        call fastdit can't take, on the user's backend."""
+        if dropout_p or is_causal or enable_gqa or key.shape[1] != query.shape[1] or key.shape[2] != query.shape[2] \
+                or (scale is not None and scale != query.shape[-1] ** -0.5):
+            from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+            return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                         is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
+                                         backend=self.user_backend(), parallel_config=_parallel_config)
+        return self.attend_bshd(query, key, value, attn_mask, text_tokens=None, text_position=self.text_position)

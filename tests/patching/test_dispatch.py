@@ -1,0 +1,61 @@
+"""The generic path: the stock processor stays installed and fastdit takes its call where diffusers dispatches
+it, on video self-attention modules only, handing back the user's backend choice on ``remove``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastdit
+from fastdit.dummy.wan import dummy_wan_transformer
+from fastdit.patching import dispatch
+
+INPUTS = dict(hidden_states=torch.randn(1, 16, 4, 16, 16, generator=torch.Generator().manual_seed(0)),
+              timestep=torch.tensor([500]), encoder_hidden_states=torch.randn(1, 7, 32), return_dict=False)
+
+
+def test_the_users_backend_stays_for_cross_attention_and_comes_back_on_remove():
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    model = dummy_wan_transformer(num_layers=2)
+    for block in model.blocks:
+        block.attn1.processor._attention_backend = AttentionBackendName.NATIVE
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    try:
+        assert all(b.attn1.processor._attention_backend == "fastdit" for b in model.blocks)
+        assert all(b.attn2.processor._attention_backend is None for b in model.blocks)  # cross: untouched
+        with torch.no_grad():
+            model(**INPUTS)
+        assert all(not r.dense for r in fastdit.stats(model).records)
+    finally:
+        fastdit.remove(model)
+    assert all(b.attn1.processor._attention_backend is AttentionBackendName.NATIVE for b in model.blocks)
+
+
+def test_a_call_fastdit_cannot_take_goes_to_the_users_backend():
+    """Dropout or a causal flag isn't sparse attention's to drop: such a call runs as the user asked."""
+    model = dummy_wan_transformer(num_layers=1)
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    try:
+        handler = model._fastdit_state.dispatched[0]  # fastdit's side of blocks.0.attn1
+        q, k, v = (torch.randn(1, 64, 2, 12) for _ in range(3))
+        causal = handler.backend(q, k, v, None, 0.0, True, None, False, None)
+        expected = torch.nn.functional.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)),
+                                                                    is_causal=True).transpose(1, 2)
+        torch.testing.assert_close(causal, expected)
+    finally:
+        fastdit.remove(model)
+
+
+def test_a_diffusers_without_the_registry_fastdit_expects_is_one_clear_error(monkeypatch):
+    from diffusers.models import attention_dispatch
+
+    monkeypatch.delattr(attention_dispatch, "_AttentionBackendRegistry")
+    with pytest.raises(RuntimeError, match=r"diffusers \S+ has no attention backend registry .* tested with"):
+        dispatch.check_registry()
+
+
+def test_the_backend_outside_a_patched_module_says_so():
+    with pytest.raises(RuntimeError, match="outside a module fastdit patched"):
+        dispatch._CURRENT.handler = None
+        dispatch._dispatched(*(torch.randn(1, 8, 2, 4) for _ in range(3)))
