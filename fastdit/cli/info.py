@@ -19,7 +19,7 @@ def collect() -> dict:
     from fastdit.kernels import backends
     from fastdit.methods import available_methods, get_method
     from fastdit.patching.families import families
-    from fastdit.patching.presets import PRESETS, preset_padding
+    from fastdit.patching.presets import FAMILY_DEFAULTS, PRESETS, preset_padding
 
     methods = {}
     for name in available_methods():
@@ -41,7 +41,11 @@ def collect() -> dict:
         "cuda": torch.cuda.get_device_name(0) if cuda else None,
         "methods": methods,
         "backends": {name: b.summary for name, b in backends().items()},
-        "families": sorted(families()),
+        "families": {name: {"classes": list(f.model_classes),
+                            "path": "dispatch" if f.processor is None else "processor",
+                            "default": FAMILY_DEFAULTS[name].method if name in FAMILY_DEFAULTS else None,
+                            "source": FAMILY_DEFAULTS[name].source if name in FAMILY_DEFAULTS else ""}
+                     for name, f in sorted(families().items())},
         "presets": {model_id: {"family": p.family, "method": p.method, "dense_steps": p.dense_steps,
                                "dense_layers": p.dense_layers, "n_train": p.n_train,
                                "methods": {name: {"dense_steps": m.dense_steps, "schedule": m.schedule,
@@ -68,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     print("\nbackends:")
     for name, summary in info["backends"].items():
         print(f"  {name:<8} {summary}")
-    print(f"\nmodel families: {', '.join(info['families'])}")
+    print("\nmodel families (dispatch: fastdit takes the stock processor's dispatch; processor: a fastdit processor"
+          "\nreplaces one that calls SDPA itself):")
+    for name, f in info["families"].items():
+        print(f"  {name:<16} {', '.join(f['classes'])}  [{f['path']}; default {f['default']}]")
     print("\npresets:")
     for model_id, p in info["presets"].items():
         print(f"  {model_id:<45} {p['method']}, dense_steps={p['dense_steps']}, dense_layers={p['dense_layers']}, "

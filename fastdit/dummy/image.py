@@ -43,6 +43,16 @@ def dummy_flux_pipeline(seed: int = 0):
                         transformer=dummy_flux_transformer(seed))
 
 
+def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
+    """A ``QwenImageTransformer2DModel`` at toy width (RoPE axes 4 + 6 + 6 = the head dim 16)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=num_layers,
+                                       attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                       axes_dims_rope=(4, 6, 6)).eval()
+
+
 def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_layers: tuple[int, ...] = ()):
     """``SD3Transformer2DModel`` (``dual_attention_layers`` gives SD3.5-style image-only ``attn2`` blocks)."""
     from diffusers import SD3Transformer2DModel

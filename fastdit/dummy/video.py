@@ -1,4 +1,4 @@
-"""Tiny random-weight HunyuanVideo, CogVideoX, LTX-Video and Mochi models and pipelines, built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), CogVideoX, LTX-Video and Mochi models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -54,6 +54,17 @@ def dummy_hunyuan_video_pipeline(seed: int = 0):
         vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2,
     )
+
+
+def dummy_hunyuan_video15_transformer(seed: int = 0, num_layers: int = 2):
+    """A ``HunyuanVideo15Transformer3DModel`` at toy width (RoPE axes 4 + 6 + 6 = the head dim 16)."""
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    torch.manual_seed(seed)
+    return HunyuanVideo15Transformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=num_layers,
+        num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8,
+        image_embed_dim=8, rope_axes_dim=(4, 6, 6)).eval()
 
 
 def dummy_cogvideox_transformer(seed: int = 0, patch_size_t: int | None = None, num_layers: int = 1,

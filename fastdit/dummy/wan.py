@@ -31,6 +31,19 @@ def dummy_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, he
     ).eval()
 
 
+def dummy_wan_variant(model_class: str, seed: int = 0, **config: Any):
+    """A model of the Wan architecture's other families (``SkyReelsV2Transformer3DModel``,
+    ``ChronoEditTransformer3DModel``, ``WanVACETransformer3DModel``) at the toy width of
+    :func:`dummy_wan_transformer`; ``config`` adds or overrides constructor arguments."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    toy = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+               text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+               qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return getattr(diffusers, model_class)(**{**toy, **config}).eval()
+
+
 def dummy_wan_pipeline(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12,
                        **transformer_options: Any):
     """A text-to-video ``WanPipeline`` (UMT5 text encoder, Wan VAE, flow-matching scheduler), random weights.

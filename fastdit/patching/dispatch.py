@@ -46,7 +46,8 @@ def check_registry() -> Any:
             or not issubclass(names, str):
         raise RuntimeError(f"fastdit: diffusers {diffusers.__version__} has no attention backend registry laid out "
                            "as fastdit expects (diffusers.models.attention_dispatch._AttentionBackendRegistry); "
-                           "fastdit's generic path is tested with diffusers 0.42.1: install that, or report this version")
+                           "fastdit's generic path is tested with diffusers 0.42.1: install that, or report this "
+                           "version")
     return registry
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,8 @@ class _PatchState:
     config: SparseConfig
     context: RunContext
     engine: SparseAttention
-    saved_processors: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
+    # (module, its processor before apply, the processor apply put there)
+    saved_processors: list[tuple[torch.nn.Module, Any, Any]] = field(default_factory=list)
     dispatched: list[DispatchedAttention] = field(default_factory=list)  # the generic path's modules
     hooks: list[Any] = field(default_factory=list)
     observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state (graphs name them)
@@ -258,14 +260,15 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
         for layer, module in family.self_attention(model):
             if family.processor is None:  # the generic path: the stock processor stays, its dispatch is ours
                 if type(module.processor).__name__ not in family.stock_processors:  # force=True: a stock one
-                    state.saved_processors.append((module, module.processor))
-                    _set_processor(module, _stock_processor(module))
+                    stock = _stock_processor(model, module, family)
+                    state.saved_processors.append((module, module.processor, stock))
+                    _set_processor(module, stock)
                 handler = DispatchedAttention(module.processor, state.engine, layer, name, family.text_position)
                 handler.take(module)
                 state.dispatched.append(handler)
             else:
-                state.saved_processors.append((module, module.processor))
                 handler = family.processor(module.processor, state.engine, layer, name)
+                state.saved_processors.append((module, module.processor, handler))
                 _set_processor(module, handler)
                 install(module, handler)
             patched.append((layer, module, handler))
@@ -281,17 +284,16 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     return target
 
 
-def _stock_processor(module: torch.nn.Module) -> Any:
-    """A new instance of the processor diffusers installs on ``module`` by default."""
+def _stock_processor(model: torch.nn.Module, module: torch.nn.Module, family: Family) -> Any:
+    """A new instance of the processor diffusers installs on ``module`` by default: the module's default class,
+    else the family's first stock class from the model's own diffusers module."""
     default = getattr(module, "_default_processor_cls", None)
     if default is None:
-        raise ValueError(f"{type(module).__name__} names no default processor, so fastdit can't put one in place "
-                         "of the custom processor there; remove it before apply")
+        default = getattr(sys.modules.get(type(model).__module__), family.stock_processors[0], None)
+    if default is None:
+        raise ValueError(f"fastdit can't find {family.stock_processors[0]} to put in place of the custom processor "
+                         f"on {type(module).__name__}; remove that processor before apply")
     return default()
-
-
-def _default_class(module: torch.nn.Module) -> type | None:
-    return getattr(module, "_default_processor_cls", None)
 
 
 def _set_processor(module: torch.nn.Module, processor: Any) -> None:
@@ -375,8 +377,9 @@ def remove(target: Any) -> Any:
     for state in _states(target):
         for handler in reversed(state.dispatched):
             handler.give_back()
-        for module, processor in reversed(state.saved_processors):
-            if isinstance(module.processor, SparseProcessorMixin) or type(module.processor) is _default_class(module):
+        for module, processor, installed in reversed(state.saved_processors):
+            # fastdit's processor (or one a loader re-created from its class) goes; one the user set stays
+            if isinstance(module.processor, SparseProcessorMixin) or type(module.processor) is type(installed):
                 hand_back(module.processor, processor)  # enable_parallelism after apply set them on ours
                 _set_processor(module, processor)
             install(module, None)

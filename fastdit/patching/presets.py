@@ -215,10 +215,26 @@ PRESETS["fastdit/tiny-wan"] = Preset(
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
+def _wan_architecture(family: str, model: str) -> Preset:
+    """The default of a family built on Wan2.1's architecture, for which no sparse setting is published."""
+    return Preset(family, "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS},
+                  source=f"nothing published for {model}: Wan2.1's settings, whose architecture it keeps; its "
+                         "training size varies by checkpoint, so entropy scaling needs n_train=")
+
+
 # Family defaults: the family's flagship preset, with n_train left to the model config where it states the
 # training size (UNet, SD3: ``sample_size``), so e.g. SD 2.x (768 px) gets its own.
 FAMILY_DEFAULTS: dict[str, Preset] = {
     "wan": PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"],
+    "skyreels_v2": _wan_architecture("skyreels_v2", "SkyReels-V2"),
+    "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
+    "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
+    "hunyuan_video15": Preset("hunyuan_video15", "radial", {"radial": _RADIAL_HUNYUAN},
+                              source="nothing published for HunyuanVideo-1.5 (its own SSTA is another method): "
+                                     "HunyuanVideo's radial setting; n_train from the checkpoint's size (n_train=)"),
+    "qwen_image": Preset("qwen_image", "grat", {"grat": _GRAT_IMAGE},
+                         source="nothing published for Qwen-Image: GRAT's image setting, as for Flux; n_train from "
+                                "the checkpoint's size (n_train=)"),
     "hunyuan_video": PRESETS["hunyuanvideo-community/HunyuanVideo"],
     "cogvideox": PRESETS["THUDM/CogVideoX-5b"],
     "ltx": PRESETS["Lightricks/LTX-Video"],

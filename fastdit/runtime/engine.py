@@ -39,14 +39,16 @@ def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
     ``mask`` is an SDPA mask (bool, or additive float), broadcast against ``[B, H, S_q, S_kv]`` as SDPA does.
     It is a key-padding mask when it is the same for every head and every query and hides keys completely
     (``False``, or ``-inf`` / the dtype's lowest value); then a block layout can express it exactly through
-    its key validity. Anything else (a bias, a per-query pattern) returns ``None``.
+    its key validity. A bool mask that also hides every key from the padded tokens' own queries (HunyuanVideo-1.5
+    pads text that way) counts too: a padded token is never attended, so what its query computes is never read.
+    Anything else (a bias, a per-query pattern) returns ``None``.
     """
     if mask.ndim > 4 or mask.shape[-1] != seq_len:
         return None
     m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
     rows = m[:, :1, :1, :]
     if (m.shape[1] > 1 or m.shape[2] > 1) and not bool((m == rows).all()):
-        return None
+        return _padded_both_ways(m)
     rows = rows[:, 0, 0, :]
     if rows.dtype == torch.bool:
         return rows
@@ -55,6 +57,14 @@ def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
     if not bool(((hidden == float("-inf")) | (hidden <= torch.finfo(rows.dtype).min / 2)).all()):
         return None
     return kept
+
+
+def _padded_both_ways(m: torch.Tensor) -> torch.Tensor | None:
+    """``[B, S]`` kept keys when the bool mask ``m [B, 1, S, S]`` is ``kept[:, :, None] & kept[:, None, :]``."""
+    if m.dtype != torch.bool or m.shape[1] != 1 or m.shape[2] != m.shape[3]:
+        return None
+    kept = m[:, 0].any(-2)
+    return kept if torch.equal(m[:, 0], kept[:, :, None] & kept[:, None, :]) else None
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import dummy_flux_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet
-from fastdit.dummy.video import (dummy_cogvideox_transformer, dummy_hunyuan_video_transformer, dummy_ltx_transformer,
-                                 dummy_mochi_transformer)
-from fastdit.dummy.wan import dummy_wan_transformer
+from fastdit.dummy.image import (dummy_flux_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
+                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.video import (dummy_cogvideox_transformer, dummy_hunyuan_video15_transformer,
+                                 dummy_hunyuan_video_transformer, dummy_ltx_transformer, dummy_mochi_transformer)
+from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
 
@@ -41,11 +42,24 @@ def _wan(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 32))
 
 
+def _wan_vace(grid, batch):
+    t, h, w = grid
+    return dict(**_wan(grid, batch), control_hidden_states=_randn(batch, 16, t, 2 * h, 2 * w))
+
+
 def _hunyuan(grid, batch):
     t, h, w = grid
     return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 pooled_projections=_randn(batch, 8), guidance=torch.full((batch,), 3500.0))
+
+
+def _hunyuan15(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, h, w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
+                encoder_hidden_states_2=_randn(batch, 5, 8), encoder_attention_mask_2=torch.ones(batch, 5),
+                image_embeds=_randn(batch, 3, 8))
 
 
 def _cogvideox(patch_t: int):
@@ -77,6 +91,13 @@ def _flux(grid, batch):
     return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 32),
                 pooled_projections=_randn(batch, 32), timestep=_timestep(batch, 0.5), img_ids=img_ids,
                 txt_ids=torch.zeros(TEXT, 3))
+
+
+def _qwen_image(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
+                encoder_hidden_states_mask=_padding(batch), timestep=_timestep(batch, 0.5),
+                img_shapes=[[(1, h, w)]] * batch)
 
 
 def _sd3(grid, batch):
@@ -115,13 +136,22 @@ _IMAGE_GRIDS = ((1, 16, 16), (1, 14, 18))
 
 CASES = {case.name: case for case in (
     Case("wan", lambda: dummy_wan_transformer(num_layers=2), _wan, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("skyreels_v2", lambda: dummy_wan_variant("SkyReelsV2Transformer3DModel"), _wan, _VIDEO_GRIDS,
+         ("blocks.0.attn2",)),
+    Case("chronoedit", lambda: dummy_wan_variant("ChronoEditTransformer3DModel"), _wan, _VIDEO_GRIDS,
+         ("blocks.0.attn2",)),
+    Case("wan_vace", lambda: dummy_wan_variant("WanVACETransformer3DModel", vace_layers=[0], vace_in_channels=16),
+         _wan_vace, _VIDEO_GRIDS, ("blocks.0.attn2", "vace_blocks.0.attn2")),
     Case("hunyuan_video", dummy_hunyuan_video_transformer, _hunyuan, _VIDEO_GRIDS,
+         ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
+    Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),

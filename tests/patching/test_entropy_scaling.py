@@ -8,13 +8,11 @@ import pytest
 import torch
 
 import fastdit
-from fastdit.patching.families import detect_family
 
 
 def _spy_scales(model) -> list[tuple[int, int, float | None]]:
     """Record ``(tokens, head_dim, scale)`` of every ``engine.scale`` call the processors make."""
-    _, module = next(detect_family(model).self_attention(model))
-    engine = module.processor.engine
+    engine = model._fastdit_state.engine  # every processor's and dispatch's engine
     assert engine.config.n_train == 256
     seen, scale = [], engine.scale
 

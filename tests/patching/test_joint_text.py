@@ -22,7 +22,7 @@ def _trimmed(inputs: dict, sample: int, valid: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video", "mochi"])
+@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "mochi"])
 @pytest.mark.parametrize("method", ["radial", "grat"])
 def test_padded_prompt_runs_sparse_and_equals_the_unpadded_prompt(cases, forward, family, method):
     case = cases[family]
@@ -47,9 +47,45 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
     try:
         forward(model, case.inputs((1, 16, 16), 1))
         records = fastdit.stats(model).records
-        single = model.single_transformer_blocks[0].attn.processor
-        assert single.grid.text_tokens == 7 and single.grid.text_position == "before"
+        grid = model._fastdit_state.context.grid  # what the pre-hook recorded for the forward call
+        assert grid.text_tokens == 7 and grid.text_position == "before"
     finally:
         fastdit.remove(model)
     assert sorted(r.layer for r in records) == [0, 1]  # double block, then single block
     assert all(not r.dense and r.tokens == 16 * 16 + 7 for r in records)
+
+
+# Mochi is left out: its caption also modulates the video tokens (the time embedding pools it), so a new prompt
+# moves every key; its text handling is covered by the padded-prompt test above.
+@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "flux", "qwen_image", "cogvideox", "sd3"])
+def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
+    """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
+    where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
+    from fastdit.runtime.engine import SparseAttention
+
+    case = cases[family]
+    model = case.build()
+    grid = case.grids[0]
+    seen = []
+    call = SparseAttention.__call__
+
+    def spy(self, q, k, v, **kwargs):
+        if kwargs["layer"] == 0:
+            seen.append((k.detach().clone(), kwargs["text_tokens"], kwargs["text_position"]))
+        return call(self, q, k, v, **kwargs)
+
+    monkeypatch.setattr(SparseAttention, "__call__", spy)
+    inputs = case.inputs(grid, 1)
+    other = dict(inputs, encoder_hidden_states=inputs["encoder_hidden_states"] + 1.0)
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    try:
+        forward(model, inputs)
+        forward(model, other)
+    finally:
+        fastdit.remove(model)
+    (k1, text, position), (k2, *_) = seen[0], seen[len(seen) // 2]  # the same call in each forward
+    changed = (k1 != k2).any(-1).any(1)[0].nonzero().flatten()  # key positions [S] that the prompt moved
+    tokens = k1.shape[2]
+    expected = torch.arange(text) if position == "before" else torch.arange(tokens - text, tokens)
+    assert text > 0 and changed.numel() and set(changed.tolist()) <= set(expected.tolist()), \
+        (family, text, position, changed)

@@ -105,7 +105,8 @@ def test_a_processor_recreated_on_an_unpatched_module_says_so():
     processor_class = type(module.processor)
     fastdit.remove(model)
     with pytest.raises(RuntimeError, match="doesn't patch"), torch.no_grad():
-        processor_class()(module, torch.randn(1, 8, module.to_q.in_features), torch.randn(1, 3, module.to_q.in_features))
+        width = module.to_q.in_features
+        processor_class()(module, torch.randn(1, 8, width), torch.randn(1, 3, width))
 
 
 def test_remove_keeps_a_processor_the_user_set_after_apply():

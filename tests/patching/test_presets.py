@@ -68,7 +68,7 @@ def test_found_by_config_fingerprint_when_the_name_is_unknown():
 
 
 def _config(model):
-    return model.transformer_blocks[0].attn.processor.engine.config
+    return fastdit.patching.patch_config(model)
 
 
 def test_auto_preset_applies_the_models_method_knobs_and_n_train():
@@ -112,7 +112,7 @@ def test_family_default_reads_the_training_size_from_the_config(build, attention
     model = build()  # UNet: sample_size 16 -> 16 x 16 tokens; SD3: sample_size 32 / patch 2 -> 16 x 16
     fastdit.apply(model, entropy_scaling=True)
     try:
-        assert attention(model).processor.engine.config.n_train == 256
+        assert fastdit.patching.patch_config(model).n_train == 256
     finally:
         fastdit.remove(model)
 

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import cogvideox, flux, hunyuan_video, ltx, mochi, sd3, unet, wan
+from fastdit.patching.families import (cogvideox, flux, hunyuan_video, hunyuan_video15, ltx, mochi, qwen_image, sd3,
+                                       unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family"]
 
 _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.WAN,
+    wan.SKYREELS_V2,
+    wan.CHRONOEDIT,
+    wan.WAN_VACE,
     hunyuan_video.HUNYUAN_VIDEO,
+    hunyuan_video15.HUNYUAN_VIDEO15,
     cogvideox.COGVIDEOX,
     ltx.LTX,
     mochi.MOCHI,
     flux.FLUX,
+    qwen_image.QWEN_IMAGE,
     sd3.SD3,
     unet.UNET,
 )}

@@ -1,11 +1,14 @@
-"""Wan 2.1 / 2.2 (``WanTransformer3DModel``): video self-attention in ``blocks.N.attn1``.
+"""The Wan architecture: Wan 2.1 / 2.2 (``WanTransformer3DModel``) and the models built on it, SkyReels-V2,
+ChronoEdit and Wan-VACE; video self-attention in ``blocks.N.attn1``.
 
 Token order is frame-major ``(f, h, w)``; the grid is the latent ``[B, C, F, H, W]`` divided by
 ``config.patch_size``. Self-attention has no text (text enters through ``attn2``, cross-attention, which is
 left untouched, as is the image context of image-to-video models, which also enters through ``attn2``).
 Wan 2.2 A14B's two experts (``transformer`` and ``transformer_2``) are both pipeline components, so both are
 patched. ``WanAttnProcessor`` calls ``dispatch_attention_fn``, so fastdit takes the call there (the generic
-path): projections, norms and RoPE stay diffusers' own.
+path): projections, norms and RoPE stay diffusers' own. SkyReels-V2 and ChronoEdit keep Wan's blocks, grid and
+processor (under their own class names); Wan-VACE adds ``vace_blocks``, whose ``attn1`` attends the control
+video's tokens on the same grid (numbered after the main blocks).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from fastdit.patching.families.base import Family, forward_input, latent_grid
 
 
 def _self_attention(model):
-    for i, block in enumerate(model.blocks):
+    blocks = [*model.blocks, *getattr(model, "vace_blocks", ())]
+    for i, block in enumerate(blocks):
         yield i, block.attn1
 
 
@@ -24,11 +28,14 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return latent_grid(x, tuple(model.config.patch_size)) if getattr(x, "ndim", 0) == 5 else None
 
 
-WAN = Family(
-    name="wan",
-    model_classes=("WanTransformer3DModel",),
-    self_attention=_self_attention,
-    grid=_grid,
-    processor=None,  # WanAttnProcessor dispatches: the generic path
-    stock_processors=("WanAttnProcessor", "WanAttnProcessor2_0"),
-)
+def _family(name: str, model_class: str, *stock: str) -> Family:
+    return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+                  processor=None,  # the stock processor dispatches: the generic path
+                  stock_processors=stock or ("WanAttnProcessor", "WanAttnProcessor2_0"))
+
+
+WAN = _family("wan", "WanTransformer3DModel")
+SKYREELS_V2 = _family("skyreels_v2", "SkyReelsV2Transformer3DModel", "SkyReelsV2AttnProcessor",
+                      "SkyReelsV2AttnProcessor2_0")
+CHRONOEDIT = _family("chronoedit", "ChronoEditTransformer3DModel")
+WAN_VACE = _family("wan_vace", "WanVACETransformer3DModel")

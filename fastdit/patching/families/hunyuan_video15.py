@@ -1,0 +1,44 @@
+"""HunyuanVideo-1.5 (``HunyuanVideo15Transformer3DModel``): joint attention, ``[video ; conditioning]``, in
+``transformer_blocks.N.attn``.
+
+The conditioning tokens after the video are the image embedding's, ByT5's and the multimodal LLM's (valid ones
+first, then the padding, which the model's key mask keeps masked): ``HunyuanVideo15AttnProcessor2_0`` appends
+them and calls ``dispatch_attention_fn``, so fastdit takes the call there (the generic path). Their count is
+read from the three forward inputs; the grid is ``hidden_states [B, C, F, H, W]`` divided by the patch. The
+text token refiner (``context_embedder``) is text-only attention and is left alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.patching.families.base import Family, forward_input, latent_grid
+
+_CONDITIONING = ("encoder_hidden_states", "encoder_hidden_states_2", "image_embeds")
+
+
+def _self_attention(model):
+    for i, block in enumerate(model.transformer_blocks):
+        yield i, block.attn
+
+
+def _grid(model, args, kwargs) -> TokenGrid | None:
+    config = model.config
+    grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"),
+                       (config.patch_size_t, config.patch_size, config.patch_size))
+    tokens = [forward_input(model, args, kwargs, name) for name in _CONDITIONING]
+    if grid is None or not all(isinstance(x, torch.Tensor) for x in tokens):
+        return None
+    return TokenGrid(grid.t, grid.h, grid.w, text_tokens=sum(x.shape[1] for x in tokens), text_position="after")
+
+
+HUNYUAN_VIDEO15 = Family(
+    name="hunyuan_video15",
+    model_classes=("HunyuanVideo15Transformer3DModel",),
+    self_attention=_self_attention,
+    grid=_grid,
+    processor=None,  # HunyuanVideo15AttnProcessor2_0 dispatches: the generic path
+    stock_processors=("HunyuanVideo15AttnProcessor2_0",),
+    grid_inputs=("hidden_states", *_CONDITIONING),
+)
