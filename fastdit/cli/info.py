@@ -18,7 +18,7 @@ def collect() -> dict:
     from fastdit import __version__
     from fastdit.kernels import backends
     from fastdit.methods import available_methods, get_method
-    from fastdit.patching.families import families
+    from fastdit.patching.families import UNSUPPORTED, families
     from fastdit.patching.presets import FAMILY_DEFAULTS, PRESETS, preset_padding
 
     methods = {}
@@ -46,6 +46,7 @@ def collect() -> dict:
                             "default": FAMILY_DEFAULTS[name].method if name in FAMILY_DEFAULTS else None,
                             "source": FAMILY_DEFAULTS[name].source if name in FAMILY_DEFAULTS else ""}
                      for name, f in sorted(families().items())},
+        "unsupported": dict(UNSUPPORTED),
         "presets": {model_id: {"family": p.family, "method": p.method, "dense_steps": p.dense_steps,
                                "dense_layers": p.dense_layers, "n_train": p.n_train,
                                "methods": {name: {"dense_steps": m.dense_steps, "schedule": m.schedule,
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
           "\nreplaces one that calls SDPA itself):")
     for name, f in info["families"].items():
         print(f"  {name:<16} {', '.join(f['classes'])}  [{f['path']}; default {f['default']}]")
+    print("not supported:")
+    for name, reason in info["unsupported"].items():
+        print(f"  {name}: {reason}")
     print("\npresets:")
     for model_id, p in info["presets"].items():
         print(f"  {model_id:<45} {p['method']}, dense_steps={p['dense_steps']}, dense_layers={p['dense_layers']}, "

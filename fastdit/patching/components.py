@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from fastdit.patching.families import Family, detect_family, families, unwrap_model
+from fastdit.patching.families import Family, detect_family, families, unsupported_reason, unwrap_model
 
 __all__ = ["find_denoisers", "denoisers", "name_or_path"]
 
@@ -24,7 +24,9 @@ def find_denoisers(target: Any) -> list[tuple[str, torch.nn.Module, Family]]:
     if isinstance(target, torch.nn.Module):
         family = detect_family(target)
         if family is None:
-            raise TypeError(f"{type(target).__name__} has no attention fastdit supports (supported families: "
+            reason = unsupported_reason(target)
+            raise TypeError(f"fastdit can't sparsify {reason}" if reason else
+                            f"{type(target).__name__} has no attention fastdit supports (supported families: "
                             f"{_supported()})")
         return [("transformer", unwrap_model(target), family)]
     components = getattr(target, "components", None)
@@ -32,7 +34,10 @@ def find_denoisers(target: Any) -> list[tuple[str, torch.nn.Module, Family]]:
         raise TypeError(f"expected a diffusers pipeline or a transformer/UNet, got {type(target).__name__}")
     found = [(name, unwrap_model(comp), detect_family(comp)) for name, comp in components.items()
              if isinstance(comp, torch.nn.Module)]
+    reasons = [reason for _, comp, fam in found if fam is None and (reason := unsupported_reason(comp))]
     found = [(name, comp, fam) for name, comp, fam in found if fam is not None]
+    if not found and reasons:
+        raise TypeError(f"fastdit can't sparsify {type(target).__name__}'s {reasons[0]}")
     if not found:
         raise TypeError(f"{type(target).__name__} has no denoiser fastdit supports (supported families: "
                         f"{_supported()})")

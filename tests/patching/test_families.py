@@ -108,3 +108,16 @@ def test_a_users_custom_processor_is_kept_unless_forced(case, model):
         assert module.processor is custom
     finally:
         set_processor(stock)
+
+
+def test_a_model_fastdit_cannot_sparsify_gets_one_line_that_says_why():
+    """Sana-Video's self-attention is linear: ``apply`` names the class and the reason, not the family list."""
+    from diffusers import SanaVideoTransformer3DModel
+
+    model = SanaVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+                                        num_layers=1, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                                        cross_attention_dim=16, caption_channels=8)
+    with pytest.raises(TypeError, match=r"^fastdit can't sparsify SanaVideoTransformer3DModel: its self-attention "
+                                        r"is linear"):
+        fastdit.apply(model)
+    assert not fastdit.is_patched(model)

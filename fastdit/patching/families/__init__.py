@@ -5,7 +5,8 @@
 """
 
 from fastdit.patching.families.base import Family, SparseProcessorMixin, forward_input, read_timestep, unwrap_model
-from fastdit.patching.families.registry import detect_family, families, register_family
+from fastdit.patching.families.registry import (UNSUPPORTED, detect_family, families, register_family,
+                                                unsupported_reason)
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "register_family",
-           "families", "detect_family"]
+           "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]

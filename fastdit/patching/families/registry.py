@@ -12,7 +12,7 @@ from fastdit.patching.families import (cogvideox, flux, hunyuan_video, hunyuan_v
                                        unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
-__all__ = ["register_family", "families", "detect_family"]
+__all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
 
 _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.WAN,
@@ -29,6 +29,22 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     sd3.SD3,
     unet.UNET,
 )}
+
+
+# Denoisers fastdit recognises and can't sparsify, with the reason ``apply`` and ``fastdit info`` give.
+_LINEAR = "its self-attention is linear (a kernel feature map, no softmax), so there is no attention matrix to skip"
+UNSUPPORTED: dict[str, str] = {
+    "SanaVideoTransformer3DModel": _LINEAR,
+    "SanaTransformer2DModel": _LINEAR,
+}
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why fastdit can't sparsify ``model``'s attention, when its class (or a base) is a known case."""
+    for cls in type(unwrap_model(model)).__mro__:
+        if cls.__name__ in UNSUPPORTED:
+            return f"{cls.__name__}: {UNSUPPORTED[cls.__name__]}"
+    return None
 
 
 def register_family(family: Family) -> Family:
