@@ -1,4 +1,5 @@
-"""Tiny random-weight HunyuanVideo (1.0 and 1.5), CogVideoX, LTX-Video and Mochi models and pipelines, built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), AnyFlow, CogVideoX, LTX-Video and Mochi models and pipelines,
+built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -65,6 +66,16 @@ def dummy_hunyuan_video15_transformer(seed: int = 0, num_layers: int = 2):
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=num_layers,
         num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8,
         image_embed_dim=8, rope_axes_dim=(4, 6, 6)).eval()
+
+
+def dummy_anyflow_transformer(seed: int = 0, num_layers: int = 2):
+    """An ``AnyFlowTransformer3DModel`` at the toy width of the dummy Wan transformer."""
+    from diffusers import AnyFlowTransformer3DModel
+
+    torch.manual_seed(seed)
+    return AnyFlowTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                     in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                     num_layers=num_layers, rope_max_seq_len=32).eval()
 
 
 def dummy_cogvideox_transformer(seed: int = 0, patch_size_t: int | None = None, num_layers: int = 1,

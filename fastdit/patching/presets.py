@@ -229,6 +229,7 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "skyreels_v2": _wan_architecture("skyreels_v2", "SkyReels-V2"),
     "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
     "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
+    "anyflow": _wan_architecture("anyflow", "AnyFlow"),
     "hunyuan_video15": Preset("hunyuan_video15", "radial", {"radial": _RADIAL_HUNYUAN},
                               source="nothing published for HunyuanVideo-1.5 (its own SSTA is another method): "
                                      "HunyuanVideo's radial setting; n_train from the checkpoint's size (n_train=)"),

@@ -15,8 +15,9 @@ import torch
 
 from fastdit.dummy.image import (dummy_flux_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
                                  dummy_sdxl_unet, dummy_unet)
-from fastdit.dummy.video import (dummy_cogvideox_transformer, dummy_hunyuan_video15_transformer,
-                                 dummy_hunyuan_video_transformer, dummy_ltx_transformer, dummy_mochi_transformer)
+from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer,
+                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
+                                 dummy_ltx_transformer, dummy_mochi_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -60,6 +61,12 @@ def _hunyuan15(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 encoder_hidden_states_2=_randn(batch, 5, 8), encoder_attention_mask_2=torch.ones(batch, 5),
                 image_embeds=_randn(batch, 3, 8))
+
+
+def _anyflow(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, t, 16, 2 * h, 2 * w), timestep=torch.full((batch, t), 500.0),
+                r_timestep=torch.full((batch, t), 400.0), encoder_hidden_states=_randn(batch, TEXT, 32))
 
 
 def _cogvideox(patch_t: int):
@@ -146,6 +153,7 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (cogvideox, flux, hunyuan_video, hunyuan_video15, ltx, mochi, qwen_image, sd3,
-                                       unet, wan)
+from fastdit.patching.families import (anyflow, cogvideox, flux, hunyuan_video, hunyuan_video15, ltx, mochi, qwen_image,
+                                       sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -23,6 +23,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     hunyuan_video15.HUNYUAN_VIDEO15,
     cogvideox.COGVIDEOX,
     ltx.LTX,
+    anyflow.ANYFLOW,
     mochi.MOCHI,
     flux.FLUX,
     qwen_image.QWEN_IMAGE,
