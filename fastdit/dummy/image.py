@@ -43,6 +43,18 @@ def dummy_flux_pipeline(seed: int = 0):
                         transformer=dummy_flux_transformer(seed))
 
 
+def dummy_flux_variant(model_class: str, seed: int = 0, **config):
+    """A model of the Flux architecture's other families (``ChromaTransformer2DModel``,
+    ``LongCatImageTransformer2DModel``, ``OvisImageTransformer2DModel``, ``BriaTransformer2DModel``) at toy width,
+    one double and one single block; ``config`` adds the class's own constructor arguments."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    toy = dict(in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+               joint_attention_dim=32, axes_dims_rope=(4, 6, 6))
+    return getattr(diffusers, model_class)(**{**toy, **config}).eval()
+
+
 def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
     """A ``QwenImageTransformer2DModel`` at toy width (RoPE axes 4 + 6 + 6 = the head dim 16)."""
     from diffusers import QwenImageTransformer2DModel

@@ -233,6 +233,11 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "hunyuan_video15": Preset("hunyuan_video15", "radial", {"radial": _RADIAL_HUNYUAN},
                               source="nothing published for HunyuanVideo-1.5 (its own SSTA is another method): "
                                      "HunyuanVideo's radial setting; n_train from the checkpoint's size (n_train=)"),
+    **{family: Preset(family, "grat", {"grat": _GRAT_IMAGE},
+                      source=f"nothing published for {model}: GRAT's image setting, as for Flux, whose architecture it "
+                             "keeps; n_train from the checkpoint's size (n_train=)")
+       for family, model in (("chroma", "Chroma"), ("longcat_image", "LongCat-Image"), ("ovis_image", "Ovis-Image"),
+                             ("bria", "Bria"))},
     "qwen_image": Preset("qwen_image", "grat", {"grat": _GRAT_IMAGE},
                          source="nothing published for Qwen-Image: GRAT's image setting, as for Flux; n_train from "
                                 "the checkpoint's size (n_train=)"),

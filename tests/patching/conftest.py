@@ -13,8 +13,8 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_flux_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dummy_qwen_image_transformer,
+                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx_transformer, dummy_mochi_transformer)
@@ -100,6 +100,12 @@ def _flux(grid, batch):
                 txt_ids=torch.zeros(TEXT, 3))
 
 
+def _flux_like(grid, batch):
+    inputs = _flux(grid, batch)
+    del inputs["pooled_projections"]
+    return inputs
+
+
 def _qwen_image(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
@@ -159,6 +165,15 @@ CASES = {case.name: case for case in (
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
+    Case("chroma", lambda: dummy_flux_variant("ChromaTransformer2DModel", approximator_num_channels=8,
+                                              approximator_hidden_dim=16, approximator_layers=1),
+         _flux_like, _IMAGE_GRIDS),
+    Case("longcat_image", lambda: dummy_flux_variant("LongCatImageTransformer2DModel", pooled_projection_dim=32),
+         _flux_like, _IMAGE_GRIDS),
+    Case("ovis_image", lambda: dummy_flux_variant("OvisImageTransformer2DModel", out_channels=4), _flux_like,
+         _IMAGE_GRIDS),
+    Case("bria", lambda: dummy_flux_variant("BriaTransformer2DModel", pooled_projection_dim=32), _flux_like,
+         _IMAGE_GRIDS),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,

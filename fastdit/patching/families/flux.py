@@ -1,4 +1,5 @@
-"""Flux.1 (``FluxTransformer2DModel``): joint attention, ``[text ; image]``, RoPE over the whole sequence.
+"""The Flux architecture: Flux.1 (``FluxTransformer2DModel``) and the image models built like it, Chroma,
+LongCat-Image, Ovis-Image and Bria; joint attention, ``[text ; image]``, RoPE over the whole sequence.
 
 Double-stream blocks (``transformer_blocks.N.attn``) get the text as ``encoder_hidden_states``; single-stream
 blocks (``single_transformer_blocks.N.attn``) get text and image already concatenated and can't tell the text
@@ -6,7 +7,8 @@ length, so the pre-hook reads it from ``txt_ids`` and stores it in the grid's ``
 comes from ``img_ids`` (``(0, row, col)`` per packed 2×2 latent patch, raster order). An ``attention_mask``
 passed through ``joint_attention_kwargs`` reaches the engine like any other key mask. ``FluxAttnProcessor``
 calls ``dispatch_attention_fn``: fastdit takes the call there (the generic path), with the text first. Layers
-are numbered double blocks first, then single blocks.
+are numbered double blocks first, then single blocks. The others keep Flux's blocks, ids and text-first
+order, each with its own dispatching processor.
 """
 
 from __future__ import annotations
@@ -34,17 +36,18 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     txt_ids = _ids(forward_input(model, args, kwargs, "txt_ids"))
     if img_ids is None or img_ids.numel() == 0:
         return None
-    rows, cols = (int(img_ids[:, axis].max()) + 1 for axis in (1, 2))
+    rows, cols = (int(img_ids[:, axis].max() - img_ids[:, axis].min()) + 1 for axis in (1, 2))
     return TokenGrid(1, rows, cols, text_tokens=0 if txt_ids is None else txt_ids.shape[0], text_position="before")
 
 
-FLUX = Family(
-    name="flux",
-    model_classes=("FluxTransformer2DModel",),
-    self_attention=_self_attention,
-    grid=_grid,
-    processor=None,  # FluxAttnProcessor dispatches: the generic path
-    stock_processors=("FluxAttnProcessor", "FluxAttnProcessor2_0"),
-    grid_inputs=("img_ids", "txt_ids"),
-    text_position="before",
-)
+def _family(name: str, model_class: str, *stock: str) -> Family:
+    return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+                  processor=None,  # the stock processor dispatches: the generic path
+                  stock_processors=stock, grid_inputs=("img_ids", "txt_ids"), text_position="before")
+
+
+FLUX = _family("flux", "FluxTransformer2DModel", "FluxAttnProcessor", "FluxAttnProcessor2_0")
+CHROMA = _family("chroma", "ChromaTransformer2DModel", "FluxAttnProcessor", "FluxAttnProcessor2_0")
+LONGCAT_IMAGE = _family("longcat_image", "LongCatImageTransformer2DModel", "LongCatImageAttnProcessor")
+OVIS_IMAGE = _family("ovis_image", "OvisImageTransformer2DModel", "OvisImageAttnProcessor")
+BRIA = _family("bria", "BriaTransformer2DModel", "BriaAttnProcessor")
