@@ -65,6 +65,16 @@ def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
                                        axes_dims_rope=(4, 6, 6)).eval()
 
 
+def dummy_hunyuan_image_transformer(seed: int = 0):
+    """A ``HunyuanImageTransformer2DModel`` at toy width, one double and one single block (RoPE axes 8 + 8)."""
+    from diffusers import HunyuanImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return HunyuanImageTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16,
+                                          num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=(1, 1),
+                                          text_embed_dim=16, rope_axes_dim=(8, 8)).eval()
+
+
 def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_layers: tuple[int, ...] = ()):
     """``SD3Transformer2DModel`` (``dual_attention_layers`` gives SD3.5-style image-only ``attn2`` blocks)."""
     from diffusers import SD3Transformer2DModel

@@ -1,5 +1,5 @@
-"""Tiny random-weight HunyuanVideo (1.0 and 1.5), AnyFlow, CogVideoX, LTX-Video and Mochi models and pipelines,
-built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, LTX-Video and Mochi models and
+pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -66,6 +66,16 @@ def dummy_hunyuan_video15_transformer(seed: int = 0, num_layers: int = 2):
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=num_layers,
         num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8,
         image_embed_dim=8, rope_axes_dim=(4, 6, 6)).eval()
+
+
+def dummy_motif_video_transformer(seed: int = 0):
+    """A ``MotifVideoTransformer3DModel`` at toy width, one double and one single block."""
+    from diffusers import MotifVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return MotifVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16,
+                                        num_layers=1, num_single_layers=1, patch_size=2, patch_size_t=1,
+                                        text_embed_dim=16, rope_axes_dim=(4, 6, 6)).eval()
 
 
 def dummy_anyflow_transformer(seed: int = 0, num_layers: int = 2):

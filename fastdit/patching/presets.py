@@ -230,6 +230,12 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
     "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
     "anyflow": _wan_architecture("anyflow", "AnyFlow"),
+    "motif_video": Preset("motif_video", "radial", {"radial": _RADIAL_HUNYUAN},
+                          source="nothing published for Motif-Video: HunyuanVideo's radial setting (the same joint "
+                                 "blocks); n_train from the checkpoint's size (n_train=)"),
+    "hunyuan_image": Preset("hunyuan_image", "grat", {"grat": _GRAT_IMAGE},
+                            source="nothing published for HunyuanImage: GRAT's image setting, as for Flux; n_train "
+                                   "from the checkpoint's size (n_train=)"),
     "hunyuan_video15": Preset("hunyuan_video15", "radial", {"radial": _RADIAL_HUNYUAN},
                               source="nothing published for HunyuanVideo-1.5 (its own SSTA is another method): "
                                      "HunyuanVideo's radial setting; n_train from the checkpoint's size (n_train=)"),

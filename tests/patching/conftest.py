@@ -13,9 +13,9 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dummy_qwen_image_transformer,
-                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
-from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer,
+from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dummy_hunyuan_image_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_motif_video_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx_transformer, dummy_mochi_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
@@ -61,6 +61,18 @@ def _hunyuan15(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 encoder_hidden_states_2=_randn(batch, 5, 8), encoder_attention_mask_2=torch.ones(batch, 5),
                 image_embeds=_randn(batch, 3, 8))
+
+
+def _motif(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
+
+
+def _hunyuan_image(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, h, w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
 
 
 def _anyflow(grid, batch):
@@ -159,6 +171,7 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("motif_video", dummy_motif_video_transformer, _motif, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
@@ -175,6 +188,8 @@ CASES = {case.name: case for case in (
     Case("bria", lambda: dummy_flux_variant("BriaTransformer2DModel", pooled_projection_dim=32), _flux_like,
          _IMAGE_GRIDS),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
+    Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
+         ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),

@@ -23,8 +23,8 @@ from fastdit.patching.ops import new_handle
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm",
-           "split_text"]
+           "latent_grid", "grid_with_conditioning", "qkv_projections", "added_projections", "heads_first",
+           "heads_merged", "qk_norm", "split_text"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,19 @@ def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> Tok
     frames = x.shape[frames_dim] if x.ndim == 5 else 1
     pt, ph, pw = patch
     return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
+
+
+def grid_with_conditioning(model: torch.nn.Module, args: tuple, kwargs: dict, patch: tuple[int, int, int],
+                           conditioning: tuple[str, ...]) -> TokenGrid | None:
+    """The latent grid of ``hidden_states`` after a ``(t, h, w)`` patchify, with the tokens of the forward inputs
+    ``conditioning`` (``[B, L, C]`` each; absent ones count 0) as its text: for joint models that append every
+    conditioning token after the video (HunyuanVideo and the models built like it)."""
+    grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch)
+    if grid is None:
+        return None
+    tokens = [forward_input(model, args, kwargs, name) for name in conditioning]
+    text = sum(x.shape[1] for x in tokens if isinstance(x, torch.Tensor))
+    return TokenGrid(grid.t, grid.h, grid.w, text_tokens=text, text_position="after")
 
 
 # The fastdit processor installed on each patched attention module, for processors that a diffusers loader

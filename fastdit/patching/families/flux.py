@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, forward_input)
+from fastdit.patching.families.base import Family, forward_input
 
 
 def _self_attention(model):

@@ -12,11 +12,8 @@ double blocks first, then single blocks.
 
 from __future__ import annotations
 
-import torch
-
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, forward_input,
-                                            latent_grid)
+from fastdit.patching.families.base import Family, grid_with_conditioning
 
 
 def _self_attention(model):
@@ -28,11 +25,7 @@ def _self_attention(model):
 def _grid(model, args, kwargs) -> TokenGrid | None:
     config = model.config
     patch = (config.patch_size_t, config.patch_size, config.patch_size)
-    grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch)
-    text = forward_input(model, args, kwargs, "encoder_hidden_states")
-    if grid is None or not isinstance(text, torch.Tensor):
-        return grid
-    return TokenGrid(grid.t, grid.h, grid.w, text_tokens=text.shape[1], text_position="after")
+    return grid_with_conditioning(model, args, kwargs, patch, ("encoder_hidden_states",))
 
 
 HUNYUAN_VIDEO = Family(

@@ -10,10 +10,8 @@ text token refiner (``context_embedder``) is text-only attention and is left alo
 
 from __future__ import annotations
 
-import torch
-
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input, latent_grid
+from fastdit.patching.families.base import Family, grid_with_conditioning
 
 _CONDITIONING = ("encoder_hidden_states", "encoder_hidden_states_2", "image_embeds")
 
@@ -25,12 +23,8 @@ def _self_attention(model):
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
     config = model.config
-    grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"),
-                       (config.patch_size_t, config.patch_size, config.patch_size))
-    tokens = [forward_input(model, args, kwargs, name) for name in _CONDITIONING]
-    if grid is None or not all(isinstance(x, torch.Tensor) for x in tokens):
-        return None
-    return TokenGrid(grid.t, grid.h, grid.w, text_tokens=sum(x.shape[1] for x in tokens), text_position="after")
+    patch = (config.patch_size_t, config.patch_size, config.patch_size)
+    return grid_with_conditioning(model, args, kwargs, patch, _CONDITIONING)
 
 
 HUNYUAN_VIDEO15 = Family(

@@ -1,0 +1,35 @@
+"""Motif-Video (``MotifVideoTransformer3DModel``): joint attention, ``[video ; image ; text]``, in
+``transformer_blocks.N.attn`` and ``single_transformer_blocks.N.attn``, as in HunyuanVideo.
+
+``MotifVideoAttnProcessor2_0`` appends the conditioning (the image embedding's tokens, when given, then the
+text) after the video and calls ``dispatch_attention_fn`` with a key mask for padded prompt tokens: fastdit
+takes the call there (the generic path). The grid is ``hidden_states [B, C, F, H, W]`` divided by the patch.
+"""
+
+from __future__ import annotations
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.patching.families.base import Family, grid_with_conditioning
+
+
+def _self_attention(model):
+    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
+    for i, block in enumerate(blocks):
+        yield i, block.attn
+
+
+def _grid(model, args, kwargs) -> TokenGrid | None:
+    config = model.config
+    patch = (config.patch_size_t, config.patch_size, config.patch_size)
+    return grid_with_conditioning(model, args, kwargs, patch, ("image_embeds", "encoder_hidden_states"))
+
+
+MOTIF_VIDEO = Family(
+    name="motif_video",
+    model_classes=("MotifVideoTransformer3DModel",),
+    self_attention=_self_attention,
+    grid=_grid,
+    processor=None,  # MotifVideoAttnProcessor2_0 dispatches: the generic path
+    stock_processors=("MotifVideoAttnProcessor2_0",),
+    grid_inputs=("hidden_states", "image_embeds", "encoder_hidden_states"),
+)
