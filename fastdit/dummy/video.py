@@ -1,5 +1,5 @@
-"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, LTX-Video and Mochi models and
-pipelines, built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video and Mochi
+models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -88,19 +88,29 @@ def dummy_anyflow_transformer(seed: int = 0, num_layers: int = 2):
                                      num_layers=num_layers, rope_max_seq_len=32).eval()
 
 
+_COGVIDEOX_TOY = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+                      text_embed_dim=32, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+                      temporal_compression_ratio=4, use_learned_positional_embeddings=False)
+
+
 def dummy_cogvideox_transformer(seed: int = 0, patch_size_t: int | None = None, num_layers: int = 1,
                                 max_text_seq_length: int = 16):
     """``CogVideoXTransformer3DModel`` (``patch_size_t=None``: CogVideoX 1.0; ``2``: 1.5, with RoPE)."""
     from diffusers import CogVideoXTransformer3DModel
 
     torch.manual_seed(seed)
-    return CogVideoXTransformer3DModel(
-        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
-        text_embed_dim=32, num_layers=num_layers, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
-        patch_size_t=patch_size_t, temporal_compression_ratio=4, max_text_seq_length=max_text_seq_length,
-        use_rotary_positional_embeddings=patch_size_t is not None,
-        use_learned_positional_embeddings=False,
-    ).eval()
+    return CogVideoXTransformer3DModel(**_COGVIDEOX_TOY, num_layers=num_layers, patch_size_t=patch_size_t,
+                                       max_text_seq_length=max_text_seq_length,
+                                       use_rotary_positional_embeddings=patch_size_t is not None).eval()
+
+
+def dummy_consisid_transformer(seed: int = 0, num_layers: int = 1):
+    """``ConsisIDTransformer3DModel`` at the toy width of the CogVideoX 1.0 dummy (no face branch)."""
+    from diffusers import ConsisIDTransformer3DModel
+
+    torch.manual_seed(seed)
+    return ConsisIDTransformer3DModel(**_COGVIDEOX_TOY, num_layers=num_layers, max_text_seq_length=16,
+                                      use_rotary_positional_embeddings=False).eval()
 
 
 def dummy_cogvideox_pipeline(seed: int = 0):

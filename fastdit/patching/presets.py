@@ -230,6 +230,9 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
     "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
     "anyflow": _wan_architecture("anyflow", "AnyFlow"),
+    "consisid": Preset("consisid", "radial", {"radial": _RADIAL_UNPUBLISHED},
+                       source="nothing published for ConsisID: CogVideoX's setting, whose blocks it keeps; n_train "
+                              "from the checkpoint's size (n_train=)"),
     "motif_video": Preset("motif_video", "radial", {"radial": _RADIAL_HUNYUAN},
                           source="nothing published for Motif-Video: HunyuanVideo's radial setting (the same joint "
                                  "blocks); n_train from the checkpoint's size (n_train=)"),

@@ -15,9 +15,9 @@ import torch
 
 from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dummy_hunyuan_image_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
-from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_motif_video_transformer,
+from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
-                                 dummy_ltx_transformer, dummy_mochi_transformer)
+                                 dummy_ltx_transformer, dummy_mochi_transformer, dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -174,6 +174,7 @@ CASES = {case.name: case for case in (
     Case("motif_video", dummy_motif_video_transformer, _motif, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
+    Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),

@@ -1,4 +1,5 @@
-"""CogVideoX 1.0 and 1.5 (``CogVideoXTransformer3DModel``): joint attention, ``[text ; video]``.
+"""CogVideoX 1.0 and 1.5 (``CogVideoXTransformer3DModel``), and ConsisID built on it
+(``ConsisIDTransformer3DModel``, the same blocks and processor): joint attention, ``[text ; video]``.
 
 The text (``max_text_seq_length`` tokens, not masked) comes first; the processor returns
 ``(video, text)``. The latent is ``[B, F, C, H, W]`` (frames before channels) and 1.5 also patchifies time
@@ -50,15 +51,14 @@ def _self_attention(model):
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
     config = model.config
-    patch = (config.patch_size_t or 1, config.patch_size, config.patch_size)
+    patch = (getattr(config, "patch_size_t", None) or 1, config.patch_size, config.patch_size)
     return latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch, frames_dim=1)
 
 
-COGVIDEOX = Family(
-    name="cogvideox",
-    model_classes=("CogVideoXTransformer3DModel",),
-    self_attention=_self_attention,
-    grid=_grid,
-    processor=CogVideoXSparseProcessor,
-    stock_processors=("CogVideoXAttnProcessor2_0",),
-)
+def _family(name: str, model_class: str) -> Family:
+    return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+                  processor=CogVideoXSparseProcessor, stock_processors=("CogVideoXAttnProcessor2_0",))
+
+
+COGVIDEOX = _family("cogvideox", "CogVideoXTransformer3DModel")
+CONSISID = _family("consisid", "ConsisIDTransformer3DModel")

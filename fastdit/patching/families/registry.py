@@ -23,6 +23,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     hunyuan_video15.HUNYUAN_VIDEO15,
     motif_video.MOTIF_VIDEO,
     cogvideox.COGVIDEOX,
+    cogvideox.CONSISID,
     ltx.LTX,
     anyflow.ANYFLOW,
     mochi.MOCHI,
