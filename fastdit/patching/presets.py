@@ -229,6 +229,7 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "skyreels_v2": _wan_architecture("skyreels_v2", "SkyReels-V2"),
     "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
     "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
+    "wan_animate": _wan_architecture("wan_animate", "Wan-Animate"),
     "anyflow": _wan_architecture("anyflow", "AnyFlow"),
     "consisid": Preset("consisid", "radial", {"radial": _RADIAL_UNPUBLISHED},
                        source="nothing published for ConsisID: CogVideoX's setting, whose blocks it keeps; n_train "

@@ -48,6 +48,15 @@ def _wan_vace(grid, batch):
     return dict(**_wan(grid, batch), control_hidden_states=_randn(batch, 16, t, 2 * h, 2 * w))
 
 
+def _wan_animate(grid, batch):
+    """Latent frame 0 is the reference image; the face video's 77 frames compress to the 21 latent frames."""
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 12, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_image=_randn(batch, 5, 16),
+                pose_hidden_states=_randn(batch, 4, t - 1, 2 * h, 2 * w),
+                face_pixel_values=_randn(batch, 3, 77, 16, 16))
+
+
 def _hunyuan(grid, batch):
     t, h, w = grid
     return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
@@ -167,6 +176,11 @@ CASES = {case.name: case for case in (
          ("blocks.0.attn2",)),
     Case("wan_vace", lambda: dummy_wan_variant("WanVACETransformer3DModel", vace_layers=[0], vace_in_channels=16),
          _wan_vace, _VIDEO_GRIDS, ("blocks.0.attn2", "vace_blocks.0.attn2")),
+    Case("wan_animate", lambda: dummy_wan_variant(
+        "WanAnimateTransformer3DModel", in_channels=12, latent_channels=4, out_channels=4, text_dim=16, image_dim=16,
+        motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
+        motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
+        inject_face_latents_blocks=2), _wan_animate, ((21, 4, 4), (21, 3, 5)), ("blocks.0.attn2",)),
     Case("hunyuan_video", dummy_hunyuan_video_transformer, _hunyuan, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,

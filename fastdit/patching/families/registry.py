@@ -19,6 +19,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.SKYREELS_V2,
     wan.CHRONOEDIT,
     wan.WAN_VACE,
+    wan.WAN_ANIMATE,
     hunyuan_video.HUNYUAN_VIDEO,
     hunyuan_video15.HUNYUAN_VIDEO15,
     motif_video.MOTIF_VIDEO,

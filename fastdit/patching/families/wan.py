@@ -1,5 +1,5 @@
 """The Wan architecture: Wan 2.1 / 2.2 (``WanTransformer3DModel``) and the models built on it, SkyReels-V2,
-ChronoEdit and Wan-VACE; video self-attention in ``blocks.N.attn1``.
+ChronoEdit, Wan-VACE and Wan-Animate; video self-attention in ``blocks.N.attn1``.
 
 Token order is frame-major ``(f, h, w)``; the grid is the latent ``[B, C, F, H, W]`` divided by
 ``config.patch_size``. Self-attention has no text (text enters through ``attn2``, cross-attention, which is
@@ -8,7 +8,9 @@ Wan 2.2 A14B's two experts (``transformer`` and ``transformer_2``) are both pipe
 patched. ``WanAttnProcessor`` calls ``dispatch_attention_fn``, so fastdit takes the call there (the generic
 path): projections, norms and RoPE stay diffusers' own. SkyReels-V2 and ChronoEdit keep Wan's blocks, grid and
 processor (under their own class names); Wan-VACE adds ``vace_blocks``, whose ``attn1`` attends the control
-video's tokens on the same grid (numbered after the main blocks).
+video's tokens on the same grid (numbered after the main blocks); Wan-Animate's reference image is latent frame
+0 of ``hidden_states`` (so radial's frame-0 sink is the reference), and its face adapter, which attends the
+face video's motion features, is left untouched.
 """
 
 from __future__ import annotations
@@ -39,3 +41,4 @@ SKYREELS_V2 = _family("skyreels_v2", "SkyReelsV2Transformer3DModel", "SkyReelsV2
                       "SkyReelsV2AttnProcessor2_0")
 CHRONOEDIT = _family("chronoedit", "ChronoEditTransformer3DModel")
 WAN_VACE = _family("wan_vace", "WanVACETransformer3DModel")
+WAN_ANIMATE = _family("wan_animate", "WanAnimateTransformer3DModel")
