@@ -247,7 +247,7 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
                       source=f"nothing published for {model}: GRAT's image setting, as for Flux, whose architecture it "
                              "keeps; n_train from the checkpoint's size (n_train=)")
        for family, model in (("chroma", "Chroma"), ("longcat_image", "LongCat-Image"), ("ovis_image", "Ovis-Image"),
-                             ("bria", "Bria"))},
+                             ("bria", "Bria"), ("flux2", "FLUX.2"))},
     "qwen_image": Preset("qwen_image", "grat", {"grat": _GRAT_IMAGE},
                          source="nothing published for Qwen-Image: GRAT's image setting, as for Flux; n_train from "
                                 "the checkpoint's size (n_train=)"),

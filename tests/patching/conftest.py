@@ -127,6 +127,17 @@ def _flux_like(grid, batch):
     return inputs
 
 
+def _flux2(grid, batch):
+    _, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    zeros = torch.zeros_like(rows)
+    img_ids = torch.stack([zeros, rows, cols, zeros], -1).reshape(1, -1, 4).expand(batch, -1, -1)
+    txt_ids = torch.stack([torch.zeros(TEXT), torch.zeros(TEXT), torch.zeros(TEXT), torch.arange(TEXT)], -1)
+    return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 32),
+                timestep=_timestep(batch, 0.5), img_ids=img_ids, txt_ids=txt_ids[None].expand(batch, -1, -1),
+                guidance=torch.full((batch,), 3.5))
+
+
 def _qwen_image(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
@@ -202,6 +213,9 @@ CASES = {case.name: case for case in (
          _IMAGE_GRIDS),
     Case("bria", lambda: dummy_flux_variant("BriaTransformer2DModel", pooled_projection_dim=32), _flux_like,
          _IMAGE_GRIDS),
+    Case("flux2", lambda: dummy_flux_variant("Flux2Transformer2DModel", patch_size=1, out_channels=4,
+                                             timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4)),
+         _flux2, _IMAGE_GRIDS),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),

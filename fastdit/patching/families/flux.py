@@ -1,5 +1,5 @@
-"""The Flux architecture: Flux.1 (``FluxTransformer2DModel``) and the image models built like it, Chroma,
-LongCat-Image, Ovis-Image and Bria; joint attention, ``[text ; image]``, RoPE over the whole sequence.
+"""The Flux architecture: Flux.1 (``FluxTransformer2DModel``), FLUX.2 and the image models built like them,
+Chroma, LongCat-Image, Ovis-Image and Bria; joint attention, ``[text ; image]``, RoPE over the whole sequence.
 
 Double-stream blocks (``transformer_blocks.N.attn``) get the text as ``encoder_hidden_states``; single-stream
 blocks (``single_transformer_blocks.N.attn``) get text and image already concatenated and can't tell the text
@@ -8,7 +8,9 @@ comes from ``img_ids`` (``(0, row, col)`` per packed 2×2 latent patch, raster o
 passed through ``joint_attention_kwargs`` reaches the engine like any other key mask. ``FluxAttnProcessor``
 calls ``dispatch_attention_fn``: fastdit takes the call there (the generic path), with the text first. Layers
 are numbered double blocks first, then single blocks. The others keep Flux's blocks, ids and text-first
-order, each with its own dispatching processor.
+order, each with its own dispatching processor. FLUX.2's ids have a fourth coordinate (``(t, row, col, layer)``);
+an edit call appends its reference images to the image stream, which the grid then doesn't match, so such a
+call runs dense and ``stats`` says "grid mismatch".
 """
 
 from __future__ import annotations
@@ -51,3 +53,4 @@ CHROMA = _family("chroma", "ChromaTransformer2DModel", "FluxAttnProcessor", "Flu
 LONGCAT_IMAGE = _family("longcat_image", "LongCatImageTransformer2DModel", "LongCatImageAttnProcessor")
 OVIS_IMAGE = _family("ovis_image", "OvisImageTransformer2DModel", "OvisImageAttnProcessor")
 BRIA = _family("bria", "BriaTransformer2DModel", "BriaAttnProcessor")
+FLUX2 = _family("flux2", "Flux2Transformer2DModel", "Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor")

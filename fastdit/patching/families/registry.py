@@ -33,6 +33,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.LONGCAT_IMAGE,
     flux.OVIS_IMAGE,
     flux.BRIA,
+    flux.FLUX2,
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     sd3.SD3,
