@@ -1,5 +1,5 @@
-"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video and Mochi
-models and pipelines, built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video (1 and 2)
+and Mochi models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -141,6 +141,18 @@ def dummy_ltx_transformer(seed: int = 0, num_layers: int = 1):
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
         cross_attention_dim=16, num_layers=num_layers, caption_channels=16,
     ).eval()
+
+
+def dummy_ltx2_transformer(seed: int = 0, num_layers: int = 2):
+    """An ``LTX2VideoTransformer3DModel`` (video and audio streams) at diffusers' own test width."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
+        qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
 
 
 def dummy_mochi_transformer(seed: int = 0, num_layers: int = 2):

@@ -231,6 +231,9 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
     "wan_animate": _wan_architecture("wan_animate", "Wan-Animate"),
     "anyflow": _wan_architecture("anyflow", "AnyFlow"),
+    "ltx2": Preset("ltx2", "radial", {"radial": _RADIAL_UNPUBLISHED},
+                   source="nothing published for LTX-2: LTX-Video's setting (the widest published radial windows); "
+                          "n_train from the checkpoint's size (n_train=)"),
     "consisid": Preset("consisid", "radial", {"radial": _RADIAL_UNPUBLISHED},
                        source="nothing published for ConsisID: CogVideoX's setting, whose blocks it keeps; n_train "
                               "from the checkpoint's size (n_train=)"),

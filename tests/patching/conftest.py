@@ -17,7 +17,8 @@ from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dum
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
-                                 dummy_ltx_transformer, dummy_mochi_transformer, dummy_motif_video_transformer)
+                                 dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
+                                 dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -104,6 +105,14 @@ def _ltx(grid, batch):
     return dict(hidden_states=_randn(batch, t * h * w, 4), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 num_frames=t, height=h, width=w)
+
+
+def _ltx2(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, t * h * w, 4), audio_hidden_states=_randn(batch, 9, 4),
+                encoder_hidden_states=_randn(batch, TEXT, 16), audio_encoder_hidden_states=_randn(batch, TEXT, 16),
+                timestep=_timestep(batch), encoder_attention_mask=_padding(batch).bool(), num_frames=t, height=h,
+                width=w, audio_num_frames=9, fps=25.0)
 
 
 def _mochi(grid, batch):
@@ -202,6 +211,8 @@ CASES = {case.name: case for case in (
     Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
+    Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
+                                                             "transformer_blocks.0.audio_attn1")),
     Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
     Case("chroma", lambda: dummy_flux_variant("ChromaTransformer2DModel", approximator_num_channels=8,

@@ -1,9 +1,12 @@
-"""LTX-Video (``LTXVideoTransformer3DModel``): video self-attention in ``transformer_blocks.N.attn1``.
+"""LTX-Video (``LTXVideoTransformer3DModel``) and LTX-2 (``LTX2VideoTransformer3DModel``): video self-attention
+in ``transformer_blocks.N.attn1``.
 
 The latent arrives already packed (``[B, S, C]``); the pipeline passes the token grid as the forward
 arguments ``num_frames``, ``height`` and ``width``, which is where the grid is read. Text enters through
 ``attn2`` (cross-attention with a padding bias), which stays untouched. ``LTXVideoAttnProcessor`` calls
-``dispatch_attention_fn``: fastdit takes the call there (the generic path).
+``dispatch_attention_fn``: fastdit takes the call there (the generic path). LTX-2 adds an audio stream with its
+own self-attention (``audio_attn1``) and audio-video cross-attention; only the video's self-attention is
+sparsified, the audio's stays dense (it is short, and no sparse rule for it is published).
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return TokenGrid(*sizes)
 
 
-LTX = Family(
-    name="ltx",
-    model_classes=("LTXVideoTransformer3DModel",),
-    self_attention=_self_attention,
-    grid=_grid,
-    processor=None,  # LTXVideoAttnProcessor dispatches: the generic path
-    stock_processors=("LTXVideoAttnProcessor",),
-    grid_inputs=("num_frames", "height", "width"),
-)
+def _family(name: str, model_class: str, stock: str) -> Family:
+    return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+                  processor=None,  # the stock processor dispatches: the generic path
+                  stock_processors=(stock,), grid_inputs=("num_frames", "height", "width"))
+
+
+LTX = _family("ltx", "LTXVideoTransformer3DModel", "LTXVideoAttnProcessor")
+LTX2 = _family("ltx2", "LTX2VideoTransformer3DModel", "LTX2AudioVideoAttnProcessor")

@@ -26,6 +26,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     cogvideox.COGVIDEOX,
     cogvideox.CONSISID,
     ltx.LTX,
+    ltx.LTX2,
     anyflow.ANYFLOW,
     mochi.MOCHI,
     flux.FLUX,
