@@ -215,45 +215,20 @@ PRESETS["fastdit/tiny-wan"] = Preset(
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
-def _wan_architecture(family: str, model: str) -> Preset:
-    """The default of a family built on Wan2.1's architecture, for which no sparse setting is published."""
-    return Preset(family, "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS},
-                  source=f"nothing published for {model}: Wan2.1's settings, whose architecture it keeps; its "
-                         "training size varies by checkpoint, so entropy scaling needs n_train=")
+def _unpublished(family: str, model: str, borrowed: str) -> Preset:
+    """The default of a family for which no sparse setting is published: the settings of the ``borrowed``
+    family's default (the nearest architecture with published ones), said as such."""
+    like = FAMILY_DEFAULTS[borrowed]
+    return Preset(family, like.method, like.methods,
+                  source=f"nothing published for {model}: the {borrowed} family's settings ({like.method}), the "
+                         "nearest architecture with published ones; its training size varies by checkpoint, so "
+                         "entropy scaling needs n_train=")
 
 
 # Family defaults: the family's flagship preset, with n_train left to the model config where it states the
 # training size (UNet, SD3: ``sample_size``), so e.g. SD 2.x (768 px) gets its own.
 FAMILY_DEFAULTS: dict[str, Preset] = {
     "wan": PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"],
-    "skyreels_v2": _wan_architecture("skyreels_v2", "SkyReels-V2"),
-    "chronoedit": _wan_architecture("chronoedit", "ChronoEdit"),
-    "wan_vace": _wan_architecture("wan_vace", "Wan-VACE"),
-    "wan_animate": _wan_architecture("wan_animate", "Wan-Animate"),
-    "anyflow": _wan_architecture("anyflow", "AnyFlow"),
-    "ltx2": Preset("ltx2", "radial", {"radial": _RADIAL_UNPUBLISHED},
-                   source="nothing published for LTX-2: LTX-Video's setting (the widest published radial windows); "
-                          "n_train from the checkpoint's size (n_train=)"),
-    "consisid": Preset("consisid", "radial", {"radial": _RADIAL_UNPUBLISHED},
-                       source="nothing published for ConsisID: CogVideoX's setting, whose blocks it keeps; n_train "
-                              "from the checkpoint's size (n_train=)"),
-    "motif_video": Preset("motif_video", "radial", {"radial": _RADIAL_HUNYUAN},
-                          source="nothing published for Motif-Video: HunyuanVideo's radial setting (the same joint "
-                                 "blocks); n_train from the checkpoint's size (n_train=)"),
-    "hunyuan_image": Preset("hunyuan_image", "grat", {"grat": _GRAT_IMAGE},
-                            source="nothing published for HunyuanImage: GRAT's image setting, as for Flux; n_train "
-                                   "from the checkpoint's size (n_train=)"),
-    "hunyuan_video15": Preset("hunyuan_video15", "radial", {"radial": _RADIAL_HUNYUAN},
-                              source="nothing published for HunyuanVideo-1.5 (its own SSTA is another method): "
-                                     "HunyuanVideo's radial setting; n_train from the checkpoint's size (n_train=)"),
-    **{family: Preset(family, "grat", {"grat": _GRAT_IMAGE},
-                      source=f"nothing published for {model}: GRAT's image setting, as for Flux, whose architecture it "
-                             "keeps; n_train from the checkpoint's size (n_train=)")
-       for family, model in (("chroma", "Chroma"), ("longcat_image", "LongCat-Image"), ("ovis_image", "Ovis-Image"),
-                             ("bria", "Bria"), ("flux2", "FLUX.2"))},
-    "qwen_image": Preset("qwen_image", "grat", {"grat": _GRAT_IMAGE},
-                         source="nothing published for Qwen-Image: GRAT's image setting, as for Flux; n_train from "
-                                "the checkpoint's size (n_train=)"),
     "hunyuan_video": PRESETS["hunyuanvideo-community/HunyuanVideo"],
     "cogvideox": PRESETS["THUDM/CogVideoX-5b"],
     "ltx": PRESETS["Lightricks/LTX-Video"],
@@ -262,6 +237,24 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "sd3": Preset("sd3", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
     "unet": Preset("unet", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
 }
+FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family, model, borrowed in (
+    ("skyreels_v2", "SkyReels-V2", "wan"),
+    ("chronoedit", "ChronoEdit", "wan"),
+    ("wan_vace", "Wan-VACE", "wan"),
+    ("wan_animate", "Wan-Animate", "wan"),
+    ("anyflow", "AnyFlow", "wan"),
+    ("hunyuan_video15", "HunyuanVideo-1.5 (its own SSTA is another method)", "hunyuan_video"),
+    ("motif_video", "Motif-Video", "hunyuan_video"),
+    ("consisid", "ConsisID", "cogvideox"),
+    ("ltx2", "LTX-2", "ltx"),
+    ("flux2", "FLUX.2", "flux"),
+    ("chroma", "Chroma", "flux"),
+    ("longcat_image", "LongCat-Image", "flux"),
+    ("ovis_image", "Ovis-Image", "flux"),
+    ("bria", "Bria", "flux"),
+    ("qwen_image", "Qwen-Image", "flux"),
+    ("hunyuan_image", "HunyuanImage", "flux"),
+)})
 
 
 def find_preset(name_or_path: str | None) -> Preset | None:

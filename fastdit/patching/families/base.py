@@ -23,8 +23,8 @@ from fastdit.patching.ops import new_handle
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "grid_with_conditioning", "qkv_projections", "added_projections", "heads_first",
-           "heads_merged", "qk_norm", "split_text"]
+           "latent_grid", "grid_with_conditioning", "double_then_single", "qkv_projections", "added_projections",
+           "heads_first", "heads_merged", "qk_norm", "split_text"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,14 @@ def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> Tok
     frames = x.shape[frames_dim] if x.ndim == 5 else 1
     pt, ph, pw = patch
     return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
+
+
+def double_then_single(model: torch.nn.Module) -> Iterator[tuple[int, torch.nn.Module]]:
+    """``(layer, attn)`` of the double-stream blocks (``transformer_blocks``), then the single-stream ones
+    (``single_transformer_blocks``): the self-attention of Flux, HunyuanVideo and the models built like them."""
+    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
+    for i, block in enumerate(blocks):
+        yield i, block.attn
 
 
 def grid_with_conditioning(model: torch.nn.Module, args: tuple, kwargs: dict, patch: tuple[int, int, int],

@@ -18,13 +18,7 @@ from __future__ import annotations
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input
-
-
-def _self_attention(model):
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    for i, block in enumerate(blocks):
-        yield i, block.attn
+from fastdit.patching.families.base import Family, double_then_single, forward_input
 
 
 def _ids(x) -> torch.Tensor | None:
@@ -43,7 +37,7 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 
 
 def _family(name: str, model_class: str, *stock: str) -> Family:
-    return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+    return Family(name=name, model_classes=(model_class,), self_attention=double_then_single, grid=_grid,
                   processor=None,  # the stock processor dispatches: the generic path
                   stock_processors=stock, grid_inputs=("img_ids", "txt_ids"), text_position="before")
 

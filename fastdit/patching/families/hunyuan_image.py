@@ -10,13 +10,7 @@ there (the generic path). The grid is ``hidden_states`` (``[B, C, H, W]``, or ``
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, grid_with_conditioning
-
-
-def _self_attention(model):
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    for i, block in enumerate(blocks):
-        yield i, block.attn
+from fastdit.patching.families.base import Family, double_then_single, grid_with_conditioning
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
@@ -31,7 +25,7 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 HUNYUAN_IMAGE = Family(
     name="hunyuan_image",
     model_classes=("HunyuanImageTransformer2DModel",),
-    self_attention=_self_attention,
+    self_attention=double_then_single,
     grid=_grid,
     processor=None,  # HunyuanImageAttnProcessor dispatches: the generic path
     stock_processors=("HunyuanImageAttnProcessor",),

@@ -13,13 +13,7 @@ double blocks first, then single blocks.
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, grid_with_conditioning
-
-
-def _self_attention(model):
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    for i, block in enumerate(blocks):
-        yield i, block.attn
+from fastdit.patching.families.base import Family, double_then_single, grid_with_conditioning
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
@@ -31,7 +25,7 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 HUNYUAN_VIDEO = Family(
     name="hunyuan_video",
     model_classes=("HunyuanVideoTransformer3DModel",),
-    self_attention=_self_attention,
+    self_attention=double_then_single,
     grid=_grid,
     processor=None,  # HunyuanVideoAttnProcessor2_0 dispatches: the generic path
     grid_inputs=("hidden_states", "encoder_hidden_states"),

@@ -9,13 +9,7 @@ takes the call there (the generic path). The grid is ``hidden_states [B, C, F, H
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, grid_with_conditioning
-
-
-def _self_attention(model):
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    for i, block in enumerate(blocks):
-        yield i, block.attn
+from fastdit.patching.families.base import Family, double_then_single, grid_with_conditioning
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
@@ -27,7 +21,7 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 MOTIF_VIDEO = Family(
     name="motif_video",
     model_classes=("MotifVideoTransformer3DModel",),
-    self_attention=_self_attention,
+    self_attention=double_then_single,
     grid=_grid,
     processor=None,  # MotifVideoAttnProcessor2_0 dispatches: the generic path
     stock_processors=("MotifVideoAttnProcessor2_0",),
