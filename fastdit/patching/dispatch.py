@@ -2,9 +2,9 @@
 
 Every new-style diffusers processor (Wan, and most transformers since) projects q, k, v, applies its norms and
 RoPE, then calls ``dispatch_attention_fn(..., backend=self._attention_backend)``. fastdit leaves that stock
-processor installed and gives it, on each video self-attention module only, a backend of its own: an entry of
-diffusers' backend registry that knows its layer (one entry per patched module), so the call arrives with
-diffusers' own projections, norms and RoPE already applied. Everything else keeps going where the user sent it:
+processor installed and sets its backend, on each video self-attention module only, to fastdit's entry in
+diffusers' backend registry, so the call arrives with diffusers' own projections, norms and RoPE already
+applied. Everything else keeps going where the user sent it:
 cross-attention modules are never touched, and a self-attention call fastdit can't take (dropout, a causal
 flag, a custom scale, grouped-query heads) goes to the user's backend, as do dense warm-up steps and layers.
 
