@@ -4,9 +4,9 @@ Every new-style diffusers processor (Wan, and most transformers since) projects 
 RoPE, then calls ``dispatch_attention_fn(..., backend=self._attention_backend)``. fastdit leaves that stock
 processor installed and sets its backend, on each video self-attention module only, to fastdit's entry in
 diffusers' backend registry, so the call arrives with diffusers' own projections, norms and RoPE already
-applied. Everything else keeps going where the user sent it:
-cross-attention modules are never touched, and a self-attention call fastdit can't take (dropout, a causal
-flag, a custom scale, grouped-query heads) goes to the user's backend, as do dense warm-up steps and layers.
+applied. Everything else keeps going where the user sent it: cross-attention modules are never touched, and a
+self-attention call fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads) goes to
+the user's backend, as do dense warm-up steps and layers.
 
 One backend entry serves every patched module: the module's forward pre-hook names the module's fastdit
 handler just before its processor runs, and the entry reads it. The handler's handle is a tensor, so the
