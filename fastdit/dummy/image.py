@@ -75,6 +75,16 @@ def dummy_hunyuan_image_transformer(seed: int = 0):
                                           text_embed_dim=16, rope_axes_dim=(8, 8)).eval()
 
 
+def dummy_cogview3plus_transformer(seed: int = 0):
+    """A ``CogView3PlusTransformer2DModel`` (CogVideoX's blocks on an image) at toy width."""
+    from diffusers import CogView3PlusTransformer2DModel
+
+    torch.manual_seed(seed)
+    return CogView3PlusTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+                                          num_attention_heads=4, out_channels=4, text_embed_dim=32, time_embed_dim=8,
+                                          condition_dim=2, pos_embed_max_size=32, sample_size=16).eval()
+
+
 def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_layers: tuple[int, ...] = ()):
     """``SD3Transformer2DModel`` (``dual_attention_layers`` gives SD3.5-style image-only ``attn2`` blocks)."""
     from diffusers import SD3Transformer2DModel

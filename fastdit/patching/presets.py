@@ -254,6 +254,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("bria", "Bria", "flux"),
     ("qwen_image", "Qwen-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
+    ("cogview3plus", "CogView3-Plus", "flux"),
 )})
 
 

@@ -13,8 +13,9 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_flux_transformer, dummy_flux_variant, dummy_hunyuan_image_transformer,
-                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_flux_transformer, dummy_flux_variant,
+                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
+                                 dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
@@ -154,6 +155,14 @@ def _qwen_image(grid, batch):
                 img_shapes=[[(1, h, w)]] * batch)
 
 
+def _cogview3plus(grid, batch):
+    _, h, w = grid
+    size = torch.tensor([[2 * h, 2 * w]] * batch)
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
+                timestep=_timestep(batch), original_size=size, target_size=size,
+                crop_coords=torch.zeros(batch, 2, dtype=torch.long))
+
+
 def _sd3(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
@@ -230,6 +239,7 @@ CASES = {case.name: case for case in (
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),

@@ -1,5 +1,6 @@
-"""CogVideoX 1.0 and 1.5 (``CogVideoXTransformer3DModel``), and ConsisID built on it
-(``ConsisIDTransformer3DModel``, the same blocks and processor): joint attention, ``[text ; video]``.
+"""CogVideoX 1.0 and 1.5 (``CogVideoXTransformer3DModel``), and the models with its blocks and processor:
+ConsisID (``ConsisIDTransformer3DModel``) and the image model CogView3-Plus (``CogView3PlusTransformer2DModel``,
+``hidden_states [B, C, H, W]``, one frame); joint attention, ``[text ; video]``.
 
 The text (``max_text_seq_length`` tokens, not masked) comes first; the processor returns
 ``(video, text)``. The latent is ``[B, F, C, H, W]`` (frames before channels) and 1.5 also patchifies time
@@ -62,3 +63,4 @@ def _family(name: str, model_class: str) -> Family:
 
 COGVIDEOX = _family("cogvideox", "CogVideoXTransformer3DModel")
 CONSISID = _family("consisid", "ConsisIDTransformer3DModel")
+COGVIEW3PLUS = _family("cogview3plus", "CogView3PlusTransformer2DModel")

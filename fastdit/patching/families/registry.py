@@ -25,6 +25,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     motif_video.MOTIF_VIDEO,
     cogvideox.COGVIDEOX,
     cogvideox.CONSISID,
+    cogvideox.COGVIEW3PLUS,
     ltx.LTX,
     ltx.LTX2,
     anyflow.ANYFLOW,
