@@ -10,6 +10,22 @@ import platform
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--models", action="store_true",
+                        help="print the supported models as the README's markdown table (made from the families)")
+
+
+def models_table() -> str:
+    """The supported model families as a markdown table: one row per registered family, in the table's order,
+    from the family's own data (the README's "Supported models" table is this output)."""
+    from fastdit.patching.families import families
+
+    rows = ["| family | model classes | sparsified (self-attention) | left untouched | grid read from | path |",
+            "|---|---|---|---|---|---|"]
+    for name, f in families().items():
+        classes = ", ".join(f"`{cls}`" for cls in f.model_classes)
+        path = "generic" if f.processor is None else "processor"
+        rows.append(f"| `{name}` | {classes} ({f.models}) | {f.sparsified} | {f.untouched} | {f.grid_rule} | {path} |")
+    return "\n".join(rows) + "\n"
 
 
 def collect() -> dict:
@@ -59,6 +75,9 @@ def collect() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.models:
+        print(models_table(), end="")
+        return 0
     info = collect()
     if args.json:
         print(json.dumps(info, indent=2))

@@ -1,28 +1,25 @@
-"""The README's model table and ``fastdit info`` come from the same data: every registered family has its row
-with its model classes and its path, and every class fastdit refuses is named with the refusal."""
+"""The README's model table is ``fastdit info --models``, made from the families' own data; every class fastdit
+refuses is named beside it with the refusal."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from fastdit.cli.info import models_table
 from fastdit.patching.families import UNSUPPORTED, families
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _rows() -> dict[str, str]:
+def test_the_readme_table_is_the_one_the_families_make():
     text = README.read_text()
-    table = text[text.index("## Supported models"):text.index("**Not supported**")]
-    return {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", table, re.M)}
+    table = text[text.index("| family | model classes |"):text.index("**Not supported**")].strip() + "\n"
+    assert table == models_table(), "README's model table is stale: paste `fastdit info --models` there"
 
 
-def test_every_family_has_its_row_with_its_classes_and_path():
-    rows = _rows()
-    assert set(rows) == set(families())
+def test_every_family_describes_itself():
     for name, family in families().items():
-        assert all(f"`{cls}`" in rows[name] for cls in family.model_classes), name
-        assert ("generic path" in rows[name]) == (family.processor is None), name
+        assert family.models and family.sparsified and family.grid_rule, name
 
 
 def test_every_refused_class_is_named_in_the_readme():

@@ -30,4 +30,8 @@ ANYFLOW = Family(
     grid=_grid,
     processor=None,  # AnyFlowAttnProcessor dispatches: the generic path
     stock_processors=("AnyFlowAttnProcessor",),
+    models="AnyFlow, bidirectional; the causal FAR variant is not covered",
+    sparsified="`blocks.N.attn1`",
+    untouched="`attn2`",
+    grid_rule="`hidden_states [B,F,C,H,W]` ÷ `config.patch_size`",
 )

@@ -43,7 +43,9 @@ class Family:
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
     ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
     ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"`` or
-    ``"after"`` the video tokens; how many comes from ``grid``).
+    ``"after"`` the video tokens; how many comes from ``grid``). ``models``, ``sparsified``, ``untouched`` and
+    ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the README's model table, which are made
+    from them.
     """
 
     name: str
@@ -56,6 +58,10 @@ class Family:
     train_tokens: Callable[[torch.nn.Module], int | None] | None = None
     grid_inputs: tuple[str, ...] = ("hidden_states",)
     text_position: str = "after"
+    models: str = ""
+    sparsified: str = ""
+    untouched: str = "—"
+    grid_rule: str = ""
 
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables processors receive for RoPE

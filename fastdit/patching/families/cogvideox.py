@@ -56,11 +56,14 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch, frames_dim=1)
 
 
-def _family(name: str, model_class: str) -> Family:
+def _family(name: str, model_class: str, models: str,
+            grid_rule: str = "`hidden_states [B,F,C,H,W]` ÷ patch") -> Family:
     return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
-                  processor=CogVideoXSparseProcessor, stock_processors=("CogVideoXAttnProcessor2_0",))
+                  processor=CogVideoXSparseProcessor, stock_processors=("CogVideoXAttnProcessor2_0",), models=models,
+                  sparsified="`transformer_blocks.N.attn1` (joint, text first)", grid_rule=grid_rule)
 
 
-COGVIDEOX = _family("cogvideox", "CogVideoXTransformer3DModel")
-CONSISID = _family("consisid", "ConsisIDTransformer3DModel")
-COGVIEW3PLUS = _family("cogview3plus", "CogView3PlusTransformer2DModel")
+COGVIDEOX = _family("cogvideox", "CogVideoXTransformer3DModel", "CogVideoX 1.0; 1.5 with `patch_size_t=2`")
+CONSISID = _family("consisid", "ConsisIDTransformer3DModel", "ConsisID, CogVideoX blocks")
+COGVIEW3PLUS = _family("cogview3plus", "CogView3PlusTransformer2DModel", "CogView3-Plus, CogVideoX blocks",
+                       grid_rule="`hidden_states [B,C,H,W]` ÷ patch")

@@ -36,15 +36,22 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return TokenGrid(1, rows, cols, text_tokens=0 if txt_ids is None else txt_ids.shape[0], text_position="before")
 
 
-def _family(name: str, model_class: str, *stock: str) -> Family:
+def _family(name: str, model_class: str, models: str, *stock: str,
+            grid_rule: str = "`img_ids`; text length from `txt_ids`") -> Family:
     return Family(name=name, model_classes=(model_class,), self_attention=double_then_single, grid=_grid,
                   processor=None,  # the stock processor dispatches: the generic path
-                  stock_processors=stock, grid_inputs=("img_ids", "txt_ids"), text_position="before")
+                  stock_processors=stock, grid_inputs=("img_ids", "txt_ids"), text_position="before", models=models,
+                  sparsified="double- and single-stream `attn` (joint, text first)", grid_rule=grid_rule)
 
 
-FLUX = _family("flux", "FluxTransformer2DModel", "FluxAttnProcessor", "FluxAttnProcessor2_0")
-CHROMA = _family("chroma", "ChromaTransformer2DModel", "FluxAttnProcessor", "FluxAttnProcessor2_0")
-LONGCAT_IMAGE = _family("longcat_image", "LongCatImageTransformer2DModel", "LongCatImageAttnProcessor")
-OVIS_IMAGE = _family("ovis_image", "OvisImageTransformer2DModel", "OvisImageAttnProcessor")
-BRIA = _family("bria", "BriaTransformer2DModel", "BriaAttnProcessor")
-FLUX2 = _family("flux2", "Flux2Transformer2DModel", "Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor")
+FLUX = _family("flux", "FluxTransformer2DModel", "FLUX.1", "FluxAttnProcessor", "FluxAttnProcessor2_0")
+CHROMA = _family("chroma", "ChromaTransformer2DModel", "Chroma, Flux architecture", "FluxAttnProcessor",
+                 "FluxAttnProcessor2_0")
+LONGCAT_IMAGE = _family("longcat_image", "LongCatImageTransformer2DModel", "LongCat-Image, Flux architecture",
+                        "LongCatImageAttnProcessor")
+OVIS_IMAGE = _family("ovis_image", "OvisImageTransformer2DModel", "Ovis-Image, Flux architecture",
+                     "OvisImageAttnProcessor")
+BRIA = _family("bria", "BriaTransformer2DModel", "Bria, Flux architecture", "BriaAttnProcessor")
+FLUX2 = _family("flux2", "Flux2Transformer2DModel", "FLUX.2; edit calls with reference images run dense",
+                "Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor",
+                grid_rule="`img_ids` (4 coordinates); text length from `txt_ids`")

@@ -30,4 +30,9 @@ HUNYUAN_IMAGE = Family(
     processor=None,  # HunyuanImageAttnProcessor dispatches: the generic path
     stock_processors=("HunyuanImageAttnProcessor",),
     grid_inputs=("hidden_states", "encoder_hidden_states", "encoder_hidden_states_2"),
+    models="HunyuanImage 2.1",
+    sparsified=("`transformer_blocks.N.attn`, `single_transformer_blocks.N.attn` (joint, text after; padded prompt "
+                "keys stay masked)"),
+    untouched="text token refiner",
+    grid_rule="`hidden_states` ÷ patch; text length from `encoder_hidden_states` (and `encoder_hidden_states_2`)",
 )

@@ -30,4 +30,9 @@ HUNYUAN_VIDEO = Family(
     processor=None,  # HunyuanVideoAttnProcessor2_0 dispatches: the generic path
     grid_inputs=("hidden_states", "encoder_hidden_states"),
     stock_processors=("HunyuanVideoAttnProcessor2_0",),
+    models="HunyuanVideo",
+    sparsified=("`transformer_blocks.N.attn`, `single_transformer_blocks.N.attn` (joint, text after video; padded "
+                "prompt keys stay masked)"),
+    untouched="text token refiner",
+    grid_rule="`hidden_states` ÷ patch; text length from `encoder_hidden_states`",
 )

@@ -35,4 +35,9 @@ HUNYUAN_VIDEO15 = Family(
     processor=None,  # HunyuanVideo15AttnProcessor2_0 dispatches: the generic path
     stock_processors=("HunyuanVideo15AttnProcessor2_0",),
     grid_inputs=("hidden_states", *_CONDITIONING),
+    models="HunyuanVideo-1.5",
+    sparsified="`transformer_blocks.N.attn` (joint: video, then image, ByT5 and LLM tokens, padded ones masked)",
+    untouched="text token refiner",
+    grid_rule=("`hidden_states` ÷ patch; conditioning count from `encoder_hidden_states`, `encoder_hidden_states_2`, "
+               "`image_embeds`"),
 )

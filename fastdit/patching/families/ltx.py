@@ -27,11 +27,15 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return TokenGrid(*sizes)
 
 
-def _family(name: str, model_class: str, stock: str) -> Family:
+def _family(name: str, model_class: str, stock: str, models: str, sparsified: str, untouched: str) -> Family:
     return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
                   processor=None,  # the stock processor dispatches: the generic path
-                  stock_processors=(stock,), grid_inputs=("num_frames", "height", "width"))
+                  stock_processors=(stock,), grid_inputs=("num_frames", "height", "width"), models=models,
+                  sparsified=sparsified, untouched=untouched, grid_rule="forward args `num_frames, height, width`")
 
 
-LTX = _family("ltx", "LTXVideoTransformer3DModel", "LTXVideoAttnProcessor")
-LTX2 = _family("ltx2", "LTX2VideoTransformer3DModel", "LTX2AudioVideoAttnProcessor")
+LTX = _family("ltx", "LTXVideoTransformer3DModel", "LTXVideoAttnProcessor", "LTX-Video",
+              "`transformer_blocks.N.attn1`", "`attn2`")
+LTX2 = _family("ltx2", "LTX2VideoTransformer3DModel", "LTX2AudioVideoAttnProcessor", "LTX-2, video and audio",
+               "`transformer_blocks.N.attn1` (the video's)",
+               "`attn2`, the audio's self-attention and the audio-video cross-attention")

@@ -74,4 +74,8 @@ MOCHI = Family(
     grid=_grid,
     processor=MochiSparseProcessor,
     stock_processors=("MochiAttnProcessor2_0",),
+    models="Mochi 1",
+    sparsified=("`transformer_blocks.N.attn1` (joint; padded prompt tokens dropped per sample, as the stock processor "
+                "does)"),
+    grid_rule="`hidden_states` ÷ patch",
 )

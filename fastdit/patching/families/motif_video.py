@@ -26,4 +26,8 @@ MOTIF_VIDEO = Family(
     processor=None,  # MotifVideoAttnProcessor2_0 dispatches: the generic path
     stock_processors=("MotifVideoAttnProcessor2_0",),
     grid_inputs=("hidden_states", "image_embeds", "encoder_hidden_states"),
+    models="Motif-Video",
+    sparsified=("`transformer_blocks.N.attn`, `single_transformer_blocks.N.attn` (joint: video, then image and text "
+                "tokens, padded ones masked)"),
+    grid_rule="`hidden_states` ÷ patch; conditioning count from `image_embeds`, `encoder_hidden_states`",
 )

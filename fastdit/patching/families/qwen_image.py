@@ -48,4 +48,7 @@ QWEN_IMAGE = Family(
     stock_processors=("QwenDoubleStreamAttnProcessor2_0",),
     grid_inputs=("img_shapes", "encoder_hidden_states"),
     text_position="before",
+    models="Qwen-Image; one image per sample: edit calls with reference images run dense",
+    sparsified="`transformer_blocks.N.attn` (joint, text first)",
+    grid_rule="forward arg `img_shapes`; text length from `encoder_hidden_states`",
 )

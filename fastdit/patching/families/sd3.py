@@ -69,4 +69,7 @@ SD3 = Family(
     processor=SD3SparseProcessor,
     stock_processors=("JointAttnProcessor2_0",),
     train_tokens=_train_tokens,
+    models="SD3, SD3.5 incl. dual-attention `attn2`",
+    sparsified="`transformer_blocks.N.attn` (joint, text after) and `attn2`",
+    grid_rule="`hidden_states [B,C,H,W]` ÷ patch",
 )

@@ -95,4 +95,8 @@ UNET = Family(
     stock_processors=("AttnProcessor2_0",),
     train_tokens=_train_tokens,
     grid_inputs=("sample",),
+    models="SD 1.x/2.x, SDXL",
+    sparsified="every `attn1` of the down, mid and up blocks, each on its own level grid",
+    untouched="`attn2`",
+    grid_rule="`sample [B,C,H,W]`; level l: `ceil(H/2^l) × ceil(W/2^l)`",
 )

@@ -30,15 +30,22 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     return latent_grid(x, tuple(model.config.patch_size)) if getattr(x, "ndim", 0) == 5 else None
 
 
-def _family(name: str, model_class: str, *stock: str) -> Family:
+def _family(name: str, model_class: str, models: str, *stock: str, sparsified: str = "`blocks.N.attn1`",
+            untouched: str = "`attn2`") -> Family:
     return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
                   processor=None,  # the stock processor dispatches: the generic path
-                  stock_processors=stock or ("WanAttnProcessor", "WanAttnProcessor2_0"))
+                  stock_processors=stock or ("WanAttnProcessor", "WanAttnProcessor2_0"), models=models,
+                  sparsified=sparsified, untouched=untouched,
+                  grid_rule="`hidden_states [B,C,F,H,W]` ÷ `config.patch_size`")
 
 
-WAN = _family("wan", "WanTransformer3DModel")
-SKYREELS_V2 = _family("skyreels_v2", "SkyReelsV2Transformer3DModel", "SkyReelsV2AttnProcessor",
-                      "SkyReelsV2AttnProcessor2_0")
-CHRONOEDIT = _family("chronoedit", "ChronoEditTransformer3DModel")
-WAN_VACE = _family("wan_vace", "WanVACETransformer3DModel")
-WAN_ANIMATE = _family("wan_animate", "WanAnimateTransformer3DModel")
+WAN = _family("wan", "WanTransformer3DModel",
+              "Wan 2.1, Wan 2.2 A14B (`transformer` + `transformer_2`), T2V and I2V",
+              untouched="`attn2` (text, I2V image tokens)")
+SKYREELS_V2 = _family("skyreels_v2", "SkyReelsV2Transformer3DModel", "SkyReels-V2, Wan architecture",
+                      "SkyReelsV2AttnProcessor", "SkyReelsV2AttnProcessor2_0")
+CHRONOEDIT = _family("chronoedit", "ChronoEditTransformer3DModel", "ChronoEdit, Wan architecture")
+WAN_VACE = _family("wan_vace", "WanVACETransformer3DModel", "Wan-VACE",
+                   sparsified="`blocks.N.attn1`, then `vace_blocks.N.attn1` (the control video's tokens, same grid)")
+WAN_ANIMATE = _family("wan_animate", "WanAnimateTransformer3DModel",
+                      "Wan-Animate; the reference image is latent frame 0", untouched="`attn2`, the face adapter")
