@@ -1,10 +1,11 @@
 """What a model family is, and the pieces its processors share.
 
 A :class:`Family` says how to recognise a denoiser (transformer or UNet), which of its attention modules are
-video/image self-attention, how to read the latent grid and the timestep from its forward inputs, and which
-processor replaces the stock one. Processors read only public attention-module attributes (``to_q``,
-``norm_q``, ``to_out`` ...) and never touch a model's ``forward``; the small helpers below are the pieces
-several conventions share (projections, head layout, joint text/video split, the engine call).
+video/image self-attention, how to read the latent grid and the timestep from its forward inputs, and, only
+where the stock processor calls SDPA itself, which fastdit processor replaces it. Such processors read only
+public attention-module attributes (``to_q``, ``norm_q``, ``to_out`` ...) and never touch a model's
+``forward``; the small helpers below are the pieces they share (projections, head layout, joint text/video
+split, the engine call), and the grid rules several families share.
 """
 
 from __future__ import annotations
@@ -263,19 +264,13 @@ class SparseProcessorMixin:
         return dense
 
 
-def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor, fused: bool = False):
-    """``to_q/to_k/to_v`` of ``hidden_states``; with ``fused``, the fused ``to_qkv`` when the module has fused
-    its projections (only processors whose stock version honours ``fused_projections`` pass ``fused``)."""
-    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
-        return attn.to_qkv(hidden_states).chunk(3, dim=-1)
+def qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor):
+    """``to_q/to_k/to_v`` of ``hidden_states`` (the direct-SDPA stock processors never fuse them)."""
     return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
 
 
-def added_projections(attn: torch.nn.Module, encoder_hidden_states: torch.Tensor, fused: bool = False):
-    """The text stream's ``add_q/k/v_proj`` in joint attention (``to_added_qkv`` when fused, as for ``fused``
-    in :func:`qkv_projections`)."""
-    if fused and getattr(attn, "fused_projections", False) and hasattr(attn, "to_added_qkv"):
-        return attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
+def added_projections(attn: torch.nn.Module, encoder_hidden_states: torch.Tensor):
+    """The text stream's ``add_q/k/v_proj`` in joint attention."""
     return (attn.add_q_proj(encoder_hidden_states), attn.add_k_proj(encoder_hidden_states),
             attn.add_v_proj(encoder_hidden_states))
 
