@@ -33,15 +33,20 @@ def dummy_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, he
 
 def dummy_wan_variant(model_class: str, seed: int = 0, **config: Any):
     """A model of the Wan architecture's other families (``SkyReelsV2Transformer3DModel``,
-    ``ChronoEditTransformer3DModel``, ``WanVACETransformer3DModel``) at the toy width of
-    :func:`dummy_wan_transformer`; ``config`` adds or overrides constructor arguments."""
+    ``ChronoEditTransformer3DModel``, ``WanVACETransformer3DModel``, ``HeliosTransformer3DModel`` ...) at the toy
+    width of :func:`dummy_wan_transformer` (the toy arguments the class takes); ``config`` adds or overrides
+    constructor arguments."""
+    import inspect
+
     import diffusers
 
     torch.manual_seed(seed)
+    cls = getattr(diffusers, model_class)
     toy = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
                text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
                qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    return getattr(diffusers, model_class)(**{**toy, **config}).eval()
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{**{k: v for k, v in toy.items() if k in accepted}, **config}).eval()
 
 
 def dummy_wan_pipeline(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12,

@@ -243,6 +243,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("wan_vace", "Wan-VACE", "wan"),
     ("wan_animate", "Wan-Animate", "wan"),
     ("anyflow", "AnyFlow", "wan"),
+    ("helios", "Helios", "wan"),
     ("hunyuan_video15", "HunyuanVideo-1.5 (its own SSTA is another method)", "hunyuan_video"),
     ("motif_video", "Motif-Video", "hunyuan_video"),
     ("consisid", "ConsisID", "cogvideox"),

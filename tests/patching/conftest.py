@@ -59,6 +59,18 @@ def _wan_animate(grid, batch):
                 face_pixel_values=_randn(batch, 3, 77, 16, 16))
 
 
+def _helios(grid, batch):
+    """Video latents with one frame of short- and mid-range history and four of long-range history."""
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), indices_hidden_states=torch.ones(batch, t),
+                latents_history_short=_randn(batch, 4, 1, 2 * h, 2 * w),
+                indices_latents_history_short=torch.ones(batch, 1),
+                latents_history_mid=_randn(batch, 4, 1, 2 * h, 2 * w), indices_latents_history_mid=torch.ones(batch, 1),
+                latents_history_long=_randn(batch, 4, 4, 2 * h, 2 * w),
+                indices_latents_history_long=torch.ones(batch, 4))
+
+
 def _hunyuan(grid, batch):
     t, h, w = grid
     return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
@@ -210,6 +222,10 @@ CASES = {case.name: case for case in (
         motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
         motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
         inject_face_latents_blocks=2), _wan_animate, ((21, 4, 4), (21, 3, 5)), ("blocks.0.attn2",)),
+    Case("helios", lambda: dummy_wan_variant(
+        "HeliosTransformer3DModel", in_channels=4, out_channels=4, text_dim=16, rope_dim=(4, 4, 4),
+        has_multi_term_memory_patch=True, guidance_cross_attn=True, zero_history_timestep=True,
+        is_amplify_history=False, cross_attn_norm=True), _helios, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("hunyuan_video", dummy_hunyuan_video_transformer, _hunyuan, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,

@@ -65,9 +65,17 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
+    _check_context_positions(cases[family], forward, monkeypatch, "encoder_hidden_states")
+
+
+def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """Helios puts its history before the video: changing only the short-range history moves keys there only."""
+    _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
+
+
+def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> None:
     from fastdit.runtime.engine import SparseAttention
 
-    case = cases[family]
     model = case.build()
     grid = case.grids[0]
     seen = []
@@ -80,7 +88,7 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
 
     monkeypatch.setattr(SparseAttention, "__call__", spy)
     inputs = case.inputs(grid, 1)
-    other = dict(inputs, encoder_hidden_states=inputs["encoder_hidden_states"] + 1.0)
+    other = dict(inputs, **{changed_input: inputs[changed_input] + 1.0})
     fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
     try:
         forward(model, inputs)
@@ -92,4 +100,4 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
     tokens = k1.shape[2]
     expected = torch.arange(text) if position == "before" else torch.arange(tokens - text, tokens)
     assert text > 0 and changed.numel() and set(changed.tolist()) <= set(expected.tolist()), \
-        (family, text, position, changed)
+        (case.name, text, position, changed)

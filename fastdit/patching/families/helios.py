@@ -1,0 +1,58 @@
+"""Helios (``HeliosTransformer3DModel``): long-video generation on Wan's blocks, with the past as context; video
+self-attention in ``blocks.N.attn1``.
+
+Before the video tokens the model puts its history: the short-range latents patchified like the video, the
+mid-range ones at twice the patch and the long-range ones at four times (each only when its latents and
+indices are given). fastdit keeps those history tokens dense, as it does text (every query attends them and
+they attend everything), and sparsifies the video's own attention; ``HeliosAttnProcessor`` calls
+``dispatch_attention_fn``, so fastdit takes the call there (the generic path). Text enters through ``attn2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastdit.layout.grid import TokenGrid
+from fastdit.patching.families.base import Family, forward_input, latent_grid
+
+# (latents, indices, stride of the patchify as a multiple of the patch): short, mid, long range
+_HISTORY = (("latents_history_short", "indices_latents_history_short", 1),
+            ("latents_history_mid", "indices_latents_history_mid", 2),
+            ("latents_history_long", "indices_latents_history_long", 4))
+
+
+def _self_attention(model):
+    for i, block in enumerate(model.blocks):
+        yield i, block.attn1
+
+
+def _grid(model, args, kwargs) -> TokenGrid | None:
+    patch = tuple(model.config.patch_size)
+    grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch)
+    if grid is None:
+        return None
+    history = 0
+    for latents_name, indices_name, scale in _HISTORY:
+        latents = forward_input(model, args, kwargs, latents_name)
+        if isinstance(latents, torch.Tensor) and forward_input(model, args, kwargs, indices_name) is not None:
+            # the model pads each range to whole strides before its patchify
+            history += math.prod(-(-n // (p * scale)) for n, p in zip(latents.shape[2:], patch))
+    return TokenGrid(grid.t, grid.h, grid.w, text_tokens=history, text_position="before")
+
+
+HELIOS = Family(
+    name="helios",
+    model_classes=("HeliosTransformer3DModel",),
+    self_attention=_self_attention,
+    grid=_grid,
+    processor=None,  # HeliosAttnProcessor dispatches: the generic path
+    stock_processors=("HeliosAttnProcessor",),
+    grid_inputs=("hidden_states", *(name for entry in _HISTORY for name in entry[:2])),
+    text_position="before",
+    models="Helios; its short-, mid- and long-range history tokens before the video stay dense",
+    sparsified="`blocks.N.attn1` (the video's tokens)",
+    untouched="`attn2`",
+    grid_rule="`hidden_states [B,C,F,H,W]` ÷ `config.patch_size`; history count from the `latents_history_*` inputs",
+)
