@@ -6,9 +6,19 @@ the :class:`BlockLayout` (CSR over query blocks; no kernel knows which method ma
 and ``padding.py`` how much of a layout's work falls on padding.
 """
 
-from fastdit.layout.block import BlockLayout
-from fastdit.layout.grid import TokenGrid
-from fastdit.layout.order import ChunkOrder, GilbertOrder, RasterOrder, TileOrder, TokenOrder, make_order
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastdit._lazy import make_lazy
 
 __all__ = ["TokenGrid", "TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "ChunkOrder", "make_order",
            "BlockLayout"]
+# imported on first use, so ``fastdit.layout.grid`` (no torch) imports alone
+make_lazy(__name__, {"TokenGrid": "grid", "BlockLayout": "block",
+                     **{name: "order" for name in __all__ if name not in ("TokenGrid", "BlockLayout")}})
+
+if TYPE_CHECKING:
+    from fastdit.layout.block import BlockLayout
+    from fastdit.layout.grid import TokenGrid
+    from fastdit.layout.order import ChunkOrder, GilbertOrder, RasterOrder, TileOrder, TokenOrder, make_order

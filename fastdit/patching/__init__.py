@@ -6,7 +6,16 @@ each model family (one file each, and a table); ``ops.py`` the custom operators 
 and ``torch.export`` graphs whole; ``parallel/`` diffusers' context parallelism.
 """
 
-from fastdit.patching.components import denoisers
-from fastdit.patching.patch import apply, is_patched, patch_config, remove, set_observer, stats
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastdit._lazy import make_lazy
 
 __all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer", "denoisers"]
+# imported on first use, so the light modules here (``presets``) import without torch
+make_lazy(__name__, {**{name: "patch" for name in __all__}, "denoisers": "components"})
+
+if TYPE_CHECKING:
+    from fastdit.patching.components import denoisers
+    from fastdit.patching.patch import apply, is_patched, patch_config, remove, set_observer, stats

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.layout.order import choose_tile, make_order
-from fastdit.layout.padding import least_padded_tile, order_padding
 
 __all__ = ["VideoSize", "MethodPreset", "Preset", "PRESETS", "FAMILY_DEFAULTS", "find_preset", "resolve_preset",
            "preset_padding"]
@@ -308,6 +306,9 @@ def preset_padding(block_m: int = 128, kv_tile: int = 128) -> list[dict]:
     """Per preset model shape: the padding of the raster order and of the default tile order (the kernel's
     extra work on it with ``block_m x kv_tile`` tiles and with 64 x 64 tiles, tiles of padding only skipped),
     and the least-padding tile of the same volume (``fastdit info`` prints it)."""
+    from fastdit.layout.order import choose_tile, make_order  # torch: not needed to read a preset
+    from fastdit.layout.padding import least_padded_tile, order_padding
+
     rows = []
     for model, preset in PRESETS.items():
         grid, block = preset.size.grid, preset.block_size
