@@ -10,12 +10,10 @@ the call there (the generic path). Text enters through ``attn2``, left untouched
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input, latent_grid
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input, latent_grid
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

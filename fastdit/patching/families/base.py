@@ -24,8 +24,8 @@ from fastdit.patching.ops import new_handle
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "grid_with_conditioning", "double_then_single", "qkv_projections", "added_projections",
-           "heads_first", "heads_merged", "qk_norm", "split_text"]
+           "latent_grid", "grid_with_conditioning", "attention_in_blocks", "double_then_single", "qkv_projections",
+           "added_projections", "heads_first", "heads_merged", "qk_norm", "split_text"]
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,21 @@ def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> Tok
     return TokenGrid(max(frames // pt, 1), x.shape[-2] // ph, x.shape[-1] // pw)
 
 
-def double_then_single(model: torch.nn.Module) -> Iterator[tuple[int, torch.nn.Module]]:
-    """``(layer, attn)`` of the double-stream blocks (``transformer_blocks``), then the single-stream ones
-    (``single_transformer_blocks``): the self-attention of Flux, HunyuanVideo and the models built like them."""
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    for i, block in enumerate(blocks):
-        yield i, block.attn
+def attention_in_blocks(attention: str, *block_lists: str) -> Callable[[torch.nn.Module],
+                                                                     Iterator[tuple[int, torch.nn.Module]]]:
+    """A family's ``self_attention``: ``(layer, block.<attention>)`` for every block of the model's lists
+    ``block_lists`` (attributes; a list the model lacks counts as empty), layers numbered across the lists."""
+
+    def modules(model: torch.nn.Module) -> Iterator[tuple[int, torch.nn.Module]]:
+        blocks = [block for name in block_lists for block in getattr(model, name, ())]
+        for i, block in enumerate(blocks):
+            yield i, getattr(block, attention)
+
+    return modules
+
+
+# the self-attention of Flux, HunyuanVideo and the models built like them: double-stream blocks, then single
+double_then_single = attention_in_blocks("attn", "transformer_blocks", "single_transformer_blocks")
 
 
 def grid_with_conditioning(model: torch.nn.Module, args: tuple, kwargs: dict, patch: tuple[int, int, int],

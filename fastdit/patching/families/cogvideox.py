@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, forward_input, heads_first,
-                                            heads_merged, latent_grid, qk_norm, qkv_projections)
+from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, attention_in_blocks, forward_input,
+                                            heads_first, heads_merged, latent_grid, qk_norm, qkv_projections)
 
 
 class CogVideoXSparseProcessor(SparseProcessorMixin):
@@ -45,9 +45,7 @@ class CogVideoXSparseProcessor(SparseProcessorMixin):
         return out, text_out
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.transformer_blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "transformer_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input, latent_grid
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input, latent_grid
 
 # (latents, indices, stride of the patchify as a multiple of the patch): short, mid, long range
 _HISTORY = (("latents_history_short", "indices_latents_history_short", 1),
@@ -23,9 +23,7 @@ _HISTORY = (("latents_history_short", "indices_latents_history_short", 1),
             ("latents_history_long", "indices_latents_history_long", 4))
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

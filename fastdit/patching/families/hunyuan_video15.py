@@ -11,14 +11,12 @@ text token refiner (``context_embedder``) is text-only attention and is left alo
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, grid_with_conditioning
+from fastdit.patching.families.base import Family, attention_in_blocks, grid_with_conditioning
 
 _CONDITIONING = ("encoder_hidden_states", "encoder_hidden_states_2", "image_embeds")
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.transformer_blocks):
-        yield i, block.attn
+_self_attention = attention_in_blocks("attn", "transformer_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

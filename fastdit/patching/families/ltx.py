@@ -12,12 +12,10 @@ sparsified, the audio's stays dense (it is short, and no sparse rule for it is p
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.transformer_blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "transformer_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, added_projections, forward_input,
-                                            latent_grid, qk_norm, qkv_projections)
+from fastdit.patching.families.base import (Family, Rotary, SparseProcessorMixin, added_projections,
+                                            attention_in_blocks, forward_input, latent_grid, qk_norm, qkv_projections)
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -57,9 +57,7 @@ class MochiSparseProcessor(SparseProcessorMixin):
         return out, text_out
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.transformer_blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "transformer_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input
 
 
-def _self_attention(model):
-    for i, block in enumerate(model.transformer_blocks):
-        yield i, block.attn
+_self_attention = attention_in_blocks("attn", "transformer_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

@@ -16,13 +16,10 @@ face video's motion features, is left untouched.
 from __future__ import annotations
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, forward_input, latent_grid
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input, latent_grid
 
 
-def _self_attention(model):
-    blocks = [*model.blocks, *getattr(model, "vace_blocks", ())]
-    for i, block in enumerate(blocks):
-        yield i, block.attn1
+_self_attention = attention_in_blocks("attn1", "blocks", "vace_blocks")
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
