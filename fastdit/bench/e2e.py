@@ -158,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if args.layers < 1:
             raise CLIError(f"--layers must be >= 1, got {args.layers}")
         overrides["num_layers"] = args.layers
-    frames = args.frames or (QUICK_FRAMES if args.quick else spec.frames)
-    height, width = args.height or spec.height, args.width or spec.width
+    frames = args.frames or (QUICK_FRAMES if args.quick else spec.size.frames)
+    height, width = args.height or spec.size.height, args.width or spec.size.width
 
     for flag, value in (("frames", frames), ("height", height), ("width", width)):
         if value < 1:

@@ -34,18 +34,6 @@ class ModelConfig:
     text_tokens: int = 512
     notes: str = ""
 
-    @property
-    def frames(self) -> int:
-        return self.size.frames
-
-    @property
-    def height(self) -> int:
-        return self.size.height
-
-    @property
-    def width(self) -> int:
-        return self.size.width
-
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
         """``[B, C, F, H, W]`` of the latents the pipeline feeds the denoiser for this video size."""
         return (1, self.latent_channels, (frames - 1) // self.vae_temporal + 1, height // self.vae_spatial,

@@ -86,12 +86,6 @@ def _hunyuan15(grid, batch):
                 image_embeds=_randn(batch, 3, 8))
 
 
-def _motif(grid, batch):
-    t, h, w = grid
-    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
-                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
-
-
 def _hunyuan_image(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, 4, h, w), timestep=_timestep(batch),
@@ -128,7 +122,8 @@ def _ltx2(grid, batch):
                 width=w, audio_num_frames=9, fps=25.0)
 
 
-def _mochi(grid, batch):
+def _padded_prompt(grid, batch):
+    """Mochi's and Motif-Video's inputs: a 4-channel latent patchified 1×2×2 and a padded prompt."""
     t, h, w = grid
     return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
@@ -230,7 +225,7 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
-    Case("motif_video", dummy_motif_video_transformer, _motif, _VIDEO_GRIDS),
+    Case("motif_video", dummy_motif_video_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
@@ -238,7 +233,7 @@ CASES = {case.name: case for case in (
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
-    Case("mochi", dummy_mochi_transformer, _mochi, _VIDEO_GRIDS),
+    Case("mochi", dummy_mochi_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
     Case("chroma", lambda: dummy_flux_variant("ChromaTransformer2DModel", approximator_num_channels=8,
                                               approximator_hidden_dim=16, approximator_layers=1),
