@@ -124,7 +124,7 @@ class Measurements:
         elif self.grid != video:
             raise ValueError(f"calibration measures one latent grid; got {video.t}x{video.h}x{video.w} after "
                              f"{self.grid.t}x{self.grid.h}x{self.grid.w} (use the same size for every prompt)")
-        start = grid.text_tokens if grid.text_position == "before" else 0
+        start = grid.leading_text_tokens
         rows = sample_rows(range(start, start + grid.video_tokens), self.rows, self.generator).to(q.device)
         heads = q.shape[1]
         key = (call.model, call.layer)

@@ -164,3 +164,30 @@ def dummy_mochi_transformer(seed: int = 0, num_layers: int = 2):
         patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=num_layers, pooled_projection_dim=16,
         in_channels=4, text_embed_dim=16, time_embed_dim=4, activation_fn="swiglu", max_sequence_length=16,
     ).eval()
+
+
+def dummy_cosmos_transformer(seed: int = 0, num_layers: int = 2):
+    """``CosmosTransformer3DModel``: 2 heads × 12 (diffusers' own test size), patch 1×2×2; no padding-mask
+    channel, whose resize needs torchvision."""
+    from diffusers import CosmosTransformer3DModel
+
+    torch.manual_seed(seed)
+    return CosmosTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=num_layers,
+        mlp_ratio=2, text_embed_dim=16, adaln_lora_dim=4, max_size=(8, 32, 32), patch_size=(1, 2, 2),
+        rope_scale=(2.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type="learnable",
+    ).eval()
+
+
+def dummy_hunyuan_video_framepack_transformer(seed: int = 0):
+    """``HunyuanVideoFramepackTransformer3DModel``: ``dummy_hunyuan_video_transformer``'s size, with the image
+    projection (16 wide) and the history patch embedders (diffusers' own test configuration)."""
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    torch.manual_seed(seed)
+    return HunyuanVideoFramepackTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type=None,
+        has_image_proj=True, image_proj_dim=16, has_clean_x_embedder=True,
+    ).eval()

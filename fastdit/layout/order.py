@@ -88,7 +88,8 @@ class TokenOrder:
         g = self.grid
         video = self.video_destination
         text = self.video_len + torch.arange(g.text_tokens)
-        return torch.cat((video, text) if g.text_position == "after" else (text, video))
+        lead = g.leading_text_tokens
+        return torch.cat((text[:lead], video, text[lead:]))
 
     @functools.cached_property
     def valid(self) -> torch.Tensor:

@@ -16,12 +16,19 @@ a recompile each). diffusers has no public way to register a backend (``Attentio
 installed diffusers lays that registry out differently. A ``set_attention_backend`` call after ``apply``
 replaces fastdit's entry on the processors (the model then runs dense on the user's backend, and ``stats``
 says the layers are no longer fastdit's); call it before ``apply`` to keep both.
+
+A stock processor that never reads ``self._attention_backend`` (Cosmos's calls ``dispatch_attention_fn`` without
+``backend=``, so it always runs on the active backend) is taken one level down instead: the
+``dispatch_attention_fn`` its module imported is wrapped, for as long as one of its modules is patched, and the
+wrapper hands the first call after a patched module's pre-hook to that module's handler; every other call passes
+through unchanged.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import torch
 
@@ -52,9 +59,11 @@ def check_registry() -> Any:
 
 
 class _Current:
-    """The patched module whose processor is about to dispatch (set by its forward pre-hook)."""
+    """The patched module whose processor is about to dispatch (set by its forward pre-hook); ``armed`` is the
+    same for a processor that dispatches without ``backend=``, until the wrapper takes its one call."""
 
     handler: "DispatchedAttention | None" = None
+    armed: "DispatchedAttention | None" = None
 
 
 _CURRENT = _Current()
@@ -87,6 +96,57 @@ def _dispatched(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, att
     return handler.backend(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, _parallel_config)
 
 
+def _reads_backend(processor: Any) -> bool:
+    """Whether a stock processor passes ``self._attention_backend`` on to ``dispatch_attention_fn``."""
+    call = getattr(type(processor).__call__, "__code__", None)
+    return call is None or "_attention_backend" in call.co_names
+
+
+class _Wrapped:
+    """The ``dispatch_attention_fn`` of one diffusers module, wrapped while some of its processors are patched."""
+
+    def __init__(self, namespace: Any) -> None:
+        self.namespace = namespace
+        self.original: Callable[..., torch.Tensor] = namespace.dispatch_attention_fn
+        self.users = 0
+
+        @functools.wraps(self.original)
+        def dispatch_attention_fn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
+                                  backend: Any = None, parallel_config: Any = None, **kwargs: Any) -> torch.Tensor:
+            handler = _CURRENT.armed
+            if handler is None or backend is not None:
+                return self.original(query, key, value, *args, backend=backend, parallel_config=parallel_config,
+                                     **kwargs)
+            _CURRENT.armed = None  # one call per pre-hook: the module's own dispatch, nothing after it
+            call = dict(zip(_ARGUMENTS[3:8], args), **kwargs)
+            return handler.backend(query, key, value, call.get("attn_mask"), call.get("dropout_p", 0.0),
+                                   call.get("is_causal", False), call.get("scale"), call.get("enable_gqa", False),
+                                   parallel_config)
+
+        self.wrapper = dispatch_attention_fn
+
+
+_WRAPPED: dict[str, _Wrapped] = {}  # diffusers module name -> its wrapped dispatch_attention_fn
+
+
+def _wrap_dispatch(processor: Any) -> None:
+    """Wrap the ``dispatch_attention_fn`` of the module that defines ``processor``'s class (once per module)."""
+    name = type(processor).__module__
+    if name not in _WRAPPED:
+        _WRAPPED[name] = _Wrapped(sys.modules[name])
+        _WRAPPED[name].namespace.dispatch_attention_fn = _WRAPPED[name].wrapper
+    _WRAPPED[name].users += 1
+
+
+def _unwrap_dispatch(processor: Any) -> None:
+    """One patched module of ``processor``'s diffusers module less; the last one restores its function."""
+    wrapped = _WRAPPED[type(processor).__module__]
+    wrapped.users -= 1
+    if wrapped.users == 0:
+        wrapped.namespace.dispatch_attention_fn = wrapped.original
+        del _WRAPPED[type(processor).__module__]
+
+
 class DispatchedAttention(SparseProcessorMixin):
     """fastdit's side of one patched self-attention module whose stock processor stays installed.
 
@@ -100,6 +160,8 @@ class DispatchedAttention(SparseProcessorMixin):
         self.text_position = text_position
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
+        self.entry: Any = None
+        self.wrapped = not _reads_backend(original)  # dispatches without backend=: taken by the module wrapper
 
     def user_backend(self) -> Any:
         return self._attention_backend or self.saved_backend
@@ -110,7 +172,10 @@ class DispatchedAttention(SparseProcessorMixin):
     def take(self, module: torch.nn.Module) -> None:
         """Point ``module``'s stock processor at fastdit's backend entry, and name this handler before each of
         its calls."""
-        self.original._attention_backend = _entry()
+        self.entry = _entry()
+        self.original._attention_backend = self.entry  # also for a wrapped processor: the mark installed_on reads
+        if self.wrapped:
+            _wrap_dispatch(self.original)
         self.hook = module.register_forward_pre_hook(self.enter)
 
     def enter(self, module: torch.nn.Module, args: tuple) -> None:
@@ -125,6 +190,9 @@ class DispatchedAttention(SparseProcessorMixin):
             self.original = processor
             processor._attention_backend = _entry()
         _CURRENT.handler = self
+        if self.wrapped:
+            # unless the user has set another backend since apply (then the model runs dense on the active one)
+            _CURRENT.armed = self if getattr(processor, "_attention_backend", None) is self.entry else None
 
     def give_back(self) -> None:
         """The stock processor gets the backend it had before :meth:`take`, unless the user has set another one
@@ -133,8 +201,12 @@ class DispatchedAttention(SparseProcessorMixin):
             self.original._attention_backend = self.saved_backend
         self.hook.remove()
         self.hook = None
+        if self.wrapped:
+            _unwrap_dispatch(self.original)
         if _CURRENT.handler is self:
             _CURRENT.handler = None
+        if _CURRENT.armed is self:
+            _CURRENT.armed = None
 
     def backend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
                 dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool,

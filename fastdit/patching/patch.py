@@ -286,10 +286,16 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
 
 def _stock_processor(model: torch.nn.Module, module: torch.nn.Module, family: Family) -> Any:
     """A new instance of the processor diffusers installs on ``module`` by default: the module's default class,
-    else the family's first stock class from the model's own diffusers module."""
+    else the family's first stock class from the model's own diffusers module, or from the diffusers module
+    that defines it (a model built from another family's blocks, as HunyuanVideo-Framepack is, may not import
+    it)."""
     default = getattr(module, "_default_processor_cls", None)
+    name = family.stock_processors[0]
     if default is None:
-        default = getattr(sys.modules.get(type(model).__module__), family.stock_processors[0], None)
+        default = getattr(sys.modules.get(type(model).__module__), name, None)
+    if default is None:
+        default = next((getattr(m, name) for m_name, m in list(sys.modules.items())
+                        if m_name.startswith("diffusers.") and isinstance(getattr(m, name, None), type)), None)
     if default is None:
         raise ValueError(f"fastdit can't find {family.stock_processors[0]} to put in place of the custom processor "
                          f"on {type(module).__name__}; remove that processor before apply")

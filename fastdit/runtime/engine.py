@@ -181,15 +181,16 @@ class SparseAttention:
         order; it is called only when a dynamic method reads them. Context-parallel ring attention decides
         here and runs the kernel on its own share of the rows (:mod:`fastdit.patching.parallel.ring`)."""
         call_grid = grid if grid is not None else self.context.grid
-        full_grid = None if call_grid is None else dataclasses.replace(call_grid, text_tokens=text_tokens,
-                                                                       text_position=text_position)
+        full_grid = None if call_grid is None else dataclasses.replace(
+            call_grid, text_tokens=text_tokens, text_position=text_position,
+            text_before=call_grid.text_before if text_position == "around" else 0)
         decision = Decision(layer, model, tokens, call_grid, full_grid,
                             self.scale(tokens - text_tokens, head_dim, self._n_train(call_grid)))
         plan = self.config.plan(model, layer)
         spec = self.method if plan is None or plan.dense else get_method(plan.method)
         reason = self._dense_reason(layer, tokens, text_tokens, call_grid, plan)
         if reason is None and attn_mask is not None:
-            decision.keys, reason = self._text_padding(attn_mask, tokens, text_tokens, text_position)
+            decision.keys, reason = self._text_padding(attn_mask, tokens, full_grid.video_slice)
         settings = (self.config.options,) if plan is None else plan.heads
         if plan is not None and heads is not None:
             settings = settings[heads.start:heads.stop]
@@ -260,14 +261,14 @@ class SparseAttention:
                         "blocks; running dense")
         return "full layout"
 
-    def _text_padding(self, attn_mask: torch.Tensor, tokens: int, text_tokens: int,
-                      text_position: str) -> tuple[torch.Tensor | None, str | None]:
-        """``(key validity, None)`` when the mask only hides text keys, ``(None, reason)`` when it must run dense."""
+    def _text_padding(self, attn_mask: torch.Tensor, tokens: int,
+                      video: slice) -> tuple[torch.Tensor | None, str | None]:
+        """``(key validity, None)`` when the mask only hides text keys (those outside ``video``, the video
+        tokens' place in the sequence), ``(None, reason)`` when it must run dense."""
         keys = key_padding(attn_mask, tokens)
         if keys is None:
             self._warn_once("this call carries an attention mask that is not a key-padding mask; running dense")
             return None, "attention mask"
-        video = slice(text_tokens, None) if text_position == "before" else slice(0, tokens - text_tokens)
         if not bool(keys[:, video].all()):
             self._warn_once("this call's attention mask hides video tokens, which the layout can't express; "
                             "running dense")

@@ -10,11 +10,12 @@ SHAPES = {"tiles": None, "chunks": (2, 3, 4)}
 
 
 @pytest.mark.parametrize("kind", list(ORDERS))
-@pytest.mark.parametrize("text_position", ["after", "before"])
+@pytest.mark.parametrize("text_position", ["after", "before", "around"])
 @pytest.mark.parametrize("grid_shape,text,block", [((5, 7, 9), 0, 16), ((5, 7, 9), 5, 16), ((1, 13, 11), 7, 32),
                                                    ((3, 4, 4), 0, 16), ((21, 30, 52), 0, 128)])
 def test_every_order_round_trips_exactly(kind, grid_shape, text, block, text_position):
-    grid = TokenGrid(*grid_shape, text_tokens=text, text_position=text_position)
+    grid = TokenGrid(*grid_shape, text_tokens=text, text_position=text_position,
+                     text_before=text // 2 if text_position == "around" else 0)
     order = make_order(kind, grid, block, SHAPES.get(kind))
     x = torch.randn(2, 3, grid.num_tokens, 4)
     ordered = order.to_order(x)
@@ -25,7 +26,10 @@ def test_every_order_round_trips_exactly(kind, grid_shape, text, block, text_pos
     assert torch.all(ordered[:, :, ~order.valid] == 0)
     assert torch.unique(order.destination).numel() == grid.num_tokens
     # text comes after the video, in whole blocks of its own
-    text_slots = order.destination[grid.video_tokens:] if text_position == "after" else order.destination[:text]
+    video = grid.video_slice
+    text_slots = torch.cat((order.destination[:video.start], order.destination[video.stop:]))
+    assert text_slots.numel() == text and grid.leading_text_tokens == {"after": 0, "before": text,
+                                                                        "around": text // 2}[text_position]
     assert bool((text_slots >= order.video_len).all()) and order.seq_len - order.video_len == -(-text // block) * block
 
 
@@ -60,7 +64,9 @@ def test_choose_tile_minimises_padding_with_compact_tiles():
 
 
 @pytest.mark.parametrize("bad", [dict(t=0, h=4, w=4), dict(t=2, h=-1, w=4), dict(t=1, h=2.5, w=4),
-                                 dict(t=1, h=2, w=2, text_tokens=-1), dict(t=1, h=2, w=2, text_position="middle")])
+                                 dict(t=1, h=2, w=2, text_tokens=-1), dict(t=1, h=2, w=2, text_position="middle"),
+                                 dict(t=1, h=2, w=2, text_tokens=4, text_before=2),
+                                 dict(t=1, h=2, w=2, text_tokens=4, text_position="around", text_before=5)])
 def test_bad_grid_is_a_clear_value_error(bad):
     with pytest.raises(ValueError, match="TokenGrid"):
         TokenGrid(**bad)

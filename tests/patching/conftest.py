@@ -17,7 +17,8 @@ from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_flux_tran
                                  dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
                                  dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
-                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
+                                 dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
+                                 dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
                                  dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
@@ -71,11 +72,27 @@ def _helios(grid, batch):
                 indices_latents_history_long=torch.ones(batch, 4))
 
 
+def _cosmos(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), attention_mask=torch.ones(batch, TEXT), fps=30)
+
+
 def _hunyuan(grid, batch):
     t, h, w = grid
     return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 pooled_projections=_randn(batch, 8), guidance=torch.full((batch,), 3500.0))
+
+
+def _hunyuan_framepack(grid, batch):
+    """HunyuanVideo's inputs plus an image embedding, the next frame's index, two frames of clean and of 2×
+    history and eight of 4× history."""
+    t, h, w = grid
+    history = {name: _randn(batch, 4, frames, 2 * h, 2 * w)
+               for name, frames in (("latents_clean", 2), ("latents_history_2x", 2), ("latents_history_4x", 8))}
+    return dict(_hunyuan(grid, batch), image_embeds=_randn(batch, 5, 16), indices_latents=torch.arange(t) + 11,
+                **history, **{f"indices_{name}": torch.arange(x.shape[2]) for name, x in history.items()})
 
 
 def _hunyuan15(grid, batch):
@@ -221,7 +238,10 @@ CASES = {case.name: case for case in (
         "HeliosTransformer3DModel", in_channels=4, out_channels=4, text_dim=16, rope_dim=(4, 4, 4),
         has_multi_term_memory_patch=True, guidance_cross_attn=True, zero_history_timestep=True,
         is_amplify_history=False, cross_attn_norm=True), _helios, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("cosmos", dummy_cosmos_transformer, _cosmos, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("hunyuan_video", dummy_hunyuan_video_transformer, _hunyuan, _VIDEO_GRIDS,
+         ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("hunyuan_video_framepack", dummy_hunyuan_video_framepack_transformer, _hunyuan_framepack, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("hunyuan_video15", dummy_hunyuan_video15_transformer, _hunyuan15, _VIDEO_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),

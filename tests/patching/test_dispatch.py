@@ -59,3 +59,32 @@ def test_the_backend_outside_a_patched_module_says_so():
     with pytest.raises(RuntimeError, match="outside a module fastdit patched"):
         dispatch._CURRENT.handler = None
         dispatch._dispatched(*(torch.randn(1, 8, 2, 4) for _ in range(3)))
+
+
+def test_a_processor_that_dispatches_without_backend_is_taken_by_a_wrapper_that_leaves_other_models_alone():
+    """Cosmos's processor calls ``dispatch_attention_fn`` without ``backend=``: fastdit wraps the function of
+    diffusers' Cosmos module while a Cosmos model is patched; an unpatched one beside it runs exactly as before,
+    and the last ``remove`` puts the module's own function back."""
+    from diffusers.models.transformers import transformer_cosmos
+
+    from fastdit.dummy.video import dummy_cosmos_transformer
+
+    stock = transformer_cosmos.dispatch_attention_fn
+    patched, bystander = dummy_cosmos_transformer(), dummy_cosmos_transformer()
+    inputs = dict(hidden_states=torch.randn(1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(0)),
+                  timestep=torch.tensor([500]), encoder_hidden_states=torch.randn(1, 7, 16), fps=30,
+                  return_dict=False)
+    with torch.no_grad():
+        before = bystander(**inputs)[0]
+        fastdit.apply(patched, method="radial", preset=None, block_size=16, dense_steps=0)
+        try:
+            assert transformer_cosmos.dispatch_attention_fn is not stock
+            sparse = patched(**inputs)[0]
+            beside = bystander(**inputs)[0]
+            records = fastdit.stats(patched).records
+        finally:
+            fastdit.remove(patched)
+    assert transformer_cosmos.dispatch_attention_fn is stock
+    assert records and all(not r.dense for r in records)
+    assert not torch.equal(sparse, before)
+    assert torch.equal(beside, before)

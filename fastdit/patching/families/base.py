@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -24,8 +25,8 @@ from fastdit.patching.ops import new_handle
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "grid_with_conditioning", "attention_in_blocks", "double_then_single", "qkv_projections",
-           "added_projections", "heads_first", "heads_merged", "qk_norm", "split_text"]
+           "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks", "double_then_single",
+           "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm", "split_text"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Family:
     ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
     ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
-    ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"`` or
+    ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"``, ``"around"`` or
     ``"after"`` the video tokens; how many comes from ``grid``). ``models``, ``sparsified``, ``untouched`` and
     ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the README's model table, which are made
     from them.
@@ -136,6 +137,19 @@ def grid_with_conditioning(model: torch.nn.Module, args: tuple, kwargs: dict, pa
     tokens = [forward_input(model, args, kwargs, name) for name in conditioning]
     text = sum(x.shape[1] for x in tokens if isinstance(x, torch.Tensor))
     return TokenGrid(grid.t, grid.h, grid.w, text_tokens=text, text_position="after")
+
+
+def history_tokens(model: torch.nn.Module, args: tuple, kwargs: dict, patch: tuple[int, int, int],
+                   history: tuple[tuple[str, str, int], ...]) -> int:
+    """Tokens of the history latents a frame-packing model (Helios, HunyuanVideo-Framepack) puts before the
+    video: for each ``(latents, indices, scale)`` forward-input pair present, its ``[B, C, F, H, W]`` latents
+    patchified at ``scale`` times ``patch``, after the model pads them to whole strides."""
+    count = 0
+    for latents_name, indices_name, scale in history:
+        latents = forward_input(model, args, kwargs, latents_name)
+        if isinstance(latents, torch.Tensor) and forward_input(model, args, kwargs, indices_name) is not None:
+            count += math.prod(-(-n // (p * scale)) for n, p in zip(latents.shape[2:], patch))
+    return count
 
 
 # The fastdit processor installed on each patched attention module, for processors that a diffusers loader

@@ -10,12 +10,8 @@ they attend everything), and sparsifies the video's own attention; ``HeliosAttnP
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, attention_in_blocks, forward_input, latent_grid
+from fastdit.patching.families.base import Family, attention_in_blocks, forward_input, history_tokens, latent_grid
 
 # (latents, indices, stride of the patchify as a multiple of the patch): short, mid, long range
 _HISTORY = (("latents_history_short", "indices_latents_history_short", 1),
@@ -31,12 +27,7 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
     grid = latent_grid(forward_input(model, args, kwargs, "hidden_states"), patch)
     if grid is None:
         return None
-    history = 0
-    for latents_name, indices_name, scale in _HISTORY:
-        latents = forward_input(model, args, kwargs, latents_name)
-        if isinstance(latents, torch.Tensor) and forward_input(model, args, kwargs, indices_name) is not None:
-            # the model pads each range to whole strides before its patchify
-            history += math.prod(-(-n // (p * scale)) for n, p in zip(latents.shape[2:], patch))
+    history = history_tokens(model, args, kwargs, patch, _HISTORY)
     return TokenGrid(grid.t, grid.h, grid.w, text_tokens=history, text_position="before")
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, cogvideox, flux, helios, hunyuan_image, hunyuan_video, hunyuan_video15,
-                                       ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (anyflow, cogvideox, cosmos, flux, helios, hunyuan_image, hunyuan_video,
+                                       hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -21,7 +21,9 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.WAN_VACE,
     wan.WAN_ANIMATE,
     helios.HELIOS,
+    cosmos.COSMOS,
     hunyuan_video.HUNYUAN_VIDEO,
+    hunyuan_video.HUNYUAN_VIDEO_FRAMEPACK,
     hunyuan_video15.HUNYUAN_VIDEO15,
     motif_video.MOTIF_VIDEO,
     cogvideox.COGVIDEOX,

@@ -38,6 +38,9 @@ def parallel_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torc
     if processor.engine.observer is not None:
         raise ValueError(f"fastdit: {family}: calibration measures every head over every query of a call in one "
                          "process; calibrate without context parallelism, then apply the result under it")
+    if text_position == "around":
+        raise ValueError(f"fastdit: {family}: this model puts non-video tokens on both sides of the video, which "
+                         "fastdit's context parallelism doesn't map yet; run it without enable_parallelism")
     if cp.ring_degree > 1 and cp.ulysses_degree > 1:
         raise ValueError(f"fastdit: {family}: ring_degree={cp.ring_degree} together with "
                          f"ulysses_degree={cp.ulysses_degree} (unified sequence parallelism) is not supported; "
