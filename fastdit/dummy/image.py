@@ -65,6 +65,28 @@ def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
                                        axes_dims_rope=(4, 6, 6)).eval()
 
 
+def dummy_bria_fibo2_transformer(seed: int = 0):
+    """A ``BriaFibo2Transformer2DModel`` at toy width: one refiner block, two main blocks (the second an injection
+    block), one Perceiver layer; 4 to 8 gist tokens for 2- to 16-token prompts (RoPE axes 4 + 6 + 6 = head dim 16)."""
+    from diffusers import BriaFibo2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return BriaFibo2Transformer2DModel(in_channels=4, patch_size=2, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2,
+                                       cap_feat_dim=16, injection_layer_ids=(1,), perceiver_num_layers=1,
+                                       min_num_gist_tokens=4, max_num_gist_tokens=8, gist_step=4, gist_min_text_len=2,
+                                       gist_max_text_len=16, axes_dims=(4, 6, 6), axes_lens=(16, 32, 32)).eval()
+
+
+def dummy_glm_image_transformer(seed: int = 0):
+    """A ``GlmImageTransformer2DModel`` at toy width (diffusers' own test config, two heads × 8)."""
+    from diffusers import GlmImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return GlmImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+                                      num_attention_heads=2, text_embed_dim=32, time_embed_dim=16, condition_dim=8,
+                                      prior_vq_quantizer_codebook_size=64).eval()
+
+
 def dummy_hunyuan_image_transformer(seed: int = 0):
     """A ``HunyuanImageTransformer2DModel`` at toy width, one double and one single block (RoPE axes 8 + 8)."""
     from diffusers import HunyuanImageTransformer2DModel

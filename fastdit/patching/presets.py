@@ -253,7 +253,10 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("longcat_image", "LongCat-Image", "flux"),
     ("ovis_image", "Ovis-Image", "flux"),
     ("bria", "Bria", "flux"),
+    ("bria_fibo", "Bria FIBO", "flux"),
+    ("bria_fibo2", "Bria FIBO 2", "flux"),
     ("qwen_image", "Qwen-Image", "flux"),
+    ("glm_image", "GLM-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
 )})

@@ -13,9 +13,9 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_flux_transformer, dummy_flux_variant,
-                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer, dummy_flux_transformer,
+                                 dummy_flux_variant, dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
@@ -161,6 +161,11 @@ def _flux_like(grid, batch):
     return inputs
 
 
+def _bria_fibo(grid, batch):
+    """Flux's inputs plus one 16-wide text-encoder layer per block (one double, one single)."""
+    return dict(_flux_like(grid, batch), text_encoder_layers=[_randn(batch, TEXT, 16), _randn(batch, TEXT, 16)])
+
+
 def _flux2(grid, batch):
     _, h, w = grid
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -177,6 +182,21 @@ def _qwen_image(grid, batch):
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
                 encoder_hidden_states_mask=_padding(batch), timestep=_timestep(batch, 0.5),
                 img_shapes=[[(1, h, w)]] * batch)
+
+
+def _bria_fibo2(grid, batch):
+    """The Perceiver's bundle and the injection block's, over a padded prompt whose samples get the same gist count."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                encoder_hidden_states=_randn(batch, 2, TEXT, 16), encoder_attention_mask=_padding(batch).bool())
+
+
+def _glm_image(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
+                prior_token_id=torch.arange(batch * h * w).reshape(batch, h * w) % 64,
+                prior_token_drop=torch.zeros(batch, h * w, dtype=torch.bool), timestep=_timestep(batch),
+                target_size=torch.tensor([[16.0 * h, 16.0 * w]] * batch), crop_coords=torch.zeros(batch, 2))
 
 
 def _cogview3plus(grid, batch):
@@ -264,10 +284,15 @@ CASES = {case.name: case for case in (
          _IMAGE_GRIDS),
     Case("bria", lambda: dummy_flux_variant("BriaTransformer2DModel", pooled_projection_dim=32), _flux_like,
          _IMAGE_GRIDS),
+    Case("bria_fibo", lambda: dummy_flux_variant("BriaFiboTransformer2DModel", text_encoder_dim=16), _bria_fibo,
+         _IMAGE_GRIDS),
     Case("flux2", lambda: dummy_flux_variant("Flux2Transformer2DModel", patch_size=1, out_channels=4,
                                              timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4)),
          _flux2, _IMAGE_GRIDS),
+    Case("bria_fibo2", dummy_bria_fibo2_transformer, _bria_fibo2, _IMAGE_GRIDS,
+         ("layers.1.cross_attention", "noise_refiner.0.attention", "perceiver.layers.0.self_attention")),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
+    Case("glm_image", dummy_glm_image_transformer, _glm_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),

@@ -60,12 +60,30 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 # Mochi is left out: its caption also modulates the video tokens (the time embedding pools it), so a new prompt
 # moves every key; its text handling is covered by the padded-prompt test above.
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
-                                    "chroma", "longcat_image", "ovis_image", "bria", "flux2", "qwen_image", "cogvideox",
-                                    "cogview3plus", "sd3"])
+                                    "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
+                                    "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
     _check_context_positions(cases[family], forward, monkeypatch, "encoder_hidden_states")
+
+
+def test_bria_fibo2_prompts_with_different_gist_counts_run_dense(cases, forward):
+    """Prompts of 16 and 2 tokens get 8 and 4 gist tokens: the model pads the gist and moves it after the image,
+    which fastdit doesn't map, so every call runs dense (as the stock model) and says why."""
+    case = cases["bria_fibo2"]
+    model = case.build()
+    inputs = dict(case.inputs((1, 16, 16), 2), encoder_hidden_states=torch.randn(2, 2, 16, 16),
+                  encoder_attention_mask=torch.arange(16) < torch.tensor([[16], [2]]))
+    stock = forward(model, inputs)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, **SPARSE_GRAT)
+    try:
+        out = forward(model, inputs)
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert records and all(r.dense and r.reason == "no grid" for r in records)
+    torch.testing.assert_close(out, stock, atol=1e-6, rtol=0)
 
 
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):

@@ -1,5 +1,6 @@
 """The Flux architecture: Flux.1 (``FluxTransformer2DModel``), FLUX.2 and the image models built like them,
-Chroma, LongCat-Image, Ovis-Image and Bria; joint attention, ``[text ; image]``, RoPE over the whole sequence.
+Chroma, LongCat-Image, Ovis-Image, Bria and Bria FIBO; joint attention, ``[text ; image]``, RoPE over the whole
+sequence.
 
 Double-stream blocks (``transformer_blocks.N.attn``) get the text as ``encoder_hidden_states``; single-stream
 blocks (``single_transformer_blocks.N.attn``) get text and image already concatenated and can't tell the text
@@ -8,9 +9,10 @@ comes from ``img_ids`` (``(0, row, col)`` per packed 2×2 latent patch, raster o
 passed through ``joint_attention_kwargs`` reaches the engine like any other key mask. ``FluxAttnProcessor``
 calls ``dispatch_attention_fn``: fastdit takes the call there (the generic path), with the text first. Layers
 are numbered double blocks first, then single blocks. The others keep Flux's blocks, ids and text-first
-order, each with its own dispatching processor. FLUX.2's ids have a fourth coordinate (``(t, row, col, layer)``);
-an edit call appends its reference images to the image stream, which the grid then doesn't match, so such a
-call runs dense and ``stats`` says "grid mismatch".
+order, each with its own dispatching processor (Bria FIBO also writes one text-encoder layer per block into
+half of the text tokens' channels: the same tokens). FLUX.2's ids have a fourth coordinate (``(t, row, col,
+layer)``); an edit call appends its reference images to the image stream, which the grid then doesn't match, so
+such a call runs dense and ``stats`` says "grid mismatch".
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ LONGCAT_IMAGE = _family("longcat_image", "LongCatImageTransformer2DModel", "Long
 OVIS_IMAGE = _family("ovis_image", "OvisImageTransformer2DModel", "Ovis-Image, Flux architecture",
                      "OvisImageAttnProcessor")
 BRIA = _family("bria", "BriaTransformer2DModel", "Bria, Flux architecture", "BriaAttnProcessor")
+# BriaAttnProcessor first: the single blocks' legacy ``Attention`` names no default processor, so ``force=True``
+# takes the first stock class for them (the double blocks' ``BriaFiboAttention`` names its own)
+BRIA_FIBO = _family("bria_fibo", "BriaFiboTransformer2DModel", "Bria FIBO, Flux architecture", "BriaAttnProcessor",
+                    "BriaFiboAttnProcessor")
 FLUX2 = _family("flux2", "Flux2Transformer2DModel", "FLUX.2; edit calls with reference images run dense",
                 "Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor",
                 grid_rule="`img_ids` (4 coordinates); text length from `txt_ids`")

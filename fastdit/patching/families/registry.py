@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, cogvideox, cosmos, flux, helios, hunyuan_image, hunyuan_video,
-                                       hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, flux, glm_image, helios, hunyuan_image,
+                                       hunyuan_video, hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet,
+                                       wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -38,8 +39,11 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.LONGCAT_IMAGE,
     flux.OVIS_IMAGE,
     flux.BRIA,
+    flux.BRIA_FIBO,
     flux.FLUX2,
+    bria_fibo2.BRIA_FIBO2,
     qwen_image.QWEN_IMAGE,
+    glm_image.GLM_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     sd3.SD3,
     unet.UNET,
