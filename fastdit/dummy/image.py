@@ -97,6 +97,18 @@ def dummy_hunyuan_image_transformer(seed: int = 0):
                                           text_embed_dim=16, rope_axes_dim=(8, 8)).eval()
 
 
+def dummy_joyimage_transformer(model_class: str = "JoyImageEditTransformer3DModel", seed: int = 0):
+    """A JoyImage-Edit model (``JoyImageEditTransformer3DModel`` or ``JoyImageEditPlusTransformer3DModel``, which
+    share their constructor) at toy width: two double blocks, 2 heads x 16 (RoPE axes 4 + 6 + 6), 4-channel
+    latents, 16-wide text."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    return getattr(diffusers, model_class)(patch_size=[1, 2, 2], in_channels=4, hidden_size=32, num_attention_heads=2,
+                                           text_dim=16, mlp_width_ratio=2.0, num_layers=2,
+                                           rope_dim_list=[4, 6, 6]).eval()
+
+
 def dummy_cogview3plus_transformer(seed: int = 0):
     """A ``CogView3PlusTransformer2DModel`` (CogVideoX's blocks on an image) at toy width."""
     from diffusers import CogView3PlusTransformer2DModel

@@ -258,6 +258,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("qwen_image", "Qwen-Image", "flux"),
     ("glm_image", "GLM-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
+    ("joyimage_edit", "JoyImage-Edit", "flux"),
+    ("joyimage_edit_plus", "JoyImage-Edit-Plus", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
 )})
 

@@ -15,7 +15,8 @@ import torch
 
 from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer, dummy_flux_transformer,
                                  dummy_flux_variant, dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
-                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
+                                 dummy_joyimage_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
+                                 dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
@@ -199,6 +200,24 @@ def _glm_image(grid, batch):
                 target_size=torch.tensor([[16.0 * h, 16.0 * w]] * batch), crop_coords=torch.zeros(batch, 2))
 
 
+def _joyimage_edit(grid, batch):
+    """A reference image and the target, last, as JoyImage-Edit's pipeline stacks them (the model moves it first)."""
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 2, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16))
+
+
+def _joyimage_edit_plus(grid, batch):
+    """The target's patches, then a reference image of its own size, smaller in each later sample, so that their
+    patches end in padding, as JoyImage-Edit-Plus's pipeline packs them."""
+    t, h, w = grid
+    shapes = [[(t, h, w), (1, 3, max(4 - i, 1))] for i in range(batch)]
+    patches = max(sum(a * b * c for a, b, c in sample) for sample in shapes)
+    return dict(hidden_states=_randn(batch, patches, 4, 1, 2, 2), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_mask=_padding(batch),
+                shape_list=shapes)
+
+
 def _cogview3plus(grid, batch):
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
@@ -295,6 +314,9 @@ CASES = {case.name: case for case in (
     Case("glm_image", dummy_glm_image_transformer, _glm_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("joyimage_edit", dummy_joyimage_transformer, _joyimage_edit, _IMAGE_GRIDS),
+    Case("joyimage_edit_plus", lambda: dummy_joyimage_transformer("JoyImageEditPlusTransformer3DModel"),
+         _joyimage_edit_plus, _IMAGE_GRIDS),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 
@@ -61,7 +63,8 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 # moves every key; its text handling is covered by the padded-prompt test above.
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
-                                    "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3"])
+                                    "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
+                                    "joyimage_edit_plus"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -91,7 +94,20 @@ def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, mon
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
 
 
-def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> None:
+# what changes only the reference images in each JoyImage case's hidden_states (grid (1, 16, 16)): JoyImage-Edit's
+# items before the last (the target), JoyImage-Edit-Plus's patches after the target's 16 x 16
+_REFERENCES = {"joyimage_edit": lambda x: torch.cat([x[:, :-1] + 1.0, x[:, -1:]], 1),
+               "joyimage_edit_plus": lambda x: torch.cat([x[:, :256], x[:, 256:] + 1.0], 1)}
+
+
+@pytest.mark.parametrize("family", list(_REFERENCES))
+def test_joyimage_reference_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
+    """JoyImage puts its reference images after the target: changing only them moves keys in the dense part."""
+    _check_context_positions(cases[family], forward, monkeypatch, "hidden_states", _REFERENCES[family])
+
+
+def _check_context_positions(case, forward, monkeypatch, changed_input: str,
+                             change: Callable[[torch.Tensor], torch.Tensor] = lambda x: x + 1.0) -> None:
     from fastdit.runtime.engine import SparseAttention
 
     model = case.build()
@@ -106,7 +122,7 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> 
 
     monkeypatch.setattr(SparseAttention, "__call__", spy)
     inputs = case.inputs(grid, 1)
-    other = dict(inputs, **{changed_input: inputs[changed_input] + 1.0})
+    other = dict(inputs, **{changed_input: change(inputs[changed_input])})
     fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
     try:
         forward(model, inputs)
