@@ -1,5 +1,5 @@
-"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video (1 and 2)
-and Mochi models and pipelines, built offline.
+"""Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video (1 and 2),
+Mochi and Kandinsky (5 and 6) models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -191,3 +191,33 @@ def dummy_hunyuan_video_framepack_transformer(seed: int = 0):
         text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type=None,
         has_image_proj=True, image_proj_dim=16, has_clean_x_embedder=True,
     ).eval()
+
+
+def dummy_kandinsky5_transformer(seed: int = 0, num_layers: int = 2):
+    """``Kandinsky5Transformer3DModel``: 2 heads × 16 (RoPE axes 4/6/6), one text block, Qwen-width text (16),
+    CLIP-width pooled input (8), regular (dense) attention; random modulation."""
+    from diffusers import Kandinsky5Transformer3DModel
+
+    from diffusers.models.transformers.transformer_kandinsky import Kandinsky5Modulation
+
+    torch.manual_seed(seed)
+    model = Kandinsky5Transformer3DModel(in_visual_dim=4, out_visual_dim=4, in_text_dim=16, in_text_dim2=8,
+                                         time_dim=16, patch_size=(1, 2, 2), model_dim=32, ff_dim=32,
+                                         num_text_blocks=1, num_visual_blocks=num_layers, axes_dims=(4, 6, 6))
+    for module in model.modules():  # zero-initialised, which gates every attention's output to 0
+        if isinstance(module, Kandinsky5Modulation):
+            module.out_layer.reset_parameters()
+    return model.eval()
+
+
+def dummy_kandinsky6_transformer(seed: int = 0, num_layers: int = 2):
+    """``Kandinsky6Transformer3DModel`` with the released checkpoints' flags (cross-modal RoPE and gates, fixed
+    modulation): 2 heads × 16 for video and audio, one text block per stream, video conditioning channels."""
+    from diffusers import Kandinsky6Transformer3DModel
+
+    torch.manual_seed(seed)
+    return Kandinsky6Transformer3DModel(in_visual_dim=4, out_visual_dim=4, in_text_dim=16, in_text_dim2=8,
+                                        time_dim=16, patch_size=(1, 2, 2), model_dim=32, ff_dim=32,
+                                        num_text_blocks=1, num_visual_blocks=num_layers, axes_dims=(4, 6, 6),
+                                        in_audio_dim=4, out_audio_dim=4, text_token_padding=True, ca_rope=True,
+                                        cross_gates=True, fix_modulation=True).eval()

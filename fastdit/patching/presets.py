@@ -243,6 +243,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("anyflow", "AnyFlow", "wan"),
     ("helios", "Helios", "wan"),
     ("cosmos", "Cosmos", "wan"),
+    ("kandinsky5", "Kandinsky 5.0 (its own NABLA is another method)", "wan"),
+    ("kandinsky6", "Kandinsky 6 (its own NABLA is another method)", "wan"),
     ("hunyuan_video15", "HunyuanVideo-1.5 (its own SSTA is another method)", "hunyuan_video"),
     ("motif_video", "Motif-Video", "hunyuan_video"),
     ("hunyuan_video_framepack", "HunyuanVideo-Framepack", "hunyuan_video"),

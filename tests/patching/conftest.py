@@ -20,8 +20,8 @@ from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plu
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
-                                 dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
-                                 dummy_motif_video_transformer)
+                                 dummy_kandinsky5_transformer, dummy_kandinsky6_transformer, dummy_ltx2_transformer,
+                                 dummy_ltx_transformer, dummy_mochi_transformer, dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -114,6 +114,22 @@ def _anyflow(grid, batch):
     t, h, w = grid
     return dict(hidden_states=_randn(batch, t, 16, 2 * h, 2 * w), timestep=torch.full((batch, t), 500.0),
                 r_timestep=torch.full((batch, t), 400.0), encoder_hidden_states=_randn(batch, TEXT, 32))
+
+
+def _kandinsky5(grid, batch):
+    """A channels-last latent patchified 1×2×2, the prompt and the RoPE positions its pipeline passes."""
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, t, 2 * h, 2 * w, 4), encoder_hidden_states=_randn(batch, TEXT, 16),
+                timestep=_timestep(batch), pooled_projections=_randn(batch, 8),
+                visual_rope_pos=[torch.arange(n) for n in grid], text_rope_pos=torch.arange(TEXT))
+
+
+def _kandinsky6(grid, batch):
+    """A channels-last latent with its conditioning channels (2 × 4 + 1), a padded prompt and an audio latent."""
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, t, 2 * h, 2 * w, 9), encoder_hidden_states=_randn(batch, TEXT, 16),
+                pooled_projections=_randn(batch, 8), timestep=_timestep(batch), audio_hidden_states=_randn(batch, 9, 4),
+                encoder_attention_mask=_padding(batch).bool())
 
 
 def _cogvideox(patch_t: int):
@@ -286,6 +302,12 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("motif_video", dummy_motif_video_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("kandinsky5", dummy_kandinsky5_transformer, _kandinsky5, _VIDEO_GRIDS,
+         ("visual_transformer_blocks.0.cross_attention", "text_transformer_blocks.0.self_attention")),
+    Case("kandinsky6", dummy_kandinsky6_transformer, _kandinsky6, _VIDEO_GRIDS,
+         ("visual_transformer_blocks.0.video_dec_block.cross_attention", "video_text_transformer_blocks.0.attn",
+          "visual_transformer_blocks.0.audio_dec_block.self_attention",
+          "visual_transformer_blocks.0.va_cross_attention", "visual_transformer_blocks.0.av_cross_attention")),
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
@@ -347,7 +369,8 @@ def forward() -> Callable[[torch.nn.Module, dict], torch.Tensor]:
 
     def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
         with torch.no_grad():
-            return model(**kwargs, return_dict=False)[0]
+            out = model(**kwargs, return_dict=False)
+        return out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its bare sample
 
     return run
 

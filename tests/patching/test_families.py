@@ -121,3 +121,15 @@ def test_a_model_fastdit_cannot_sparsify_gets_one_line_that_says_why():
                                         r"is linear"):
         fastdit.apply(model)
     assert not fastdit.is_patched(model)
+
+
+def test_kandinsky5_set_to_nabla_gets_no_raster_grid(cases):
+    """A Kandinsky 5 checkpoint set to its own NABLA attention puts its tokens in 8×8 fractal tiles, which the
+    raster grid would misplace: fastdit reads no grid for it (the default checkpoint's is the latent grid)."""
+    case = cases["kandinsky5"]
+    model = case.build()
+    inputs = case.inputs(case.grids[0], 1)
+    family = detect_family(model)
+    assert family.grid(model, (), inputs) == TokenGrid(*case.grids[0])
+    model.register_to_config(attention_type="nabla")
+    assert family.grid(model, (), inputs) is None

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, flux, glm_image, helios, hunyuan_image,
-                                       hunyuan_video, hunyuan_video15, joyimage, ltx, mochi, motif_video, qwen_image,
-                                       sd3, unet, wan)
+                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, ltx, mochi, motif_video,
+                                       qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -33,6 +33,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     ltx.LTX,
     ltx.LTX2,
     anyflow.ANYFLOW,
+    kandinsky.KANDINSKY5,
+    kandinsky.KANDINSKY6,
     mochi.MOCHI,
     flux.FLUX,
     flux.CHROMA,
