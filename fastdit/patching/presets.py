@@ -246,6 +246,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("motif_video", "Motif-Video", "hunyuan_video"),
     ("consisid", "ConsisID", "cogvideox"),
     ("ltx2", "LTX-2", "ltx"),
+    ("minimax_h3", "MiniMax-H3", "hunyuan_video"),
     ("flux2", "FLUX.2", "flux"),
     ("chroma", "Chroma", "flux"),
     ("longcat_image", "LongCat-Image", "flux"),

@@ -61,7 +61,7 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 # moves every key; its text handling is covered by the padded-prompt test above.
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "flux2", "qwen_image", "cogvideox",
-                                    "cogview3plus", "sd3"])
+                                    "cogview3plus", "sd3", "minimax_h3"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -71,6 +71,12 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """Helios puts its history before the video: changing only the short-range history moves keys there only."""
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
+
+
+def test_minimax_h3_audio_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """MiniMax-H3 packs its audio between the conditioning frames and the target video: changing only the audio
+    moves keys among the tokens fastdit keeps dense before the video."""
+    _check_context_positions(cases["minimax_h3"], forward, monkeypatch, "audio_hidden_states")
 
 
 def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (anyflow, cogvideox, flux, helios, hunyuan_image, hunyuan_video, hunyuan_video15,
-                                       ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+                                       ltx, minimax_h3, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -29,6 +29,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     cogvideox.COGVIEW3PLUS,
     ltx.LTX,
     ltx.LTX2,
+    minimax_h3.MINIMAX_H3,
     anyflow.ANYFLOW,
     mochi.MOCHI,
     flux.FLUX,
