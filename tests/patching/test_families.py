@@ -121,3 +121,15 @@ def test_a_model_fastdit_cannot_sparsify_gets_one_line_that_says_why():
                                         r"is linear"):
         fastdit.apply(model)
     assert not fastdit.is_patched(model)
+
+
+def test_sana_wm_is_refused_with_its_reason():
+    """Sana-WM attends linearly in most blocks, and its few softmax blocks have no processor to replace."""
+    from diffusers import SanaWMTransformer3DModel
+
+    model = SanaWMTransformer3DModel(in_channels=4, num_layers=1, hidden_size=32, num_attention_heads=2,
+                                     linear_head_dim=16, caption_channels=8)
+    with pytest.raises(TypeError, match=r"^fastdit can't sparsify SanaWMTransformer3DModel: its self-attention is "
+                                        r"linear \(a gated delta net"):
+        fastdit.apply(model)
+    assert not fastdit.is_patched(model)

@@ -50,6 +50,9 @@ _LINEAR = "its self-attention is linear (a kernel feature map, no softmax), so t
 UNSUPPORTED: dict[str, str] = {
     "SanaVideoTransformer3DModel": _LINEAR,
     "SanaTransformer2DModel": _LINEAR,
+    "SanaWMTransformer3DModel": "its self-attention is linear (a gated delta net, no softmax) in every block but each "
+                                "`softmax_every_n`-th, whose softmax attention calls SDPA in a module with no "
+                                "attention processor for fastdit to replace",
 }
 
 
