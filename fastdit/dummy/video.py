@@ -1,5 +1,5 @@
 """Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video (1 and 2),
-Mochi and Kandinsky (5 and 6) models and pipelines, built offline.
+MiniMax-H3, Mochi and Kandinsky (5 and 6) models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -153,6 +153,18 @@ def dummy_ltx2_transformer(seed: int = 0, num_layers: int = 2):
         cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
         audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
         qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
+
+
+def dummy_minimax_h3_transformer(seed: int = 0, num_layers: int = 2):
+    """``MiniMaxH3Transformer3DModel`` at diffusers' own test width: 2 heads × 16 over a 24-wide residual stream
+    (wider attention than stream, as in the real model), one text-refiner block, 12 of 16 head channels rotated."""
+    from diffusers import MiniMaxH3Transformer3DModel
+
+    torch.manual_seed(seed)
+    return MiniMaxH3Transformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, hidden_size=24, num_layers=num_layers, num_refiner_layers=1,
+        ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=16, freq_dim=8,
+        time_embed_hidden_dim=24, time_embed_dim=16, rope_freq_dim=2).eval()
 
 
 def dummy_mochi_transformer(seed: int = 0, num_layers: int = 2):

@@ -21,7 +21,8 @@ from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_tran
                                  dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
                                  dummy_kandinsky5_transformer, dummy_kandinsky6_transformer, dummy_ltx2_transformer,
-                                 dummy_ltx_transformer, dummy_mochi_transformer, dummy_motif_video_transformer)
+                                 dummy_ltx_transformer, dummy_minimax_h3_transformer, dummy_mochi_transformer,
+                                 dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -154,6 +155,32 @@ def _ltx2(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), audio_encoder_hidden_states=_randn(batch, TEXT, 16),
                 timestep=_timestep(batch), encoder_attention_mask=_padding(batch).bool(), num_frames=t, height=h,
                 width=w, audio_num_frames=9, fps=25.0)
+
+
+def _minimax_h3(grid, batch):
+    """MiniMax-H3's packed sequence as its keyframe pipeline lays it out: ``[text | one keyframe condition frame |
+    stereo audio (2 × 3 latents) | target video]``, with a row timestep per noise level (audio 0.5, video and
+    text 0.6, keyframe 0.999) and the ``(t, h, w)`` rotary coordinates of every row."""
+    t, h, w = grid
+    frame, audio = h * w, 6
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    plane = torch.stack([rows.flatten(), cols.flatten()], -1).float()
+    positions = torch.cat([
+        torch.stack([torch.arange(TEXT).float(), torch.zeros(TEXT), torch.zeros(TEXT)], -1),
+        torch.cat([torch.full((frame, 1), float(TEXT)), plane], -1),
+        torch.stack([TEXT + torch.arange(audio // 2).float().repeat(2), torch.zeros(audio),
+                     torch.tensor([0.0, float(w - 1)]).repeat_interleave(audio // 2)], -1),
+        torch.cat([(TEXT + 2.0 * torch.arange(t).float()).repeat_interleave(frame)[:, None], plane.repeat(t, 1)], -1),
+    ])
+    start = TEXT + frame + audio  # the target video's first row
+    tags = torch.cat([torch.ones(TEXT), torch.zeros(frame), torch.full((audio,), 2.0), torch.zeros(t * frame)]).long()
+    timestep_indices = torch.ones(start + t * frame, dtype=torch.long)
+    timestep_indices[TEXT:TEXT + frame], timestep_indices[TEXT + frame:start] = 2, 0
+    return dict(hidden_states=_randn(batch, frame + t * frame, 16), audio_hidden_states=_randn(batch, audio, 6),
+                encoder_hidden_states=_randn(batch, TEXT, 16), timestep=torch.tensor([0.5, 0.6, 0.999]),
+                timestep_indices=timestep_indices, token_tags=tags, position_ids=positions,
+                video_indices=torch.cat([torch.arange(TEXT, TEXT + frame), torch.arange(start, start + t * frame)]),
+                audio_indices=torch.arange(TEXT + frame, start), text_indices=torch.arange(TEXT))
 
 
 def _padded_prompt(grid, batch):
@@ -314,6 +341,8 @@ CASES = {case.name: case for case in (
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
+    Case("minimax_h3", dummy_minimax_h3_transformer, _minimax_h3, _VIDEO_GRIDS,
+         ("token_refiner.refiner_blocks.0.attn",)),
     Case("mochi", dummy_mochi_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
     Case("chroma", lambda: dummy_flux_variant("ChromaTransformer2DModel", approximator_num_channels=8,

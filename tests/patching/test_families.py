@@ -133,3 +133,15 @@ def test_kandinsky5_set_to_nabla_gets_no_raster_grid(cases):
     assert family.grid(model, (), inputs) == TokenGrid(*case.grids[0])
     model.register_to_config(attention_type="nabla")
     assert family.grid(model, (), inputs) is None
+
+
+def test_sana_wm_is_refused_with_its_reason():
+    """Sana-WM attends linearly in most blocks, and its few softmax blocks have no processor to replace."""
+    from diffusers import SanaWMTransformer3DModel
+
+    model = SanaWMTransformer3DModel(in_channels=4, num_layers=1, hidden_size=32, num_attention_heads=2,
+                                     linear_head_dim=16, caption_channels=8)
+    with pytest.raises(TypeError, match=r"^fastdit can't sparsify SanaWMTransformer3DModel: its self-attention is "
+                                        r"linear \(a gated delta net"):
+        fastdit.apply(model)
+    assert not fastdit.is_patched(model)

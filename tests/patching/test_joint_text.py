@@ -64,7 +64,7 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
                                     "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
-                                    "joyimage_edit_plus"])
+                                    "joyimage_edit_plus", "minimax_h3"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -92,6 +92,12 @@ def test_bria_fibo2_prompts_with_different_gist_counts_run_dense(cases, forward)
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """Helios puts its history before the video: changing only the short-range history moves keys there only."""
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
+
+
+def test_minimax_h3_audio_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """MiniMax-H3 packs its audio between the conditioning frames and the target video: changing only the audio
+    moves keys among the tokens fastdit keeps dense before the video."""
+    _check_context_positions(cases["minimax_h3"], forward, monkeypatch, "audio_hidden_states")
 
 
 # what changes only the reference images in each JoyImage case's hidden_states (grid (1, 16, 16)): JoyImage-Edit's

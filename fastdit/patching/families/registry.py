@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, flux, glm_image, helios, hunyuan_image,
-                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, ltx, mochi, motif_video,
-                                       qwen_image, sd3, unet, wan)
+                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, ltx, minimax_h3, mochi,
+                                       motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -32,6 +32,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     cogvideox.COGVIEW3PLUS,
     ltx.LTX,
     ltx.LTX2,
+    minimax_h3.MINIMAX_H3,
     anyflow.ANYFLOW,
     kandinsky.KANDINSKY5,
     kandinsky.KANDINSKY6,
@@ -59,6 +60,9 @@ _LINEAR = "its self-attention is linear (a kernel feature map, no softmax), so t
 UNSUPPORTED: dict[str, str] = {
     "SanaVideoTransformer3DModel": _LINEAR,
     "SanaTransformer2DModel": _LINEAR,
+    "SanaWMTransformer3DModel": "its self-attention is linear (a gated delta net, no softmax) in every block but each "
+                                "`softmax_every_n`-th, whose softmax attention calls SDPA in a module with no "
+                                "attention processor for fastdit to replace",
 }
 
 
