@@ -75,6 +75,22 @@ def dummy_hunyuan_image_transformer(seed: int = 0):
                                           text_embed_dim=16, rope_axes_dim=(8, 8)).eval()
 
 
+def dummy_ernie_image_transformer(seed: int = 0):
+    """An ``ErnieImageTransformer2DModel`` at toy width, two layers, patch 2 (RoPE axes 4 + 6 + 6 = the head dim).
+
+    The model zero-initialises its modulation and output projection (a fresh model's attention is gated off
+    and its output is 0); here they are random, so attention reaches the output."""
+    from diffusers import ErnieImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = ErnieImageTransformer2DModel(hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=64,
+                                         in_channels=4, out_channels=4, patch_size=2, text_in_dim=16,
+                                         rope_axes_dim=(4, 6, 6))
+    for linear in (model.adaLN_modulation[-1], model.final_linear):
+        torch.nn.init.normal_(linear.weight, std=0.2)
+    return model.eval()
+
+
 def dummy_cogview3plus_transformer(seed: int = 0):
     """A ``CogView3PlusTransformer2DModel`` (CogVideoX's blocks on an image) at toy width."""
     from diffusers import CogView3PlusTransformer2DModel

@@ -253,6 +253,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("bria", "Bria", "flux"),
     ("qwen_image", "Qwen-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
+    ("ernie_image", "ERNIE-Image", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
 )})
 

@@ -13,9 +13,9 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_flux_transformer, dummy_flux_variant,
-                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_ernie_image_transformer, dummy_flux_transformer,
+                                 dummy_flux_variant, dummy_hunyuan_image_transformer, dummy_qwen_image_transformer,
+                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
@@ -162,6 +162,13 @@ def _qwen_image(grid, batch):
                 img_shapes=[[(1, h, w)]] * batch)
 
 
+def _ernie_image(grid, batch):
+    """A latent patchified 2×2 and a padded prompt (``text_lens``: sample ``i`` has ``TEXT - 2 - i`` tokens)."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch),
+                text_bth=_randn(batch, TEXT, 16), text_lens=_padding(batch).sum(1))
+
+
 def _cogview3plus(grid, batch):
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
@@ -250,6 +257,7 @@ CASES = {case.name: case for case in (
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
+    Case("ernie_image", dummy_ernie_image_transformer, _ernie_image, _IMAGE_GRIDS),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,

@@ -68,6 +68,11 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
     _check_context_positions(cases[family], forward, monkeypatch, "encoder_hidden_states")
 
 
+def test_ernie_image_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """ERNIE-Image's prompt is ``text_bth``, appended after the image: changing it moves keys there only."""
+    _check_context_positions(cases["ernie_image"], forward, monkeypatch, "text_bth")
+
+
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """Helios puts its history before the video: changing only the short-range history moves keys there only."""
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, cogvideox, flux, helios, hunyuan_image, hunyuan_video, hunyuan_video15,
-                                       ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (anyflow, cogvideox, ernie_image, flux, helios, hunyuan_image, hunyuan_video,
+                                       hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -39,6 +39,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.FLUX2,
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
+    ernie_image.ERNIE_IMAGE,
     sd3.SD3,
     unet.UNET,
 )}
