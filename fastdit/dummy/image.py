@@ -91,6 +91,19 @@ def dummy_ernie_image_transformer(seed: int = 0):
     return model.eval()
 
 
+def dummy_krea2_transformer(seed: int = 0):
+    """A ``Krea2Transformer2DModel`` at toy width, two blocks with grouped-query attention (2 query heads, 1
+    key/value head, RoPE axes 4 + 6 + 6 = the head dim), one text fusion block of each kind over 2 text layers."""
+    from diffusers import Krea2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Krea2Transformer2DModel(in_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                   num_key_value_heads=1, intermediate_size=64, timestep_embed_dim=32,
+                                   text_hidden_dim=16, num_text_layers=2, text_num_attention_heads=2,
+                                   text_num_key_value_heads=2, text_intermediate_size=32, num_layerwise_text_blocks=1,
+                                   num_refiner_text_blocks=1, axes_dims_rope=(4, 6, 6)).eval()
+
+
 def dummy_cogview3plus_transformer(seed: int = 0):
     """A ``CogView3PlusTransformer2DModel`` (CogVideoX's blocks on an image) at toy width."""
     from diffusers import CogView3PlusTransformer2DModel

@@ -254,6 +254,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("qwen_image", "Qwen-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
     ("ernie_image", "ERNIE-Image", "flux"),
+    ("krea2", "Krea 2", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
 )})
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_ernie_image_transformer, dummy_flux_transformer,
-                                 dummy_flux_variant, dummy_hunyuan_image_transformer, dummy_qwen_image_transformer,
-                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
+                                 dummy_flux_variant, dummy_hunyuan_image_transformer, dummy_krea2_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
                                  dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
@@ -169,6 +169,17 @@ def _ernie_image(grid, batch):
                 text_bth=_randn(batch, TEXT, 16), text_lens=_padding(batch).sum(1))
 
 
+def _krea2(grid, batch):
+    """Packed image tokens after a padded prompt of 2 tapped text layers; ``position_ids`` as the pipeline makes
+    them (text rows at the origin, then ``(0, row, col)`` per image token)."""
+    _, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    image_ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
+    return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 2, 16),
+                timestep=_timestep(batch, 0.5), position_ids=torch.cat([torch.zeros(TEXT, 3), image_ids]).float(),
+                encoder_attention_mask=_padding(batch).bool())
+
+
 def _cogview3plus(grid, batch):
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
@@ -258,6 +269,7 @@ CASES = {case.name: case for case in (
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("ernie_image", dummy_ernie_image_transformer, _ernie_image, _IMAGE_GRIDS),
+    Case("krea2", dummy_krea2_transformer, _krea2, _IMAGE_GRIDS, ("text_fusion.refiner_blocks.0.attn",)),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (anyflow, cogvideox, ernie_image, flux, helios, hunyuan_image, hunyuan_video,
-                                       hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+                                       hunyuan_video15, krea2, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -40,6 +40,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     ernie_image.ERNIE_IMAGE,
+    krea2.KREA2,
     sd3.SD3,
     unet.UNET,
 )}
