@@ -45,8 +45,9 @@ def dummy_flux_pipeline(seed: int = 0):
 
 def dummy_flux_variant(model_class: str, seed: int = 0, **config):
     """A model of the Flux architecture's other families (``ChromaTransformer2DModel``,
-    ``LongCatImageTransformer2DModel``, ``OvisImageTransformer2DModel``, ``BriaTransformer2DModel``) at toy width,
-    one double and one single block; ``config`` adds the class's own constructor arguments."""
+    ``LongCatImageTransformer2DModel``, ``OvisImageTransformer2DModel``, ``BriaTransformer2DModel``,
+    ``Flux2Transformer2DModel``, ``Flux3Transformer2DModel``) at toy width, one double (FLUX.3: one per-mode block
+    per mode) and one single block; ``config`` adds the class's own constructor arguments."""
     import diffusers
 
     torch.manual_seed(seed)

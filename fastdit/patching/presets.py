@@ -247,6 +247,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("consisid", "ConsisID", "cogvideox"),
     ("ltx2", "LTX-2", "ltx"),
     ("flux2", "FLUX.2", "flux"),
+    ("flux3", "FLUX.3", "flux"),
     ("chroma", "Chroma", "flux"),
     ("longcat_image", "LongCat-Image", "flux"),
     ("ovis_image", "Ovis-Image", "flux"),

@@ -155,6 +155,13 @@ def _flux2(grid, batch):
                 guidance=torch.full((batch,), 3.5))
 
 
+def _flux3(grid, batch):
+    """FLUX.2's inputs with 2-D ids (FLUX.3 reads ``[S, 4]`` only) and no guidance."""
+    inputs = _flux2(grid, batch)
+    del inputs["guidance"]
+    return dict(inputs, img_ids=inputs["img_ids"][0], txt_ids=inputs["txt_ids"][0])
+
+
 def _qwen_image(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
@@ -265,6 +272,9 @@ CASES = {case.name: case for case in (
     Case("flux2", lambda: dummy_flux_variant("Flux2Transformer2DModel", patch_size=1, out_channels=4,
                                              timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4)),
          _flux2, _IMAGE_GRIDS),
+    Case("flux3", lambda: dummy_flux_variant("Flux3Transformer2DModel", cond_in_channels=4, timestep_channels=32,
+                                             axes_dims_rope=(4, 4, 4, 4)),
+         _flux3, _IMAGE_GRIDS, ("mode_blocks.image.0.attn", "txt_mode_blocks.0.attn")),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),

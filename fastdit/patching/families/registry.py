@@ -37,6 +37,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.OVIS_IMAGE,
     flux.BRIA,
     flux.FLUX2,
+    flux.FLUX3,
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     ernie_image.ERNIE_IMAGE,
