@@ -45,8 +45,9 @@ def dummy_flux_pipeline(seed: int = 0):
 
 def dummy_flux_variant(model_class: str, seed: int = 0, **config):
     """A model of the Flux architecture's other families (``ChromaTransformer2DModel``,
-    ``LongCatImageTransformer2DModel``, ``OvisImageTransformer2DModel``, ``BriaTransformer2DModel``) at toy width,
-    one double and one single block; ``config`` adds the class's own constructor arguments."""
+    ``LongCatImageTransformer2DModel``, ``OvisImageTransformer2DModel``, ``BriaTransformer2DModel``,
+    ``Flux2Transformer2DModel``, ``Flux3Transformer2DModel``) at toy width, one double (FLUX.3: one per-mode block
+    per mode) and one single block; ``config`` adds the class's own constructor arguments."""
     import diffusers
 
     torch.manual_seed(seed)
@@ -107,6 +108,35 @@ def dummy_joyimage_transformer(model_class: str = "JoyImageEditTransformer3DMode
     return getattr(diffusers, model_class)(patch_size=[1, 2, 2], in_channels=4, hidden_size=32, num_attention_heads=2,
                                            text_dim=16, mlp_width_ratio=2.0, num_layers=2,
                                            rope_dim_list=[4, 6, 6]).eval()
+
+
+def dummy_ernie_image_transformer(seed: int = 0):
+    """An ``ErnieImageTransformer2DModel`` at toy width, two layers, patch 2 (RoPE axes 4 + 6 + 6 = the head dim).
+
+    The model zero-initialises its modulation and output projection (a fresh model's attention is gated off
+    and its output is 0); here they are random, so attention reaches the output."""
+    from diffusers import ErnieImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = ErnieImageTransformer2DModel(hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=64,
+                                         in_channels=4, out_channels=4, patch_size=2, text_in_dim=16,
+                                         rope_axes_dim=(4, 6, 6))
+    for linear in (model.adaLN_modulation[-1], model.final_linear):
+        torch.nn.init.normal_(linear.weight, std=0.2)
+    return model.eval()
+
+
+def dummy_krea2_transformer(seed: int = 0):
+    """A ``Krea2Transformer2DModel`` at toy width, two blocks with grouped-query attention (2 query heads, 1
+    key/value head, RoPE axes 4 + 6 + 6 = the head dim), one text fusion block of each kind over 2 text layers."""
+    from diffusers import Krea2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Krea2Transformer2DModel(in_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                   num_key_value_heads=1, intermediate_size=64, timestep_embed_dim=32,
+                                   text_hidden_dim=16, num_text_layers=2, text_num_attention_heads=2,
+                                   text_num_key_value_heads=2, text_intermediate_size=32, num_layerwise_text_blocks=1,
+                                   num_refiner_text_blocks=1, axes_dims_rope=(4, 6, 6)).eval()
 
 
 def dummy_cogview3plus_transformer(seed: int = 0):

@@ -252,6 +252,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("ltx2", "LTX-2", "ltx"),
     ("minimax_h3", "MiniMax-H3", "hunyuan_video"),
     ("flux2", "FLUX.2", "flux"),
+    ("flux3", "FLUX.3", "flux"),
     ("chroma", "Chroma", "flux"),
     ("longcat_image", "LongCat-Image", "flux"),
     ("ovis_image", "Ovis-Image", "flux"),
@@ -263,6 +264,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("hunyuan_image", "HunyuanImage", "flux"),
     ("joyimage_edit", "JoyImage-Edit", "flux"),
     ("joyimage_edit_plus", "JoyImage-Edit-Plus", "flux"),
+    ("ernie_image", "ERNIE-Image", "flux"),
+    ("krea2", "Krea 2", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
 )})
 

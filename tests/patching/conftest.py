@@ -13,10 +13,11 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer, dummy_flux_transformer,
-                                 dummy_flux_variant, dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
-                                 dummy_joyimage_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer,
+                                 dummy_ernie_image_transformer, dummy_flux_transformer, dummy_flux_variant,
+                                 dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
+                                 dummy_joyimage_transformer, dummy_krea2_transformer, dummy_qwen_image_transformer,
+                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
@@ -221,6 +222,13 @@ def _flux2(grid, batch):
                 guidance=torch.full((batch,), 3.5))
 
 
+def _flux3(grid, batch):
+    """FLUX.2's inputs with 2-D ids (FLUX.3 reads ``[S, 4]`` only) and no guidance."""
+    inputs = _flux2(grid, batch)
+    del inputs["guidance"]
+    return dict(inputs, img_ids=inputs["img_ids"][0], txt_ids=inputs["txt_ids"][0])
+
+
 def _qwen_image(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
@@ -259,6 +267,24 @@ def _joyimage_edit_plus(grid, batch):
     return dict(hidden_states=_randn(batch, patches, 4, 1, 2, 2), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_mask=_padding(batch),
                 shape_list=shapes)
+
+
+def _ernie_image(grid, batch):
+    """A latent patchified 2×2 and a padded prompt (``text_lens``: sample ``i`` has ``TEXT - 2 - i`` tokens)."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch),
+                text_bth=_randn(batch, TEXT, 16), text_lens=_padding(batch).sum(1))
+
+
+def _krea2(grid, batch):
+    """Packed image tokens after a padded prompt of 2 tapped text layers; ``position_ids`` as the pipeline makes
+    them (text rows at the origin, then ``(0, row, col)`` per image token)."""
+    _, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    image_ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
+    return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 2, 16),
+                timestep=_timestep(batch, 0.5), position_ids=torch.cat([torch.zeros(TEXT, 3), image_ids]).float(),
+                encoder_attention_mask=_padding(batch).bool())
 
 
 def _cogview3plus(grid, batch):
@@ -361,6 +387,9 @@ CASES = {case.name: case for case in (
          _flux2, _IMAGE_GRIDS),
     Case("bria_fibo2", dummy_bria_fibo2_transformer, _bria_fibo2, _IMAGE_GRIDS,
          ("layers.1.cross_attention", "noise_refiner.0.attention", "perceiver.layers.0.self_attention")),
+    Case("flux3", lambda: dummy_flux_variant("Flux3Transformer2DModel", cond_in_channels=4, timestep_channels=32,
+                                             axes_dims_rope=(4, 4, 4, 4)),
+         _flux3, _IMAGE_GRIDS, ("mode_blocks.image.0.attn", "txt_mode_blocks.0.attn")),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("glm_image", dummy_glm_image_transformer, _glm_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
@@ -368,6 +397,8 @@ CASES = {case.name: case for case in (
     Case("joyimage_edit", dummy_joyimage_transformer, _joyimage_edit, _IMAGE_GRIDS),
     Case("joyimage_edit_plus", lambda: dummy_joyimage_transformer("JoyImageEditPlusTransformer3DModel"),
          _joyimage_edit_plus, _IMAGE_GRIDS),
+    Case("ernie_image", dummy_ernie_image_transformer, _ernie_image, _IMAGE_GRIDS),
+    Case("krea2", dummy_krea2_transformer, _krea2, _IMAGE_GRIDS, ("text_fusion.refiner_blocks.0.attn",)),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,

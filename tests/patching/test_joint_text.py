@@ -59,12 +59,31 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
     assert all(not r.dense and r.tokens == 16 * 16 + 7 for r in records)
 
 
+def test_flux3_calls_with_reference_images_run_dense_and_say_why(cases, forward):
+    """FLUX.3 appends reference-image tokens after the image in its single-stream blocks, so non-video tokens sit
+    on both sides of it, which fastdit doesn't map: such a call runs dense, as the stock model, with the reason."""
+    case = cases["flux3"]
+    model = case.build()
+    rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    cond_ids = torch.stack([torch.ones_like(rows), rows, cols, torch.zeros_like(rows)], -1).reshape(-1, 4)
+    inputs = dict(case.inputs((1, 16, 16), 1), image_cond_hidden_states=torch.randn(1, 16, 4), image_cond_ids=cond_ids)
+    stock = forward(model, inputs)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, **SPARSE_GRAT)
+    try:
+        out = forward(model, inputs)
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert records and all(r.dense and r.reason == "grid mismatch" for r in records)
+    torch.testing.assert_close(out, stock, atol=1e-6, rtol=0)
+
+
 # Mochi is left out: its caption also modulates the video tokens (the time embedding pools it), so a new prompt
 # moves every key; its text handling is covered by the padded-prompt test above.
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
                                     "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
-                                    "joyimage_edit_plus", "minimax_h3"])
+                                    "joyimage_edit_plus", "minimax_h3", "flux3", "krea2"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -87,6 +106,11 @@ def test_bria_fibo2_prompts_with_different_gist_counts_run_dense(cases, forward)
         fastdit.remove(model)
     assert records and all(r.dense and r.reason == "no grid" for r in records)
     torch.testing.assert_close(out, stock, atol=1e-6, rtol=0)
+
+
+def test_ernie_image_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """ERNIE-Image's prompt is ``text_bth``, appended after the image: changing it moves keys there only."""
+    _check_context_positions(cases["ernie_image"], forward, monkeypatch, "text_bth")
 
 
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):

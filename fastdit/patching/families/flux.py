@@ -1,4 +1,4 @@
-"""The Flux architecture: Flux.1 (``FluxTransformer2DModel``), FLUX.2 and the image models built like them,
+"""The Flux architecture: Flux.1 (``FluxTransformer2DModel``), FLUX.2, FLUX.3 and the image models built like them,
 Chroma, LongCat-Image, Ovis-Image, Bria and Bria FIBO; joint attention, ``[text ; image]``, RoPE over the whole
 sequence.
 
@@ -13,6 +13,13 @@ order, each with its own dispatching processor (Bria FIBO also writes one text-e
 half of the text tokens' channels: the same tokens). FLUX.2's ids have a fourth coordinate (``(t, row, col,
 layer)``); an edit call appends its reference images to the image stream, which the grid then doesn't match, so
 such a call runs dense and ``stats`` says "grid mismatch".
+
+FLUX.3 (``Flux3Transformer2DModel``) has FLUX.2's ids and joint single-stream blocks (``[text ; image]``), but
+instead of double-stream blocks each token mode first runs its own blocks (``mode_blocks.<mode>.N.attn``,
+``txt_mode_blocks.N.attn``), attending within that mode only. Only the single-stream blocks are sparsified: the
+grid a call records carries one text length, and the image-mode blocks see no text, so they stay on their
+stock processor. Reference images (``image_cond_hidden_states``) join after the image in the single-stream
+blocks; such a call runs dense ("grid mismatch") as FLUX.2's edit calls do.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, double_then_single, forward_input
+from fastdit.patching.families.base import Family, attention_in_blocks, double_then_single, forward_input
 
 
 def _ids(x) -> torch.Tensor | None:
@@ -39,11 +46,12 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 
 
 def _family(name: str, model_class: str, models: str, *stock: str,
-            grid_rule: str = "`img_ids`; text length from `txt_ids`") -> Family:
-    return Family(name=name, model_classes=(model_class,), self_attention=double_then_single, grid=_grid,
+            grid_rule: str = "`img_ids`; text length from `txt_ids`", self_attention=double_then_single,
+            sparsified: str = "double- and single-stream `attn` (joint, text first)", untouched: str = "—") -> Family:
+    return Family(name=name, model_classes=(model_class,), self_attention=self_attention, grid=_grid,
                   processor=None,  # the stock processor dispatches: the generic path
                   stock_processors=stock, grid_inputs=("img_ids", "txt_ids"), text_position="before", models=models,
-                  sparsified="double- and single-stream `attn` (joint, text first)", grid_rule=grid_rule)
+                  sparsified=sparsified, untouched=untouched, grid_rule=grid_rule)
 
 
 FLUX = _family("flux", "FluxTransformer2DModel", "FLUX.1", "FluxAttnProcessor", "FluxAttnProcessor2_0")
@@ -61,3 +69,8 @@ BRIA_FIBO = _family("bria_fibo", "BriaFiboTransformer2DModel", "Bria FIBO, Flux 
 FLUX2 = _family("flux2", "Flux2Transformer2DModel", "FLUX.2; edit calls with reference images run dense",
                 "Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor",
                 grid_rule="`img_ids` (4 coordinates); text length from `txt_ids`")
+FLUX3 = _family("flux3", "Flux3Transformer2DModel", "FLUX.3; calls with reference images run dense",
+                "Flux3AttnProcessor", grid_rule="`img_ids` (4 coordinates); text length from `txt_ids`",
+                self_attention=attention_in_blocks("attn", "single_transformer_blocks"),
+                sparsified="`single_transformer_blocks.N.attn` (joint, text first)",
+                untouched="per-mode blocks (`mode_blocks`, `txt_mode_blocks`)")

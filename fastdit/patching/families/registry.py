@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, flux, glm_image, helios, hunyuan_image,
-                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, ltx, minimax_h3, mochi,
-                                       motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, ernie_image, flux, glm_image, helios,
+                                       hunyuan_image, hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, ltx,
+                                       minimax_h3, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -45,11 +45,14 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.BRIA_FIBO,
     flux.FLUX2,
     bria_fibo2.BRIA_FIBO2,
+    flux.FLUX3,
     qwen_image.QWEN_IMAGE,
     glm_image.GLM_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     joyimage.JOYIMAGE_EDIT,
     joyimage.JOYIMAGE_EDIT_PLUS,
+    ernie_image.ERNIE_IMAGE,
+    krea2.KREA2,
     sd3.SD3,
     unet.UNET,
 )}
