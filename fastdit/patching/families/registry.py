@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, cogvideox, flux, helios, hunyuan_image, hunyuan_video, hunyuan_video15,
-                                       ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (allegro, anyflow, cogvideox, dit, flux, helios, hunyuan_image, hunyuan_video,
+                                       hunyuan_video15, latte, ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -31,6 +31,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     ltx.LTX2,
     anyflow.ANYFLOW,
     mochi.MOCHI,
+    allegro.ALLEGRO,
+    latte.LATTE,
     flux.FLUX,
     flux.CHROMA,
     flux.LONGCAT_IMAGE,
@@ -40,6 +42,9 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     sd3.SD3,
+    dit.PIXART,
+    dit.DIT,
+    dit.TRANSFORMER_2D,
     unet.UNET,
 )}
 
