@@ -1,4 +1,4 @@
-"""Tiny random-weight Flux, SD3 and Stable Diffusion (UNet) models and pipelines, built offline.
+"""Tiny random-weight Flux, SD3, PixArt, DiT and Stable Diffusion (UNet) models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests).
 Outputs are noise.
@@ -158,6 +158,40 @@ def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_lay
         sample_size=32, patch_size=2, in_channels=4, num_layers=num_layers, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
         out_channels=4, dual_attention_layers=dual_attention_layers,
+    ).eval()
+
+
+def dummy_pixart_transformer(seed: int = 0, num_layers: int = 2):
+    """``PixArtTransformer2DModel``: 2 heads × 8, 16-wide captions (no size conditioning: ``sample_size`` != 128)."""
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_layers,
+        cross_attention_dim=16, sample_size=16, patch_size=2, caption_channels=16,
+    ).eval()
+
+
+def dummy_dit_transformer(seed: int = 0, num_layers: int = 2):
+    """``DiTTransformer2DModel``: 2 heads × 8, 10 classes (it unpatchifies square images only)."""
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_layers,
+        sample_size=16, patch_size=2, num_embeds_ada_norm=10,
+    ).eval()
+
+
+def dummy_transformer_2d(seed: int = 0, num_layers: int = 2):
+    """Legacy ``Transformer2DModel`` on continuous input (one token per latent pixel): 2 heads × 8,
+    cross-attention to 16-wide text."""
+    from diffusers import Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Transformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=num_layers, cross_attention_dim=16,
+        norm_num_groups=4,
     ).eval()
 
 

@@ -1,5 +1,5 @@
 """Tiny random-weight HunyuanVideo (1.0 and 1.5), Motif-Video, AnyFlow, CogVideoX, ConsisID, LTX-Video (1 and 2),
-MiniMax-H3, Mochi and Kandinsky (5 and 6) models and pipelines, built offline.
+MiniMax-H3, Mochi, Kandinsky (5 and 6), Cosmos, Allegro and Latte models and pipelines, built offline.
 
 Same classes and processors as the real models at toy width (configs follow diffusers' own fast tests), so
 the attention code paths, token order and text handling are the real ones. Outputs are noise.
@@ -233,3 +233,28 @@ def dummy_kandinsky6_transformer(seed: int = 0, num_layers: int = 2):
                                         num_text_blocks=1, num_visual_blocks=num_layers, axes_dims=(4, 6, 6),
                                         in_audio_dim=4, out_audio_dim=4, text_token_padding=True, ca_rope=True,
                                         cross_gates=True, fix_modulation=True).eval()
+
+
+def dummy_allegro_transformer(seed: int = 0, num_layers: int = 2):
+    """``AllegroTransformer3DModel``: 2 heads × 12 (its RoPE rotates three even thirds of the head: t, h, w),
+    16-wide captions."""
+    from diffusers import AllegroTransformer3DModel
+
+    torch.manual_seed(seed)
+    return AllegroTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, num_layers=num_layers,
+        cross_attention_dim=24, sample_width=8, sample_height=8, sample_frames=8, caption_channels=16,
+    ).eval()
+
+
+def dummy_latte_transformer(seed: int = 0, num_layers: int = 2):
+    """``LatteTransformer3DModel``: 2 heads × 8, spatial and temporal blocks, Wan-like inputs (16 latent
+    channels, 32-wide captions), 3 frames (its temporal positions fix the count)."""
+    from diffusers import LatteTransformer3DModel
+
+    torch.manual_seed(seed)
+    return LatteTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16, num_layers=num_layers,
+        cross_attention_dim=16, sample_size=8, patch_size=2, norm_type="ada_norm_single", num_embeds_ada_norm=1000,
+        caption_channels=32, video_length=3,
+    ).eval()

@@ -234,6 +234,12 @@ FAMILY_DEFAULTS: dict[str, Preset] = {
     "flux": PRESETS["black-forest-labs/FLUX.1-dev"],
     "sd3": Preset("sd3", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
     "unet": Preset("unet", "grat", {"grat": _GRAT_IMAGE}, source="n_train from the config's sample_size"),
+    "pixart": Preset("pixart", "grat", {"grat": _GRAT_IMAGE},
+                     source="nothing published for PixArt: GRAT's image setting, as for SD3; n_train from the "
+                            "config's sample_size"),
+    "dit": Preset("dit", "grat", {"grat": _GRAT_IMAGE},
+                  source="nothing published for DiT: GRAT's image setting, as for SD3; n_train from the config's "
+                         "sample_size"),
 }
 FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family, model, borrowed in (
     ("skyreels_v2", "SkyReels-V2", "wan"),
@@ -267,6 +273,9 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("ernie_image", "ERNIE-Image", "flux"),
     ("krea2", "Krea 2", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
+    ("transformer_2d", "Transformer2DModel", "sd3"),
+    ("latte", "Latte (its sparsified attention is per frame, an image's)", "sd3"),
+    ("allegro", "Allegro", "wan"),
 )})
 
 

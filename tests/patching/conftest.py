@@ -13,15 +13,17 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer,
+from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer, dummy_dit_transformer,
                                  dummy_ernie_image_transformer, dummy_flux_transformer, dummy_flux_variant,
                                  dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
-                                 dummy_joyimage_transformer, dummy_krea2_transformer, dummy_qwen_image_transformer,
-                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
-from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
-                                 dummy_cosmos_transformer, dummy_hunyuan_video15_transformer,
-                                 dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
-                                 dummy_kandinsky5_transformer, dummy_kandinsky6_transformer, dummy_ltx2_transformer,
+                                 dummy_joyimage_transformer, dummy_krea2_transformer, dummy_pixart_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
+                                 dummy_transformer_2d, dummy_unet)
+from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
+                                 dummy_consisid_transformer, dummy_cosmos_transformer,
+                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
+                                 dummy_hunyuan_video_transformer, dummy_kandinsky5_transformer,
+                                 dummy_kandinsky6_transformer, dummy_latte_transformer, dummy_ltx2_transformer,
                                  dummy_ltx_transformer, dummy_minimax_h3_transformer, dummy_mochi_transformer,
                                  dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
@@ -191,6 +193,17 @@ def _padded_prompt(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
 
 
+def _allegro(grid, batch):
+    """Mochi's inputs plus Allegro's 3-D RoPE, built as its pipeline builds it (head dim 12)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro
+
+    t, h, w = grid
+    freqs_t, freqs_h, freqs_w, grid_t, grid_h, grid_w = get_3d_rotary_pos_embed_allegro(
+        embed_dim=12, crops_coords=((0, 0), (h, w)), grid_size=(h, w), temporal_size=t)
+    positions = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long()).T.reshape(3, 1, -1)
+    return dict(_padded_prompt(grid, batch), image_rotary_emb=((freqs_t, freqs_h, freqs_w), tuple(positions)))
+
+
 def _flux(grid, batch):
     _, h, w = grid
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -287,6 +300,19 @@ def _krea2(grid, batch):
                 encoder_attention_mask=_padding(batch).bool())
 
 
+def _pixart(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
+                added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+
+
+def _dit(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch),
+                class_labels=torch.arange(batch))
+
+
 def _cogview3plus(grid, batch):
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
@@ -320,10 +346,16 @@ class Case:
     inputs: Callable[[tuple[int, int, int], int], dict]
     grids: tuple[tuple[int, int, int], tuple[int, int, int]]  # tile-divisible, and not divisible by any tile
     cross_attention: tuple[str, ...] = ()  # modules that must keep their stock processor
+    per_frame: bool = False  # its sparsified self-attention runs within each frame (frames folded into the batch)
 
     @property
     def image(self) -> bool:
         return self.grids[0][0] == 1
+
+    @property
+    def one_frame(self) -> bool:
+        """Each sparsified attention sees a single frame: an image, or a video attended frame by frame."""
+        return self.image or self.per_frame
 
 
 _VIDEO_GRIDS = ((4, 8, 8), (5, 7, 9))
@@ -370,6 +402,9 @@ CASES = {case.name: case for case in (
     Case("minimax_h3", dummy_minimax_h3_transformer, _minimax_h3, _VIDEO_GRIDS,
          ("token_refiner.refiner_blocks.0.attn",)),
     Case("mochi", dummy_mochi_transformer, _padded_prompt, _VIDEO_GRIDS),
+    Case("allegro", dummy_allegro_transformer, _allegro, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
+    Case("latte", dummy_latte_transformer, _wan, ((3, 16, 16), (3, 14, 18)),
+         ("transformer_blocks.0.attn2", "temporal_transformer_blocks.0.attn1"), per_frame=True),
     Case("flux", dummy_flux_transformer, _flux, _IMAGE_GRIDS),
     Case("chroma", lambda: dummy_flux_variant("ChromaTransformer2DModel", approximator_num_channels=8,
                                               approximator_hidden_dim=16, approximator_layers=1),
@@ -401,6 +436,9 @@ CASES = {case.name: case for case in (
     Case("krea2", dummy_krea2_transformer, _krea2, _IMAGE_GRIDS, ("text_fusion.refiner_blocks.0.attn",)),
     Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
+    Case("pixart", dummy_pixart_transformer, _pixart, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
+    Case("dit", dummy_dit_transformer, _dit, ((1, 16, 16), (1, 14, 14))),  # DiT unpatchifies square images only
+    Case("transformer_2d", dummy_transformer_2d, _hunyuan_image, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

@@ -54,8 +54,9 @@ def test_sparse_methods_run_and_differ_from_dense(case, model, forward, method):
     finally:
         fastdit.remove(model)
     assert torch.isfinite(out).all() and out.shape == dense.shape
-    if case.image and method == "radial":
-        # radial decays along time; a single image is one frame, which it keeps whole: dense, and said so
+    if case.one_frame and method == "radial":
+        # radial decays along time; a single image (or one frame of a video attended per frame) is one frame,
+        # which it keeps whole: dense, and said so
         assert records and all(r.dense and r.reason in ("full layout", "grid too small") for r in records)
         torch.testing.assert_close(out, dense, atol=1e-6, rtol=0)
         return
@@ -145,3 +146,27 @@ def test_sana_wm_is_refused_with_its_reason():
                                         r"linear \(a gated delta net"):
         fastdit.apply(model)
     assert not fastdit.is_patched(model)
+
+
+def test_a_discrete_input_transformer_2d_runs_on_its_sample_size_grid(forward):
+    """VQ-Diffusion's ``Transformer2DModel`` takes ``[B, H·W]`` codebook indices: fastdit reads the grid from
+    ``sample_size`` and runs it sparse."""
+    from diffusers import Transformer2DModel
+
+    torch.manual_seed(0)
+    model = Transformer2DModel(num_attention_heads=2, attention_head_dim=8, num_vector_embeds=17, sample_size=16,
+                               num_layers=1, cross_attention_dim=16, norm_type="ada_norm", num_embeds_ada_norm=100,
+                               activation_fn="geglu-approximate").eval()
+    inputs = dict(hidden_states=torch.randint(0, 17, (2, 16 * 16)), encoder_hidden_states=torch.randn(2, 7, 16),
+                  timestep=torch.tensor(50))
+    dense = forward(model, inputs)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, **SPARSE_GRAT)
+    try:
+        out = forward(model, inputs)
+        grid = model._fastdit_state.context.grid
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert (grid.t, grid.h, grid.w) == (1, 16, 16)
+    assert records and all(not r.dense for r in records)
+    assert 1e-4 < ((out - dense).norm() / dense.norm()).item() < 0.5

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, bria_fibo2, cogvideox, cosmos, ernie_image, flux, glm_image, helios,
-                                       hunyuan_image, hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, ltx,
-                                       minimax_h3, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (allegro, anyflow, bria_fibo2, cogvideox, cosmos, dit, ernie_image, flux,
+                                       glm_image, helios, hunyuan_image, hunyuan_video, hunyuan_video15, joyimage,
+                                       kandinsky, krea2, latte, ltx, minimax_h3, mochi, motif_video, qwen_image, sd3,
+                                       unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -37,6 +38,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     kandinsky.KANDINSKY5,
     kandinsky.KANDINSKY6,
     mochi.MOCHI,
+    allegro.ALLEGRO,
+    latte.LATTE,
     flux.FLUX,
     flux.CHROMA,
     flux.LONGCAT_IMAGE,
@@ -54,6 +57,9 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     ernie_image.ERNIE_IMAGE,
     krea2.KREA2,
     sd3.SD3,
+    dit.PIXART,
+    dit.DIT,
+    dit.TRANSFORMER_2D,
     unet.UNET,
 )}
 

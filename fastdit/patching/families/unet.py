@@ -12,12 +12,9 @@ blocks, mid block, up blocks.
 
 from __future__ import annotations
 
-from torch import Tensor
-from torch.nn import Module
-
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, SparseProcessorMixin, forward_input, heads_first, heads_merged,
-                                            latent_grid, qk_norm, qkv_projections)
+from fastdit.patching.families.attn_processor import AttnSparseProcessor
+from fastdit.patching.families.base import Family, forward_input, latent_grid
 
 
 def level_grid(grid: TokenGrid, tokens: int) -> TokenGrid | None:
@@ -28,40 +25,12 @@ def level_grid(grid: TokenGrid, tokens: int) -> TokenGrid | None:
     return TokenGrid(1, h, w) if h * w == tokens else None
 
 
-class UNetSparseProcessor(SparseProcessorMixin):
+class UNetSparseProcessor(AttnSparseProcessor):
     """Replaces ``AttnProcessor2_0`` on the self-attention (``attn1``) of every transformer block."""
 
     def call_grid(self, tokens: int) -> TokenGrid | None:
         """This level's grid: the one below the input grid with ``tokens`` tokens."""
         return None if self.grid is None else level_grid(self.grid, tokens)
-
-    def __call__(self, attn: Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
-                 attention_mask: Tensor | None = None, temb: Tensor | None = None) -> Tensor:
-        if encoder_hidden_states is not None:  # only self-attention is ours
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = hidden_states.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query, key, value = (heads_first(x, attn.heads) for x in qkv_projections(attn, hidden_states))
-        query, key = qk_norm(attn, query, key)
-
-        out = self.attend(query, key, value, attn_mask=attention_mask)
-        out = attn.to_out[1](attn.to_out[0](heads_merged(out).to(query.dtype)))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
 
 
 def _self_attention(model):
