@@ -97,6 +97,33 @@ def dummy_sd3_transformer(seed: int = 0, num_layers: int = 2, dual_attention_lay
     ).eval()
 
 
+def dummy_auraflow_transformer(seed: int = 0):
+    """An ``AuraFlowTransformer2DModel`` at toy width, one joint and one single block (positions for 20x20)."""
+    from diffusers import AuraFlowTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = AuraFlowTransformer2DModel(sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1,
+                                       num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                       joint_attention_dim=32, caption_projection_dim=16, out_channels=4,
+                                       pos_embed_max_size=400).eval()
+    # At random init the AdaLN-Zero gates are ~0.03: attention would reach the output ~1% as strongly as the
+    # residual, and a change in it (sparse vs dense) would vanish. Ten times larger gates let it show.
+    with torch.no_grad():
+        for block in (*model.joint_transformer_blocks, *model.single_transformer_blocks):
+            block.norm1.linear.weight.mul_(10)
+    return model
+
+
+def dummy_cogview4_transformer(seed: int = 0):
+    """A ``CogView4Transformer2DModel`` at toy width, one block."""
+    from diffusers import CogView4Transformer2DModel
+
+    torch.manual_seed(seed)
+    return CogView4Transformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+                                      num_attention_heads=2, text_embed_dim=32, time_embed_dim=8, condition_dim=2,
+                                      sample_size=16).eval()
+
+
 def dummy_unet(seed: int = 0, sample_size: int = 16):
     """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
     from diffusers import UNet2DConditionModel

@@ -164,3 +164,14 @@ def dummy_mochi_transformer(seed: int = 0, num_layers: int = 2):
         patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=num_layers, pooled_projection_dim=16,
         in_channels=4, text_embed_dim=16, time_embed_dim=4, activation_fn="swiglu", max_sequence_length=16,
     ).eval()
+
+
+def dummy_easyanimate_transformer(seed: int = 0):
+    """An ``EasyAnimateTransformer3DModel`` at toy width: one MM-DiT block, then one single-stream block, and a
+    T5 prompt after the main one (head dim 16: its 3-D RoPE splits it 4 + 6 + 6)."""
+    from diffusers import EasyAnimateTransformer3DModel
+
+    torch.manual_seed(seed)
+    return EasyAnimateTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                                         patch_size=2, num_layers=2, mmdit_layers=1, time_embed_dim=16,
+                                         text_embed_dim=16, text_embed_dim_t5=8).eval()

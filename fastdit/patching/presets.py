@@ -254,6 +254,9 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("qwen_image", "Qwen-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
     ("cogview3plus", "CogView3-Plus", "flux"),
+    ("easyanimate", "EasyAnimate", "cogvideox"),
+    ("auraflow", "AuraFlow", "sd3"),
+    ("cogview4", "CogView4", "flux"),
 )})
 
 

@@ -13,13 +13,13 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_cogview3plus_transformer, dummy_flux_transformer, dummy_flux_variant,
-                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_cogview3plus_transformer, dummy_cogview4_transformer,
+                                 dummy_flux_transformer, dummy_flux_variant, dummy_hunyuan_image_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
-                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_transformer,
-                                 dummy_ltx2_transformer, dummy_ltx_transformer, dummy_mochi_transformer,
-                                 dummy_motif_video_transformer)
+                                 dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
+                                 dummy_hunyuan_video_transformer, dummy_ltx2_transformer, dummy_ltx_transformer,
+                                 dummy_mochi_transformer, dummy_motif_video_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -122,6 +122,12 @@ def _ltx2(grid, batch):
                 width=w, audio_num_frames=9, fps=25.0)
 
 
+def _easyanimate(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_t5=_randn(batch, 5, 8))
+
+
 def _padded_prompt(grid, batch):
     """Mochi's and Motif-Video's inputs: a 4-channel latent patchified 1×2×2 and a padded prompt."""
     t, h, w = grid
@@ -162,18 +168,23 @@ def _qwen_image(grid, batch):
                 img_shapes=[[(1, h, w)]] * batch)
 
 
-def _cogview3plus(grid, batch):
+def _image_prompt(grid, batch):
+    """An image latent patchified 2×2, a 32-wide prompt and the timestep: AuraFlow's inputs, the others' base."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
+                timestep=_timestep(batch))
+
+
+def _cogview(grid, batch):
+    """CogView3-Plus's and CogView4's inputs: :func:`_image_prompt` and the SDXL-style size conditions."""
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
-    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
-                timestep=_timestep(batch), original_size=size, target_size=size,
+    return dict(_image_prompt(grid, batch), original_size=size, target_size=size,
                 crop_coords=torch.zeros(batch, 2, dtype=torch.long))
 
 
 def _sd3(grid, batch):
-    _, h, w = grid
-    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
-                pooled_projections=_randn(batch, 64), timestep=_timestep(batch))
+    return dict(_image_prompt(grid, batch), pooled_projections=_randn(batch, 64))
 
 
 def _unet(grid, batch):
@@ -230,6 +241,7 @@ CASES = {case.name: case for case in (
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
+    Case("easyanimate", dummy_easyanimate_transformer, _easyanimate, _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
@@ -250,8 +262,10 @@ CASES = {case.name: case for case in (
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
-    Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
+    Case("cogview3plus", dummy_cogview3plus_transformer, _cogview, _IMAGE_GRIDS),
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
+    Case("auraflow", dummy_auraflow_transformer, _image_prompt, _IMAGE_GRIDS),
+    Case("cogview4", dummy_cogview4_transformer, _cogview, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

@@ -61,7 +61,8 @@ def test_flux_single_stream_blocks_get_the_text_length_from_txt_ids(cases, forwa
 # moves every key; its text handling is covered by the padded-prompt test above.
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "flux2", "qwen_image", "cogvideox",
-                                    "cogview3plus", "sd3"])
+                                    "cogview3plus", "sd3", "cogview4", "auraflow",
+                                    "easyanimate"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""

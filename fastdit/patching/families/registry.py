@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (anyflow, cogvideox, flux, helios, hunyuan_image, hunyuan_video, hunyuan_video15,
-                                       ltx, mochi, motif_video, qwen_image, sd3, unet, wan)
+from fastdit.patching.families import (anyflow, auraflow, cogvideox, cogview4, easyanimate, flux, helios, hunyuan_image,
+                                       hunyuan_video, hunyuan_video15, ltx, mochi, motif_video, qwen_image, sd3, unet,
+                                       wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -27,6 +28,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     cogvideox.COGVIDEOX,
     cogvideox.CONSISID,
     cogvideox.COGVIEW3PLUS,
+    easyanimate.EASYANIMATE,
     ltx.LTX,
     ltx.LTX2,
     anyflow.ANYFLOW,
@@ -40,6 +42,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     sd3.SD3,
+    auraflow.AURAFLOW,
+    cogview4.COGVIEW4,
     unet.UNET,
 )}
 
