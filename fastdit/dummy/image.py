@@ -124,6 +124,19 @@ def dummy_cogview4_transformer(seed: int = 0):
                                       sample_size=16).eval()
 
 
+def dummy_hidream_transformer(seed: int = 0):
+    """A ``HiDreamImageTransformer2DModel`` at toy width, one double- and one single-stream block, no MoE;
+    ``max_resolution`` 32 × 32 pads a non-square latent to 256 tokens (configs follow diffusers' fast test)."""
+    from diffusers import HiDreamImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                          num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                          caption_channels=[8, 4], text_emb_dim=8, num_routed_experts=0,
+                                          axes_dims_rope=(4, 2, 2), max_resolution=(32, 32),
+                                          llama_layers=(0, 1)).eval()
+
+
 def dummy_unet(seed: int = 0, sample_size: int = 16):
     """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
     from diffusers import UNet2DConditionModel

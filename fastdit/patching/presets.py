@@ -257,6 +257,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("easyanimate", "EasyAnimate", "cogvideox"),
     ("auraflow", "AuraFlow", "sd3"),
     ("cogview4", "CogView4", "flux"),
+    ("hidream", "HiDream-I1", "flux"),
 )})
 
 

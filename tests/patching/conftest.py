@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_cogview3plus_transformer, dummy_cogview4_transformer,
-                                 dummy_flux_transformer, dummy_flux_variant, dummy_hunyuan_image_transformer,
-                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
+                                 dummy_flux_transformer, dummy_flux_variant, dummy_hidream_transformer,
+                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
+                                 dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_transformer, dummy_ltx2_transformer, dummy_ltx_transformer,
@@ -187,6 +188,14 @@ def _sd3(grid, batch):
     return dict(_image_prompt(grid, batch), pooled_projections=_randn(batch, 64))
 
 
+def _hidream(grid, batch):
+    """T5 prompt and two Llama layers' tokens (the dummy's ``llama_layers``), and the pooled embedding."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timesteps=_timestep(batch),
+                encoder_hidden_states_t5=_randn(batch, TEXT, 8), encoder_hidden_states_llama3=_randn(2, batch, 5, 4),
+                pooled_embeds=_randn(batch, 8))
+
+
 def _unet(grid, batch):
     _, h, w = grid
     return dict(sample=_randn(batch, 4, h, w), timestep=_timestep(batch), encoder_hidden_states=_randn(batch, TEXT, 32))
@@ -266,6 +275,7 @@ CASES = {case.name: case for case in (
     Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("auraflow", dummy_auraflow_transformer, _image_prompt, _IMAGE_GRIDS),
     Case("cogview4", dummy_cogview4_transformer, _cogview, _IMAGE_GRIDS),
+    Case("hidream", dummy_hidream_transformer, _hidream, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

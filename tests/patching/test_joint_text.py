@@ -69,6 +69,12 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
     _check_context_positions(cases[family], forward, monkeypatch, "encoder_hidden_states")
 
 
+def test_hidream_t5_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """HiDream's prompt comes as T5 (and Llama) tokens after the image: changing only the T5 ones moves keys
+    there only."""
+    _check_context_positions(cases["hidream"], forward, monkeypatch, "encoder_hidden_states_t5")
+
+
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """Helios puts its history before the video: changing only the short-range history moves keys there only."""
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
