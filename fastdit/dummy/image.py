@@ -137,6 +137,17 @@ def dummy_hidream_transformer(seed: int = 0):
                                           llama_layers=(0, 1)).eval()
 
 
+def dummy_lumina2_transformer(seed: int = 0):
+    """A ``Lumina2Transformer2DModel`` at toy width: one refiner of each kind and one joint layer, 2 query heads
+    sharing 1 key/value head (RoPE axes 4 + 6 + 6 = the head dim 16)."""
+    from diffusers import Lumina2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Lumina2Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, hidden_size=32, num_layers=1,
+                                     num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1, multiple_of=16,
+                                     axes_dim_rope=(4, 6, 6), axes_lens=(64, 64, 64), cap_feat_dim=16).eval()
+
+
 def dummy_unet(seed: int = 0, sample_size: int = 16):
     """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
     from diffusers import UNet2DConditionModel

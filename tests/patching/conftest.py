@@ -15,8 +15,8 @@ import torch
 
 from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_cogview3plus_transformer, dummy_cogview4_transformer,
                                  dummy_flux_transformer, dummy_flux_variant, dummy_hidream_transformer,
-                                 dummy_hunyuan_image_transformer, dummy_qwen_image_transformer, dummy_sd3_transformer,
-                                 dummy_sdxl_unet, dummy_unet)
+                                 dummy_hunyuan_image_transformer, dummy_lumina2_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
                                  dummy_hunyuan_video_transformer, dummy_ltx2_transformer, dummy_ltx_transformer,
@@ -196,6 +196,12 @@ def _hidream(grid, batch):
                 pooled_embeds=_randn(batch, 8))
 
 
+def _lumina2(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
+
+
 def _unet(grid, batch):
     _, h, w = grid
     return dict(sample=_randn(batch, 4, h, w), timestep=_timestep(batch), encoder_hidden_states=_randn(batch, TEXT, 32))
@@ -276,6 +282,7 @@ CASES = {case.name: case for case in (
     Case("auraflow", dummy_auraflow_transformer, _image_prompt, _IMAGE_GRIDS),
     Case("cogview4", dummy_cogview4_transformer, _cogview, _IMAGE_GRIDS),
     Case("hidream", dummy_hidream_transformer, _hidream, _IMAGE_GRIDS),
+    Case("lumina2", dummy_lumina2_transformer, _lumina2, _IMAGE_GRIDS, ("context_refiner.0.attn",)),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

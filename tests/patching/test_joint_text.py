@@ -22,7 +22,8 @@ def _trimmed(inputs: dict, sample: int, valid: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "mochi"])
+@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "mochi",
+                                    "lumina2"])
 @pytest.mark.parametrize("method", ["radial", "grat"])
 def test_padded_prompt_runs_sparse_and_equals_the_unpadded_prompt(cases, forward, family, method):
     case = cases[family]
@@ -69,6 +70,12 @@ def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, 
     _check_context_positions(cases[family], forward, monkeypatch, "encoder_hidden_states")
 
 
+def test_lumina2_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """Lumina 2's first joint layer is layer 1, after its image-only noise refiner: its valid prompt tokens come
+    first."""
+    _check_context_positions(cases["lumina2"], forward, monkeypatch, "encoder_hidden_states", layer=1)
+
+
 def test_hidream_t5_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """HiDream's prompt comes as T5 (and Llama) tokens after the image: changing only the T5 ones moves keys
     there only."""
@@ -80,7 +87,7 @@ def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, mon
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
 
 
-def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> None:
+def _check_context_positions(case, forward, monkeypatch, changed_input: str, layer: int = 0) -> None:
     from fastdit.runtime.engine import SparseAttention
 
     model = case.build()
@@ -89,7 +96,7 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str) -> 
     call = SparseAttention.__call__
 
     def spy(self, q, k, v, **kwargs):
-        if kwargs["layer"] == 0:
+        if kwargs["layer"] == layer:
             seen.append((k.detach().clone(), kwargs["text_tokens"], kwargs["text_position"]))
         return call(self, q, k, v, **kwargs)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (anyflow, auraflow, cogvideox, cogview4, easyanimate, flux, helios, hidream,
-                                       hunyuan_image, hunyuan_video, hunyuan_video15, ltx, mochi, motif_video,
-                                       qwen_image, sd3, unet, wan)
+                                       hunyuan_image, hunyuan_video, hunyuan_video15, ltx, lumina2, mochi,
+                                       motif_video, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -42,6 +42,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     qwen_image.QWEN_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     hidream.HIDREAM,
+    lumina2.LUMINA2,
     sd3.SD3,
     auraflow.AURAFLOW,
     cogview4.COGVIEW4,
