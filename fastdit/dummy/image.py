@@ -148,6 +148,19 @@ def dummy_lumina2_transformer(seed: int = 0):
                                      axes_dim_rope=(4, 6, 6), axes_lens=(64, 64, 64), cap_feat_dim=16).eval()
 
 
+def dummy_omnigen_transformer(seed: int = 0):
+    """An ``OmniGenTransformer2DModel`` at toy width: 2 layers, 2 heads × 16, a 64-token vocabulary (id 0 pads),
+    positions for a 20 × 20 latent grid, unscaled RoPE."""
+    from diffusers import OmniGenTransformer2DModel
+
+    torch.manual_seed(seed)
+    return OmniGenTransformer2DModel(in_channels=4, patch_size=2, hidden_size=32, num_attention_heads=2,
+                                     num_key_value_heads=2, intermediate_size=64, num_layers=2, vocab_size=64,
+                                     pad_token_id=0, max_position_embeddings=512, original_max_position_embeddings=256,
+                                     rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8},
+                                     pos_embed_max_size=20, time_step_dim=16).eval()
+
+
 def dummy_unet(seed: int = 0, sample_size: int = 16):
     """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
     from diffusers import UNet2DConditionModel

@@ -259,6 +259,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("cogview4", "CogView4", "flux"),
     ("hidream", "HiDream-I1", "flux"),
     ("lumina2", "Lumina-Image 2.0", "flux"),
+    ("omnigen", "OmniGen", "flux"),
 )})
 
 

@@ -15,7 +15,7 @@ import torch
 
 from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_cogview3plus_transformer, dummy_cogview4_transformer,
                                  dummy_flux_transformer, dummy_flux_variant, dummy_hidream_transformer,
-                                 dummy_hunyuan_image_transformer, dummy_lumina2_transformer,
+                                 dummy_hunyuan_image_transformer, dummy_lumina2_transformer, dummy_omnigen_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet, dummy_unet)
 from fastdit.dummy.video import (dummy_anyflow_transformer, dummy_cogvideox_transformer, dummy_consisid_transformer,
                                  dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
@@ -202,6 +202,23 @@ def _lumina2(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
 
 
+def _omnigen(grid, batch):
+    """Left-padded prompt ids (sample ``i``: ``TEXT - 2 - i`` valid), the time token, then the image, under the
+    pipeline's mask: the prompt causal and blind to the image, the image seeing every valid token, padding queries
+    seeing everything (no other token reads them)."""
+    _, h, w = grid
+    seq = TEXT + 1 + h * w
+    mask = torch.zeros(batch, seq, seq)
+    for i, valid in enumerate(_padding(batch).sum(1).tolist()):
+        pad = TEXT - valid
+        mask[i, :pad] = 1
+        mask[i, pad:TEXT + 1, pad:TEXT + 1] = torch.tril(torch.ones(valid + 1, valid + 1))
+        mask[i, TEXT + 1:, pad:] = 1
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                input_ids=torch.arange(1, TEXT + 1).repeat(batch, 1), input_img_latents=[], input_image_sizes={},
+                attention_mask=mask, position_ids=torch.arange(seq).repeat(batch, 1))
+
+
 def _unet(grid, batch):
     _, h, w = grid
     return dict(sample=_randn(batch, 4, h, w), timestep=_timestep(batch), encoder_hidden_states=_randn(batch, TEXT, 32))
@@ -283,6 +300,7 @@ CASES = {case.name: case for case in (
     Case("cogview4", dummy_cogview4_transformer, _cogview, _IMAGE_GRIDS),
     Case("hidream", dummy_hidream_transformer, _hidream, _IMAGE_GRIDS),
     Case("lumina2", dummy_lumina2_transformer, _lumina2, _IMAGE_GRIDS, ("context_refiner.0.attn",)),
+    Case("omnigen", dummy_omnigen_transformer, _omnigen, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

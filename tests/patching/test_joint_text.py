@@ -76,6 +76,11 @@ def test_lumina2_text_tokens_are_where_the_model_puts_them(cases, forward, monke
     _check_context_positions(cases["lumina2"], forward, monkeypatch, "encoder_hidden_states", layer=1)
 
 
+def test_omnigen_prompt_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """OmniGen's prompt ids (and the time token) come before the image."""
+    _check_context_positions(cases["omnigen"], forward, monkeypatch, "input_ids")
+
+
 def test_hidream_t5_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """HiDream's prompt comes as T5 (and Llama) tokens after the image: changing only the T5 ones moves keys
     there only."""
@@ -102,7 +107,7 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str, lay
 
     monkeypatch.setattr(SparseAttention, "__call__", spy)
     inputs = case.inputs(grid, 1)
-    other = dict(inputs, **{changed_input: inputs[changed_input] + 1.0})
+    other = dict(inputs, **{changed_input: inputs[changed_input] + 1})
     fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
     try:
         forward(model, inputs)

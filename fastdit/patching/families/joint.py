@@ -1,6 +1,6 @@
 """The joint text+image attention of MM-DiT models whose stock processor calls SDPA itself: one processor for
 SD3, AuraFlow, CogView4 and EasyAnimate, which differ only in where the text sits, where RoPE goes and what the
-text output goes through.
+text output goes through; and the text length of models that give it only as the rest of the sequence.
 
 The text stream is either projected by the module's own ``add_q/k/v_proj`` (the MM-DiT blocks) or, when the
 module has none, joined with the image before ``to_q/k/v`` (CogView4, EasyAnimate's single-stream blocks). A call
@@ -16,6 +16,13 @@ from torch.nn import Module
 
 from fastdit.patching.families.base import (Rotary, SparseProcessorMixin, added_projections, heads_first, heads_merged,
                                             qk_norm, qkv_projections, split_text)
+
+
+def text_outside_grid(processor: SparseProcessorMixin, tokens: int) -> int:
+    """The tokens of a joint sequence of ``tokens`` that are not the recorded grid's (0 without a grid), for
+    models whose text length varies by call or by sample and is known only as the rest of the sequence."""
+    grid = processor.grid
+    return 0 if grid is None else max(tokens - grid.video_tokens, 0)
 
 
 def joint_qkv(attn: Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None,

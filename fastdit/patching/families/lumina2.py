@@ -17,6 +17,7 @@ from torch.nn import Module
 from fastdit.layout.grid import TokenGrid
 from fastdit.patching.families.base import (Family, SparseProcessorMixin, attention_in_blocks, forward_input,
                                             heads_merged, latent_grid, qk_norm)
+from fastdit.patching.families.joint import text_outside_grid
 
 
 class Lumina2SparseProcessor(SparseProcessorMixin):
@@ -40,18 +41,16 @@ class Lumina2SparseProcessor(SparseProcessorMixin):
         query, key, value = (x.transpose(1, 2) for x in
                              (query, key.repeat_interleave(repeats, dim=2), value.repeat_interleave(repeats, dim=2)))
         if attention_mask is None:
-            out = self.attend(query, key, value, text_tokens=self._text(query.shape[2]), text_position="before")
+            text = text_outside_grid(self, query.shape[2])
+            out = self.attend(query, key, value, text_tokens=text, text_position="before")
         else:
             out = query.new_zeros(query.shape)
             for i, valid in enumerate(attention_mask.sum(dim=1).tolist()):
                 q, k, v = (x[i:i + 1, :, :valid] for x in (query, key, value))
-                out[i:i + 1, :, :valid] = self.attend(q, k, v, text_tokens=self._text(valid), text_position="before")
+                text = text_outside_grid(self, valid)
+                out[i:i + 1, :, :valid] = self.attend(q, k, v, text_tokens=text, text_position="before")
         out = heads_merged(out).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
-
-    def _text(self, tokens: int) -> int:
-        """Prompt tokens before the image in a sequence of ``tokens``: 0 in the noise refiner."""
-        return 0 if self.grid is None else max(tokens - self.grid.video_tokens, 0)
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:

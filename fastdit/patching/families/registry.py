@@ -10,7 +10,7 @@ from typing import Any
 
 from fastdit.patching.families import (anyflow, auraflow, cogvideox, cogview4, easyanimate, flux, helios, hidream,
                                        hunyuan_image, hunyuan_video, hunyuan_video15, ltx, lumina2, mochi,
-                                       motif_video, qwen_image, sd3, unet, wan)
+                                       motif_video, omnigen, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -43,6 +43,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     hunyuan_image.HUNYUAN_IMAGE,
     hidream.HIDREAM,
     lumina2.LUMINA2,
+    omnigen.OMNIGEN,
     sd3.SD3,
     auraflow.AURAFLOW,
     cogview4.COGVIEW4,
