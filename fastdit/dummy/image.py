@@ -195,6 +195,70 @@ def dummy_transformer_2d(seed: int = 0, num_layers: int = 2):
     ).eval()
 
 
+def dummy_auraflow_transformer(seed: int = 0):
+    """An ``AuraFlowTransformer2DModel`` at toy width, one joint and one single block (positions for 20x20)."""
+    from diffusers import AuraFlowTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = AuraFlowTransformer2DModel(sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1,
+                                       num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                       joint_attention_dim=32, caption_projection_dim=16, out_channels=4,
+                                       pos_embed_max_size=400).eval()
+    # At random init the AdaLN-Zero gates are ~0.03: attention would reach the output ~1% as strongly as the
+    # residual, and a change in it (sparse vs dense) would vanish. Ten times larger gates let it show.
+    with torch.no_grad():
+        for block in (*model.joint_transformer_blocks, *model.single_transformer_blocks):
+            block.norm1.linear.weight.mul_(10)
+    return model
+
+
+def dummy_cogview4_transformer(seed: int = 0):
+    """A ``CogView4Transformer2DModel`` at toy width, one block."""
+    from diffusers import CogView4Transformer2DModel
+
+    torch.manual_seed(seed)
+    return CogView4Transformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+                                      num_attention_heads=2, text_embed_dim=32, time_embed_dim=8, condition_dim=2,
+                                      sample_size=16).eval()
+
+
+def dummy_hidream_transformer(seed: int = 0):
+    """A ``HiDreamImageTransformer2DModel`` at toy width, one double- and one single-stream block, no MoE;
+    ``max_resolution`` 32 × 32 pads a non-square latent to 256 tokens (configs follow diffusers' fast test)."""
+    from diffusers import HiDreamImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                          num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                          caption_channels=[8, 4], text_emb_dim=8, num_routed_experts=0,
+                                          axes_dims_rope=(4, 2, 2), max_resolution=(32, 32),
+                                          llama_layers=(0, 1)).eval()
+
+
+def dummy_lumina2_transformer(seed: int = 0):
+    """A ``Lumina2Transformer2DModel`` at toy width: one refiner of each kind and one joint layer, 2 query heads
+    sharing 1 key/value head (RoPE axes 4 + 6 + 6 = the head dim 16)."""
+    from diffusers import Lumina2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Lumina2Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, hidden_size=32, num_layers=1,
+                                     num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1, multiple_of=16,
+                                     axes_dim_rope=(4, 6, 6), axes_lens=(64, 64, 64), cap_feat_dim=16).eval()
+
+
+def dummy_omnigen_transformer(seed: int = 0):
+    """An ``OmniGenTransformer2DModel`` at toy width: 2 layers, 2 heads × 16, a 64-token vocabulary (id 0 pads),
+    positions for a 20 × 20 latent grid, unscaled RoPE."""
+    from diffusers import OmniGenTransformer2DModel
+
+    torch.manual_seed(seed)
+    return OmniGenTransformer2DModel(in_channels=4, patch_size=2, hidden_size=32, num_attention_heads=2,
+                                     num_key_value_heads=2, intermediate_size=64, num_layers=2, vocab_size=64,
+                                     pad_token_id=0, max_position_embeddings=512, original_max_position_embeddings=256,
+                                     rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8},
+                                     pos_embed_max_size=20, time_step_dim=16).eval()
+
+
 def dummy_unet(seed: int = 0, sample_size: int = 16):
     """``UNet2DConditionModel`` with self-attention at two resolution levels and the mid block (SD layout)."""
     from diffusers import UNet2DConditionModel

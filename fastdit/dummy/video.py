@@ -258,3 +258,14 @@ def dummy_latte_transformer(seed: int = 0, num_layers: int = 2):
         cross_attention_dim=16, sample_size=8, patch_size=2, norm_type="ada_norm_single", num_embeds_ada_norm=1000,
         caption_channels=32, video_length=3,
     ).eval()
+
+
+def dummy_easyanimate_transformer(seed: int = 0):
+    """An ``EasyAnimateTransformer3DModel`` at toy width: one MM-DiT block, then one single-stream block, and a
+    T5 prompt after the main one (head dim 16: its 3-D RoPE splits it 4 + 6 + 6)."""
+    from diffusers import EasyAnimateTransformer3DModel
+
+    torch.manual_seed(seed)
+    return EasyAnimateTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                                         patch_size=2, num_layers=2, mmdit_layers=1, time_embed_dim=16,
+                                         text_embed_dim=16, text_embed_dim_t5=8).eval()

@@ -276,6 +276,12 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("transformer_2d", "Transformer2DModel", "sd3"),
     ("latte", "Latte (its sparsified attention is per frame, an image's)", "sd3"),
     ("allegro", "Allegro", "wan"),
+    ("easyanimate", "EasyAnimate", "cogvideox"),
+    ("auraflow", "AuraFlow", "sd3"),
+    ("cogview4", "CogView4", "flux"),
+    ("hidream", "HiDream-I1", "flux"),
+    ("lumina2", "Lumina-Image 2.0", "flux"),
+    ("omnigen", "OmniGen", "flux"),
 )})
 
 

@@ -13,14 +13,16 @@ from typing import Callable
 import pytest
 import torch
 
-from fastdit.dummy.image import (dummy_bria_fibo2_transformer, dummy_cogview3plus_transformer, dummy_dit_transformer,
+from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_transformer,
+                                 dummy_cogview3plus_transformer, dummy_cogview4_transformer, dummy_dit_transformer,
                                  dummy_ernie_image_transformer, dummy_flux_transformer, dummy_flux_variant,
-                                 dummy_glm_image_transformer, dummy_hunyuan_image_transformer,
-                                 dummy_joyimage_transformer, dummy_krea2_transformer, dummy_pixart_transformer,
+                                 dummy_glm_image_transformer, dummy_hidream_transformer,
+                                 dummy_hunyuan_image_transformer, dummy_joyimage_transformer, dummy_krea2_transformer,
+                                 dummy_lumina2_transformer, dummy_omnigen_transformer, dummy_pixart_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
                                  dummy_transformer_2d, dummy_unet)
 from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
-                                 dummy_consisid_transformer, dummy_cosmos_transformer,
+                                 dummy_consisid_transformer, dummy_cosmos_transformer, dummy_easyanimate_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
                                  dummy_hunyuan_video_transformer, dummy_kandinsky5_transformer,
                                  dummy_kandinsky6_transformer, dummy_latte_transformer, dummy_ltx2_transformer,
@@ -186,6 +188,12 @@ def _minimax_h3(grid, batch):
                 audio_indices=torch.arange(TEXT + frame, start), text_indices=torch.arange(TEXT))
 
 
+def _easyanimate(grid, batch):
+    t, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, t, 2 * h, 2 * w), timestep=_timestep(batch),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_t5=_randn(batch, 5, 8))
+
+
 def _padded_prompt(grid, batch):
     """Mochi's and Motif-Video's inputs: a 4-channel latent patchified 1×2×2 and a padded prompt."""
     t, h, w = grid
@@ -313,18 +321,54 @@ def _dit(grid, batch):
                 class_labels=torch.arange(batch))
 
 
-def _cogview3plus(grid, batch):
+def _image_prompt(grid, batch):
+    """An image latent patchified 2×2, a 32-wide prompt and the timestep: AuraFlow's inputs, the others' base."""
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
+                timestep=_timestep(batch))
+
+
+def _cogview(grid, batch):
+    """CogView3-Plus's and CogView4's inputs: :func:`_image_prompt` and the SDXL-style size conditions."""
     _, h, w = grid
     size = torch.tensor([[2 * h, 2 * w]] * batch)
-    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
-                timestep=_timestep(batch), original_size=size, target_size=size,
+    return dict(_image_prompt(grid, batch), original_size=size, target_size=size,
                 crop_coords=torch.zeros(batch, 2, dtype=torch.long))
 
 
 def _sd3(grid, batch):
+    return dict(_image_prompt(grid, batch), pooled_projections=_randn(batch, 64))
+
+
+def _hidream(grid, batch):
+    """T5 prompt and two Llama layers' tokens (the dummy's ``llama_layers``), and the pooled embedding."""
     _, h, w = grid
-    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), encoder_hidden_states=_randn(batch, TEXT, 32),
-                pooled_projections=_randn(batch, 64), timestep=_timestep(batch))
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timesteps=_timestep(batch),
+                encoder_hidden_states_t5=_randn(batch, TEXT, 8), encoder_hidden_states_llama3=_randn(2, batch, 5, 4),
+                pooled_embeds=_randn(batch, 8))
+
+
+def _lumina2(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch))
+
+
+def _omnigen(grid, batch):
+    """Left-padded prompt ids (sample ``i``: ``TEXT - 2 - i`` valid), the time token, then the image, under the
+    pipeline's mask: the prompt causal and blind to the image, the image seeing every valid token, padding queries
+    seeing everything (no other token reads them)."""
+    _, h, w = grid
+    seq = TEXT + 1 + h * w
+    mask = torch.zeros(batch, seq, seq)
+    for i, valid in enumerate(_padding(batch).sum(1).tolist()):
+        pad = TEXT - valid
+        mask[i, :pad] = 1
+        mask[i, pad:TEXT + 1, pad:TEXT + 1] = torch.tril(torch.ones(valid + 1, valid + 1))
+        mask[i, TEXT + 1:, pad:] = 1
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                input_ids=torch.arange(1, TEXT + 1).repeat(batch, 1), input_img_latents=[], input_image_sizes={},
+                attention_mask=mask, position_ids=torch.arange(seq).repeat(batch, 1))
 
 
 def _unet(grid, batch):
@@ -396,6 +440,7 @@ CASES = {case.name: case for case in (
     Case("cogvideox", dummy_cogvideox_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("consisid", dummy_consisid_transformer, _cogvideox(1), _VIDEO_GRIDS),
     Case("cogvideox_1.5", lambda: dummy_cogvideox_transformer(patch_size_t=2), _cogvideox(2), _VIDEO_GRIDS),
+    Case("easyanimate", dummy_easyanimate_transformer, _easyanimate, _VIDEO_GRIDS),
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
@@ -434,11 +479,16 @@ CASES = {case.name: case for case in (
          _joyimage_edit_plus, _IMAGE_GRIDS),
     Case("ernie_image", dummy_ernie_image_transformer, _ernie_image, _IMAGE_GRIDS),
     Case("krea2", dummy_krea2_transformer, _krea2, _IMAGE_GRIDS, ("text_fusion.refiner_blocks.0.attn",)),
-    Case("cogview3plus", dummy_cogview3plus_transformer, _cogview3plus, _IMAGE_GRIDS),
-    Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
     Case("pixart", dummy_pixart_transformer, _pixart, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("dit", dummy_dit_transformer, _dit, ((1, 16, 16), (1, 14, 14))),  # DiT unpatchifies square images only
     Case("transformer_2d", dummy_transformer_2d, _hunyuan_image, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
+    Case("cogview3plus", dummy_cogview3plus_transformer, _cogview, _IMAGE_GRIDS),
+    Case("sd3", lambda: dummy_sd3_transformer(dual_attention_layers=(0,)), _sd3, _IMAGE_GRIDS),
+    Case("auraflow", dummy_auraflow_transformer, _image_prompt, _IMAGE_GRIDS),
+    Case("cogview4", dummy_cogview4_transformer, _cogview, _IMAGE_GRIDS),
+    Case("hidream", dummy_hidream_transformer, _hidream, _IMAGE_GRIDS),
+    Case("lumina2", dummy_lumina2_transformer, _lumina2, _IMAGE_GRIDS, ("context_refiner.0.attn",)),
+    Case("omnigen", dummy_omnigen_transformer, _omnigen, _IMAGE_GRIDS),
     Case("unet", dummy_unet, _unet, _IMAGE_GRIDS,
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,

@@ -24,7 +24,8 @@ def _trimmed(inputs: dict, sample: int, valid: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "mochi"])
+@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "mochi",
+                                    "lumina2"])
 @pytest.mark.parametrize("method", ["radial", "grat"])
 def test_padded_prompt_runs_sparse_and_equals_the_unpadded_prompt(cases, forward, family, method):
     case = cases[family]
@@ -83,7 +84,8 @@ def test_flux3_calls_with_reference_images_run_dense_and_say_why(cases, forward)
 @pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video15", "motif_video", "hunyuan_image", "flux",
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
                                     "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
-                                    "joyimage_edit_plus", "minimax_h3", "flux3", "krea2"])
+                                    "joyimage_edit_plus", "minimax_h3", "flux3", "krea2", "cogview4", "auraflow",
+                                    "easyanimate", "hunyuan_video_framepack"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -113,6 +115,23 @@ def test_ernie_image_text_tokens_are_where_the_model_puts_them(cases, forward, m
     _check_context_positions(cases["ernie_image"], forward, monkeypatch, "text_bth")
 
 
+def test_lumina2_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """Lumina 2's first joint layer is layer 1, after its image-only noise refiner: its valid prompt tokens come
+    first."""
+    _check_context_positions(cases["lumina2"], forward, monkeypatch, "encoder_hidden_states", layer=1)
+
+
+def test_omnigen_prompt_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """OmniGen's prompt ids (and the time token) come before the image."""
+    _check_context_positions(cases["omnigen"], forward, monkeypatch, "input_ids")
+
+
+def test_hidream_t5_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """HiDream's prompt comes as T5 (and Llama) tokens after the image: changing only the T5 ones moves keys
+    there only."""
+    _check_context_positions(cases["hidream"], forward, monkeypatch, "encoder_hidden_states_t5")
+
+
 def test_helios_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """Helios puts its history before the video: changing only the short-range history moves keys there only."""
     _check_context_positions(cases["helios"], forward, monkeypatch, "latents_history_short")
@@ -136,8 +155,18 @@ def test_joyimage_reference_tokens_are_where_the_model_puts_them(cases, forward,
     _check_context_positions(cases[family], forward, monkeypatch, "hidden_states", _REFERENCES[family])
 
 
+def test_framepack_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """HunyuanVideo-Framepack packs its history before the video (and its prompt after it, checked above):
+    changing only the clean latents moves keys among the tokens fastdit keeps dense before the video."""
+    _check_context_positions(cases["hunyuan_video_framepack"], forward, monkeypatch, "latents_clean")
+
+
 def _check_context_positions(case, forward, monkeypatch, changed_input: str,
-                             change: Callable[[torch.Tensor], torch.Tensor] = lambda x: x + 1.0) -> None:
+                             change: Callable[[torch.Tensor], torch.Tensor] = lambda x: x + 1,
+                             layer: int = 0) -> None:
+    """Run ``case`` twice, the second time with ``change`` applied to input ``changed_input`` only: every key
+    position of layer ``layer``'s self-attention that moves is one fastdit keeps dense (text, or other
+    non-video tokens), where the grid says they sit."""
     from fastdit.runtime.engine import SparseAttention
 
     model = case.build()
@@ -146,8 +175,8 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str,
     call = SparseAttention.__call__
 
     def spy(self, q, k, v, **kwargs):
-        if kwargs["layer"] == 0:
-            seen.append((k.detach().clone(), kwargs["text_tokens"], kwargs["text_position"]))
+        if kwargs["layer"] == layer:
+            seen.append((k.detach().clone(), kwargs["text_tokens"], kwargs["text_position"], self.context.grid))
         return call(self, q, k, v, **kwargs)
 
     monkeypatch.setattr(SparseAttention, "__call__", spy)
@@ -159,9 +188,10 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str,
         forward(model, other)
     finally:
         fastdit.remove(model)
-    (k1, text, position), (k2, *_) = seen[0], seen[len(seen) // 2]  # the same call in each forward
+    (k1, text, position, grid), (k2, *_) = seen[0], seen[len(seen) // 2]  # the same call in each forward
     changed = (k1 != k2).any(-1).any(1)[0].nonzero().flatten()  # key positions [S] that the prompt moved
     tokens = k1.shape[2]
-    expected = torch.arange(text) if position == "before" else torch.arange(tokens - text, tokens)
+    before = {"before": text, "after": 0, "around": grid.text_before}[position]
+    expected = torch.cat([torch.arange(before), torch.arange(tokens - (text - before), tokens)])
     assert text > 0 and changed.numel() and set(changed.tolist()) <= set(expected.tolist()), \
         (case.name, text, position, changed)

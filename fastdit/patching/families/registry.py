@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdit.patching.families import (allegro, anyflow, bria_fibo2, cogvideox, cosmos, dit, ernie_image, flux,
-                                       glm_image, helios, hunyuan_image, hunyuan_video, hunyuan_video15, joyimage,
-                                       kandinsky, krea2, latte, ltx, minimax_h3, mochi, motif_video, qwen_image, sd3,
-                                       unet, wan)
+from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, cogvideox, cogview4, cosmos, dit,
+                                       easyanimate, ernie_image, flux, glm_image, helios, hidream, hunyuan_image,
+                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, latte, ltx, lumina2,
+                                       minimax_h3, mochi, motif_video, omnigen, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -31,6 +31,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     cogvideox.COGVIDEOX,
     cogvideox.CONSISID,
     cogvideox.COGVIEW3PLUS,
+    easyanimate.EASYANIMATE,
     ltx.LTX,
     ltx.LTX2,
     minimax_h3.MINIMAX_H3,
@@ -60,6 +61,11 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     dit.PIXART,
     dit.DIT,
     dit.TRANSFORMER_2D,
+    hidream.HIDREAM,
+    lumina2.LUMINA2,
+    omnigen.OMNIGEN,
+    auraflow.AURAFLOW,
+    cogview4.COGVIEW4,
     unet.UNET,
 )}
 

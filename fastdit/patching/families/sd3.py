@@ -8,38 +8,13 @@ model has no RoPE (absolute positions are added at patchify).
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-from torch.nn import Module
-
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import (Family, SparseProcessorMixin, added_projections, forward_input, heads_first,
-                                            heads_merged, latent_grid, qk_norm, qkv_projections, split_text)
+from fastdit.patching.families.base import Family, forward_input, latent_grid
+from fastdit.patching.families.joint import JointSparseProcessor
 
 
-class SD3SparseProcessor(SparseProcessorMixin):
-    """Replaces ``JointAttnProcessor2_0`` on ``attn`` (joint) and ``attn2`` (image only)."""
-
-    def __call__(self, attn: Module, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
-                 attention_mask: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        query, key, value = (heads_first(x, attn.heads) for x in qkv_projections(attn, hidden_states))
-        query, key = qk_norm(attn, query, key)
-        text = 0
-        if encoder_hidden_states is not None:
-            text_q, text_k, text_v = (heads_first(x, attn.heads)
-                                      for x in added_projections(attn, encoder_hidden_states))
-            text_q, text_k = qk_norm(attn, text_q, text_k, added=True)
-            query, key, value = (torch.cat(pair, dim=2) for pair in
-                                 ((query, text_q), (key, text_k), (value, text_v)))
-            text = encoder_hidden_states.shape[1]
-        out = self.attend(query, key, value, text_tokens=text, text_position="after")
-        out = heads_merged(out).to(query.dtype)
-        if encoder_hidden_states is not None:
-            out, text_out = split_text(out, text, "after")
-            if not attn.context_pre_only:
-                text_out = attn.to_add_out(text_out)
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out if encoder_hidden_states is None else (out, text_out)
+class SD3SparseProcessor(JointSparseProcessor):
+    """Replaces ``JointAttnProcessor2_0`` on ``attn`` (joint, text after the image) and ``attn2`` (image only)."""
 
 
 def _self_attention(model):
