@@ -66,6 +66,33 @@ def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
                                        axes_dims_rope=(4, 6, 6)).eval()
 
 
+def dummy_nucleus_moe_image_transformer(seed: int = 0):
+    """A ``NucleusMoEImageTransformer2DModel`` at toy width: two blocks, no experts (dense MLPs), 2 query heads
+    sharing 1 key/value head (RoPE axes 4 + 6 + 6 = the head dim 16)."""
+    from diffusers import NucleusMoEImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return NucleusMoEImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                             attention_head_dim=16, num_attention_heads=2, num_key_value_heads=1,
+                                             joint_attention_dim=16, axes_dims_rope=(4, 6, 6),
+                                             moe_enabled=False).eval()
+
+
+def dummy_prx_transformer(seed: int = 0):
+    """A ``PRXTransformer2DModel`` at toy width: two blocks, 2 heads × 16 (RoPE axes 8 + 8), patch 2.
+
+    The model zero-initialises each block's modulation, which gates every attention output to 0; here it is
+    random, so attention reaches the output."""
+    from diffusers import PRXTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = PRXTransformer2DModel(in_channels=4, patch_size=2, context_in_dim=16, hidden_size=32, mlp_ratio=2.0,
+                                  num_heads=2, depth=2, axes_dim=[8, 8])
+    for block in model.blocks:
+        torch.nn.init.normal_(block.modulation.lin.weight, std=0.2)
+    return model.eval()
+
+
 def dummy_bria_fibo2_transformer(seed: int = 0):
     """A ``BriaFibo2Transformer2DModel`` at toy width: one refiner block, two main blocks (the second an injection
     block), one Perceiver layer; 4 to 8 gist tokens for 2- to 16-token prompts (RoPE axes 4 + 6 + 6 = head dim 16)."""

@@ -155,9 +155,11 @@ class DispatchedAttention(SparseProcessorMixin):
     or dense on the user's backend). :meth:`give_back` restores the processor's own backend choice.
     """
 
-    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after"):
+    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after",
+                 text_keys_only: bool = False):
         super().__init__(original, engine, layer, model_name)
         self.text_position = text_position
+        self.text_keys_only = text_keys_only
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
@@ -212,12 +214,31 @@ class DispatchedAttention(SparseProcessorMixin):
                 dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool,
                 _parallel_config: Any) -> torch.Tensor:
         """This module's self-attention of ``query, key, value [B, S, H, D]``: through the engine, or, for a
-        call fastdit can't take, on the user's backend."""
-        if dropout_p or is_causal or enable_gqa or key.shape[1] != query.shape[1] or key.shape[2] != query.shape[2] \
-                or (scale is not None and scale != query.shape[-1] ** -0.5):
+        call fastdit can't take, on the user's backend.
+
+        With ``text_keys_only`` (the family's image queries attend the image's keys and the text's, and the text
+        has no queries: Nucleus-MoE, PRX) a call with more keys than queries runs as joint attention whose text
+        queries are zero rows that are dropped after: the image rows get exactly the same attention, the text
+        keys stay dense, and the spare rows cost ``text × (image + text)`` scores."""
+        extra = key.shape[1] - query.shape[1]
+        if dropout_p or is_causal or enable_gqa or key.shape[2] != query.shape[2] \
+                or (scale is not None and scale != query.shape[-1] ** -0.5) \
+                or (extra and not self._text_keys(extra, attn_mask)):
             from diffusers.models.attention_dispatch import dispatch_attention_fn
 
             return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
                                          backend=self.user_backend(), parallel_config=_parallel_config)
+        if extra:
+            spare = query.new_zeros(query.shape[0], extra, *query.shape[2:])
+            first = self.text_position == "before"
+            joint = torch.cat((spare, query) if first else (query, spare), dim=1)
+            out = self.attend_bshd(joint, key, value, attn_mask, text_tokens=extra, text_position=self.text_position)
+            return out[:, extra:] if first else out[:, :query.shape[1]]
         return self.attend_bshd(query, key, value, attn_mask, text_tokens=None, text_position=self.text_position)
+
+    def _text_keys(self, extra: int, attn_mask: torch.Tensor | None) -> bool:
+        """Whether a call with ``extra`` more keys than queries is image queries over image and text keys that
+        fastdit can take: the family says its text is keys only, and any mask is the same for every query."""
+        return self.text_keys_only and extra > 0 and self.text_position in ("before", "after") and (
+            attn_mask is None or attn_mask.ndim == 2 or (attn_mask.ndim == 4 and attn_mask.shape[2] == 1))

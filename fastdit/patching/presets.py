@@ -266,6 +266,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("bria_fibo", "Bria FIBO", "flux"),
     ("bria_fibo2", "Bria FIBO 2", "flux"),
     ("qwen_image", "Qwen-Image", "flux"),
+    ("nucleus_moe_image", "Nucleus-MoE-Image", "flux"),
+    ("prx", "PRX", "flux"),
     ("glm_image", "GLM-Image", "flux"),
     ("hunyuan_image", "HunyuanImage", "flux"),
     ("joyimage_edit", "JoyImage-Edit", "flux"),

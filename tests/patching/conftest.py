@@ -18,7 +18,8 @@ from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_tr
                                  dummy_ernie_image_transformer, dummy_flux_transformer, dummy_flux_variant,
                                  dummy_glm_image_transformer, dummy_hidream_transformer,
                                  dummy_hunyuan_image_transformer, dummy_joyimage_transformer, dummy_krea2_transformer,
-                                 dummy_lumina2_transformer, dummy_omnigen_transformer, dummy_pixart_transformer,
+                                 dummy_lumina2_transformer, dummy_nucleus_moe_image_transformer,
+                                 dummy_omnigen_transformer, dummy_pixart_transformer, dummy_prx_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
                                  dummy_transformer_2d, dummy_unet)
 from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
@@ -308,6 +309,19 @@ def _krea2(grid, batch):
                 encoder_attention_mask=_padding(batch).bool())
 
 
+def _nucleus_moe_image(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, h * w, 16), img_shapes=[[(1, h, w)]] * batch,
+                encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_mask=_padding(batch).bool(),
+                timestep=_timestep(batch, 0.5))
+
+
+def _prx(grid, batch):
+    _, h, w = grid
+    return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch, 0.5),
+                encoder_hidden_states=_randn(batch, TEXT, 16), attention_mask=_padding(batch).bool())
+
+
 def _pixart(grid, batch):
     _, h, w = grid
     return dict(hidden_states=_randn(batch, 4, 2 * h, 2 * w), timestep=_timestep(batch),
@@ -471,6 +485,8 @@ CASES = {case.name: case for case in (
                                              axes_dims_rope=(4, 4, 4, 4)),
          _flux3, _IMAGE_GRIDS, ("mode_blocks.image.0.attn", "txt_mode_blocks.0.attn")),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
+    Case("nucleus_moe_image", dummy_nucleus_moe_image_transformer, _nucleus_moe_image, _IMAGE_GRIDS),
+    Case("prx", dummy_prx_transformer, _prx, _IMAGE_GRIDS),
     Case("glm_image", dummy_glm_image_transformer, _glm_image, _IMAGE_GRIDS),
     Case("hunyuan_image", dummy_hunyuan_image_transformer, _hunyuan_image, _IMAGE_GRIDS,
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),

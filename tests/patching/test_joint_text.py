@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import pytest
@@ -85,7 +86,7 @@ def test_flux3_calls_with_reference_images_run_dense_and_say_why(cases, forward)
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
                                     "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
                                     "joyimage_edit_plus", "minimax_h3", "flux3", "krea2", "cogview4", "auraflow",
-                                    "easyanimate", "hunyuan_video_framepack"])
+                                    "easyanimate", "hunyuan_video_framepack", "nucleus_moe_image", "prx"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -155,6 +156,25 @@ def test_joyimage_reference_tokens_are_where_the_model_puts_them(cases, forward,
     _check_context_positions(cases[family], forward, monkeypatch, "hidden_states", _REFERENCES[family])
 
 
+def test_qwen_image_edit_reference_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """Qwen-Image-Edit appends a reference image after the target (the prompt is before it): changing only the
+    reference moves keys among the tokens fastdit keeps dense after the target."""
+    case = cases["qwen_image"]
+    reference = (1, 4, 4)
+
+    def with_reference(grid, batch):
+        inputs = case.inputs(grid, batch)
+        extra = torch.randn(batch, 16, inputs["hidden_states"].shape[-1], generator=torch.Generator().manual_seed(1))
+        return dict(inputs, hidden_states=torch.cat([inputs["hidden_states"], extra], 1),
+                    img_shapes=[[(1, *grid[1:]), reference]] * batch)
+
+    edit = dataclasses.replace(case, inputs=with_reference)
+    records = _check_context_positions(edit, forward, monkeypatch, "hidden_states",
+                                       lambda x: torch.cat([x[:, :-16], x[:, -16:] + 1], 1))
+    # the grid holds (radial keeps a one-frame image whole, so it says "full layout", not "grid mismatch")
+    assert records and all(r.reason == "full layout" and r.tokens == 7 + 16 * 16 + 16 for r in records)
+
+
 def test_framepack_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """HunyuanVideo-Framepack packs its history before the video (and its prompt after it, checked above):
     changing only the clean latents moves keys among the tokens fastdit keeps dense before the video."""
@@ -163,10 +183,10 @@ def test_framepack_history_tokens_are_where_the_model_puts_them(cases, forward, 
 
 def _check_context_positions(case, forward, monkeypatch, changed_input: str,
                              change: Callable[[torch.Tensor], torch.Tensor] = lambda x: x + 1,
-                             layer: int = 0) -> None:
+                             layer: int = 0) -> list:
     """Run ``case`` twice, the second time with ``change`` applied to input ``changed_input`` only: every key
     position of layer ``layer``'s self-attention that moves is one fastdit keeps dense (text, or other
-    non-video tokens), where the grid says they sit."""
+    non-video tokens), where the grid says they sit. Returns the calls' ``stats`` records."""
     from fastdit.runtime.engine import SparseAttention
 
     model = case.build()
@@ -186,6 +206,7 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str,
     try:
         forward(model, inputs)
         forward(model, other)
+        records = fastdit.stats(model).records
     finally:
         fastdit.remove(model)
     (k1, text, position, grid), (k2, *_) = seen[0], seen[len(seen) // 2]  # the same call in each forward
@@ -195,3 +216,4 @@ def _check_context_positions(case, forward, monkeypatch, changed_input: str,
     expected = torch.cat([torch.arange(before), torch.arange(tokens - (text - before), tokens)])
     assert text > 0 and changed.numel() and set(changed.tolist()) <= set(expected.tolist()), \
         (case.name, text, position, changed)
+    return records

@@ -45,7 +45,9 @@ class Family:
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
     ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
     ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"``, ``"around"`` or
-    ``"after"`` the video tokens; how many comes from ``grid``). ``models``, ``sparsified``, ``untouched`` and
+    ``"after"`` the video tokens; how many comes from ``grid``); ``text_keys_only``: the text enters the
+    self-attention as keys and values only (the image queries attend image and text keys, the text has no queries
+    there: Nucleus-MoE, PRX), at ``text_position`` in the key sequence. ``models``, ``sparsified``, ``untouched`` and
     ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the README's model table, which are made
     from them.
     """
@@ -60,6 +62,7 @@ class Family:
     train_tokens: Callable[[torch.nn.Module], int | None] | None = None
     grid_inputs: tuple[str, ...] = ("hidden_states",)
     text_position: str = "after"
+    text_keys_only: bool = False
     models: str = ""
     sparsified: str = ""
     untouched: str = "—"

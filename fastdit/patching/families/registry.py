@@ -11,7 +11,7 @@ from typing import Any
 from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, cogvideox, cogview4, cosmos, dit,
                                        easyanimate, ernie_image, flux, glm_image, helios, hidream, hunyuan_image,
                                        hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, latte, ltx, lumina2,
-                                       minimax_h3, mochi, motif_video, omnigen, qwen_image, sd3, unet, wan)
+                                       minimax_h3, mochi, motif_video, omnigen, prx, qwen_image, sd3, unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -51,6 +51,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     bria_fibo2.BRIA_FIBO2,
     flux.FLUX3,
     qwen_image.QWEN_IMAGE,
+    qwen_image.NUCLEUS_MOE_IMAGE,
+    prx.PRX,
     glm_image.GLM_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
     joyimage.JOYIMAGE_EDIT,
