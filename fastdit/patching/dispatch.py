@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import torch
 
+from fastdit.layout.grid import TokenGrid
 from fastdit.patching.families.base import SparseProcessorMixin
 
 __all__ = ["DispatchedAttention", "check_registry"]
@@ -155,9 +156,11 @@ class DispatchedAttention(SparseProcessorMixin):
     or dense on the user's backend). :meth:`give_back` restores the processor's own backend choice.
     """
 
-    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after"):
+    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after",
+                 grid_of: Callable[[TokenGrid, int], TokenGrid | None] | None = None):
         super().__init__(original, engine, layer, model_name)
         self.text_position = text_position
+        self.grid_of = grid_of  # the family's call_grid: this call's grid from the recorded one, if it differs
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
@@ -165,6 +168,12 @@ class DispatchedAttention(SparseProcessorMixin):
 
     def user_backend(self) -> Any:
         return self._attention_backend or self.saved_backend
+
+    def call_grid(self, tokens: int) -> TokenGrid | None:
+        """The grid of a call over ``tokens`` tokens by the family's rule (a UNet level), else the recorded one."""
+        if self.grid_of is None or self.grid is None:
+            return None
+        return self.grid_of(self.grid, tokens)
 
     def installed_on(self, module: torch.nn.Module) -> bool:
         return self.hook is not None and getattr(module.processor, "_attention_backend", None) is _entry()
