@@ -170,7 +170,8 @@ class DispatchedAttention(SparseProcessorMixin):
         return self._attention_backend or self.saved_backend
 
     def call_grid(self, tokens: int) -> TokenGrid | None:
-        """The grid of a call over ``tokens`` tokens by the family's rule (a UNet level), else the recorded one."""
+        """The grid of a call over ``tokens`` tokens by the family's rule (a UNet level); ``None``: the recorded
+        one (where the family has no rule, or its rule finds no grid of that size: then "grid mismatch")."""
         if self.grid_of is None or self.grid is None:
             return None
         return self.grid_of(self.grid, tokens)
