@@ -315,6 +315,22 @@ def dummy_sdxl_unet(seed: int = 0, sample_size: int = 16):
     ).eval()
 
 
+def dummy_dreamlite_unet(seed: int = 0, sample_size: int = 16):
+    """``DreamLiteUNetModel`` with self-attention at full resolution (down and up) and in the mid block, a level
+    between built without it (its "no self-attention" blocks), and DreamLite's defaults: one key/value head for
+    two query heads, RMS ``qk_norm``, depthwise-separable convolutions."""
+    from diffusers import DreamLiteUNetModel
+
+    torch.manual_seed(seed)
+    return DreamLiteUNetModel(
+        block_out_channels=(16, 16, 32), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("DreamLiteCrossAttnDownBlock2D", "DreamLiteCrossAttnNoSelfAttnDownBlock2D",
+                          "DreamLiteDownBlock2D"),
+        up_block_types=("DreamLiteUpBlock2D", "DreamLiteCrossAttnNoSelfAttnUpBlock2D", "DreamLiteCrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=2, num_kv_heads=1, ff_mult=2,
+    ).eval()
+
+
 def dummy_sd_pipeline(seed: int = 0):
     """``StableDiffusionPipeline``: the UNet above (trained size 16 latent = 128 px), CLIP text encoder, 8x VAE."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline

@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from fastdit.patching.families.base import SparseProcessorMixin
+from fastdit.layout.grid import TokenGrid
+from fastdit.patching.families.base import Family, SparseProcessorMixin
 
 __all__ = ["DispatchedAttention", "check_registry"]
 
@@ -155,11 +156,11 @@ class DispatchedAttention(SparseProcessorMixin):
     or dense on the user's backend). :meth:`give_back` restores the processor's own backend choice.
     """
 
-    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, text_position: str = "after",
-                 text_keys_only: bool = False):
+    def __init__(self, original: Any, engine: Any, layer: int, model_name: str, family: Family):
         super().__init__(original, engine, layer, model_name)
-        self.text_position = text_position
-        self.text_keys_only = text_keys_only
+        self.text_position = family.text_position
+        self.text_keys_only = family.text_keys_only
+        self.grid_of = family.call_grid  # this call's grid from the recorded one, where the model has several
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
@@ -167,6 +168,13 @@ class DispatchedAttention(SparseProcessorMixin):
 
     def user_backend(self) -> Any:
         return self._attention_backend or self.saved_backend
+
+    def call_grid(self, tokens: int) -> TokenGrid | None:
+        """The grid of a call over ``tokens`` tokens by the family's rule (a UNet level); ``None``: the recorded
+        one (where the family has no rule, or its rule finds no grid of that size: then "grid mismatch")."""
+        if self.grid_of is None or self.grid is None:
+            return None
+        return self.grid_of(self.grid, tokens)
 
     def installed_on(self, module: torch.nn.Module) -> bool:
         return self.hook is not None and getattr(module.processor, "_attention_backend", None) is _entry()

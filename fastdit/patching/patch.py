@@ -263,8 +263,7 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
                     stock = _stock_processor(model, module, family)
                     state.saved_processors.append((module, module.processor, stock))
                     _set_processor(module, stock)
-                handler = DispatchedAttention(module.processor, state.engine, layer, name, family.text_position,
-                                              family.text_keys_only)
+                handler = DispatchedAttention(module.processor, state.engine, layer, name, family)
                 handler.take(module)
                 state.dispatched.append(handler)
             else:

@@ -284,6 +284,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("hidream", "HiDream-I1", "flux"),
     ("lumina2", "Lumina-Image 2.0", "flux"),
     ("omnigen", "OmniGen", "flux"),
+    ("dreamlite", "DreamLite", "unet"),
 )})
 
 

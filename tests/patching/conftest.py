@@ -15,8 +15,8 @@ import torch
 
 from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_transformer,
                                  dummy_cogview3plus_transformer, dummy_cogview4_transformer, dummy_dit_transformer,
-                                 dummy_ernie_image_transformer, dummy_flux_transformer, dummy_flux_variant,
-                                 dummy_glm_image_transformer, dummy_hidream_transformer,
+                                 dummy_dreamlite_unet, dummy_ernie_image_transformer, dummy_flux_transformer,
+                                 dummy_flux_variant, dummy_glm_image_transformer, dummy_hidream_transformer,
                                  dummy_hunyuan_image_transformer, dummy_joyimage_transformer, dummy_krea2_transformer,
                                  dummy_lumina2_transformer, dummy_nucleus_moe_image_transformer,
                                  dummy_omnigen_transformer, dummy_pixart_transformer, dummy_prx_transformer,
@@ -509,6 +509,9 @@ CASES = {case.name: case for case in (
          ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",)),
     Case("sdxl_unet", dummy_sdxl_unet, _sdxl_unet, _IMAGE_GRIDS,
          ("down_blocks.1.attentions.0.transformer_blocks.1.attn2",)),
+    Case("dreamlite", dummy_dreamlite_unet, _unet, _IMAGE_GRIDS,
+         ("down_blocks.0.attentions.0.transformer_blocks.0.attn2",
+          "down_blocks.1.attentions.0.transformer_blocks.0.attn2")),
 )}
 
 

@@ -169,7 +169,7 @@ def test_lora_hotswap_does_not_recompile(how):
 # fullgraph compilation refuses with or without fastdit.
 @pytest.mark.parametrize("family", ["flux", "qwen_image", "hunyuan_video", "ltx", "wan_vace", "cosmos", "prx",
                                     "glm_image", "bria_fibo", "joyimage_edit", "joyimage_edit_plus", "kandinsky5",
-                                    "kandinsky6", "minimax_h3", "ernie_image", "krea2", "flux3"])
+                                    "kandinsky6", "minimax_h3", "ernie_image", "krea2", "flux3", "dreamlite"])
 def test_generic_path_families_compile_fullgraph_without_recompiles(cases, family):
     """The generic path under ``torch.compile(fullgraph=True)``: joint-text and new families keep one graph for
     a whole generation (dense first step, sparse after) and match eager exactly."""

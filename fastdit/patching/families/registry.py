@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, cogvideox, cogview4, cosmos, dit,
-                                       easyanimate, ernie_image, flux, glm_image, helios, hidream, hunyuan_image,
-                                       hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, latte, ltx, lumina2,
-                                       minimax_h3, mochi, motif_video, omnigen, prx, qwen_image, sd3, unet, wan)
+                                       dreamlite, easyanimate, ernie_image, flux, glm_image, helios, hidream,
+                                       hunyuan_image, hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, latte,
+                                       ltx, lumina2, minimax_h3, mochi, motif_video, omnigen, prx, qwen_image, sd3,
+                                       unet, wan)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -68,6 +69,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     omnigen.OMNIGEN,
     auraflow.AURAFLOW,
     cogview4.COGVIEW4,
+    dreamlite.DREAMLITE,  # before unet: DreamLiteUNetModel is a UNet2DConditionModel
     unet.UNET,
 )}
 

@@ -33,7 +33,9 @@ class UNetSparseProcessor(AttnSparseProcessor):
         return None if self.grid is None else level_grid(self.grid, tokens)
 
 
-def _self_attention(model):
+def level_self_attention(model):
+    """``(layer, attn1)`` of every self-attention of the down, mid and up blocks, in execution order (a block
+    built without self-attention, or with ``attn1`` as cross-attention, has none)."""
     blocks = [*model.down_blocks, *([model.mid_block] if model.mid_block is not None else []), *model.up_blocks]
     layer = 0
     for block in blocks:
@@ -43,12 +45,13 @@ def _self_attention(model):
                 layer += 1
 
 
-def _grid(model, args, kwargs) -> TokenGrid | None:
+def sample_grid(model, args, kwargs) -> TokenGrid | None:
+    """The grid of the UNet input ``sample [B, C, H, W]``: one token per latent pixel."""
     x = forward_input(model, args, kwargs, "sample")
     return latent_grid(x, (1, 1, 1)) if getattr(x, "ndim", 0) == 4 else None
 
 
-def _train_tokens(model) -> int:
+def sample_size_tokens(model) -> int:
     """Tokens of the UNet input at the training resolution (``config.sample_size`` is that latent size)."""
     size = model.config.sample_size
     h, w = (size, size) if isinstance(size, int) else size
@@ -58,11 +61,11 @@ def _train_tokens(model) -> int:
 UNET = Family(
     name="unet",
     model_classes=("UNet2DConditionModel",),
-    self_attention=_self_attention,
-    grid=_grid,
+    self_attention=level_self_attention,
+    grid=sample_grid,
     processor=UNetSparseProcessor,
     stock_processors=("AttnProcessor2_0",),
-    train_tokens=_train_tokens,
+    train_tokens=sample_size_tokens,
     grid_inputs=("sample",),
     models="SD 1.x/2.x, SDXL",
     sparsified="every `attn1` of the down, mid and up blocks, each on its own level grid",
