@@ -45,11 +45,11 @@ class Family:
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
     ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
     ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"``,
-    ``"around"`` or ``"after"`` the video tokens; how many comes from ``grid``); ``text_keys_only``: the text
-    enters the self-attention as keys and values only (the image queries attend image and text keys, the text has no queries
-    there: Nucleus-MoE, PRX), at ``text_position`` in the key sequence; ``call_grid(grid, tokens)`` is, on the
-    generic path, the grid of a self-attention call over ``tokens`` tokens when the model attends over other grids
-    than the recorded ``grid`` (a UNet's lower levels; ``None`` there: the call runs dense, "grid mismatch"),
+    ``"around"`` or ``"after"`` the video tokens; how many comes from ``grid``); ``text_keys_only``: the text enters
+    the self-attention as keys and values only (the image queries attend image and text keys, the text has no
+    queries there: Nucleus-MoE, PRX), at ``text_position`` in the key sequence; ``call_grid(grid, tokens)`` is, on
+    the generic path, the grid of a self-attention call over ``tokens`` tokens when the model attends over other
+    grids than the recorded ``grid`` (a UNet's lower levels; ``None`` there: the call runs dense, "grid mismatch"),
     where a hand-written processor overrides :meth:`SparseProcessorMixin.call_grid` instead. ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
