@@ -282,6 +282,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("hidream", "HiDream-I1", "flux"),
     ("lumina2", "Lumina-Image 2.0", "flux"),
     ("omnigen", "OmniGen", "flux"),
+    ("z_image", "Z-Image", "flux"),
+    ("ideogram4", "Ideogram 4", "flux"),
 )})
 
 
