@@ -113,7 +113,7 @@ class Measurements:
         q, k, v = call.q, call.k, call.v
         keys = None
         if call.attn_mask is not None:
-            keys = key_padding(call.attn_mask, q.shape[2])
+            keys = key_padding(call.attn_mask, q.shape[2], call.grid.video_slice)
             if keys is None:  # a bias or per-query mask: no layout can reproduce it, nothing to measure
                 self.skipped_calls += 1
                 return

@@ -153,6 +153,29 @@ def dummy_ernie_image_transformer(seed: int = 0):
     return model.eval()
 
 
+def dummy_z_image_transformer(seed: int = 0, siglip_feat_dim: int | None = None):
+    """A ``ZImageTransformer2DModel`` at toy width: 2 heads x 16 (RoPE axes 4 + 6 + 6 = the head dim), two main
+    layers and one refiner layer of each kind, patch 2, 16-wide captions; with ``siglip_feat_dim``, the omni
+    model's SigLIP embedder and refiner too."""
+    from diffusers import ZImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    return ZImageTransformer2DModel(in_channels=4, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
+                                    cap_feat_dim=16, siglip_feat_dim=siglip_feat_dim, axes_dims=[4, 6, 6],
+                                    axes_lens=[256, 64, 64]).eval()
+
+
+def dummy_ideogram4_transformer(seed: int = 0):
+    """An ``Ideogram4Transformer2DModel`` at toy width: 2 heads x 16 (MRoPE sections 4 + 2 + 2 = half the head
+    dim), two layers, 4-channel packed latents, 16-wide text features."""
+    from diffusers import Ideogram4Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Ideogram4Transformer2DModel(in_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                       intermediate_size=64, adaln_dim=16, llm_features_dim=16,
+                                       mrope_section=(4, 2, 2)).eval()
+
+
 def dummy_krea2_transformer(seed: int = 0):
     """A ``Krea2Transformer2DModel`` at toy width, two blocks with grouped-query attention (2 query heads, 1
     key/value head, RoPE axes 4 + 6 + 6 = the head dim), one text fusion block of each kind over 2 text layers."""

@@ -285,6 +285,8 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("lumina2", "Lumina-Image 2.0", "flux"),
     ("omnigen", "OmniGen", "flux"),
     ("dreamlite", "DreamLite", "unet"),
+    ("z_image", "Z-Image", "flux"),
+    ("ideogram4", "Ideogram 4", "flux"),
 )})
 
 

@@ -53,7 +53,8 @@ class RunContext:
         self._forwards = {}
 
     def observe_forward(self, model: str, timestep: float | None) -> None:
-        """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook)."""
+        """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook; a value that falls during a
+        run: a model whose own timestep rises hands its negation, see ``Family.timestep_rises``)."""
         if timestep is not None:
             if self._last_timestep is not None and timestep > self._last_timestep:
                 self.begin_run()  # denoising only goes down: a larger timestep is a new call

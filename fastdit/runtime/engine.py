@@ -33,14 +33,19 @@ __all__ = ["SparseAttention", "AttentionCall", "Decision", "key_padding", "check
 _WARNED: set[str] = set()
 
 
-def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
+def key_padding(mask: torch.Tensor, seq_len: int, video: slice | None = None) -> torch.Tensor | None:
     """``[B | 1, S]`` bool (``True`` = key kept) when ``mask`` only hides keys, else ``None``.
 
     ``mask`` is an SDPA mask (bool, or additive float), broadcast against ``[B, H, S_q, S_kv]`` as SDPA does.
     It is a key-padding mask when it is the same for every head and every query and hides keys completely
     (``False``, or ``-inf`` / the dtype's lowest value); then a block layout can express it exactly through
-    its key validity. A bool mask that also hides every key from the padded tokens' own queries (HunyuanVideo-1.5
-    pads text that way) counts too: a padded token is never attended, so what its query computes is never read.
+    its key validity. A bool ``[B, 1, S, S]`` mask that differs between queries counts too when every kept
+    query attends exactly the kept keys, so that hidden keys are attended by hidden (padding) queries only:
+    HunyuanVideo-1.5 hides every key from its padded text's queries, Ideogram 4's segment mask lets its padding
+    tokens attend each other only. The kept keys are those of the first ``video`` query (where the video tokens
+    sit), else every key any query attends. Kept queries' outputs are then exact; what a padding query computes
+    differs from the mask's, but no kept token ever reads a padding token, so it only matters where the model
+    outputs padding positions (the family must check that its pipeline drops them).
     Anything else (a bias, a per-query pattern) returns ``None``.
     """
     if mask.ndim > 4 or mask.shape[-1] != seq_len:
@@ -48,7 +53,7 @@ def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
     m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
     rows = m[:, :1, :1, :]
     if (m.shape[1] > 1 or m.shape[2] > 1) and not bool((m == rows).all()):
-        return _padded_both_ways(m)
+        return _padding_apart(m, video)
     rows = rows[:, 0, 0, :]
     if rows.dtype == torch.bool:
         return rows
@@ -59,12 +64,15 @@ def key_padding(mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
     return kept
 
 
-def _padded_both_ways(m: torch.Tensor) -> torch.Tensor | None:
-    """``[B, S]`` kept keys when the bool mask ``m [B, 1, S, S]`` is ``kept[:, :, None] & kept[:, None, :]``."""
+def _padding_apart(m: torch.Tensor, video: slice | None) -> torch.Tensor | None:
+    """``[B, S]`` kept keys when in the bool mask ``m [B, 1, S, S]`` every kept query's row is the kept keys
+    (the first ``video`` query's row, else every key some query attends); padding queries' rows are free."""
     if m.dtype != torch.bool or m.shape[1] != 1 or m.shape[2] != m.shape[3]:
         return None
-    kept = m[:, 0].any(-2)
-    return kept if torch.equal(m[:, 0], kept[:, :, None] & kept[:, None, :]) else None
+    m = m[:, 0]
+    kept = m[:, video.start] if video is not None and video.start < m.shape[1] else m.any(-2)
+    exact = (m == kept[:, None, :]).all(-1) | ~kept  # per query: its row is the kept keys, or it is padding
+    return kept if bool(exact.all()) else None
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,7 @@ class SparseAttention:
                       video: slice) -> tuple[torch.Tensor | None, str | None]:
         """``(key validity, None)`` when the mask only hides text keys (those outside ``video``, the video
         tokens' place in the sequence), ``(None, reason)`` when it must run dense."""
-        keys = key_padding(attn_mask, tokens)
+        keys = key_padding(attn_mask, tokens, video)
         if keys is None:
             self._warn_once("this call carries an attention mask that is not a key-padding mask; running dense")
             return None, "attention mask"

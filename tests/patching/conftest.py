@@ -17,11 +17,12 @@ from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_tr
                                  dummy_cogview3plus_transformer, dummy_cogview4_transformer, dummy_dit_transformer,
                                  dummy_dreamlite_unet, dummy_ernie_image_transformer, dummy_flux_transformer,
                                  dummy_flux_variant, dummy_glm_image_transformer, dummy_hidream_transformer,
-                                 dummy_hunyuan_image_transformer, dummy_joyimage_transformer, dummy_krea2_transformer,
-                                 dummy_lumina2_transformer, dummy_nucleus_moe_image_transformer,
-                                 dummy_omnigen_transformer, dummy_pixart_transformer, dummy_prx_transformer,
-                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
-                                 dummy_transformer_2d, dummy_unet)
+                                 dummy_hunyuan_image_transformer, dummy_ideogram4_transformer,
+                                 dummy_joyimage_transformer, dummy_krea2_transformer, dummy_lumina2_transformer,
+                                 dummy_nucleus_moe_image_transformer, dummy_omnigen_transformer,
+                                 dummy_pixart_transformer, dummy_prx_transformer, dummy_qwen_image_transformer,
+                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_transformer_2d, dummy_unet,
+                                 dummy_z_image_transformer)
 from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
                                  dummy_consisid_transformer, dummy_cosmos_transformer, dummy_easyanimate_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
@@ -385,6 +386,33 @@ def _omnigen(grid, batch):
                 attention_mask=mask, position_ids=torch.arange(seq).repeat(batch, 1))
 
 
+def _z_image(grid, batch):
+    """Lists, one item per sample: latents ``[C, 1, 2h, 2w]`` and a caption of ``TEXT - 2 + 31 i`` tokens (sample
+    ``i``), so that two samples' captions pad to 32 and 64 tokens and the model masks the shorter one's end."""
+    _, h, w = grid
+    return dict(x=list(_randn(batch, 4, 1, 2 * h, 2 * w).unbind(0)), t=_timestep(batch, 0.5),
+                cap_feats=[_randn(TEXT - 2 + 31 * i, 16) for i in range(batch)])
+
+
+def _ideogram4(grid, batch):
+    """The pipeline's packing: ``[left padding ; prompt ; image]`` (sample ``i``: ``TEXT - 2 - i`` prompt tokens),
+    its indicator, segment ids (padding ``-1``) and position ids (the image row-major after an offset)."""
+    _, h, w = grid
+    seq = TEXT + h * w
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    image = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3) + 65536
+    indicator = torch.zeros(batch, seq, dtype=torch.long)
+    segments = torch.full((batch, seq), -1)
+    positions = torch.zeros(batch, seq, 3, dtype=torch.long)
+    for i, valid in enumerate(_padding(batch).sum(1).tolist()):
+        pad = TEXT - valid
+        indicator[i, pad:TEXT], indicator[i, TEXT:], segments[i, pad:] = 3, 2, 1
+        positions[i, pad:TEXT], positions[i, TEXT:] = torch.arange(valid)[:, None], image
+    return dict(hidden_states=_randn(batch, seq, 4), timestep=_timestep(batch, 0.5),
+                encoder_hidden_states=_randn(batch, seq, 16), position_ids=positions, segment_ids=segments,
+                indicator=indicator)
+
+
 def _unet(grid, batch):
     _, h, w = grid
     return dict(sample=_randn(batch, 4, h, w), timestep=_timestep(batch), encoder_hidden_states=_randn(batch, TEXT, 32))
@@ -495,6 +523,9 @@ CASES = {case.name: case for case in (
          _joyimage_edit_plus, _IMAGE_GRIDS),
     Case("ernie_image", dummy_ernie_image_transformer, _ernie_image, _IMAGE_GRIDS),
     Case("krea2", dummy_krea2_transformer, _krea2, _IMAGE_GRIDS, ("text_fusion.refiner_blocks.0.attn",)),
+    Case("z_image", dummy_z_image_transformer, _z_image, _IMAGE_GRIDS, ("noise_refiner.0.attention",
+                                                                        "context_refiner.0.attention")),
+    Case("ideogram4", dummy_ideogram4_transformer, _ideogram4, _IMAGE_GRIDS),
     Case("pixart", dummy_pixart_transformer, _pixart, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("dit", dummy_dit_transformer, _dit, ((1, 16, 16), (1, 14, 14))),  # DiT unpatchifies square images only
     Case("transformer_2d", dummy_transformer_2d, _hunyuan_image, _IMAGE_GRIDS, ("transformer_blocks.0.attn2",)),
@@ -537,7 +568,8 @@ def forward() -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
         with torch.no_grad():
             out = model(**kwargs, return_dict=False)
-        return out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its bare sample
+        out = out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its bare sample
+        return torch.stack(out) if isinstance(out, list) else out  # Z-Image returns one tensor per sample
 
     return run
 

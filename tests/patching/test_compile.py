@@ -13,6 +13,7 @@ from torch._dynamo.utils import counters
 
 import fastdit
 from fastdit.dummy.wan import dummy_wan_transformer
+from fastdit.patching.families import detect_family
 
 STEPS = (900.0, 700.0, 500.0)  # the first step runs dense (dense_steps=1), the others sparse
 
@@ -169,17 +170,20 @@ def test_lora_hotswap_does_not_recompile(how):
 # fullgraph compilation refuses with or without fastdit.
 @pytest.mark.parametrize("family", ["flux", "qwen_image", "hunyuan_video", "ltx", "wan_vace", "cosmos", "prx",
                                     "glm_image", "bria_fibo", "joyimage_edit", "joyimage_edit_plus", "kandinsky5",
-                                    "kandinsky6", "minimax_h3", "ernie_image", "krea2", "flux3", "dreamlite"])
+                                    "kandinsky6", "minimax_h3", "ernie_image", "krea2", "flux3", "dreamlite",
+                                    "ideogram4"])
 def test_generic_path_families_compile_fullgraph_without_recompiles(cases, family):
     """The generic path under ``torch.compile(fullgraph=True)``: joint-text and new families keep one graph for
     a whole generation (dense first step, sparse after) and match eager exactly."""
     case = cases[family]
     model = case.build()
+    rises = detect_family(model).timestep_rises  # Ideogram 4 takes 1 - t / 1000
     fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=1, mode="surround", radius=0)
 
     def step(t: float) -> dict:
         inputs = case.inputs(case.grids[0], 1)
-        return dict(inputs, timestep=torch.full_like(inputs["timestep"], t), return_dict=False)
+        return dict(inputs, timestep=torch.full_like(inputs["timestep"], 1 - t / 1000 if rises else t),
+                    return_dict=False)
 
     try:
         with torch.no_grad():

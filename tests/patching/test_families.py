@@ -170,3 +170,24 @@ def test_a_discrete_input_transformer_2d_runs_on_its_sample_size_grid(forward):
     assert (grid.t, grid.h, grid.w) == (1, 16, 16)
     assert records and all(not r.dense for r in records)
     assert 1e-4 < ((out - dense).norm() / dense.norm()).item() < 0.5
+
+
+@pytest.mark.parametrize("family", ["z_image", "ideogram4"])
+def test_a_timestep_that_rises_during_a_run_counts_steps(cases, forward, family):
+    """Z-Image and Ideogram 4 take the share of the way to the clean image (0 at pure noise): each larger value
+    is the next step (the first one warm-up, dense), and a return to 0 starts a new run."""
+    case = cases[family]
+    model = case.build()
+    name = detect_family(model).timestep_arg
+    inputs = case.inputs(case.grids[0], 1)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=1, dense_layers=0, **SPARSE_GRAT)
+    try:
+        for t in (0.0, 0.3, 0.3, 0.7):  # the repeated value: a second forward of one step (guidance)
+            forward(model, dict(inputs, **{name: torch.full((1,), t)}))
+        steps = {(r.step, r.dense, r.calls) for r in fastdit.stats(model).records}
+        forward(model, dict(inputs, **{name: torch.zeros(1)}))
+        again = {(r.step, r.dense) for r in fastdit.stats(model).records}
+    finally:
+        fastdit.remove(model)
+    assert steps == {(0, True, 1), (1, False, 2), (2, False, 1)}
+    assert again == {(0, True)}

@@ -86,7 +86,8 @@ def test_flux3_calls_with_reference_images_run_dense_and_say_why(cases, forward)
                                     "chroma", "longcat_image", "ovis_image", "bria", "bria_fibo", "flux2", "bria_fibo2",
                                     "qwen_image", "glm_image", "cogvideox", "cogview3plus", "sd3", "joyimage_edit",
                                     "joyimage_edit_plus", "minimax_h3", "flux3", "krea2", "cogview4", "auraflow",
-                                    "easyanimate", "hunyuan_video_framepack", "nucleus_moe_image", "prx"])
+                                    "easyanimate", "hunyuan_video_framepack", "nucleus_moe_image", "prx",
+                                    "ideogram4"])
 def test_text_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, family):
     """Change only the prompt: the key positions that change in the first block's joint self-attention all lie
     where fastdit puts the text (HunyuanVideo-1.5 also appends image and ByT5 tokens, which stay the same)."""
@@ -125,6 +126,82 @@ def test_lumina2_text_tokens_are_where_the_model_puts_them(cases, forward, monke
 def test_omnigen_prompt_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """OmniGen's prompt ids (and the time token) come before the image."""
     _check_context_positions(cases["omnigen"], forward, monkeypatch, "input_ids")
+
+
+def test_z_image_caption_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """Z-Image's caption comes after the image and the image's padding to 32 tokens."""
+    _check_context_positions(cases["z_image"], forward, monkeypatch, "cap_feats", lambda caps: [c + 1 for c in caps])
+
+
+def _z_image_omni(grid, batch: int) -> dict:
+    """Omni-mode inputs: two captions, a reference image and the target, SigLIP features of both (sample ``i``'s
+    target SigLIP grid is ``(2 + 4 i) x 6``, so two samples differ in length after the target only)."""
+    _, h, w = grid
+    g = torch.Generator().manual_seed(0)
+    return dict(x=[[torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 2 * h, 2 * w, generator=g)]
+                   for _ in range(batch)],
+                t=torch.full((batch,), 0.5),
+                cap_feats=[[torch.randn(5, 16, generator=g), torch.randn(3, 16, generator=g)] for _ in range(batch)],
+                siglip_feats=[[torch.randn(3, 3, 8, generator=g), torch.randn(2 + 4 * i, 6, 8, generator=g)]
+                              for i in range(batch)],
+                image_noise_mask=[[0, 1] for _ in range(batch)])
+
+
+def _z_image_omni_case(cases):
+    """The Z-Image case as the omni model (with SigLIP) on omni inputs."""
+    from dataclasses import replace
+
+    from fastdit.dummy.image import dummy_z_image_transformer
+
+    return replace(cases["z_image"], build=lambda: dummy_z_image_transformer(siglip_feat_dim=8), inputs=_z_image_omni)
+
+
+def test_z_image_omni_runs_sparse_with_references_before_and_siglip_after(cases, forward):
+    """Omni mode joins ``[captions ; reference ; target ; padding ; SigLIP]``: the grid is the target's, with 32 + 32
+    caption and 32 reference tokens before it, and a batch whose samples differ after the target runs sparse."""
+    case = _z_image_omni_case(cases)
+    model = case.build()
+    inputs = case.inputs((1, 14, 18), 2)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, **SPARSE_GRAT)
+    try:
+        out = forward(model, inputs)
+        grid = model._fastdit_state.context.grid
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert (grid.t, grid.h, grid.w, grid.text_position, grid.text_before) == (1, 14, 18, "around", 96)
+    assert grid.text_tokens == 96 + 4 + 32 + 64  # then the target's padding and the longer sample's SigLIP
+    assert records and all(not r.dense for r in records) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("changed, change", [
+    ("cap_feats", lambda c: [[a + 1, b + 1] for a, b in c]),  # the captions: before the target
+    ("siglip_feats", lambda s: [[a + 1, b + 1] for a, b in s]),  # SigLIP features: after it
+])
+def test_z_image_omni_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch, changed, change):
+    """(The reference image can't be changed alone: the noise refiner attends it with the target.)"""
+    _check_context_positions(_z_image_omni_case(cases), forward, monkeypatch, changed, change)
+
+
+def test_ideogram4_padded_prompt_runs_sparse_and_equals_the_unpadded_prompt(cases, forward):
+    """Ideogram 4 left-pads its prompt and keeps the padding apart with its segment mask: that runs sparse, and
+    every prompt and image token equals the same sample packed without padding (padding outputs are dropped by
+    the pipeline)."""
+    case = cases["ideogram4"]
+    model = case.build()
+    inputs = case.inputs(GRID, 2)
+    pads = (inputs["segment_ids"] < 0).sum(1).tolist()
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, **SPARSE_GRAT)
+    try:
+        padded = forward(model, inputs)
+        records = fastdit.stats(model).records
+        trimmed = [forward(model, {k: v[i:i + 1, pad:] if k != "timestep" else v[i:i + 1] for k, v in inputs.items()})
+                   for i, pad in enumerate(pads)]
+    finally:
+        fastdit.remove(model)
+    assert records and all(not r.dense for r in records)
+    for i, pad in enumerate(pads):
+        torch.testing.assert_close(padded[i:i + 1, pad:], trimmed[i], atol=2e-5, rtol=0)
 
 
 def test_hidream_t5_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):

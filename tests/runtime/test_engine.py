@@ -86,6 +86,42 @@ def test_padded_text_keys_stay_masked_per_sample_on_the_sparse_path():
     assert (out[1:] - unmasked[1:]).abs().max() > 1e-3
 
 
+def _segment_mask(keys: torch.Tensor) -> torch.Tensor:
+    """Ideogram 4's ``[B, 1, S, S]`` segment mask over ``keys [B, S]``: kept tokens attend the kept ones, padding
+    tokens each other."""
+    return (keys[:, :, None] == keys[:, None, :])[:, None]
+
+
+def test_a_mask_that_keeps_padding_queries_apart_is_key_padding():
+    keys = _text_mask([5, 2])[:, 0, 0]
+    video = slice(0, GRID.video_tokens)
+    assert torch.equal(key_padding(_segment_mask(keys), keys.shape[1], video), keys)
+    both_ways = (keys[:, :, None] & keys[:, None, :])[:, None]  # HunyuanVideo-1.5: padding queries see nothing
+    assert torch.equal(key_padding(both_ways, keys.shape[1]), keys)
+    assert torch.equal(key_padding(both_ways, keys.shape[1], video), keys)
+    # without the video's place, the kept keys of a segment mask are unknown (padding is attended too)
+    assert key_padding(_segment_mask(keys), keys.shape[1]) is None
+    leaky = _segment_mask(keys)
+    leaky[1, 0, 3, -1] = True  # a video query sees a padding key
+    assert key_padding(leaky, keys.shape[1], video) is None
+    partial = _segment_mask(keys)
+    partial[0, 0, 3, 7] = False  # a video query misses a kept key
+    assert key_padding(partial, keys.shape[1], video) is None
+
+
+def test_a_segment_mask_runs_sparse_and_kept_queries_are_exact():
+    valid = [5, 2]
+    q, k, v = _qkv(len(valid), GRID.video_tokens + TEXT, seed=2)
+    keys = _text_mask(valid)[:, 0, 0]
+    engine = _engine("grat")
+    out = engine(q, k, v, layer=0, model="m", text_tokens=TEXT, attn_mask=_segment_mask(keys))
+    record = engine.context.stats.records[-1]
+    assert not record.dense and record.density < 1
+    reference = _reference(q, k, v, valid)
+    for i in range(len(valid)):
+        torch.testing.assert_close(out[i][:, keys[i]], reference[i][:, keys[i]], atol=1e-5, rtol=0)
+
+
 def test_a_mask_on_video_tokens_runs_dense_with_a_warning():
     q, k, v = _qkv(1, GRID.video_tokens + TEXT)
     mask = _text_mask([5])

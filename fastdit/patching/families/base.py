@@ -44,6 +44,9 @@ class Family:
     ``train_tokens(model)`` is the self-attention token count at the training resolution when the model's
     config states it (``None`` otherwise), used for entropy scaling when no preset knows it;
     ``grid_inputs`` names the forward inputs ``grid`` reads (a compiled model hands the pre-hook only these);
+    ``timestep_rises`` says the model's timestep input goes *up* during a run (Z-Image and Ideogram 4 take the
+    share of the way to the clean image, 0 at pure noise), so :func:`read_timestep` negates it into a falling
+    noise level: the run context counts steps from falling values and reads a rise as a new run;
     ``text_position`` is where a joint sequence holds its text tokens on the generic path (``"before"``,
     ``"around"`` or ``"after"`` the video tokens; how many comes from ``grid``); ``text_keys_only``: the text enters
     the self-attention as keys and values only (the image queries attend image and text keys, the text has no
@@ -62,6 +65,7 @@ class Family:
     processor: Callable[..., Any] | None
     stock_processors: tuple[str, ...]
     timestep_arg: str = "timestep"
+    timestep_rises: bool = False
     train_tokens: Callable[[torch.nn.Module], int | None] | None = None
     grid_inputs: tuple[str, ...] = ("hidden_states",)
     text_position: str = "after"
@@ -99,11 +103,15 @@ def forward_input(model: torch.nn.Module, args: tuple, kwargs: dict, name: str) 
 
 
 def read_timestep(family: Family, model: torch.nn.Module, args: tuple, kwargs: dict) -> float | None:
-    """The denoising timestep of a forward call, as one float (the largest, for per-token timesteps)."""
+    """The noise level of a forward call, as one float that falls during a run: the denoising timestep (the
+    largest, for per-token timesteps), or, for a family whose timestep rises, its negation (the smallest
+    timestep is then the noisiest token's). Only its order matters: the run context counts distinct values
+    as steps and reads a rise as a new run."""
     t = forward_input(model, args, kwargs, family.timestep_arg)
     if t is None:
         return None
-    return float(t.detach().float().max()) if isinstance(t, torch.Tensor) else float(t)
+    sign = -1.0 if family.timestep_rises else 1.0
+    return float((sign * t.detach().float()).max()) if isinstance(t, torch.Tensor) else sign * float(t)
 
 
 def latent_grid(x: Any, patch: tuple[int, int, int], frames_dim: int = 2) -> TokenGrid | None:

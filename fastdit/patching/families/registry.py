@@ -10,9 +10,9 @@ from typing import Any
 
 from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, cogvideox, cogview4, cosmos, dit,
                                        dreamlite, easyanimate, ernie_image, flux, glm_image, helios, hidream,
-                                       hunyuan_image, hunyuan_video, hunyuan_video15, joyimage, kandinsky, krea2, latte,
-                                       ltx, lumina2, minimax_h3, mochi, motif_video, omnigen, prx, qwen_image, sd3,
-                                       unet, wan)
+                                       hunyuan_image, hunyuan_video, hunyuan_video15, ideogram4, joyimage, kandinsky,
+                                       krea2, latte, ltx, lumina2, minimax_h3, mochi, motif_video, omnigen, prx,
+                                       qwen_image, sd3, unet, wan, z_image)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -60,6 +60,8 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     joyimage.JOYIMAGE_EDIT_PLUS,
     ernie_image.ERNIE_IMAGE,
     krea2.KREA2,
+    z_image.Z_IMAGE,
+    ideogram4.IDEOGRAM4,
     sd3.SD3,
     dit.PIXART,
     dit.DIT,
