@@ -19,13 +19,31 @@ def models_table() -> str:
     from the family's own data (the README's "Supported models" table is this output)."""
     from fastdit.patching.families import families
 
-    rows = ["| family | model classes | sparsified (self-attention) | left untouched | grid read from | path |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| family | model classes | sparsified (self-attention) | left untouched | grid read from | path | "
+            "default preset |",
+            "|---|---|---|---|---|---|---|"]
     for name, f in families().items():
         classes = ", ".join(f"`{cls}`" for cls in f.model_classes)
         path = "generic" if f.processor is None else "processor"
-        rows.append(f"| `{name}` | {classes} ({f.models}) | {f.sparsified} | {f.untouched} | {f.grid_rule} | {path} |")
+        rows.append(f"| `{name}` | {classes} ({f.models}) | {f.sparsified} | {f.untouched} | {f.grid_rule} | {path} | "
+                    f"{_preset_cell(name)} |")
     return "\n".join(rows) + "\n"
+
+
+def _preset_cell(family: str) -> str:
+    """A family's default preset in a few words: its method and where its settings come from (the published
+    preset's model id, or what it borrows when nothing is published; ``fastdit info`` gives the full source)."""
+    from fastdit.patching.presets import FAMILY_DEFAULTS, PRESETS
+
+    preset = FAMILY_DEFAULTS.get(family)
+    if preset is None:
+        return "—"
+    model_id = next((mid for mid, p in PRESETS.items() if p is preset), None)
+    if model_id is not None:
+        return f"{preset.method}: `{model_id}`"
+    if preset.source.startswith("nothing published"):
+        return f"{preset.method}: nothing published; {preset.source.split(': ', 1)[1].split(',')[0]}"
+    return f"{preset.method}: {preset.methods[preset.method].source.split(':')[0]}"
 
 
 def collect() -> dict:

@@ -94,6 +94,10 @@ UNSUPPORTED: dict[str, str] = {
     "Kandinsky6SRTransformer3DModel": "its self-attention is already sparse: its processor names the flex backend "
                                       "with its own NABLA block mask over a fractal token order, which fastdit "
                                       "doesn't replace",
+    "SanaWMLTX2RefinerTransformer3DModel": "each denoising call's queries (the current few frames) attend a KV cache "
+                                           "of up to 11 earlier frames plus themselves; fastdit keeps keys without "
+                                           "queries dense, so these calls would cost 1.3-5x dense attention until it "
+                                           "can sparsify cached keys",
 }
 
 
