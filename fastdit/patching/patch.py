@@ -285,13 +285,14 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
 
 
 def _stock_processor(model: torch.nn.Module, module: torch.nn.Module, family: Family) -> Any:
-    """A new instance of the processor diffusers installs on ``module`` by default: the module's default class,
+    """A new instance of the processor diffusers installs on ``module`` by default: the module's default class
+    when it is one of the family's stock classes (a module class shared across models may name another model's),
     else the family's first stock class from the model's own diffusers module, or from the diffusers module
     that defines it (a model built from another family's blocks, as HunyuanVideo-Framepack is, may not import
     it)."""
     default = getattr(module, "_default_processor_cls", None)
     name = family.stock_processors[0]
-    if default is None:
+    if default is None or default.__name__ not in family.stock_processors:
         default = getattr(sys.modules.get(type(model).__module__), name, None)
     if default is None:
         default = next((getattr(m, name) for m_name, m in list(sys.modules.items())
