@@ -12,6 +12,7 @@ torch until something needs it.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from fastdit._lazy import make_lazy
@@ -29,6 +30,12 @@ _EXPORTS = {
     "calibrate": "calibration", "Calibration": "calibration", "load_calibration": "calibration",
 }
 make_lazy(__name__, _EXPORTS)
+
+# A process that has torch may be about to ``torch.export.load`` a patched model: its graph calls fastdit's
+# operators, which must be registered first, with what rebuilds their patch (fastdit.patching.ops; 0.1 s once
+# torch is loaded, and without torch there is nothing to load yet).
+if "torch" in sys.modules:
+    import fastdit.patching.patch  # noqa: F401
 
 if TYPE_CHECKING:
     from fastdit.calibration import Calibration, calibrate, load_calibration

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import json
 import math
 import sys
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +33,7 @@ from fastdit.runtime.context import RunContext
 from fastdit.runtime.engine import SparseAttention, check_backend
 from fastdit.runtime.stats import AttentionStats
 
-__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer"]
+__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer", "rebuild"]
 
 _STATE = "_fastdit_state"
 
@@ -44,7 +47,8 @@ class _PatchState:
     saved_processors: list[tuple[torch.nn.Module, Any, Any]] = field(default_factory=list)
     dispatched: list[DispatchedAttention] = field(default_factory=list)  # the generic path's modules
     hooks: list[Any] = field(default_factory=list)
-    observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state (graphs name them)
+    observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state
+    named: list[ops.Named] = field(default_factory=list)  # per model, what its traced operators name (ops.register)
     scheduler: Any = None
     models: list[torch.nn.Module] = field(default_factory=list)
 
@@ -255,33 +259,94 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
 
     context = RunContext()
     state = _PatchState(config, context, SparseAttention(config, context))
+    patch = uuid.uuid4().hex  # names this apply call in the specs its traced operators carry
     for name, model, family in models:
-        patched = []
-        for layer, module in family.self_attention(model):
-            if family.processor is None:  # the generic path: the stock processor stays, its dispatch is ours
-                if type(module.processor).__name__ not in family.stock_processors:  # force=True: a stock one
-                    stock = _stock_processor(model, module, family)
-                    state.saved_processors.append((module, module.processor, stock))
-                    _set_processor(module, stock)
-                handler = DispatchedAttention(module.processor, state.engine, layer, name, family)
-                handler.take(module)
-                state.dispatched.append(handler)
-            else:
-                handler = family.processor(module.processor, state.engine, layer, name)
-                state.saved_processors.append((module, module.processor, handler))
-                _set_processor(module, handler)
-                install(module, handler)
-            patched.append((layer, module, handler))
-        observer = _Observer(family, context, name, model, patched)
-        state.observers.append(observer)
+        observer = _patch_model(state, name, model, family, _spec(patch, name, model, family, config))
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
-        state.models.append(model)
-        setattr(model, _STATE, state)
     scheduler = getattr(target, "scheduler", None)
     if scheduler is not None and hasattr(scheduler, "set_timesteps"):
         scheduler.set_timesteps = _new_run_signal(scheduler, context)
         state.scheduler = scheduler
     return target
+
+
+def _patch_model(state: _PatchState, name: str, model: torch.nn.Module, family: Family, spec: str) -> "_Observer":
+    """Install ``state``'s processors on every self-attention module of ``model``, named for the operators by
+    ``spec``; returns its pre-hook (registered by the caller)."""
+    patched = []
+    for layer, module in family.self_attention(model):
+        if family.processor is None:  # the generic path: the stock processor stays, its dispatch is ours
+            if type(module.processor).__name__ not in family.stock_processors:  # force=True: a stock one
+                stock = _stock_processor(model, module, family)
+                state.saved_processors.append((module, module.processor, stock))
+                _set_processor(module, stock)
+            handler = DispatchedAttention(module.processor, state.engine, layer, name, family)
+            handler.take(module)
+            state.dispatched.append(handler)
+        else:
+            handler = family.processor(module.processor, state.engine, layer, name)
+            state.saved_processors.append((module, module.processor, handler))
+            _set_processor(module, handler)
+            install(module, handler)
+        patched.append((layer, module, handler))
+    observer = _Observer(family, state.context, name, model, patched)
+    state.observers.append(observer)
+    state.models.append(model)
+    setattr(model, _STATE, state)
+    state.named.append(ops.register(spec, [observer, *(handler for _, _, handler in patched)]))
+    return observer
+
+
+def _spec(patch: str, name: str, model: torch.nn.Module, family: Family, config: SparseConfig) -> str:
+    """What the traced operators of denoiser ``name`` carry to run without this process (JSON): the apply call,
+    the family, the configuration, and the model's class and diffusers config (``None`` when it has none)."""
+    denoiser = None
+    if hasattr(model, "to_json_string"):
+        cls = type(model)
+        denoiser = {"class": f"{cls.__module__}:{cls.__qualname__}", "config": json.loads(model.to_json_string())}
+    return json.dumps({"patch": patch, "model": name, "family": family.name, "config": config.to_dict(),
+                       "denoiser": denoiser}, sort_keys=True)
+
+
+# Patches rebuilt from the specs of traced operators that run in a process without them (spec -> the named
+# objects; patch -> its state, shared by the denoisers of one apply call as their live patch shares it).
+_REBUILT: dict[str, ops.Named] = {}
+_REBUILT_STATES: dict[str, _PatchState] = {}
+
+
+def rebuild(spec: str) -> ops.Named:
+    """The pre-hook state and processors a traced operator's ``spec`` names, built once per process on a
+    weightless (``meta``) copy of the denoiser made from its class and config: what an exported patched model
+    runs on in a process that didn't patch it. Its step count and stats are its own."""
+    if spec in _REBUILT:
+        return _REBUILT[spec]
+    from fastdit.patching.families.registry import families
+
+    data = json.loads(spec)
+    family = families().get(data["family"])
+    if family is None:
+        raise RuntimeError(f"fastdit: this traced model was patched as a {data['family']!r} model, a family this "
+                           "process doesn't know; register it (import the code that does) before running it")
+    if data["denoiser"] is None:
+        raise RuntimeError(f"fastdit: this traced model's {data['model']} has no diffusers config to rebuild its "
+                           "patch from; run it in the process that patched it")
+    module, _, qualname = data["denoiser"]["class"].partition(":")
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    with torch.device("meta"):
+        model = cls.from_config(data["denoiser"]["config"])
+    state = _REBUILT_STATES.get(data["patch"])
+    if state is None:
+        config = SparseConfig.from_dict(data["config"])
+        context = RunContext()
+        state = _REBUILT_STATES[data["patch"]] = _PatchState(config, context, SparseAttention(config, context))
+    _patch_model(state, data["model"], model, family, spec)
+    _REBUILT[spec] = state.named[-1]
+    return _REBUILT[spec]
+
+
+ops.REBUILD = rebuild
 
 
 def _stock_processor(model: torch.nn.Module, module: torch.nn.Module, family: Family) -> Any:
@@ -324,12 +389,13 @@ class _Observer:
         self.model = weakref.ref(model)
         self.modules = modules  # (layer, attention module, fastdit's handler) of every module apply patched
         self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
-        self.handle = ops.new_handle(self)
+        self.handle: torch.Tensor | None = None  # set with spec by ops.register
+        self.spec = ""
 
     def __call__(self, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = {name: forward_input(model, args, kwargs, name) for name in self.input_names}
         if torch.compiler.is_compiling():
-            self.context.token = ops.observe_forward(self.handle, *ops.pack_inputs(inputs))
+            self.context.token = ops.observe_forward(self.handle, self.spec, *ops.pack_inputs(inputs))
         else:
             self.context.token = None
             self.observe(inputs)

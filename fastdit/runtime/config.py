@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -41,6 +42,17 @@ def check_dense_steps(value: Any) -> int | float:
         return value
     raise ValueError(f"dense_steps must be an int >= 0 (steps) or a float in [0, 1] (a share of the steps), "
                      f"got {value!r}")
+
+
+def _options_dict(options: Any) -> dict[str, Any]:
+    """A method's options (``None``, a dict, or its options dataclass) as a dict."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"SparseConfig.options must be a dict of the method's options, got {type(options).__name__}")
+    return dict(options)
 
 
 @dataclass(frozen=True)
@@ -118,19 +130,45 @@ class SparseConfig:
             return self.dense_steps
         return math.floor(self.dense_steps * (schedule or PUBLISHED_SCHEDULE) + 0.5)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON data (``options`` and each layer's heads as dicts, ``layers`` as a list), which
+        :meth:`from_dict` checks and reads back: what an exported model carries to run in another process."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["options"] = _options_dict(self.options)
+        if self.layers is not None:
+            data["layers"] = [{"model": model, "layer": layer, "method": plan.method,
+                               "heads": [None if h is None else _options_dict(h) for h in plan.heads]}
+                              for (model, layer), plan in self.layers.items()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SparseConfig":
+        """The configuration :meth:`to_dict` wrote (lists read back as tuples), checked as :meth:`create`."""
+        fields = dict(data)
+        method, options, layers = fields.pop("method"), fields.pop("options"), fields.pop("layers", None)
+        if layers is not None:
+            fields["layers"] = {(entry["model"], entry["layer"]): LayerPlan.create(entry["method"], entry["heads"])
+                                for entry in layers}
+        for name in ("tile", "grid"):
+            if fields.get(name) is not None:
+                fields[name] = tuple(fields[name])
+        return cls.create(method, dict(options or {}), **fields)
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SparseConfig":
+        """The configuration :meth:`to_json` wrote, checked."""
+        return cls.from_dict(json.loads(text))
+
     def checked(self) -> "SparseConfig":
         """This configuration with every field checked as :meth:`create` checks it, and ``options`` as the
         method's options dataclass (a ``ValueError`` or ``TypeError`` names the first bad field)."""
-        options = self.options
-        if options is None:
-            options = {}
-        elif dataclasses.is_dataclass(options) and not isinstance(options, type):
-            options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-        elif not isinstance(options, Mapping):
-            raise TypeError(f"SparseConfig.options must be a dict of the method's options, got "
-                            f"{type(options).__name__}")
+        options = _options_dict(self.options)
         rest = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("method", "options")}
-        return SparseConfig.create(self.method, dict(options), **rest)
+        return SparseConfig.create(self.method, options, **rest)
 
     @classmethod
     def create(cls, method: str, method_options: dict[str, Any], **fields: Any) -> "SparseConfig":

@@ -7,6 +7,13 @@ breaks, guards, AOT autograd with fastdit's operators); code generation is induc
 
 from __future__ import annotations
 
+import gc
+import json
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -14,6 +21,7 @@ from torch._dynamo.utils import counters
 import fastdit
 from fastdit.dummy.wan import dummy_wan_transformer
 from fastdit.patching.families import detect_family
+from fastdit.patching.patch import rebuild
 
 STEPS = (900.0, 700.0, 500.0)  # the first step runs dense (dense_steps=1), the others sparse
 
@@ -136,6 +144,81 @@ def test_torch_export_of_flux_reads_the_image_grid_outside_the_graph(cases):
         fastdit.remove(model)
     torch.testing.assert_close(exported, eager, atol=0, rtol=0)
     assert any(not r.dense for r in records)
+
+
+# A fresh interpreter that knows nothing of the patch: it imports fastdit, loads the saved program, runs it on
+# each saved input in turn and saves the outputs.
+_FRESH_PROCESS = """
+import sys
+import torch
+import fastdit
+program = torch.export.load(sys.argv[1])
+steps = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save([program.module()(**inputs)[0] for inputs in steps], sys.argv[3])
+"""
+
+
+# wan takes the generic path (fastdit's dispatch backend), mochi and sd3 processors of fastdit's (sd3's with its
+# joint text), and unet's processor finds each level's grid from the input grid the pre-hook recorded
+@pytest.mark.parametrize("family", ["wan", "mochi", "sd3", "unet"])
+def test_a_saved_exported_program_runs_sparse_in_a_fresh_process(cases, family, tmp_path):
+    """``torch.export.save`` / ``load``: the program carries its patch's settings in its operators' arguments,
+    so a new process rebuilds the patch after ``import fastdit``, counts the steps itself (the first runs dense)
+    and gives the outputs of the program run where it was exported."""
+    case = cases[family]
+    model = case.build()
+    unpatched = case.build()
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=1, mode="surround", radius=0)
+
+    def step(t: float) -> dict:  # a tuple out: a new process can't read diffusers' output class back
+        inputs = case.inputs(case.grids[0], 1)
+        return dict(inputs, timestep=torch.full_like(torch.as_tensor(inputs["timestep"]), t), return_dict=False)
+
+    steps = [step(t) for t in STEPS]
+    with torch.no_grad():
+        program = torch.export.export(model, (), steps[1])
+        here = [program.module()(**inputs)[0] for inputs in steps]
+        dense = [unpatched(**inputs)[0] for inputs in steps]
+    assert [(r.step, r.dense) for r in fastdit.stats(model).records if r.layer == 0] == \
+        [(0, True), (1, False), (2, False)]
+    torch.export.save(program, tmp_path / "model.pt2")
+    torch.save(steps, tmp_path / "steps.pt")
+    subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "model.pt2"), str(tmp_path / "steps.pt"),
+                    str(tmp_path / "out.pt")], check=True, cwd=Path(__file__).resolve().parents[2])
+    there = torch.load(tmp_path / "out.pt")
+    for got, want in zip(there, here):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(there[0], dense[0], atol=1e-5, rtol=1e-5)  # the dense warm-up step
+    assert all((got - want).abs().max() > 1e-3 for got, want in zip(there[1:], dense[1:]))  # then sparse
+
+
+def test_an_exported_program_keeps_its_patch_after_remove():
+    """The program runs as exported, not as the model is now: once the patch is gone it runs on one rebuilt from
+    its operators' arguments, with a step count of its own."""
+    model = _patched("radial")
+    strip = lambda inputs: {k: v for k, v in inputs.items() if k != "return_dict"}  # noqa: E731
+    with torch.no_grad():
+        program = torch.export.export(model, (), strip(_inputs(STEPS[1])))
+        live = [program.module()(**strip(_inputs(t)))[0] for t in STEPS]
+        named = weakref.ref(model.__dict__["_fastdit_state"].named[0])  # what the operators ran on
+        fastdit.remove(model)
+        gc.collect()
+        assert named() is None
+        rebuilt = [program.module()(**strip(_inputs(t)))[0] for t in STEPS]
+        dense = model(**_inputs(STEPS[1]))[0]
+    for got, want in zip(rebuilt, live):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert not torch.allclose(rebuilt[1], dense, atol=1e-3)
+
+
+def test_a_patch_this_process_cannot_rebuild_is_refused_with_its_reason():
+    model = _patched("radial")
+    spec = json.loads(model.__dict__["_fastdit_state"].named[0][0].spec)
+    with pytest.raises(RuntimeError, match="'nope' model, a family this process doesn't know"):
+        rebuild(json.dumps(dict(spec, family="nope")))
+    with pytest.raises(RuntimeError, match="transformer has no diffusers config to rebuild its patch from"):
+        rebuild(json.dumps(dict(spec, denoiser=None)))
 
 
 def _lora(seed: int) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 import fastdit
 import fastdit.kernels
 from fastdit.dummy.wan import dummy_wan_pipeline, dummy_wan_transformer
-from fastdit.runtime.config import SparseConfig
+from fastdit.runtime.config import LayerPlan, SparseConfig
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,20 @@ def test_the_preset_warmup_adapts_to_a_few_step_call(steps, dense):
     warm = sorted({r.step for r in records if r.reason == "dense_steps"})
     assert warm == list(range(dense))
     assert any(r.ran_sparse for r in records if r.step >= dense)
+
+
+@pytest.mark.parametrize("config", [
+    SparseConfig(),
+    SparseConfig.create("vmoba", {"chunk_2d": (2, 2)}, dense_steps=0.24, dense_layers=1, block_size=32),
+    SparseConfig.create("grat", {"radius": (1, 2, 2)}, tile=(1, 4, 4), block_size=16, entropy_scaling=True,
+                        n_train=4096, dense_steps=3),
+    SparseConfig.create("radial", {}, grid=(2, 4, 4), reuse_grid=True, layers={
+        ("transformer", 0): LayerPlan.create("dense", []),
+        ("transformer_2", 1): LayerPlan.create("pyramid", [{"levels": 1, "thresholds": [0.3, 0.5]}, None])}),
+], ids=["default", "vmoba", "grat", "layers"])
+def test_a_config_reads_back_from_json(config):
+    """What an exported model carries to run in another process: every field, tuples and per-head plans too
+    (a share of the steps stays a share, a count a count)."""
+    text = config.to_json()
+    assert SparseConfig.from_json(text) == config.checked()
+    assert type(SparseConfig.from_json(text).dense_steps) is type(config.dense_steps)

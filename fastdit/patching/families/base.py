@@ -21,7 +21,6 @@ import torch
 
 from fastdit.layout.grid import TokenGrid
 from fastdit.patching import ops
-from fastdit.patching.ops import new_handle
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
 __all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
@@ -194,7 +193,9 @@ class SparseProcessorMixin:
         self.engine = engine
         self.layer = layer
         self.model_name = model_name
-        self.handle = new_handle(self) if engine is not None else None  # names this processor in traced graphs
+        # what names this processor in traced graphs, set by apply (fastdit.patching.ops.register)
+        self.handle: torch.Tensor | None = None
+        self.spec = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -251,8 +252,8 @@ class SparseProcessorMixin:
         operator, which runs :meth:`run` eagerly, so fastdit adds no graph break and no guard.
         """
         if torch.compiler.is_compiling():
-            return ops.self_attention(q, k, v, attn_mask, self.engine.context.token, self.handle, text_tokens,
-                                      text_position, dispatch)
+            return ops.self_attention(q, k, v, attn_mask, self.engine.context.token, self.handle, self.spec,
+                                      text_tokens, text_position, dispatch)
         return self.run(q, k, v, attn_mask, text_tokens, text_position, dispatch)
 
     def attend_bshd(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
