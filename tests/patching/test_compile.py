@@ -281,3 +281,45 @@ def test_generic_path_families_compile_fullgraph_without_recompiles(cases, famil
     for out, ref in zip(compiled, eager):
         torch.testing.assert_close(out, ref, atol=0, rtol=0)
     assert {r.step for r in records if not r.dense} == {1, 2}
+
+
+@pytest.mark.parametrize("family", ["qwen_image", "kandinsky5"])
+def test_generic_path_families_compile_regionally_with_no_extra_graph_and_export(cases, family):
+    """A joint-attention and a video family on the generic path: regional compilation needs the unpatched model's
+    graphs (one per repeated block class) and no recompile after the dense first step; ``torch.export`` runs
+    fastdit's operators; both equal eager."""
+    case = cases[family]
+
+    def step(t: float) -> dict:
+        inputs = case.inputs(case.grids[0], 1)
+        return dict(inputs, timestep=torch.full_like(inputs["timestep"], t))
+
+    graphs, outs = {}, {}
+    for method in ("unpatched", "grat"):
+        torch._dynamo.reset()
+        counters.clear()
+        model = case.build()
+        if method != "unpatched":
+            fastdit.apply(model, method=method, preset=None, block_size=16, dense_steps=1, mode="surround", radius=0)
+        with torch.no_grad():
+            eager = [model(**step(t), return_dict=False) for t in STEPS]
+            model.compile_repeated_blocks(backend="eager", fullgraph=True)
+            outs[method] = [model(**step(STEPS[0]), return_dict=False)]
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                outs[method] += [model(**step(t), return_dict=False) for t in STEPS[1:]]
+        graphs[method] = counters["stats"]["unique_graphs"]
+        for out, ref in zip(outs[method], eager):
+            torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    assert graphs["grat"] == graphs["unpatched"], graphs
+    assert {r.step for r in fastdit.stats(model).records if not r.dense} == {1, 2}
+
+    model = case.build()
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, mode="surround", radius=0)
+    sample = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731 - Kandinsky 5's is bare
+    with torch.no_grad():
+        eager = sample(model(**step(STEPS[1]), return_dict=False))
+        program = torch.export.export(model, (), dict(step(STEPS[1]), return_dict=False))
+        exported = sample(program.module()(**step(STEPS[1]), return_dict=False))
+    assert "fastdit.self_attention.default" in {str(node.target) for node in program.graph.nodes}
+    torch.testing.assert_close(exported, eager, atol=0, rtol=0)
+    assert any(not r.dense for r in fastdit.stats(model).records)

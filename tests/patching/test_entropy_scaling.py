@@ -1,4 +1,5 @@
-"""Entropy scaling inside the SD UNet (every level has its own N and N_train) and Flux (image tokens only)."""
+"""Entropy scaling inside the SD UNet (every level has its own N and N_train), and on Flux, Qwen-Image (joint
+text: image tokens only) and Helios (history frames before the video: the video tokens only) on the generic path."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def _factor(n: int, n_train: int) -> float:
 @pytest.mark.parametrize("family,train_grid,big_grid,n_train", [
     ("unet", (1, 16, 16), (1, 32, 32), None),  # n_train from the UNet config: sample_size 16 -> 256 tokens
     ("flux", (1, 16, 16), (1, 32, 32), 256),
+    ("qwen_image", (1, 16, 16), (1, 32, 32), 256),
+    ("helios", (4, 8, 8), (4, 16, 16), 256),
 ])
 def test_factor_is_one_at_the_training_size_and_grows_with_four_times_the_tokens(
         cases, forward, family, train_grid, big_grid, n_train):
@@ -53,7 +56,7 @@ def test_factor_is_one_at_the_training_size_and_grows_with_four_times_the_tokens
     if family == "unet":
         assert levels == {256, 64, 16}  # level 0, level 1 and the mid block, each at its own size
     else:
-        assert levels == {256}  # image tokens only: the 7 text tokens don't grow with the resolution
+        assert levels == {256}  # video/image tokens only: text and history tokens don't grow with the resolution
     assert all(value == head_dim**-0.5 for _, head_dim, value in at_training)  # factor exactly 1
     assert {tokens for tokens, _, _ in at_4x} == {4 * n for n in levels}
     for tokens, head_dim, value in at_4x:

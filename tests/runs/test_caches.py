@@ -1,4 +1,5 @@
-"""Sparse attention composed with every diffusers cache kind on the tiny Wan pipeline, in both orders.
+"""Sparse attention composed with every diffusers cache kind on the tiny Wan pipeline, in both orders (and a
+block cache and an attention cache on Qwen-Image and Kandinsky 5, generic-path families, in a bare loop).
 
 Per kind: fastdit's dense path under the cache reproduces the cache alone exactly, whichever of
 ``enable_cache`` and ``fastdit.apply`` comes first; with a sparse method, ``stats`` accounts for every layer
@@ -162,3 +163,62 @@ def test_cache_specs_are_checked_before_anything_runs():
         cache_config(CacheSpec("fbcache", {"thresh": 0.2}))
     with pytest.raises(ValueError, match="cache 'magcache': .*mag_ratios"):
         cache_config(CacheSpec("magcache"))
+
+
+class _Loop:
+    """A denoising loop over a bare transformer of ``tests/patching/conftest.py``'s ``CASES``, with
+    ``current_timestep`` read by the timestep-aware caches as a pipeline's."""
+
+    def __init__(self, family: str) -> None:
+        from tests.patching.conftest import CASES
+
+        self.case = CASES[family]
+        self.transformer = self.case.build()
+        self.current_timestep = None
+
+    def run(self) -> torch.Tensor:
+        outs = []
+        with torch.no_grad():
+            for t in torch.linspace(900, 100, STEPS):
+                inputs = self.case.inputs(self.case.grids[0], 1)
+                self.current_timestep = t
+                with self.transformer.cache_context("cond"):
+                    out = self.transformer(**dict(inputs, timestep=torch.full_like(inputs["timestep"], t)),
+                                           return_dict=False)
+                outs.append(out[0] if isinstance(out, tuple) else out)  # Kandinsky 5 returns its bare sample
+        return torch.stack(outs)
+
+
+# diffusers registers these families' blocks with its cache hooks (Kandinsky 5's blocks take `x`, which its
+# First Block Cache hook can't read: "Parameter 'hidden_states' not found", without fastdit too)
+@pytest.mark.parametrize("family, kind", [("qwen_image", "fbcache"), ("kandinsky5", "pab")])
+def test_generic_path_families_under_a_cache(family, kind):
+    loop = _Loop(family)
+    make, _, _ = _configs(loop, kind)
+    model = loop.transformer
+    stock = loop.run()
+    model.enable_cache(make())
+    try:
+        alone = loop.run()
+    finally:
+        model.disable_cache()
+    assert not torch.equal(alone, stock)  # the cache skips work on this run
+    for first in ("cache", "fastdit"):
+        for step in ((lambda: model.enable_cache(make())), (lambda: fastdit.apply(model, method="dense")))[
+                ::1 if first == "cache" else -1]:
+            step()
+        try:
+            assert torch.equal(loop.run(), alone), first
+        finally:
+            model.disable_cache()
+            fastdit.remove(model)
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, mode="surround", radius=0)
+    model.enable_cache(make())
+    try:
+        loop.run()
+        stats = fastdit.stats(model)
+    finally:
+        model.disable_cache()
+        fastdit.remove(model)
+    assert stats.steps == STEPS and stats.cached_fraction() > 0 and stats.sparse_fraction() > 0
+    assert torch.equal(loop.run(), stock)

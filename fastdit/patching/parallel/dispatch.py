@@ -38,6 +38,9 @@ def parallel_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torc
     if processor.engine.observer is not None:
         raise ValueError(f"fastdit: {family}: calibration measures every head over every query of a call in one "
                          "process; calibrate without context parallelism, then apply the result under it")
+    grid = getattr(processor, "grid", None)
+    if text_position == "around" and grid is not None and grid.text_before == grid.text_tokens:
+        text_position = "before"  # a family that may put tokens after the video (references) has none this call
     if text_position == "around":
         raise ValueError(f"fastdit: {family}: this model puts non-video tokens on both sides of the video, which "
                          "fastdit's context parallelism doesn't map yet; run it without enable_parallelism")

@@ -25,6 +25,7 @@ from fastdit.patching.parallel.shards import model_positions, split_sizes
 WORKER = Path(__file__).with_name("worker.py")
 EVEN_WAN, ODD_WAN = [4, 4, 8], [5, 5, 7]  # 128 tokens; 175 tokens (87 + 88)
 ODD_FLUX = [1, 9, 11]  # 99 image tokens (50 + 49) and 7 text tokens (4 + 3)
+ODD_VIDEO = [5, 5, 7]  # 175 video tokens (88 + 87)
 
 CASES = {
     # Wan: dense with even shards (diffusers' plain variants), sparse methods on an uneven split
@@ -48,6 +49,15 @@ CASES = {
     "flux-ring-dense": {"family": "flux", "kind": "ring", "method": "dense", "grid": ODD_FLUX,
                         "apply_first": True},
     "flux-ring-pyramid": {"family": "flux", "kind": "ring", "method": "pyramid", "grid": ODD_FLUX},
+    # generic-path families with diffusers' own _cp_plan: ChronoEdit (video), Qwen-Image (joint attention, the
+    # prompt before the image, under a padded prompt mask, which ring refuses) and FLUX.2 (joint, unpadded)
+    "chronoedit-ulysses-pyramid": {"family": "chronoedit", "kind": "ulysses", "method": "pyramid",
+                                   "grid": ODD_VIDEO},
+    "chronoedit-ring-radial": {"family": "chronoedit", "kind": "ring", "method": "radial", "grid": ODD_VIDEO,
+                               "apply_first": True},
+    "qwen_image-ulysses-pyramid": {"family": "qwen_image", "kind": "ulysses", "method": "pyramid",
+                                   "grid": ODD_FLUX, "apply_first": True, "remove": True},
+    "flux2-ring-pyramid": {"family": "flux2", "kind": "ring", "method": "pyramid", "grid": ODD_FLUX},
     # training: diffusers' Ulysses backward calls fastdit's (the forward again, differentiated)
     "wan-ulysses-radial-backward": {"family": "wan", "kind": "ulysses", "method": "radial", "grid": EVEN_WAN,
                                     "train": True},

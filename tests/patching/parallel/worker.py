@@ -51,7 +51,15 @@ def _flux(grid):
                  txt_ids=torch.zeros(TEXT, 3)))
 
 
-BUILD = {"wan": _wan, "flux": _flux}
+def _case(name: str):
+    """A family of ``tests/patching/conftest.py``'s ``CASES``: its tiny denoiser and a batch of 2 inputs."""
+    from tests.patching.conftest import CASES
+
+    case = CASES[name]
+    return lambda grid: (case.build(), case.inputs(grid, 2))
+
+
+BUILD = {"wan": _wan, "flux": _flux, **{name: _case(name) for name in ("chronoedit", "qwen_image", "flux2")}}
 
 
 def _forward(model, inputs):
