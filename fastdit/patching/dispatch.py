@@ -161,6 +161,7 @@ class DispatchedAttention(SparseProcessorMixin):
         self.text_position = family.text_position
         self.text_keys_only = family.text_keys_only
         self.grid_of = family.call_grid  # this call's grid from the recorded one, where the model has several
+        self.context_parallel_joined = family.context_parallel_joined
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None

@@ -52,7 +52,10 @@ class Family:
     queries there: Nucleus-MoE, PRX), at ``text_position`` in the key sequence; ``call_grid(grid, tokens)`` is, on
     the generic path, the grid of a self-attention call over ``tokens`` tokens when the model attends over other
     grids than the recorded ``grid`` (a UNet's lower levels; ``None`` there: the call runs dense, "grid mismatch"),
-    where a hand-written processor overrides :meth:`SparseProcessorMixin.call_grid` instead. ``models``,
+    where a hand-written processor overrides :meth:`SparseProcessorMixin.call_grid` instead;
+    ``context_parallel_joined``: diffusers' context-parallel plan splits the model's joined sequence (non-video and
+    video tokens together) into contiguous shards, where a joint model like Flux splits text and video apart.
+    ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
     """
@@ -69,6 +72,7 @@ class Family:
     grid_inputs: tuple[str, ...] = ("hidden_states",)
     text_position: str = "after"
     text_keys_only: bool = False
+    context_parallel_joined: bool = False
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
     models: str = ""
     sparsified: str = ""

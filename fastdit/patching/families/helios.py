@@ -40,6 +40,7 @@ HELIOS = Family(
     stock_processors=("HeliosAttnProcessor",),
     grid_inputs=("hidden_states", *(name for entry in _HISTORY for name in entry[:2])),
     text_position="before",
+    context_parallel_joined=True,  # its plan splits [history ; video] at attn1 in one piece
     models="Helios; its short-, mid- and long-range history tokens before the video stay dense",
     sparsified="`blocks.N.attn1` (the video's tokens)",
     untouched="`attn2`",

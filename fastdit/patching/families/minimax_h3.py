@@ -60,6 +60,7 @@ MINIMAX_H3 = Family(
     stock_processors=("MiniMaxH3AttnProcessor",),
     grid_inputs=("position_ids", "video_indices"),
     text_position="before",
+    context_parallel_joined=True,  # its plan splits the packed sequence at the first block in one piece
     models="MiniMax-H3, video and audio; text, conditioning frames and audio before the target video stay dense; "
            "keyframe and reference calls stay in the dense warm-up",
     sparsified="`transformer_blocks.N.attn` (one packed sequence, target video last)",

@@ -4,7 +4,9 @@ diffusers splits a model's inputs along the sequence at the first block (its ``_
 model (Flux) splits its text and its image separately, so every rank's attention sequence is its share of the
 text followed by its share of the image, and the ranks' sequences laid end to end (what an all-to-all or an
 all-gather gives) interleave text and image: ``[t0 v0 t1 v1 ...]``. A layout is defined on the model's own
-order (all text, then all video, or the reverse), so fastdit moves tokens between the two.
+order (all text, then all video, or the reverse), so fastdit moves tokens between the two. A model whose plan
+splits the joined sequence in one piece (Helios, MiniMax-H3: the family's ``context_parallel_joined``) gives
+every rank a contiguous share of the model's own order, so the ranks' sequences laid end to end are that order.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def gathered_order(processor: Any, text_tokens: int | None, local_tokens: int, t
 
     grid = processor.grid
     recorded = grid.text_tokens if grid is not None else 0  # the whole text, as the pre-hook saw it
-    if text_tokens == 0 and recorded == 0:
-        return (gather_size_by_comm(local_tokens, group) if sizes else None), 0, None
+    if (text_tokens == 0 and recorded == 0) or getattr(processor, "context_parallel_joined", False):
+        return (gather_size_by_comm(local_tokens, group) if sizes else None), recorded, None
     local = gather_size_by_comm(local_tokens, group)
     text_local = split_sizes(recorded, ranks)[rank] if text_tokens is None else text_tokens
     text = gather_size_by_comm(text_local, group)

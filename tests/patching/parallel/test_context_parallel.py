@@ -58,6 +58,10 @@ CASES = {
     "qwen_image-ulysses-pyramid": {"family": "qwen_image", "kind": "ulysses", "method": "pyramid",
                                    "grid": ODD_FLUX, "apply_first": True, "remove": True},
     "flux2-ring-pyramid": {"family": "flux2", "kind": "ring", "method": "pyramid", "grid": ODD_FLUX},
+    # MiniMax-H3: its plan splits the packed [text | keyframe | audio | video] sequence in one piece (ring is left
+    # out: its unpatched modules need a backend that returns the log-sum-exp, which CPU's native one doesn't)
+    "minimax_h3-ulysses-pyramid": {"family": "minimax_h3", "kind": "ulysses", "method": "pyramid",
+                                   "grid": ODD_VIDEO},
     # training: diffusers' Ulysses backward calls fastdit's (the forward again, differentiated)
     "wan-ulysses-radial-backward": {"family": "wan", "kind": "ulysses", "method": "radial", "grid": EVEN_WAN,
                                     "train": True},

@@ -59,7 +59,8 @@ def _case(name: str):
     return lambda grid: (case.build(), case.inputs(grid, 2))
 
 
-BUILD = {"wan": _wan, "flux": _flux, **{name: _case(name) for name in ("chronoedit", "qwen_image", "flux2")}}
+BUILD = {"wan": _wan, "flux": _flux,
+         **{name: _case(name) for name in ("chronoedit", "qwen_image", "flux2", "minimax_h3")}}
 
 
 def _forward(model, inputs):
