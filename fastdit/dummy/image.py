@@ -66,6 +66,18 @@ def dummy_qwen_image_transformer(seed: int = 0, num_layers: int = 2):
                                        axes_dims_rope=(4, 6, 6)).eval()
 
 
+def dummy_qwen_image21_transformer(seed: int = 0):
+    """A ``QwenImage21Transformer2DModel`` at toy width (diffusers' own test config with 16-wide text): two blocks,
+    2 heads x 16 (RoPE axes 4 + 6 + 6 = the head dim), unpatched 4-channel latents, ``causal_condition`` (the
+    default), so a ``QwenImage21KVCache`` works."""
+    from diffusers import QwenImage21Transformer2DModel
+
+    torch.manual_seed(seed)
+    return QwenImage21Transformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                                         attention_head_dim=16, num_attention_heads=2, context_in_dim=16, mlp_ratio=2,
+                                         axes_dims_rope=(4, 6, 6)).eval()
+
+
 def dummy_nucleus_moe_image_transformer(seed: int = 0):
     """A ``NucleusMoEImageTransformer2DModel`` at toy width: two blocks, no experts (dense MLPs), 2 query heads
     sharing 1 key/value head (RoPE axes 4 + 6 + 6 = the head dim 16)."""

@@ -266,6 +266,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("bria_fibo", "Bria FIBO", "flux"),
     ("bria_fibo2", "Bria FIBO 2", "flux"),
     ("qwen_image", "Qwen-Image", "flux"),
+    ("qwen_image21", "Qwen-Image 2.1", "flux"),
     ("nucleus_moe_image", "Nucleus-MoE-Image", "flux"),
     ("prx", "PRX", "flux"),
     ("glm_image", "GLM-Image", "flux"),

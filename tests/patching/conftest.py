@@ -20,9 +20,9 @@ from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_tr
                                  dummy_hunyuan_image_transformer, dummy_ideogram4_transformer,
                                  dummy_joyimage_transformer, dummy_krea2_transformer, dummy_lumina2_transformer,
                                  dummy_nucleus_moe_image_transformer, dummy_omnigen_transformer,
-                                 dummy_pixart_transformer, dummy_prx_transformer, dummy_qwen_image_transformer,
-                                 dummy_sd3_transformer, dummy_sdxl_unet, dummy_transformer_2d, dummy_unet,
-                                 dummy_z_image_transformer)
+                                 dummy_pixart_transformer, dummy_prx_transformer, dummy_qwen_image21_transformer,
+                                 dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
+                                 dummy_transformer_2d, dummy_unet, dummy_z_image_transformer)
 from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
                                  dummy_consisid_transformer, dummy_cosmos_transformer, dummy_easyanimate_transformer,
                                  dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
@@ -257,6 +257,24 @@ def _qwen_image(grid, batch):
     return dict(hidden_states=_randn(batch, h * w, 16), encoder_hidden_states=_randn(batch, TEXT, 16),
                 encoder_hidden_states_mask=_padding(batch), timestep=_timestep(batch, 0.5),
                 img_shapes=[[(1, h, w)]] * batch)
+
+
+def _qwen_image21(grid, batch):
+    """A cached (decode) step of Qwen-Image 2.1, every step after the first: the target's row-major latents after
+    a padded prompt (``img_mask``: one slot per 2 × 2 target tokens after it), with the prompt's keys and values
+    already in the dummy's ``QwenImage21KVCache`` (2 layers, 2 heads × 16), so the model recomputes only the
+    target's queries. (The first step, the cache's prefill, attends block-causally and runs as stock: it is not
+    fastdit's, see test_qwen_image21.py.)"""
+    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21KVCache
+
+    _, h, w = grid
+    cache = QwenImage21KVCache(2)
+    for layer, (key, value) in zip(cache.layer_caches, _randn(2, 2, batch, TEXT, 2, 16)):
+        layer.store(key, value)
+    return dict(hidden_states=_randn(batch, h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 16),
+                encoder_hidden_states_mask=_padding(batch).bool(), timestep=_timestep(batch, 0.5),
+                img_shapes=[[(1, h, w)]] * batch, img_mask=torch.arange(TEXT + h * w // 4).expand(batch, -1) >= TEXT,
+                kv_cache=cache, kv_cache_mode="cached")
 
 
 def _bria_fibo2(grid, batch):
@@ -513,6 +531,7 @@ CASES = {case.name: case for case in (
                                              axes_dims_rope=(4, 4, 4, 4)),
          _flux3, _IMAGE_GRIDS, ("mode_blocks.image.0.attn", "txt_mode_blocks.0.attn")),
     Case("qwen_image", dummy_qwen_image_transformer, _qwen_image, _IMAGE_GRIDS),
+    Case("qwen_image21", dummy_qwen_image21_transformer, _qwen_image21, _IMAGE_GRIDS),
     Case("nucleus_moe_image", dummy_nucleus_moe_image_transformer, _nucleus_moe_image, _IMAGE_GRIDS),
     Case("prx", dummy_prx_transformer, _prx, _IMAGE_GRIDS),
     Case("glm_image", dummy_glm_image_transformer, _glm_image, _IMAGE_GRIDS),

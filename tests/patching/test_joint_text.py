@@ -252,6 +252,20 @@ def test_qwen_image_edit_reference_tokens_are_where_the_model_puts_them(cases, f
     assert records and all(r.reason == "full layout" and r.tokens == 7 + 16 * 16 + 16 for r in records)
 
 
+def test_qwen_image21_cached_prefix_keys_are_where_the_model_puts_them(cases, forward, monkeypatch):
+    """On a cached step Qwen-Image 2.1 takes the prompt's keys from its KV cache and puts them before the target's:
+    changing only the cached keys moves keys there only."""
+    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21KVCache
+
+    def shifted(cache):
+        other = QwenImage21KVCache(len(cache.layer_caches))
+        for layer, (key, value) in zip(other.layer_caches, (c.get() for c in cache.layer_caches)):
+            layer.store(key + 1, value)
+        return other
+
+    _check_context_positions(cases["qwen_image21"], forward, monkeypatch, "kv_cache", shifted)
+
+
 def test_framepack_history_tokens_are_where_the_model_puts_them(cases, forward, monkeypatch):
     """HunyuanVideo-Framepack packs its history before the video (and its prompt after it, checked above):
     changing only the clean latents moves keys among the tokens fastdit keeps dense before the video."""

@@ -12,7 +12,7 @@ from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, c
                                        dreamlite, easyanimate, ernie_image, flux, glm_image, helios, hidream,
                                        hunyuan_image, hunyuan_video, hunyuan_video15, ideogram4, joyimage, kandinsky,
                                        krea2, latte, ltx, lumina2, minimax_h3, mochi, motif_video, omnigen, prx,
-                                       qwen_image, sd3, unet, wan, z_image)
+                                       qwen_image, qwen_image21, sd3, unet, wan, z_image)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -53,6 +53,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     flux.FLUX3,
     qwen_image.QWEN_IMAGE,
     qwen_image.NUCLEUS_MOE_IMAGE,
+    qwen_image21.QWEN_IMAGE21,
     prx.PRX,
     glm_image.GLM_IMAGE,
     hunyuan_image.HUNYUAN_IMAGE,
