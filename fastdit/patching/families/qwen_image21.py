@@ -10,7 +10,9 @@ for the target, ``QwenImage21FlexAttnProcessor`` one with ``backend="flex"`` and
 none of these, so that step runs as stock. Later steps (``kv_cache_mode="cached"``) recompute the target's
 queries only, over ``[cached prefix ; target]`` keys with the padded prompt's key mask, through
 ``dispatch_attention_fn(..., backend=self._attention_backend)`` (both processors): fastdit takes that call (the
-generic path), the prefix keys dense before the target's (``text_keys_only``), the target's own sparse.
+generic path), the prefix keys dense before the target's (``text_keys_only``), the target's own sparse. As no
+call of the first step reaches fastdit, ``stats`` lists that step's layers as it lists calls a diffusers cache
+served (``reason="cached"``, ``calls=0``): run as stock, nothing skipped.
 """
 
 from __future__ import annotations
