@@ -5,8 +5,9 @@ RoPE, then calls ``dispatch_attention_fn(..., backend=self._attention_backend)``
 processor installed and sets its backend, on each video self-attention module only, to fastdit's entry in
 diffusers' backend registry, so the call arrives with diffusers' own projections, norms and RoPE already
 applied. Everything else keeps going where the user sent it: cross-attention modules are never touched, and a
-self-attention call fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads) goes to
-the user's backend, as do dense warm-up steps and layers.
+self-attention call fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads, a mask
+that is not a tensor, such as a flex ``BlockMask``) goes to the user's backend, as do dense warm-up steps and
+layers.
 
 One backend entry serves every patched module: the module's forward pre-hook names the module's fastdit
 handler just before its processor runs, and the entry reads it. The handler's handle is a tensor, so the
@@ -231,6 +232,7 @@ class DispatchedAttention(SparseProcessorMixin):
         keys stay dense, and the spare rows cost ``text × (image + text)`` scores."""
         extra = key.shape[1] - query.shape[1]
         if dropout_p or is_causal or enable_gqa or key.shape[2] != query.shape[2] \
+                or not isinstance(attn_mask, (torch.Tensor, type(None))) \
                 or (scale is not None and scale != query.shape[-1] ** -0.5) \
                 or (extra and not self._text_keys(extra, attn_mask)):
             from diffusers.models.attention_dispatch import dispatch_attention_fn

@@ -88,3 +88,23 @@ def test_a_processor_that_dispatches_without_backend_is_taken_by_a_wrapper_that_
     assert records and all(not r.dense for r in records)
     assert not torch.equal(sparse, before)
     assert torch.equal(beside, before)
+
+
+def test_a_block_mask_goes_to_the_users_backend():
+    """A model that hands its self-attention a flex ``BlockMask`` (Kandinsky 5 set to its own NABLA attention)
+    runs as its user asked: fastdit passes the call on to the user's backend instead of reading the mask."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    model = dummy_wan_transformer(num_layers=1)
+    model.blocks[0].attn1.processor._attention_backend = AttentionBackendName.FLEX
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0)
+    try:
+        handler = model._fastdit_state.dispatched[0]
+        q, k, v = (torch.randn(1, 64, 2, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        mask = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, 64, 64, device="cpu")
+        out = handler.backend(q, k, v, mask, 0.0, False, None, False, None)
+    finally:
+        fastdit.remove(model)
+    expected = flex_attention(*(x.transpose(1, 2) for x in (q, k, v)), block_mask=mask).transpose(1, 2)
+    torch.testing.assert_close(out, expected)

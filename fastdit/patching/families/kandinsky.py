@@ -13,8 +13,8 @@ Kandinsky 5's default (``attention_type="regular"``) keeps that raster order. A 
 own NABLA sparse attention (``attention_type="nabla"``: its pipeline then passes ``sparse_params`` with
 ``to_fractal``) orders the video in 8×8-token spatial tiles ("fractal" flattening) and hands each
 self-attention call a flex ``BlockMask``: fastdit's grid describes raster tokens, so ``grid`` returns ``None``
-for such a checkpoint, and fastdit's backend can't yet pass a ``BlockMask`` on to the user's backend, so those
-checkpoints are not covered. The Kandinsky 6 super-resolution model (``Kandinsky6SRTransformer3DModel``) always
+for such a checkpoint, and its ``BlockMask`` calls go on to the user's backend: those checkpoints run as
+stock (not sparsified by fastdit). The Kandinsky 6 super-resolution model (``Kandinsky6SRTransformer3DModel``) always
 flattens that way and pins the flex backend: not covered either.
 """
 
