@@ -37,13 +37,13 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
     with ThreadPoolExecutor(2) as pool:
         futures = {seed: pool.submit(client.predict, *demo_request(seed), api_name="/generate") for seed in (11, 12)}
         results = {seed: f.result(timeout=600) for seed, f in futures.items()}
-    for seed, (dense, sparse, markdown, layout, numbers) in results.items():
+    for seed, (status, dense, sparse, markdown, layout, numbers) in results.items():
         assert numbers["seed"] == seed and numbers["frames"] == 9 and numbers["size"] == "128x128"
         assert "Speedup" in markdown and numbers["speedup"] > 0 and 0 < numbers["density"] <= 1
         for video in (dense, sparse):
             path = video["video"] if isinstance(video, dict) else video
             assert Path(path).is_file() and Path(path).stat().st_size > 0
-    a, b = (Path(results[s][0]["video"] if isinstance(results[s][0], dict) else results[s][0]).read_bytes()
+    a, b = (Path(results[s][1]["video"] if isinstance(results[s][1], dict) else results[s][1]).read_bytes()
             for s in (11, 12))
     assert a != b  # different seeds, different dense videos: no mixed-up results
 

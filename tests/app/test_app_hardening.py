@@ -92,7 +92,7 @@ def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
         assert "`sample`" in page and str(sample_dir()) not in page  # no path of this machine on the page
 
         client = gradio_client.Client(url + "/", verbose=False)
-        dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")
+        _, dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")
         assert Path(dense["video"] if isinstance(dense, dict) else dense).is_file()
         with pytest.raises(Exception, match=r"seed must be a whole number from 0 to 2\*\*64 - 1"):
             client.predict(*demo_request(2**70, **SMALL), api_name="/generate")
