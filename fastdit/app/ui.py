@@ -34,7 +34,11 @@ EXAMPLES = [
 ]
 KNOB_METHODS = ("radial", "pyramid", "vmoba", "grat")  # the methods with knobs on the page, in page order
 DENSE_RUN = "dense (stock attention)"
-VIDEO_HEIGHT = 240  # px: both videos and the numbers under them fit a 1366x768 screen once scrolled to
+VIDEO_HEIGHT = 240  # px: the status, both videos and the metrics under them fit a 1366x768 screen
+RESULTS_ID = "fastdit-results"
+# on Generate, the browser brings the results column into view first (on a laptop screen it starts below the
+# fold once the controls are scrolled past), then sends the inputs unchanged
+SCROLL_TO_RESULTS = f"(...inputs) => {{ document.getElementById('{RESULTS_ID}')?.scrollIntoView(); return inputs; }}"
 
 
 def _metrics_markdown(m: dict[str, Any]) -> str:
@@ -213,7 +217,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                 seed = gr.Textbox(value="0", label="Seed (a whole number from 0 to 2⁶⁴−1)", max_length=24)
                 run = gr.Button("Generate", variant="primary")
                 gr.Examples(examples, inputs=prompt)
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, elem_id=RESULTS_ID):
                 status = gr.Markdown("Press **Generate**.", min_height=40)
                 with gr.Row():
                     dense_video = gr.Video(label="Dense (stock attention)", autoplay=True, loop=True,
@@ -230,6 +234,6 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         run.click(generate, inputs=[prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode,
                                     grat_radius, entropy, frames, height, width, steps, seed, image],
                   outputs=[status, dense_video, sparse_video, metrics, layout, numbers], api_name="generate",
-                  show_progress_on=[status], scroll_to_output=True)
+                  show_progress_on=[status], js=SCROLL_TO_RESULTS)
     demo.queue(default_concurrency_limit=1)
     return demo
