@@ -4,11 +4,17 @@ Kept apart from the Gradio page so it can be tested directly and reused. One :cl
 loaded pipeline; a lock lets one generation at a time use it (the page's queue does the same per device, the
 lock makes it true for any caller). The dense result for identical settings is cached, so changing only the
 method or its knobs re-runs the sparse side alone.
+
+A generation is stopped between denoising steps when its client has gone (the caller says how to tell) or
+when it has run past the session's time limit, so an abandoned or oversized request cannot hold the model for
+the next users; prompts are bounded in length before the tokenizer sees them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +27,23 @@ from fastdit.methods import build_layout, get_method, parse_options
 from fastdit.models.loading import call_defaults, check_video_size, load_pipeline, resolve_model, video_size_rule
 from fastdit.runs.compare import MethodSpec, compare
 from fastdit.runs.pictures import layout_image
-from fastdit.runs.run import RunResult, check_seed, run_pipeline
+from fastdit.runs.run import RunResult, check_seed, image_input, run_pipeline
 
-__all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits", "CALIBRATED"]
+__all__ = ["DemoRequest", "DemoResult", "DemoSession", "Limits", "JobStopped", "CALIBRATED", "MAX_PROMPT_CHARS",
+           "TIME_LIMIT_S"]
 
 CALIBRATED = "calibrated"  # the method name of the per-layer settings the demo was started with
 
 _CACHE_SIZE = 8
 _KEEP_VIDEOS = 8  # mp4s kept in the page's folder: the player has copied older ones into Gradio's cache
+# text encoders read a few hundred tokens (Wan: 512, about 4 characters each); a longer prompt is a mistake or
+# an attack (20 MB took the tokenizer minutes and gigabytes)
+MAX_PROMPT_CHARS = 2000
+TIME_LIMIT_S = 600.0  # one Generate (dense and sparse) on this server: long enough for the page's sizes on a GPU
+
+
+class JobStopped(Exception):
+    """A generation stopped between two denoising steps: its client left, or it ran past the time limit."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class DemoRequest:
     width: int | None = None
     steps: int | None = None
     seed: int = 0
+    image: Any = None  # the first frame of an image-to-video model (a PIL image or an [H, W, 3] array)
 
 
 @dataclass
@@ -71,9 +87,13 @@ class DemoSession:
 
     def __init__(self, model: str = "sample", device: str = "cpu", dtype: Any = None,
                  max_frames: int = 33, max_size: int = 256, max_steps: int = 30, calibration: Any = None,
-                 reuse_calibration: bool = False) -> None:
+                 reuse_calibration: bool = False, time_limit_s: float = TIME_LIMIT_S) -> None:
+        if not time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be a number of seconds > 0, got {time_limit_s!r}")
+        self.time_limit_s = float(time_limit_s)
         self.source = resolve_model(model)
         self.pipe = load_pipeline(self.source, device, dtype)
+        self.image_input = image_input(self.pipe)  # "required", "optional" or None (text only)
         self.calibration = None if calibration is None else self._check_calibration(calibration)
         self.reuse_calibration = reuse_calibration
         self.pipe.set_progress_bar_config(leave=False)
@@ -101,6 +121,14 @@ class DemoSession:
         """Raise ``ValueError`` with a sentence a person can act on when the request is out of bounds."""
         if not request.prompt or not request.prompt.strip():
             raise ValueError("write a prompt first")
+        for name, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise ValueError(f"the {name} is {len(text)} characters long; the demo takes at most "
+                                 f"{MAX_PROMPT_CHARS} (the text encoder reads only the first few hundred words)")
+        if self.image_input == "required" and request.image is None:
+            raise ValueError(f"{type(self.pipe).__name__} makes a video from an image: add one (its first frame)")
+        if self.image_input is None and request.image is not None:
+            raise ValueError(f"{type(self.pipe).__name__} takes no image; leave the image out")
         if request.method == CALIBRATED:
             if self.calibration is None:
                 raise ValueError("this demo was started without a calibration (fastdit app --calibration PATH)")
@@ -129,6 +157,8 @@ class DemoSession:
         call["prompt"] = request.prompt.strip()
         if request.negative_prompt:
             call["negative_prompt"] = request.negative_prompt
+        if request.image is not None:
+            call["image"] = _as_picture(request.image)
         for key, value in (("num_frames", request.frames), ("height", request.height), ("width", request.width),
                            ("num_inference_steps", request.steps)):
             if value is not None:
@@ -136,31 +166,64 @@ class DemoSession:
         return call
 
     # ------------------------------------------------------------------ running
-    def generate(self, request: DemoRequest, on_stage: Callable[[str], None] | None = None) -> DemoResult:
-        """Dense (cached per prompt, size, steps and seed) and sparse for one request, and their metrics."""
+    def generate(self, request: DemoRequest, on_progress: Callable[[str, int, int], None] | None = None,
+                 client_left: Callable[[], bool] | None = None) -> DemoResult:
+        """Dense (cached per prompt, image, size, steps and seed) and sparse for one request, and their metrics.
+
+        Args:
+            request: what the user asked for (checked first: ``ValueError`` with a sentence to act on).
+            on_progress: told ``(run, steps done, steps in all)`` as each run (``"dense"``, then the method)
+                starts and after each of its denoising steps (progress bars).
+            client_left: asked between steps; once it answers ``True`` the generation stops.
+
+        Returns:
+            Both runs, the metrics the page shows and a picture of the sparse layout.
+
+        Raises:
+            JobStopped: ``client_left`` said so, or the whole generation ran past ``time_limit_s`` (counted from
+                when it got the model, not from when it joined the queue).
+        """
         self.check(request)
         call = self._call(request)
         sparse = {"entropy_scaling": request.entropy_scaling}  # n_train comes from the model's preset
-        notify = on_stage or (lambda stage: None)
-        key = (tuple(sorted(call.items())), request.seed)
+        report = on_progress or (lambda run, done, total: None)
+        steps = int(call["num_inference_steps"])
+        key = (tuple(sorted((k, _image_digest(v) if k == "image" else v) for k, v in call.items())), request.seed)
+        stage = ["dense"]
+
+        def stage_starts(label: str) -> None:
+            stage[0] = label
+            report(label, 0, steps)
+
         with self._lock:
+            deadline = time.monotonic() + self.time_limit_s
+
+            def step_done(done: int, total: int) -> None:
+                if client_left is not None and client_left():
+                    raise JobStopped(f"stopped {stage[0]} at step {done} of {total}: its client left")
+                if time.monotonic() > deadline:
+                    raise JobStopped(f"stopped after {self.time_limit_s:g} s, this demo's time limit for one "
+                                     f"Generate ({stage[0]} was at step {done} of {total}): try fewer frames or "
+                                     "steps, or a smaller size")
+                report(stage[0], done, total)
+
             dense = self._dense.get(key)
             cached = dense is not None
             if not cached:
-                notify("dense")
-                dense = run_pipeline(self.pipe, call, seed=request.seed, label="dense")
+                stage_starts("dense")
+                dense = run_pipeline(self.pipe, call, seed=request.seed, label="dense", on_step=step_done)
                 self._dense[key] = dense
                 while len(self._dense) > _CACHE_SIZE:
                     self._dense.popitem(last=False)
             self._dense.move_to_end(key)
-            notify(request.method)
+            stage_starts(request.method)
             if request.method == CALIBRATED:
                 spec = MethodSpec(CALIBRATED, calibration=self.calibration)
                 sparse["reuse_calibration"] = self.reuse_calibration
             else:
                 spec = MethodSpec(request.method, dict(request.options))
             comparison = compare(self.pipe, [spec], call, seed=request.seed, sparse=sparse, warmup=False,
-                                 baseline=dense)
+                                 baseline=dense, on_step=step_done)
         row = comparison.rows[1]
         sparse_run = comparison.runs[0]
         metrics = {"seed": request.seed, "method": sparse_run.label, "dense_s": dense.total_s,
@@ -168,7 +231,8 @@ class DemoSession:
                    "step_speedup": row["step_speedup"], "psnr_db": row["psnr_db"], "ssim": row["ssim"],
                    "density": row["density"], "sparse_density": row["sparse_density"],
                    "dense_cached": cached, "frames": int(dense.frames.shape[0]),
-                   "size": f"{dense.frames.shape[2]}x{dense.frames.shape[1]}"}
+                   "size": f"{dense.frames.shape[2]}x{dense.frames.shape[1]}",
+                   "steps": steps, "entropy_scaling": request.entropy_scaling}
         return DemoResult(dense, sparse_run, metrics, self._layout_picture(sparse_run), cached)
 
     def _layout_picture(self, run: RunResult) -> np.ndarray:
@@ -193,3 +257,22 @@ class DemoSession:
         tag = f"{abs(hash((id(result), result.metrics['seed']))):x}"
         return (write_video(result.dense.frames, folder / f"dense-{tag}.mp4", fps),
                 write_video(result.sparse.frames, folder / f"sparse-{tag}.mp4", fps))
+
+
+def _as_picture(image: Any) -> Any:
+    """``image`` as the PIL image every diffusers image-to-video pipeline takes (Wan's refuses arrays)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise TypeError(f"image must be a PIL image or an [H, W, 3] uint8 array, got {pixels.dtype} "
+                        f"{list(pixels.shape)}")
+    return Image.fromarray(pixels).convert("RGB")
+
+
+def _image_digest(image: Any) -> str:
+    """What tells two input images apart in the dense cache (a PIL image has no hash of its own)."""
+    pixels = np.asarray(image)
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()

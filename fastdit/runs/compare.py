@@ -128,7 +128,8 @@ def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
 def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, seed: int = 0,
             sparse: dict[str, Any] | None = None, warmup: bool = True, repeats: int = 1,
             baseline: RunResult | None = None, cache: CacheSpec | None = None,
-            on_run: Callable[[str], None] | None = None) -> Comparison:
+            on_run: Callable[[str], None] | None = None,
+            on_step: Callable[[int, int], None] | None = None) -> Comparison:
     """Run the stock pipeline, then each method, on ``call`` (pipeline arguments) with the same ``seed``.
 
     ``sparse`` holds the ``fastdit.apply`` arguments shared by every method (``preset``, ``dense_steps``,
@@ -139,7 +140,8 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
     machine slows one round of every method instead of one method. ``baseline`` is a stock run of the same
     ``call`` and ``seed`` made earlier (the app caches them); it is then not run again. ``cache`` adds the
     cache alone and each method with it (see the module docstring). ``on_run`` is told each label before its
-    run (for progress messages). Leaves ``pipe`` unpatched.
+    run (for progress messages), and ``on_step`` each denoising step (see :func:`run_pipeline`). Leaves
+    ``pipe`` unpatched.
     """
     if not methods:
         raise ValueError("compare needs at least one method")
@@ -152,12 +154,14 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
         one_step = {**call, "num_inference_steps": 1}
         for _, config, with_cache in configs:
             warm = None if config is None else {**config, "dense_steps": 0}
-            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm, cache=with_cache)
+            run_pipeline(pipe, one_step, seed=seed, label="warm-up", sparse=warm, cache=with_cache,
+                         on_step=on_step)
     fastest: dict[str, RunResult] = {}
     for _ in range(repeats):
         for label, config, with_cache in configs:
             notify(label)
-            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config, cache=with_cache)
+            run = run_pipeline(pipe, call, seed=seed, label=label, sparse=config, cache=with_cache,
+                               on_step=on_step)
             if label not in fastest or run.total_s < fastest[label].total_s:
                 fastest[label] = run
     if baseline is None:

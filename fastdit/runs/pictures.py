@@ -15,6 +15,15 @@ _LEVEL_COLOURS = np.array([[31, 119, 180], [92, 158, 205], [152, 196, 228], [205
 _SKIPPED = np.array([245, 245, 245], dtype=np.uint8)
 _TEXT = np.array([255, 127, 14], dtype=np.uint8)
 
+# what each colour of layout_image means, for a legend beside the picture
+LEGEND: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("computed block", tuple(_LEVEL_COLOURS[0].tolist())),
+    ("computed at a coarser pyramid level (lighter: coarser)", tuple(_LEVEL_COLOURS[2].tolist())),
+    ("skipped block", tuple(_SKIPPED.tolist())),
+    ("text rows and columns (tinted orange)", tuple(_TEXT.tolist())),
+)
+AXES = "rows: query blocks; columns: key blocks"
+
 
 def layout_image(layout: BlockLayout, head: int = 0, max_size: int = 512) -> np.ndarray:
     """``[H, W, 3]`` uint8 picture of one head's layout: rows are query blocks, columns key blocks.

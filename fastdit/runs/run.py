@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from fastdit.runs.caches import CacheSpec, disable_cache, enable_cache
 from fastdit.runs.media import to_uint8
 from fastdit.runtime.stats import AttentionStats
 
-__all__ = ["RunResult", "run_pipeline", "is_video_pipeline", "check_seed", "MAX_SEED"]
+__all__ = ["RunResult", "run_pipeline", "is_video_pipeline", "image_input", "check_seed", "MAX_SEED"]
 
 MAX_SEED = 2**64 - 1  # a torch.Generator seed is an unsigned 64-bit number
 
@@ -89,6 +89,20 @@ def is_video_pipeline(pipe: Any) -> bool:
     return "num_frames" in inspect.signature(pipe.__call__).parameters
 
 
+def image_input(pipe: Any) -> str | None:
+    """How ``pipe`` takes a picture as ``image``: ``"required"`` for image-to-video pipelines (the picture is
+    the first frame: Wan, CogVideoX, LTX, HunyuanVideo I2V; LTX's declares ``image=None`` yet fails without
+    one), ``"optional"`` for pipelines that merely accept one (LTX conditions, Flux Kontext), ``None`` for text
+    only."""
+    parameter = inspect.signature(pipe.__call__).parameters.get("image")
+    if parameter is None:
+        return None
+    name = type(pipe).__name__
+    if parameter.default is inspect.Parameter.empty or "ImageToVideo" in name or "Image2Video" in name:
+        return "required"
+    return "optional"
+
+
 def _device(pipe: Any) -> torch.device:
     return getattr(pipe, "_execution_device", None) or getattr(pipe, "device", torch.device("cpu"))
 
@@ -99,12 +113,15 @@ def _peak_rss_bytes() -> int:
 
 
 def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
-                 sparse: dict[str, Any] | None = None, cache: CacheSpec | None = None) -> RunResult:
+                 sparse: dict[str, Any] | None = None, cache: CacheSpec | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> RunResult:
     """Run ``pipe(**call)`` once with a fresh ``seed`` generator and time it.
 
     ``sparse`` is ``fastdit.apply``'s keyword arguments (``method`` and the rest); ``None`` runs the stock
-    attention. ``cache`` also enables a diffusers cache on the denoisers for this call. The pipeline is left
-    unpatched and uncached afterwards either way, so runs never leak into each other.
+    attention. ``cache`` also enables a diffusers cache on the denoisers for this call. ``on_step`` is told
+    ``(steps done, steps in all)`` after each denoising step (progress bars); an exception it raises stops the
+    call there (the app's cancel and time limit). The pipeline is left unpatched and uncached afterwards either
+    way, so runs never leak into each other.
     """
     device = torch.device(_device(pipe))
     cuda = device.type == "cuda"
@@ -122,6 +139,8 @@ def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
 
     def step_end(pipeline, step, timestep, callback_kwargs):
         marks.append(now())
+        if on_step is not None:
+            on_step(step + 1, getattr(pipeline, "num_timesteps", None) or call.get("num_inference_steps") or 1)
         return {}
 
     kwargs = dict(call, output_type="np", generator=torch.Generator("cpu").manual_seed(check_seed(seed)))

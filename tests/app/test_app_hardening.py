@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
         assert "`sample`" in page and str(sample_dir()) not in page  # no path of this machine on the page
 
         client = gradio_client.Client(url + "/", verbose=False)
-        dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")
+        _, dense, sparse, *_ = client.predict(*demo_request(3, **SMALL), api_name="/generate")
         assert Path(dense["video"] if isinstance(dense, dict) else dense).is_file()
         with pytest.raises(Exception, match=r"seed must be a whole number from 0 to 2\*\*64 - 1"):
             client.predict(*demo_request(2**70, **SMALL), api_name="/generate")
@@ -103,3 +104,65 @@ def test_a_running_app_bounds_its_disk_use_and_cleans_up_on_sigterm(tmp_path):
     assert proc.returncode == 0, output
     assert list(temp.glob("fastdit-app-*")) == []
     assert list(cache.rglob("*.mp4")) == []  # delete_cache: Gradio removes its copies at shutdown
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--auth", "alice"], "--auth must be USER:PASSWORD with neither empty"),
+    (["--auth", ":secret"], "--auth must be USER:PASSWORD with neither empty"),
+    (["--auth-file", "{missing}"], "--auth-file: can't read {missing} (No such file or directory)"),
+    (["--auth-file", "{logins}"], "--auth-file {logins} line 3 must be USER:PASSWORD with neither empty"),
+    (["--time-limit", "nan"], "--time-limit must be a number of seconds > 0, got nan"),
+    (["--time-limit", "0"], "--time-limit must be a number of seconds > 0, got 0.0"),
+])
+def test_a_bad_login_or_time_limit_is_one_line_before_the_model_loads(tmp_path, capsys, no_model_load, argv,
+                                                                       message):
+    logins = tmp_path / "logins"
+    logins.write_text("# the demo's users\nalice:s3cret\nbob-without-password\n")
+    names = {"missing": str(tmp_path / "nope"), "logins": str(logins)}
+    assert main(["app", "--port", str(free_port()), *(a.format(**names) for a in argv)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"fastdit app: error: {message.format(**names)}"]
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """The app's start-up up to ``launch``, with the model and the page replaced: what launch was given."""
+    launched = {}
+
+    class Page:
+        def launch(self, **kwargs):
+            launched.update(kwargs)
+
+    class Session:
+        def __init__(self, *args, **kwargs):
+            self.source = types.SimpleNamespace(location="sample")
+            self.image_input = None
+            launched["time_limit_s"] = kwargs["time_limit_s"]
+
+    monkeypatch.setattr("fastdit.app.session.DemoSession", Session)
+    monkeypatch.setattr("fastdit.app.ui.build_demo", lambda *args, **kwargs: Page())
+    return launched
+
+
+def test_serving_every_interface_without_a_login_warns_and_a_login_is_asked_for(tmp_path, capsys, fake_launch):
+    assert main(["app", "--host", "0.0.0.0", "--port", str(free_port())]) == 0
+    err = capsys.readouterr().err
+    assert "fastdit app: warning: the demo has no password and serves every machine that can reach any address " \
+           "of this one" in err and "--auth-file PATH" in err
+    assert fake_launch["auth"] is None and fake_launch["time_limit_s"] == 600
+    assert fake_launch["max_file_size"] == 0  # a text-to-video page takes no uploads
+
+    logins = tmp_path / "logins"
+    logins.write_text("alice:s3cret:with:colons\n\n")
+    assert main(["app", "--host", "0.0.0.0", "--port", str(free_port()), "--auth-file", str(logins), "--auth",
+                 "bob:pw", "--time-limit", "30"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert fake_launch["auth"] == [("bob", "pw"), ("alice", "s3cret:with:colons")]
+    assert fake_launch["time_limit_s"] == 30
+
+
+@pytest.mark.parametrize("host,share,warned", [("127.0.0.1", False, False), ("localhost", False, False),
+                                              ("127.0.0.1", True, True), ("0.0.0.0", False, True)])
+def test_only_a_page_beyond_this_machine_is_warned_about(host, share, warned):
+    assert (app_cli.exposure_warning(host, share, []) is not None) == warned
+    assert app_cli.exposure_warning(host, share, [("alice", "pw")]) is None
