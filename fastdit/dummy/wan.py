@@ -1,5 +1,5 @@
-"""Dummy (random-weight) Wan 2.1 / 2.2 transformers and pipelines at toy width, built offline in well under a
-second.
+"""Dummy (random-weight) Wan 2.1 / 2.2 transformers and pipelines, and those of the models built on the Wan
+architecture (SkyReels-V2, Wan-VACE, ...), at toy width, built offline in well under a second.
 
 They exercise the exact code paths of the real models (same classes, same processors, same token order) at
 toy sizes, so tests and the bundled demo model need no download. Their output is noise, not video.
@@ -49,23 +49,53 @@ def dummy_wan_variant(model_class: str, seed: int = 0, **config: Any):
     return cls(**{**{k: v for k, v in toy.items() if k in accepted}, **config}).eval()
 
 
-def dummy_wan_pipeline(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12,
-                       **transformer_options: Any):
-    """A text-to-video ``WanPipeline`` (UMT5 text encoder, Wan VAE, flow-matching scheduler), random weights.
-
-    ``transformer_options`` go to :func:`dummy_wan_transformer` (``ffn_dim``, ``patch_size``, ...).
-    """
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+def _wan_parts(seed: int) -> dict[str, Any]:
+    """The tokenizer, UMT5 text encoder and Wan VAE that the Wan architecture's pipelines share."""
+    from diffusers import AutoencoderKLWan
 
     tokenizer = dummy_tokenizer()
     text_encoder = dummy_t5_encoder(tokenizer, seed=seed, umt5=True)
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True]).eval()
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae)
+
+
+def dummy_wan_pipeline(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12,
+                       **transformer_options: Any):
+    """A text-to-video ``WanPipeline`` (UMT5 text encoder, Wan VAE, flow-matching scheduler), random weights.
+
+    ``transformer_options`` go to :func:`dummy_wan_transformer` (``ffn_dim``, ``patch_size``, ...).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    parts = _wan_parts(seed)
     transformer = dummy_wan_transformer(seed, num_layers, heads, head_dim, **transformer_options)
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-                       transformer=transformer)
+    return WanPipeline(**parts, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), transformer=transformer)
+
+
+def dummy_skyreels_v2_pipeline(seed: int = 0, **transformer_config: Any):
+    """A text-to-video ``SkyReelsV2Pipeline``: the parts of :func:`dummy_wan_pipeline`, a
+    ``SkyReelsV2Transformer3DModel`` (:func:`dummy_wan_variant`; ``transformer_config`` overrides its toy
+    arguments) and the flow-sigma UniPC scheduler SkyReels-V2 ships with."""
+    from diffusers import SkyReelsV2Pipeline, UniPCMultistepScheduler
+
+    transformer = dummy_wan_variant("SkyReelsV2Transformer3DModel", seed, **transformer_config)
+    return SkyReelsV2Pipeline(**_wan_parts(seed), transformer=transformer,
+                              scheduler=UniPCMultistepScheduler(flow_shift=8.0, use_flow_sigmas=True,
+                                                                prediction_type="flow_prediction"))
+
+
+def dummy_wan_vace_pipeline(seed: int = 0, **transformer_config: Any):
+    """A ``WanVACEPipeline``: the parts of :func:`dummy_wan_pipeline` and a ``WanVACETransformer3DModel``
+    (:func:`dummy_wan_variant`; ``transformer_config`` overrides its toy arguments) with one VACE block, which
+    takes the control video's latents (16 inactive + 16 reactive channels) and its 8x8-folded mask (64)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline
+
+    config = {"vace_layers": [0], "vace_in_channels": 96, **transformer_config}
+    transformer = dummy_wan_variant("WanVACETransformer3DModel", seed, **config)
+    return WanVACEPipeline(**_wan_parts(seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                           transformer=transformer)
 
 
 def dummy_wan_i2v_transformer(seed: int = 0, num_layers: int = 2, image_dim: int = 4):

@@ -6,31 +6,15 @@ import json
 import math
 
 import pytest
-import torch
 
 import fastdit
 from fastdit.calibration import Calibration, calibrate, load_calibration, measure, select
 from fastdit.calibration.measurements import Measurements, MethodMeasure
 from fastdit.dummy.wan import dummy_wan_pipeline
 from fastdit.layout.grid import TokenGrid
-from tests.calibration.conftest import CALL, HEAD_DIM
+from tests.calibration.conftest import CALL, HEAD_DIM, PROMPT, check_follows, generate, stats_with
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PROMPT = "a red ball bouncing in a white room"
-
-
-def _generate(pipe, **call):
-    return pipe(PROMPT, **{**CALL, **call}, output_type="latent", generator=torch.Generator().manual_seed(0))
-
-
-def _stats_with(pipe, calibration):
-    """The attention stats of one generation with ``calibration`` applied (the pipe is left unpatched)."""
-    fastdit.apply(pipe, calibration=calibration)
-    try:
-        _generate(pipe)
-        return fastdit.stats(pipe)
-    finally:
-        fastdit.remove(pipe)
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +53,7 @@ def test_file_round_trips_and_applying_it_reproduces_the_recorded_densities(rand
     assert loaded.to_dict() == calibration.to_dict()
     assert loaded.plans() == calibration.plans()
 
-    stats = _stats_with(random_pipe, path)
-    chosen = {c.layer: c for c in calibration.layers}
-    for record in stats.records:
-        if record.step < calibration.dense_steps:
-            assert record.dense and record.reason == "dense_steps"
-        elif chosen[record.layer].method == "dense":
-            assert record.dense
-        else:
-            assert not record.dense and record.reason == chosen[record.layer].method
-            assert record.density == pytest.approx(chosen[record.layer].density, abs=1e-9)
-    assert stats.mean_density() == pytest.approx(calibration.expected_density, abs=1e-9)
+    check_follows(stats_with(random_pipe, path), calibration)
 
 
 def test_loose_target_is_sparser_than_tight_and_zero_error_is_dense(random_pipe, measured):
@@ -87,7 +61,7 @@ def test_loose_target_is_sparser_than_tight_and_zero_error_is_dense(random_pipe,
     assert loose.expected_density < tight.expected_density
     assert zero.expected_density == 1.0 and all(c.method == "dense" for c in zero.layers)
     assert zero.dense_steps == 0
-    stats = _stats_with(random_pipe, zero)
+    stats = stats_with(random_pipe, zero)
     assert stats.sparse_fraction() == 0 and stats.mean_density() == 1.0
 
 
@@ -156,13 +130,13 @@ def test_another_grid_is_refused_unless_reuse_is_asked(random_pipe, measured):
     fastdit.apply(random_pipe, calibration=calibration)
     try:
         with pytest.raises(ValueError, match=r"calibrated on a 3x8x8 latent grid, this call's is 3x8x12"):
-            _generate(random_pipe, width=96)
+            generate(random_pipe, width=96)
     finally:
         fastdit.remove(random_pipe)
     fastdit.apply(random_pipe, calibration=calibration, reuse_calibration=True)
     try:
         with pytest.warns(UserWarning, match="re-using them as asked"):
-            _generate(random_pipe, height=96)
+            generate(random_pipe, height=96)
         assert fastdit.stats(random_pipe).sparse_fraction() > 0
     finally:
         fastdit.remove(random_pipe)
