@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["WriteError", "atomic_path", "write_text"]
+__all__ = ["WriteError", "atomic_path", "write_text", "usual_permissions"]
 
 
 class WriteError(OSError):
@@ -56,3 +56,13 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def usual_permissions(*paths: str | os.PathLike) -> None:
+    """Give the files ``paths`` the permissions a file the user creates gets: 0666 less the umask. safetensors
+    writes through a private temporary file and leaves its files 0600, so weights meant to be shared would be
+    unreadable to anyone else."""
+    mask = os.umask(0)  # the only way to read it: set, then put back at once
+    os.umask(mask)
+    for path in paths:
+        Path(path).chmod(0o666 & ~mask)
