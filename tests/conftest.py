@@ -4,6 +4,10 @@ interpreter when there is no GPU."""
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import subprocess
+from typing import Callable
 
 import pytest
 import torch
@@ -40,3 +44,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 64 KiB tmpfs: a write there runs out of space (ENOSPC) as on a full disk. Mounting needs
+    root with CAP_SYS_ADMIN, which CI runners and most containers lack: there this skips, and
+    ``file_size_limit`` tests the same failure unprivileged."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("can't mount a size-limited tmpfs here (needs root with CAP_SYS_ADMIN)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def file_size_limit() -> Callable[[int], Callable[[], None]]:
+    """``preexec_fn`` for a subprocess whose files (its children's too) may not grow past ``limit`` bytes: a
+    write beyond fails with EFBIG, as on a disk that fills up mid-write, without privileges. Python ignores the
+    SIGXFSZ that comes with it; ffmpeg, whose signals ``subprocess`` restores, is stopped by it."""
+    def limit(size: int) -> Callable[[], None]:
+        return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit

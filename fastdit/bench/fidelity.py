@@ -34,6 +34,7 @@ from fastdit.layout.block import BlockLayout
 from fastdit.layout.grid import TokenGrid
 from fastdit.methods import build_layout, get_method
 from fastdit.runs.report import markdown_table, write_report
+from fastdit.runtime.files import atomic_path
 
 DYNAMIC_METHODS = ("pyramid", "vmoba")
 
@@ -215,7 +216,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax_rec.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from fastdit.bench.paired import paired_hits, paired_signs, sign_test
 from fastdit.runs.report import markdown_table, write_report
+from fastdit.runtime.files import atomic_path, write_text
 from fastdit.toy.world import ATTRIBUTES as OBJECT_ATTRIBUTES
 from fastdit.toy.world.score import motion_geometry, single_object_move
 
@@ -436,30 +437,50 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
 def load_progress(path: Path, settings: dict[str, Any]) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """The rows of the (scale, prompt) units an earlier run of the same ``settings`` finished, from ``path``
-    (its first line is the settings; an unfinished last line, cut by a kill, is ignored; a unit written again
-    replaces the earlier one). Another run's file is replaced: its rows would not be comparable."""
+    (its first line is the settings; a line cut by a kill is dropped; a unit written again replaces the earlier
+    one). The file is then rewritten with what was kept, so the next unit appended starts a line of its own
+    instead of joining a cut one (which would lose it at the next resume). Another run's file, or one whose
+    first line can't be read, is replaced: its rows would not be comparable."""
     done: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    if path.is_file():
-        lines = path.read_text().splitlines()
-        if lines and json.loads(lines[0]) == {"settings": settings}:
-            for line in lines[1:]:
-                try:
-                    unit = json.loads(line)
-                except json.JSONDecodeError:
-                    break
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    if lines and _json_line(lines[0]) == {"settings": settings}:
+        for unit in map(_json_line, lines[1:]):
+            if _is_unit(unit):
                 done[(unit["scale"], unit["prompt"])] = unit["rows"]
-            print(f"resuming from {path}: {len(done)} prompt runs done")
-            return done
-        print(f"{path} holds a run with other settings: starting over")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings}) + "\n")
+        print(f"resuming from {path}: {len(done)} prompt runs done")
+    elif path.exists():
+        print(f"{path} holds a run with other settings, or is unreadable: starting over")
+    write_text("".join(json.dumps(record) + "\n" for record in [{"settings": settings}, *(
+        {"scale": scale, "prompt": prompt, "rows": rows} for (scale, prompt), rows in done.items())]), path)
     return done
+
+
+def append_unit(path: Path, scale: int, prompt: str, rows: list[dict[str, Any]]) -> None:
+    """Add a finished (scale, prompt) unit to the progress file ``path`` (one line, flushed before the next
+    unit starts: a kill can cut only the line being written)."""
+    with path.open("a") as file:
+        file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": rows}) + "\n")
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def _is_unit(unit: Any) -> bool:
+    """A unit line as :func:`append_unit` writes it (one cut by a kill, or edited, is not)."""
+    return (isinstance(unit, dict) and isinstance(unit.get("scale"), int) and isinstance(unit.get("prompt"), str)
+            and isinstance(unit.get("rows"), list) and all(isinstance(r, dict) and "config" in r
+                                                            for r in unit["rows"]))
 
 
 def write_results(args: argparse.Namespace, name: str, prompts: list[str], call: dict[str, Any],
@@ -541,8 +562,7 @@ def run(args: argparse.Namespace) -> int:
                     unit.append(_video_row(prompt, kind, scale, config, result, dense))
                     bar.update()
                 rows += unit
-                with progress.open("a") as file:
-                    file.write(json.dumps({"scale": scale, "prompt": prompt, "rows": unit}) + "\n")
+                append_unit(progress, scale, prompt, unit)
             pending = [s for s, _ in plan[index + 1:]]
             report = write_results(args, name, prompts, base, rows, ceiling, pending, settings["weights"])
     progress.unlink()

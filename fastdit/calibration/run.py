@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -73,6 +74,14 @@ def _stop_after(last: int):
     return callback
 
 
+def _model_name(name: str | None) -> str | None:
+    """A hub id as it is; a local folder by its name only, since the file is shared and an absolute path would
+    publish the maker's folders (the config fingerprint, not the name, is what a run checks)."""
+    if name is None or not (Path(name).is_absolute() or Path(name).exists()):
+        return name
+    return Path(name).resolve().name
+
+
 def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] = DEFAULT_METHODS,
             steps: Sequence[int] | None = None, warmup: int | float | None = None, rows: int = DEFAULT_ROWS,
             block_size: int | None = None, preset: str | None = "auto", seed: int = 0,
@@ -117,7 +126,7 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
         models = denoisers(pipe)
         result = Measurements.create(methods, steps, schedule, block_size, base_options=base, rows=rows, seed=seed,
                                       calls_per_step=calls_per_step)
-        result.model = name_or_path(pipe, models[0][1])
+        result.model = _model_name(name_or_path(pipe, models[0][1]))
         result.fingerprint = fingerprint(models)
         result.prompts = tuple(prompts)
         set_observer(pipe, result)

@@ -4,15 +4,22 @@
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, named in :data:`COMMANDS`:
 most live in this package; the web demo's (``fastdit.app.command``) and the benchmark suites
 (``fastdit.bench``, collected by ``bench.py``) live with what they run, above this package, and use its helpers.
-A user mistake raises :class:`CLIError`, which prints one line and exits with status 2. Nothing heavy is
-imported before :func:`main` runs (the ``fastdit`` package is lazy), so a Ctrl-C at any point is handled here.
+A user mistake raises :class:`CLIError`, which prints one line and exits with status 2, as does an output that
+can't be written (a full disk). Nothing heavy is imported before :func:`main` runs (the ``fastdit`` package
+is lazy), so a Ctrl-C at any point is handled here; SIGTERM is handled as a Ctrl-C, so either one removes the
+temporary file of an output being written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 __all__ = ["main", "CLIError"]
 
@@ -32,6 +39,35 @@ COMMANDS = {
 
 class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that cleanup (``finally``) runs, as it does for a Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# a write that failed for want of space (ENOSPC, a quota, a file-size limit): the user's to fix, not a bug
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` while the command runs (signals can be set in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,23 +106,36 @@ def add_module_parsers(sub, table: dict[str, tuple[str, str]]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a user error is one line and status 2, a Ctrl-C (even while torch is still being
-    imported, which building the parser does) is one line and status 130."""
+    """Run one command; a user error or a write that failed (a full disk) is one line and status 2, a Ctrl-C
+    (even while torch is still being imported, which building the parser does) is one line and status 130,
+    SIGTERM the same with status 143."""
     command = "fastdit"
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not hasattr(args, "_run"):
-            parser.print_help()
-            return 0
-        command = f"fastdit {args.command}"
-        return int(args._run(args) or 0)
+        with _sigterm_interrupts():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not hasattr(args, "_run"):
+                parser.print_help()
+                return 0
+            command = f"fastdit {args.command}"
+            return int(args._run(args) or 0)
     except CLIError as err:
         print(f"{command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as err:
+        from fastdit.runtime.files import WriteError  # here: imported already if one was raised
+
+        if isinstance(err, WriteError):
+            message = str(err)
+        elif err.errno in _NO_SPACE:
+            message = f"can't write {str(err.filename)!r}: {err.strerror}" if err.filename else err.strerror
+        else:
+            raise
+        print(f"{command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
         print(f"{command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(err, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmarks that write JSON + markdown reports (default folder: bench/results/).
+"""Benchmarks that write JSON + markdown reports (default folder: out/bench/; the reports a checkout commits are
+refreshed only by naming their folder, --out bench/results).
 
   fastdit bench kernels    block-sparse kernels vs dense SDPA and FlexAttention
   fastdit bench fidelity   density vs attention recall and output error, per method
@@ -35,7 +36,9 @@ SUITES = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
     for module, p in add_module_parsers(sub, SUITES):
-        p.add_argument("--out", default="bench/results", help="folder for the JSON and markdown reports")
+        # not bench/results: run from a checkout, the default would overwrite the reports the README cites
+        p.add_argument("--out", default="out/bench",
+                       help="folder for the JSON and markdown reports (the checkout's own: bench/results)")
         module.add_arguments(p)
         p.set_defaults(_suite=module.run)
 

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any, Sequence
 
+from fastdit.runtime.files import write_text
+
 
 def environment() -> dict[str, Any]:
     """Machine and versions, so every number in a report can be traced to what produced it."""
@@ -57,12 +59,16 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
 
 def write_report(out_dir: str | Path, name: str, title: str, data: dict[str, Any], markdown_body: str,
                  command: str) -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; the markdown names the command and machine."""
+    """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; the markdown names the command and machine.
+    Each is written atomically: a full disk leaves the previous report, never a truncated one.
+
+    Returns:
+        The two paths, JSON first.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     env = environment()
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps({"command": command, "environment": env, **data}, indent=2) + "\n")
+    write_text(json.dumps({"command": command, "environment": env, **data}, indent=2) + "\n", json_path)
     env_line = ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
-    md_path.write_text(f"# {title}\n\nCommand: `{command}`\n\nMachine: {env_line}\n\n{markdown_body}")
+    write_text(f"# {title}\n\nCommand: `{command}`\n\nMachine: {env_line}\n\n{markdown_body}", md_path)
     return json_path, md_path

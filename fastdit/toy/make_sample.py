@@ -3,9 +3,9 @@
 ``RUN`` is a finished ``python -m fastdit.toy.train_sample RUN`` folder. Its exported pipeline (``RUN/model``)
 is copied into ``FOLDER`` (default: the bundled sample, ``fastdit/models/tiny-wan``) with the run's recipe and
 loss log under ``training/`` (so the folder says how it was made), and a README written from that log and, when
-present, from the prompt-adherence report of ``fastdit bench toy`` (``bench/results/toy.json``) when that
-report measured these very weights: rerun this after the benchmark to refresh its numbers. The folder is
-replaced through a temporary sibling, so a failure leaves the old one whole.
+present, from the prompt-adherence report of ``fastdit bench toy --out bench/results`` (``bench/results/toy.json``)
+when that report measured these very weights: rerun this after the benchmark to refresh its numbers. The folder
+is replaced through a temporary sibling, so a failure leaves the old one whole.
 """
 
 from __future__ import annotations

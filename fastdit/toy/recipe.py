@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from fastdit.dummy.text_encoders import dummy_t5_encoder, dummy_tokenizer
+from fastdit.runtime.files import usual_permissions
 from fastdit.toy.world import vocabulary
 
 INFERENCE_STEPS, GUIDANCE, FPS = 16, 5.0, 8  # generation defaults of a trained model (its fastdit.json)
@@ -158,6 +159,7 @@ def save_pipeline(pipe: Any, folder: str | Path, settings: dict[str, Any]) -> No
 
     folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
+    usual_permissions(*folder.rglob("*.safetensors"))
     index_path, config_path = folder / "model_index.json", folder / "tokenizer" / "tokenizer_config.json"
     index = json.loads(index_path.read_text())
     index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]

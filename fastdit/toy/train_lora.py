@@ -22,12 +22,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from fastdit.runtime.files import usual_permissions
 from fastdit.toy.training import draw_batch, encode_clips, flow_loss, scaled_frames
 from fastdit.toy.world import training_clip
 
 __all__ = ["LoraSettings", "train_lora"]
 
 _LORA_STREAM = 5  # clip stream (seed offset) of LoRA data; the base model's training used streams 0-2
+WEIGHTS_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name, the one `load_lora_weights` finds
 ATTENTION_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -107,8 +109,9 @@ def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraS
                 seconds.append(time.perf_counter() - start)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                 bar.update()
-        type(pipe).save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(
+        type(pipe).save_lora_weights(out, weight_name=WEIGHTS_FILE, transformer_lora_layers=get_peft_model_state_dict(
             transformer, adapter_name="fastdit_lora"))
+        usual_permissions(out / WEIGHTS_FILE)
     finally:
         transformer.eval()
         if settings.method != "dense":

@@ -124,12 +124,37 @@ class Trainer:
         tmp.replace(self.checkpoint_path)
 
     def load(self) -> None:
-        """Continue from ``checkpoint.pt``; the log is cut back to what the checkpoint had seen."""
-        if not self.checkpoint_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        state = torch.load(self.checkpoint_path, weights_only=True)
+        """Continue from ``checkpoint.pt``; the log is cut back to what the checkpoint had seen.
+
+        Raises:
+            FileNotFoundError: there is no checkpoint.
+            ValueError: the checkpoint can't be read (empty, cut short, another kind of file), or belongs to
+                another recipe or seed.
+        """
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as err:  # torch's reader fails in many ways (EOFError, UnpicklingError, RuntimeError...)
+            raise ValueError(f"--resume: {path} can't be read as a checkpoint: it is empty, cut short, or "
+                             f"another kind of file ({type(err).__name__})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"--resume: {path} is not a checkpoint of this code (it holds a {type(state).__name__}, "
+                             "not a training state)")
         if state.get("format") != FORMAT:
-            raise ValueError(f"{self.checkpoint_path} has format {state.get('format')}, this code reads {FORMAT}")
+            raise ValueError(f"--resume: {path} has format {state.get('format')}, this code reads {FORMAT}")
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"--resume: {path} is not a whole checkpoint of this recipe ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        if self.log_path.exists():
+            with self.log_path.open("r+b") as log:
+                # never longer: a log emptied or cut since the checkpoint would be padded with NUL bytes
+                log.truncate(min(state["log_bytes"], self.log_path.stat().st_size))
+
+    def _restore(self, state: dict[str, Any]) -> None:
         if not self._same_recipe(state["recipe"], state["phase"]) or state["seed"] != self.seed:
             raise ValueError(f"{self.checkpoint_path} was made with another recipe or seed (seed {state['seed']}); "
                              f"resume with the same --recipe and --seed, or start a new OUT folder")
@@ -141,9 +166,6 @@ class Trainer:
                             (self.ema, "ema"), (self.optimizer, "optimizer")):
             if state[key] is not None:
                 module.load_state_dict(state[key])
-        if self.log_path.exists():
-            with self.log_path.open("r+b") as log:
-                log.truncate(state["log_bytes"])
 
     def _same_recipe(self, stored: dict[str, Any], phase: str) -> bool:
         """The checkpoint's recipe is this one; keys it lacks were added for the refine phase, which a
@@ -450,7 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     trainer = Trainer(args.out, RECIPES[args.recipe], args.seed, args.checkpoint_minutes)
     if args.resume:
-        trainer.load()
+        try:
+            trainer.load()
+        except (FileNotFoundError, ValueError) as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 2
     elif trainer.checkpoint_path.exists():
         parser.error(f"{trainer.checkpoint_path} exists: pass --resume to continue it, or choose another OUT")
     for sig in (signal.SIGTERM, signal.SIGINT):

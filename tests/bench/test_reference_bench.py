@@ -11,3 +11,13 @@ def test_reference_bench_quick_writes_its_report(tmp_path):
         assert 0 < row["density"] <= 1 and row["dense_ms"] > 0 and row["sparse_ms"] > 0
         assert row["meets_target"] == (row["speedup"] >= 0.7 / row["density"])
     assert "Target" in (tmp_path / "reference_cpu.md").read_text()
+
+
+def test_a_run_from_the_repository_root_leaves_the_committed_reports_alone(tmp_path, monkeypatch):
+    committed = tmp_path / "bench" / "results" / "reference_cpu.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "reference", "--quick", "--repeats", "1"]) == 0
+    assert committed.read_text() == "{}\n"  # refreshed only with an explicit --out bench/results
+    assert json.loads((tmp_path / "out" / "bench" / "reference_cpu.json").read_text())["rows"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fastdit.bench.toy import Config, configs, findings, motion_hits, pooled_psnr, summarise, vae_ceiling
+from fastdit.bench.toy import (Config, append_unit, configs, findings, load_progress, motion_hits, pooled_psnr,
+                              summarise, vae_ceiling)
 from fastdit.cli import main
 from fastdit.toy.world.score import motion_geometry
 
@@ -101,6 +102,28 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monke
     assert len(data["videos"]) == 4 and len({v["prompt"] for v in data["videos"]}) == 2
     assert data["weights"] == json.loads(lines[0])["settings"]["weights"]  # the report says what it measured
     assert not partial.exists()
+
+
+def test_units_finished_between_two_interruptions_are_kept(tmp_path, capsys):
+    progress, settings = tmp_path / "toy.partial.jsonl", {"model": "m", "seed": 0}
+    load_progress(progress, settings)
+    append_unit(progress, 1, "a", [{"config": "dense (stock)"}])
+    with progress.open("a") as file:
+        file.write('{"scale": 1, "prompt": "b", "ro')  # killed while writing the second unit
+    assert list(load_progress(progress, settings)) == [(1, "a")]
+    append_unit(progress, 1, "b", [{"config": "dense (stock)"}])  # the resumed run finishes it...
+    with progress.open("a") as file:
+        file.write('{"scale": 1, "prompt": "c", "ro')  # ...and is killed in the third
+    assert list(load_progress(progress, settings)) == [(1, "a"), (1, "b")]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\xff garbage", b"[1, 2]\n", b'{"settings": {"model": "m", "seed": 0}}\n'
+                                     b'["not", "a", "unit"]\n{"scale": "1", "prompt": 2, "rows": 3}\n'])
+def test_a_corrupt_progress_file_is_replaced_or_its_bad_lines_dropped(tmp_path, capsys, content):
+    progress, settings = tmp_path / "toy.partial.jsonl", {"model": "m", "seed": 0}
+    progress.write_bytes(content)
+    assert load_progress(progress, settings) == {}
+    assert progress.read_text() == json.dumps({"settings": settings}) + "\n"
 
 
 def test_a_run_reports_each_finished_length_and_resumes_only_what_its_plan_changes(mini_model, tmp_path, monkeypatch):

@@ -174,6 +174,18 @@ def test_bad_files_are_refused_clearly(tmp_path, measured):
         load_calibration(tmp_path / "bad.json")
 
 
+def test_a_local_model_is_named_by_its_folder_not_its_path(tmp_path):
+    pipe = dummy_wan_pipeline(num_layers=1, head_dim=HEAD_DIM, patch_size=(1, 1, 1))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.register_to_config(_name_or_path=str(tmp_path / "models" / "my-wan"))  # as from_pretrained of a folder
+    measured = measure(pipe, PROMPT, methods=("radial",), call={**CALL, "num_inference_steps": 1}, block_size=16,
+                       preset=None)
+    assert measured.model == "my-wan"
+    pipe.register_to_config(_name_or_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    assert measure(pipe, PROMPT, methods=("radial",), call={**CALL, "num_inference_steps": 1}, block_size=16,
+                   preset=None).model == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # a hub id is kept
+
+
 def test_arguments_are_checked_before_generating(random_pipe):
     with pytest.raises(ValueError, match="methods"):
         measure(random_pipe, PROMPT, methods=("dense",), call=CALL)

@@ -4,6 +4,8 @@ that ``--lora`` loads back and that changes the video."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import imageio.v3 as iio
 import numpy as np
@@ -16,7 +18,10 @@ def test_train_lora_saves_a_lora_that_generate_loads(fastdit_cli, small, tmp_pat
     summary = json.loads((tmp_path / "lora" / "train_lora.json").read_text())
     assert summary["frames"] == 33 and summary["settings"]["method"] == "radial"  # 2x the model's 17 frames
     assert len(summary["losses"]) == 2 and summary["seconds_per_step"] > 0
-    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    weights = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~umask  # shareable, as any file the user writes
 
     videos = {}
     for name, extra in (("base", []), ("lora", ["--lora", "lora"])):

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
 from fastdit.runs.media import LABEL_HEIGHT, check_writable, side_by_side, to_uint8, write_image, write_video
-from fastdit.runtime.files import atomic_path
+from fastdit.runtime.files import WriteError, atomic_path
+
+# a video of random frames (which hardly compress) written to the folder argv[1]; prints the error, if any
+WRITE_VIDEO = """
+import sys
+import numpy as np
+from fastdit.runs.media import write_video
+try:
+    write_video(np.random.default_rng(0).integers(0, 256, (30, 128, 128, 3), dtype=np.uint8), sys.argv[1] + "/v.mp4", 8)
+except OSError as err:
+    print(type(err).__name__, err)
+"""
 
 
 def test_to_uint8_rounds_and_clips():
@@ -34,6 +48,20 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             assert tmp.parent == tmp_path and tmp.suffix == ".mp4"
             tmp.write_bytes(b"half a video")
             raise RuntimeError("encoder crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_fails_the_video_and_leaves_no_file(full_disk):
+    with pytest.raises(WriteError, match="v.mp4': ffmpeg: .*No space left on device"):
+        write_video(np.random.default_rng(0).integers(0, 256, (30, 128, 128, 3), dtype=np.uint8),
+                    full_disk / "v.mp4", 8)
+    assert list(full_disk.iterdir()) == []
+
+
+def test_a_file_size_limit_fails_the_video_and_leaves_no_file(tmp_path, file_size_limit):
+    result = subprocess.run([sys.executable, "-c", WRITE_VIDEO, str(tmp_path)], preexec_fn=file_size_limit(16384),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("WriteError can't write") and "SIGXFSZ" in result.stdout, result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

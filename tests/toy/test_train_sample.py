@@ -9,7 +9,7 @@ import torch
 
 from fastdit.toy.make_sample import install_sample
 from fastdit.toy.recipe import RECIPES, build_components, build_toy_tokenizer
-from fastdit.toy.train_sample import Trainer, main
+from fastdit.toy.train_sample import FORMAT, Trainer, main
 from fastdit.toy.training import (conditioning_gap, draw_batch, flow_loss, object_mask, pipeline_checksums,
                                   shifted_sigmas, vae_loss, video_tensor)
 from fastdit.toy.world import training_clip, vocabulary
@@ -228,3 +228,35 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
     assert "20 px when asked to\n  move straight, 2 px when asked to stay still, at a mean cosine of 0.00" in readme
     with pytest.raises(FileNotFoundError, match="no exported pipeline"):
         install_sample(tmp_path / "unfinished", tmp_path / "samples" / "other")
+
+
+@pytest.fixture
+def checkpointed(tmp_path):
+    """A run folder with a checkpoint of a mini run that has logged a line (nothing trained: a checkpoint of the
+    first step is as whole as any)."""
+    trainer = Trainer(tmp_path / "run", MINI, seed=1, progress=False)
+    trainer.out.mkdir()
+    trainer._log({"loss": 1.0})
+    trainer.save()
+    return trainer
+
+
+@pytest.mark.parametrize("spoil", [
+    lambda path: path.write_bytes(b""),
+    lambda path: path.write_bytes(b"\x00garbage" * 100),
+    lambda path: path.write_bytes(path.read_bytes()[:path.stat().st_size // 2]),  # half-written
+    lambda path: torch.save(torch.zeros(3), path),  # another program's file
+    lambda path: torch.save({"format": FORMAT}, path),  # the right format, not its contents
+], ids=["empty", "garbage", "half-written", "foreign", "hollow"])
+def test_resuming_from_a_spoilt_checkpoint_is_one_line(checkpointed, capsys, spoil):
+    spoil(checkpointed.checkpoint_path)
+    assert main([str(checkpointed.out), "--recipe", "mini", "--seed", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m fastdit.toy.train_sample: error: --resume: ") and err.count("\n") == 1, err
+
+
+def test_resuming_after_the_log_was_emptied_pads_nothing(checkpointed):
+    checkpointed.log_path.write_text("")
+    resumed = Trainer(checkpointed.out, MINI, seed=1, progress=False)
+    resumed.load()
+    assert checkpointed.log_path.read_bytes() == b""
