@@ -159,6 +159,8 @@ def apply(
     Returns:
         ``target``, patched.
     """
+    if not isinstance(force, bool):  # "yes" (or "no"!) would be truthy: replacing a user's processor is opt-in
+        raise TypeError(f"force must be True or False, got {force!r}")
     if isinstance(method, SparseConfig):
         given = {"preset": preset != "auto", "dense_steps": dense_steps is not None,
                  "dense_layers": dense_layers is not None, "entropy_scaling": entropy_scaling is not False,

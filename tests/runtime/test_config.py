@@ -77,3 +77,9 @@ def test_the_preset_warmup_adapts_to_a_few_step_call(steps, dense):
     warm = sorted({r.step for r in records if r.reason == "dense_steps"})
     assert warm == list(range(dense))
     assert any(r.ran_sparse for r in records if r.step >= dense)
+
+
+def test_force_must_be_a_bool(transformer):
+    with pytest.raises(TypeError, match="force must be True or False, got 'yes'"):
+        fastdit.apply(transformer, "radial", preset=None, block_size=16, force="yes")
+    assert _unpatched(transformer)
