@@ -7,13 +7,14 @@ again through any of them re-configures the shared model for all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import sys
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -30,7 +31,7 @@ from fastdit.runtime.context import RunContext
 from fastdit.runtime.engine import SparseAttention, check_backend
 from fastdit.runtime.stats import AttentionStats
 
-__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer"]
+__all__ = ["apply", "remove", "sparse", "stats", "is_patched", "patch_config", "set_observer"]
 
 _STATE = "_fastdit_state"
 
@@ -401,6 +402,33 @@ def remove(target: Any) -> Any:
             if model.__dict__.get(_STATE) is state:
                 delattr(model, _STATE)
     return target
+
+
+@contextlib.contextmanager
+def sparse(target: Any, method: str | SparseConfig | None = None, **settings: Any) -> Iterator[Any]:
+    """``apply`` for the ``with`` block only: ``remove`` runs when it ends, also when it raises.
+
+    ``with fastdit.sparse(pipe, "radial"): video = pipe(prompt).frames`` is ``apply`` then ``remove``, as
+    diffusers' ``attention_backend(...)`` scopes a backend. A target fastdit already patches is refused: leaving
+    the block would remove that patch too (``remove`` it first, or re-configure it with ``apply``).
+
+    Args:
+        target: a diffusers pipeline or a bare transformer/UNet, not patched.
+        method: as in :func:`apply` (a method name or a :class:`~fastdit.SparseConfig`).
+        **settings: every other argument of :func:`apply` (``preset``, ``dense_steps``, method options, ...).
+
+    Returns:
+        A context manager that yields ``target``, patched; on exit it is restored exactly.
+    """
+    if is_patched(target):
+        raise ValueError(f"{type(target).__name__} is already patched by fastdit ({patch_config(target).method}); "
+                         "leaving the with block would remove that patch too: fastdit.remove it first, or "
+                         "re-configure it with fastdit.apply")
+    apply(target, method, **settings)
+    try:
+        yield target
+    finally:
+        remove(target)
 
 
 def patch_config(target: Any) -> SparseConfig:
