@@ -278,6 +278,7 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
         observer = _Observer(family, context, name, model, patched)
         state.observers.append(observer)
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
+        state.hooks.append(model.register_forward_hook(observer.done, always_call=True))
         state.models.append(model)
         setattr(model, _STATE, state)
     scheduler = getattr(target, "scheduler", None)
@@ -334,8 +335,14 @@ class _Observer:
         if torch.compiler.is_compiling():
             self.context.token = ops.observe_forward(self.handle, *ops.pack_inputs(inputs))
         else:
+            self.context.enter_forward()
             self.context.token = None
             self.observe(inputs)
+
+    def done(self, model: torch.nn.Module, args: tuple, output: Any) -> None:
+        """The forward hook (also called when the forward raised): this thread's call has left the model."""
+        if not torch.compiler.is_compiling():
+            self.context.exit_forward()
 
     def observe(self, inputs: dict[str, Any]) -> None:
         """The bookkeeping itself, on the forward inputs named by ``input_names``."""
