@@ -5,6 +5,8 @@
     video = pipe(prompt).frames
     print(fastdit.stats(pipe))             # what ran dense/sparse, at which density
     fastdit.remove(pipe)                   # restore the original processors exactly
+    with fastdit.sparse(pipe, "radial"):   # or for one block only
+        video = pipe(prompt).frames
 
 The names below are imported on first use, so ``import fastdit`` (and the command line's start) doesn't load
 torch until something needs it.
@@ -20,7 +22,7 @@ from fastdit._lazy import make_lazy
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "apply": "patching", "remove": "patching", "stats": "patching", "is_patched": "patching",
+    "apply": "patching", "remove": "patching", "sparse": "patching", "stats": "patching", "is_patched": "patching",
     "SparseConfig": "runtime", "LayerPlan": "runtime", "AttentionStats": "runtime",
     "entropy_scale_factor": "runtime",
     "build_layout": "methods", "available_methods": "methods",
@@ -42,12 +44,13 @@ if TYPE_CHECKING:
     from fastdit.kernels import attention, available_backends
     from fastdit.layout import BlockLayout, ChunkOrder, GilbertOrder, RasterOrder, TileOrder, TokenGrid, TokenOrder
     from fastdit.methods import available_methods, build_layout
-    from fastdit.patching import apply, is_patched, remove, stats
+    from fastdit.patching import apply, is_patched, remove, sparse, stats
     from fastdit.runtime import AttentionStats, LayerPlan, SparseConfig, entropy_scale_factor
 
 __all__ = [
     "apply",
     "remove",
+    "sparse",
     "stats",
     "is_patched",
     "build_layout",

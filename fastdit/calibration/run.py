@@ -20,9 +20,9 @@ from fastdit.calibration.candidates import SEARCHABLE, options_dict
 from fastdit.calibration.measurements import DEFAULT_ROWS, Measurements
 from fastdit.calibration.selection import select
 from fastdit.patching.components import denoisers, name_or_path
-from fastdit.patching.patch import apply, patch_config, remove, set_observer
+from fastdit.patching.patch import apply, is_patched, patch_config, remove, set_observer
 from fastdit.runs.run import check_seed
-from fastdit.runtime.calibration_file import Calibration, fingerprint
+from fastdit.runtime.calibration_file import Calibration, check_target, fingerprint
 from fastdit.runtime.config import SparseConfig, check_dense_steps
 
 __all__ = ["calibrate", "measure", "default_steps", "DEFAULT_METHODS"]
@@ -109,8 +109,10 @@ def measure(pipe: Any, prompts: str | Sequence[str], *, methods: Sequence[str] =
         if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < schedule for s in steps):
             raise ValueError(f"steps must be step indices in [0, {schedule - 1}], got {steps!r}")
     seed = check_seed(seed)
+    if is_patched(pipe):  # measuring patches the pipeline itself and leaves it unpatched: say so, don't drop it
+        raise ValueError(f"the pipeline is patched by fastdit ({patch_config(pipe).method}); calibration measures "
+                         "dense generations and would drop that patch: call fastdit.remove(pipe) first")
     start = time.perf_counter()
-    remove(pipe)
     base: dict[str, dict[str, Any]] = {}
     shortest: int | None = None  # the shortest published warm-up of the methods
     try:
@@ -166,7 +168,8 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
     ``select(measure(...), target)``.
 
     Args:
-        pipe: a diffusers pipeline fastdit supports (it is left unpatched afterwards).
+        pipe: a diffusers pipeline fastdit supports, not patched (a patch is refused, not dropped); it is left
+            unpatched afterwards.
         prompts: one prompt or several; each is generated once, dense.
         target: the bound on ``metric`` (relative L2 error of the rows' outputs, or the mass left out).
         metric: ``"rel_l2"`` or ``"mass"``.
@@ -185,6 +188,7 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
         The :class:`~fastdit.Calibration` (``.summary()``, ``.save(path)``; applies with
         ``fastdit.apply(pipe, calibration=...)``).
     """
+    check_target(target, metric, allocation)  # before the measuring generation, not after it
     measured = measure(pipe, prompts, methods=methods, steps=steps, warmup=warmup, rows=rows,
                        block_size=block_size, preset=preset, seed=seed, call=call)
     return select(measured, target, metric=metric, allocation=allocation, per_head=per_head)

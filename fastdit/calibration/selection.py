@@ -26,13 +26,10 @@ import torch
 
 from fastdit.calibration.candidates import options_dict
 from fastdit.calibration.measurements import Measurements, MethodMeasure
-from fastdit.runtime.calibration_file import Calibration, HeadChoice, LayerChoice
+from fastdit.runtime.calibration_file import ALLOCATIONS, METRICS, Calibration, HeadChoice, LayerChoice, check_target
 
 __all__ = ["select", "METRICS", "ALLOCATIONS"]
 
-# what the target bounds: the relative L2 error of the sampled output rows, or the attention mass outside
-METRICS = ("rel_l2", "mass")
-ALLOCATIONS = ("budget", "cap")
 _SEARCH = 60  # bisection steps of the budget's multiplier (log scale, 1e-6 to 1e12)
 
 
@@ -139,12 +136,7 @@ def select(m: Measurements, target: float, *, metric: str = "rel_l2", allocation
     all heads, or ``"cap"``, every head (see the module docstring); ``per_head=False``: one setting for all
     heads of a layer.
     """
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target < math.inf:
-        raise ValueError(f"target must be a finite number >= 0, got {target!r}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    check_target(target, metric, allocation)
     if not m.layers or m.grid is None:
         raise ValueError("nothing was measured: no self-attention call ran at the measured steps "
                          f"{list(m.steps)} of {m.schedule} (are the steps within the run, and the model patched?)")

@@ -7,6 +7,8 @@ backend that can't run the inputs says which constraint failed."""
 from __future__ import annotations
 
 import importlib.util
+import math
+import numbers
 import os
 import sys
 import warnings
@@ -149,6 +151,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Blo
     if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
                          "(need q [B, H, Sq, D] and k, v [B, H, Skv, D])")
+    if 0 in q.shape or 0 in k.shape:
+        raise ValueError(f"q, k, v must not be empty: got q {tuple(q.shape)}, k {tuple(k.shape)} (batch, heads, "
+                         "tokens and head dim must all be >= 1)")
     if q.shape[2] != layout.seq_len_q or k.shape[2] != layout.seq_len_kv:
         raise ValueError(f"sequence lengths q={q.shape[2]}, kv={k.shape[2]} don't match the layout "
                          f"({layout.seq_len_q}, {layout.seq_len_kv}); move tensors to tile order with "
@@ -183,7 +188,7 @@ def attention(
         q, k, v: ``[B, H, S, D]`` in the layout's token order (``layout.to_layout_order(x)``), fp32, fp16 or
             bf16; ``S`` is the layout's padded length; ``H`` the layout's heads, or any when it has one.
         layout: the block layout (``fastdit.build_layout``).
-        scale: the softmax scale; ``None`` is ``1/sqrt(D)``.
+        scale: the softmax scale, a finite number; ``None`` is ``1/sqrt(D)``.
         backend: ``"auto"`` (the first backend whose constraints hold: Triton on CUDA, else torch),
             ``"torch"``, ``"triton"`` or ``"flex"``; a named backend that can't run the inputs raises
             ``ValueError`` naming the failed constraint.
@@ -197,6 +202,9 @@ def attention(
     """
     _check_inputs(q, k, v, layout)
     _check_order(layout, order)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+                              or not math.isfinite(scale)):
+        raise ValueError(f"scale must be a finite number (or None: 1/sqrt(D)), got {scale!r}")
     chosen = select_backend(q, k, v, layout, backend)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     return chosen.fn(q, k, v, layout, scale, return_lse)

@@ -22,7 +22,26 @@ import torch
 from fastdit.layout.grid import TokenGrid
 
 __all__ = ["TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "ChunkOrder", "ORDERS", "make_order",
+           "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "MAX_BLOCK_PAIRS", "check_block_size",
            "choose_tile", "check_tile"]
+
+
+# Kernel blocks: the Triton and Flex kernels need at least 16 tokens, and a smaller block makes a layout nearly
+# token-level (a 9x32x32 grid at 4-token blocks is 37 M block pairs); past 1024 tokens a block is a frame or more.
+MIN_BLOCK_SIZE = 16
+MAX_BLOCK_SIZE = 1024
+# Methods build a layout as a [heads, blocks, blocks] mask: 2**31 pairs are 2 GiB per head as bool (more in
+# their float intermediates), 46 thousand blocks, far past any video a model generates in one call.
+MAX_BLOCK_PAIRS = 2**31
+
+
+def check_block_size(block: object) -> int:
+    """``block`` if it is a power of two in [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE], else a ``ValueError``."""
+    if (isinstance(block, bool) or not isinstance(block, int) or block & (block - 1)
+            or not MIN_BLOCK_SIZE <= block <= MAX_BLOCK_SIZE):
+        raise ValueError(f"block_size must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, "
+                         f"got {block!r}")
+    return block
 
 
 @dataclass(frozen=True)
@@ -42,8 +61,16 @@ class TokenOrder:
     kind: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.block_size, int) or self.block_size < 1:
-            raise ValueError(f"block_size must be a positive int, got {self.block_size!r}")
+        check_block_size(self.block_size)
+        self._check_shape()
+        if self.num_blocks ** 2 > MAX_BLOCK_PAIRS:  # before any tensor of the order or its layouts is built
+            g = self.grid
+            raise ValueError(f"a {g.t}x{g.h}x{g.w} token grid is {self.num_blocks} blocks of {self.block_size} tokens "
+                             f"in the {self.kind} order, more than the {math.isqrt(MAX_BLOCK_PAIRS)} a layout "
+                             "holds (its block mask is blocks x blocks); use larger blocks or a smaller grid")
+
+    def _check_shape(self) -> None:
+        """Subclasses check their tile or chunk here, before the block count that depends on it is read."""
 
     # ------------------------------------------------------------------ to define per order
     @property
@@ -187,8 +214,7 @@ class TileOrder(TokenOrder):
     tile: tuple[int, int, int] = (1, 1, 1)
     kind: ClassVar[str] = "tiles"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check_shape(self) -> None:
         check_tile(self.tile, self.block_size)
 
     @property
@@ -334,8 +360,7 @@ class ChunkOrder(TokenOrder):
     chunk: tuple[int, int, int] = (1, 1, 1)
     kind: ClassVar[str] = "chunks"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check_shape(self) -> None:
         if len(self.chunk) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in self.chunk):
             raise ValueError(f"chunk must be three positive ints (t, h, w), got {self.chunk!r}")
 

@@ -41,7 +41,7 @@ class GratOptions:
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ValueError(f"grat mode must be one of {_MODES}, got {self.mode!r}")
-        radius = (self.radius,) * 3 if isinstance(self.radius, int) else tuple(self.radius)
+        radius = self.radius if isinstance(self.radius, (tuple, list)) else (self.radius,) * 3
         if len(radius) != 3 or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in radius):
             raise ValueError(f"grat radius must be an int >= 0 or three of them (t, y, x), got {self.radius!r}")
         object.__setattr__(self, "radius", radius)
@@ -69,7 +69,8 @@ def group_mask(tiles: tuple[int, int, int], options: GratOptions, image: bool = 
         return rel.view(shape)
 
     if options.mode == "surround":
-        near = [spread(d <= r, i) for i, (d, r) in enumerate(zip(diff, options.radius))]
+        # a radius past the grid keeps every group, as the grid's own size does (and fits in an int64)
+        near = [spread(d <= min(r, n), i) for i, (d, r, n) in enumerate(zip(diff, options.radius, tiles))]
         mask = near[0] & near[1] & near[2]
     else:
         same_t, same_y, same_x = (spread(d == 0, i) for i, d in enumerate(diff))

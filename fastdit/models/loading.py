@@ -11,9 +11,11 @@ A local model folder may carry a ``fastdit.json`` next to its ``model_index.json
 ``call`` holds the pipeline-call defaults that fit the model (the bundled sample is far too small for the
 pipeline class's own 480x832 defaults), ``fps`` the frame rate its videos are written at. Flags given on the
 command line win over both. Both files are checked when the model is resolved, before anything loads: a
-``model_index.json`` must name a pipeline class diffusers has, and every ``call`` key must be an argument of
-that class's ``__call__``, with a value of the right kind (sizes and steps whole numbers > 0, guidance a
-finite number >= 0).
+``model_index.json`` must name a pipeline class diffusers has and take its components from diffusers,
+transformers or fastdit only (diffusers imports whatever module a component names); every ``call`` key must be
+an argument of that class's ``__call__`` that fastdit does not set itself (``output_type``, ``return_dict``,
+one video per prompt), with a value of the right kind (sizes and steps whole numbers > 0, guidance a finite
+number >= 0, a text length within the tokenizer's ``model_max_length``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def sample_dir() -> Path:
 
 _WHOLE = ("num_frames", "height", "width", "num_inference_steps", "max_sequence_length")  # ints > 0
 _SCALES = ("guidance_scale", "guidance_scale_2")  # finite numbers >= 0
+# a run reads one video per prompt from a seeded call's numpy output: these are fastdit's to set
+_FASTDIT_SETS = ("output_type", "return_dict", "generator", "callback_on_step_end",
+                 "callback_on_step_end_tensor_inputs")
+_ONE_PER_PROMPT = ("num_videos_per_prompt", "num_images_per_prompt")
+# the libraries a model_index.json may take components from: diffusers imports the module a component names
+_LIBRARIES = ("diffusers", "transformers", "fastdit")
+_NO_LIMIT = 10**20  # transformers' model_max_length when a tokenizer states none (int(1e30))
 
 
 def _read_json(path: Path) -> Any:
@@ -89,7 +98,27 @@ def _pipeline_class(folder: Path) -> type:
     if not isinstance(cls, type):
         raise ModelError(f"{path} names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
                          "doesn't have")
+    for key, value in index.items():
+        # a component is [library, class] ([null, null]: absent); other entries are the pipeline's config
+        if key.startswith("_") or not isinstance(value, list) or len(value) != 2 or value == [None, None]:
+            continue
+        if value[0] not in _LIBRARIES or not isinstance(value[1], str):
+            raise ModelError(f"{path}: component {key!r} is {value!r}; fastdit loads components from "
+                             f"{', '.join(_LIBRARIES)} only")
     return cls
+
+
+def _text_limit(folder: Path, pipeline: type) -> int | None:
+    """The most text tokens a call may ask for: the tokenizer's ``model_max_length`` when its config states one,
+    else the pipeline's default ``max_sequence_length`` (``None``: neither is known)."""
+    path = folder / "tokenizer" / "tokenizer_config.json"
+    config = _read_json(path) if path.is_file() else None
+    limit = config.get("model_max_length") if isinstance(config, dict) else None
+    if _is_whole(limit) and limit < _NO_LIMIT:
+        return limit
+    param = inspect.signature(pipeline.__call__).parameters.get("max_sequence_length")
+    default = None if param is None else param.default
+    return default if _is_whole(default) else None
 
 
 def _is_whole(value: Any) -> bool:
@@ -101,15 +130,24 @@ def _is_scale(value: Any) -> bool:
 
 
 def _check_call(path: Path, call: dict[str, Any], pipeline: type) -> None:
-    """Every ``call`` key an argument of ``pipeline.__call__``, with a value of the kind it takes."""
+    """Every ``call`` key an argument of ``pipeline.__call__`` that fastdit leaves to the model, with a value of
+    the kind it takes."""
     params = set(inspect.signature(pipeline.__call__).parameters) - {"self"}
     for key, value in call.items():
         if key not in params:
             raise ModelError(f"{path}: {key!r} in \"call\" is not an argument of {pipeline.__name__}.__call__")
+        if key in _FASTDIT_SETS:
+            raise ModelError(f"{path}: {key!r} can't be in \"call\": fastdit sets it on every call")
+        if key in _ONE_PER_PROMPT and value != 1:
+            raise ModelError(f"{path}: \"call\" {key} must be 1 (fastdit writes one video per prompt), got {value!r}")
         if key in _WHOLE and not _is_whole(value):
             raise ModelError(f"{path}: \"call\" {key} must be a whole number > 0, got {value!r}")
         if key in _SCALES and not _is_scale(value):
             raise ModelError(f"{path}: \"call\" {key} must be a finite number >= 0, got {value!r}")
+    limit = _text_limit(path.parent, pipeline) if "max_sequence_length" in call else None
+    if limit is not None and call["max_sequence_length"] > limit:
+        raise ModelError(f"{path}: \"call\" max_sequence_length {call['max_sequence_length']} is more than the "
+                         f"{limit} text tokens the model's tokenizer takes")
 
 
 def _read_settings(folder: Path) -> dict[str, Any]:

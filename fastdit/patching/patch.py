@@ -7,6 +7,7 @@ again through any of them re-configures the shared model for all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -16,7 +17,7 @@ import sys
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -33,7 +34,7 @@ from fastdit.runtime.context import RunContext
 from fastdit.runtime.engine import SparseAttention, check_backend
 from fastdit.runtime.stats import AttentionStats
 
-__all__ = ["apply", "remove", "stats", "is_patched", "patch_config", "set_observer", "rebuild"]
+__all__ = ["apply", "remove", "sparse", "stats", "is_patched", "patch_config", "set_observer", "rebuild"]
 
 _STATE = "_fastdit_state"
 
@@ -163,6 +164,8 @@ def apply(
     Returns:
         ``target``, patched.
     """
+    if not isinstance(force, bool):  # "yes" (or "no"!) would be truthy: replacing a user's processor is opt-in
+        raise TypeError(f"force must be True or False, got {force!r}")
     if isinstance(method, SparseConfig):
         given = {"preset": preset != "auto", "dense_steps": dense_steps is not None,
                  "dense_layers": dense_layers is not None, "entropy_scaling": entropy_scaling is not False,
@@ -263,6 +266,7 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     for name, model, family in models:
         observer = _patch_model(state, name, model, family, _spec(patch, name, model, family, config))
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
+        state.hooks.append(model.register_forward_hook(observer.done, always_call=True))
     scheduler = getattr(target, "scheduler", None)
     if scheduler is not None and hasattr(scheduler, "set_timesteps"):
         scheduler.set_timesteps = _new_run_signal(scheduler, context)
@@ -397,8 +401,14 @@ class _Observer:
         if torch.compiler.is_compiling():
             self.context.token = ops.observe_forward(self.handle, self.spec, *ops.pack_inputs(inputs))
         else:
+            self.context.enter_forward()
             self.context.token = None
             self.observe(inputs)
+
+    def done(self, model: torch.nn.Module, args: tuple, output: Any) -> None:
+        """The forward hook (also called when the forward raised): this thread's call has left the model."""
+        if not torch.compiler.is_compiling():
+            self.context.exit_forward()
 
     def observe(self, inputs: dict[str, Any]) -> None:
         """The bookkeeping itself, on the forward inputs named by ``input_names``."""
@@ -465,6 +475,33 @@ def remove(target: Any) -> Any:
             if model.__dict__.get(_STATE) is state:
                 delattr(model, _STATE)
     return target
+
+
+@contextlib.contextmanager
+def sparse(target: Any, method: str | SparseConfig | None = None, **settings: Any) -> Iterator[Any]:
+    """``apply`` for the ``with`` block only: ``remove`` runs when it ends, also when it raises.
+
+    ``with fastdit.sparse(pipe, "radial"): video = pipe(prompt).frames`` is ``apply`` then ``remove``, as
+    diffusers' ``attention_backend(...)`` scopes a backend. A target fastdit already patches is refused: leaving
+    the block would remove that patch too (``remove`` it first, or re-configure it with ``apply``).
+
+    Args:
+        target: a diffusers pipeline or a bare transformer/UNet, not patched.
+        method: as in :func:`apply` (a method name or a :class:`~fastdit.SparseConfig`).
+        **settings: every other argument of :func:`apply` (``preset``, ``dense_steps``, method options, ...).
+
+    Returns:
+        A context manager that yields ``target``, patched; on exit it is restored exactly.
+    """
+    if is_patched(target):
+        raise ValueError(f"{type(target).__name__} is already patched by fastdit ({patch_config(target).method}); "
+                         "leaving the with block would remove that patch too: fastdit.remove it first, or "
+                         "re-configure it with fastdit.apply")
+    apply(target, method, **settings)
+    try:
+        yield target
+    finally:
+        remove(target)
 
 
 def patch_config(target: Any) -> SparseConfig:

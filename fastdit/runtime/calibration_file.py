@@ -11,19 +11,55 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from fastdit.runtime.config import LayerPlan
+from fastdit.runtime.config import LayerPlan, check_block_size
 from fastdit.runtime.files import write_text
 
-__all__ = ["HeadChoice", "LayerChoice", "Calibration", "load_calibration", "fingerprint", "FORMAT"]
+__all__ = ["HeadChoice", "LayerChoice", "Calibration", "load_calibration", "fingerprint", "check_target", "FORMAT",
+           "METRICS", "ALLOCATIONS"]
 
 FORMAT = "fastdit-calibration/1"
+# what the target bounds: the relative L2 error of the sampled output rows, or the attention mass outside
+METRICS = ("rel_l2", "mass")
+ALLOCATIONS = ("budget", "cap")
+
+
+def check_target(target: Any, metric: Any, allocation: Any) -> None:
+    """A ``ValueError`` unless ``target`` is a finite number >= 0 and ``metric``/``allocation`` are known (checked
+    before a calibration measures anything, and again in every file that claims them)."""
+    _check_number("target", target)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {_short(metric)}")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {_short(allocation)}")
+
+
+def _short(value: Any) -> str:
+    """``repr`` cut short: a hostile file's value may be a megabyte of nested lists."""
+    return reprlib.repr(value)
+
+
+def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 0, high: float = math.inf) -> None:
+    """A ``ValueError`` unless ``value`` is a finite number (an int when ``integer``) in ``[low, high]``."""
+    kinds = int if integer else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or isinstance(value, float) and not math.isfinite(value)
+            or not low <= value <= high):
+        kind = "an int" if integer else "a finite number"
+        bound = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {kind} {bound}, got {_short(value)}")
+
+
+def _check_type(name: str, value: Any, kinds: type | tuple[type, ...], what: str) -> None:
+    if not isinstance(value, kinds):
+        raise ValueError(f"{name} must be {what}, got {type(value).__name__}")
 
 
 def fingerprint(models: Iterable[tuple[str, torch.nn.Module]]) -> str:
@@ -55,6 +91,11 @@ class HeadChoice:
     recall: float = 1.0
     density: float = 1.0
 
+    def __post_init__(self) -> None:
+        _check_type("options", self.options, (dict, type(None)), "a mapping or null")
+        for name in ("error", "recall", "density"):
+            _check_number(name, getattr(self, name))
+
 
 @dataclass(frozen=True)
 class LayerChoice:
@@ -64,6 +105,11 @@ class LayerChoice:
     layer: int
     method: str
     heads: tuple[HeadChoice, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_type("model", self.model, str, "a string")
+        _check_number("layer", self.layer, integer=True)
+        _check_type("method", self.method, str, "a string")
 
     @property
     def density(self) -> float:
@@ -101,6 +147,30 @@ class Calibration:
     seconds: float = 0.0
     dense_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # every value a run divides by, converts or compares is checked here, not where it first breaks
+        _check_type("model", self.model, (str, type(None)), "a string or null")
+        _check_type("fingerprint", self.fingerprint, str, "a string")
+        if len(self.grid) != 3:
+            raise ValueError(f"grid must be 3 sizes (frames, height, width), got {_short(self.grid)}")
+        for size in self.grid:
+            _check_number("each grid size", size, integer=True, low=1)
+        check_block_size(self.block_size)
+        check_target(self.target, self.metric, self.allocation)
+        _check_number("schedule", self.schedule, integer=True, low=1)
+        _check_number("dense_steps", self.dense_steps, integer=True, high=self.schedule)
+        _check_number("expected_density", self.expected_density)
+        for step in self.measured_steps:
+            _check_number("each measured step", step, integer=True)
+        for name in ("methods", "prompts"):
+            for value in getattr(self, name):
+                _check_type(f"each of {name}", value, str, "a string")
+        _check_number("rows", self.rows, integer=True)
+        _check_number("seconds", self.seconds)
+        if self.dense_seconds is not None:
+            _check_number("dense_seconds", self.dense_seconds)
+        _check_type("extra", self.extra, dict, "a mapping")
 
     # ---------------------------------------------------------------- use
     def plans(self) -> dict[tuple[str, int], LayerPlan]:
@@ -148,19 +218,21 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
+        """The calibration a JSON file's object describes; a ``ValueError`` names the first field that is
+        missing, of the wrong kind (a list where a mapping belongs) or out of range (infinite, zero steps)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a fastdit calibration (expected \"format\": \"{FORMAT}\")")
         try:
-            layers = tuple(LayerChoice(c["model"], int(c["layer"]), c["method"],
-                                       tuple(HeadChoice(**h) for h in c.get("heads", ())))
-                           for c in data["layers"])
+            layers = tuple(_layer(i, c) for i, c in enumerate(_items("layers", data["layers"])))
             fields = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in data.items() if k in fields and k != "layers"}
             for key in ("grid", "measured_steps", "methods", "prompts"):
                 if key in values:
-                    values[key] = tuple(values[key])
+                    values[key] = tuple(_items(key, values[key]))
             calibration = cls(layers=layers, **values)
-        except (KeyError, TypeError) as err:
+        except KeyError as err:
+            raise ValueError(f"malformed calibration: no {err}") from None
+        except (TypeError, ValueError) as err:
             raise ValueError(f"malformed calibration: {err}") from None
         calibration.plans()  # every method and option is checked now, not at the first sparse layer
         return calibration
@@ -183,6 +255,26 @@ class Calibration:
                 f"{self.expected_density:.3f}")
 
 
+def _items(name: str, value: Any) -> list[Any]:
+    _check_type(name, value, list, "a list")
+    return value
+
+
+def _layer(index: int, data: Any) -> LayerChoice:
+    """One entry of a file's ``layers`` (its position named in any error)."""
+    where = f"layers[{index}]"
+    _check_type(where, data, dict, "a mapping")
+    try:
+        heads = _items("heads", data.get("heads", []))
+        for h in heads:
+            _check_type("each of heads", h, dict, "a mapping")
+        return LayerChoice(data["model"], data["layer"], data["method"], tuple(HeadChoice(**h) for h in heads))
+    except KeyError as err:
+        raise ValueError(f"{where} has no {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def load_calibration(source: "str | os.PathLike | Calibration") -> Calibration:
     """A :class:`Calibration` from a path to its JSON file (or the object itself)."""
     if isinstance(source, Calibration):
@@ -194,6 +286,8 @@ def load_calibration(source: "str | os.PathLike | Calibration") -> Calibration:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"calibration file {str(path)!r} does not exist") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except RecursionError:  # arrays nested thousands deep: no calibration looks like that
+        raise ValueError(f"can't read calibration file {str(path)!r}: its JSON is nested too deeply") from None
+    except (OSError, ValueError) as err:  # ValueError: also JSON's own (bad UTF-8, an int of 5000 digits)
         raise ValueError(f"can't read calibration file {str(path)!r}: {err}") from None
     return Calibration.from_dict(data)

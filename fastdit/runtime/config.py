@@ -9,28 +9,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fastdit.kernels import available_backends
-from fastdit.layout.order import check_tile
+from fastdit.layout.order import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, check_block_size, check_tile
 from fastdit.methods import DEFAULT_BLOCK_SIZE, check_order, get_method, parse_options
 
 __all__ = ["SparseConfig", "LayerPlan", "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "PUBLISHED_SCHEDULE", "check_block_size",
            "check_dense_steps"]
 
-# Kernel blocks: the Triton and Flex kernels need at least 16 tokens, and a smaller block makes a layout nearly
-# token-level (a 9x32x32 grid at 4-token blocks is 37 M block pairs); past 1024 tokens a block is a frame or more.
-MIN_BLOCK_SIZE = 16
-MAX_BLOCK_SIZE = 1024
 # Published warm-ups are counts of a 50-step schedule; a fraction of the steps falls back to it when the
 # schedule length is unknown (a bare transformer called in the user's own loop).
 PUBLISHED_SCHEDULE = 50
-
-
-def check_block_size(block: Any) -> int:
-    """``block`` if it is a power of two in [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE], else a ``ValueError``."""
-    if (isinstance(block, bool) or not isinstance(block, int) or block & (block - 1)
-            or not MIN_BLOCK_SIZE <= block <= MAX_BLOCK_SIZE):
-        raise ValueError(f"block_size must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, "
-                         f"got {block!r}")
-    return block
 
 
 def check_dense_steps(value: Any) -> int | float:

@@ -9,11 +9,16 @@ The pre-hook also counts the denoiser's forward calls per step. A diffusers cach
 TaylorSeer, ...) serves some layers without calling their attention; when a step ends, every layer that ran
 fewer times than its denoiser did is marked as served by a cache, so ``stats`` says so instead of leaving a
 gap.
+
+One context serves every pipeline that shares the patched model, so two threads calling it at once would read
+each other's grid and step: a forward that starts while another thread's is running is refused
+(:meth:`enter_forward`); calls from several threads one after another are fine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -37,6 +42,34 @@ class RunContext:
         # What a traced pre-hook returns and traced attention calls take, so compilers keep them in that order
         # (see fastdit.patching.ops); None when the pre-hook ran eagerly.
         self.token: torch.Tensor | None = None
+        self._running: Counter[int] = Counter()  # thread id -> forwards of a patched denoiser it is inside
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> "RunContext":
+        # every patched module reaches its context: a copy's hooks, saved processors and state would still be
+        # the original's, so its remove() could not restore it
+        raise TypeError("a model fastdit patches can't be deep-copied: fastdit.remove it, copy it, then "
+                        "fastdit.apply to each copy")
+
+    def enter_forward(self) -> None:
+        """A patched denoiser's forward starts in this thread; a ``RuntimeError`` while another thread is inside
+        one (the grid and step here are per call: sharing them would silently mix the two calls)."""
+        me = threading.get_ident()
+        with self._lock:
+            if any(count for thread, count in self._running.items() if thread != me):
+                raise RuntimeError("fastdit: this patched model is running in another thread; models patched by "
+                                   "fastdit (and pipelines sharing them) take one call at a time: wait for it, or "
+                                   "give each thread its own model")
+            self._running[me] += 1
+
+    def exit_forward(self) -> None:
+        """The forward :meth:`enter_forward` let in has ended (a refused one never entered: nothing to undo)."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._running[me] > 0:
+                self._running[me] -= 1
+            if not self._running[me]:
+                del self._running[me]
 
     def expect_layers(self, model: str, layers: Iterable[int]) -> None:
         """The layer of every attention module of denoiser ``model`` that runs fastdit's processor (a layer may

@@ -12,6 +12,7 @@ from fastdit.calibration import Calibration, calibrate, load_calibration, measur
 from fastdit.calibration.measurements import Measurements, MethodMeasure
 from fastdit.dummy.wan import dummy_wan_pipeline
 from fastdit.layout.grid import TokenGrid
+from fastdit.patching.patch import patch_config
 from tests.calibration.conftest import CALL, HEAD_DIM, PROMPT, check_follows, generate, stats_with
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -196,3 +197,27 @@ def test_arguments_are_checked_before_generating(random_pipe):
     with pytest.raises(ValueError, match="target"):
         calibrate(random_pipe, PROMPT, target=-1, call=CALL)
     assert not fastdit.is_patched(random_pipe)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"target": float("nan")}, "target must be a finite number"),
+                                           ({"metric": "psnr"}, "metric must be one of"),
+                                           ({"allocation": "all"}, "allocation must be one of")])
+def test_target_and_metric_are_checked_before_the_measuring_generation(random_pipe, kwargs, match):
+    calls = []
+    handle = random_pipe.transformer.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=match):
+            calibrate(random_pipe, PROMPT, call=CALL, **kwargs)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_an_existing_patch_is_refused_not_dropped(random_pipe):
+    fastdit.apply(random_pipe, "grat", block_size=16)
+    try:
+        with pytest.raises(ValueError, match=r"patched by fastdit \(grat\).*fastdit.remove"):
+            calibrate(random_pipe, PROMPT, call=CALL)
+        assert patch_config(random_pipe).method == "grat"
+    finally:
+        fastdit.remove(random_pipe)

@@ -146,6 +146,13 @@ def _sample_index() -> dict:
     (None, {"call": {"guidance_scale": float("inf")}}, '"call" guidance_scale must be a finite number >= 0'),
     (None, {"call": {"bogus": 1}}, "'bogus' in \"call\" is not an argument of WanPipeline.__call__"),
     (None, {"fps": 0}, "fps must be a whole number > 0, got 0"),
+    # issue 39: diffusers would import os.system; a text length the tokenizer aborts on; a dict where a run reads
+    # the frames; a thousand videos of which the run writes one
+    ({**_sample_index(), "vae": ["os", "system"]}, None,
+     "component 'vae' is ['os', 'system']; fastdit loads components from diffusers, transformers, fastdit only"),
+    (None, {"call": {"max_sequence_length": 10**9}}, "max_sequence_length 1000000000 is more than the 512 text"),
+    (None, {"call": {"return_dict": True}}, "'return_dict' can't be in \"call\": fastdit sets it on every call"),
+    (None, {"call": {"num_videos_per_prompt": 1000}}, "num_videos_per_prompt must be 1 (fastdit writes one video"),
 ])
 def test_a_malformed_model_folder_is_one_line_before_loading(tmp_path, capsys, monkeypatch, model_index, settings,
                                                              message):

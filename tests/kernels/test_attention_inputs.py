@@ -32,3 +32,19 @@ def test_a_layout_must_agree_with_its_own_order():
     layout, _, other_block = _layouts()
     with pytest.raises(ValueError, match="can't have 32x32-token blocks"):
         dataclasses.replace(other_block, order=layout.order)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 128, 16), (1, 0, 128, 16), (1, 2, 128, 0)])
+def test_an_empty_batch_head_or_head_dim_is_a_value_error(shape):
+    layout = _layouts()[0]
+    x = torch.zeros(shape)
+    with pytest.raises(ValueError, match="q, k, v must not be empty"):
+        attention(x, x, x, layout)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf"), True])
+def test_a_scale_that_is_not_a_finite_number_is_refused(scale):
+    layout = _layouts()[0]
+    x = torch.randn(1, 2, 128, 16)
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        attention(x, x, x, layout, scale=scale)

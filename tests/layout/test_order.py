@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fastdit import TokenGrid
-from fastdit.layout.order import ORDERS, choose_tile, make_order
+from fastdit import TokenGrid, build_layout
+from fastdit.layout.order import ORDERS, RasterOrder, choose_tile, make_order
 
 SHAPES = {"tiles": None, "chunks": (2, 3, 4)}
 
@@ -79,6 +79,13 @@ def test_bad_grid_is_a_clear_value_error(bad):
     (lambda: make_order("raster", TokenGrid(2, 8, 8), 16, (1, 4, 4)), "takes no tile"),
     (lambda: make_order("spiral", TokenGrid(2, 8, 8), 16), "unknown token order"),
     (lambda: choose_tile(TokenGrid(2, 8, 8), 24), "power of two"),
+    # issue 39: a grid whose block mask no machine holds, and token-level blocks, before any tensor is built
+    (lambda: make_order("raster", TokenGrid(10**6, 10**6, 10**6), 1024), "is 976562500000000 blocks of 1024 tokens"),
+    (lambda: make_order("tiles", TokenGrid(10**6, 10**6, 10**6), 128), "more than the 46340 a layout holds"),
+    (lambda: build_layout("radial", TokenGrid(10**6, 10**6, 10**6)), "use larger blocks or a smaller grid"),
+    (lambda: build_layout("radial", TokenGrid(2, 8, 8), block_size=1), "power of two from 16 to 1024, got 1"),
+    (lambda: build_layout("radial", TokenGrid(2, 8, 8), block_size=True), "from 16 to 1024, got True"),
+    (lambda: RasterOrder(TokenGrid(2, 8, 8), 8), "from 16 to 1024, got 8"),
 ])
 def test_bad_orders_are_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):

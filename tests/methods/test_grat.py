@@ -91,3 +91,12 @@ def test_bad_options_are_clear_errors(options, match):
 def test_a_group_must_hold_whole_blocks():
     with pytest.raises(ValueError, match="multiple of the 128-token block_size"):
         fastdit.build_layout("grat", TokenGrid(4, 8, 8), tile=(1, 8, 8))
+
+
+def test_a_radius_past_the_grid_keeps_every_group_and_a_float_one_is_refused():
+    grid = TokenGrid(2, 8, 8)
+    huge = fastdit.build_layout("grat", grid, block_size=16, mode="surround", radius=(1, 10**40, 0))
+    whole = fastdit.build_layout("grat", grid, block_size=16, mode="surround", radius=(1, 8, 0))
+    assert torch.equal(huge.to_dense_block_mask(), whole.to_dense_block_mask())
+    with pytest.raises(ValueError, match="grat radius must be an int >= 0 or three of them"):
+        fastdit.build_layout("grat", grid, block_size=16, mode="surround", radius=float("inf"))

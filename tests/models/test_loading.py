@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -72,3 +73,13 @@ def test_check_video_size_names_the_rule(frames, height, width, message):
 def test_check_video_size_accepts_valid_and_unknown_rules():
     check_video_size("WanPipeline", 81, 480, 832, frame_step=4, multiple=16)
     check_video_size("SomePipeline", 10, 100, 100, frame_step=None, multiple=None)
+
+
+def test_text_length_is_bounded_by_the_folders_tokenizer(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(sample_dir(), folder, ignore=shutil.ignore_patterns("*.safetensors", "training"))
+    settings = json.loads((folder / "fastdit.json").read_text())
+    settings["call"]["max_sequence_length"] = 33
+    (folder / "fastdit.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelError, match="max_sequence_length 33 is more than the 32 text tokens"):
+        resolve_model(str(folder))

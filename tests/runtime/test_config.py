@@ -94,3 +94,9 @@ def test_a_config_reads_back_from_json(config):
     text = config.to_json()
     assert SparseConfig.from_json(text) == config.checked()
     assert type(SparseConfig.from_json(text).dense_steps) is type(config.dense_steps)
+
+
+def test_force_must_be_a_bool(transformer):
+    with pytest.raises(TypeError, match="force must be True or False, got 'yes'"):
+        fastdit.apply(transformer, "radial", preset=None, block_size=16, force="yes")
+    assert _unpatched(transformer)
