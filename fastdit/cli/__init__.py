@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 __all__ = ["main", "CLIError"]
 
@@ -69,9 +70,23 @@ def add_module_parsers(sub, table: dict[str, tuple[str, str]]):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, above any progress bar: Python's default adds the file and the source
+    line that warned, which a user can do nothing with, and writes them into a running tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error is one line and status 2, a Ctrl-C (even while torch is still being
-    imported, which building the parser does) is one line and status 130."""
+    imported, which building the parser does) is one line and status 130; warnings are one line each."""
+    with warnings.catch_warnings():  # restores the caller's warning display (main also runs in-process)
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     command = "fastdit"
     try:
         parser = build_parser()

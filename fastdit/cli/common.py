@@ -13,16 +13,19 @@ import ast
 import math
 import shlex
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from fastdit.cli import CLIError
 
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
-           "sparse_arguments", "check_calibration", "step_count_or_share", "cache_spec", "check_cacheable",
-           "command_line", "format_bytes"]
+           "sparse_arguments", "check_calibration", "check_preset", "step_count_or_share", "finite_float",
+           "whole_number", "cache_spec", "check_cacheable", "command_line", "format_bytes", "MAX_GUIDANCE", "MAX_FPS"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+# published models guide at 1 to 20; far beyond, the guided noise prediction overflows to NaN (a black video)
+MAX_GUIDANCE = 100.0
+MAX_FPS = 240  # ffmpeg's H.264 encoder fails on frame rates far past what any display shows
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: bool = False) -> None:
@@ -39,9 +42,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: boo
     g.add_argument("--height", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
     g.add_argument("--width", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
     g.add_argument("--steps", type=int, help="denoising steps; default: the model's")
-    g.add_argument("--guidance", type=_finite_float, help="classifier-free guidance scale; default: the model's")
+    g.add_argument("--guidance", type=finite_float, help=f"classifier-free guidance scale, 0 to {MAX_GUIDANCE:g}; "
+                                                        "default: the model's")
     g.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64 - 1")
-    g.add_argument("--fps", type=int, help="frame rate of the written video; default: the model's (Wan: 16)")
+    g.add_argument("--fps", type=whole_number(1, MAX_FPS),
+                   help=f"frame rate of the written video, 1 to {MAX_FPS}; default: the model's (Wan: 16)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda when available, else cpu")
     g.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: bfloat16 on cuda, float32 on cpu")
@@ -81,7 +86,7 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a field of the cache's diffusers config, repeatable (e.g. threshold=0.1)")
 
 
-def _finite_float(text: str) -> float:
+def finite_float(text: str) -> float:
     """argparse type: a float that is neither infinite nor NaN (``inf`` guidance writes a black video)."""
     try:
         value = float(text)
@@ -92,6 +97,31 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def whole_number(low: int = 1, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (``None``: no upper bound), so a count that
+    can't work (``--repeats 0``, ``--frames 100001``) is refused by the parser, before anything loads or runs.
+
+    Args:
+        low: the smallest number allowed.
+        high: the largest, or ``None``.
+
+    Returns:
+        The parsing function to pass as ``type=``.
+    """
+    bound = f">= {low}" if high is None else f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number {bound}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def step_count_or_share(text: str) -> int | float:
     """argparse type: a step count (``12``) or a share of the steps (``0.25``)."""
     from fastdit.runtime.config import check_dense_steps
@@ -99,7 +129,7 @@ def step_count_or_share(text: str) -> int | float:
     try:
         value: int | float = int(text)
     except ValueError:
-        value = _finite_float(text)
+        value = finite_float(text)
     try:
         return check_dense_steps(value)
     except ValueError:
@@ -148,7 +178,6 @@ def check_method(method: str, options: dict[str, Any]) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """Numbers in range, a seed a generator takes, and a preset and backend that exist."""
     from fastdit.kernels import available_backends
-    from fastdit.patching.presets import PRESETS
     from fastdit.runs.run import check_seed
     from fastdit.runtime.config import check_block_size
 
@@ -158,8 +187,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise CLIError(f"--{flag} must be > 0, got {value}")
     if args.dense_layers is not None and args.dense_layers < 0:
         raise CLIError(f"--dense-layers must be >= 0, got {args.dense_layers}")
-    if args.guidance is not None and args.guidance < 0:
-        raise CLIError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
+        raise CLIError(f"--guidance must be from 0 to {MAX_GUIDANCE:g}, got {args.guidance:g}")
     try:
         check_seed(args.seed)
     except ValueError as err:
@@ -169,14 +198,21 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_block_size(args.block_size)
     except ValueError as err:
         raise CLIError(f"--{err}".replace("block_size", "block-size", 1)) from None
-    if args.preset not in ("auto", "none", *PRESETS):
-        raise CLIError(f"unknown preset {args.preset!r}; known: auto, none, {', '.join(PRESETS)}")
+    check_preset(args.preset)
     if args.backend not in ("auto", *available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(available_backends())}")
     if args.calibration is not None:
         check_calibration(args.calibration)
     elif args.reuse_calibration:
         raise CLIError("--reuse-calibration needs --calibration PATH")
+
+
+def check_preset(name: str) -> None:
+    """``--preset``: ``auto``, ``none`` or a preset fastdit has, checked before any model loads."""
+    from fastdit.patching.presets import PRESETS
+
+    if name not in ("auto", "none", *PRESETS):
+        raise CLIError(f"unknown preset {name!r}; known: auto, none, {', '.join(PRESETS)}")
 
 
 def cache_spec(args: argparse.Namespace):
