@@ -19,7 +19,8 @@ import argparse
 import math
 
 from fastdit.cli import CLIError
-from fastdit.cli.common import add_model_arguments, call_arguments, check_preset, load_model, step_count_or_share
+from fastdit.cli.common import (add_model_arguments, call_arguments, check_preset, load_model, read_images,
+                                step_count_or_share)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     prompts = list(args.prompt)
+    images = read_images(args)
     source, pipe, device = load_model(args)
     args.prompt = prompts[0]
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     call.pop("prompt")
     pipe.set_progress_bar_config(desc="calibrating")
     try:

@@ -20,7 +20,8 @@ from fastdit.cli import CLIError
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
            "sparse_arguments", "check_calibration", "check_preset", "step_count_or_share", "finite_float",
-           "whole_number", "cache_spec", "check_cacheable", "command_line", "format_bytes", "MAX_GUIDANCE", "MAX_FPS"]
+           "whole_number", "read_images", "json_call", "cache_spec", "check_cacheable", "command_line",
+           "format_bytes", "MAX_GUIDANCE", "MAX_FPS"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 # published models guide at 1 to 20; far beyond, the guided noise prediction overflows to NaN (a black video)
@@ -38,6 +39,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: boo
     g.add_argument("--prompt", required=True, action="append" if several_prompts else "store",
                    help="repeat for several prompts" if several_prompts else None)
     g.add_argument("--negative-prompt", default=None)
+    g.add_argument("--image", metavar="PATH",
+                   help="the input image of image-to-video pipelines (its first frame: Wan I2V, LTX-Video, "
+                        "CogVideoX, HunyuanVideo I2V...) and image-to-image ones; resized to the call's size")
+    g.add_argument("--last-image", metavar="PATH",
+                   help="the last frame, for pipelines that take one (Wan first-last-frame-to-video)")
     g.add_argument("--frames", type=int, help="number of frames (Wan: 4k+1); default: the model's")
     g.add_argument("--height", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
     g.add_argument("--width", type=int, help="pixels (Wan: a multiple of 16); default: the model's")
@@ -50,6 +56,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: boo
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda when available, else cpu")
     g.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: bfloat16 on cuda, float32 on cpu")
+    g.add_argument("--offload", choices=("model", "sequential"),
+                   help="keep weights on the CPU and move them to the GPU as they run, per component (model) or "
+                        "per layer (sequential: least memory, slowest), for models bigger than the GPU")
+    g.add_argument("--vae-tiling", action="store_true",
+                   help="decode the video tile by tile and one video at a time (less memory at large sizes)")
     g.add_argument("--skip-memory-check", action="store_true",
                    help="run sizes whose estimated memory exceeds what the device has free (the RoPE and step "
                         "limits of the model still hold)")
@@ -262,23 +273,77 @@ def resolve_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+# flag -> the pipeline-call argument it fills
+_IMAGE_INPUTS = {"image": "image", "last_image": "last-image"}
+
+
+def read_images(args: argparse.Namespace) -> dict[str, Any]:
+    """``--image`` and ``--last-image`` as RGB pictures, keyed by the call argument they fill; a missing or
+    unreadable file is a one-line error before the model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = {}
+    for key, flag in _IMAGE_INPUTS.items():
+        path = getattr(args, key)
+        if path is None:
+            continue
+        try:
+            with Image.open(path) as image:
+                images[key] = image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            why = err.strerror if isinstance(err, OSError) and err.strerror else "not an image file PIL can read"
+            raise CLIError(f"--{flag} {path!r}: {why}") from None
+    return images
+
+
+def _image_call(pipe: Any, images: dict[str, Any]) -> dict[str, Any]:
+    """The pictures as call arguments, once the pipeline is known to take them: an image-to-video pipeline
+    called without ``--image`` (its required input) and a pipeline given one it has no use for are refused."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    name = type(pipe).__name__
+    for key, flag in _IMAGE_INPUTS.items():
+        if key in images and key not in params:
+            raise CLIError(f"{name} takes no {flag.replace('-', ' ')}; --{flag} doesn't apply")
+    image = params.get("image")
+    if image is not None and image.default is inspect.Parameter.empty and "image" not in images:
+        raise CLIError(f"{name} makes its output from an input image: give --image PATH")
+    return images
+
+
+def json_call(call: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``call`` for a JSON report: the pictures given by their paths."""
+    return {k: getattr(args, k) if k in _IMAGE_INPUTS else v for k, v in call.items()}
+
+
 def load_model(args: argparse.Namespace):
-    """(source, pipeline, device) for ``--model``; a missing model or missing weights is a one-line error."""
+    """(source, pipeline, device) for ``--model``, placed as ``--offload`` and ``--vae-tiling`` say; a missing
+    model or missing weights is a one-line error, and an offload without a GPU one before anything loads."""
     from fastdit.models.loading import ModelError, load_pipeline, resolve_model
+    from fastdit.runs.memory import place_pipeline
 
     device = resolve_device(args.device)
+    if args.offload is not None and device != "cuda":
+        raise CLIError(f"--offload {args.offload} moves weights between the CPU and a GPU; it needs --device cuda "
+                       f"(got {device})")
     try:
         source = resolve_model(args.model)
-        pipe = load_pipeline(source, device, resolve_dtype(args.dtype, device), lora=args.lora)
+        pipe = load_pipeline(source, "cpu", resolve_dtype(args.dtype, device), lora=args.lora)
+        place_pipeline(pipe, device, offload=args.offload, vae_tiling=args.vae_tiling)
     except ModelError as err:
         raise CLIError(str(err)) from None
+    except ValueError as err:
+        raise CLIError(f"--vae-tiling: {err}") from None
     return source, pipe, device
 
 
-def call_arguments(args: argparse.Namespace, pipe: Any, source: Any, device: str) -> dict[str, Any]:
+def call_arguments(args: argparse.Namespace, pipe: Any, source: Any, device: str,
+                   images: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pipeline call arguments: the flags, then the model folder's fastdit.json, then the pipeline's own
     defaults; sizes the model can't make, and sizes or step counts past its limits or the device's memory,
-    are rejected here, naming the rule."""
+    are rejected here, naming the rule. ``images`` (from :func:`read_images`) join the call where the pipeline
+    takes them."""
     from fastdit.models.limits import MemoryLimitError, check_call_limits
     from fastdit.models.loading import call_defaults, check_video_size, video_size_rule
     from fastdit.runs.run import is_video_pipeline
@@ -294,6 +359,7 @@ def call_arguments(args: argparse.Namespace, pipe: Any, source: Any, device: str
     call["prompt"] = args.prompt
     if args.negative_prompt is not None:
         call["negative_prompt"] = args.negative_prompt
+    call.update(_image_call(pipe, images or {}))
     resolved = {k: call.get(k, defaults.get(k)) for k in ("num_frames", "height", "width")}
     step, multiple = video_size_rule(pipe)
     try:

@@ -24,8 +24,8 @@ from typing import Any
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                                check_cacheable, check_method, command_line, load_model, parse_options,
-                                sparse_arguments)
+                                check_cacheable, check_method, command_line, json_call, load_model, parse_options,
+                                read_images, sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
 
+    images = read_images(args)
     source, pipe, device = load_model(args)
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     if cache is not None:
         check_cacheable(pipe)
     shared = sparse_arguments(args)
@@ -100,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
                          repeats=args.repeats, cache=cache, on_run=progress)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
-    settings = {"model": source.location, "seed": args.seed, "call": call, "sparse": shared,
+    except ImportError as err:  # a package the pipeline calls is missing (it names it)
+        raise CLIError(str(err)) from None
+    settings = {"model": source.location, "seed": args.seed, "call": json_call(call, args), "sparse": shared,
                 "methods": {s.label: s.options for s in specs},
                 "cache": None if cache is None else {"kind": cache.kind, "options": cache.options}}
     paths = write_comparison(result, args.out, fps=args.fps or source.fps, command=command_line(),

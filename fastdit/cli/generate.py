@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                                check_cacheable, check_method, command_line, format_bytes, load_model, parse_options,
-                                sparse_arguments)
+                                check_cacheable, check_method, command_line, format_bytes, json_call, load_model,
+                                parse_options, read_images, sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         _check_output("--report", args.report, (".json",))
 
+    if args.parallel and args.offload:
+        raise CLIError("--offload and --parallel don't combine: each rank holds its share of the work on its own GPU")
     if args.parallel:
         try:
             parse_parallel(args.parallel)  # before the model loads
         except ValueError as err:
             raise CLIError(str(err)) from None
 
+    images = read_images(args)
     source, pipe, device = load_model(args)
     if args.parallel:
         try:
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         out = _check_output("--out", f"out{suffixes[0]}", suffixes)
     elif out.suffix.lower() not in suffixes:
         raise CLIError(f"{type(pipe).__name__} makes {kind}; --out must end in {' or '.join(suffixes)}")
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     if cache is not None:
         check_cacheable(pipe)
     sparse = {**sparse_arguments(args), "method": args.method, **options}
@@ -100,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
+    except ImportError as err:  # a package the pipeline calls is missing (it names it)
+        raise CLIError(str(err)) from None
     if not main:
         return 0
     fps = args.fps or source.fps
@@ -120,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak memory: {format_bytes(result.peak_memory_bytes)} ({result.memory_kind})")
     if args.report:
         report = {"command": command_line(), "environment": environment(), "model": source.location,
-                  "device": device, "seed": args.seed, "call": call, "output": str(out), "fps": fps,
-                  **result.to_dict()}
+                  "device": device, "seed": args.seed, "call": json_call(call, args), "output": str(out),
+                  "fps": fps, "offload": args.offload, "vae_tiling": args.vae_tiling, **result.to_dict()}
         write_text(json.dumps(report, indent=2) + "\n", args.report)
         print(f"report: {args.report}")
     return 0
