@@ -20,7 +20,7 @@ import math
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, call_arguments, check_preset, load_model, read_images,
-                                step_count_or_share)
+                                read_prompts, step_count_or_share)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.calibration import measure, select
 
     _check(args)
-    prompts = list(args.prompt)
+    prompts = read_prompts(args)
     images = read_images(args)
     source, pipe, device = load_model(args)
-    args.prompt = prompts[0]
     call = call_arguments(args, pipe, source, device, images)
     call.pop("prompt")
     pipe.set_progress_bar_config(desc="calibrating")

@@ -20,8 +20,8 @@ from fastdit.cli import CLIError
 __all__ = ["add_model_arguments", "add_sparse_arguments", "parse_value", "parse_options", "check_method",
            "check_arguments", "resolve_device", "resolve_dtype", "load_model", "call_arguments",
            "sparse_arguments", "check_calibration", "check_preset", "step_count_or_share", "finite_float",
-           "whole_number", "read_images", "json_call", "cache_spec", "check_cacheable", "command_line",
-           "format_bytes", "MAX_GUIDANCE", "MAX_FPS"]
+           "whole_number", "read_prompts", "run_label", "read_images", "json_call", "cache_spec", "check_cacheable",
+           "command_line", "format_bytes", "MAX_GUIDANCE", "MAX_FPS"]
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 # published models guide at 1 to 20; far beyond, the guided noise prediction overflows to NaN (a black video)
@@ -30,14 +30,19 @@ MAX_FPS = 240  # ffmpeg's H.264 encoder fails on frame rates far past what any d
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, several_prompts: bool = False) -> None:
-    """The model and pipeline-call flags; ``several_prompts``: ``--prompt`` may be repeated (a list)."""
+    """The model and pipeline-call flags; ``several_prompts``: the command uses all its prompts in one result
+    (calibration), not one run each."""
     g = parser.add_argument_group("model and call")
     g.add_argument("--model", default="sample",
                    help="'sample' (the bundled toy-world model, default), a local diffusers folder, or a hub id "
                         "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
     add_lora_argument(g)
-    g.add_argument("--prompt", required=True, action="append" if several_prompts else "store",
-                   help="repeat for several prompts" if several_prompts else None)
+    prompt = g.add_mutually_exclusive_group(required=True)
+    each = "all are used" if several_prompts else "one run each, the model loaded once"
+    prompt.add_argument("--prompt", action="append", help=f"the text prompt; repeat for several ({each})")
+    prompt.add_argument("--prompt-file", metavar="PATH",
+                        help=f"a UTF-8 text file of prompts, one per line, blank lines and lines starting with # "
+                             f"skipped ({each})")
     g.add_argument("--negative-prompt", default=None)
     g.add_argument("--image", metavar="PATH",
                    help="the input image of image-to-video pipelines (its first frame: Wan I2V, LTX-Video, "
@@ -187,11 +192,12 @@ def check_method(method: str, options: dict[str, Any]) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Numbers in range, a seed a generator takes, and a preset and backend that exist."""
+    """The prompts, numbers in range, a seed a generator takes, and a preset and backend that exist."""
     from fastdit.kernels import available_backends
     from fastdit.runs.run import check_seed
     from fastdit.runtime.config import check_block_size
 
+    read_prompts(args)
     for flag in ("steps", "frames", "height", "width", "fps"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -216,6 +222,31 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_calibration(args.calibration)
     elif args.reuse_calibration:
         raise CLIError("--reuse-calibration needs --calibration PATH")
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts of ``--prompt`` (one, or several where repeatable) or ``--prompt-file``, set as
+    ``args.prompts`` (``args.prompt``: the first); an unreadable or empty file is a one-line error before the
+    model loads."""
+    if args.prompt_file is None:
+        prompts = list(args.prompt)
+    else:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as lines:
+                prompts = [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+        except OSError as err:
+            raise CLIError(f"--prompt-file {args.prompt_file!r}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise CLIError(f"--prompt-file {args.prompt_file!r}: not UTF-8 text") from None
+        if not prompts:
+            raise CLIError(f"--prompt-file {args.prompt_file!r} holds no prompt (one per line)")
+    args.prompts, args.prompt = prompts, prompts[0]
+    return prompts
+
+
+def run_label(index: int, count: int) -> str:
+    """``index`` (from 1) of ``count`` runs, zero-padded so outputs sort in prompt order (``07`` of 12)."""
+    return f"{index:0{len(str(count))}d}"
 
 
 def check_preset(name: str) -> None:
