@@ -37,19 +37,21 @@ COLUMNS = ("config", "kind", "target", "dense_steps", "density", "expected_densi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastdit.calibration import ALLOCATIONS, DEFAULT_METHODS
     from fastdit.calibration.candidates import SEARCHABLE
+    from fastdit.cli.common import finite_float, whole_number
+    from fastdit.runs.run import MAX_SEED
 
     parser.add_argument("--model", default="sample", help="'sample' (the bundled toy-world model), a folder or hub id")
-    parser.add_argument("--targets", nargs="+", type=float, default=[0.05, 0.1, 0.2],
-                        help="calibration targets (relative L2 error of sampled output rows)")
+    parser.add_argument("--targets", nargs="+", type=finite_float, default=[0.05, 0.1, 0.2],
+                        help="calibration targets, >= 0 (relative L2 error of sampled output rows)")
     parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=list(ALLOCATIONS),
                         help="how calibration spends each target: budget (RMS over heads), cap (every head)")
     parser.add_argument("--methods", nargs="+", choices=SEARCHABLE, default=list(DEFAULT_METHODS), metavar="METHOD",
                         help="methods calibration and the uniform settings use")
-    parser.add_argument("--prompts", type=int, default=4, help="held-out prompts to evaluate on")
-    parser.add_argument("--calibration-prompts", type=int, default=1,
+    parser.add_argument("--prompts", type=whole_number(), default=4, help="held-out prompts to evaluate on")
+    parser.add_argument("--calibration-prompts", type=whole_number(), default=1,
                         help="other held-out prompts to calibrate on")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=whole_number(), help="denoising steps (default: the model's)")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     parser.add_argument("--name", default="calibrate_cpu", help="report file name (without extension)")
 
 
@@ -122,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.models.loading import ModelError, benchmark_call, load_pipeline, resolve_model
     from fastdit.runs.run import run_pipeline
 
+    negative = [t for t in args.targets if t < 0]
+    if negative:
+        raise CLIError(f"--targets must be >= 0, got {' '.join(f'{t:g}' for t in negative)}")
     try:
         evaluate, calibrate_on = _prompts(args.prompts, args.calibration_prompts)
         source = resolve_model(args.model)

@@ -39,6 +39,7 @@ QUICK_FRAMES = 17
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastdit.cli.common import whole_number
     from fastdit.dummy.configs import MODEL_CONFIGS
     from fastdit.methods import available_methods
 
@@ -49,12 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"default: all ({', '.join(sparse)})")
     parser.add_argument("--quick", action="store_true",
                         help=f"scaled-down model ({QUICK_CONFIG}) and {QUICK_FRAMES} frames, for CPUs")
-    parser.add_argument("--frames", type=int, help="video frames (default: the model's usual size)")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--layers", type=int, help="keep only the first N transformer blocks")
-    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per method (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards per method first")
+    parser.add_argument("--frames", type=whole_number(), help="video frames (default: the model's usual size)")
+    parser.add_argument("--height", type=whole_number())
+    parser.add_argument("--width", type=whole_number())
+    parser.add_argument("--layers", type=whole_number(), help="keep only the first N transformer blocks")
+    parser.add_argument("--repeats", type=whole_number(), default=3,
+                        help="timed forwards per method (median reported)")
+    parser.add_argument("--warmup", type=whole_number(0), default=1, help="untimed forwards per method first")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                         help="auto: bfloat16 on cuda, float32 on cpu")
@@ -130,6 +132,24 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
     return rows
 
 
+def _check_limits(model_id: str, overrides: dict[str, Any], frames: int, height: int, width: int, device: str,
+                  dtype: torch.dtype, *, check_memory: bool) -> None:
+    """The model's RoPE table and the device's free memory against the video size, as ``generate`` checks them,
+    before the random weights are made: the denoiser is built on the meta device (no memory, no time) for the
+    check, under the pipeline's latent compression. Under context parallelism each rank holds a share of the
+    tokens, so the whole-call memory estimate does not apply."""
+    from types import SimpleNamespace
+
+    from fastdit.dummy.configs import MODEL_CONFIGS, build_denoiser
+    from fastdit.models.limits import check_call_limits
+
+    spec = MODEL_CONFIGS[model_id]
+    pipe = SimpleNamespace(transformer=build_denoiser(model_id, device="meta", dtype=dtype, **overrides),
+                           vae_scale_factor_temporal=spec.vae_temporal, vae_scale_factor_spatial=spec.vae_spatial)
+    check_call_limits(pipe, {"num_frames": frames, "height": height, "width": width}, device,
+                      check_memory=check_memory)
+
+
 def run(args: argparse.Namespace) -> int:
     import fastdit
     from fastdit.cli import CLIError
@@ -138,8 +158,6 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.models.loading import check_video_size
     from fastdit.patching.parallel.launch import is_main_process
 
-    if args.repeats < 1 or args.warmup < 0:
-        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
     if args.parallel:
@@ -155,18 +173,13 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     overrides = dict(QUICK_CONFIG) if args.quick else {}
     if args.layers is not None:
-        if args.layers < 1:
-            raise CLIError(f"--layers must be >= 1, got {args.layers}")
         overrides["num_layers"] = args.layers
     frames = args.frames or (QUICK_FRAMES if args.quick else spec.size.frames)
     height, width = args.height or spec.size.height, args.width or spec.size.width
-
-    for flag, value in (("frames", frames), ("height", height), ("width", width)):
-        if value < 1:
-            raise CLIError(f"--{flag} must be > 0, got {value}")
     try:
         check_video_size(args.model, frames, height, width, frame_step=spec.vae_temporal,
                          multiple=spec.vae_spatial * max(spec.config["patch_size"][1:]))
+        _check_limits(args.model, overrides, frames, height, width, device, dtype, check_memory=not args.parallel)
     except ValueError as err:
         raise CLIError(str(err)) from None
 

@@ -15,7 +15,7 @@ each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's to
 Times are triton.testing.do_bench medians in ms. Derived columns:
 
   TFLOP/s    4 · B · H · D · (query-key pairs of the active blocks, a level-l block counting 2**-l) / time
-  ratio      triton / (density × cudnn); the target is <= 1.25 at density 0.1-0.5 (DESIGN.md §7)
+  ratio      triton / (density × cudnn); the target is <= 1.25 at density 0.1-0.5
   vs flex    flex / triton; the target is >= 1.5 (radial and grat: pyramid rows do less work than flex)
   rel err    ||triton − torch reference|| / ||reference|| (first layout of each method and shape), so no
              number comes from a wrong kernel (tma_rel_err, ws_rel_err: the opt-in paths)

@@ -25,9 +25,12 @@ CASES = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
+    from fastdit.cli.common import whole_number
+
+    parser.add_argument("--heads", type=whole_number(), default=4)
+    parser.add_argument("--head-dim", type=whole_number(), default=64)
+    parser.add_argument("--repeats", type=whole_number(), default=3,
+                        help="timed runs per case (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="a small grid (for tests; not a target measurement)")
     parser.add_argument("--name", default="reference_cpu", help="report file name (without extension)")
 

@@ -143,14 +143,16 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastdit.cli.common import whole_number
     from fastdit.methods import available_methods
+    from fastdit.runs.run import MAX_SEED
 
     sparse = [m for m in available_methods() if m != "dense"]
     add_model_arguments(parser)
     parser.add_argument("--methods", nargs="*", default=sparse, choices=sparse, metavar="METHOD",
                         help=f"default: all ({', '.join(sparse)}); none: the stock attention only (e.g. to "
                              "score a LoRA tuned dense)")
-    parser.add_argument("--prompts", type=int, help="use the first N held-out prompts, spread over the set "
+    parser.add_argument("--prompts", type=whole_number(), help="use the first N held-out prompts, spread over the set "
                                                     f"(default: all; --quick: {QUICK_PROMPTS})")
     parser.add_argument("--scales", type=int, nargs="+", help="frame multiples of the training length "
                                                               "(default: 1 2 4; --quick: 1 2)")
@@ -158,8 +160,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run each method at two other settings (default: on; --quick: off)")
     parser.add_argument("--alternate-scales", type=int, nargs="+", default=[1], metavar="SCALE",
                         help="lengths (of --scales) at which the alternates run (default: 1, the training length)")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=whole_number(), help="denoising steps (default: the model's)")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PROMPTS} prompts, scales 1 2, presets only")
     parser.add_argument("--name", help="report file name without extension (default: toy, or toy_quick)")
 
@@ -174,11 +176,8 @@ def _prompts(count: int | None) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from fastdit.cli import CLIError
     from fastdit.cli.common import check_method
 
-    if args.prompts is not None and args.prompts < 1:
-        raise CLIError(f"--prompts must be >= 1, got {args.prompts}")
     check_model_arguments(args)
     for method in args.methods:
         for options in ALTERNATES.get(method, []) if args.alternates else []:

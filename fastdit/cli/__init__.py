@@ -19,6 +19,7 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 from typing import Iterator
 
 __all__ = ["main", "CLIError"]
@@ -105,10 +106,24 @@ def add_module_parsers(sub, table: dict[str, tuple[str, str]]):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, above any progress bar: Python's default adds the file and the source
+    line that warned, which a user can do nothing with, and writes them into a running tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error or a write that failed (a full disk) is one line and status 2, a Ctrl-C
     (even while torch is still being imported, which building the parser does) is one line and status 130,
-    SIGTERM the same with status 143."""
+    SIGTERM the same with status 143; warnings are one line each."""
+    with warnings.catch_warnings():  # restores the caller's warning display (main also runs in-process)
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     command = "fastdit"
     try:
         with _sigterm_interrupts():

@@ -47,9 +47,15 @@ def run(args: argparse.Namespace) -> int:
     """Run a suite once its report folder is known to be writable: a benchmark can take minutes, and a bad
     ``--out`` found only when writing the report would throw its results away."""
     from fastdit.runs.media import check_writable
+    from fastdit.runs.report import check_report_name
 
     try:
         check_writable(args.out, directory=True)
     except ValueError as err:
         raise CLIError(f"--out: {err}") from None
+    if getattr(args, "name", None) is not None:
+        try:
+            check_report_name(args.name)
+        except ValueError as err:
+            raise CLIError(f"--name: {err}") from None
     return int(args._suite(args) or 0)

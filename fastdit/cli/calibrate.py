@@ -19,7 +19,8 @@ import argparse
 import math
 
 from fastdit.cli import CLIError
-from fastdit.cli.common import add_model_arguments, call_arguments, load_model, step_count_or_share
+from fastdit.cli.common import (add_model_arguments, call_arguments, check_preset, load_model, read_images,
+                                read_prompts, step_count_or_share)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from fastdit.patching.presets import PRESETS
     from fastdit.runs.media import check_writable
     from fastdit.runs.run import check_seed
     from fastdit.runtime.config import check_block_size
@@ -70,8 +70,7 @@ def _check(args: argparse.Namespace) -> None:
             raise CLIError(f"--{flag} must be > 0, got {value}")
     if args.measure_steps and any(s < 0 for s in args.measure_steps):
         raise CLIError(f"--measure-steps are 0-based step indices, got {args.measure_steps}")
-    if args.preset not in ("auto", "none", *PRESETS):
-        raise CLIError(f"unknown preset {args.preset!r}; known: auto, none, {', '.join(PRESETS)}")
+    check_preset(args.preset)
     try:
         check_seed(args.seed)
         if args.block_size is not None:
@@ -87,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.calibration import measure, select
 
     _check(args)
-    prompts = list(args.prompt)
+    prompts = read_prompts(args)
+    images = read_images(args)
     source, pipe, device = load_model(args)
-    args.prompt = prompts[0]
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     call.pop("prompt")
     pipe.set_progress_bar_config(desc="calibrating")
     try:

@@ -12,6 +12,9 @@ timings on a busy machine.
 
   fastdit compare --prompt "a red ball" --methods radial --cache fbcache --cache-option threshold=0.1
 
+Several prompts (--prompt repeated, or --prompt-file with one per line) make one comparison each, in
+--out/1, --out/2... (zero-padded), with the model loaded once.
+
 --cache KIND adds a diffusers step cache (fbcache, pab, taylorseer, magcache, seacache, textkv): the cache
 alone, and each method with it, so the table shows each speedup and the combined one against dense.
 """
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                                check_cacheable, check_method, command_line, load_model, parse_options,
-                                sparse_arguments)
+                                check_cacheable, check_method, command_line, json_call, load_model, parse_options,
+                                read_images, run_label, sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
 
+    images = read_images(args)
     source, pipe, device = load_model(args)
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     if cache is not None:
         check_cacheable(pipe)
     shared = sparse_arguments(args)
@@ -95,16 +100,23 @@ def run(args: argparse.Namespace) -> int:
     def progress(label: str) -> None:
         pipe.set_progress_bar_config(desc=label)
 
-    try:
-        result = compare(pipe, specs, call, seed=args.seed, sparse=shared, warmup=args.warmup,
-                         repeats=args.repeats, cache=cache, on_run=progress)
-    except ValueError as err:  # the pipeline's own input checks
-        raise CLIError(f"{type(pipe).__name__}: {err}") from None
-    settings = {"model": source.location, "seed": args.seed, "call": call, "sparse": shared,
-                "methods": {s.label: s.options for s in specs},
-                "cache": None if cache is None else {"kind": cache.kind, "options": cache.options}}
-    paths = write_comparison(result, args.out, fps=args.fps or source.fps, command=command_line(),
-                             settings=settings)
-    sys.stdout.write(result.markdown())
-    print("\n".join(f"wrote {path}" for path in paths.values()))
+    for i, prompt in enumerate(args.prompts, 1):  # several prompts: one comparison each, in out/1, out/2...
+        folder = Path(args.out) if len(args.prompts) == 1 else Path(args.out) / run_label(i, len(args.prompts))
+        if len(args.prompts) > 1:
+            print(f"[{i}/{len(args.prompts)}] {prompt}")
+        prompt_call = {**call, "prompt": prompt}
+        try:
+            result = compare(pipe, specs, prompt_call, seed=args.seed, sparse=shared, warmup=args.warmup,
+                             repeats=args.repeats, cache=cache, on_run=progress)
+        except ValueError as err:  # the pipeline's own input checks
+            raise CLIError(f"{type(pipe).__name__}: {err}") from None
+        except ImportError as err:  # a package the pipeline calls is missing (it names it)
+            raise CLIError(str(err)) from None
+        settings = {"model": source.location, "seed": args.seed, "call": json_call(prompt_call, args),
+                    "sparse": shared, "methods": {s.label: s.options for s in specs},
+                    "cache": None if cache is None else {"kind": cache.kind, "options": cache.options}}
+        paths = write_comparison(result, folder, fps=args.fps or source.fps, command=command_line(),
+                                 settings=settings)
+        sys.stdout.write(result.markdown())
+        print("\n".join(f"wrote {path}" for path in paths.values()))
     return 0

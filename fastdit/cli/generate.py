@@ -4,6 +4,11 @@
   fastdit generate --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a cat surfing" \\
       --method radial --option decay_factor=0.4 --frames 81 --out cat.mp4 --report cat.json
   torchrun --nproc-per-node 4 -m fastdit generate --model ... --prompt "a cat surfing" --parallel ulysses=4
+  fastdit generate --model Wan-AI/Wan2.1-I2V-14B-480P-Diffusers --image cat.png --prompt "the cat surfs" \\
+      --offload model --vae-tiling     # image to video; a 14B model on one GPU: weights wait on the CPU
+
+Several prompts (--prompt repeated, or --prompt-file with one per line) are one run each with the model
+loaded once, written to OUT-1.mp4, OUT-2.mp4... (zero-padded); the --report then lists every run.
 
 Without --model it runs the bundled toy-world model (samples/tiny-wan: coloured shapes). Settings
 not given come from the model: call defaults from its folder's fastdit.json or the pipeline, sparse
@@ -16,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
-                                check_cacheable, check_method, command_line, format_bytes, load_model, parse_options,
-                                sparse_arguments)
+                                check_cacheable, check_method, command_line, format_bytes, json_call, load_model,
+                                parse_options, read_images, run_label, sparse_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +58,9 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
 def run(args: argparse.Namespace) -> int:
     from fastdit.patching.parallel.launch import is_main_process, parallelize, parse_parallel
     from fastdit.patching.patch import apply, remove
-    from fastdit.runs.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_video
+    from fastdit.runs.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from fastdit.runs.report import environment
-    from fastdit.runs.run import is_video_pipeline, run_pipeline
+    from fastdit.runs.run import is_video_pipeline
     from fastdit.runtime.files import write_text
 
     options = parse_options(args.option)
@@ -66,12 +72,15 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         _check_output("--report", args.report, (".json",))
 
+    if args.parallel and args.offload:
+        raise CLIError("--offload and --parallel don't combine: each rank holds its share of the work on its own GPU")
     if args.parallel:
         try:
             parse_parallel(args.parallel)  # before the model loads
         except ValueError as err:
             raise CLIError(str(err)) from None
 
+    images = read_images(args)
     source, pipe, device = load_model(args)
     if args.parallel:
         try:
@@ -85,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         out = _check_output("--out", f"out{suffixes[0]}", suffixes)
     elif out.suffix.lower() not in suffixes:
         raise CLIError(f"{type(pipe).__name__} makes {kind}; --out must end in {' or '.join(suffixes)}")
-    call = call_arguments(args, pipe, source, device)
+    call = call_arguments(args, pipe, source, device, images)
     if cache is not None:
         check_cacheable(pipe)
     sparse = {**sparse_arguments(args), "method": args.method, **options}
@@ -96,18 +105,44 @@ def run(args: argparse.Namespace) -> int:
 
     main = is_main_process()  # under --parallel every rank computes, rank 0 reports and writes
     pipe.set_progress_bar_config(desc=args.method or "denoising", disable=not main)
+    prompts = args.prompts
+    runs = []
+    for i, prompt in enumerate(prompts, 1):
+        path = out if len(prompts) == 1 else out.with_name(f"{out.stem}-{run_label(i, len(prompts))}{out.suffix}")
+        if len(prompts) > 1 and main:
+            print(f"[{i}/{len(prompts)}] {prompt}")
+        result = _generate(pipe, {**call, "prompt": prompt}, args, sparse, cache)
+        if main:
+            _write(result, path, args.fps or source.fps, device)
+        runs.append({"output": str(path), "call": json_call({**call, "prompt": prompt}, args), **result.to_dict()})
+    if args.report and main:
+        report = {"command": command_line(), "environment": environment(), "model": source.location,
+                  "device": device, "seed": args.seed, "fps": args.fps or source.fps, "offload": args.offload,
+                  "vae_tiling": args.vae_tiling, **(runs[0] if len(runs) == 1 else {"runs": runs})}
+        write_text(json.dumps(report, indent=2) + "\n", args.report)
+        print(f"report: {args.report}")
+    return 0
+
+
+def _generate(pipe: Any, call: dict[str, Any], args: argparse.Namespace, sparse: dict[str, Any], cache: Any):
+    from fastdit.runs.run import run_pipeline
+
     try:
-        result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
+        return run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
-    if not main:
-        return 0
-    fps = args.fps or source.fps
+    except ImportError as err:  # a package the pipeline calls is missing (it names it)
+        raise CLIError(str(err)) from None
+
+
+def _write(result: Any, out: Path, fps: int, device: str) -> None:
+    """The video (or image) and the summary of one run."""
+    from fastdit.runs.media import write_image, write_video
+
     if result.video:
         write_video(result.frames, out, fps)
     else:
         write_image(result.frames[0], out)
-
     methods = sorted({r.reason for r in result.stats.records if not r.dense})
     f, h, w = result.frames.shape[:3]
     print(f"wrote {out} ({f} frames of {w}x{h}, {fps} fps)" if result.video else f"wrote {out} ({w}x{h})")
@@ -118,10 +153,3 @@ def run(args: argparse.Namespace) -> int:
     per_layer = "  ".join(f"{name}={d:.3f}" for name, d in result.per_layer_density().items())
     print(f"density per layer (mean over steps): {per_layer}")
     print(f"peak memory: {format_bytes(result.peak_memory_bytes)} ({result.memory_kind})")
-    if args.report:
-        report = {"command": command_line(), "environment": environment(), "model": source.location,
-                  "device": device, "seed": args.seed, "call": call, "output": str(out), "fps": fps,
-                  **result.to_dict()}
-        write_text(json.dumps(report, indent=2) + "\n", args.report)
-        print(f"report: {args.report}")
-    return 0

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CallSize", "MemoryLimitError", "call_size", "estimate_call_bytes", "available_bytes",
+__all__ = ["CallSize", "MemoryLimitError", "vae_compression", "call_size", "estimate_call_bytes", "available_bytes",
            "check_call_limits"]
 
 # float32 RGB video held about three times at the end of a call (the VAE's output, the post-processed array
@@ -53,10 +53,34 @@ def _patch(transformer: Any) -> tuple[int, int, int]:
     return int(t), int(patch), int(patch)
 
 
+# what diffusers' pipelines call their VAE's compression: Wan, HunyuanVideo, CogVideoX...; LTX and EasyAnimate;
+# Mochi (in this order of preference)
+_TEMPORAL = ("vae_scale_factor_temporal", "vae_temporal_compression_ratio", "vae_temporal_scale_factor")
+_SPATIAL = ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_spatial_scale_factor")
+
+
+def _first_attribute(pipe: Any, names: tuple[str, ...]) -> int | None:
+    return next((int(v) for v in (getattr(pipe, n, None) for n in names) if v), None)
+
+
+def vae_compression(pipe: Any) -> tuple[int | None, int | None]:
+    """``(temporal, spatial)`` compression of a pipeline's VAE, whatever the pipeline names it (``None``: it
+    names none; an image pipeline has no temporal one).
+
+    Args:
+        pipe: a diffusers pipeline.
+
+    Returns:
+        Frames per latent frame (the first frame kept apart) and pixels per latent pixel.
+    """
+    return _first_attribute(pipe, _TEMPORAL), _first_attribute(pipe, _SPATIAL)
+
+
 def call_size(pipe: Any, frames: int | None, height: int, width: int) -> CallSize:
     """The latent and token grids of a ``frames x height x width`` call (an image: ``frames=None``)."""
-    t_step = getattr(pipe, "vae_scale_factor_temporal", None) or 1
-    spatial = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", None) or 8
+    temporal, spatial = vae_compression(pipe)
+    t_step = temporal or 1
+    spatial = spatial or getattr(pipe, "vae_scale_factor", None) or 8
     count = frames or 1
     latent = ((count - 1) // t_step + 1, height // spatial, width // spatial)
     denoiser = getattr(pipe, "transformer", None)

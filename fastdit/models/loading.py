@@ -276,17 +276,27 @@ def benchmark_call(pipe: Any, source: ModelSource, steps: int | None = None) -> 
     return call
 
 
+# pipelines that take any frame count: Allegro rounds the latent length up and crops the decoded video;
+# Helios and SkyReels-V2's diffusion forcing generate in chunks of their own length
+_ANY_FRAME_COUNT = ("AllegroPipeline", "HeliosPipeline", "HeliosPyramidPipeline", "SkyReelsV2DiffusionForcing")
+
+
 def video_size_rule(pipe: Any) -> tuple[int | None, int | None]:
     """``(frame_step, size_multiple)`` of a video pipeline: frames must be ``k * frame_step + 1`` and height
     and width multiples of ``size_multiple`` (``None``: no rule known).
 
-    Video VAEs compress time by ``vae_scale_factor_temporal`` keeping the first frame, and space by
-    ``vae_scale_factor_spatial``, which the transformer's spatial patch multiplies (Wan: 4 and 8 x 2 = 16).
-    Sizes are also kept to multiples of 16, which ``WanPipeline.check_inputs`` demands whatever the patch
-    (the bundled model's patch is 1x1x1) and every other diffusers video model's rule already implies.
+    Video VAEs compress time keeping the first frame (Wan, HunyuanVideo, CogVideoX: 4; LTX-Video, Cosmos: 8;
+    Mochi: 6), and space by a factor the transformer's spatial patch multiplies (Wan: 8 x 2 = 16; LTX: 32 x 1),
+    each under the name its pipeline gives it (:func:`fastdit.models.limits.vae_compression`); a pipeline
+    that makes any number of frames has no frame rule. Sizes are also kept to multiples of 16, which
+    ``WanPipeline.check_inputs`` demands whatever the patch (the bundled model's patch is 1x1x1) and every
+    other diffusers video model's rule already implies.
     """
-    step = getattr(pipe, "vae_scale_factor_temporal", None)
-    spatial = getattr(pipe, "vae_scale_factor_spatial", None)
+    from fastdit.models.limits import vae_compression
+
+    step, spatial = vae_compression(pipe)
+    if type(pipe).__name__.startswith(_ANY_FRAME_COUNT):
+        step = None
     if spatial is None:
         return step, None
     patch = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "patch_size", None)

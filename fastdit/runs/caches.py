@@ -13,6 +13,7 @@ through diffusers' API on models whose pipeline does).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -75,11 +76,25 @@ def cache_config(spec: CacheSpec, pipe: Any = None, steps: int = 1) -> Any:
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for cache {spec.kind!r}; allowed: "
                          f"{', '.join(sorted(allowed)) or 'none'}")
+    numbers = {f.name: f.type for f in dataclasses.fields(config_class) if f.type in (int, float)}
+    for name, value in spec.options.items():
+        _check_number(spec.kind, name, value, numbers.get(name))
     try:
         return config_class(**{**defaults(pipe, steps), **spec.options})
     except (TypeError, ValueError) as err:
         message = " ".join(str(err).split())  # diffusers' messages run over several lines
         raise ValueError(f"cache {spec.kind!r}: {message}") from None
+
+
+def _check_number(kind: str, name: str, value: Any, expected: type | None) -> None:
+    """A ``ValueError`` for a number that isn't finite, or a field typed ``int``/``float`` given something else:
+    diffusers' configs take any value, and ``threshold=nan`` would otherwise run, comparing against NaN."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and not math.isfinite(value):
+        raise ValueError(f"cache {kind!r}: {name} must be a finite number, got {value!r}")
+    if expected is float and not number or expected is int and not (number and isinstance(value, int)):
+        kind_of = "a whole number" if expected is int else "a finite number"
+        raise ValueError(f"cache {kind!r}: {name} must be {kind_of}, got {value!r}")
 
 
 def enable_cache(pipe: Any, spec: CacheSpec, steps: int) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,6 +58,22 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines) + "\n"
 
 
+def check_report_name(name: str) -> str:
+    """``name`` if it can name the report files inside the output folder, else a ``ValueError``: a path
+    (``sub/x``) would write elsewhere, or fail after a benchmark's minutes of work when its folder is missing.
+
+    Args:
+        name: the report file name without extension.
+
+    Returns:
+        ``name`` unchanged.
+    """
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    if not name or name in (".", "..") or any(s in name for s in separators) or "\0" in name:
+        raise ValueError(f"report name must be a file name without a folder, got {name!r} (use --out for the folder)")
+    return name
+
+
 def write_report(out_dir: str | Path, name: str, title: str, data: dict[str, Any], markdown_body: str,
                  command: str) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` under ``out_dir``; the markdown names the command and machine.
@@ -66,6 +83,8 @@ def write_report(out_dir: str | Path, name: str, title: str, data: dict[str, Any
         The two paths, JSON first.
     """
     out = Path(out_dir)
+    check_report_name(name)
+    out.mkdir(parents=True, exist_ok=True)
     env = environment()
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     write_text(json.dumps({"command": command, "environment": env, **data}, indent=2) + "\n", json_path)

@@ -112,6 +112,19 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
+def _call(pipe: Any, kwargs: dict[str, Any]) -> Any:
+    """``pipe(**kwargs)``; a pipeline that cleans prompts with ``ftfy`` (Wan I2V, VACE, SkyReels-V2...) calls
+    it whether or not it is installed, which reads as a ``NameError``: that becomes an ``ImportError``
+    saying what to install."""
+    try:
+        return pipe(**kwargs)
+    except NameError as err:
+        if err.name != "ftfy":
+            raise
+        raise ImportError(f"{type(pipe).__name__} cleans prompts with the ftfy package, which is not installed: "
+                          "pip install ftfy") from None
+
+
 def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
                  sparse: dict[str, Any] | None = None, cache: CacheSpec | None = None,
                  on_step: Callable[[int, int], None] | None = None) -> RunResult:
@@ -159,7 +172,7 @@ def run_pipeline(pipe: Any, call: dict[str, Any], *, seed: int, label: str,
             torch.cuda.reset_peak_memory_stats(device)
         start = now()
         with torch.inference_mode():
-            output = pipe(**kwargs)
+            output = _call(pipe, kwargs)
         total = now() - start
         run_stats = stats(pipe) if sparse is not None else None
     finally:

@@ -26,11 +26,12 @@ from fastdit.runtime.files import usual_permissions
 from fastdit.toy.training import draw_batch, encode_clips, flow_loss, scaled_frames
 from fastdit.toy.world import training_clip
 
-__all__ = ["LoraSettings", "train_lora"]
+__all__ = ["LoraSettings", "train_lora", "check_fits"]
 
 _LORA_STREAM = 5  # clip stream (seed offset) of LoRA data; the base model's training used streams 0-2
 WEIGHTS_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name, the one `load_lora_weights` finds
 ATTENTION_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+_TARGETS = tuple(f"{attn}.{m}" for attn in ("attn1", "attn2") for m in ATTENTION_MODULES)  # self and cross
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,35 @@ class LoraSettings:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
 
 
+def check_fits(pipe: Any, call: dict[str, Any], settings: LoraSettings) -> int:
+    """The training clips' frame count, once it is known the model can take them and the LoRA's rank fits
+    its layers; else a ``ValueError`` naming the limit (a rank above a projection's width adds nothing, and a
+    length past the RoPE table or the machine's memory would fail after the clips were encoded).
+
+    Args:
+        pipe: the toy-world pipeline, loaded.
+        call: its generation defaults (``num_frames``, ``height``, ``width``).
+        settings: the run's settings.
+
+    Returns:
+        The number of frames each training clip has.
+    """
+    from fastdit.models.limits import check_call_limits
+
+    settings.check()
+    frames = scaled_frames(call["num_frames"], settings.scale, getattr(pipe, "vae_scale_factor_temporal", 4))
+    try:
+        check_call_limits(pipe, {**call, "num_frames": frames}, "cpu")
+    except ValueError as err:
+        raise ValueError(f"scale {settings.scale} ({frames} frames): {err}") from None
+    widths = [min(m.in_features, m.out_features) for name, m in pipe.transformer.named_modules()
+              if isinstance(m, torch.nn.Linear) and name.endswith(_TARGETS)]
+    if widths and settings.rank > min(widths):
+        raise ValueError(f"rank must be at most {min(widths)}, the narrowest attention projection's width; "
+                         f"got {settings.rank}")
+    return frames
+
+
 def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraSettings, *,
                preset: str | None = "auto", progress: bool = True) -> dict[str, Any]:
     """Train a LoRA of ``pipe``'s transformer attention (self and cross) on ``settings.scale`` x longer toy
@@ -71,19 +101,17 @@ def train_lora(pipe: Any, call: dict[str, Any], out: str | Path, settings: LoraS
 
     from fastdit.patching.patch import apply, remove
 
-    settings.check()
+    frames = check_fits(pipe, call, settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = scaled_frames(call["num_frames"], settings.scale, getattr(pipe, "vae_scale_factor_temporal", 4))
     stream = settings.seed * 10 + _LORA_STREAM
     clips = (training_clip(stream, i, frames, call["height"])
              for i in tqdm(range(settings.clips), desc="encode clips", disable=not progress, dynamic_ncols=True))
     data = encode_clips(pipe, clips, call["max_sequence_length"])
     transformer = pipe.transformer
     transformer.requires_grad_(False)
-    targets = [f"{attn}.{m}" for attn in ("attn1", "attn2") for m in ATTENTION_MODULES]
     transformer.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights=True,
-                                       target_modules=targets), adapter_name="fastdit_lora")
+                                       target_modules=list(_TARGETS)), adapter_name="fastdit_lora")
     if settings.method != "dense":
         apply(pipe, settings.method, preset=preset, dense_steps=0)  # sparse at every noise level it trains on
     trainable = [p for p in transformer.parameters() if p.requires_grad]

@@ -8,14 +8,15 @@ from fastdit.cli import main
 
 
 def test_e2e_quick_report(tmp_path, capsys):
+    out = tmp_path / "missing" / "folder"  # created when the report is written
     code = main(["bench", "e2e", "--quick", "--frames", "5", "--height", "128", "--width", "128", "--repeats", "1",
-                 "--warmup", "0", "--methods", "grat", "--out", str(tmp_path), "--name", "e2e_test"])
+                 "--warmup", "0", "--methods", "grat", "--out", str(out), "--name", "e2e_test"])
     assert code == 0
-    data = json.loads((tmp_path / "e2e_test.json").read_text())
+    data = json.loads((out / "e2e_test.json").read_text())
     assert data["grid"] == [2, 8, 8] and data["config"]["num_layers"] == 2
     assert [r["method"] for r in data["rows"]] == ["dense", "grat"]
     assert all(r["median_s"] > 0 for r in data["rows"])
-    assert "| grat |" in (tmp_path / "e2e_test.md").read_text()
+    assert "| grat |" in (out / "e2e_test.md").read_text()
 
 
 def test_e2e_rejects_sizes_the_model_cannot_make(capsys):

@@ -64,8 +64,10 @@ def test_configurations_and_pooled_psnr():
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
-    assert main(["bench", "toy", "--prompts", "0"]) == 2
-    assert "--prompts must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the parser's own check, before anything loads
+        main(["bench", "toy", "--prompts", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --prompts: must be a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(mini_model, tmp_path, monkeypatch):

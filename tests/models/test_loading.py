@@ -60,6 +60,33 @@ def test_video_size_rule_of_the_bundled_model():
     assert video_size_rule(pipe) == (4, 16)  # VAE 4x in time; WanPipeline wants multiples of 16
 
 
+def _bare_pipeline(name: str, **components):
+    """A diffusers pipeline class built with no components but those given: its size attributes are the ones
+    it sets from its VAE's defaults, which is all the rule reads."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, name)
+    params = [p for p, v in inspect.signature(cls.__init__).parameters.items()
+              if p != "self" and v.default is inspect.Parameter.empty]
+    return cls(**{**dict.fromkeys(params), **components})
+
+
+def test_each_video_family_has_its_own_frame_rule():
+    from fastdit.dummy.video import dummy_ltx_transformer, dummy_mochi_transformer
+
+    ltx = _bare_pipeline("LTXPipeline", transformer=dummy_ltx_transformer())
+    assert video_size_rule(ltx) == (8, 32)  # LTX-Video: 8x in time, 32x in space (patch 1)
+    with pytest.raises(ValueError, match="LTXPipeline needs frames = 8k\\+1 .* got 10, try 9 or 17"):
+        check_video_size("LTXPipeline", 10, 512, 704, frame_step=8, multiple=32)
+    assert video_size_rule(_bare_pipeline("MochiPipeline", transformer=dummy_mochi_transformer())) == (6, 16)
+    assert video_size_rule(_bare_pipeline("EasyAnimatePipeline"))[0] == 4
+    # Allegro's 88 frames and Helios's 132 are their defaults: they take any count
+    assert video_size_rule(_bare_pipeline("AllegroPipeline"))[0] is None
+    assert video_size_rule(_bare_pipeline("HeliosPipeline"))[0] is None
+
+
 @pytest.mark.parametrize("frames, height, width, message", [
     (10, 64, 64, "frames = 4k\\+1 .* got 10, try 9 or 13"),
     (9, 100, 64, "divisible by 16; got height 100, try 96 or 112"),
