@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from fastdit.cli import CLIError
 from fastdit.cli.common import (add_model_arguments, add_sparse_arguments, cache_spec, call_arguments, check_arguments,
@@ -49,9 +50,24 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
         raise CLIError(str(err)) from None
 
 
+def _agree(args: argparse.Namespace, source: Any, device: str, call: dict, config: Any, cache: Any) -> None:
+    """Every rank of ``--parallel`` must compute the same thing: refuse, on every rank, settings that differ
+    (the model by its real path, so a symlink or the sample's other name counts as the same model)."""
+    from fastdit.patching.parallel.launch import agree
+
+    model = str(Path(source.location).resolve()) if source.local else source.location
+    settings = {"--model": model, "--lora": args.lora and str(Path(args.lora).resolve()), "--seed": args.seed,
+                "--device": device, "--dtype": args.dtype, "--parallel": args.parallel, "call": call,
+                "sparse settings": repr(config), "--cache": cache and cache.label}
+    try:
+        agree(settings)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from fastdit.patching.parallel.launch import is_main_process, parallelize, parse_parallel
-    from fastdit.patching.patch import apply, remove
+    from fastdit.patching.parallel.launch import all_finished, is_main_process, parallelize, parse_parallel
+    from fastdit.patching.patch import apply, patch_config, remove
     from fastdit.runs.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_image, write_video
     from fastdit.runs.report import environment
     from fastdit.runs.run import is_video_pipeline, run_pipeline
@@ -90,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
         check_cacheable(pipe)
     sparse = {**sparse_arguments(args), "method": args.method, **options}
     try:  # every apply() argument is checked before the (long) run starts
-        remove(apply(pipe, **sparse))
+        config = patch_config(apply(pipe, **sparse))
+        remove(pipe)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
+    if args.parallel:
+        _agree(args, source, device, call, config, cache)
 
     main = is_main_process()  # under --parallel every rank computes, rank 0 reports and writes
     pipe.set_progress_bar_config(desc=args.method or "denoising", disable=not main)
@@ -100,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(pipe, call, seed=args.seed, label=args.method or "preset", sparse=sparse, cache=cache)
     except ValueError as err:  # the pipeline's own input checks
         raise CLIError(f"{type(pipe).__name__}: {err}") from None
+    all_finished()  # a rank that fails ends the launch here: nothing is written
     if not main:
         return 0
     fps = args.fps or source.fps
