@@ -65,6 +65,16 @@ def _agree(args: argparse.Namespace, source: Any, device: str, call: dict, confi
         raise CLIError(str(err)) from None
 
 
+def _check_parallel(kind: str, degree: int, calibration: str | None, cache: Any) -> None:
+    """What ``--parallel`` can't run equal to one process is refused before the model loads."""
+    if cache is not None:  # a cache decides per rank, from the rank's own shard, whether a step runs
+        raise CLIError(f"--cache {cache.kind} doesn't run under --parallel (diffusers' caches decide on each "
+                       "rank's shard alone whether to skip work, and ranks that differ fail); run it in one process")
+    if kind == "ring" and calibration is not None:
+        raise CLIError(f"--calibration under --parallel ring={degree} does not reproduce the single-process "
+                       f"video; use --parallel ulysses={degree}, which does")
+
+
 def run(args: argparse.Namespace) -> int:
     from fastdit.patching.parallel.launch import all_finished, is_main_process, parallelize, parse_parallel
     from fastdit.patching.patch import apply, patch_config, remove
@@ -84,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.parallel:
         try:
-            parse_parallel(args.parallel)  # before the model loads
+            kind, degree = parse_parallel(args.parallel)  # before the model loads
         except ValueError as err:
             raise CLIError(str(err)) from None
+        _check_parallel(kind, degree, args.calibration, cache)
 
     source, pipe, device = load_model(args)
     if args.parallel:

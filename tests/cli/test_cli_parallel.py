@@ -70,6 +70,20 @@ def test_ranks_with_different_settings_are_refused_on_every_rank_before_any_work
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_what_context_parallelism_does_not_reproduce_is_refused_before_the_model_loads(fastdit_cli, tmp_path):
+    from fastdit.runtime.calibration_file import Calibration, HeadChoice, LayerChoice
+
+    layers = (LayerChoice("transformer", 0, "radial", (HeadChoice({"decay_factor": 0.05}),)),)
+    Calibration(model=None, fingerprint="0", grid=(2, 8, 8), block_size=16, target=0.1, metric="rel_l2", schedule=2,
+                dense_steps=0, layers=layers, expected_density=0.5).save(tmp_path / "cal.json")
+    for flags, message in ((["--cache", "fbcache", "--parallel", "ring=2"], "--cache fbcache doesn't run under"),
+                           (["--calibration", "cal.json", "--parallel", "ring=2"], "use --parallel ulysses=2")):
+        start = time.monotonic()
+        result = fastdit_cli("generate", "--prompt", "x", *flags)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and time.monotonic() - start < 60
+
+
 def test_parallel_spec_and_launch_errors(fastdit_cli):
     bad = fastdit_cli("generate", "--prompt", "x", "--parallel", "tensor=2")
     assert bad.returncode != 0 and "--parallel takes ulysses=N or ring=N" in bad.stderr
