@@ -68,6 +68,10 @@ def test_ranks_with_different_settings_are_refused_on_every_rank_before_any_work
         assert "the ranks were started with different settings" in line and "--seed (rank 0: 0, rank 1: 1)" in line
         assert "sparse settings" in line and "--model" not in line
     assert not (tmp_path / "x.mp4").exists()
+    bench = ["bench", "e2e", "--quick", "--parallel", "ulysses=2", "--out", "bench"]
+    ranks = _launch(tmp_path, cli_env, [*bench, "--repeats", "1"], [*bench, "--repeats", "2"])
+    for r in ranks:
+        assert r.returncode == 2 and "--repeats (rank 0: 1, rank 1: 2)" in r.stderr, r.stderr[-3000:]
 
 
 def test_what_context_parallelism_does_not_reproduce_is_refused_before_the_model_loads(fastdit_cli, tmp_path):

@@ -149,6 +149,8 @@ def agree(settings: dict[str, Any]) -> None:
     names = sorted(set().union(*ranks))
     differ = [name for name in names if len({r.get(name, (None,))[0] for r in ranks}) > 1]
     if differ:
+        dist.destroy_process_group()  # every rank found the same mismatch: leave the group before exiting
+
         def views(name: str) -> str:
             return ", ".join(f"rank {i}: {r.get(name, (None, 'unset'))[1]}" for i, r in enumerate(ranks))
 
