@@ -138,6 +138,9 @@ def agree(settings: dict[str, Any]) -> None:
     others one digest per setting and a short view of its value, so the exchange is small whatever the setting
     (a long prompt, a calibration) and the error names the settings that differ and what each rank had.
 
+    Args:
+        settings: this rank's settings by the name the error shows (a flag, ``"call"``).
+
     Raises:
         ValueError: the ranks disagree; the message names each differing setting per rank.
     """
