@@ -161,11 +161,14 @@ def run(args: argparse.Namespace) -> int:
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
     if args.parallel:
-        from fastdit.patching.parallel.launch import init_distributed, parse_parallel
+        from fastdit.patching.parallel.launch import agree, init_distributed, parse_parallel
 
         try:
             parallel = parse_parallel(args.parallel)
             init_distributed()
+            # every flag but where rank 0 writes shapes the forwards all ranks run together
+            agree({f"--{k}": v for k, v in vars(args).items()
+                   if k not in ("out", "name") and not k.startswith("_") and not callable(v)})
         except (RuntimeError, ValueError) as err:
             raise CLIError(str(err)) from None
     spec = MODEL_CONFIGS[args.model]

@@ -55,9 +55,34 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...]) -> Path:
         raise CLIError(str(err)) from None
 
 
+def _agree(args: argparse.Namespace, source: Any, device: str, call: dict, config: Any, cache: Any) -> None:
+    """Every rank of ``--parallel`` must compute the same thing: refuse, on every rank, settings that differ
+    (the model by its real path, so a symlink or the sample's other name counts as the same model)."""
+    from fastdit.patching.parallel.launch import agree
+
+    model = str(Path(source.location).resolve()) if source.local else source.location
+    settings = {"--model": model, "--lora": args.lora and str(Path(args.lora).resolve()), "--seed": args.seed,
+                "--device": device, "--dtype": args.dtype, "--parallel": args.parallel, "call": call,
+                "sparse settings": repr(config), "--cache": cache and cache.label}
+    try:
+        agree(settings)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def _check_parallel(kind: str, degree: int, calibration: str | None, cache: Any) -> None:
+    """What ``--parallel`` can't run equal to one process is refused before the model loads."""
+    if cache is not None:  # a cache decides per rank, from the rank's own shard, whether a step runs
+        raise CLIError(f"--cache {cache.kind} doesn't run under --parallel (diffusers' caches decide on each "
+                       "rank's shard alone whether to skip work, and ranks that differ fail); run it in one process")
+    if kind == "ring" and calibration is not None:
+        raise CLIError(f"--calibration under --parallel ring={degree} does not reproduce the single-process "
+                       f"video; use --parallel ulysses={degree}, which does")
+
+
 def run(args: argparse.Namespace) -> int:
-    from fastdit.patching.parallel.launch import is_main_process, parallelize, parse_parallel
-    from fastdit.patching.patch import apply, remove
+    from fastdit.patching.parallel.launch import all_finished, is_main_process, parallelize, parse_parallel
+    from fastdit.patching.patch import apply, patch_config, remove
     from fastdit.runs.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from fastdit.runs.report import environment
     from fastdit.runs.run import is_video_pipeline
@@ -76,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--offload and --parallel don't combine: each rank holds its share of the work on its own GPU")
     if args.parallel:
         try:
-            parse_parallel(args.parallel)  # before the model loads
+            kind, degree = parse_parallel(args.parallel)  # before the model loads
         except ValueError as err:
             raise CLIError(str(err)) from None
+        _check_parallel(kind, degree, args.calibration, cache)
 
     images = read_images(args)
     source, pipe, device = load_model(args)
@@ -99,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
         check_cacheable(pipe)
     sparse = {**sparse_arguments(args), "method": args.method, **options}
     try:  # every apply() argument is checked before the (long) run starts
-        remove(apply(pipe, **sparse))
+        config = patch_config(apply(pipe, **sparse))
+        remove(pipe)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
+    if args.parallel:
+        _agree(args, source, device, {**json_call(call, args), "prompts": args.prompts}, config, cache)
 
     main = is_main_process()  # under --parallel every rank computes, rank 0 reports and writes
     pipe.set_progress_bar_config(desc=args.method or "denoising", disable=not main)
@@ -112,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         if len(prompts) > 1 and main:
             print(f"[{i}/{len(prompts)}] {prompt}")
         result = _generate(pipe, {**call, "prompt": prompt}, args, sparse, cache)
+        all_finished()  # a rank that fails ends the launch here: nothing is written
         if main:
             _write(result, path, args.fps or source.fps, device)
         runs.append({"output": str(path), "call": json_call({**call, "prompt": prompt}, args), **result.to_dict()})

@@ -154,19 +154,20 @@ def _static_head_layout(name: str, order: TokenOrder, heads: tuple[Any, ...]) ->
     return _head_layout(get_method(name), order, heads)
 
 
-def _head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], **data: Any) -> BlockLayout:
-    """Stack each head's rows from the video mask of its own setting (dense heads keep every block)."""
+def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **data: Any) -> BlockLayout:
+    """Stack each head's rows from the video mask of its own setting (dense heads keep every block); ``data``
+    is a dynamic method's ``q``, ``k``, ``layer`` and, on a slice of the heads, ``heads``."""
     nv = order.video_blocks
-    masks = torch.ones(len(heads), nv, nv, dtype=torch.bool)
-    levels = torch.zeros(len(heads), nv, nv, dtype=torch.int8)
+    masks = torch.ones(len(settings), nv, nv, dtype=torch.bool)
+    levels = torch.zeros(len(settings), nv, nv, dtype=torch.int8)
     pooled = False
-    for options in dict.fromkeys(h for h in heads if h is not None):
+    for options in dict.fromkeys(h for h in settings if h is not None):
         if spec.dynamic:
             mask, level = _as_pair(spec.video_mask(order, options, **data))
         else:
             mask, level = _as_pair(_static_video_mask(spec.name, order, options))
         mask = mask.reshape(-1, nv, nv)
-        for h, head_options in enumerate(heads):
+        for h, head_options in enumerate(settings):
             if head_options == options:
                 masks[h] = mask[h % mask.shape[0]]
                 if level is not None:

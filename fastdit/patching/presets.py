@@ -14,6 +14,7 @@ copies), and falls back to the family default.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,15 +293,20 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
 
 
 def find_preset(name_or_path: str | None) -> Preset | None:
-    """The preset of a model id, also matched as the tail of a local path or hub-cache folder name."""
+    """The preset of a model id, also matched as the tail of a local path or hub-cache folder name; a local
+    path also matches by its real path, symlinks resolved (the same model, whatever a link calls it)."""
     if not name_or_path:
         return None
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
-    normalized = name_or_path.rstrip("/").replace("--", "/")
-    for model_id, preset in PRESETS.items():
-        if normalized.endswith(model_id) or normalized.endswith(model_id.split("/")[-1]):
-            return preset
+    names = [name_or_path]
+    if os.path.exists(name_or_path):
+        names.append(os.path.realpath(name_or_path))
+    for name in names:
+        normalized = name.rstrip("/").replace("--", "/")
+        for model_id, preset in PRESETS.items():
+            if normalized.endswith(model_id) or normalized.endswith(model_id.split("/")[-1]):
+                return preset
     return None
 
 

@@ -122,3 +122,10 @@ def test_unsupported_model_error_names_every_family():
         fastdit.apply(torch.nn.Linear(2, 2))
     for name, family in families().items():
         assert name in str(error.value) and family.model_classes[0] in str(error.value)
+
+
+def test_a_symlinked_folder_finds_the_preset_of_the_folder_it_points_to(tmp_path):
+    from fastdit.models.loading import sample_dir
+
+    (tmp_path / "link").symlink_to(sample_dir())
+    assert find_preset(str(tmp_path / "link")) is find_preset(str(sample_dir())) is not None

@@ -6,18 +6,27 @@ joins that group (NCCL on GPUs, gloo on CPUs). :func:`enable_context_parallel` t
 the mesh as ``rank % torch.accelerator.device_count()``, which divides by zero on a machine without an
 accelerator; there (CPU runs are correctness demonstrations) that one call is answered with 1 while the mesh
 is built.
+
+Every rank runs the same computation on its share of the sequence and meets the others in each attention
+call: ranks started with different settings would wait on collectives that never match (a hang) or compute a
+video that is neither's. :func:`agree` exchanges a digest of each setting at start and refuses a mismatch on
+every rank; :func:`all_finished` holds the writer until every rank is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
 import re
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-__all__ = ["parse_parallel", "init_distributed", "enable_context_parallel", "is_main_process", "parallelize"]
+__all__ = ["parse_parallel", "init_distributed", "enable_context_parallel", "is_main_process", "parallelize", "agree",
+           "all_finished"]
 
 KINDS = ("ulysses", "ring")
 
@@ -74,7 +83,9 @@ def enable_context_parallel(model: torch.nn.Module, kind: str, degree: int, anyt
 
     ``anything`` lets the sequence (and, for Ulysses, the heads) split unevenly (diffusers' "anything"
     variants), so any resolution runs; by default it is on except over gloo, whose ``all_gather`` (diffusers'
-    gather of the output) needs equal shards: CPU runs take token counts the ranks divide.
+    gather of the output) needs equal shards: CPU runs take token counts the ranks divide. Ulysses over a head
+    count the ranks don't divide (the bundled model's 3 heads on 2 ranks) always takes the "anything" variant,
+    which pads the heads; a diffusers without it is refused, naming the head count.
     """
     import torch.distributed as dist
     from diffusers import ContextParallelConfig
@@ -85,11 +96,23 @@ def enable_context_parallel(model: torch.nn.Module, kind: str, degree: int, anyt
         found = dist.get_world_size() if dist.is_initialized() else 1
         raise ValueError(f"{kind}={degree} needs {degree} processes (torchrun --nproc-per-node {degree}), "
                          f"this run has {found}")
+    uneven = sorted({h for h in _head_counts(model) if h % degree}) if kind == "ulysses" else []
     if anything is None:
-        anything = dist.get_backend() != "gloo"
+        anything = dist.get_backend() != "gloo" or bool(uneven)
+    fields = {f.name for f in dataclasses.fields(ContextParallelConfig)}
+    if uneven and (not anything or "ulysses_anything" not in fields):
+        has = "ulysses_anything" in fields
+        why = "without ulysses_anything" if has else "(this diffusers has no ulysses_anything)"
+        raise ValueError(f"ulysses={degree} can't split {type(model).__name__}'s {uneven[0]} attention heads "
+                         f"{degree} ways {why}; use ring={degree} or a degree that divides {uneven[0]}")
     options = {f"{kind}_degree": degree, f"{kind}_anything": anything}
     with _accelerator_count_at_least_one():
         model.enable_parallelism(config=ContextParallelConfig(**options), cp_plan=cp_plan)
+
+
+def _head_counts(model: torch.nn.Module) -> set[int]:
+    """The head counts of ``model``'s attention modules (diffusers' attention classes call them ``heads``)."""
+    return {m.heads for m in model.modules() if isinstance(getattr(m, "heads", None), int) and m.heads > 0}
 
 
 def parallelize(pipe: object, spec: str) -> tuple[str, int]:
@@ -103,3 +126,50 @@ def parallelize(pipe: object, spec: str) -> tuple[str, int]:
     for _, model in denoisers(pipe):
         enable_context_parallel(model, kind, degree)
     return kind, degree
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def agree(settings: dict[str, Any]) -> None:
+    """Refuse, on every rank, a run whose ranks were started with different ``settings`` (name -> a value whose
+    JSON, or ``repr`` where it has none, says everything that shapes the computation). Each rank sends the
+    others one digest per setting and a short view of its value, so the exchange is small whatever the setting
+    (a long prompt, a calibration) and the error names the settings that differ and what each rank had.
+
+    Args:
+        settings: this rank's settings by the name the error shows (a flag, ``"call"``).
+
+    Raises:
+        ValueError: the ranks disagree; the message names each differing setting per rank.
+    """
+    import torch.distributed as dist
+
+    mine = {name: (_digest(value), _shorten(value)) for name, value in settings.items()}
+    ranks: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, mine)
+    names = sorted(set().union(*ranks))
+    differ = [name for name in names if len({r.get(name, (None,))[0] for r in ranks}) > 1]
+    if differ:
+        dist.destroy_process_group()  # every rank found the same mismatch: leave the group before exiting
+
+        def views(name: str) -> str:
+            return ", ".join(f"rank {i}: {r.get(name, (None, 'unset'))[1]}" for i, r in enumerate(ranks))
+
+        raise ValueError("the ranks were started with different settings; every rank of --parallel needs the "
+                         "same: " + "; ".join(f"{name} ({views(name)})" for name in differ))
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= limit else f"{text[:limit - 12]}... ({_digest(value)[:8]})"
+
+
+def all_finished() -> None:
+    """Wait until every rank has finished its run (a rank that fails ends the launch first, so the writer
+    never writes a result the others did not finish)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -42,6 +42,10 @@ CASES = {
     "wan-ring-pyramid": {"family": "wan", "kind": "ring", "method": "pyramid", "grid": EVEN_WAN,
                          "anything": False, "apply_first": True, "remove": True},
     "wan-ring-grat": {"family": "wan", "kind": "ring", "method": "grat", "grid": EVEN_WAN},
+    # a calibration's per-head settings (two pyramid bands and a dense head), which Ulysses slices per rank
+    "wan-ulysses-per-head": {"family": "wan", "kind": "ulysses", "method": "per-head", "grid": EVEN_WAN,
+                             "heads": 3},
+    "wan-ring-per-head": {"family": "wan", "kind": "ring", "method": "per-head", "grid": EVEN_WAN, "heads": 3},
     # Flux: joint attention, text before the image, split separately from it
     "flux-ulysses-dense": {"family": "flux", "kind": "ulysses", "method": "dense", "grid": ODD_FLUX},
     "flux-ulysses-pyramid": {"family": "flux", "kind": "ulysses", "method": "pyramid", "grid": ODD_FLUX,

@@ -69,7 +69,21 @@ def _forward(model, inputs):
 
 
 def _patch(model, method):
+    if method == "per-head":
+        fastdit.apply(model, _per_head_config(model))
+        return
     fastdit.apply(model, method=method, preset=None, **SPARSE[method])
+
+
+def _per_head_config(model) -> fastdit.SparseConfig:
+    """A calibration's kind of config: per layer one method, per head its own options or a dense head."""
+    from fastdit.runtime.config import LayerPlan
+
+    heads = model.config.num_attention_heads
+    loose, tight = {"thresholds": (0.3, 0.4, 0.5, 0.6)}, {"thresholds": (0.8, 0.9, 0.95, 0.98)}
+    settings = [loose, tight, None][:heads] + [loose] * (heads - 3)
+    layers = {("transformer", layer): LayerPlan.create("pyramid", settings) for layer in range(model.config.num_layers)}
+    return fastdit.SparseConfig.create("pyramid", {}, block_size=16, layers=layers)
 
 
 def run_case(case: dict) -> dict:
