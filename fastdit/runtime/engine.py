@@ -163,22 +163,42 @@ class SparseAttention:
         turn into graph guards, so a compiled or exported model reaches it through the
         ``fastdit::self_attention`` operator (``fastdit.patching.ops``).
         """
+        held = self.context.held
+        if held is not None and (attn_mask is not None or grid is not None):
+            raise RuntimeError("fastdit: tokens permuted once per forward reached a self-attention call with a mask "
+                               "or a grid of its own; this family can't permute once (set permute_once=False)")
         decision = self.decide(q.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
                                text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
-                               ordered_qk=lambda order: (order.to_order(q), order.to_order(k)))
+                               ordered_qk=lambda order: (_into(order, held, q), _into(order, held, k)))
         if self.observer is not None:
             self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
                                         decision.scale, attn_mask))
-        self.record(decision)
-        if decision.dense:
+        self.record(decision, gathered=held is None)
+        if decision.dense:  # attention without a mask gives each token the same output in any token order
             if dense is not None:
                 return dense(q, k, v, decision.scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
         order = decision.order
-        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
-        out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
+        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (_into(order, held, q),
+                                                                              _into(order, held, k))
+        out = self._sparse(qt, kt, _into(order, held, v), order, decision.layout.to(q.device), decision.scale,
                            decision.keys)
-        return order.from_order(out)
+        return order.from_order(out) if held is None else out[..., :q.shape[2], :]
+
+    def forward_order(self) -> TokenOrder | None:
+        """The token order every sparse self-attention call of the forward starting now runs in, when tokens can
+        be permuted into it once for the whole forward (:mod:`fastdit.patching.permute`); ``None`` keeps the
+        per-call path: ``permute_once`` off, per-layer plans or an order that changes by layer (VMoBA), an
+        observer that must see the model's order, a dense step, text tokens in the self-attention, or padding
+        between the order's tokens (a tile that does not divide the grid)."""
+        cfg, grid, spec = self.config, self.context.grid, self.method
+        if not cfg.permute_once or cfg.layers is not None or spec.name == "dense" or spec.layer_orders \
+                or self.observer is not None or grid is None or grid.text_tokens:
+            return None
+        if max(self.context.step, 0) < cfg.warmup_steps(self.context.schedule):
+            return None  # every layer runs dense: nothing to save
+        order = layout_order(spec, grid, cfg.block_size, cfg.options, order=cfg.order, tile=cfg.tile)
+        return order if int(order.destination.max()) < grid.num_tokens else None
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
                text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
@@ -216,14 +236,15 @@ class SparseAttention:
         decision.reason = reason
         return decision
 
-    def record(self, decision: Decision) -> None:
-        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density)."""
+    def record(self, decision: Decision, gathered: bool = True) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density, and
+        whether q, k, v were ``gathered`` into its order for this call)."""
         if decision.dense:
             self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens)
             self.context.stats.last_grid = decision.grid
             return
         self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
-                     decision.tokens)
+                     decision.tokens, gathered)
         self.context.stats.last_layout = decision.layout
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
@@ -330,9 +351,22 @@ class SparseAttention:
             _WARNED.add(message)
             warnings.warn(f"fastdit: {message}", stacklevel=2)
 
-    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
+    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int,
+                gathered: bool = False) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
-                                        density=density, reason=reason, tokens=tokens))
+                                        density=density, reason=reason, tokens=tokens, gathered=gathered))
+
+
+def _into(order: TokenOrder, held: TokenOrder | None, x: torch.Tensor) -> torch.Tensor:
+    """``x [B, H, S, D]`` in ``order`` with its padding: gathered from the model's order, or, when the tokens
+    are already ``held`` in ``order`` (permuted once per forward, padding only at the end), padded at the end."""
+    if held is None:
+        return order.to_order(x)
+    if order != held:
+        raise RuntimeError(f"fastdit: tokens were permuted once into the {held.describe()} order, but this call "
+                           f"runs in the {order.describe()} order")
+    pad = order.seq_len - x.shape[-2]
+    return F.pad(x, (0, 0, 0, pad)) if pad else x
 
 
 def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:

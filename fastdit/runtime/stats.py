@@ -19,7 +19,8 @@ class LayerRecord:
     ``calls`` is how many times the layer's attention ran this step and ``cached`` how many of the denoiser's
     calls skipped it because a diffusers cache (first-block cache, PAB, TaylorSeer, ...) served the result. A
     layer-step that every call skipped has ``reason == "cached"``, ``calls == 0`` and density 0: no attention
-    was computed.
+    was computed. ``gathered``: the call moved q, k, v into the layout's token order and its output back (the
+    per-call path); ``False`` when it ran dense, or sparse on tokens permuted once per forward.
     """
 
     step: int
@@ -31,6 +32,7 @@ class LayerRecord:
     tokens: int
     calls: int = 1
     cached: int = 0
+    gathered: bool = False
 
     @property
     def work(self) -> float:
