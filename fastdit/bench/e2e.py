@@ -36,6 +36,7 @@ from fastdit.runs.report import markdown_table, write_report
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
 QUICK_FRAMES = 17
+PER_CALL = " per call"  # the row of a method timed with permute_once=False (--per-call)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--backend", default="auto", help="kernel backend for the sparse methods")
     parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
+    parser.add_argument("--per-call", action="store_true",
+                        help="also time each method with permute_once=False (q, k, v moved into the layout's order "
+                             "at every attention call), alternating with the default")
     parser.add_argument("--parallel", metavar="KIND=N",
                         help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
@@ -79,12 +83,15 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
 
 
 def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
-    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density)."""
+    """One forward, stock (``method=None``) or patched with ``method`` (``"<method> per call"``: with
+    ``permute_once=False``): (seconds, mean density)."""
     import fastdit
 
     if method is None:
         return _forward_seconds(model, inputs), 1.0
-    fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
+    name, per_call = method.removesuffix(PER_CALL), method.endswith(PER_CALL)
+    settings = {"preset": None} if name == "dense" else {**apply_kwargs, "permute_once": not per_call}
+    fastdit.apply(model, method=name, **settings)
     try:
         return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
     finally:
@@ -127,7 +134,7 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
         if ranks:
             row["rank_s"] = " / ".join(f"{r[method]:.3f}" for r in ranks)
         rows.append(row)
-        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x  "
+        print(f"  {row['method']:<16} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x  "
               f"density {row['density']:.3f}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
     return rows
 
@@ -214,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
     # hit every method alike instead of whichever was being timed
     apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
-    configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
+    methods = [variant for m in args.methods for variant in ((m, m + PER_CALL) if args.per_call else (m,))]
+    configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
