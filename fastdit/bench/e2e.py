@@ -36,7 +36,7 @@ from fastdit.runs.report import markdown_table, write_report
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
 QUICK_FRAMES = 17
-PER_CALL = " per call"  # the row of a method timed with permute_once=False (--per-call)
+ONCE = " once"  # the row of a method timed with permute_once=True (--permute-once)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--backend", default="auto", help="kernel backend for the sparse methods")
     parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
-    parser.add_argument("--per-call", action="store_true",
-                        help="also time each method with permute_once=False (q, k, v moved into the layout's order "
-                             "at every attention call), alternating with the default")
+    parser.add_argument("--permute-once", action="store_true",
+                        help="also time each method with permute_once=True (tokens moved into the layout's order "
+                             "once per forward), alternating with the default")
     parser.add_argument("--parallel", metavar="KIND=N",
                         help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
@@ -83,14 +83,14 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
 
 
 def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
-    """One forward, stock (``method=None``) or patched with ``method`` (``"<method> per call"``: with
-    ``permute_once=False``): (seconds, mean density)."""
+    """One forward, stock (``method=None``) or patched with ``method`` (``"<method> once"``: with
+    ``permute_once=True``): (seconds, mean density)."""
     import fastdit
 
     if method is None:
         return _forward_seconds(model, inputs), 1.0
-    name, per_call = method.removesuffix(PER_CALL), method.endswith(PER_CALL)
-    settings = {"preset": None} if name == "dense" else {**apply_kwargs, "permute_once": not per_call}
+    name = method.removesuffix(ONCE)
+    settings = {"preset": None} if name == "dense" else {**apply_kwargs, "permute_once": method.endswith(ONCE)}
     fastdit.apply(model, method=name, **settings)
     try:
         return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
     # hit every method alike instead of whichever was being timed
     apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
-    methods = [variant for m in args.methods for variant in ((m, m + PER_CALL) if args.per_call else (m,))]
+    methods = [variant for m in args.methods for variant in ((m, m + ONCE) if args.permute_once else (m,))]
     configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *methods]
     for method in configs:
         for _ in range(args.warmup):

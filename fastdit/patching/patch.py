@@ -130,7 +130,7 @@ def apply(
     force: bool = False,
     calibration: Any = None,
     reuse_calibration: bool = False,
-    permute_once: bool = True,
+    permute_once: bool = False,
     **method_options: Any,
 ) -> Any:
     """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
@@ -164,7 +164,7 @@ def apply(
         reuse_calibration: run a calibration on another latent grid than the one it was measured on (warns).
         permute_once: for families and methods where it is exact (Wan; token orders that are the same for
             every layer), permute the tokens into the layout's order once per forward instead of moving q, k, v
-            at every attention call; ``False`` keeps the per-call path.
+            at every attention call (the same output; off by default).
         **method_options: the method's knobs (``fastdit info`` lists them).
 
     Returns:
@@ -177,7 +177,7 @@ def apply(
                  "dense_layers": dense_layers is not None, "entropy_scaling": entropy_scaling is not False,
                  "n_train": n_train is not None, "backend": backend != "auto", "block_size": block_size is not None,
                  "order": order is not None, "tile": tile is not None, "calibration": calibration is not None,
-                 "reuse_calibration": reuse_calibration is not False, "permute_once": permute_once is not True}
+                 "reuse_calibration": reuse_calibration is not False, "permute_once": permute_once is not False}
         extra = sorted(name for name, passed in given.items() if passed) + sorted(method_options)
         if extra:
             raise ValueError(f"a SparseConfig holds every setting; don't pass {', '.join(extra)} with it")

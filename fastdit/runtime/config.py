@@ -93,7 +93,8 @@ class SparseConfig:
     ``permute_once``: where the family and the method allow it (a token order that is the same for every layer,
     no padding between tokens), the hidden states and every per-token input of the blocks are moved into the
     layout's order at the first block and back after the last, instead of gathering q, k, v and scattering the
-    output at every attention call (the result is the same; see :mod:`fastdit.patching.permute`).
+    output at every attention call (the same result; off by default: on a 2-core CPU the saving was within
+    the run-to-run noise, the kernel dominates; see :mod:`fastdit.patching.permute`).
     """
 
     method: str = "radial"
@@ -109,7 +110,7 @@ class SparseConfig:
     layers: Mapping[tuple[str, int], LayerPlan] | None = None
     grid: tuple[int, int, int] | None = None
     reuse_grid: bool = False
-    permute_once: bool = True
+    permute_once: bool = False
 
     def plan(self, model: str, layer: int) -> LayerPlan | None:
         """The layer's own plan, when ``layers`` gives one."""

@@ -73,7 +73,7 @@ def test_dense_layers_and_observer(transformer):
     torch.testing.assert_close(once, per_call, atol=1e-5, rtol=1e-5)  # dense SDPA on permuted tokens too
     assert records[0].dense and not any(r.gathered for r in records)
     seen = []
-    fastdit.apply(transformer, method="grat", preset=None, block_size=16, **SURROUND)
+    fastdit.apply(transformer, method="grat", preset=None, block_size=16, permute_once=True, **SURROUND)
     set_observer(transformer, lambda call: seen.append(call.q))
     try:
         with torch.no_grad():
@@ -99,4 +99,4 @@ def test_remove_restores_exactly(transformer):
 def test_permute_once_is_a_bool():
     with pytest.raises(TypeError, match="permute_once"):
         SparseConfig.create("radial", {}, permute_once="yes")
-    assert SparseConfig.from_dict(SparseConfig.create("radial", {}, permute_once=False).to_dict()).permute_once is False
+    assert SparseConfig.from_dict(SparseConfig.create("radial", {}, permute_once=True).to_dict()).permute_once is True
