@@ -90,25 +90,28 @@ def select_chunks(q: torch.Tensor, k: torch.Tensor, chunk: torch.Tensor, n_chunk
     """``[B, H, S, C]`` bool: the chunks each query attends under VMoBA's ``query_head`` threshold rule.
 
     ``q, k [B, H, S, D]`` in any token order and ``chunk [S]`` the chunk of each position (``-1`` = padding,
-    never a key). Heads are processed one at a time so memory stays at ``B · S · C`` per head.
+    never a key, never a query: it selects nothing). Heads are processed one at a time so memory stays at
+    ``B · S · C`` per head.
     """
     B, H, S, D = q.shape
     chunk = chunk.to(q.device)
     valid = chunk >= 0
-    keys, ids = valid.nonzero().flatten(), chunk[valid]
+    real, ids = valid.nonzero().flatten(), chunk[valid]
     counts = torch.bincount(ids, minlength=n_chunks).clamp(min=1).view(1, -1, 1)
-    own = torch.nn.functional.one_hot(chunk.clamp(min=0), n_chunks).bool()  # [S, C]: the query's own chunk
-    out = torch.empty(B, H, S, n_chunks, dtype=torch.bool, device=q.device)
+    # Padding is left out before scoring: a padded query's gate is all equal, so its normalised mass is 0
+    # and the threshold is never reached, which would select every chunk (and spread it to its whole block).
+    own = torch.nn.functional.one_hot(ids, n_chunks).bool()  # [S_real, C]: the query's own chunk
+    out = torch.zeros(B, H, S, n_chunks, dtype=torch.bool, device=q.device)
     for h in range(H):
-        valid_keys = k[:, h].index_select(1, keys).float()
+        valid_keys = k[:, h].index_select(1, real).float()
         means = valid_keys.new_zeros(B, n_chunks, D).index_add_(1, ids, valid_keys) / counts  # [B, C, D]
-        gate = torch.matmul(q[:, h].float(), means.transpose(-1, -2))  # [B, S, C]
+        gate = torch.matmul(q[:, h].index_select(1, real).float(), means.transpose(-1, -2))  # [B, S_real, C]
         low, high = gate.amin(-1, keepdim=True), gate.amax(-1, keepdim=True)
         span = high - low
         norm = (gate - low) / torch.where(span <= 1e-6, torch.ones_like(span), span)
         total = norm.sum(-1, keepdim=True) + 1e-6
         remain = (threshold - (norm * own).sum(-1, keepdim=True) / total).clamp(min=0)
-        out[:, h] = _take_until(norm.masked_fill(own, 0.0), remain, total) | own
+        out[:, h, real] = _take_until(norm.masked_fill(own, 0.0), remain, total) | own
     return out
 
 
