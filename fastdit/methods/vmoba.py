@@ -20,6 +20,9 @@ yet others, and some queries (and heads) concentrate far more than others. VMoBA
 Kernel granularity: a block-sparse kernel selects keys per block of queries, so a query block attends the
 union of its queries' chunks, and a key block is read when it holds any token of a chosen chunk (chunks need
 not be whole blocks). Both only add keys. One layout serves the batch (the union over its elements).
+Padded positions (the tail of a sequence that is no multiple of the block) neither select nor are selected,
+as upstream, which never pads; unmasked, they selected every chunk and the union spread that to their block:
+3.1% of all token pairs extra on a 9×11×15 grid (128-token blocks, structured q/k, published options).
 
 Published setting (FastVideo ``wan_1.3B_77_480_832.json``, Wan2.1-1.3B): 1D chunk 2 frames, 2D chunk 3×4
 tokens, 3D chunk 4×6×4 tokens, threshold 0.25. The official code requires the 2D/3D chunks to divide the
