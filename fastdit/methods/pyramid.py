@@ -30,7 +30,7 @@ Scores are computed as upstream's kernel does, in the input's dtype (bf16 in, bf
 on bf16 inputs the kept token pairs equal the official code's in all 9 fixture cases (coverage 1.0, 0 extra;
 scoring in fp32 instead gave coverage 0.980-1.0 and up to 6.9% extra pairs), levels 0.988-1.0 the same.
 Differences from the official code, deliberately: the similarity cap is computed in fp32 as upstream's GPU
-kernel does (its CPU fallback, which made the fixtures, rounds in bf16: one key block of 169 differs); the
+kernel does (its CPU fallback, which made the fixtures, rounds in bf16: 1 of 26 key blocks of one fixture differs); the
 sampled positions come from a seeded generator of their own (upstream draws from the global RNG on every
 call), so a seed reproduces a video and the caller's RNG is untouched; ties sort stably (upstream's sort is
 not stable, so tied blocks may swap bands there: the other level differences on bf16, 0.5-0.9% of the Wan2.2
