@@ -229,6 +229,7 @@ class DemoSession:
         metrics = {"seed": request.seed, "method": sparse_run.label, "dense_s": dense.total_s,
                    "sparse_s": sparse_run.total_s, "speedup": row["speedup"],
                    "step_speedup": row["step_speedup"], "psnr_db": row["psnr_db"], "ssim": row["ssim"],
+                   "lpips": row["lpips"], "lpips_unavailable": comparison.lpips_unavailable,
                    "density": row["density"], "sparse_density": row["sparse_density"],
                    "dense_cached": cached, "frames": int(dense.frames.shape[0]),
                    "size": f"{dense.frames.shape[2]}x{dense.frames.shape[1]}",

@@ -44,6 +44,7 @@ SCROLL_TO_RESULTS = f"(...inputs) => {{ document.getElementById('{RESULTS_ID}')?
 def _metrics_markdown(m: dict[str, Any]) -> str:
     psnr = "∞ (identical)" if m["psnr_db"] == float("inf") else f"{m['psnr_db']:.2f} dB"
     sparse_density = "—" if m["sparse_density"] is None else f"{m['sparse_density']:.3f}"
+    lpips = m["lpips_unavailable"] if m["lpips"] is None else f"{m['lpips']:.4f}"  # the reason, when missing
     cached = " (cached)" if m["dense_cached"] else ""
     return (
         f"| Metric | Value |\n|---|---|\n"
@@ -52,6 +53,7 @@ def _metrics_markdown(m: dict[str, Any]) -> str:
         f"| Speedup | {m['speedup']:.2f}x (denoising step: {m['step_speedup']:.2f}x) |\n"
         f"| PSNR vs dense | {psnr} |\n"
         f"| SSIM vs dense | {m['ssim']:.4f} |\n"
+        f"| LPIPS vs dense | {lpips} |\n"
         f"| Attention density | {m['density']:.3f} over all steps and layers; {sparse_density} where sparse |\n"
         f"| Video | {m['frames']} frames, {m['size']}, {m['steps']} steps, seed {m['seed']} |\n"
         f"| Entropy scaling | {'on' if m['entropy_scaling'] else 'off'} |\n"

@@ -1,9 +1,11 @@
-"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM and density, plus a labelled video.
+"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM/LPIPS and density, plus a labelled video.
 
 The baseline is the pipeline's stock attention (what diffusers runs without fastdit), so speedups are against
 what a user has today. Each method then runs through ``fastdit.apply`` with the same call arguments and seed;
 PSNR and SSIM are computed on the uint8 frames (what the mp4 holds before encoding) against the baseline's,
-over every frame. ``fastdit compare`` and the web demo both call :func:`compare`.
+over every frame. LPIPS joins them where torchmetrics and its AlexNet weights are on the machine (see
+:mod:`fastdit.runs.perceptual`); elsewhere its column is empty and the report says why in one line.
+``fastdit compare`` and the web demo both call :func:`compare`.
 
 With a diffusers cache (``cache=``), the cache runs alone (through fastdit's dense path, which equals the
 stock attention, so ``stats`` can count what it served) and with each method, so the table shows the cache's
@@ -26,6 +28,7 @@ import numpy as np
 from fastdit.runs.caches import CacheSpec, knob_label
 from fastdit.runs.media import film_strip, side_by_side, write_image, write_video
 from fastdit.runs.metrics import psnr, ssim
+from fastdit.runs.perceptual import MIN_SIDE, LpipsUnavailable, lpips, lpips_metric
 from fastdit.runs.report import environment, markdown_table
 from fastdit.runs.run import RunResult, run_pipeline
 from fastdit.runtime.files import write_text
@@ -33,7 +36,7 @@ from fastdit.runtime.files import write_text
 __all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"]
 
 BASELINE = "dense"
-COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "density",
+COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "lpips", "density",
            "sparse_density", "sparse_fraction", "cached_fraction")
 
 
@@ -67,11 +70,13 @@ def _json_number(x: float | None) -> float | str | None:
 
 @dataclass
 class Comparison:
-    """The baseline run, one run per method, and one metrics row per run (the baseline's first)."""
+    """The baseline run, one run per method, and one metrics row per run (the baseline's first);
+    ``lpips_unavailable`` says why the rows have no LPIPS, when they have none."""
 
     baseline: RunResult
     runs: list[RunResult]
     rows: list[dict[str, Any]]
+    lpips_unavailable: str | None = None
 
     def _panels(self) -> list[tuple[tuple[str, str], np.ndarray]]:
         """Each run's frames with its label: name, then speedup / PSNR / density."""
@@ -91,7 +96,8 @@ class Comparison:
         return film_strip(self._panels(), count)
 
     def markdown(self) -> str:
-        return markdown_table(self.rows, COLUMNS)
+        table = markdown_table(self.rows, COLUMNS)
+        return table if self.lpips_unavailable is None else f"{table}\n{self.lpips_unavailable}.\n"
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in self.rows]
@@ -99,6 +105,9 @@ class Comparison:
                 "notes": {"psnr_db": 'vs the dense video over all frames (uint8); the string "inf" when identical',
                           "ssim": "Gaussian-window SSIM (Wang et al. 2004) vs the dense video, mean over frames "
                                   "and channels",
+                          "lpips": self.lpips_unavailable or "LPIPS (Zhang et al. 2018; AlexNet, torchmetrics) vs "
+                                   "the dense video, mean over frames: 0 when identical, higher when they look "
+                                   "more different",
                           "speedup": "dense total time / this total time (whole pipeline call)",
                           "step_speedup": "dense mean denoising-step time / this one",
                           "density": "mean share of the dense attention work over every (step, layer): dense "
@@ -107,7 +116,8 @@ class Comparison:
                           "cached_fraction": "share of self-attention layer calls a diffusers cache served"}}
 
 
-def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
+def _row(run: RunResult, baseline: RunResult, perceptual: Any) -> dict[str, Any]:
+    """One run's metrics row; ``perceptual`` is the LPIPS metric, or None where it is unavailable."""
     base_step, step = baseline.mean_step_s, run.mean_step_s
     return {
         "method": run.label,
@@ -117,6 +127,7 @@ def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
         "step_speedup": base_step / step if base_step and step else None,
         "psnr_db": psnr(baseline.frames, run.frames),
         "ssim": ssim(baseline.frames, run.frames),
+        "lpips": lpips(baseline.frames, run.frames, perceptual) if perceptual is not None else None,
         # the stock attention attends every key: density 1 by definition
         "density": run.stats.mean_density() if run.stats else 1.0,
         "sparse_density": run.stats.sparse_density() if run.stats else None,
@@ -167,7 +178,19 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
     if baseline is None:
         baseline = fastest.pop(BASELINE)
     runs = [fastest[label] for label, _, _ in configs if label != BASELINE]
-    return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
+    perceptual, unavailable = _lpips_for(baseline)
+    return Comparison(baseline, runs, [_row(r, baseline, perceptual) for r in (baseline, *runs)], unavailable)
+
+
+def _lpips_for(baseline: RunResult) -> tuple[Any, str | None]:
+    """The LPIPS metric for videos like ``baseline``'s, or None and the one-line reason it can't score them."""
+    height, width = baseline.frames.shape[1:3]
+    if min(height, width) < MIN_SIDE:
+        return None, f"LPIPS unavailable: frames of {width}x{height} are below its {MIN_SIDE}x{MIN_SIDE} minimum"
+    try:
+        return lpips_metric(), None
+    except LpipsUnavailable as err:
+        return None, str(err)
 
 
 _Run = tuple[str, dict[str, Any] | None, CacheSpec | None]  # label, apply() arguments (None: stock), cache
@@ -203,7 +226,7 @@ def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, c
     write_text(json.dumps(data, indent=2) + "\n", paths["table_json"])
     media = paths.get("video", paths.get("image"))
     write_text(f"# fastdit compare\n\nCommand: `{command}`\n\n{comparison.markdown()}\n"
-               f"PSNR/SSIM are vs the dense (stock attention) output over all frames; speedup is total "
+               f"PSNR/SSIM/LPIPS are vs the dense (stock attention) output over all frames; speedup is total "
                f"pipeline time, step_speedup the mean denoising step. Side by side: `{media.name}`.\n",
                paths["table_md"])
     return paths
