@@ -289,7 +289,7 @@ class SparseProcessorMixin:
             if attn_mask is not None and attn_mask.ndim == 2 and attn_mask.shape == (q.shape[0], k.shape[2]):
                 attn_mask = attn_mask[:, None, None, :]
         return self.engine(q, k, v, layer=self.layer, model=self.model_name, text_tokens=text_tokens,
-                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(q.shape[2]),
+                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(k.shape[2]),
                            dense=dense)
 
     def _dispatch_dense(self, attn_mask: torch.Tensor | None):
