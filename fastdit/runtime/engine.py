@@ -185,8 +185,8 @@ class SparseAttention:
                 return dense(q, k, v, decision.scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
         order = decision.order
-        qt, kt = decision.ordered_qk or (_ordered_queries(order, q), order.to_order(k))
         rows = order.video_blocks if keys_only else order.num_blocks
+        qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
         out = self._sparse(qt[:, :, :rows * order.block_size], kt, order.to_order(v), order, decision.layout,
                            decision.scale, decision.keys, rows)
         if keys_only:
@@ -354,12 +354,13 @@ class SparseAttention:
                                         density=density, reason=reason, tokens=tokens))
 
 
-def _ordered_queries(order: TokenOrder, q: torch.Tensor) -> torch.Tensor:
+def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None) -> torch.Tensor:
     """``q [B, H, S, D]`` in ``order``, where ``q`` is a whole call's queries or only its video's (the text is
-    keys only): then the text's rows are zero, as a dynamic method reads them when the text has no queries."""
+    keys only): then the text's rows are zero, as a dynamic method reads them when the text has no queries, and
+    ``length`` may stop the ordered queries after the video's (the rows the kernel runs)."""
     if q.shape[2] == order.grid.num_tokens:
         return order.to_order(q)
-    shape = (*q.shape[:2], order.seq_len, q.shape[3])
+    shape = (*q.shape[:2], order.seq_len if length is None else length, q.shape[3])
     return q.new_zeros(shape).index_copy_(2, order.video_destination.to(q.device), q)
 
 
