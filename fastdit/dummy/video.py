@@ -155,6 +155,19 @@ def dummy_ltx2_transformer(seed: int = 0, num_layers: int = 2):
         qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
 
 
+def dummy_sana_wm_refiner_transformer(seed: int = 0, num_layers: int = 2):
+    """A ``SanaWMLTX2RefinerTransformer3DModel`` (LTX-2's blocks, run video-only over a KV cache) at the width of
+    :func:`dummy_ltx2_transformer`."""
+    from diffusers import SanaWMLTX2RefinerTransformer3DModel
+
+    torch.manual_seed(seed)
+    return SanaWMLTX2RefinerTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
+        qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
+
+
 def dummy_minimax_h3_transformer(seed: int = 0, num_layers: int = 2):
     """``MiniMaxH3Transformer3DModel`` at diffusers' own test width: 2 heads × 16 over a 24-wide residual stream
     (wider attention than stream, as in the real model), one text-refiner block, 12 of 16 head channels rotated."""

@@ -35,6 +35,7 @@ import torch
 
 from fastdit.layout.grid import TokenGrid
 from fastdit.patching.families.base import Family, SparseProcessorMixin
+from fastdit.patching.parallel import parallel_config
 
 __all__ = ["DispatchedAttention", "check_registry"]
 
@@ -227,9 +228,11 @@ class DispatchedAttention(SparseProcessorMixin):
         call fastdit can't take, on the user's backend.
 
         With ``text_keys_only`` (the family's image queries attend the image's keys and the text's, and the text
-        has no queries: Nucleus-MoE, PRX) a call with more keys than queries runs as joint attention whose text
-        queries are zero rows that are dropped after: the image rows get exactly the same attention, the text
-        keys stay dense, and the spare rows cost ``text × (image + text)`` scores."""
+        has no queries: Nucleus-MoE, PRX, a KV cache) a call with more keys than queries runs the image's query
+        rows of the joint layout over all keys (the engine takes fewer queries than keys): the text keys stay
+        dense and cost ``image × text`` scores, however many they are. Under context parallelism, whose
+        exchanges move whole joint sequences, the text gets zero query rows, dropped after (exactly the same
+        attention for the image rows, at ``text × (image + text)`` more scores)."""
         extra = key.shape[1] - query.shape[1]
         if dropout_p or is_causal or enable_gqa or key.shape[2] != query.shape[2] \
                 or not isinstance(attn_mask, (torch.Tensor, type(None))) \
@@ -240,13 +243,14 @@ class DispatchedAttention(SparseProcessorMixin):
             return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
                                          backend=self.user_backend(), parallel_config=_parallel_config)
-        if extra:
+        if extra and parallel_config(self) is not None:
             spare = query.new_zeros(query.shape[0], extra, *query.shape[2:])
             first = self.text_position == "before"
             joint = torch.cat((spare, query) if first else (query, spare), dim=1)
             out = self.attend_bshd(joint, key, value, attn_mask, text_tokens=extra, text_position=self.text_position)
             return out[:, extra:] if first else out[:, :query.shape[1]]
-        return self.attend_bshd(query, key, value, attn_mask, text_tokens=None, text_position=self.text_position)
+        return self.attend_bshd(query, key, value, attn_mask, text_tokens=extra or None,
+                                text_position=self.text_position)
 
     def _text_keys(self, extra: int, attn_mask: torch.Tensor | None) -> bool:
         """Whether a call with ``extra`` more keys than queries is image queries over image and text keys that

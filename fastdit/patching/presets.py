@@ -257,6 +257,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("hunyuan_video_framepack", "HunyuanVideo-Framepack", "hunyuan_video"),
     ("consisid", "ConsisID", "cogvideox"),
     ("ltx2", "LTX-2", "ltx"),
+    ("sana_wm_refiner", "the Sana-WM refiner", "ltx"),
     ("minimax_h3", "MiniMax-H3", "hunyuan_video"),
     ("flux2", "FLUX.2", "flux"),
     ("flux3", "FLUX.3", "flux"),

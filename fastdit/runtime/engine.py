@@ -159,15 +159,25 @@ class SparseAttention:
         call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
         (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
 
+        ``q`` may hold only the video's rows when the call's ``text_tokens`` are keys only (the text has no
+        queries: ``Family.text_keys_only``, a KV cache): ``k, v`` then hold the joint sequence, and the kernel
+        runs just the video's query blocks of the joint layout, over every key block (the text keys dense), so
+        the text costs ``video × text`` scores and not the ``text × (video + text)`` of query rows padded in.
+
         Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
         turn into graph guards, so a compiled or exported model reaches it through the
         ``fastdit::self_attention`` operator (``fastdit.patching.ops``).
         """
-        decision = self.decide(q.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
+        keys_only = k.shape[2] - q.shape[2]
+        if keys_only and keys_only != text_tokens:
+            raise ValueError(f"q has {q.shape[2]} tokens and k {k.shape[2]}: a call with fewer queries than keys "
+                             f"must have one key per video query plus its {text_tokens} text keys")
+        decision = self.decide(k.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
                                text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
-                               ordered_qk=lambda order: (order.to_order(q), order.to_order(k)))
+                               ordered_qk=lambda order: (_ordered_queries(order, q), order.to_order(k)))
         if self.observer is not None:
-            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
+            queries = _joint_queries(q, text_tokens, text_position, decision.full_grid) if keys_only else q
+            self.observer(AttentionCall(queries, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
                                         decision.scale, attn_mask))
         self.record(decision)
         if decision.dense:
@@ -175,9 +185,12 @@ class SparseAttention:
                 return dense(q, k, v, decision.scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
         order = decision.order
-        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
-        out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
-                           decision.keys)
+        rows = order.video_blocks if keys_only else order.num_blocks
+        qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
+        out = self._sparse(qt[:, :, :rows * order.block_size], kt, order.to_order(v), order, decision.layout,
+                           decision.scale, decision.keys, rows)
+        if keys_only:
+            return out.index_select(2, order.video_destination.to(out.device))
         return order.from_order(out)
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
@@ -241,20 +254,26 @@ class SparseAttention:
             return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
         return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
 
-    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
-        """Kernel call on tensors in the layout's order; samples with different key padding get their own key
-        validity."""
+    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
+                rows: int):
+        """Kernel call on tensors in the layout's order, for the layout's first ``rows`` query blocks (``q``
+        holds just those: all of them, or the video's when the text is keys only); samples with different key
+        padding get their own key validity."""
+        def run(q_, k_, v_, layout_: BlockLayout) -> torch.Tensor:
+            if rows < layout_.n_q_blocks:  # the rows' pattern over every key block, a layout of its own
+                layout_ = layout_.block_slice(range(0, rows), range(0, layout_.n_kv_blocks))
+            return attention(q_, k_, v_, layout_.to(q.device), scale=scale, backend=self.config.backend,
+                             order=order)
+
         if keys is None:
-            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order)
+            return run(q, k, v, layout)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
         for i, pattern in enumerate(patterns):
-            rows = (group == i).nonzero().flatten()
+            samples = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
-            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
-            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
-                                  order=order)
+            out[samples] = run(q[samples], k[samples], v[samples], dataclasses.replace(layout, kv_valid=valid))
         return out
 
     def _full_layout(self, order: TokenOrder, method: str) -> str:
@@ -333,6 +352,25 @@ class SparseAttention:
     def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
                                         density=density, reason=reason, tokens=tokens))
+
+
+def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """``q [B, H, S, D]`` in ``order``, where ``q`` is a whole call's queries or only its video's (the text is
+    keys only): then the text's rows are zero, as a dynamic method reads them when the text has no queries, and
+    ``length`` may stop the ordered queries after the video's (the rows the kernel runs)."""
+    if q.shape[2] == order.grid.num_tokens:
+        return order.to_order(q)
+    shape = (*q.shape[:2], order.seq_len if length is None else length, q.shape[3])
+    return q.new_zeros(shape).index_copy_(2, order.video_destination.to(q.device), q)
+
+
+def _joint_queries(q: torch.Tensor, text_tokens: int, text_position: str, grid: TokenGrid | None) -> torch.Tensor:
+    """The video queries ``q [B, H, S_video, D]`` of a call whose text is keys only, with zero text rows where the
+    model's key sequence holds its text: a query per key, as an observer measures a call."""
+    start = grid.video_slice.start if grid is not None else text_tokens if text_position == "before" else 0
+    joint = q.new_zeros(*q.shape[:2], q.shape[2] + text_tokens, q.shape[3])
+    joint[:, :, start:start + q.shape[2]] = q
+    return joint
 
 
 def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:

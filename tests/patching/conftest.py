@@ -8,7 +8,7 @@ detects. Joint-attention cases carry padded prompts with a different valid lengt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -29,7 +29,7 @@ from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transf
                                  dummy_hunyuan_video_transformer, dummy_kandinsky5_transformer,
                                  dummy_kandinsky6_transformer, dummy_latte_transformer, dummy_ltx2_transformer,
                                  dummy_ltx_transformer, dummy_minimax_h3_transformer, dummy_mochi_transformer,
-                                 dummy_motif_video_transformer)
+                                 dummy_motif_video_transformer, dummy_sana_wm_refiner_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -154,6 +154,25 @@ def _ltx(grid, batch):
     return dict(hidden_states=_randn(batch, t * h * w, 4), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 num_frames=t, height=h, width=w)
+
+
+@dataclass(frozen=True)
+class FromModel:
+    """A forward input the pipeline makes with the denoiser itself right before each forward (the Sana-WM
+    refiner's RoPE, which is where fastdit reads its grid): ``forward`` makes it on the model it runs."""
+
+    make: Callable[[torch.nn.Module], Any]
+
+
+def _sana_wm_refiner(grid, batch):
+    """One block of ``t`` frames with no KV cache (its plain self-attention); its RoPE from the model, as the
+    pipeline builds it for the block's absolute frames."""
+    t, h, w = grid
+    rope = FromModel(lambda model: model.build_rotary_emb_for_absolute_positions(
+        batch_size=batch, frame_positions=list(range(2, 2 + t)), height=h, width=w, device="cpu", fps=24.0))
+    return dict(hidden_states=_randn(batch, t * h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 16),
+                timestep=torch.full((batch, t * h * w), 500.0), video_rotary_emb=rope,
+                encoder_attention_mask=_padding(batch))
 
 
 def _ltx2(grid, batch):
@@ -504,6 +523,8 @@ CASES = {case.name: case for case in (
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
+    Case("sana_wm_refiner", dummy_sana_wm_refiner_transformer, _sana_wm_refiner, _VIDEO_GRIDS,
+         ("transformer_blocks.0.attn2", "transformer_blocks.0.audio_attn1")),
     Case("minimax_h3", dummy_minimax_h3_transformer, _minimax_h3, _VIDEO_GRIDS,
          ("token_refiner.refiner_blocks.0.attn",)),
     Case("mochi", dummy_mochi_transformer, _padded_prompt, _VIDEO_GRIDS),
@@ -585,6 +606,7 @@ def forward() -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """Run a denoiser on keyword inputs without autograd and return its output tensor."""
 
     def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+        kwargs = {name: x.make(model) if isinstance(x, FromModel) else x for name, x in kwargs.items()}
         with torch.no_grad():
             out = model(**kwargs, return_dict=False)
         out = out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its bare sample

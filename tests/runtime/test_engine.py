@@ -165,3 +165,36 @@ def test_a_warning_shows_once_per_process_not_once_per_patch(monkeypatch):
                 model(*inputs)
             fastdit.remove(model)
     assert len([w for w in caught if "keeps every block" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("method", ["grat", "radial", "pyramid"])
+@pytest.mark.parametrize("position", ["before", "after"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_text_keys_without_queries_give_the_video_rows_of_the_joint_call(method, position, masked):
+    """A call whose text is keys only (``q`` the video's rows, ``k, v`` the joint sequence: a KV cache) runs
+    only the video's query blocks, and gives exactly the video rows of the joint call whose text queries are
+    zero rows (what the generic path ran before), dynamic methods' layouts included; the observer sees that
+    joint call's queries."""
+    text = 3 * GRID.video_tokens  # more keys than queries: the case where padded rows cost more than dense
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (GRID.video_tokens, *(2 * [GRID.video_tokens + text])))
+    video = slice(text, None) if position == "before" else slice(0, GRID.video_tokens)
+    joint = torch.zeros_like(k)
+    joint[:, :, video] = q
+    mask = None
+    if masked:  # samples with padded text keys, as a [B, 1, 1, S] key mask
+        mask = torch.ones(3, 1, 1, k.shape[2], dtype=torch.bool)
+        text_keys = torch.ones(k.shape[2], dtype=torch.bool)
+        text_keys[video] = False
+        mask[1:, ..., text_keys & (torch.arange(k.shape[2]) % 7 == 0)] = False
+    engine = SparseAttention(SparseConfig.create(method, {}, block_size=16,
+                                                 tile=TILE if method == "grat" else None), RunContext())
+    engine.context.grid = GRID
+    seen = []
+    engine.observer = seen.append
+    call = dict(layer=0, model="m", text_tokens=text, text_position=position, attn_mask=mask)
+    out = engine(q, k, v, **call)
+    expected = engine(joint, k, v, **call)[:, :, video]
+    assert [r.dense for r in engine.context.stats.records] == [False] and out.shape == q.shape
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert torch.equal(seen[0].q, joint) and torch.equal(seen[0].k, seen[1].k)

@@ -54,7 +54,11 @@ class Family:
     grids than the recorded ``grid`` (a UNet's lower levels; ``None`` there: the call runs dense, "grid mismatch"),
     where a hand-written processor overrides :meth:`SparseProcessorMixin.call_grid` instead;
     ``context_parallel_joined``: diffusers' context-parallel plan splits the model's joined sequence (non-video and
-    video tokens together) into contiguous shards, where a joint model like Flux splits text and video apart.
+    video tokens together) into contiguous shards, where a joint model like Flux splits text and video apart;
+    ``grid_method`` names a model method the pipeline calls before each forward, where the forward's own inputs
+    hold no grid (the Sana-WM refiner's ``build_rotary_emb_for_absolute_positions``: packed tokens and a RoPE in,
+    no sizes): ``apply`` wraps that method on the model (``remove`` restores it), ``grid`` reads the arguments of
+    each of its calls (by name) instead of the forward's inputs, and a forward runs on the grid of the last call.
     ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
@@ -74,6 +78,7 @@ class Family:
     text_keys_only: bool = False
     context_parallel_joined: bool = False
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
+    grid_method: str | None = None
     models: str = ""
     sparsified: str = ""
     untouched: str = "—"
@@ -289,7 +294,7 @@ class SparseProcessorMixin:
             if attn_mask is not None and attn_mask.ndim == 2 and attn_mask.shape == (q.shape[0], k.shape[2]):
                 attn_mask = attn_mask[:, None, None, :]
         return self.engine(q, k, v, layer=self.layer, model=self.model_name, text_tokens=text_tokens,
-                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(q.shape[2]),
+                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(k.shape[2]),
                            dense=dense)
 
     def _dispatch_dense(self, attn_mask: torch.Tensor | None):
