@@ -147,7 +147,8 @@ class SparseAttention:
         grid: TokenGrid | None = None,
         dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
         heads: HeadSlice | None = None,
-    ) -> torch.Tensor:
+        return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
         ``attn_mask`` is the model's own SDPA mask. The dense path passes it to SDPA unchanged (so
@@ -158,6 +159,9 @@ class SparseAttention:
         own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
         call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
         (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
+        ``return_lse``: return ``(out, lse)``, the fp32 ``lse [B, H, S]`` of a sparse call's rows, so a caller can
+        merge in attention over keys of its own (side keys, :mod:`fastdit.patching.dispatch`); a dense call gives
+        ``None`` there, its ``dense`` having run the model's whole attention.
 
         Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
         turn into graph guards, so a compiled or exported model reaches it through the
@@ -171,13 +175,15 @@ class SparseAttention:
                                         decision.scale, attn_mask))
         self.record(decision)
         if decision.dense:
-            if dense is not None:
-                return dense(q, k, v, decision.scale)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            out = dense(q, k, v, decision.scale) if dense is not None else \
+                F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            return (out, None) if return_lse else out
         order = decision.order
         qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
         out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
-                           decision.keys)
+                           decision.keys, return_lse)
+        if return_lse:
+            return order.from_order(out[0]), order.from_order(out[1], dim=-1)
         return order.from_order(out)
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
@@ -241,21 +247,28 @@ class SparseAttention:
             return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
         return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
 
-    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
-        """Kernel call on tensors in the layout's order; samples with different key padding get their own key
-        validity."""
+    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
+                return_lse: bool = False):
+        """Kernel call on tensors in the layout's order (with ``return_lse``: ``(out, lse)``); samples with
+        different key padding get their own key validity."""
         if keys is None:
-            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order)
+            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order,
+                             return_lse=return_lse)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if return_lse else None
         for i, pattern in enumerate(patterns):
             rows = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
             padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
-            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
-                                  order=order)
-        return out
+            result = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
+                               order=order, return_lse=return_lse)
+            if return_lse:
+                out[rows], lse[rows] = result
+            else:
+                out[rows] = result
+        return (out, lse) if return_lse else out
 
     def _full_layout(self, order: TokenOrder, method: str) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
