@@ -23,6 +23,13 @@ A stock processor that never reads ``self._attention_backend`` (Cosmos's calls `
 ``dispatch_attention_fn`` its module imported is wrapped, for as long as one of its modules is patched, and the
 wrapper hands the first call after a patched module's pre-hook to that module's handler; every other call passes
 through unchanged.
+
+A family with ``side_keys`` (Wan-Animate 2) has its module's ``dispatch_attention_fn`` wrapped the same way,
+because its processor's denoising call names a backend of its own (flex) with the model's own ``BlockMask``
+over keys packed ``[video | side keys]``. The wrapper hands that call to :meth:`DispatchedAttention.side`: the
+video part runs through the engine, the side keys (which the family's :class:`SideKeys` says which queries see)
+dense, and the two merge by their log-sum-exp, which is exactly the model's masked attention when the video
+part is dense; a dense decision runs the model's own call unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any, Callable
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, SparseProcessorMixin
+from fastdit.patching.families.base import Family, SideKeys, SparseProcessorMixin
 from fastdit.patching.parallel import parallel_config
 
 __all__ = ["DispatchedAttention", "check_registry"]
@@ -117,11 +124,13 @@ class _Wrapped:
         def dispatch_attention_fn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
                                   backend: Any = None, parallel_config: Any = None, **kwargs: Any) -> torch.Tensor:
             handler = _CURRENT.armed
-            if handler is None or backend is not None:
+            if handler is None or (backend is not None and handler.side_keys is None):
                 return self.original(query, key, value, *args, backend=backend, parallel_config=parallel_config,
                                      **kwargs)
             _CURRENT.armed = None  # one call per pre-hook: the module's own dispatch, nothing after it
             call = dict(zip(_ARGUMENTS[3:8], args), **kwargs)
+            if backend is not None and backend is not handler.entry:  # the processor names its own backend
+                return handler.side(query, key, value, backend, parallel_config, call)
             return handler.backend(query, key, value, call.get("attn_mask"), call.get("dropout_p", 0.0),
                                    call.get("is_causal", False), call.get("scale"), call.get("enable_gqa", False),
                                    parallel_config)
@@ -164,10 +173,12 @@ class DispatchedAttention(SparseProcessorMixin):
         self.text_keys_only = family.text_keys_only
         self.grid_of = family.call_grid  # this call's grid from the recorded one, where the model has several
         self.context_parallel_joined = family.context_parallel_joined
+        self.side_keys = family.side_keys
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
-        self.wrapped = not _reads_backend(original)  # dispatches without backend=: taken by the module wrapper
+        # dispatches without backend=, or names a backend of its own for side keys: taken by the module wrapper
+        self.wrapped = family.side_keys is not None or not _reads_backend(original)
 
     def user_backend(self) -> Any:
         return self._attention_backend or self.saved_backend
@@ -251,6 +262,82 @@ class DispatchedAttention(SparseProcessorMixin):
             return out[:, extra:] if first else out[:, :query.shape[1]]
         return self.attend_bshd(query, key, value, attn_mask, text_tokens=extra or None,
                                 text_position=self.text_position)
+
+    @torch.compiler.disable  # reads per-call Python state (grid, step), like the engine's operator
+    def side(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: Any,
+             parallel_config: Any, call: dict[str, Any]) -> torch.Tensor:
+        """A call the processor sends with a backend and mask of its own (``call``: its other arguments), over
+        keys that hold side keys after the video's (:class:`~fastdit.patching.families.base.SideKeys`, from the
+        family).
+
+        The video queries over the video keys run through the engine; when it decides dense, its dense
+        attention is the model's own call, whole, so dense is the stock processor exactly. When sparse, each
+        run of queries attends its run of side keys dense, and each row's two parts merge by their log-sum-exp
+        (at the engine's softmax scale, so entropy scaling covers both). A call the family describes no side
+        keys for, or that fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads,
+        context parallelism, autograd), runs as the model sent it."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        from fastdit.patching.parallel.ring import merge_partial
+
+        def stock(scale: float | None = call.get("scale")) -> torch.Tensor:
+            return dispatch_attention_fn(query, key, value, **dict(call, scale=scale), backend=backend,
+                                         parallel_config=parallel_config)
+
+        layout = None if self.grid is None else self.side_keys(self.grid, query.shape[1], key.shape[1])
+        if layout is None or parallel_config is not None or call.get("dropout_p") or call.get("is_causal") \
+                or call.get("scale") is not None or call.get("enable_gqa") or key.shape[2] != query.shape[2] \
+                or (torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))):
+            return stock()
+        whole: list[torch.Tensor] = []
+
+        def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+            whole.append(stock(scale))
+            return whole[0][:, :layout.video].transpose(1, 2)
+
+        video = [x[:, :layout.video].transpose(1, 2) for x in (query, key, value)]
+        out, lse = self.engine(*video, layer=self.layer, model=self.model_name, grid=self.call_grid(layout.video),
+                               dense=dense, return_lse=True)
+        if lse is None:
+            return whole[0]
+        side_out, side_lse = self._side_attention(query, key, value, layout,
+                                                  self.engine.scale(layout.video, query.shape[-1]))
+        rows = layout.rows
+        merged, _ = merge_partial(out[:, :, rows].float(), lse[:, :, rows], side_out.float(), side_lse)
+        out = out.clone()
+        out[:, :, rows] = merged.to(out.dtype)
+        result = torch.zeros_like(query)  # padding rows: the model drops them
+        result[:, :layout.video] = out.transpose(1, 2)
+        return result
+
+    def _side_attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SideKeys,
+                        scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(out [B, H, R, D], lse [B, H, R])`` of the ``R`` side-key rows, each run of queries over its run of
+        side keys, dense: the runs folded into the batch, through the engine's kernels on a layout that keeps
+        every block (padded to whole blocks, the padding keys masked)."""
+        from fastdit.kernels import attention
+        from fastdit.layout.block import BlockLayout
+
+        batch, _, heads, dim = query.shape
+        groups, block = layout.groups, self.engine.config.block_size
+
+        def runs(x: torch.Tensor, part: slice) -> torch.Tensor:  # [B, S, H, D] part -> [B·G, H, S/G padded, D]
+            x = x[:, part]
+            x = x.reshape(batch * groups, x.shape[1] // groups, heads, dim).transpose(1, 2)
+            return torch.nn.functional.pad(x, (0, 0, 0, -x.shape[2] % block))
+
+        q, k, v = runs(query, layout.rows), runs(key, layout.keys), runs(value, layout.keys)
+        n_q, n_kv = q.shape[2] // block, k.shape[2] // block
+        row_ptr = (torch.arange(n_q + 1) * n_kv)[None]
+        full = BlockLayout(row_ptr, torch.arange(n_kv).repeat(n_q), block, block, q.shape[2], k.shape[2],
+                           kv_valid=torch.arange(k.shape[2], device=q.device) < (layout.keys.stop - layout.keys.start)
+                           // groups)
+        out, lse = attention(q, k, v, full.to(q.device), scale=scale, backend=self.engine.config.backend,
+                             return_lse=True)
+        rows = (layout.rows.stop - layout.rows.start) // groups
+        out = out[:, :, :rows].reshape(batch, groups, heads, rows, dim).transpose(1, 2).flatten(2, 3)
+        lse = lse[:, :, :rows].reshape(batch, groups, heads, rows).transpose(1, 2).flatten(2, 3)
+        return out, lse
 
     def _text_keys(self, extra: int, attn_mask: torch.Tensor | None) -> bool:
         """Whether a call with ``extra`` more keys than queries is image queries over image and text keys that

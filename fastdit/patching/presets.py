@@ -247,6 +247,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("chronoedit", "ChronoEdit", "wan"),
     ("wan_vace", "Wan-VACE", "wan"),
     ("wan_animate", "Wan-Animate", "wan"),
+    ("wan_animate2", "Wan-Animate 2", "wan"),
     ("anyflow", "AnyFlow", "wan"),
     ("helios", "Helios", "wan"),
     ("cosmos", "Cosmos", "wan"),

@@ -147,7 +147,8 @@ class SparseAttention:
         grid: TokenGrid | None = None,
         dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
         heads: HeadSlice | None = None,
-    ) -> torch.Tensor:
+        return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
         ``attn_mask`` is the model's own SDPA mask. The dense path passes it to SDPA unchanged (so
@@ -158,6 +159,9 @@ class SparseAttention:
         own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
         call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
         (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
+        ``return_lse``: return ``(out, lse)``, the fp32 ``lse [B, H, S]`` of a sparse call's rows, so a caller can
+        merge in attention over keys of its own (side keys, :mod:`fastdit.patching.dispatch`); a dense call gives
+        ``None`` there, its ``dense`` having run the model's whole attention.
 
         ``q`` may hold only the video's rows when the call's ``text_tokens`` are keys only (the text has no
         queries: ``Family.text_keys_only``, a KV cache): ``k, v`` then hold the joint sequence, and the kernel
@@ -181,17 +185,21 @@ class SparseAttention:
                                         decision.scale, attn_mask))
         self.record(decision)
         if decision.dense:
-            if dense is not None:
-                return dense(q, k, v, decision.scale)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            out = dense(q, k, v, decision.scale) if dense is not None else \
+                F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            return (out, None) if return_lse else out
         order = decision.order
         rows = order.video_blocks if keys_only else order.num_blocks
         qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
         out = self._sparse(qt[:, :, :rows * order.block_size], kt, order.to_order(v), order, decision.layout,
-                           decision.scale, decision.keys, rows)
-        if keys_only:
-            return out.index_select(2, order.video_destination.to(out.device))
-        return order.from_order(out)
+                           decision.scale, decision.keys, rows, return_lse)
+        out, lse = out if return_lse else (out, None)
+        if keys_only:  # back from the layout's order: the video's rows only
+            video = order.video_destination.to(out.device)
+            out, lse = out.index_select(2, video), (None if lse is None else lse.index_select(2, video))
+        else:
+            out, lse = order.from_order(out), (None if lse is None else order.from_order(lse, dim=-1))
+        return (out, lse) if return_lse else out
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
                text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
@@ -255,26 +263,31 @@ class SparseAttention:
         return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
 
     def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
-                rows: int):
+                rows: int, return_lse: bool = False):
         """Kernel call on tensors in the layout's order, for the layout's first ``rows`` query blocks (``q``
         holds just those: all of them, or the video's when the text is keys only); samples with different key
-        padding get their own key validity."""
-        def run(q_, k_, v_, layout_: BlockLayout) -> torch.Tensor:
+        padding get their own key validity. With ``return_lse``: ``(out, lse)``."""
+        def run(q_, k_, v_, layout_: BlockLayout):
             if rows < layout_.n_q_blocks:  # the rows' pattern over every key block, a layout of its own
                 layout_ = layout_.block_slice(range(0, rows), range(0, layout_.n_kv_blocks))
             return attention(q_, k_, v_, layout_.to(q.device), scale=scale, backend=self.config.backend,
-                             order=order)
+                             order=order, return_lse=return_lse)
 
         if keys is None:
             return run(q, k, v, layout)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if return_lse else None
         for i, pattern in enumerate(patterns):
             samples = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
-            out[samples] = run(q[samples], k[samples], v[samples], dataclasses.replace(layout, kv_valid=valid))
-        return out
+            result = run(q[samples], k[samples], v[samples], dataclasses.replace(layout, kv_valid=valid))
+            if return_lse:
+                out[samples], lse[samples] = result
+            else:
+                out[samples] = result
+        return (out, lse) if return_lse else out
 
     def _full_layout(self, order: TokenOrder, method: str) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid

@@ -69,6 +69,23 @@ def _wan_animate(grid, batch):
                 face_pixel_values=_randn(batch, 3, 77, 16, 16))
 
 
+def _wan_animate2(grid, batch):
+    """A denoising pass against a reference video of ``t - 1`` latent frames, its per-layer keys and values
+    cached (random, as the reference pass would have left them), in a segment that fills the model's mask."""
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    t, h, w = grid
+    g = torch.Generator().manual_seed(t * h * w)
+    cache = WanAnimate2KVCache(2)
+    for layer in cache.layer_caches:
+        layer.store(*torch.randn(2, batch, (t - 1) * h * w, 2, 12, generator=g))
+    latents = torch.randn(2, batch, 16, t, 2 * h, 2 * w, generator=g)
+    return dict(hidden_states=list(latents[0]), condition_latents=list(latents[1]), timestep=_timestep(batch),
+                encoder_hidden_states=list(_randn(batch, TEXT, 32)), kv_cache=cache, kv_cache_mode="cached",
+                seq_len=t * h * w, reference_grid_sizes=torch.tensor([[t - 1, h, w]] * batch),
+                origin_len=4 * (t - 2), origin_area=[16 * h, 16 * w])
+
+
 def _helios(grid, batch):
     """Video latents with one frame of short- and mid-range history and four of long-range history."""
     t, h, w = grid
@@ -497,6 +514,9 @@ CASES = {case.name: case for case in (
         motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
         motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
         inject_face_latents_blocks=2), _wan_animate, ((21, 4, 4), (21, 3, 5)), ("blocks.0.attn2",)),
+    Case("wan_animate2", lambda: dummy_wan_variant("WanAnimate2Transformer3DModel", dim=24, num_heads=2, in_dim=32,
+                                                   out_dim=16, text_len=TEXT, use_img_emb=False),
+         _wan_animate2, _VIDEO_GRIDS, ("blocks.0.cross_attn",)),
     Case("helios", lambda: dummy_wan_variant(
         "HeliosTransformer3DModel", in_channels=4, out_channels=4, text_dim=16, rope_dim=(4, 4, 4),
         has_multi_term_memory_patch=True, guidance_cross_attn=True, zero_history_timestep=True,

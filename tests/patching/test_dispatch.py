@@ -108,3 +108,50 @@ def test_a_block_mask_goes_to_the_users_backend():
         fastdit.remove(model)
     expected = flex_attention(*(x.transpose(1, 2) for x in (q, k, v)), block_mask=mask).transpose(1, 2)
     torch.testing.assert_close(out, expected)
+
+
+def test_side_keys_are_attended_as_the_models_own_block_mask_says(cases, monkeypatch):
+    """Wan-Animate 2 sends its denoising self-attention to flex with its own ``BlockMask`` over keys packed
+    ``[video | reference]``: fastdit runs the video part sparse and each frame's reference frame dense. Each
+    call's output is exactly the attention under the model's mask with its video-to-video part narrowed to
+    fastdit's layout (video frame ``f`` attends reference frame ``f - 1``, and only that); the padded rows stay
+    zero."""
+    from fastdit.patching.dispatch import DispatchedAttention
+
+    case = cases["wan_animate2"]
+    model, inputs = case.build(), case.inputs(case.grids[1], 2)
+    calls, side = [], DispatchedAttention.side
+
+    def recorded(handler, query, key, value, backend, parallel_config, call):
+        out = side(handler, query, key, value, backend, parallel_config, call)
+        layout = handler.engine.context.stats.last_layout
+        calls.append((query, key, value, call["attn_mask"], out, layout))
+        return out
+
+    monkeypatch.setattr(DispatchedAttention, "side", recorded)
+    fastdit.apply(model, method="radial", preset=None, block_size=16, dense_steps=0, dense_layers=0)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+        records = fastdit.stats(model).records
+    finally:
+        fastdit.remove(model)
+    assert len(calls) == 2 and records and all(not r.dense and r.density < 1 for r in records)
+    t, h, w = case.grids[1]
+    video = t * h * w
+    for query, key, value, mask, out, layout in calls:
+        q_idx, kv_idx = torch.arange(query.shape[1])[:, None], torch.arange(key.shape[1])[None]
+        allowed = mask.mask_mod(torch.tensor(0), torch.tensor(0), q_idx, kv_idx).clone()
+        assert allowed[:video, video:query.shape[1]].sum() == 0  # the 128-token padding is never attended
+        tokens = layout.to_dense_block_mask()[0].repeat_interleave(16, 0).repeat_interleave(16, 1)
+        destination = layout.order.destination
+        allowed[:video, :video] = tokens[destination][:, destination]
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            *(x.transpose(1, 2) for x in (query[:, :video], key, value)), attn_mask=allowed[:video]).transpose(1, 2)
+        torch.testing.assert_close(out[:, :video], expected, atol=1e-5, rtol=1e-5)
+        assert not out[:, video:].any()
+        frame = h * w  # the mask itself: frame f >= 1 over reference frame f - 1, frame 0 over none
+        reference = allowed[:video, query.shape[1]:].view(t, frame, -1).any(1)
+        each = torch.cat([torch.zeros(1, t - 1, dtype=torch.bool), torch.eye(t - 1, dtype=torch.bool)])
+        assert torch.equal(reference[:, :(t - 1) * frame].view(t, t - 1, frame).any(-1), each)
+        assert not reference[:, (t - 1) * frame:].any()

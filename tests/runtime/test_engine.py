@@ -86,6 +86,27 @@ def test_padded_text_keys_stay_masked_per_sample_on_the_sparse_path():
     assert (out[1:] - unmasked[1:]).abs().max() > 1e-3
 
 
+def test_return_lse_gives_the_log_sum_exp_of_each_sparse_row_and_none_for_a_dense_call():
+    """What a caller merging keys of its own needs (side keys): each row's log-sum-exp over the keys the layout
+    and the key padding keep, beside the same output as without it; a dense call has none to give."""
+    valid = [5, 2]
+    q, k, v = _qkv(len(valid), GRID.video_tokens + TEXT, seed=2)
+    engine = _engine("grat")
+    call = dict(layer=0, model="m", text_tokens=TEXT, attn_mask=_text_mask(valid))
+    out, lse = engine(q, k, v, return_lse=True, **call)
+    layout = engine.context.stats.last_layout
+    torch.testing.assert_close(out, engine(q, k, v, **call), atol=1e-6, rtol=0)
+    blocks = layout.to_dense_block_mask()[0].repeat_interleave(16, 0).repeat_interleave(16, 1)
+    destination = layout.order.destination
+    kept = blocks[destination][:, destination] & _text_mask(valid)[:, 0]
+    assert 0 < kept.float().mean() < 1
+    scores = (q @ k.transpose(-1, -2) * 8**-0.5).masked_fill(~kept[:, None], -torch.inf)
+    torch.testing.assert_close(lse, scores.logsumexp(-1), atol=1e-5, rtol=0)
+    dense = _engine("dense")
+    out, lse = dense(q, k, v, return_lse=True, **call)
+    assert lse is None and torch.equal(out, dense(q, k, v, **call))
+
+
 def _segment_mask(keys: torch.Tensor) -> torch.Tensor:
     """Ideogram 4's ``[B, 1, S, S]`` segment mask over ``keys [B, S]``: kept tokens attend the kept ones, padding
     tokens each other."""

@@ -23,9 +23,29 @@ from fastdit.layout.grid import TokenGrid
 from fastdit.patching import ops
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
-__all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks", "double_then_single",
-           "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm", "split_text"]
+__all__ = ["Family", "SideKeys", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install",
+           "Rotary", "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks",
+           "double_then_single", "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm",
+           "split_text"]
+
+
+@dataclass(frozen=True)
+class SideKeys:
+    """Where the keys sit that a model's own mask (a flex ``BlockMask``) adds to a video self-attention call,
+    and which queries see them, so that fastdit can take such a call.
+
+    The call's first ``video`` queries and keys are the video's, and every video query attends every video
+    key; queries past ``video`` are padding whose rows the model drops. The video queries ``rows`` fall into
+    ``groups`` equal consecutive runs, and run ``i`` also attends run ``i`` of ``groups`` equal runs of the keys
+    ``keys`` (Wan-Animate 2: frame ``f`` of the video also attends frame ``f - 1`` of its reference video). No
+    other key is attended: fastdit runs the video part through the engine, the side keys dense, and merges the
+    two by their log-sum-exp (:meth:`fastdit.patching.dispatch.DispatchedAttention.side`).
+    """
+
+    video: int
+    rows: slice
+    keys: slice
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,10 @@ class Family:
     ``grid_method`` names a model method the pipeline calls before each forward, where the forward's own inputs
     hold no grid (the Sana-WM refiner's ``build_rotary_emb_for_absolute_positions``: packed tokens and a RoPE in,
     no sizes): ``apply`` wraps that method on the model (``remove`` restores it), ``grid`` reads the arguments of
-    each of its calls (by name) instead of the forward's inputs, and a forward runs on the grid of the last call.
+    each of its calls (by name) instead of the forward's inputs, and a forward runs on the grid of the last call;
+    ``side_keys(grid, queries, keys)`` is, on the generic path, the :class:`SideKeys` of a self-attention call
+    over ``queries`` queries and ``keys`` keys that the stock processor sends with a backend and mask of its own
+    (``None``: that call runs as the model sent it); with it fastdit takes that call too.
     ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
@@ -79,6 +102,7 @@ class Family:
     context_parallel_joined: bool = False
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
     grid_method: str | None = None
+    side_keys: Callable[[TokenGrid, int, int], SideKeys | None] | None = None
     models: str = ""
     sparsified: str = ""
     untouched: str = "—"

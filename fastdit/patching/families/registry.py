@@ -23,6 +23,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.CHRONOEDIT,
     wan.WAN_VACE,
     wan.WAN_ANIMATE,
+    wan.WAN_ANIMATE2,
     helios.HELIOS,
     cosmos.COSMOS,
     hunyuan_video.HUNYUAN_VIDEO,
@@ -86,10 +87,6 @@ UNSUPPORTED: dict[str, str] = {
     "SanaWMTransformer3DModel": "its self-attention is linear (a gated delta net, no softmax) in every block but each "
                                 "`softmax_every_n`-th, whose softmax attention calls SDPA in a module with no "
                                 "attention processor for fastdit to replace",
-    "WanAnimate2Transformer3DModel": "its denoising self-attention runs on the flex backend named in its processor, "
-                                     "over keys packed with a reference video's and a BlockMask that shows each "
-                                     "frame its own reference frame; fastdit doesn't combine its layouts with a "
-                                     "model's own BlockMask yet",
     "AnyFlowFARTransformer3DModel": "its processor accepts only the flex backend and attends chunk-causally "
                                     "(a BlockMask) over a KV cache held on another patch grid; fastdit doesn't "
                                     "combine its layouts with a model's own BlockMask yet",
