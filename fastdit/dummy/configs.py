@@ -124,6 +124,11 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         "diffusers' FluxTransformer2DModel defaults with guidance_embeds=True (FLUX.1-dev is guidance-distilled; "
         "the defaults without it are FLUX.1-schnell's); FluxPipeline: 1024 x 1024, embedded guidance 3.5 and "
         "true_cfg_scale 1.0 (one forward), 512 prompt tokens", "flux", 1, 512),
+    "lodestones/Chroma1-HD": ModelConfig(
+        "ChromaTransformer2DModel", {}, _image(1024),
+        "diffusers' ChromaTransformer2DModel defaults (its docstring's reference: lodestones/Chroma1-HD); "
+        "ChromaPipeline: 1024 x 1024 (default_sample_size 128), CFG (guidance_scale 5.0), 512 prompt tokens",
+        "flux", 2, 512),
     "black-forest-labs/FLUX.2-dev": ModelConfig(
         "Flux2Transformer2DModel", {}, _image(1024),
         "diffusers' Flux2Transformer2DModel defaults; Flux2Pipeline: 1024 x 1024 (default_sample_size 128), "
@@ -178,7 +183,30 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 }
 
 # Supported families with no entry above, and why: their flagship's config can't be established offline.
-NOT_BENCHED: dict[str, str] = {}
+_UNSTATED = ("no offline source states its flagship checkpoint's config: the class docstring ties its defaults to "
+             "no checkpoint, and the installed diffusers has no model card, doc or test config of one")
+_WAN_LIKE = ("its defaults are the Wan 14B transformer's shape, but no offline source says which released checkpoint "
+             "(with which widths of its own extra inputs) they are")
+NOT_BENCHED: dict[str, str] = {
+    **dict.fromkeys(("chronoedit", "wan_vace", "wan_animate", "anyflow", "helios"), _WAN_LIKE),
+    "hunyuan_video15": "its docstring names tencent/HunyuanVideo1.5, which holds 480p and 720p, text- and "
+                       "image-to-video transformers; which one the defaults (target_size, 65 input channels) are "
+                       "isn't stated offline",
+    "ltx2": "its docstring points at Lightricks/LTX-Video (LTX 1), not at an LTX-2 checkpoint",
+    "kandinsky6": "its docstring says the released checkpoints set text_token_padding, ca_rope, cross_gates and "
+                  "fix_modulation, unlike the defaults, in their own config.json, which isn't available offline",
+    "cosmos": "its docstring links the Cosmos project, which released 2B to 14B text- and video-to-world "
+              "transformers; which one the defaults are isn't stated",
+    "auraflow": "its defaults describe a 512-px model (sample_size 64, 1024 positions); which AuraFlow release "
+                "(v0.1 to v0.3, the later ones 1024 px) that is isn't stated offline",
+    "transformer_2d": "a generic transformer class with no checkpoint of its own (its defaults are one layer)",
+    **dict.fromkeys((
+        "skyreels_v2", "hunyuan_video_framepack", "motif_video", "consisid", "cogview3plus", "easyanimate",
+        "minimax_h3", "kandinsky5", "allegro", "latte", "longcat_image", "ovis_image", "bria", "bria_fibo",
+        "bria_fibo2", "flux3", "nucleus_moe_image", "qwen_image21", "prx", "glm_image", "hunyuan_image",
+        "joyimage_edit", "joyimage_edit_plus", "ernie_image", "krea2", "ideogram4", "hidream", "lumina2", "omnigen",
+        "cogview4", "dreamlite"), _UNSTATED),
+}
 
 
 @contextlib.contextmanager

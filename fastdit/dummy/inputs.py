@@ -106,15 +106,17 @@ def _allegro(model: Any, latent: Latent, text: int, rnd: _Random) -> dict[str, A
 
 
 def _flux(model: Any, latent: Latent, text: int, rnd: _Random) -> dict[str, Any]:
-    """2×2-packed latents with ``(0, row, col)`` ids, T5 prompt, CLIP pooled vector, embedded guidance 3.5."""
+    """2×2-packed latents with ``(0, row, col)`` ids and a T5 prompt; FLUX.1 adds a CLIP pooled vector, and
+    FLUX.1-dev embedded guidance 3.5 (Chroma has neither)."""
     c = model.config
     _, height, width = latent
     inputs = dict(hidden_states=rnd(1, height * width // 4, c.in_channels),
-                  encoder_hidden_states=rnd(1, text, c.joint_attention_dim),
-                  pooled_projections=rnd(1, c.pooled_projection_dim), timestep=rnd.full(0.5, 1),
+                  encoder_hidden_states=rnd(1, text, c.joint_attention_dim), timestep=rnd.full(0.5, 1),
                   img_ids=_positions(1, height // 2, width // 2, 3, rnd.device),
                   txt_ids=torch.zeros(text, 3, device=rnd.device))
-    if c.guidance_embeds:
+    if c.get("pooled_projection_dim"):
+        inputs["pooled_projections"] = rnd(1, c.pooled_projection_dim)
+    if c.get("guidance_embeds"):
         inputs["guidance"] = rnd.full(3.5, 1)
     return inputs
 
