@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.cli.common import command_line, resolve_device, resolve_dtype
     from fastdit.dummy.configs import MODEL_CONFIGS, build_denoiser
     from fastdit.dummy.inputs import build_inputs
+    from fastdit.patching.families import detect_family
     from fastdit.patching.parallel.launch import is_main_process
     from fastdit.patching.presets import PRESETS, VideoSize
 
@@ -247,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     # hit every method alike instead of whichever was being timed
     apply_kwargs = {"preset": args.model if args.model in PRESETS else "auto", "dense_steps": 0, "dense_layers": 0,
                     "backend": args.backend}
+    preset_name = args.model if args.model in PRESETS else f"{detect_family(model).name} family's default"
     configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
     for method in configs:
         for _ in range(args.warmup):
@@ -272,9 +274,10 @@ def run(args: argparse.Namespace) -> int:
     body = (f"Model: {args.model} ({spec.denoiser}{', scaled down: --quick ' + str(overrides) if args.quick else ''}; "
             f"config: {spec.source}), random weights, {params / 1e6:,.0f}M parameters; {frames} frames "
             f"{width}x{height} -> token grid {grid} = {tokens} tokens; {str(dtype).removeprefix('torch.')}. "
-            f"One forward at batch 1 (a denoising step of this model is {spec.cfg}); median of {args.repeats} "
+            f"One forward at batch 1 (a denoising step of this model is {spec.cfg} such forward"
+            f"{'s' * (spec.cfg > 1)}); median of {args.repeats} "
             f"rounds (every method once per round) after {args.warmup} warm-up; every layer sparse "
-            f"(dense_steps=0, dense_layers=0), knobs from the {apply_kwargs['preset']} preset."
+            f"(dense_steps=0, dense_layers=0), knobs from the {preset_name} preset."
             + (f" Context parallelism {args.parallel}: median_s is the slowest rank's median, rank_s each "
                "rank's." if args.parallel else "") + "\n\n"
             + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]
