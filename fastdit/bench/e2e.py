@@ -4,14 +4,15 @@ The denoiser is built from the model's published config (``fastdit.dummy.configs
 needed and the numbers are for the real widths, head counts, depth and token counts; weights don't change
 the work done by dense attention or static layouts (dynamic methods such as pyramid and vmoba choose blocks
 from q and k, so their density on random weights is only indicative). One "step" is one transformer forward
-at batch 1; Wan runs classifier-free guidance as two such forwards per denoising step.
+at batch 1; a denoising step is one such forward for guidance-distilled models and two under classifier-free
+guidance (``--list`` gives each model's count, its config's source and its published generation size).
 
 Each method is applied with the model's preset knobs and ``dense_steps=0``, ``dense_layers=0`` (every layer
 sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
 Reported: median (and min) forward time over ``--repeats`` rounds, each timing every method once (so load
 from elsewhere on a shared machine hits all methods alike), after ``--warmup`` untimed forwards per method;
 speedup = dense median / method median; the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
-heads (head dim, patch and frame size kept) and 17 frames, so it finishes on a CPU in minutes.
+heads (head dim, patch and frame size kept) and 5 latent frames, so it finishes on a CPU in minutes.
 
 Under ``torchrun`` with ``--parallel ulysses=N`` (or ``ring=N``) the model runs under diffusers' context
 parallelism; every rank times its own forwards and the report gives each rank's median and, as the step
@@ -19,6 +20,7 @@ time, the slowest rank's. On CPUs (gloo) such a run shows that it works, not how
 
   fastdit bench e2e --quick                                    # CPU
   fastdit bench e2e --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers    # GPU: 480p, 81 frames, 30 layers
+  fastdit bench e2e --list                                     # every model, its source, size and CFG
   torchrun --nproc-per-node 4 -m fastdit bench e2e --parallel ulysses=4   # 4 GPUs
 """
 
@@ -34,22 +36,25 @@ import torch
 from fastdit.runs.report import markdown_table, write_report
 
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
-QUICK_FRAMES = 17
+QUICK_LATENT_FRAMES = 5  # --quick: 17 frames of Wan, 33 of LTX (one frame for images)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastdit.cli.common import whole_number
-    from fastdit.dummy.configs import MODEL_CONFIGS
+    from fastdit.dummy.configs import MODEL_CONFIGS, QUICK
     from fastdit.methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODEL_CONFIGS), metavar="MODEL",
-                        help=f"one of: {', '.join(MODEL_CONFIGS)}")
+                        help=f"one of: {', '.join(MODEL_CONFIGS)} (--list says where each config comes from)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the models with their config's source, generation size and forwards per step, "
+                             "and the supported families without one (and why), then exit")
     parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
                         help=f"default: all ({', '.join(sparse)})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"scaled-down model ({QUICK_CONFIG}) and {QUICK_FRAMES} frames, for CPUs")
+                        help=f"scaled-down model ({QUICK} where the class has them) and {QUICK_LATENT_FRAMES} "
+                             "latent frames, for CPUs")
     parser.add_argument("--frames", type=whole_number(), help="video frames (default: the model's usual size)")
     parser.add_argument("--height", type=whole_number())
     parser.add_argument("--width", type=whole_number())
@@ -66,8 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
 
-def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
-    cuda = inputs["hidden_states"].is_cuda
+def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any], cuda: bool) -> float:
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -79,14 +83,17 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
 
 
 def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
-    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density)."""
+    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density, the reasons of
+    the layers that ran dense)."""
     import fastdit
 
+    cuda = next(model.parameters()).is_cuda
     if method is None:
-        return _forward_seconds(model, inputs), 1.0
+        return _forward_seconds(model, inputs, cuda), 1.0, []
     fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
     try:
-        return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
+        seconds, stats = _forward_seconds(model, inputs, cuda), fastdit.stats(model)
+        return seconds, stats.mean_density(), sorted({r.reason for r in stats.records if r.dense})
     finally:
         fastdit.remove(model)
 
@@ -112,9 +119,10 @@ def _per_rank(medians: dict[str | None, float]) -> list[dict[str | None, float]]
 
 
 def _rows(configs: list[str | None], times: dict[str | None, list[float]], density: dict[str | None, float],
-          ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
+          reasons: dict[str | None, list[str]], ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
     """One report row per configuration, the first the dense baseline; under context parallelism a step
-    takes as long as its slowest rank."""
+    takes as long as its slowest rank. ``dense_reasons`` says why layers ran dense (e.g. a grid too small to
+    skip any block)."""
     def median(method: str | None) -> float:
         return max(r[method] for r in ranks) if ranks else statistics.median(times[method])
 
@@ -123,7 +131,7 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
     for method in configs:
         label = {None: "dense", "dense": "dense (fastdit)"}.get(method, method)
         row = {"method": label, "median_s": median(method), "min_s": min(times[method]),
-               "speedup": dense / median(method), "density": density[method]}
+               "speedup": dense / median(method), "density": density[method], "dense_reasons": reasons[method]}
         if ranks:
             row["rank_s"] = " / ".join(f"{r[method]:.3f}" for r in ranks)
         rows.append(row)
@@ -145,9 +153,40 @@ def _check_limits(model_id: str, overrides: dict[str, Any], frames: int, height:
 
     spec = MODEL_CONFIGS[model_id]
     pipe = SimpleNamespace(transformer=build_denoiser(model_id, device="meta", dtype=dtype, **overrides),
-                           vae_scale_factor_temporal=spec.vae_temporal, vae_scale_factor_spatial=spec.vae_spatial)
+                           vae_scale_factor_temporal=spec.size.t_compress, vae_scale_factor_spatial=spec.vae_spatial)
     check_call_limits(pipe, {"num_frames": frames, "height": height, "width": width}, device,
                       check_memory=check_memory)
+
+
+def _list() -> None:
+    """Every model ``--model`` takes (family, size, forwards per step, the config's source), then the supported
+    families that have none, with the reason."""
+    from fastdit.dummy.configs import MODEL_CONFIGS, NOT_BENCHED
+
+    for model_id, spec in MODEL_CONFIGS.items():
+        size = spec.size
+        shape = f"{size.width}x{size.height}" + (f", {size.frames} frames" if not spec.image else "")
+        print(f"{model_id}  ({spec.denoiser}; {shape}; {spec.cfg} forward{'s' * (spec.cfg > 1)} per step)\n"
+              f"    config: {spec.source}")
+    if NOT_BENCHED:
+        print("\nSupported families without a config here:")
+        for family, reason in NOT_BENCHED.items():
+            print(f"  {family}: {reason}")
+
+
+def _video_size(args: argparse.Namespace, spec: Any) -> tuple[int, int, int]:
+    """Frames, height and width of the run: the flags, else the published size (``--quick``: 5 latent frames),
+    refused with the model's rule when the pipeline couldn't make it."""
+    from fastdit.models.loading import check_video_size
+
+    quick_frames = 1 if spec.image else (QUICK_LATENT_FRAMES - 1) * spec.size.t_compress + 1
+    frames = args.frames or (quick_frames if args.quick else spec.size.frames)
+    height, width = args.height or spec.size.height, args.width or spec.size.width
+    if spec.image and frames != 1:
+        raise ValueError(f"{args.model} makes images: --frames must be 1, got {frames}")
+    check_video_size(args.model, frames, height, width, frame_step=None if spec.image else spec.size.t_compress,
+                     multiple=spec.size.s_compress)
+    return frames, height, width
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,9 +194,14 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.cli import CLIError
     from fastdit.cli.common import command_line, resolve_device, resolve_dtype
     from fastdit.dummy.configs import MODEL_CONFIGS, build_denoiser
-    from fastdit.models.loading import check_video_size
+    from fastdit.dummy.inputs import build_inputs
+    from fastdit.patching.families import detect_family
     from fastdit.patching.parallel.launch import is_main_process
+    from fastdit.patching.presets import PRESETS, VideoSize
 
+    if args.list:
+        _list()
+        return 0
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
     if args.parallel:
@@ -174,14 +218,11 @@ def run(args: argparse.Namespace) -> int:
     spec = MODEL_CONFIGS[args.model]
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    overrides = dict(QUICK_CONFIG) if args.quick else {}
+    overrides = spec.quick_overrides() if args.quick else {}
     if args.layers is not None:
         overrides["num_layers"] = args.layers
-    frames = args.frames or (QUICK_FRAMES if args.quick else spec.size.frames)
-    height, width = args.height or spec.size.height, args.width or spec.size.width
     try:
-        check_video_size(args.model, frames, height, width, frame_step=spec.vae_temporal,
-                         multiple=spec.vae_spatial * max(spec.config["patch_size"][1:]))
+        frames, height, width = _video_size(args, spec)
         _check_limits(args.model, overrides, frames, height, width, device, dtype, check_memory=not args.parallel)
     except ValueError as err:
         raise CLIError(str(err)) from None
@@ -195,52 +236,48 @@ def run(args: argparse.Namespace) -> int:
             enable_context_parallel(model, *parallel)
         except ValueError as err:
             raise CLIError(str(err)) from None
-    gen = torch.Generator(device).manual_seed(0)
-    inputs = {
-        "hidden_states": torch.randn(spec.latent_shape(frames, height, width), generator=gen, device=device,
-                                     dtype=dtype),
-        "timestep": torch.tensor([500.0], device=device),
-        "encoder_hidden_states": torch.randn(1, spec.text_tokens, spec.config["text_dim"], generator=gen,
-                                             device=device, dtype=dtype),
-    }
-    _, _, f, h, w = inputs["hidden_states"].shape
-    pt, ph, pw = spec.config["patch_size"]
-    grid = (f // pt, h // ph, w // pw)
-    tokens = grid[0] * grid[1] * grid[2]
+    inputs = build_inputs(spec.inputs, model, spec.latent(frames, height, width), spec.text_tokens, device, dtype)
+    token_grid = VideoSize(frames, height, width, spec.size.t_compress, spec.size.s_compress).grid
+    grid, tokens = (token_grid.t, token_grid.h, token_grid.w), token_grid.num_tokens
+    params = sum(p.numel() for p in model.parameters())
     if is_main_process():
         print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
-              f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
+              f"{tokens} tokens, {params / 1e6:,.0f}M parameters, {device} {str(dtype).removeprefix('torch.')}")
 
     # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
     # hit every method alike instead of whichever was being timed
-    apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
+    apply_kwargs = {"preset": args.model if args.model in PRESETS else "auto", "dense_steps": 0, "dense_layers": 0,
+                    "backend": args.backend}
+    preset_name = args.model if args.model in PRESETS else f"{detect_family(model).name} family's default"
     configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
     times: dict[str | None, list[float]] = {m: [] for m in configs}
     density: dict[str | None, float] = {}
+    reasons: dict[str | None, list[str]] = {}
     for _ in range(args.repeats):
         for method in configs:
-            seconds, density[method] = _timed(model, inputs, method, apply_kwargs)
+            seconds, density[method], reasons[method] = _timed(model, inputs, method, apply_kwargs)
             times[method].append(seconds)
     ranks = _per_rank({m: statistics.median(t) for m, t in times.items()}) if args.parallel else None
     if ranks is not None and ranks[0] is None:  # not rank 0: it reports for all
         return 0
-    rows = _rows(configs, times, density, ranks)
+    rows = _rows(configs, times, density, reasons, ranks)
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
-    data = {"model": args.model, "quick": args.quick, "config": config, "frames": frames, "height": height,
-            "width": width, "grid": grid, "tokens": tokens, "dtype": str(dtype), "repeats": args.repeats,
+    data = {"model": args.model, "denoiser": spec.denoiser, "source": spec.source, "quick": args.quick,
+            "config": config, "frames": frames, "height": height, "width": width, "grid": grid, "tokens": tokens,
+            "parameters": params, "forwards_per_step": spec.cfg, "dtype": str(dtype), "repeats": args.repeats,
             "warmup": args.warmup, "parallel": args.parallel, "rows": rows}
-    body = (f"Model: {args.model}{' scaled down (--quick: ' + str(QUICK_CONFIG) + ')' if args.quick else ''}, "
-            f"random weights; {frames} frames {width}x{height} -> token grid {grid} = {tokens} tokens; "
-            f"{config['num_layers']} layers x {config['num_attention_heads']} heads x "
-            f"{config['attention_head_dim']}; {str(dtype).removeprefix('torch.')}. One forward at batch 1 "
-            f"(Wan's CFG step is two); median of {args.repeats} rounds (every method once per round) after "
-            f"{args.warmup} warm-up; every layer "
-            f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset."
+    body = (f"Model: {args.model} ({spec.denoiser}{', scaled down: --quick ' + str(overrides) if args.quick else ''}; "
+            f"config: {spec.source}), random weights, {params / 1e6:,.0f}M parameters; {frames} frames "
+            f"{width}x{height} -> token grid {grid} = {tokens} tokens; {str(dtype).removeprefix('torch.')}. "
+            f"One forward at batch 1 (a denoising step of this model is {spec.cfg} such forward"
+            f"{'s' * (spec.cfg > 1)}); median of {args.repeats} "
+            f"rounds (every method once per round) after {args.warmup} warm-up; every layer sparse "
+            f"(dense_steps=0, dense_layers=0), knobs from the {preset_name} preset."
             + (f" Context parallelism {args.parallel}: median_s is the slowest rank's median, rank_s each "
                "rank's." if args.parallel else "") + "\n\n"
             + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]
