@@ -188,11 +188,13 @@ _UNSTATED = ("no offline source states its flagship checkpoint's config: the cla
 _WAN_LIKE = ("its defaults are the Wan 14B transformer's shape, but no offline source says which released checkpoint "
              "(with which widths of its own extra inputs) they are")
 NOT_BENCHED: dict[str, str] = {
-    **dict.fromkeys(("chronoedit", "wan_vace", "wan_animate", "anyflow", "helios"), _WAN_LIKE),
+    **dict.fromkeys(("chronoedit", "wan_vace", "wan_animate", "wan_animate2", "anyflow", "helios"), _WAN_LIKE),
     "hunyuan_video15": "its docstring names tencent/HunyuanVideo1.5, which holds 480p and 720p, text- and "
                        "image-to-video transformers; which one the defaults (target_size, 65 input channels) are "
                        "isn't stated offline",
     "ltx2": "its docstring points at Lightricks/LTX-Video (LTX 1), not at an LTX-2 checkpoint",
+    "sana_wm_refiner": "a step attends a KV cache the pipeline fills block by block, which one forward of random "
+                       "inputs doesn't model; and no offline source states the released refiner's config",
     "kandinsky6": "its docstring says the released checkpoints set text_token_padding, ca_rope, cross_gates and "
                   "fix_modulation, unlike the defaults, in their own config.json, which isn't available offline",
     "cosmos": "its docstring links the Cosmos project, which released 2B to 14B text- and video-to-world "
