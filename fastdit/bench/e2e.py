@@ -11,8 +11,14 @@ Each method is applied with the model's preset knobs and ``dense_steps=0``, ``de
 sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
 Reported: median (and min) forward time over ``--repeats`` rounds, each timing every method once (so load
 from elsewhere on a shared machine hits all methods alike), after ``--warmup`` untimed forwards per method;
-speedup = dense median / method median; the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
-heads (head dim, patch and frame size kept) and 5 latent frames, so it finishes on a CPU in minutes.
+speedup = dense median / method median; the mean attention density. Each row also says where the time went
+(:mod:`fastdit.runs.breakdown`, from ``fastdit.stats`` of the method's median forward): attention seconds and
+their speedup over dense, the attention share of the dense forward, fastdit's overhead share of the sparse
+attention, and the bound a perfect kernel at this density could give; the dense attention time is timed on
+fastdit's dense path (row ``dense (fastdit)``: the same SDPA the stock attention calls). ``accounted`` is the
+time ``stats`` saw inside the forward over the measured forward: its parts add up to the whole. ``--quick``
+shrinks the model to 2 layers of 2 heads (head dim, patch and frame size kept) and 5 latent frames, so it
+finishes on a CPU in minutes.
 
 Under ``torchrun`` with ``--parallel ulysses=N`` (or ``ring=N``) the model runs under diffusers' context
 parallelism; every rank times its own forwards and the report gives each rank's median and, as the step
@@ -33,7 +39,9 @@ from typing import Any
 
 import torch
 
+from fastdit.runs.breakdown import explain
 from fastdit.runs.report import markdown_table, write_report
+from fastdit.runtime.stats import AttentionStats
 
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 QUICK_LATENT_FRAMES = 5  # --quick: 17 frames of Wan, 33 of LTX (one frame for images)
@@ -82,18 +90,17 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any], cuda: bool)
     return time.perf_counter() - start
 
 
-def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
-    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density, the reasons of
-    the layers that ran dense)."""
+def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None,
+           apply_kwargs: dict[str, Any]) -> tuple[float, AttentionStats | None]:
+    """One forward, stock (``method=None``) or patched with ``method``: (seconds, its stats; ``None`` stock)."""
     import fastdit
 
     cuda = next(model.parameters()).is_cuda
     if method is None:
-        return _forward_seconds(model, inputs, cuda), 1.0, []
+        return _forward_seconds(model, inputs, cuda), None
     fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
     try:
-        seconds, stats = _forward_seconds(model, inputs, cuda), fastdit.stats(model)
-        return seconds, stats.mean_density(), sorted({r.reason for r in stats.records if r.dense})
+        return _forward_seconds(model, inputs, cuda), fastdit.stats(model)
     finally:
         fastdit.remove(model)
 
@@ -118,11 +125,38 @@ def _per_rank(medians: dict[str | None, float]) -> list[dict[str | None, float]]
     return gathered if dist.get_rank() == 0 else [None]
 
 
-def _rows(configs: list[str | None], times: dict[str | None, list[float]], density: dict[str | None, float],
-          reasons: dict[str | None, list[str]], ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
+WHY = ("attention_s", "kernel_s", "overhead_s", "attention_speedup", "attention_share", "overhead_share", "bound")
+
+
+def _median_run(runs: list[tuple[float, AttentionStats | None]]) -> tuple[float, AttentionStats | None]:
+    """The round whose time is the median (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
+def _why(method: str | None, runs: dict[str | None, list[tuple[float, AttentionStats | None]]],
+         dense: float) -> dict[str, Any]:
+    """Where the median forward's time went (attention dense vs sparse, overhead, bound) and how much of the
+    measured time ``stats`` accounts for; empty without fastdit's dense run to time dense attention."""
+    timed = _median_run(runs["dense"]) if "dense" in runs else (0.0, None)
+    seconds, stats = _median_run(runs[method]) if method is not None else timed
+    why = explain(seconds, stats, dense, timed[1])
+    if why is None:
+        return {}
+    row = {name: getattr(why, name) for name in WHY}
+    if method is None:  # the stock forward: its attention is the same SDPA that fastdit's dense path timed
+        row = {"attention_s": why.dense_attention_s, "attention_share": why.attention_share}
+    forward = stats.forward_s()
+    row["accounted"] = None if forward is None or method is None else forward / seconds
+    return row
+
+
+def _rows(configs: list[str | None], runs: dict[str | None, list[tuple[float, AttentionStats | None]]],
+          ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
     """One report row per configuration, the first the dense baseline; under context parallelism a step
-    takes as long as its slowest rank. ``dense_reasons`` says why layers ran dense (e.g. a grid too small to
-    skip any block)."""
+    takes as long as its slowest rank (and the breakdown of the time is left out: each rank has its own).
+    ``dense_reasons`` says why layers ran dense (e.g. a grid too small to skip any block)."""
+    times = {method: [seconds for seconds, _ in found] for method, found in runs.items()}
+
     def median(method: str | None) -> float:
         return max(r[method] for r in ranks) if ranks else statistics.median(times[method])
 
@@ -130,13 +164,19 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
     rows: list[dict[str, Any]] = []
     for method in configs:
         label = {None: "dense", "dense": "dense (fastdit)"}.get(method, method)
+        stats = runs[method][-1][1]
         row = {"method": label, "median_s": median(method), "min_s": min(times[method]),
-               "speedup": dense / median(method), "density": density[method], "dense_reasons": reasons[method]}
+               "speedup": dense / median(method), "density": stats.mean_density() if stats else 1.0,
+               "dense_reasons": sorted({r.reason for r in stats.records if r.dense}) if stats else []}
         if ranks:
             row["rank_s"] = " / ".join(f"{r[method]:.3f}" for r in ranks)
+        else:
+            row.update(_why(method, runs, dense))
         rows.append(row)
-        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x  "
-              f"density {row['density']:.3f}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
+        bound = f"  bound {row['bound']:.2f}x" if row.get("bound") else ""
+        share = f"  attention {row['attention_share']:.0%} of dense" if row.get("attention_share") else ""
+        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x{bound}  "
+              f"density {row['density']:.3f}{share}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
     return rows
 
 
@@ -249,21 +289,22 @@ def run(args: argparse.Namespace) -> int:
     apply_kwargs = {"preset": args.model if args.model in PRESETS else "auto", "dense_steps": 0, "dense_layers": 0,
                     "backend": args.backend}
     preset_name = args.model if args.model in PRESETS else f"{detect_family(model).name} family's default"
-    configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
+    # fastdit's dense path times the dense attention the stock forward can't (the breakdown's dense side)
+    baseline = [_baseline(model, inputs, apply_kwargs)] if args.parallel else [None, "dense"]
+    configs: list[str | None] = [*baseline, *args.methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
-    times: dict[str | None, list[float]] = {m: [] for m in configs}
-    density: dict[str | None, float] = {}
-    reasons: dict[str | None, list[str]] = {}
+    runs: dict[str | None, list[tuple[float, AttentionStats | None]]] = {m: [] for m in configs}
     for _ in range(args.repeats):
         for method in configs:
-            seconds, density[method], reasons[method] = _timed(model, inputs, method, apply_kwargs)
-            times[method].append(seconds)
-    ranks = _per_rank({m: statistics.median(t) for m, t in times.items()}) if args.parallel else None
-    if ranks is not None and ranks[0] is None:  # not rank 0: it reports for all
-        return 0
-    rows = _rows(configs, times, density, reasons, ranks)
+            runs[method].append(_timed(model, inputs, method, apply_kwargs))
+    ranks = None
+    if args.parallel:
+        ranks = _per_rank({m: statistics.median(seconds for seconds, _ in found) for m, found in runs.items()})
+        if ranks[0] is None:  # not rank 0: it reports for all
+            return 0
+    rows = _rows(configs, runs, ranks)
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
@@ -279,9 +320,15 @@ def run(args: argparse.Namespace) -> int:
             f"rounds (every method once per round) after {args.warmup} warm-up; every layer sparse "
             f"(dense_steps=0, dense_layers=0), knobs from the {preset_name} preset."
             + (f" Context parallelism {args.parallel}: median_s is the slowest rank's median, rank_s each "
-               "rank's." if args.parallel else "") + "\n\n"
-            + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]
-                             + (["rank_s"] if args.parallel else [])))
+               "rank's." if args.parallel else "")
+            + (" attention_s: seconds in self-attention per forward (dense: timed on fastdit's dense path); "
+               "attention_share: of the dense forward; overhead_share: of the sparse attention, outside the "
+               "kernel; bound: the speedup a perfect kernel at this density would give (Amdahl's law)."
+               if not args.parallel else "") + "\n\n"
+            + markdown_table(rows, ["method", "median_s", "min_s", "speedup"]
+                             + (["rank_s", "density"] if args.parallel else
+                                ["bound", "attention_s", "attention_speedup", "attention_share", "overhead_share",
+                                 "density"])))
     json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,
                                       command_line())
     print(f"wrote {json_path} and {md_path}")

@@ -11,6 +11,12 @@ With a diffusers cache (``cache=``), the cache runs alone (through fastdit's den
 stock attention, so ``stats`` can count what it served) and with each method, so the table shows the cache's
 speedup, the method's, and the two combined, each against the stock attention.
 
+Every row also says why its speedup is what it is (:mod:`fastdit.runs.breakdown`): attention time dense vs
+sparse and its speedup, the attention share of the dense run, the dense warm-up and overhead shares, and the
+bound a perfect kernel at this density could reach. The markdown table leads with what sparse attention changed
+(attention time, density, quality), then the end-to-end speedup next to its bound, and explains each method in
+one sentence under the table.
+
 In JSON, a PSNR of identical videos is written as the string ``"inf"`` (JSON has no infinity); every other
 PSNR is a number in dB.
 """
@@ -25,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fastdit.runs.breakdown import Breakdown, explain
 from fastdit.runs.caches import CacheSpec, knob_label
 from fastdit.runs.media import film_strip, side_by_side, write_image, write_video
 from fastdit.runs.metrics import psnr, ssim
@@ -36,8 +43,10 @@ from fastdit.runtime.files import write_text
 __all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"]
 
 BASELINE = "dense"
-COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "lpips", "density",
-           "sparse_density", "sparse_fraction", "cached_fraction")
+COLUMNS = ("method", "attention_s", "attention_speedup", "density", "psnr_db", "ssim", "lpips", "speedup", "bound",
+           "attention_share", "warmup_share", "overhead_share", "total_s", "step_speedup")
+WHY = ("attention_s", "dense_attention_s", "attention_speedup", "attention_share", "warmup_share", "overhead_share",
+       "bound")  # the breakdown's numbers a row carries
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,22 @@ class Comparison:
         """A still: one row per run, ``count`` of its frames."""
         return film_strip(self._panels(), count)
 
+    def breakdowns(self) -> list[tuple[str, Breakdown]]:
+        """Each sparse run's breakdown (runs without timed stats left out)."""
+        dense_stats = _dense_stats(self.baseline, self.runs)
+        found = [(run.label, explain(run.total_s, run.stats, self.baseline.total_s, dense_stats))
+                 for run in self.runs]
+        return [(label, why) for label, why in found if why is not None]
+
     def markdown(self) -> str:
+        """The table, the line on why it has no LPIPS (if so), then one sentence per method on why its speedup
+        is what it is."""
+        lines = [f"- **{label}**: {why.sentence()}" for label, why in self.breakdowns()
+                 if label != "dense (fastdit)"]
         table = markdown_table(self.rows, COLUMNS)
-        return table if self.lpips_unavailable is None else f"{table}\n{self.lpips_unavailable}.\n"
+        if self.lpips_unavailable is not None:
+            table += f"\n{self.lpips_unavailable}.\n"
+        return table + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in self.rows]
@@ -113,12 +135,34 @@ class Comparison:
                           "density": "mean share of the dense attention work over every (step, layer): dense "
                                      "counts as 1, a call a cache served as 0",
                           "sparse_density": "mean density over the (step, layer) calls that ran sparse",
-                          "cached_fraction": "share of self-attention layer calls a diffusers cache served"}}
+                          "cached_fraction": "share of self-attention layer calls a diffusers cache served",
+                          "attention_s": "seconds in self-attention over the run (kernel, layout build, "
+                                         "permutation, bookkeeping)",
+                          "dense_attention_s": "the dense run's attention seconds: timed on fastdit's dense run when "
+                                               "there is one, else this run's dense calls times the dense run's "
+                                               "call count",
+                          "attention_speedup": "dense_attention_s / attention_s",
+                          "attention_share": "dense_attention_s / the dense run's total: what sparse attention can "
+                                             "act on",
+                          "warmup_share": "share of this run's time in its dense warm-up steps",
+                          "overhead_share": "share of this run's attention time outside the kernel (layout "
+                                            "build, permutation, bookkeeping)",
+                          "bound": "the speedup a perfect kernel at this density would give (Amdahl's law): "
+                                   "dense total / (dense total - dense_attention_s x (1 - density))"}}
 
 
-def _row(run: RunResult, baseline: RunResult, perceptual: Any) -> dict[str, Any]:
-    """One run's metrics row; ``perceptual`` is the LPIPS metric, or None where it is unavailable."""
+def _dense_stats(baseline: RunResult, runs: Sequence[RunResult]) -> Any:
+    """The timed stats of a dense run: the baseline's when fastdit ran it, else a ``dense (fastdit)`` run's."""
+    if baseline.stats is not None:
+        return baseline.stats
+    return next((r.stats for r in runs if r.sparse.get("method") == BASELINE and r.cache is None), None)
+
+
+def _row(run: RunResult, baseline: RunResult, perceptual: Any, dense_stats: Any = None) -> dict[str, Any]:
+    """One run's metrics row; ``perceptual`` is the LPIPS metric, or None where it is unavailable, and
+    ``dense_stats`` a dense run's timed stats, which the breakdown compares the run's attention time with."""
     base_step, step = baseline.mean_step_s, run.mean_step_s
+    why = explain(run.total_s, run.stats, baseline.total_s, dense_stats)
     return {
         "method": run.label,
         "total_s": run.total_s,
@@ -133,6 +177,7 @@ def _row(run: RunResult, baseline: RunResult, perceptual: Any) -> dict[str, Any]
         "sparse_density": run.stats.sparse_density() if run.stats else None,
         "sparse_fraction": run.stats.sparse_fraction() if run.stats else 0.0,
         "cached_fraction": run.stats.cached_fraction() if run.stats else 0.0,
+        **{name: None if why is None else getattr(why, name) for name in WHY},
     }
 
 
@@ -179,7 +224,9 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
         baseline = fastest.pop(BASELINE)
     runs = [fastest[label] for label, _, _ in configs if label != BASELINE]
     perceptual, unavailable = _lpips_for(baseline)
-    return Comparison(baseline, runs, [_row(r, baseline, perceptual) for r in (baseline, *runs)], unavailable)
+    dense_stats = _dense_stats(baseline, runs)
+    rows = [_row(r, baseline, perceptual, dense_stats) for r in (baseline, *runs)]
+    return Comparison(baseline, runs, rows, unavailable)
 
 
 def _lpips_for(baseline: RunResult) -> tuple[Any, str | None]:
@@ -227,6 +274,8 @@ def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, c
     media = paths.get("video", paths.get("image"))
     write_text(f"# fastdit compare\n\nCommand: `{command}`\n\n{comparison.markdown()}\n"
                f"PSNR/SSIM/LPIPS are vs the dense (stock attention) output over all frames; speedup is total "
-               f"pipeline time, step_speedup the mean denoising step. Side by side: `{media.name}`.\n",
+               f"pipeline time, step_speedup the mean denoising step; attention_s is the run's time in "
+               f"self-attention, attention_share the dense run's; bound is the speedup a perfect kernel at this "
+               f"density would give (Amdahl's law). Side by side: `{media.name}`.\n",
                paths["table_md"])
     return paths

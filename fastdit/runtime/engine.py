@@ -3,7 +3,7 @@
 Processors do the model-specific work (projections, norms, RoPE, where text tokens sit) and hand this engine
 ``q, k, v [B, H, S, D]`` in the model's token order. The engine decides dense or sparse for this step and
 layer, applies entropy scaling, builds (or reuses) the layout, moves tokens into the layout's own order and
-back, runs the kernel, and records what it did.
+back, runs the kernel, and records what it did, with the time of each part (the context's clock).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from fastdit.runtime.config import LayerPlan, SparseConfig
 from fastdit.runtime.context import RunContext
 from fastdit.runtime.entropy import entropy_scale_factor
 from fastdit.runtime.stats import LayerRecord
+from fastdit.runtime.timing import CallTimes
 
 __all__ = ["SparseAttention", "AttentionCall", "Decision", "key_padding", "check_backend"]
 
@@ -109,6 +110,7 @@ class Decision:
     method: str = ""
     keys: torch.Tensor | None = None
     ordered_qk: tuple[torch.Tensor, torch.Tensor] | None = None
+    times: CallTimes = dataclasses.field(default_factory=CallTimes)  # layout build and q, k permutation so far
 
     @property
     def dense(self) -> bool:
@@ -176,39 +178,55 @@ class SparseAttention:
         if keys_only and keys_only != text_tokens:
             raise ValueError(f"q has {q.shape[2]} tokens and k {k.shape[2]}: a call with fewer queries than keys "
                              f"must have one key per video query plus its {text_tokens} text keys")
+        clock = self.context.clock
+        call = clock.start(q.device)
         decision = self.decide(k.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
                                text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
-                               ordered_qk=lambda order: (_ordered_queries(order, q), order.to_order(k)))
+                               ordered_qk=lambda order: (_ordered_queries(order, q), order.to_order(k)),
+                               device=q.device)
+        times = decision.times
         if self.observer is not None:
             queries = _joint_queries(q, text_tokens, text_position, decision.full_grid) if keys_only else q
             self.observer(AttentionCall(queries, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
                                         decision.scale, attn_mask))
-        self.record(decision)
+        self.record(decision, times)
         if decision.dense:
-            out = dense(q, k, v, decision.scale) if dense is not None else \
-                F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            with clock.span(q.device, times, "kernel"):
+                if dense is not None:
+                    out = dense(q, k, v, decision.scale)
+                else:
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            clock.stop(call, times, "total")
             return (out, None) if return_lse else out
-        order = decision.order
+        order, layout = decision.order, decision.layout.to(q.device)
         rows = order.video_blocks if keys_only else order.num_blocks
-        qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
-        out = self._sparse(qt[:, :, :rows * order.block_size], kt, order.to_order(v), order, decision.layout,
-                           decision.scale, decision.keys, rows, return_lse)
+        with clock.span(q.device, times, "permute"):
+            qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
+            vt = order.to_order(v)
+        with clock.span(q.device, times, "kernel"):
+            out = self._sparse(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
+                               decision.keys, rows, return_lse)
         out, lse = out if return_lse else (out, None)
-        if keys_only:  # back from the layout's order: the video's rows only
-            video = order.video_destination.to(out.device)
-            out, lse = out.index_select(2, video), (None if lse is None else lse.index_select(2, video))
-        else:
-            out, lse = order.from_order(out), (None if lse is None else order.from_order(lse, dim=-1))
+        with clock.span(q.device, times, "permute"):
+            if keys_only:  # back from the layout's order: the video's rows only
+                video = order.video_destination.to(out.device)
+                out, lse = out.index_select(2, video), (None if lse is None else lse.index_select(2, video))
+            else:
+                out, lse = order.from_order(out), (None if lse is None else order.from_order(lse, dim=-1))
+        clock.stop(call, times, "total")
         return (out, lse) if return_lse else out
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
                text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
                heads: HeadSlice | None = None,
-               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Decision:
+               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None,
+               device: torch.device | None = None) -> Decision:
         """Dense or sparse, and on which layout, for a self-attention call over ``tokens`` tokens, without
         running it: the arguments are :meth:`__call__`'s. ``ordered_qk(order)`` gives q and k in the layout's
-        order; it is called only when a dynamic method reads them. Context-parallel ring attention decides
-        here and runs the kernel on its own share of the rows (:mod:`fastdit.patching.parallel.ring`)."""
+        order; it is called only when a dynamic method reads them; the time that takes and the layout build go
+        to ``decision.times``, timed on ``device`` (where q and k are; default the CPU). Context-parallel ring
+        attention decides here and runs the kernel on its own share of the rows
+        (:mod:`fastdit.patching.parallel.ring`)."""
         call_grid = grid if grid is not None else self.context.grid
         full_grid = None if call_grid is None else dataclasses.replace(
             call_grid, text_tokens=text_tokens, text_position=text_position,
@@ -227,8 +245,13 @@ class SparseAttention:
                 reason = "dense_plan"  # every head of this rank's slice attends every block
         if reason is None:
             order = self._order(spec, settings, layer, full_grid)
-            qt, kt = ordered_qk(order) if spec.dynamic else (None, None)
-            layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
+            device, clock = device or torch.device("cpu"), self.context.clock
+            qt, kt = None, None
+            if spec.dynamic:
+                with clock.span(device, decision.times, "permute"):
+                    qt, kt = ordered_qk(order)
+            with clock.span(device, decision.times, "layout"):
+                layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
             if layout.density() >= 1.0:
                 reason = self._full_layout(order, spec.name)
             else:
@@ -237,14 +260,16 @@ class SparseAttention:
         decision.reason = reason
         return decision
 
-    def record(self, decision: Decision) -> None:
-        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density)."""
+    def record(self, decision: Decision, times: CallTimes | None = None) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density), with
+        ``times``, which the caller fills as the call runs (``None``: untimed)."""
+        timed = [] if times is None else [times]
         if decision.dense:
-            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens)
+            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens, timed)
             self.context.stats.last_grid = decision.grid
             return
         self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
-                     decision.tokens)
+                     decision.tokens, timed)
         self.context.stats.last_layout = decision.layout
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
@@ -362,9 +387,10 @@ class SparseAttention:
             _WARNED.add(message)
             warnings.warn(f"fastdit: {message}", stacklevel=2)
 
-    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
+    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int,
+                times: list[CallTimes]) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
-                                        density=density, reason=reason, tokens=tokens))
+                                        density=density, reason=reason, tokens=tokens, times=times))
 
 
 def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None) -> torch.Tensor:

@@ -120,6 +120,12 @@ def test_a_browser_on_a_laptop_screen(app_url):
                 box = result.bounding_box()
                 assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= laptop["height"], box
             assert page.get_by_text("17 frames, 128x128, 8 steps, seed 0").is_visible()
+            # why the speedup is what it is: attention dense -> sparse, its share, the bound, and the time bars
+            assert page.get_by_text("Attention", exact=True).is_visible()
+            assert page.get_by_text(re.compile(r"s → .* s \(\d+\.\d\dx\), \d+% of the dense run")).is_visible()
+            assert page.get_by_text("with a perfect kernel at this density").is_visible()
+            bars = page.locator(".time-bars")
+            assert bars.is_visible() and bars.locator("span[title^='attention']").count() == 2
 
             page.get_by_label("Seed (a whole number from 0 to 2⁶⁴−1)").fill("12abc")
             page.get_by_role("button", name="Generate").click()

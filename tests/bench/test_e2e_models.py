@@ -36,8 +36,8 @@ def test_quick_model_runs_dense_and_sparse(tmp_path, one_thread, model_id):
     assert code == 0
     data = json.loads((tmp_path / "e2e.json").read_text())
     assert data["grid"] == list(grid) and data["forwards_per_step"] == spec.cfg
-    assert [r["method"] for r in data["rows"]] == ["dense", method]
-    sparse = data["rows"][1]
+    assert [r["method"] for r in data["rows"]] == ["dense", "dense (fastdit)", method]
+    sparse = data["rows"][-1]
     assert 0 < sparse["density"] < 1, sparse  # fastdit read the latent grid and skipped blocks
     assert set(sparse["dense_reasons"]) <= {"grid too small", "full layout"}, sparse  # a UNet's smaller levels
     depth = {k: v for k, v in data["config"].items() if "layers" in k or "heads" in k}
