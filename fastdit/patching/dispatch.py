@@ -29,7 +29,9 @@ because its processor's denoising call names a backend of its own (flex) with th
 over keys packed ``[video | side keys]``. The wrapper hands that call to :meth:`DispatchedAttention.side`: the
 video part runs through the engine, the side keys (which the family's :class:`SideKeys` says which queries see)
 dense, and the two merge by their log-sum-exp, which is exactly the model's masked attention when the video
-part is dense; a dense decision runs the model's own call unchanged.
+part is dense; a dense decision runs the model's own call unchanged. A processor that accepts no backend but its
+own (AnyFlow-FAR's, whose video keys come after its KV cache's) keeps it (the family's ``keeps_backend``):
+fastdit recognises its module by the pre-hook alone.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ class DispatchedAttention(SparseProcessorMixin):
         self.grid_of = family.call_grid  # this call's grid from the recorded one, where the model has several
         self.context_parallel_joined = family.context_parallel_joined
         self.side_keys = family.side_keys
+        self.keeps_backend = family.keeps_backend
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
@@ -191,13 +194,21 @@ class DispatchedAttention(SparseProcessorMixin):
         return self.grid_of(self.grid, tokens)
 
     def installed_on(self, module: torch.nn.Module) -> bool:
-        return self.hook is not None and getattr(module.processor, "_attention_backend", None) is _entry()
+        return self.hook is not None and self._ours(module.processor)
+
+    def _ours(self, processor: Any) -> bool:
+        """Whether ``processor`` dispatches to this handler: it names fastdit's backend entry, or, where the
+        family keeps the processor's own backend, it is the processor fastdit took."""
+        if self.keeps_backend:
+            return processor is self.original
+        return getattr(processor, "_attention_backend", None) is _entry()
 
     def take(self, module: torch.nn.Module) -> None:
         """Point ``module``'s stock processor at fastdit's backend entry, and name this handler before each of
         its calls."""
         self.entry = _entry()
-        self.original._attention_backend = self.entry  # also for a wrapped processor: the mark installed_on reads
+        if not self.keeps_backend:  # also for a wrapped processor: the mark installed_on reads
+            self.original._attention_backend = self.entry
         if self.wrapped:
             _wrap_dispatch(self.original)
         self.hook = module.register_forward_pre_hook(self.enter)
@@ -216,7 +227,7 @@ class DispatchedAttention(SparseProcessorMixin):
         _CURRENT.handler = self
         if self.wrapped:
             # unless the user has set another backend since apply (then the model runs dense on the active one)
-            _CURRENT.armed = self if getattr(processor, "_attention_backend", None) is self.entry else None
+            _CURRENT.armed = self if self._ours(processor) else None
 
     def give_back(self) -> None:
         """The stock processor gets the backend it had before :meth:`take`, unless the user has set another one
@@ -267,7 +278,7 @@ class DispatchedAttention(SparseProcessorMixin):
     def side(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: Any,
              parallel_config: Any, call: dict[str, Any]) -> torch.Tensor:
         """A call the processor sends with a backend and mask of its own (``call``: its other arguments), over
-        keys that hold side keys after the video's (:class:`~fastdit.patching.families.base.SideKeys`, from the
+        keys that hold side keys beside the video's (:class:`~fastdit.patching.families.base.SideKeys`, from the
         family).
 
         The video queries over the video keys run through the engine; when it decides dense, its dense
@@ -295,18 +306,22 @@ class DispatchedAttention(SparseProcessorMixin):
             whole.append(stock(scale))
             return whole[0][:, :layout.video].transpose(1, 2)
 
-        video = [x[:, :layout.video].transpose(1, 2) for x in (query, key, value)]
+        keys = slice(layout.video_keys, layout.video_keys + layout.video)
+        video = [query[:, :layout.video].transpose(1, 2)] + [x[:, keys].transpose(1, 2) for x in (key, value)]
         out, lse = self.engine(*video, layer=self.layer, model=self.model_name, grid=self.call_grid(layout.video),
                                dense=dense, return_lse=True)
         if lse is None:
             return whole[0]
+        result = torch.zeros_like(query)  # padding rows: the model drops them
+        if not layout.count:
+            result[:, :layout.video] = out.transpose(1, 2)
+            return result
         side_out, side_lse = self._side_attention(query, key, value, layout,
                                                   self.engine.scale(layout.video, query.shape[-1]))
         rows = layout.rows
         merged, _ = merge_partial(out[:, :, rows].float(), lse[:, :, rows], side_out.float(), side_lse)
         out = out.clone()
         out[:, :, rows] = merged.to(out.dtype)
-        result = torch.zeros_like(query)  # padding rows: the model drops them
         result[:, :layout.video] = out.transpose(1, 2)
         return result
 
@@ -321,17 +336,16 @@ class DispatchedAttention(SparseProcessorMixin):
         batch, _, heads, dim = query.shape
         groups, block = layout.groups, self.engine.config.block_size
 
-        def runs(x: torch.Tensor, part: slice) -> torch.Tensor:  # [B, S, H, D] part -> [B·G, H, S/G padded, D]
-            x = x[:, part]
+        def runs(x: torch.Tensor, *parts: slice) -> torch.Tensor:  # [B, S, H, D] parts -> [B·G, H, S/G padded, D]
+            x = torch.cat([x[:, part] for part in parts], dim=1) if len(parts) > 1 else x[:, parts[0]]
             x = x.reshape(batch * groups, x.shape[1] // groups, heads, dim).transpose(1, 2)
             return torch.nn.functional.pad(x, (0, 0, 0, -x.shape[2] % block))
 
-        q, k, v = runs(query, layout.rows), runs(key, layout.keys), runs(value, layout.keys)
+        q, k, v = runs(query, layout.rows), runs(key, *layout.parts), runs(value, *layout.parts)
         n_q, n_kv = q.shape[2] // block, k.shape[2] // block
         row_ptr = (torch.arange(n_q + 1) * n_kv)[None]
         full = BlockLayout(row_ptr, torch.arange(n_kv).repeat(n_q), block, block, q.shape[2], k.shape[2],
-                           kv_valid=torch.arange(k.shape[2], device=q.device) < (layout.keys.stop - layout.keys.start)
-                           // groups)
+                           kv_valid=torch.arange(k.shape[2], device=q.device) < layout.count // groups)
         out, lse = attention(q, k, v, full.to(q.device), scale=scale, backend=self.engine.config.backend,
                              return_lse=True)
         rows = (layout.rows.stop - layout.rows.start) // groups

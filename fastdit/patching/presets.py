@@ -249,6 +249,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("wan_animate", "Wan-Animate", "wan"),
     ("wan_animate2", "Wan-Animate 2", "wan"),
     ("anyflow", "AnyFlow", "wan"),
+    ("anyflow_far", "AnyFlow-FAR", "wan"),
     ("helios", "Helios", "wan"),
     ("cosmos", "Cosmos", "wan"),
     ("kandinsky5", "Kandinsky 5.0 (its own NABLA is another method)", "wan"),

@@ -23,13 +23,14 @@ from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_tr
                                  dummy_pixart_transformer, dummy_prx_transformer, dummy_qwen_image21_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
                                  dummy_transformer_2d, dummy_unet, dummy_z_image_transformer)
-from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
-                                 dummy_consisid_transformer, dummy_cosmos_transformer, dummy_easyanimate_transformer,
-                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
-                                 dummy_hunyuan_video_transformer, dummy_kandinsky5_transformer,
-                                 dummy_kandinsky6_transformer, dummy_latte_transformer, dummy_ltx2_transformer,
-                                 dummy_ltx_transformer, dummy_minimax_h3_transformer, dummy_mochi_transformer,
-                                 dummy_motif_video_transformer, dummy_sana_wm_refiner_transformer)
+from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_far_transformer, dummy_anyflow_transformer,
+                                 dummy_cogvideox_transformer, dummy_consisid_transformer, dummy_cosmos_transformer,
+                                 dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
+                                 dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
+                                 dummy_kandinsky5_transformer, dummy_kandinsky6_transformer, dummy_latte_transformer,
+                                 dummy_ltx2_transformer, dummy_ltx_transformer, dummy_minimax_h3_transformer,
+                                 dummy_mochi_transformer, dummy_motif_video_transformer,
+                                 dummy_sana_wm_refiner_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -84,6 +85,21 @@ def _wan_animate2(grid, batch):
                 encoder_hidden_states=list(_randn(batch, TEXT, 32)), kv_cache=cache, kv_cache_mode="cached",
                 seq_len=t * h * w, reference_grid_sizes=torch.tensor([[t - 1, h, w]] * batch),
                 origin_len=4 * (t - 2), origin_area=[16 * h, 16 * w])
+
+
+def _anyflow_far(grid, batch):
+    """An autoregressive step: the fourth chunk (``t`` latent frames) after chunks of 1, 2 and 2 frames, whose
+    per-layer keys and values are cached (random, as the cache-writing passes would have left them): the first
+    chunk's compressed to the ``compressed_patch_size`` grid, the other two at full resolution."""
+    t, h, w = grid
+    g = torch.Generator().manual_seed(t * h * w)
+    compressed, full = (2 * h // 4) * (2 * w // 4), 4 * h * w
+    cache = {layer: {"compressed_cache": torch.randn(2, batch, 2, compressed, 16, generator=g),
+                     "full_cache": torch.randn(2, batch, 2, full, 16, generator=g)} for layer in range(2)}
+    return dict(hidden_states=torch.randn(batch, t, 16, 2 * h, 2 * w, generator=g),
+                timestep=torch.full((batch, t), 500.0), r_timestep=torch.full((batch, t), 400.0),
+                encoder_hidden_states=_randn(batch, TEXT, 32), chunk_partition=[1, 2, 2, t], kv_cache=cache,
+                kv_cache_flag={"num_cached_chunks": 3, "is_cache_step": False})
 
 
 def _helios(grid, batch):
@@ -530,6 +546,7 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("motif_video", dummy_motif_video_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("anyflow_far", dummy_anyflow_far_transformer, _anyflow_far, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("kandinsky5", dummy_kandinsky5_transformer, _kandinsky5, _VIDEO_GRIDS,
          ("visual_transformer_blocks.0.cross_attention", "text_transformer_blocks.0.self_attention")),
     Case("kandinsky6", dummy_kandinsky6_transformer, _kandinsky6, _VIDEO_GRIDS,

@@ -34,18 +34,31 @@ class SideKeys:
     """Where the keys sit that a model's own mask (a flex ``BlockMask``) adds to a video self-attention call,
     and which queries see them, so that fastdit can take such a call.
 
-    The call's first ``video`` queries and keys are the video's, and every video query attends every video
-    key; queries past ``video`` are padding whose rows the model drops. The video queries ``rows`` fall into
-    ``groups`` equal consecutive runs, and run ``i`` also attends run ``i`` of ``groups`` equal runs of the keys
-    ``keys`` (Wan-Animate 2: frame ``f`` of the video also attends frame ``f - 1`` of its reference video). No
-    other key is attended: fastdit runs the video part through the engine, the side keys dense, and merges the
-    two by their log-sum-exp (:meth:`fastdit.patching.dispatch.DispatchedAttention.side`).
+    The call's first ``video`` queries are the video's, and so are its ``video`` keys from ``video_keys`` on
+    (``0``: the keys start with the video's; more where side keys come first, a KV cache); every video query
+    attends every video key; queries past ``video`` are padding whose rows the model drops. The video queries
+    ``rows`` fall into ``groups`` equal consecutive runs, and run ``i`` also attends run ``i`` of ``groups`` equal
+    runs of the side keys ``keys`` (one slice, or several taken in order as one sequence) (Wan-Animate 2: frame
+    ``f`` of the video also attends frame ``f - 1`` of its reference video). No other key is attended: fastdit
+    runs the video part through the engine, the side keys dense, and merges the two by their log-sum-exp
+    (:meth:`fastdit.patching.dispatch.DispatchedAttention.side`).
     """
 
     video: int
     rows: slice
-    keys: slice
+    keys: slice | tuple[slice, ...]
     groups: int = 1
+    video_keys: int = 0
+
+    @property
+    def parts(self) -> tuple[slice, ...]:
+        """The side keys' slices, in order."""
+        return self.keys if isinstance(self.keys, tuple) else (self.keys,)
+
+    @property
+    def count(self) -> int:
+        """How many side keys there are."""
+        return sum(part.stop - part.start for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,10 @@ class Family:
     each of its calls (by name) instead of the forward's inputs, and a forward runs on the grid of the last call;
     ``side_keys(grid, queries, keys)`` is, on the generic path, the :class:`SideKeys` of a self-attention call
     over ``queries`` queries and ``keys`` keys that the stock processor sends with a backend and mask of its own
-    (``None``: that call runs as the model sent it); with it fastdit takes that call too.
+    (``None``: that call runs as the model sent it); with it fastdit takes that call too;
+    ``keeps_backend``: (with ``side_keys``) the stock processor accepts only the backend it names itself
+    (AnyFlow-FAR's raises on any other), so fastdit leaves its ``_attention_backend`` alone and takes its calls by
+    the module's pre-hook and the wrapped ``dispatch_attention_fn`` alone.
     ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
@@ -103,6 +119,7 @@ class Family:
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
     grid_method: str | None = None
     side_keys: Callable[[TokenGrid, int, int], SideKeys | None] | None = None
+    keeps_backend: bool = False
     models: str = ""
     sparsified: str = ""
     untouched: str = "—"

@@ -39,6 +39,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     sana_wm_refiner.SANA_WM_REFINER,
     minimax_h3.MINIMAX_H3,
     anyflow.ANYFLOW,
+    anyflow.ANYFLOW_FAR,
     kandinsky.KANDINSKY5,
     kandinsky.KANDINSKY6,
     mochi.MOCHI,
@@ -87,9 +88,6 @@ UNSUPPORTED: dict[str, str] = {
     "SanaWMTransformer3DModel": "its self-attention is linear (a gated delta net, no softmax) in every block but each "
                                 "`softmax_every_n`-th, whose softmax attention calls SDPA in a module with no "
                                 "attention processor for fastdit to replace",
-    "AnyFlowFARTransformer3DModel": "its processor accepts only the flex backend and attends chunk-causally "
-                                    "(a BlockMask) over a KV cache held on another patch grid; fastdit doesn't "
-                                    "combine its layouts with a model's own BlockMask yet",
     "Kandinsky6SRTransformer3DModel": "its self-attention is already sparse: its processor names the flex backend "
                                       "with its own NABLA block mask over a fractal token order, which fastdit "
                                       "doesn't replace",
