@@ -188,7 +188,8 @@ _UNSTATED = ("no offline source states its flagship checkpoint's config: the cla
 _WAN_LIKE = ("its defaults are the Wan 14B transformer's shape, but no offline source says which released checkpoint "
              "(with which widths of its own extra inputs) they are")
 NOT_BENCHED: dict[str, str] = {
-    **dict.fromkeys(("chronoedit", "wan_vace", "wan_animate", "wan_animate2", "anyflow", "helios"), _WAN_LIKE),
+    **dict.fromkeys(("chronoedit", "wan_vace", "wan_animate", "wan_animate2", "anyflow", "anyflow_far", "helios"),
+                    _WAN_LIKE),
     "hunyuan_video15": "its docstring names tencent/HunyuanVideo1.5, which holds 480p and 720p, text- and "
                        "image-to-video transformers; which one the defaults (target_size, 65 input channels) are "
                        "isn't stated offline",
