@@ -40,7 +40,7 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
     with ThreadPoolExecutor(2) as pool:
         futures = {seed: pool.submit(client.predict, *demo_request(seed), api_name="/generate") for seed in (11, 12)}
         results = {seed: f.result(timeout=600) for seed, f in futures.items()}
-    for seed, (status, dense, sparse, markdown, layout, numbers) in results.items():
+    for seed, (status, dense, sparse, markdown, _bars, layout, numbers) in results.items():
         assert numbers["seed"] == seed and numbers["frames"] == 9 and numbers["size"] == "128x128"
         assert "Speedup" in markdown and numbers["speedup"] > 0 and 0 < numbers["density"] <= 1
         for video in (dense, sparse):
