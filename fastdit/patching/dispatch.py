@@ -201,7 +201,7 @@ class DispatchedAttention(SparseProcessorMixin):
         family keeps the processor's own backend, it is the processor fastdit took."""
         if self.keeps_backend:
             return processor is self.original
-        return getattr(processor, "_attention_backend", None) is _entry()
+        return getattr(processor, "_attention_backend", None) is self.entry  # not _entry(): traced in enter
 
     def take(self, module: torch.nn.Module) -> None:
         """Point ``module``'s stock processor at fastdit's backend entry, and name this handler before each of
