@@ -20,6 +20,9 @@ yet others, and some queries (and heads) concentrate far more than others. VMoBA
 Kernel granularity: a block-sparse kernel selects keys per block of queries, so a query block attends the
 union of its queries' chunks, and a key block is read when it holds any token of a chosen chunk (chunks need
 not be whole blocks). Both only add keys. One layout serves the batch (the union over its elements).
+Padded positions (the tail of a sequence that is no multiple of the block) neither select nor are selected,
+as upstream, which never pads; unmasked, they selected every chunk and the union spread that to their block:
+3.1% of all token pairs extra on a 9×11×15 grid (128-token blocks, structured q/k, published options).
 
 Published setting (FastVideo ``wan_1.3B_77_480_832.json``, Wan2.1-1.3B): 1D chunk 2 frames, 2D chunk 3×4
 tokens, 3D chunk 4×6×4 tokens, threshold 0.25. The official code requires the 2D/3D chunks to divide the
@@ -90,25 +93,28 @@ def select_chunks(q: torch.Tensor, k: torch.Tensor, chunk: torch.Tensor, n_chunk
     """``[B, H, S, C]`` bool: the chunks each query attends under VMoBA's ``query_head`` threshold rule.
 
     ``q, k [B, H, S, D]`` in any token order and ``chunk [S]`` the chunk of each position (``-1`` = padding,
-    never a key). Heads are processed one at a time so memory stays at ``B · S · C`` per head.
+    never a key, never a query: it selects nothing). Heads are processed one at a time so memory stays at
+    ``B · S · C`` per head.
     """
     B, H, S, D = q.shape
     chunk = chunk.to(q.device)
     valid = chunk >= 0
-    keys, ids = valid.nonzero().flatten(), chunk[valid]
+    real, ids = valid.nonzero().flatten(), chunk[valid]
     counts = torch.bincount(ids, minlength=n_chunks).clamp(min=1).view(1, -1, 1)
-    own = torch.nn.functional.one_hot(chunk.clamp(min=0), n_chunks).bool()  # [S, C]: the query's own chunk
-    out = torch.empty(B, H, S, n_chunks, dtype=torch.bool, device=q.device)
+    # Padding is left out before scoring: a padded query's gate is all equal, so its normalised mass is 0
+    # and the threshold is never reached, which would select every chunk (and spread it to its whole block).
+    own = torch.nn.functional.one_hot(ids, n_chunks).bool()  # [S_real, C]: the query's own chunk
+    out = torch.zeros(B, H, S, n_chunks, dtype=torch.bool, device=q.device)
     for h in range(H):
-        valid_keys = k[:, h].index_select(1, keys).float()
+        valid_keys = k[:, h].index_select(1, real).float()
         means = valid_keys.new_zeros(B, n_chunks, D).index_add_(1, ids, valid_keys) / counts  # [B, C, D]
-        gate = torch.matmul(q[:, h].float(), means.transpose(-1, -2))  # [B, S, C]
+        gate = torch.matmul(q[:, h].index_select(1, real).float(), means.transpose(-1, -2))  # [B, S_real, C]
         low, high = gate.amin(-1, keepdim=True), gate.amax(-1, keepdim=True)
         span = high - low
         norm = (gate - low) / torch.where(span <= 1e-6, torch.ones_like(span), span)
         total = norm.sum(-1, keepdim=True) + 1e-6
         remain = (threshold - (norm * own).sum(-1, keepdim=True) / total).clamp(min=0)
-        out[:, h] = _take_until(norm.masked_fill(own, 0.0), remain, total) | own
+        out[:, h, real] = _take_until(norm.masked_fill(own, 0.0), remain, total) | own
     return out
 
 
