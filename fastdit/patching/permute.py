@@ -43,7 +43,7 @@ def _moved(x: Any, index: torch.Tensor, ndim: int) -> Any:
     if isinstance(x, tuple):
         return tuple(_moved(part, index, ndim) for part in x)
     if isinstance(x, torch.Tensor) and x.ndim == ndim:
-        return x.index_select(1, index.to(x.device))
+        return x.index_select(1, index.to(x.device))  # RoPE tables may sit elsewhere
     return x
 
 
@@ -80,22 +80,28 @@ class PermuteOnce:
             return None
         if block is self.first:
             self._start(block, args, kwargs)
-            if self.index is not None:
-                args, kwargs = replace_input(block, args, kwargs, self.tokens.hidden_states,
-                                             lambda x: _moved(x, self.index[0], 3))
         if self.index is None:
             return None
-        for name, ndim in self.tokens.per_token:
-            args, kwargs = replace_input(block, args, kwargs, name, lambda x, ndim=ndim: self._swap(x, ndim))
+        context = self.engine.context
+        with context.clock.span(self.index[0].device, context.step_times(), "permute"):
+            if block is self.first:
+                args, kwargs = replace_input(block, args, kwargs, self.tokens.hidden_states,
+                                             lambda x: _moved(x, self.index[0], 3))
+            for name, ndim in self.tokens.per_token:
+                args, kwargs = replace_input(block, args, kwargs, name, lambda x, ndim=ndim: self._swap(x, ndim))
         return args, kwargs
 
     def leave(self, block: torch.nn.Module, args: tuple, output: Any) -> Any:
         """The last block's hook: its output back in the model's order."""
         if torch.compiler.is_compiling() or self.engine.context.held is None:
             return None
-        self.engine.context.held = None
+        context = self.engine.context
+        context.held = None
         self.swapped = []
-        return None if self.index is None else _moved(output, self.index[1], 3)
+        if self.index is None:
+            return None
+        with context.clock.span(self.index[1].device, context.step_times(), "permute"):
+            return _moved(output, self.index[1], 3)
 
     def _start(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """This forward's order (``context.held``) and permutation, at its first block: ``None`` (the per-call
@@ -108,7 +114,9 @@ class PermuteOnce:
                                   or hidden.shape[1] != order.grid.num_tokens):
             order = None
         self.engine.context.held = order
-        self.index = None if order is None else _permutation(order)
+        index = None if order is None else _permutation(order)
+        # on the hidden states' device: the moves' times are taken there too
+        self.index = None if index is None else (index[0].to(hidden.device), index[1].to(hidden.device))
 
     def _swap(self, x: Any, ndim: int) -> Any:
         """``x`` permuted, once per forward: every block gets the same RoPE tables, so permute them once."""

@@ -113,8 +113,12 @@ class RunContext:
     def start_forward(self, device: torch.device) -> None:
         """A denoiser forward of the current step starts running on ``device`` in this thread (after
         :meth:`observe_forward` counted it): its time goes to the step."""
-        times = self.stats.step_times.setdefault(max(self.step, 0), StepTimes())
-        self._forward_spans.setdefault(threading.get_ident(), []).append((times, self.clock.start(device)))
+        self._forward_spans.setdefault(threading.get_ident(), []).append((self.step_times(),
+                                                                          self.clock.start(device)))
+
+    def step_times(self) -> StepTimes:
+        """The current step's times (what its forwards and their once-per-forward permutations add to)."""
+        return self.stats.step_times.setdefault(max(self.step, 0), StepTimes())
 
     def end_forward(self) -> None:
         """This thread's innermost forward :meth:`start_forward` timed has ended (none open: nothing to do)."""

@@ -24,9 +24,11 @@ PARTS = ("attention", "kernel", "layout", "permute", "rest")  # the times a reco
 
 @dataclass
 class StepTimes:
-    """Seconds one denoising step spent inside the patched denoisers' forwards."""
+    """Seconds one denoising step spent inside the patched denoisers' forwards, and, of those, moving tokens
+    into a layout's order and back once per forward (``permute_once``: outside any attention call)."""
 
     forward: float = 0.0
+    permute: float = 0.0
 
 
 @dataclass
@@ -140,9 +142,28 @@ class AttentionStats:
         all)."""
         return sum(getattr(r, f"{part}_s") for r in (self.records if records is None else records))
 
+    def once_s(self) -> float:
+        """Seconds permuting tokens once per forward (``permute_once``), outside the attention calls."""
+        return sum(t.permute for t in self.step_times.values())
+
     def overhead_s(self) -> float:
-        """Seconds of the attention calls outside the kernel: layout build, permutation, bookkeeping."""
-        return self.seconds("attention") - self.seconds("kernel")
+        """Seconds of sparse attention outside the kernel: layout build, permutation (in the calls and once per
+        forward), bookkeeping."""
+        return self.seconds("attention") - self.seconds("kernel") + self.once_s()
+
+    def parts_s(self) -> dict[str, float] | None:
+        """The denoisers' forward time in parts that add up to it: ``kernel``, ``layout``, ``permute`` (in the
+        calls and once per forward), ``bookkeeping`` (the rest of the attention calls) and ``other`` (the model
+        outside attention); ``None`` when the forwards were not timed. Each part but ``other`` is timed on its
+        own (``bookkeeping`` is what a call's parts leave of its timed total, ``other`` what the calls and the
+        permutations leave of the timed forward, both at least 0): their sum exceeds the forward when a part was
+        counted twice, and falls short of the measured forward when the forward's timing missed some of it."""
+        forward = self.forward_s()
+        if forward is None:
+            return None
+        parts = {"kernel": self.seconds("kernel"), "layout": self.seconds("layout"),
+                 "permute": self.seconds("permute") + self.once_s(), "bookkeeping": self.seconds("rest")}
+        return {**parts, "other": max(0.0, forward - self.seconds("attention") - self.once_s())}
 
     def forward_s(self) -> float | None:
         """Seconds inside the denoisers' forwards over the call (``None``: not timed)."""
@@ -167,6 +188,7 @@ class AttentionStats:
                "cached_fraction": self.cached_fraction(), "records": [r.to_dict() for r in self.records]}
         out["time_s"] = {part: self.seconds(part) for part in PARTS}
         out["time_s"]["forward"] = self.forward_s()
+        out["time_s"]["permute_once"] = self.once_s()
         out["step_forward_s"] = [self.step_times[s].forward for s in sorted(self.step_times)]
         out["attention_share"] = self.attention_share()
         return out

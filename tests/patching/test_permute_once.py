@@ -31,7 +31,7 @@ def _run(model, inputs, method, permute_once, **options):
     try:
         with torch.no_grad():
             out = model(*inputs, return_dict=False)[0]
-        return out, fastdit.stats(model).records
+        return out, fastdit.stats(model)
     finally:
         fastdit.remove(model)
 
@@ -45,12 +45,17 @@ def _run(model, inputs, method, permute_once, **options):
 def test_permuted_once_equals_per_call_without_gathers(transformer, method, options, frames, height, width,
                                                         per_token):
     inputs = _inputs(frames, height, width, per_token_timestep=per_token)
-    per_call, per_call_records = _run(transformer, inputs, method, False, **options)
-    once, once_records = _run(transformer, inputs, method, True, **options)
+    per_call, per_call_stats = _run(transformer, inputs, method, False, **options)
+    once, once_stats = _run(transformer, inputs, method, True, **options)
+    per_call_records, once_records = per_call_stats.records, once_stats.records
     torch.testing.assert_close(once, per_call, atol=1e-5, rtol=1e-5)
     assert all(r.gathered for r in per_call_records if not r.dense)
     assert [r.density for r in once_records] == [r.density for r in per_call_records]
     assert any(not r.dense for r in once_records) and not any(r.gathered for r in once_records)
+    # the moves outside the attention calls are timed as overhead (raster: nothing moves)
+    assert per_call_stats.once_s() == 0 and (once_stats.once_s() > 0) == (method != "radial")
+    assert once_stats.overhead_s() == pytest.approx(once_stats.seconds("attention") - once_stats.seconds("kernel")
+                                                     + once_stats.once_s())
 
 
 @pytest.mark.parametrize("method,options,frames,height,width", [
@@ -60,18 +65,18 @@ def test_permuted_once_equals_per_call_without_gathers(transformer, method, opti
 def test_orders_it_cannot_hold_keep_the_per_call_path(transformer, method, options, frames, height, width):
     inputs = _inputs(frames, height, width)
     per_call, _ = _run(transformer, inputs, method, False, **options)
-    once, records = _run(transformer, inputs, method, True, **options)
-    sparse = [r for r in records if not r.dense]
-    assert sparse and all(r.gathered for r in sparse)
+    once, stats = _run(transformer, inputs, method, True, **options)
+    sparse = [r for r in stats.records if not r.dense]
+    assert sparse and all(r.gathered for r in sparse) and stats.once_s() == 0
     assert torch.equal(once, per_call)
 
 
 def test_dense_layers_and_observer(transformer):
     inputs = _inputs(8, 16, 24)
     per_call, _ = _run(transformer, inputs, "grat", False, dense_layers=1, **SURROUND)
-    once, records = _run(transformer, inputs, "grat", True, dense_layers=1, **SURROUND)
+    once, stats = _run(transformer, inputs, "grat", True, dense_layers=1, **SURROUND)
     torch.testing.assert_close(once, per_call, atol=1e-5, rtol=1e-5)  # dense SDPA on permuted tokens too
-    assert records[0].dense and not any(r.gathered for r in records)
+    assert stats.records[0].dense and not any(r.gathered for r in stats.records)
     seen = []
     fastdit.apply(transformer, method="grat", preset=None, block_size=16, permute_once=True, **SURROUND)
     set_observer(transformer, lambda call: seen.append(call.q))
