@@ -9,7 +9,8 @@ backend does: the first block's pre-hook permutes them and tells the engine (``R
 blocks' pre-hooks swap in the permuted per-token inputs, and the last block's hook restores the model's order.
 Only the real tokens move; an order with padding between tokens (a tile that does not divide the grid) keeps
 the per-call path, and one with padding only at its end gets it appended by the engine. A compiled or
-context-parallel forward keeps the per-call path too.
+context-parallel forward, and a model with diffusers hooks (a cache), keep the per-call path too. The moves
+are timed into the step's ``StepTimes.permute`` (overhead, outside the attention calls).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def _moved(x: Any, index: torch.Tensor, ndim: int) -> Any:
     return x
 
 
+def _diffusers_hooks(model: torch.nn.Module) -> bool:
+    """Whether diffusers hooks sit anywhere in ``model`` (``enable_cache``, before or after ``apply``). A cache
+    keeps block outputs or residuals from one step for later ones, and a step in the dense warm-up runs in the
+    model's order: a residual kept there and added to permuted tokens, or served past the last block's hook,
+    mixes the orders (measured: FirstBlockCache and MagCache on the tiny Wan pipeline changed the output by up to
+    10% of its range), so such a model keeps the per-call path."""
+    return any(getattr(getattr(module, "_diffusers_hook", None), "hooks", None) for module in model.modules())
+
+
 class PermuteOnce:
     """The hooks that permute one denoiser's tokens once per forward (see the module docstring).
 
@@ -60,7 +70,7 @@ class PermuteOnce:
     """
 
     def __init__(self, tokens: BlockTokens, engine: Any, model: torch.nn.Module, handler: Any) -> None:
-        self.tokens, self.engine, self.handler = tokens, engine, handler
+        self.tokens, self.engine, self.handler, self.model = tokens, engine, handler, model
         self.index: tuple[torch.Tensor, torch.Tensor] | None = None  # this forward's (into, back), when moving
         self.swapped: list[tuple[Any, Any]] = []  # (per-token input as the model passed it, permuted), this forward
         blocks = list(getattr(model, tokens.blocks))
@@ -105,10 +115,11 @@ class PermuteOnce:
 
     def _start(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """This forward's order (``context.held``) and permutation, at its first block: ``None`` (the per-call
-        path) when the engine has none, the sequence is split over ranks, or the hidden states are not the
-        grid's tokens."""
+        path) when the engine has none, the sequence is split over ranks, diffusers hooks sit in the model, or
+        the hidden states are not the grid's tokens."""
         self.swapped = []
-        order = None if parallel_config(self.handler) is not None else self.engine.forward_order()
+        hooked = parallel_config(self.handler) is not None or _diffusers_hooks(self.model)
+        order = None if hooked else self.engine.forward_order()
         hidden = forward_input(block, args, kwargs, self.tokens.hidden_states)
         if order is not None and (not isinstance(hidden, torch.Tensor) or hidden.ndim != 3
                                   or hidden.shape[1] != order.grid.num_tokens):
