@@ -129,7 +129,7 @@ def explain(total_s: float, stats: AttentionStats | None, dense_total_s: float |
     """
     if stats is None or not stats.seconds("attention"):
         return None
-    attention = stats.seconds("attention") + stats.once_s()  # tokens permuted once per forward: for attention
+    attention = stats.attention_s()
     measured = dense_stats is not None and dense_stats.seconds("attention") > 0
     if measured:
         dense_attention = dense_stats.seconds("attention")

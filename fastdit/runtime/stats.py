@@ -146,10 +146,15 @@ class AttentionStats:
         """Seconds permuting tokens once per forward (``permute_once``), outside the attention calls."""
         return sum(t.permute for t in self.step_times.values())
 
+    def attention_s(self) -> float:
+        """Seconds of self-attention: the attention calls and, with ``permute_once``, the tokens' moves into
+        their order and back, which replace the calls' own."""
+        return self.seconds("attention") + self.once_s()
+
     def overhead_s(self) -> float:
-        """Seconds of sparse attention outside the kernel: layout build, permutation (in the calls and once per
+        """Seconds of self-attention outside the kernel: layout build, permutation (in the calls and once per
         forward), bookkeeping."""
-        return self.seconds("attention") - self.seconds("kernel") + self.once_s()
+        return self.attention_s() - self.seconds("kernel")
 
     def parts_s(self) -> dict[str, float] | None:
         """The denoisers' forward time in parts that add up to it: ``kernel``, ``layout``, ``permute`` (in the
@@ -163,7 +168,7 @@ class AttentionStats:
             return None
         parts = {"kernel": self.seconds("kernel"), "layout": self.seconds("layout"),
                  "permute": self.seconds("permute") + self.once_s(), "bookkeeping": self.seconds("rest")}
-        return {**parts, "other": max(0.0, forward - self.seconds("attention") - self.once_s())}
+        return {**parts, "other": max(0.0, forward - self.attention_s())}
 
     def forward_s(self) -> float | None:
         """Seconds inside the denoisers' forwards over the call (``None``: not timed)."""
@@ -181,7 +186,7 @@ class AttentionStats:
     def attention_share(self) -> float | None:
         """Share of the denoisers' forward time spent in self-attention (``None``: not timed)."""
         forward = self.forward_s()
-        return self.seconds("attention") / forward if forward else None
+        return self.attention_s() / forward if forward else None
 
     def to_dict(self) -> dict:
         out = {"steps": self.steps, "mean_density": self.mean_density(), "sparse_fraction": self.sparse_fraction(),
@@ -200,7 +205,7 @@ class AttentionStats:
         served = f", {cached:.0%} of layer calls served by a cache" if cached else ""
         text = (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse{served}, "
                 f"mean density {self.mean_density():.3f}")
-        attention, share = self.seconds("attention"), self.attention_share()
+        attention, share = self.attention_s(), self.attention_share()
         if attention:
             of_forward = f" = {share:.0%} of the denoiser's time" if share is not None else ""
             text += (f"; attention {attention:.3g} s{of_forward} (kernel {self.seconds('kernel'):.3g} s, "
