@@ -95,17 +95,16 @@ class CompileResult:
 
 def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, int, int, int]]:
     """The autotune configs ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` the kernel tries on ``arch`` for
-    ``variant``, warp-specialized (``ws``; 64-key tiles only when the variant has padding) or not."""
+    ``variant``, warp-specialized (``ws``) or not."""
     from fastdit.kernels.triton import forward as ta
 
     candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
-    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
-            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] > ta.WS_MASKED_KV_TILE)]
+    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)]
 
 
 def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:
     """The config the kernel's first choice of kv tile leads to (the compile test's subject)."""
-    level0 = VARIANTS[variant]["N_LEVELS"] == 1 and not (ws and VARIANTS[variant]["HAS_MASK"])
+    level0 = VARIANTS[variant]["N_LEVELS"] == 1
     kv_tile = 128 if arch >= 90 and level0 else 64
     return max((c for c in configs_for(arch, variant, ws) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
 
@@ -132,14 +131,14 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
                      RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
                      BLOCK_M=block_m, BLOCK_N=block_n, **VARIANTS[variant])
-    ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
+    ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
 
     def kind(name: str) -> str:
         if name in constants:
             return "constexpr"
         if name in ints:
             return "*i32"
-        if name in ("Lse", "PooledBias"):
+        if name in ("Lse", "PooledBias", "KvBias"):
             return "*fp32"
         if name[0].isupper():
             return f"*{dtype}"

@@ -45,20 +45,43 @@ def _check(layout, tiles, dtype=torch.float32, scale=None, D=16):
     torch.testing.assert_close(lse[:, :, rows], ref_lse[:, :, rows], atol=tol, rtol=tol)
 
 
+def _assert_full_tiles_first(layout: BlockLayout, prep, kv_tile: int) -> None:
+    """Each row lists the live tiles of its level-0 blocks, its full tiles first, then those holding padding."""
+    tile_ptr, tiles = _tile_list(layout, prep, kv_tile)
+    valid = prep.kv_valid.view(-1, kv_tile)
+    level0 = layout.to_level_map() == 0
+    partial_seen = 0
+    for h in range(layout.num_heads):
+        for r in range(layout.n_q_blocks):
+            start, full, end = (int(x) for x in tile_ptr[h, 2 * r:2 * r + 3])
+            ids = (tiles[start:end] // kv_tile).tolist()
+            assert all(bool(valid[t].all()) for t in ids[:full - start])
+            assert not any(bool(valid[t].all()) for t in ids[full - start:])
+            kept = level0[h, r]
+            per_block = layout.block_kv // kv_tile
+            expected = {c * per_block + j for c in kept.nonzero().flatten().tolist() for j in range(per_block)
+                        if bool(valid[c * per_block + j].any())}
+            assert sorted(ids) == sorted(expected) and len(ids) == len(expected)
+            partial_seen += end - full
+    assert partial_seen  # the case has partial tiles (the text block, padded rows)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_tiles_of_padding_only_are_skipped_and_the_result_is_unchanged(dtype):
     layout = _half_padded_layout()
     prep = _prepare(layout, torch.device(DEVICE))
     tile_ptr, tiles = _tile_list(layout, prep, 16)
     assert tiles.numel() < 2 * layout.nnz  # the dead halves are not in the list
-    assert bool((tiles & 1).any())  # partial tiles (the text block, padded rows) carry their flag
+    _assert_full_tiles_first(layout, prep, 16)
     assert prep.skip_q
     _check(layout, (16, 16), dtype)  # 16-query tiles of padding only visit nothing either
     _check(layout, (32, 32), dtype)
 
 
 def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale():
-    _check(_half_padded_layout(max_level=2, seed=3), (16, 16), scale=-0.3)
+    layout = _half_padded_layout(max_level=2, seed=3)
+    _assert_full_tiles_first(layout, _prepare(layout, torch.device(DEVICE)), 16)
+    _check(layout, (16, 16), scale=-0.3)
 
 
 def test_the_fused_pooling_pass_equals_the_reference_levels():
