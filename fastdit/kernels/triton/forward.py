@@ -280,6 +280,7 @@ def _block_sparse_fwd(
     visits nothing.
     """
     SUB: tl.constexpr = BLOCK_Q // BLOCK_M
+    LOG_BLOCK_M: tl.constexpr = BLOCK_M.bit_length() - 1
     pid = tl.program_id(0)
     j = pid // SUB
     b = j % n_batch
@@ -288,7 +289,11 @@ def _block_sparse_fwd(
     row = slot % n_q_blocks
     pid_m = row * SUB + pid % SUB
     pid_bh = b * n_heads + h
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # A shift, not the product the Q descriptor's coordinate uses: Triton 3.9's partitioner moves the second
+    # consumer's coordinate 64 rows on, and when offs_m shares that scalar it moves offs_m too, on top of the
+    # rows 64..127 it already gives that consumer (whose stores then land 64 rows late; the compile report's
+    # partition row ranges show it).
+    offs_m = (pid_m << LOG_BLOCK_M) + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
 
