@@ -348,9 +348,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- compile only (no GPU)
-_COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes",
-                    "kv_buffers", "pooled_buffers", "mma", "mma_count", "c7515", "tma_ops", "partitions", "bar_sync",
-                    "ok", "failures"]
+_COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "threads",
+                    "ctas_per_sm", "kv_buffers", "pooled_buffers", "mma", "c7515", "tma_ops", "loop_instructions",
+                    "mufu_per_mma", "barriers_per_tile", "wait_depth", "maxnreg", "partition_rows", "ok", "failures"]
 
 
 def compile_only(args: argparse.Namespace) -> int:
@@ -368,6 +368,7 @@ def compile_only(args: argparse.Namespace) -> int:
             compile_kernel,
             configs_for,
             default_config,
+            same_code,
         )
     except ImportError as err:
         raise CLIError(f"--compile-only needs triton with its NVIDIA backend ({err})") from None
@@ -383,34 +384,54 @@ def compile_only(args: argparse.Namespace) -> int:
                 row = compile_kernel(arch, variant, config, tma=tma, ws=ws).row()
                 rows.append(row)
                 print(_line({k: row[k] for k in _COMPILE_COLUMNS}), flush=True)
-    data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": SHARED_CAP, "rows": rows}
+    data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": SHARED_CAP, "rows": rows,
+            "same_code": same_code(rows)}
+    for row in data["same_code"]:
+        print(_line(row), flush=True)
     name = args.name or "kernels_compile"
     json_path, md_path = write_report(args.out, name, "Block-sparse attention kernel: compile-level resources",
                                       data, compile_markdown(data), "fastdit bench kernels --compile-only")
     print(f"wrote {json_path} and {md_path}")
-    return 0
+    failed = [r for r in rows if not r["ok"]] + [r for r in data["same_code"] if r["ok"] is False]
+    for row in failed:
+        print(f"FAILED: {_line(row)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def compile_markdown(data: dict[str, Any]) -> str:
-    from fastdit.bench.triton_compile import ARCHS, VARIANTS
+    from fastdit.bench.triton_compile import ARCHS, SAME_CODE_TOLERANCE, VARIANTS
 
     green = sum(r["ok"] for r in data["rows"])
-    parts = [f"The v2 forward compiled by Triton for each target without a GPU (PTX, then ptxas), head dim "
-             f"{data['head_dim']}, {data['dtype']}, {data['block']}-token blocks. Variants: "
+    same = [r for r in data["same_code"] if r["ok"] is not None]
+    parts = [f"The v3 forward compiled by Triton for each target without a GPU (PTX, then ptxas, then cuobjdump's "
+             f"SASS), head dim {data['head_dim']}, {data['dtype']}, {data['block']}-token blocks. Variants: "
              + "; ".join(f"`{name}` ({', '.join(f'{k}={v}' for k, v in c.items())})" for name, c in VARIANTS.items())
              + ". Each variant at every autotune config the kernel tries for it on that target; on sm_90 "
              "once more with Q/K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
              "GPU), and level 0 at every config of the warp-specialized loop (`ws`: opt-in, FASTDIT_TRITON_WS=1; "
-             "w = warps per consumer warpgroup; partitions = Triton split the loop into a TMA producer and "
-             "consumers). kv_buffers = K/V buffers the software pipeliner keeps in the level-0 loop "
-             "(pooled_buffers: in the pooled levels' loop, whose keys are gathered); shared memory against the cap "
-             "of each target "
-             f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); mma_count = matrix "
-             "instructions in the PTX; c7515 = ptxas' warning that wgmma is serialized; bar_sync = barriers in "
-             "the PTX. Green = no spills, within the shared-memory cap, >= 3 K/V buffers at level 0, wgmma on "
-             "sm_90 (mma.sync on sm_80), no C7515, and a partitioned loop where `ws` asks for one: "
+             "w = warps per consumer warpgroup). kv_buffers = K/V buffers the software pipeliner keeps in the "
+             "level-0 loop (pooled_buffers: in the pooled levels' loop, whose keys are gathered); shared memory "
+             "against the cap of each target "
+             f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); threads per block and "
+             "blocks per multiprocessor (ctas_per_sm: shared memory, registers, threads); c7515 = ptxas' warning "
+             "that wgmma is serialized. From the SASS, the hot loops (backward branches around HGMMA/HMMA) in code "
+             "order: level 0's full tiles, its partial tiles, the pooled levels (ws: one loop per consumer "
+             "warpgroup); loop_instructions = instructions per warp per iteration (one kv tile) of each; "
+             "mufu_per_mma = special-function ops (exp2) per matrix instruction in the first loop; "
+             "barriers_per_tile = CTA-wide barriers per iteration of the first loop; wait_depth = the deepest "
+             "wgmma wait in the loops (0: each GEMM waited on before the next step, no overlap of matrix work and "
+             "softmax); maxnreg = setmaxnreg register counts (producer/consumers); partition_rows = query rows of "
+             "the tile each consumer partition computes. Green = no spills, within the shared-memory cap, >= 3 "
+             "K/V buffers at level 0 (2 in the warp-specialized loop), wgmma on sm_90 (mma.sync on sm_80), no "
+             "C7515, the expected hot loops (full tiles unmasked, partial tiles in a loop of their own), a "
+             "partitioned loop where `ws` asks for one, its consumers on disjoint rows covering the tile: "
              f"**{green} of {len(data['rows'])} green**.\n"]
     for arch, label in ARCHS.items():
         rows = [r for r in data["rows"] if r["arch"] == arch]
         parts += [f"## {label}\n", markdown_table(rows, [c for c in _COMPILE_COLUMNS if c != "arch"])]
+    parts += ["## Full tiles: the same code with padding elsewhere\n",
+              f"SASS instructions per iteration of the full-tile loop, `level0-padded` over `level0` at the same "
+              f"config; within {SAME_CODE_TOLERANCE:.0%}: **{sum(r['ok'] for r in same)} of {len(same)}** (ws rows "
+              "run all tiles through one loop with the key bias: listed, not checked).\n",
+              markdown_table(data["same_code"], ["arch", "config", "level0", "level0_padded", "ratio", "ok"])]
     return "\n".join(parts)

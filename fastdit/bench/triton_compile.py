@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 __all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "WS_VARIANTS", "CompileResult", "compile_kernel", "compile_pooling",
-           "configs_for", "default_config", "check"]
+           "configs_for", "default_config", "check", "same_code"]
 
 VARIANTS = {
     # level 0 of an unpadded grid (radial on raster order, 128-token blocks): no validity bits read
@@ -35,7 +35,12 @@ ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
 WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)
 # largest dynamic shared memory one block may use: 227 KB on H100/H200, 163 KB on A100
 SHARED_CAP = {90: 232448, 80: 166912}
+# per multiprocessor: shared memory (each block also takes 1 KB of it), registers, threads, blocks
+SM_SHARED, SM_REGISTERS, SM_THREADS, SM_BLOCKS = {90: 233472, 80: 167936}, 65536, 2048, 32
 MIN_KV_BUFFERS = 3
+# the warp-specialized loop's producer warp refills one buffer while the consumers read the other
+MIN_WS_KV_BUFFERS = 2
+SAME_CODE_TOLERANCE = 0.05  # the padded build's full-tile loop against the unpadded build's, in SASS instructions
 
 
 @dataclass
@@ -62,6 +67,24 @@ class CompileResult:
     tma: bool = False  # Q/K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
     ws: bool = False  # warp-specialized level-0 loop asked for (FASTDIT_TRITON_WS=1)
     partitions: int = 0  # ttg.warp_specialize ops in the TTGIR (1: the loop was split into producer/consumers)
+    threads: int = 0  # per block, producer warps included
+    ctas_per_sm: int = 0  # blocks resident per multiprocessor (shared memory, registers, threads)
+    # the hot loops in SASS (backward branches around matrix instructions), in code order: level 0's full
+    # tiles, its partial tiles, the pooled levels (warp-specialized: one loop per consumer warpgroup)
+    loop_instructions: list[int] = field(default_factory=list)  # per warp per iteration (one kv tile)
+    loop_mma: list[int] = field(default_factory=list)  # HGMMA (sm_90) / HMMA (sm_80) per iteration
+    loop_mufu: list[int] = field(default_factory=list)  # special-function ops (exp2) per iteration
+    loop_barriers: list[int] = field(default_factory=list)  # CTA-wide barriers (BAR.SYNC/ARV) per iteration
+    wait_depth: int | None = None  # deepest wgmma.wait_group in the hot loops (0: every GEMM waited on at once)
+    maxnreg: list[int] = field(default_factory=list)  # setmaxnreg register counts used (warp-specialized)
+    partition_rows: list[tuple[int, int]] = field(default_factory=list)  # query rows [start, end) per consumer
+
+    def expected_loops(self) -> int:
+        """Hot loops this build must have: level 0's full tiles (one per consumer when warp-specialized), its
+        partial tiles in a loop of their own (unless warp-specialized), the pooled levels'."""
+        variant = VARIANTS[self.variant]
+        level0 = len(self.partition_rows) if self.ws else 1 + variant["HAS_MASK"]
+        return level0 + (variant["N_LEVELS"] > 1)
 
     def failures(self) -> list[str]:
         """Why this compile is not green (empty when it is)."""
@@ -70,8 +93,12 @@ class CompileResult:
             out.append(f"spills ({self.spill_bytes} B, stack {self.stack_bytes} B)")
         if self.shared_bytes > SHARED_CAP[self.arch]:
             out.append(f"shared memory {self.shared_bytes} B > cap {SHARED_CAP[self.arch]} B")
-        if self.kv_buffers < MIN_KV_BUFFERS:
-            out.append(f"{self.kv_buffers} K/V buffers in the level-0 loop (< {MIN_KV_BUFFERS})")
+        least = MIN_WS_KV_BUFFERS if self.ws else MIN_KV_BUFFERS
+        if self.kv_buffers < least:
+            out.append(f"{self.kv_buffers} K/V buffers in the level-0 loop (< {least})")
+        if len(self.loop_instructions) != self.expected_loops():
+            out.append(f"{len(self.loop_instructions)} hot loops in SASS, expected {self.expected_loops()} (level-0 "
+                       "full tiles unmasked, partial tiles masked apart, pooled levels)")
         if self.arch >= 90 and self.mma != "wgmma":
             out.append(f"no wgmma on sm_{self.arch} ({self.mma})")
         if self.arch < 90 and self.mma != "mma.sync":
@@ -82,12 +109,23 @@ class CompileResult:
             out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
         if self.ws and not self.partitions:
             out.append("warp specialization asked for, no ttg.warp_specialize in the TTGIR")
+        if self.ws and self.partitions:
+            rows = sorted(self.partition_rows)
+            tiled = (bool(rows) and rows[0][0] == 0 and rows[-1][1] == self.block_m and all(a < b for a, b in rows)
+                     and all(b == c for (_, b), (c, _) in zip(rows, rows[1:])))
+            if not tiled:
+                out.append(f"consumer partitions compute query rows {rows}, not [0, {self.block_m}) once each "
+                           "(duplicate or misplaced work)")
         return out
 
     def row(self) -> dict:
         row = asdict(self)
         row["config"] = (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
                          + (" ws" if self.ws else " tma" if self.tma else ""))
+        first = self.loop_instructions[:1]
+        row["insts_per_tile"] = first[0] if first else None
+        row["mufu_per_mma"] = round(self.loop_mufu[0] / self.loop_mma[0], 2) if first and self.loop_mma[0] else None
+        row["barriers_per_tile"] = self.loop_barriers[0] if first else None
         row["ok"] = not self.failures()
         row["failures"] = "; ".join(self.failures())
         return row
@@ -172,11 +210,15 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     # not pipelined, and is how Q's tile shows when it comes through TMA
     buffers = [int(n) for n, keys, d in re.findall(r"ttg\.local_alloc[^\n]*?!ttg\.memdesc<(\d+)x(\d+)x(\d+)x", ttgir)
                if int(keys) in (kv_tile, block_n) and int(d) == head_dim and int(n) > 1]
+    loops = _hot_loops(_sass(kernel.asm["cubin"]), "HGMMA" if arch >= 90 else "HMMA")
+    threads = next((int(n) for n in re.findall(r"\.(?:reqntid|maxntid) (\d+)", ptx)), warps * 32)
+    registers = number(r"Used (\d+) registers")
+    waits = [int(n) for n in re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, 0x([0-9a-f]+)", "\n".join(sum(loops, [])))]
     wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
     mma_sync = len(re.findall(r"\bmma\.sync", ptx))
     return CompileResult(
         arch=arch, variant=variant, block_m=block_m, block_n=block_n, kv_tile=kv_tile, num_warps=warps,
-        num_stages=stages, registers=number(r"Used (\d+) registers"),
+        num_stages=stages, registers=registers,
         spill_bytes=number(r"(\d+) bytes spill stores") + number(r"(\d+) bytes spill loads"),
         stack_bytes=number(r"(\d+) bytes stack frame"), shared_bytes=int(kernel.metadata.shared),
         kv_buffers=min(buffers[:2], default=0),
@@ -184,7 +226,93 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
         c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma, ws=ws,
-        partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)))
+        partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)), threads=threads,
+        ctas_per_sm=_ctas_per_sm(arch, int(kernel.metadata.shared), registers, threads),
+        loop_instructions=[len(body) for body in loops],
+        loop_mma=[sum(" HGMMA" in x or " HMMA" in x for x in body) for body in loops],
+        loop_mufu=[sum(" MUFU." in x for x in body) for body in loops],
+        loop_barriers=[sum(" BAR.SYNC" in x or " BAR.ARV" in x for x in body) for body in loops],
+        wait_depth=max(waits, default=None),
+        maxnreg=sorted({int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}),
+        partition_rows=_partition_rows(ttgir))
+
+
+def _sass(cubin: bytes) -> str:
+    """The cubin's SASS, by the cuobjdump that ships with Triton."""
+    import os
+    import subprocess
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        return subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    finally:
+        os.remove(f.name)
+
+
+def _hot_loops(sass: str, mma: str) -> list[list[str]]:
+    """The SASS bodies of the loops around matrix instructions, in code order: each a conditional backward
+    branch ``@P BRA target`` and the instructions from ``target`` to it (one iteration). Unconditional backward
+    branches are the returns of out-of-line waits (mbarrier retries), not loops; a loop holding another such
+    loop is not counted (only the innermost)."""
+    code = [(int(address, 16), text) for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", sass)]
+    spans = []
+    for address, text in code:
+        found = re.match(r"@!?U?P\w+\s+BRA(?:\.\S+)?\s+0x([0-9a-f]+)$", text)
+        if found and int(found.group(1), 16) <= address:
+            body = [t for a, t in code if int(found.group(1), 16) <= a <= address]
+            if any(t.split()[0].startswith(mma) for t in body if t):
+                spans.append((int(found.group(1), 16), address, body))
+    inner = [s for s in spans if not any(o is not s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
+    return [[" " + t for t in body] for _, _, body in sorted(inner, key=lambda s: s[0])]
+
+
+def _partition_rows(ttgir: str) -> list[tuple[int, int]]:
+    """Query rows ``[start, end)`` of the tile each consumer partition of a ``ttg.warp_specialize`` computes:
+    its ``offs_m`` range plus any constant the partitioner added to the range's scalar base (partitions
+    without ``offs_m``, the producer, are left out)."""
+    rows = []
+    for body in re.findall(r"partition\d+\((.*?)ttg\.warp_return", ttgir, re.S):
+        found = re.search(r"%offs_m\S* = tt\.make_range \{[^}]*end = (\d+) : i32, start = (\d+) : i32", body)
+        if not found:
+            continue
+        end, start = int(found.group(1)), int(found.group(2))
+        base = re.search(r"%offs_m\S* = tt\.splat (%[\w.]+)", body)
+        moved = base and re.search(rf"{re.escape(base.group(1))} = arith\.addi \S+, %c(\d+)_i32", body)
+        shift = int(moved.group(1)) if moved else 0
+        rows.append((start + shift, end + shift))
+    return rows
+
+
+def _ctas_per_sm(arch: int, shared: int, registers: int, threads: int) -> int:
+    """Blocks one multiprocessor holds: shared memory (plus 1 KB per block), registers (allocated per warp in
+    units of 256) and threads."""
+    per_warp = -(-registers * 32 // 256) * 256
+    by_registers = SM_REGISTERS // max(per_warp * (threads // 32), 1)
+    return min(SM_SHARED[arch] // (shared + 1024), by_registers, SM_THREADS // threads, SM_BLOCKS)
+
+
+def same_code(rows: list[dict]) -> list[dict]:
+    """For each build compiled both for ``level0`` and ``level0-padded`` (same target, config and path): SASS
+    instructions per iteration of the full-tile loop in each and their ratio; ``ok`` when within
+    ``SAME_CODE_TOLERANCE`` (padding elsewhere leaves the full tiles' code alone). Warp-specialized builds run
+    every tile through one loop, biased when there is padding: listed, not checked (``ok`` None)."""
+    key = lambda r: (r["arch"], r["config"])  # noqa: E731
+    unpadded = {key(r): r for r in rows if r["variant"] == "level0"}
+    out = []
+    for r in rows:
+        base = unpadded.get(key(r))
+        if r["variant"] != "level0-padded" or base is None or not base["insts_per_tile"]:
+            continue
+        ratio = r["insts_per_tile"] / base["insts_per_tile"] if r["insts_per_tile"] else None
+        out.append({"arch": r["arch"], "config": r["config"], "level0": base["insts_per_tile"],
+                    "level0_padded": r["insts_per_tile"], "ratio": ratio,
+                    "ok": None if r["ws"] else ratio is not None and abs(ratio - 1) <= SAME_CODE_TOLERANCE})
+    return out
 
 
 def check(arch: int, variant: str, ws: bool = False) -> CompileResult:

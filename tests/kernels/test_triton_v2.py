@@ -17,7 +17,13 @@ from fastdit.layout.padding import kernel_padding, least_padded_tile, real_densi
 from fastdit.patching.presets import preset_padding
 
 pytest.importorskip("triton")
-from fastdit.kernels.triton.forward import _prepare, _tile_list, choose_kv_tile, triton_block_attention  # noqa: E402
+from fastdit.kernels.triton.forward import (  # noqa: E402
+    _prepare,
+    _row_order,
+    _tile_list,
+    choose_kv_tile,
+    triton_block_attention,
+)
 from fastdit.kernels.triton.pooling import pooled_store  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -76,6 +82,27 @@ def test_tiles_of_padding_only_are_skipped_and_the_result_is_unchanged(dtype):
     assert prep.skip_q
     _check(layout, (16, 16), dtype)  # 16-query tiles of padding only visit nothing either
     _check(layout, (32, 32), dtype)
+
+
+def test_programs_start_with_the_heaviest_rows_and_cover_each_once():
+    """The launch order lists every (head, query block) once, by decreasing kv tiles (pooled keys in tiles too);
+    a shared layout is ordered over the call's heads; the results don't depend on it (the kernel runs it)."""
+    for layout, heads in ((_half_padded_layout(heads=2, seed=11), 2), (_half_padded_layout(heads=1, seed=12), 3),
+                          (_half_padded_layout(heads=2, max_level=2, seed=13), 2)):
+        prep = _prepare(layout, torch.device(DEVICE))
+        order = _row_order(layout, prep, 16, heads).long().cpu()
+        nq = layout.n_q_blocks
+        assert sorted(order.tolist()) == list(range(heads * nq))
+        tile_ptr = _tile_list(layout, prep, 16)[0].long().cpu()
+        tiles = (tile_ptr[:, 2::2] - tile_ptr[:, :-1:2]).expand(heads, nq).flatten().float()
+        if layout.max_level:  # pooled keys of each row, in 16-key tiles
+            level = layout.to_level_map()
+            for lv in range(1, layout.max_level + 1):
+                tiles += ((level == lv).sum(-1) * (layout.block_kv >> lv) / 16).expand(heads, nq).flatten()
+        live = prep.kv_valid.cpu().view(nq, -1).any(1).repeat(heads)
+        work = (tiles * live)[order]
+        assert bool((work[:-1] >= work[1:]).all()) and work[0] > work[-1]
+        _check(layout, (16, 16))
 
 
 def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale():
