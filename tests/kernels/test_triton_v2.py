@@ -105,9 +105,15 @@ def test_programs_start_with_the_heaviest_rows_and_cover_each_once():
         _check(layout, (16, 16))
 
 
-def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale():
+def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale(monkeypatch):
+    from fastdit.kernels.triton import forward as triton_attention
+
     layout = _half_padded_layout(max_level=2, seed=3)
     _assert_full_tiles_first(layout, _prepare(layout, torch.device(DEVICE)), 16)
+    _check(layout, (16, 16), scale=-0.3)
+    # before Hopper, layouts with levels run every level-0 tile through the masked loop
+    assert not triton_attention.full_unmasked(3, True, hopper=False)
+    monkeypatch.setattr(triton_attention, "full_unmasked", lambda *args: False)
     _check(layout, (16, 16), scale=-0.3)
 
 
