@@ -297,7 +297,7 @@ def sparse_timings(layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: tor
     B, H, S, D = q.shape
     on_gpu = layout.to(q.device)  # index tensors where the kernels read them, moved once, outside the timing
     density = real_density(layout)
-    kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(q.device)[0] >= 9)
+    kv_tile = choose_kv_tile(layout, torch.cuda.get_device_capability(q.device)[0] >= 9, head_dim=D)
     row: dict[str, Any] = {"density": density, "density_padded": layout.density(), "levels": layout.max_level,
                            "heads_in_layout": layout.num_heads, "kv_tile": kv_tile, "blocks": layout.nnz,
                            "padding": kernel_padding(layout, 128, kv_tile)}

@@ -208,6 +208,10 @@ for arch in ARCHS:
                                                "ws", "partitions", "tma_ops", "loop_instructions", "partition_rows",
                                                "failures")}))
     print(json.dumps({"arch": arch, "variant": "pooling", **compile_pooling(arch)}))
+from fastdit.bench.triton_compile import compile_kernel
+for config in ((128, 128, 8, 3), (128, 64, 8, 3)):  # head dim 64: the kv tile choose_kv_tile takes there
+    row = compile_kernel(90, "level0", config, head_dim=64).row()
+    print(json.dumps({"arch": 90, "variant": "d64", **{k: row[k] for k in ("config", "ctas_per_sm", "failures")}}))
 """
 
 
@@ -247,7 +251,10 @@ def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
                          timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    kernels = [r for r in rows if r["variant"] != "pooling"]
+    kernels = [r for r in rows if r["variant"] not in ("pooling", "d64")]
+    # at head dim 64, 64-key tiles fit two CTAs per SM where 128-key ones fit one
+    assert {r["config"]: r["ctas_per_sm"] for r in rows if r["variant"] == "d64" and not r["failures"]} == {
+        "128x128 w8 s3": 1, "128x64 w8 s3": 2}
     assert {(r["arch"], r["variant"], r["ws"]) for r in kernels} == (
         {(a, v, False) for a in (90, 80) for v in ("level0", "level0-padded", "levels")}
         | {(90, v, True) for v in ("level0", "level0-padded")})

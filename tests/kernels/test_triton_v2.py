@@ -140,6 +140,7 @@ def test_kv_tile_choice_and_padding_at_real_shapes():
     assert choose_kv_tile(wan720) == 128
     radial = fastdit.build_layout("radial", TokenGrid(21, 30, 52), block_size=128, decay_factor=0.2)
     assert choose_kv_tile(radial) == 128
+    assert choose_kv_tile(radial, head_dim=64) == 64  # two CTAs per SM at D=64 (compile level)
 
     # a dense layout attends every real pair; the kernel computes the padded square, less the skipped tiles
     assert real_density(wan480) == pytest.approx(1.0)

@@ -407,7 +407,7 @@ class _Prepared(NamedTuple):
     has_mask: bool  # some key of some block is not valid
     skip_q: bool  # queries have the keys' validity (a layout over a token order) and some are padding
     tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, 2 nq + 1], tiles int32 [n]): the level-0 tile lists;
-    # ("kv_tile", hopper) -> the width chosen; ("order", kv tile, heads) -> the launch order (_row_order);
+    # ("kv_tile", hopper, head dim) -> the width chosen; ("order", kv tile, heads) -> the launch order (_row_order);
     # "bias" -> the warp-specialized loop's key bias (_kv_bias)
 
 
@@ -523,14 +523,16 @@ def _row_order(layout: BlockLayout, prep: _Prepared, kv_tile: int, heads: int) -
     return prep.tiles[key]
 
 
-def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Tensor | None = None) -> int:
-    """The level-0 kv tile width, at most the layout's block: 128 keys on Hopper for level-0 layouts, 64
-    otherwise (Ampere, where 128-wide tiles at D=128 spill or lose a K/V buffer, and layouts with pooled
-    levels, whose gathered 128-wide tiles push the kernel past 255 registers); on Hopper also 64 when 64-key
-    tiles of padding only (the missing frames of a half-padded temporal tile row) would save at least 4% of
-    the 128-key tiles' keys (``NARROW_TILE_SAVING``: a guess at the speed 64-key tiles give up, to calibrate
-    on a GPU)."""
-    wide = min(128 if hopper and layout.max_level == 0 else 64, layout.block_kv)
+def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Tensor | None = None,
+                   head_dim: int = 128) -> int:
+    """The level-0 kv tile width, at most the layout's block: 128 keys on Hopper for level-0 layouts at head
+    dim > 64, 64 otherwise (Ampere, where 128-wide tiles at D=128 spill or lose a K/V buffer; layouts with
+    pooled levels, whose gathered 128-wide tiles push the kernel past 255 registers; D <= 64, where 128x64
+    tiles take 128 registers and two CTAs fit an SM, against 168 registers and one CTA for 128x128 at D=64 on
+    sm_90, compile-level, to time on a GPU); on Hopper also 64 when 64-key tiles of padding only (the missing
+    frames of a half-padded temporal tile row) would save at least 4% of the 128-key tiles' keys
+    (``NARROW_TILE_SAVING``: a guess at the speed 64-key tiles give up, to calibrate on a GPU)."""
+    wide = min(128 if hopper and layout.max_level == 0 and head_dim > 64 else 64, layout.block_kv)
     if wide <= 64 or layout.kv_valid is None:
         return wide
     valid = layout.kv_valid if kv_valid is None else kv_valid
@@ -610,9 +612,9 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     prep = _prepare(layout, dev)
     if tiles is None:  # chosen once per layout and generation (reading the padding syncs with the device)
         hopper = torch.cuda.get_device_capability(dev)[0] >= 9
-        if ("kv_tile", hopper) not in prep.tiles:
-            prep.tiles["kv_tile", hopper] = choose_kv_tile(layout, hopper, prep.kv_valid)
-        kv_tile = prep.tiles["kv_tile", hopper]
+        if ("kv_tile", hopper, D) not in prep.tiles:
+            prep.tiles["kv_tile", hopper, D] = choose_kv_tile(layout, hopper, prep.kv_valid, D)
+        kv_tile = prep.tiles["kv_tile", hopper, D]
     else:
         kv_tile = min(tiles[1], layout.block_kv)
     tma = _use_tma((q, k, v), dev)
