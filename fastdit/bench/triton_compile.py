@@ -1,13 +1,18 @@
 """Compile-level evidence for the Triton forward, without a GPU: Triton's real compiler for a named target.
 
-:func:`compile_kernel` compiles ``_block_sparse_fwd`` for ``sm_90`` or ``sm_80`` (PTX, then ptxas to a cubin)
-and reads what decides its speed before any timing: registers, spills and stack (ptxas ``-v``), shared memory
-against the target's cap, how many K/V buffers the software pipeliner keeps in each loop (the leading size of
-the TTGIR's ``[buffers, keys, D]`` allocations: level 0 first, then the pooled levels' loop), the matrix
-instructions (``wgmma.mma_async`` on sm_90, ``mma.sync`` otherwise), ptxas' ``C7515`` warning (serialized
-wgmma), TMA copies, ``bar.sync`` barriers and, for the warp-specialized loop, whether Triton partitioned it
-(a ``ttg.warp_specialize`` op in the TTGIR). ``fastdit bench kernels --compile-only`` prints it as a table
-for every autotune config; the slow test in tests/kernels/test_triton.py asserts it for the default ones.
+:func:`compile_kernel` compiles ``_block_sparse_fwd`` for ``sm_90`` or ``sm_80`` (PTX, then ptxas to a cubin,
+then cuobjdump's SASS) and reads what decides its speed before any timing: registers, spills and stack (ptxas
+``-v``), shared memory against the target's cap, threads and CTAs per SM, how many K/V buffers the software
+pipeliner keeps in each loop (the leading size of the TTGIR's ``[buffers, keys, D]`` allocations: level 0
+first, then the pooled levels' loop), the matrix instructions (``wgmma.mma_async`` on sm_90, ``mma.sync``
+otherwise), ptxas' ``C7515`` warning (serialized wgmma), TMA copies, ``bar.sync`` barriers; from the SASS, each
+hot loop's instructions, matrix instructions, MUFU ops and barriers per iteration (one kv tile) and the
+deepest wgmma wait; and, for the warp-specialized loop, whether Triton partitioned it (a
+``ttg.warp_specialize`` op in the TTGIR), the ``setmaxnreg`` counts and the query rows each consumer
+partition computes. :meth:`CompileResult.failures` says why a build is not green; :func:`same_code` compares
+the padded build's full-tile loop with the unpadded build's. ``fastdit bench kernels --compile-only`` prints
+it as a table for every autotune config and exits 1 on a failure; the slow test in
+tests/kernels/test_triton.py asserts it for the default ones.
 
 Needs Triton with its NVIDIA backend (ptxas ships in the wheel) and ``TRITON_INTERPRET`` unset when
 :mod:`fastdit.kernels.triton.forward` is first imported (run it in a process of its own under pytest).
