@@ -62,9 +62,9 @@ NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip b
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per GPU generation; the autotuner times only its own generation's,
 # only those whose BLOCK_N is the host's kv tile (``choose_kv_tile``) and that fit the device's shared memory.
 # Each was compiled at head dim 128, bf16, for its target with no GPU (``fastdit bench kernels --compile-only``,
-# bench/results/kernels_compile.md): no spills, within shared memory, >= 3 K/V buffers in the level-0 loop,
-# no serialized wgmma. With the tile index prefetched a tile ahead, num_stages = s keeps s K/V buffers on
-# sm90 and s - 1 on sm80.
+# bench/results/kernels_compile.md): no spills (but sm80's with pyramid levels: 8 bytes), within shared memory,
+# >= 3 K/V buffers in the level-0 loop, no serialized wgmma. With the tile index prefetched a tile ahead,
+# num_stages = s keeps s K/V buffers on sm90 and s - 1 on sm80.
 # Hopper (sm90, 227 KB, wgmma): 128x128 over 8 warps (two warpgroups), 3 buffers = 224 KB; 128x64 with 3-5
 # buffers for narrow tiles and pooled levels; 64x64 over one warpgroup for short query blocks.
 _HOPPER = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4)]
@@ -75,8 +75,8 @@ _LEVEL0_ONLY = {(128, 64, 8, 5), (64, 64, 4, 4)}  # sm90
 _LEVEL0_ONLY_AMPERE = {(128, 64, 8, 4), (128, 64, 8, 5)}
 # sm86/89 (99 KB) fit none of the above: 64x64 with 2 buffers (90 KB)
 _SMALL_SHARED = (64, 64, 4, 3)
-# Hopper, warp-specialized loop over full level-0 tiles (FASTDIT_TRITON_WS=1; partial tiles keep the pipelined
-# loop): num_warps is per consumer warpgroup; Triton adds a producer warp for the TMA copies and splits BLOCK_M
+# Hopper, warp-specialized level-0 loop (FASTDIT_TRITON_WS=1; partial tiles in it through the key bias):
+# num_warps is per consumer warpgroup; Triton adds a producer warp for the TMA copies and splits BLOCK_M
 # over two consumers (FlashAttention-3's ping-pong), so BLOCK_M = 128: at 64 both consumers got the same 64 rows
 # and computed them twice (the compile report's partition row ranges show it).
 _HOPPER_WS = [(128, 128, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4)]
@@ -133,8 +133,8 @@ def _attend_level0(
     the loop over a row's full tiles is the same code with and without padding elsewhere. The warp-specialized
     loop (``WARP_SPEC``) runs all of a row's tiles: with ``MASKED`` each adds its row of the ``[tiles, KV_TILE]``
     0/−inf key bias, read through ``bias_desc`` (Triton 3.9's partitioner fails on a second loop beside it, and
-    on the bit mask's gathered load inside it). Scores stay raw
-    (``q·k``) until the exponent: ``p = exp2(s·scale·log2e − m)``, one FMA per score.
+    on the bit mask's gathered load inside it). Scores stay raw (``q·k``) until the exponent:
+    ``p = exp2(s·scale·log2e − m)``, one FMA per score.
     """
     offs_n = tl.arange(0, KV_TILE)
     # Pipelined: each tile's entry is loaded a tile ahead, so the entry load doesn't take a pipeline stage.
@@ -329,8 +329,8 @@ def _block_sparse_fwd(
     t_full = tl.load(tile_row + 1)
     t_end = tl.load(tile_row + 2)
     # the last query block's sub-tiles past seq_q visit nothing; with SKIP_Q neither does a query tile of
-    # padding only (its rows get 0 and lse = -inf)
-    if SKIP_Q:  # rows past seq_q read as padding
+    # padding only (its rows get 0 and lse = -inf; rows past seq_q read as padding)
+    if SKIP_Q:
         q_bits = tl.load(KvBits + (offs_m >> 5), mask=offs_m < seq_q, other=0)
         dead = tl.max((q_bits >> (offs_m & 31)) & 1, 0) == 0
     else:
