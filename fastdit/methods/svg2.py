@@ -53,6 +53,8 @@ from fastdit.methods.base import HeadSlice, Method
 
 TOL = 1e-4  # upstream's convergence threshold on the largest centroid shift
 CHUNK = 1 << 26  # distance entries (points x centroids) computed at a time, to bound memory
+CLUSTER_ORDERS = ("similar", "ids")
+POWER_STEPS = 30  # power iterations for the leading principal component that orders clusters ("similar")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ class Svg2Options:
     (``top_p_kmeans``); ``min_kc_ratio``: share of key clusters always kept; ``kmeans_iters``: iterations of a
     layer's first k-means (``kmeans_iter_init``); ``kmeans_iters_step``: of every later, warm-started one
     (``kmeans_iter_step``); ``q_init_centroids``, ``k_init_centroids``: ``[B, H, C, D]`` starting centroids
-    of the first call instead of a random draw; ``seed``: of that draw."""
+    of the first call instead of a random draw; ``seed``: of that draw; ``cluster_order``: the order clusters
+    follow one another in the sorted sequences, ``"ids"`` (upstream's: by cluster id) or ``"similar"`` (fastdit's:
+    clusters kept by the same partners next to each other, so fixed blocks straddling two add fewer pairs)."""
 
     q_clusters: int = 300
     k_clusters: int = 1000
@@ -73,8 +77,11 @@ class Svg2Options:
     q_init_centroids: torch.Tensor | None = None
     k_init_centroids: torch.Tensor | None = None
     seed: int = 0
+    cluster_order: str = "similar"
 
     def __post_init__(self) -> None:
+        if self.cluster_order not in CLUSTER_ORDERS:
+            raise ValueError(f"svg2 cluster_order must be one of {', '.join(CLUSTER_ORDERS)}, got {self.cluster_order!r}")
         for name in ("q_clusters", "k_clusters", "kmeans_iters", "kmeans_iters_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -171,53 +178,74 @@ def cluster(q: torch.Tensor, k: torch.Tensor, options: Svg2Options, state: dict[
     ``state`` (one layer's, kept by the caller across a pipeline call) holds the previous call's centroids:
     present and of the same shape, they warm-start ``kmeans_iters_step`` iterations; otherwise the options'
     initial centroids, or a draw of ``seed`` (``heads``: ``q, k`` hold that slice of the model's heads, whose
-    draw is the one for all heads), start ``kmeans_iters``. The new centroids go back into ``state``.
+    draw is the one for all heads), start ``kmeans_iters``. The new centroids go back into ``state``. Upstream
+    runs one batch element per call (its convergence test spans that call's heads), so each batch element here
+    is its own k-means, with the same draw.
     """
     B, H, n, D = q.shape
-    x_q, x_k = (t.reshape(B * H, n, D).float() for t in (q, k))
     results = []
-    for name, x, count, given in (("q", x_q, options.q_clusters, options.q_init_centroids),
-                                  ("k", x_k, options.k_clusters, options.k_init_centroids)):
+    for name, x, count, given in (("q", q, options.q_clusters, options.q_init_centroids),
+                                  ("k", k, options.k_clusters, options.k_init_centroids)):
         previous = None if state is None else state.get(name)
-        if previous is not None and previous.shape == (B * H, count, D):
+        if previous is not None and previous.shape == (B, H, count, D):
             start, iters = previous.to(x.device), options.kmeans_iters_step
         else:
             start = (_draw(x, count, options.seed + (name == "k"), heads) if given is None
-                     else given.reshape(B * H, count, D).to(x.device, torch.float32))
+                     else given.expand(B, -1, -1, -1).to(x.device, torch.float32))
             iters = options.kmeans_iters
-        labels, centroids, sizes = kmeans(x, start, iters)
+        labels, centroids, sizes = zip(*(kmeans(x[b].float(), start[b], iters) for b in range(B)))
+        centroids = torch.stack(centroids)
         if state is not None:
             state[name] = centroids
-        results += [labels, centroids, sizes]
+        results += [torch.cat(labels), centroids.reshape(B * H, count, D), torch.cat(sizes)]
     return Clustering(*results)
 
 
 def _draw(x: torch.Tensor, count: int, seed: int, heads: HeadSlice | None) -> torch.Tensor:
-    """Starting centroids drawn uniformly (with repetition) from each group's points, as upstream does."""
-    G, n, D = x.shape
+    """``[B, H, count, D]`` starting centroids of ``x [B, H, n, D]``, drawn uniformly (with repetition) from
+    each head's points as upstream does; every batch element draws the same positions."""
+    B, H, n, D = x.shape
     gen = torch.Generator().manual_seed(seed)
-    if heads is None:
-        index = torch.randint(0, n, (G, count), generator=gen)
-    else:
-        per_batch = G // (heads.stop - heads.start)
-        index = torch.randint(0, n, (per_batch, heads.total, count), generator=gen)[:, heads.start:heads.stop]
-        index = index.reshape(G, count)
-    return torch.gather(x, 1, index.to(x.device).unsqueeze(-1).expand(-1, -1, D))
+    total, first = (H, 0) if heads is None else (heads.total, heads.start)
+    index = torch.randint(0, n, (total, count), generator=gen)[first:first + H].to(x.device)
+    return torch.gather(x.float(), 2, index.expand(B, -1, -1).unsqueeze(-1).expand(-1, -1, -1, D))
+
+
+def similar_first(pairs: torch.Tensor) -> torch.Tensor:
+    """``[G, C]`` int64: a position for each row of ``pairs [G, C, F]`` (bool) such that rows with similar
+    partners sit close: the rows sorted along their leading principal component (power iteration from a fixed
+    start, so the order is deterministic)."""
+    x = pairs.float()
+    x = x - x.mean(1, keepdim=True)
+    v = torch.linspace(-1.0, 1.0, x.shape[2], device=x.device).expand(x.shape[0], -1).unsqueeze(-1)
+    for _ in range(POWER_STEPS):
+        v = x.transpose(1, 2) @ (x @ v)
+        v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    rank = torch.argsort((x @ v).squeeze(-1), dim=-1, stable=True)
+    return torch.empty_like(rank).scatter_(1, rank, torch.arange(rank.shape[1], device=x.device).expand_as(rank))
 
 
 def block_mask(pairs: torch.Tensor, q_labels: torch.Tensor, k_labels: torch.Tensor, block: int,
-               blocks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               blocks: int, cluster_order: str = "similar") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fixed blocks over the cluster-sorted sequences: a block pair is kept when it holds a kept cluster pair.
 
     Args:
         pairs: ``[G, Cq, Ck]`` kept cluster pairs.
         q_labels, k_labels: ``[G, n]`` cluster of each video query and key (model order).
         block: tokens per block; blocks: video blocks of the order (``n`` real tokens, then padding).
+        cluster_order: ``"ids"`` or ``"similar"`` (see :class:`Svg2Options`).
 
     Returns:
         ``(mask [G, blocks, blocks] bool, q_source [G, n], k_source [G, n])``: the block mask and, per slot of
         the sorted sequences, the model position of the query and key there (stable: raster within a cluster).
     """
+    if cluster_order == "similar":  # renumber clusters by their place in the order
+        q_pos, k_pos = similar_first(pairs), similar_first(pairs.transpose(1, 2))
+        q_labels, k_labels = q_pos.gather(1, q_labels), k_pos.gather(1, k_labels)
+        renumbered = torch.zeros_like(pairs)
+        index = q_pos.unsqueeze(-1).expand_as(pairs), k_pos.unsqueeze(1).expand_as(pairs)
+        pairs = renumbered.index_put_((torch.arange(pairs.shape[0], device=pairs.device)[:, None, None], *index),
+                                      pairs)
     n = q_labels.shape[1]
     q_source = torch.argsort(q_labels, dim=-1, stable=True)
     k_source = torch.argsort(k_labels, dim=-1, stable=True)
@@ -264,7 +292,7 @@ def svg2_mask(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: to
     found = cluster(q[:, :, :n], k[:, :, :n], options, state, heads)
     pairs = cluster_pairs(found.q_centroids, found.k_centroids, found.k_sizes, options.top_p, options.min_kc_ratio)
     mask, q_source, k_source = block_mask(pairs, found.q_labels, found.k_labels, order.block_size,
-                                          order.video_blocks)
+                                          order.video_blocks, options.cluster_order)
     head_order = HeadOrder(order, q_source.reshape(B, H, n).cpu(), k_source.reshape(B, H, n).cpu())
     return mask.cpu(), None, head_order
 
