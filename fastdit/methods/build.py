@@ -165,13 +165,20 @@ def _static_head_layout(name: str, order: TokenOrder, heads: tuple[Any, ...]) ->
 def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **data: Any) -> BlockLayout:
     """Stack each head's rows from the video mask of its own setting (dense heads keep every block); ``data``
     is a dynamic method's ``q``, ``k``, ``layer`` and, on a slice of the heads, ``heads`` (and a stateful
-    method's ``state``, which makes a per-head order the same for every setting). A per-head order's layout
-    has a head per batch element and head: setting ``h`` applies to heads ``h, h + H, ...``."""
+    method's ``state``: every setting starts from the state the call found, so a per-head order, which must not
+    depend on the setting, comes out the same for each). A per-head order's layout has a head per batch element
+    and head: setting ``h`` applies to heads ``h, h + H, ...``."""
     nv, H = order.video_blocks, len(settings)
     head_order = None
     masks = levels = None
+    state = data.pop("state", None)
+    before = None if state is None else dict(state)  # each setting starts from the state the call found
     for options in dict.fromkeys(h for h in settings if h is not None):
         if spec.dynamic:
+            if state is not None:
+                state.clear()
+                state.update(before)
+                data["state"] = state
             mask, level, head_order = _as_parts(spec.video_mask(order, options, **data))
         else:
             mask, level, head_order = _as_parts(_static_video_mask(spec.name, order, options))

@@ -66,7 +66,8 @@ class Svg2Options:
     (``kmeans_iter_step``); ``q_init_centroids``, ``k_init_centroids``: ``[B, H, C, D]`` starting centroids
     of the first call instead of a random draw; ``seed``: of that draw; ``cluster_order``: the order clusters
     follow one another in the sorted sequences, ``"ids"`` (upstream's: by cluster id) or ``"similar"`` (fastdit's:
-    clusters kept by the same partners next to each other, so fixed blocks straddling two add fewer pairs)."""
+    clusters with similar estimated mass profiles next to each other, so fixed blocks straddling two add fewer
+    pairs)."""
 
     q_clusters: int = 300
     k_clusters: int = 1000
@@ -137,24 +138,35 @@ def _assign(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor) -> tor
     return torch.cat(out)
 
 
-def cluster_pairs(q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_sizes: torch.Tensor, top_p: float,
-                  min_kc_ratio: float) -> torch.Tensor:
-    """Upstream's ``identify_dynamic_map``: ``[G, Cq, Ck]`` bool, the key clusters each query cluster keeps.
+def centroid_mass(q_centroids: torch.Tensor, k_centroids: torch.Tensor, k_sizes: torch.Tensor) -> torch.Tensor:
+    """``[G, Cq, Ck]``: the attention mass each query cluster gives each key cluster, estimated from centroids
+    (upstream's ``weighted_softmax`` of ``c_q · c_k / sqrt(D)`` with key clusters weighted by size).
 
     Args:
         q_centroids: ``[G, Cq, D]``; k_centroids: ``[G, Ck, D]``; k_sizes: ``[G, Ck]`` points per key cluster.
+
+    Returns:
+        Rows summing to 1.
+    """
+    scores = torch.matmul(q_centroids, k_centroids.transpose(-1, -2)) / q_centroids.shape[-1] ** 0.5
+    weighted = k_sizes.unsqueeze(-2).float() * torch.exp(scores - scores.amax(-1, keepdim=True))
+    return weighted / weighted.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+def cluster_pairs(mass: torch.Tensor, top_p: float, min_kc_ratio: float) -> torch.Tensor:
+    """Upstream's ``identify_dynamic_map``: ``[G, Cq, Ck]`` bool, the key clusters each query cluster keeps.
+
+    Args:
+        mass: ``[G, Cq, Ck]`` from :func:`centroid_mass`.
         top_p: the mass to reach; min_kc_ratio: share of key clusters always kept.
 
     Returns:
         The cluster-pair mask.
     """
-    scores = torch.matmul(q_centroids, k_centroids.transpose(-1, -2)) / q_centroids.shape[-1] ** 0.5
-    weighted = k_sizes.unsqueeze(-2).float() * torch.exp(scores - scores.amax(-1, keepdim=True))
-    probs = weighted / weighted.sum(-1, keepdim=True).clamp(min=1e-12)
-    ranked, rank_order = probs.sort(dim=-1, descending=True, stable=True)
+    ranked, rank_order = mass.sort(dim=-1, descending=True, stable=True)
     drop = ranked.cumsum(-1) > top_p
     drop = torch.cat([torch.zeros_like(drop[..., :1]), drop[..., :-1]], -1)  # the crossing cluster stays
-    drop[..., :int(min_kc_ratio * k_centroids.shape[1])] = False
+    drop[..., :int(min_kc_ratio * mass.shape[-1])] = False
     return torch.zeros_like(drop).scatter_(-1, rank_order, ~drop)
 
 
@@ -211,11 +223,11 @@ def _draw(x: torch.Tensor, count: int, seed: int, heads: HeadSlice | None) -> to
     return torch.gather(x.float(), 2, index.expand(B, -1, -1).unsqueeze(-1).expand(-1, -1, -1, D))
 
 
-def similar_first(pairs: torch.Tensor) -> torch.Tensor:
-    """``[G, C]`` int64: a position for each row of ``pairs [G, C, F]`` (bool) such that rows with similar
-    partners sit close: the rows sorted along their leading principal component (power iteration from a fixed
-    start, so the order is deterministic)."""
-    x = pairs.float()
+def similar_first(profile: torch.Tensor) -> torch.Tensor:
+    """``[G, C]`` int64: a position for each row of ``profile [G, C, F]`` such that rows with similar profiles
+    sit close: the rows sorted along their leading principal component (power iteration from a fixed start, so
+    the order is deterministic)."""
+    x = profile.float()
     x = x - x.mean(1, keepdim=True)
     v = torch.linspace(-1.0, 1.0, x.shape[2], device=x.device).expand(x.shape[0], -1).unsqueeze(-1)
     for _ in range(POWER_STEPS):
@@ -225,27 +237,28 @@ def similar_first(pairs: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(rank).scatter_(1, rank, torch.arange(rank.shape[1], device=x.device).expand_as(rank))
 
 
-def block_mask(pairs: torch.Tensor, q_labels: torch.Tensor, k_labels: torch.Tensor, block: int,
-               blocks: int, cluster_order: str = "similar") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def block_mask(pairs: torch.Tensor, q_labels: torch.Tensor, k_labels: torch.Tensor, block: int, blocks: int,
+               mass: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fixed blocks over the cluster-sorted sequences: a block pair is kept when it holds a kept cluster pair.
 
     Args:
         pairs: ``[G, Cq, Ck]`` kept cluster pairs.
         q_labels, k_labels: ``[G, n]`` cluster of each video query and key (model order).
         block: tokens per block; blocks: video blocks of the order (``n`` real tokens, then padding).
-        cluster_order: ``"ids"`` or ``"similar"`` (see :class:`Svg2Options`).
+        mass: ``[G, Cq, Ck]`` estimated mass: clusters are then ordered so that those with similar mass
+            profiles sit next to each other (``cluster_order="similar"``; independent of ``top_p``, so heads of
+            different ``top_p`` share the order); ``None``: by cluster id, as upstream.
 
     Returns:
         ``(mask [G, blocks, blocks] bool, q_source [G, n], k_source [G, n])``: the block mask and, per slot of
         the sorted sequences, the model position of the query and key there (stable: raster within a cluster).
     """
-    if cluster_order == "similar":  # renumber clusters by their place in the order
-        q_pos, k_pos = similar_first(pairs), similar_first(pairs.transpose(1, 2))
+    if mass is not None:  # renumber clusters by their place in the order
+        q_pos, k_pos = similar_first(mass), similar_first(mass.transpose(1, 2))
         q_labels, k_labels = q_pos.gather(1, q_labels), k_pos.gather(1, k_labels)
-        renumbered = torch.zeros_like(pairs)
         index = q_pos.unsqueeze(-1).expand_as(pairs), k_pos.unsqueeze(1).expand_as(pairs)
-        pairs = renumbered.index_put_((torch.arange(pairs.shape[0], device=pairs.device)[:, None, None], *index),
-                                      pairs)
+        groups = torch.arange(pairs.shape[0], device=pairs.device)[:, None, None]
+        pairs = torch.zeros_like(pairs).index_put_((groups, *index), pairs)
     n = q_labels.shape[1]
     q_source = torch.argsort(q_labels, dim=-1, stable=True)
     k_source = torch.argsort(k_labels, dim=-1, stable=True)
@@ -290,9 +303,10 @@ def svg2_mask(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: to
     B, H = q.shape[:2]
     n = order.grid.video_tokens
     found = cluster(q[:, :, :n], k[:, :, :n], options, state, heads)
-    pairs = cluster_pairs(found.q_centroids, found.k_centroids, found.k_sizes, options.top_p, options.min_kc_ratio)
+    mass = centroid_mass(found.q_centroids, found.k_centroids, found.k_sizes)
+    pairs = cluster_pairs(mass, options.top_p, options.min_kc_ratio)
     mask, q_source, k_source = block_mask(pairs, found.q_labels, found.k_labels, order.block_size,
-                                          order.video_blocks, options.cluster_order)
+                                          order.video_blocks, mass if options.cluster_order == "similar" else None)
     head_order = HeadOrder(order, q_source.reshape(B, H, n).cpu(), k_source.reshape(B, H, n).cpu())
     return mask.cpu(), None, head_order
 

@@ -15,7 +15,7 @@ from fastdit.kernels import attention
 from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import make_order
 from fastdit.methods import build_layout, get_method, make_layout, parse_options
-from fastdit.methods.svg2 import cluster, cluster_pairs
+from fastdit.methods.svg2 import centroid_mass, cluster, cluster_pairs
 from tests.methods.published_rules import FIXTURES, structured_qk
 
 CASES = json.loads((FIXTURES / "svg2.json").read_text())["cases"]
@@ -64,7 +64,8 @@ def test_clustering_and_selection_match_the_official_code(name):
         H, S = q.shape[1], q.shape[2]
         assert torch.equal(found.q_labels.view(H, S), arrays[f"q_labels{call}"]), f"call {call}: query labels"
         assert torch.equal(found.k_labels.view(H, S), arrays[f"k_labels{call}"]), f"call {call}: key labels"
-        pairs = cluster_pairs(found.q_centroids, found.k_centroids, found.k_sizes, opts.top_p, opts.min_kc_ratio)
+        pairs = cluster_pairs(centroid_mass(found.q_centroids, found.k_centroids, found.k_sizes), opts.top_p,
+                              opts.min_kc_ratio)
         assert torch.equal(pairs, arrays[f"pairs{call}"]), f"call {call}: cluster pairs"
 
 
@@ -84,12 +85,12 @@ def test_fixed_blocks_cover_every_official_token_pair(name):
         assert torch.equal(official.sum(-1), arrays[f"keys_per_query{call}"])
         assert not bool((official & ~computed).any()), "an official token pair is not computed"
         extra = float((computed & ~official).sum() / official.sum())
-        assert extra < (4.0 if name.startswith("small") else 0.35), f"call {call}: {extra:.3f} extra per official pair"
+        assert extra < (5.0 if name.startswith("small") else 0.4), f"call {call}: {extra:.3f} extra per official pair"
 
 
 def test_similar_cluster_order_adds_fewer_pairs_than_cluster_ids():
-    """Ordering clusters by their partners (fastdit's default) keeps fewer extra pairs than upstream's id order
-    on every fixture, with the same coverage."""
+    """Ordering clusters by their mass profiles (fastdit's default) keeps fewer extra pairs than upstream's id
+    order on every fixture, with the same coverage."""
     for name in sorted(CASES):
         meta, arrays, calls, options = _case(name)
         grid = TokenGrid(*meta["grid"])
