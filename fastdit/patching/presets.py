@@ -231,7 +231,11 @@ PRESETS["fastdit/tiny-wan"] = Preset(
     {"radial": MethodPreset(4, 0, schedule=16, source="a quarter of the sample's 16 steps dense, as Wan's 12 of 50"),
      "grat": MethodPreset(4, 0, tile=(1, 8, 8), schedule=16,
                           source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
-                                 "to 8")},
+                                 "to 8"),
+     "svg2": MethodPreset(3, 0, {**_SVG2_WAN.options, "q_clusters": 5, "k_clusters": 17}, schedule=16,
+                          source=f"SVG2's Wan setting ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh) with clusters as "
+                                 "large as there (252 / 76 tokens of Wan2.1 720p's 75 600): 5 / 17 on the sample's "
+                                 "1280 tokens; first_times_fp 0.2 of 16 steps = 3 dense, 0.03 of 6 layers = 0")},
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
