@@ -37,8 +37,9 @@ class Method:
     over ``order``'s video blocks (``heads == 1`` for a pattern shared by all heads) and optionally a
     same-shaped int level map, and a dynamic method may add a third item, a
     :class:`~fastdit.layout.head_order.HeadOrder` (per-head query and key permutations computed from q and k;
-    the mask is then over the permuted sequences, one head per batch element and head); text rows and columns are added here, so no method can forget them. ``orders``
-    names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
+    the mask is then over the permuted sequences, one head per batch element and head); text rows and columns
+    are added here, so no method can forget them. ``orders`` names the token orders the mask is defined on, the
+    published one first. ``shape(grid, block_size, options,
     layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
     (``"chunks"`` order) for a layer. ``stateful``: ``video_mask`` takes ``state=``, a dict the caller keeps per
     (model, layer) for one pipeline call (SVG2 warm-starts its k-means from the previous step's centroids).

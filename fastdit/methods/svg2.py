@@ -82,7 +82,8 @@ class Svg2Options:
 
     def __post_init__(self) -> None:
         if self.cluster_order not in CLUSTER_ORDERS:
-            raise ValueError(f"svg2 cluster_order must be one of {', '.join(CLUSTER_ORDERS)}, got {self.cluster_order!r}")
+            raise ValueError(f"svg2 cluster_order must be one of {', '.join(CLUSTER_ORDERS)}, "
+                             f"got {self.cluster_order!r}")
         for name in ("q_clusters", "k_clusters", "kmeans_iters", "kmeans_iters_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -142,8 +142,8 @@ _GRAT_IMAGE = MethodPreset(0, 0, {"mode": "crisscross"},
                                   "released HunyuanVideo code; 1x16x16 groups, the image analogue of 4x8x8, since "
                                   "the Flux group shape is unpublished")
 _SVG2 = "svg-project/Sparse-VideoGen @ 5ce7b01"
-_SVG2_BLOCKS = ("64-token blocks over the variable clusters, clusters ordered by their estimated mass profiles (fastdit's "
-                "fixed-block version; every official token pair kept)")
+_SVG2_BLOCKS = ("64-token blocks over the variable clusters, clusters ordered by their estimated mass profiles "
+                "(fastdit's fixed-block version; every official token pair kept)")
 _SVG2_WAN = MethodPreset(10, 1, {"q_clusters": 300, "k_clusters": 1000, "top_p": 0.9, "min_kc_ratio": 0.1,
                                  "kmeans_iters": 50, "kmeans_iters_step": 2}, block_size=64,
                          source=f"SVG2 Wan2.1-T2V-14B 720p ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh: 300 / 1000 "

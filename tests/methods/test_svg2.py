@@ -98,7 +98,8 @@ def test_similar_cluster_order_adds_fewer_pairs_than_cluster_ids():
         extra = {}
         for how in ("similar", "ids"):
             layout = build_layout("svg2", grid, block_size=64, q=q, k=k, cluster_order=how, **options)
-            computed, official = _computed_pairs(layout, grid.video_tokens), _official_pairs(arrays, 1, grid.video_tokens)
+            n = grid.video_tokens
+            computed, official = _computed_pairs(layout, n), _official_pairs(arrays, 1, n)
             assert not bool((official & ~computed).any())
             extra[how] = int((computed & ~official).sum())
         assert extra["similar"] < extra["ids"], name
