@@ -178,3 +178,33 @@ def test_options_are_checked():
         build_layout("svg2", TokenGrid(2, 8, 8), top_p=1.5, q=torch.zeros(1, 1, 128, 8), k=torch.zeros(1, 1, 128, 8))
     with pytest.raises(ValueError, match="q_init_centroids"):
         parse_options(get_method("svg2"), dict(q_clusters=4, q_init_centroids=torch.zeros(1, 1, 3, 8)))
+
+
+def coverage_table(block_sizes=(32, 64, 128)) -> list[dict]:
+    """Coverage of the official kept token pairs and extra pairs (per official pair), per fixture, call, block
+    size and cluster order: ``PYTHONPATH=. python tests/methods/test_svg2.py`` prints it (the README's table)."""
+    out = []
+    for name in sorted(CASES):
+        meta, arrays, calls, options = _case(name)
+        grid = TokenGrid(*meta["grid"])
+        n = grid.video_tokens
+        for block in block_sizes:
+            for how in ("similar", "ids"):
+                state: dict = {}
+                order = make_order("raster", grid, block)
+                opts = parse_options(get_method("svg2"), {**options, "cluster_order": how})
+                for call, (q, k) in enumerate(calls, start=1):
+                    layout = make_layout(get_method("svg2"), order, opts, q=order.to_order(q), k=order.to_order(k),
+                                         state=state)
+                    official, computed = _official_pairs(arrays, call, n), _computed_pairs(layout, n)
+                    out.append({"case": name, "call": call, "block": block, "cluster_order": how,
+                                "official_density": float(official.float().mean()),
+                                "coverage": float((official & computed).sum() / official.sum()),
+                                "extra": float((computed & ~official).sum() / official.sum())})
+    return out
+
+
+if __name__ == "__main__":
+    for row in coverage_table():
+        print(" ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                       for key, value in row.items()))
