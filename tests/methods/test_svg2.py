@@ -208,3 +208,25 @@ if __name__ == "__main__":
     for row in coverage_table():
         print(" ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
                        for key, value in row.items()))
+
+
+def test_per_head_settings_share_one_order_and_the_layer_state():
+    """A layer plan with a top-p per head (and a dense head) is one layout on one per-head order: each head
+    keeps the rows its own setting gives, and the layer's warm-start state advances once, not per setting."""
+    from fastdit.methods import make_head_layout
+
+    grid = TokenGrid(3, 8, 8)
+    q, k = structured_qk((3, 8, 8), (0.3, 0.6, 0.4), 11)
+    spec, order = get_method("svg2"), make_order("raster", grid, 16)
+    settings = [parse_options(spec, {"q_clusters": 4, "k_clusters": 10, "top_p": p, "kmeans_iters": 3})
+                for p in (0.5, 0.9)]
+    state: dict = {}
+    layout = make_head_layout(spec, order, (settings[0], None, settings[1]), q=q, k=k, state=state)
+    alone = {p: make_layout(spec, order, s, q=q, k=k, state={}) for p, s in zip((0.5, 0.9), settings)}
+    assert torch.equal(layout.head_order.query_source, alone[0.5].head_order.query_source)
+    mask = layout.to_dense_block_mask()
+    assert torch.equal(mask[0], alone[0.5].to_dense_block_mask()[0]) and bool(mask[1].all())
+    assert torch.equal(mask[2], alone[0.9].to_dense_block_mask()[2])
+    once: dict = {}
+    make_layout(spec, order, settings[0], q=q, k=k, state=once)
+    torch.testing.assert_close(state["q"], once["q"])
