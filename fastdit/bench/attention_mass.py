@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fastdit.layout.grid import TokenGrid
+from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder
 
 __all__ = ["DenseReference", "dense_reference"]
@@ -41,21 +42,22 @@ class DenseReference:
     """Exact dense attention and its mass statistics, computed once and shared by every setting."""
 
     out: torch.Tensor  # [1, H, S, D], raster order
-    block_mass: dict[TokenOrder, torch.Tensor]  # per order, [H, nb, nb] float64: mass from query to key block
+    # per order, [H, nb, nb] float64: mass from query to key block (a per-head order: over its permuted blocks)
+    block_mass: dict[TokenOrder | HeadOrder, torch.Tensor]
     temporal: dict[str, Any]  # mass vs frame distance
     spatial: dict[str, Any]  # mass vs Chebyshev distance within the frame plane
     seconds: float
 
 
 def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
-                    orders: list[TokenOrder]) -> DenseReference:
+                    orders: list[TokenOrder | HeadOrder]) -> DenseReference:
     """Dense attention of raster ``q, k, v [1, H, S, D]`` in query chunks, with its mass statistics and the
-    block-to-block mass of each of ``orders`` (video-only orders of ``grid``)."""
+    block-to-block mass of each of ``orders`` (video-only orders of ``grid``, or per-head orders over one)."""
     start = time.perf_counter()
     _, H, S, D = q.shape
     T, P = grid.t, grid.tokens_per_frame
-    blocks = {o: o.destination // o.block_size for o in orders}  # block of every raster token, per order
-    masses = {o: torch.zeros(H, o.num_blocks, o.num_blocks, dtype=torch.float64) for o in orders}
+    blocks = {o: _token_blocks(o, H) for o in orders}  # ([H|1, S] query, [H|1, S] key) block of each raster token
+    masses = {o: torch.zeros(H, _base(o).num_blocks, _base(o).num_blocks, dtype=torch.float64) for o in orders}
     frame = torch.arange(S) // P
     ys, xs = (torch.arange(P) // grid.w), (torch.arange(P) % grid.w)
     t_bins, s_bins = _distance_bins(T - 1), _distance_bins(max(grid.h, grid.w) - 1)
@@ -69,9 +71,10 @@ def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tok
         n = hi - lo
         p = torch.softmax(torch.matmul(q[0, :, lo:hi], k[0].transpose(-1, -2)) * D**-0.5, dim=-1)  # [H, n, S]
         out[0, :, lo:hi] = torch.matmul(p, v[0])
-        for o, block in blocks.items():
-            to_blocks = p.new_zeros(H, n, o.num_blocks).index_add_(2, block, p)
-            masses[o].index_add_(1, block[lo:hi], to_blocks.double())
+        for o, (q_block, k_block) in blocks.items():
+            to_blocks = p.new_zeros(H, n, _base(o).num_blocks).scatter_add_(2, k_block.unsqueeze(1).expand(H, n, S), p)
+            for h in range(H):
+                masses[o][h].index_add_(0, q_block[h % q_block.shape[0], lo:hi], to_blocks[h].double())
         per_frame = p.view(H, n, T, P)
         t_idx = temporal_bin[frame[lo:hi]].view(1, -1).expand(H, -1)  # [H, n*T]
         t_mass.scatter_add_(1, t_idx, per_frame.sum(-1).reshape(H, -1).double())
@@ -84,6 +87,23 @@ def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tok
                                                                        torch.ones(P * P, dtype=torch.float64)) / P**2
     return DenseReference(out, masses, _profile(t_mass / S, t_pairs, t_bins),
                           _profile(s_mass / S, s_pairs, s_bins), time.perf_counter() - start)
+
+
+def _base(order: TokenOrder | HeadOrder) -> TokenOrder:
+    return order.base if isinstance(order, HeadOrder) else order
+
+
+def _token_blocks(order: TokenOrder | HeadOrder, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block of every raster token as a query (``[1, S]`` for a grid order) and as a key (``[H, S]``); a
+    per-head order (its first batch element; video-only grids) gives ``[H, S]`` for both."""
+    if not isinstance(order, HeadOrder):
+        block = (order.destination // order.block_size).unsqueeze(0)
+        return block, block.expand(heads, -1)
+    out = []
+    for source in (order.query_source[0], order.key_source[0]):
+        slot = torch.empty_like(source).scatter_(1, source, torch.arange(source.shape[1]).expand_as(source))
+        out.append(slot // order.base.block_size)  # a per-head order reorders the base order's leading positions
+    return out[0], out[1]
 
 
 def _profile(share: torch.Tensor, pairs: torch.Tensor, bins: list[tuple[int, int]]) -> dict[str, Any]:

@@ -36,7 +36,10 @@ from fastdit.methods import build_layout, get_method
 from fastdit.runs.report import markdown_table, write_report
 from fastdit.runtime.files import atomic_path
 
-DYNAMIC_METHODS = ("pyramid", "vmoba")
+DYNAMIC_METHODS = ("pyramid", "vmoba", "svg2")
+# SVG2's published clusters hold about this many tokens each (Wan2.1 720p: 75 600 tokens, 300 query / 1000 key
+# centroids); the benchmark scales the cluster counts to its grid so its clusters are as large
+SVG2_TOKENS_PER_CLUSTER = (252, 76)
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,17 @@ def group_shapes(block_size: int) -> list[tuple[int, int, int]]:
     return groups
 
 
-def settings(block_size: int) -> list[Setting]:
+def svg2_clusters(tokens: int) -> dict[str, int]:
+    """SVG2's query and key cluster counts for ``tokens`` video tokens, clusters as large as published."""
+    q_size, k_size = SVG2_TOKENS_PER_CLUSTER
+    return {"q_clusters": max(1, round(tokens / q_size)), "k_clusters": max(1, round(tokens / k_size))}
+
+
+def settings(block_size: int, tokens: int = 0) -> list[Setting]:
     """Every method at four or more settings, spanning as much of its density range as its knobs reach.
 
     Radial's window never drops below one block, so on a short grid its lowest point drops the frame-0 sink.
+    SVG2 (``tokens``: the grid's, to scale its clusters; 0 leaves it out) sweeps its top-p.
     """
     out = [Setting("radial", "radial", "decay 0.2, no sink", {"decay_factor": 0.2, "sink": False})]
     out += [Setting("radial", "radial", f"decay {d:g}", {"decay_factor": d}) for d in (0.2, 1, 2, 4, 8)]
@@ -85,6 +95,10 @@ def settings(block_size: int) -> list[Setting]:
     for kind in ("1d", "2d", "3d"):
         out += [Setting(f"vmoba {kind}", "vmoba", f"threshold {t:g}", {"threshold": t, "partitions": (kind,)})
                 for t in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    if tokens:
+        clusters = svg2_clusters(tokens)
+        out += [Setting("svg2", "svg2", "top-p {:g}, {q_clusters}/{k_clusters} clusters".format(p, **clusters),
+                        {"top_p": p, **clusters}) for p in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)]
     return out
 
 
@@ -99,12 +113,12 @@ def setting_layout(s: Setting, q: torch.Tensor, k: torch.Tensor, grid: TokenGrid
 def evaluate(s: Setting, layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              ref: DenseReference) -> dict[str, Any]:
     """Density, recall and output error of one setting's layout against the dense reference."""
-    qt, kt, vt = (layout.to_layout_order(x) for x in (q, k, v))
+    qt, kt, vt = layout.to_layout_order(q), layout.to_layout_order(k, keys=True), layout.to_layout_order(v, keys=True)
     start = time.perf_counter()
     out = layout.from_layout_order(attention(qt, kt, vt, layout, backend="torch"))
     attention_seconds = time.perf_counter() - start
     levels = layout.to_level_map()
-    mass = ref.block_mass[layout.order]
+    mass = ref.block_mass[layout.head_order or layout.order]
     total = mass.sum()
     return {"method": s.label, "setting": s.setting, "order": layout.order.describe(),
             "density": layout.density(),
@@ -119,10 +133,12 @@ def layout_cost(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGr
     """Build time of each dynamic method's default layout next to dense SDPA at the same shape (best of runs)."""
     dense = min(_timed(lambda: F.scaled_dot_product_attention(q, k, v)) for _ in range(repeats))
     rows = []
-    for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2)):
-        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=q, k=k, layer=layer))
+    for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2), ("svg2", 0)):
+        options = svg2_clusters(grid.video_tokens) if method == "svg2" else {}
+        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=q, k=k, layer=layer,
+                                               **options))
                    for _ in range(5 * repeats))
-        name = method if method == "pyramid" else f"vmoba {get_method('vmoba').options().partition(layer)}"
+        name = f"vmoba {get_method('vmoba').options().partition(layer)}" if method == "vmoba" else method
         rows.append({"method": name, "tokens": grid.num_tokens, "layout_ms": 1e3 * best, "dense_sdpa_ms": 1e3 * dense,
                      "percent_of_dense": 100 * best / dense})
     return rows
@@ -144,11 +160,11 @@ def _interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
     return None
 
 
-BASELINES = ("radial",)
+BASELINES = ("radial", "pyramid")  # each dynamic method is compared with every other baseline
 
 
 def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each dynamic setting next to static radial interpolated at the same density.
+    """Each dynamic setting next to static radial (and dynamic pyramid) interpolated at the same density.
 
     Recall is interpolated linearly, error log-linearly; a baseline whose density range does not contain the
     setting's density gives no value (``None``), and settings outside both ranges are left out.
@@ -159,12 +175,12 @@ def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row = {"method": r["method"], "setting": r["setting"], "density": r["density"], "recall": r["recall"]}
         for base in BASELINES:
-            points = [x for x in rows if x["method"] == base]
+            points = [x for x in rows if x["method"] == base != r["method"]]
             dens = [x["density"] for x in points]
             row[f"{base} recall"] = _interpolate(r["density"], dens, [x["recall"] for x in points])
         row["rel_l2"] = r["rel_l2"]
         for base in BASELINES:
-            points = [x for x in rows if x["method"] == base]
+            points = [x for x in rows if x["method"] == base != r["method"]]
             log_err = _interpolate(r["density"], [x["density"] for x in points],
                                    [math.log(x["rel_l2"]) for x in points])
             row[f"{base} rel_l2"] = None if log_err is None else math.exp(log_err)
@@ -257,14 +273,15 @@ def markdown(data: dict[str, Any], png: str) -> str:
         "keys are read averaged and weighted by the ln(m) bias; pooling's loss shows in the error); *recall_0*: "
         "mass on blocks read at full resolution; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
         f"{table}\n![density vs error and recall]({png})\n\n"
-        "## Dynamic methods vs static radial at equal density\n\n"
-        "Static radial (the published rule) interpolated at each dynamic setting's density: recall "
+        "## Dynamic methods vs static radial and dynamic pyramid at equal density\n\n"
+        "Static radial (the published rule) and pyramid interpolated at each dynamic setting's density: recall "
         "linearly, error log-linearly; blank where that density is outside the baseline's range, and settings "
         "outside both ranges left out.\n\n"
         f"{markdown_table(data['vs_radial'])}\n{_verdict(data['vs_radial'])}\n"
         "## Layout cost of the dynamic methods\n\n"
         "Time to build the per-head layout from q and k (PSA: sampled scores and bands; VMoBA: per-query chunk "
-        "gates and selection; then CSR) against dense "
+        "gates and selection; SVG2: k-means of queries and keys, cluster pairs, the per-head orders; then CSR) "
+        "against dense "
         f"`scaled_dot_product_attention` at the same shape on this machine (best of runs):\n\n"
         f"{markdown_table(data['layout_cost'], floatfmt='.4g')}\n"
         f"Largest: {worst:.2f}% of the dense attention time (target: below 2% at S ≥ 8k).\n"
@@ -320,9 +337,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     grid = TokenGrid(*args.grid)
     q, k, v, profiles = video_qkv(grid, args.heads, args.head_dim, seed=args.seed)
-    todo = settings(args.block_size)
+    todo = settings(args.block_size, grid.video_tokens)
     layouts = [setting_layout(s, q, k, grid, args.block_size) for s in todo]
-    ref = dense_reference(q, k, v, grid, list(dict.fromkeys(layout.order for layout in layouts)))
+    ref = dense_reference(q, k, v, grid, list(dict.fromkeys(layout.head_order or layout.order for layout in layouts)))
     rows = []
     for s, layout in zip(todo, layouts):
         rows.append(evaluate(s, layout, q, k, v, ref))

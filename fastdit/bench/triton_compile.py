@@ -35,6 +35,9 @@ VARIANTS = {
     "level0-padded": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True),
     # pyramid levels 0..3 with padding: the level-0 loop, then one loop over the pooled levels' tiles
     "levels": dict(N_LEVELS=4, HAS_MASK=True, SKIP_Q=True),
+    # SVG2: per-head layouts (their CSR is read per head at run time, like any per-head layout) of 64-token
+    # blocks over cluster-sorted tokens, with padding (the video's tail, text blocks)
+    "per-head-64": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True, BLOCK_Q=64, LOG_BLOCK_KV=6),
 }
 ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
 WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)
@@ -145,13 +148,21 @@ def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, in
     from fastdit.kernels.triton import forward as ta
 
     candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
-    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)]
+    block_q, block_kv = _blocks(variant)
+    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
+            and c[0] <= block_q and c[1] <= block_kv]  # the launcher's tiles fit in the blocks
+
+
+def _blocks(variant: str) -> tuple[int, int]:
+    """Query and key block of ``variant`` (128 unless it names its own)."""
+    constants = VARIANTS[variant]
+    return constants.get("BLOCK_Q", 128), 1 << constants.get("LOG_BLOCK_KV", 7)
 
 
 def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:
     """The config the kernel's first choice of kv tile leads to (the compile test's subject)."""
     level0 = VARIANTS[variant]["N_LEVELS"] == 1
-    kv_tile = 128 if arch >= 90 and level0 else 64
+    kv_tile = min(128 if arch >= 90 and level0 else 64, _blocks(variant)[1])
     return max((c for c in configs_for(arch, variant, ws) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
 
 
@@ -174,11 +185,11 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     block_m, block_n, warps, stages = config
     kv_tile = kv_tile or block_n
     fn = _block_sparse_fwd.fn
-    constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
-                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
-                     FULL_UNMASKED=full_unmasked(VARIANTS[variant]["N_LEVELS"], VARIANTS[variant]["HAS_MASK"],
-                                                 arch >= 90),
-                     BLOCK_M=block_m, BLOCK_N=block_n, **VARIANTS[variant])
+    constants = {**dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
+                        RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
+                        FULL_UNMASKED=full_unmasked(VARIANTS[variant]["N_LEVELS"], VARIANTS[variant]["HAS_MASK"],
+                                                    arch >= 90),
+                        BLOCK_M=block_m, BLOCK_N=block_n), **VARIANTS[variant]}
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
 
     def kind(name: str) -> str:

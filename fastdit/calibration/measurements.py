@@ -149,6 +149,11 @@ class Measurements:
         data = {"q": order.to_order(call.q), "k": k} if spec.dynamic else {}
         heads = call.q.shape[1]
         layouts = [make_layout(spec, order, options, layer=call.layer, **data) for options in settings]
+        if layouts[0].head_order is not None:  # per-head orders (SVG2): the keys sit in each head's own order
+            if call.q.shape[0] != 1:
+                raise ValueError(f"calibrating {method} (per-head orders computed from q and k) measures calls of "
+                                 f"batch 1, got {call.q.shape[0]}: run guidance as separate calls")
+            k, v = layouts[0].head_order.keys(k), layouts[0].head_order.keys(v)
         keys = ordered_keys(exact, k, v, layouts[0], order, levels=max(layout.max_level for layout in layouts))
         for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts))):
             measure.sq_error[c, step] += error.sq_error.double().cpu()

@@ -77,7 +77,7 @@ class OrderedKeys:
 
     ``logits [B, H, R, T]`` and ``values [B, H, T, D]`` concatenate levels ``0..L`` along ``T``; ``block`` and
     ``level`` ``[T]`` say which key block and level each key belongs to; ``query_block [R]`` is each row's
-    block and ``key_block [S]`` each model-order key's block.
+    block and ``key_block [S]`` each model-order key's block (``[H, R]`` and ``[H, S]`` on per-head orders).
     """
 
     logits: torch.Tensor
@@ -90,8 +90,9 @@ class OrderedKeys:
 
 def ordered_keys(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, order: TokenOrder,
                  levels: int = 0) -> OrderedKeys:
-    """:class:`OrderedKeys` of ``k, v`` (in ``order``) up to pyramid level ``levels``; ``layout`` is any layout
-    over ``order`` (pooling reads its block size and padding)."""
+    """:class:`OrderedKeys` of ``k, v`` (in ``order``, and in the layout's per-head key order when it has one)
+    up to pyramid level ``levels``; ``layout`` is any layout over ``order`` (pooling reads its block size and
+    padding; a per-head order, batch 1, places the rows and keys)."""
     block, device = order.block_size, k.device
     if exact.keys is not None:  # padded text keys stay hidden, as the engine's kernel call keeps them
         valid = torch.zeros(exact.keys.shape[0], order.seq_len, dtype=torch.bool, device=device)
@@ -110,8 +111,21 @@ def ordered_keys(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: Blo
         blocks.append((torch.arange(kl.shape[2], device=device) << level) // block)
         level_of.append(torch.full((kl.shape[2],), level, device=device))
     destination = order.destination.to(device)
+    query_dest, key_dest = destination, destination
+    if layout.head_order is not None:  # where each base position sits in the head's permuted sequences
+        query_dest, key_dest = (_slots(source.to(device), order.seq_len)[:, destination]
+                                for source in (layout.head_order.query_source[0], layout.head_order.key_source[0]))
     return OrderedKeys(torch.cat(logits, -1), torch.cat(values, 2), torch.cat(blocks), torch.cat(level_of),
-                       destination[exact.rows] // block, destination // block)
+                       query_dest[..., exact.rows] // block, key_dest // block)
+
+
+def _slots(source: torch.Tensor, length: int) -> torch.Tensor:
+    """``[H, length]``: the position in a per-head order of each base-order position (``source [H, n]``: the base
+    position at each of the first ``n`` slots; the rest stay in place)."""
+    slots = torch.arange(length, device=source.device).repeat(source.shape[0], 1)
+    slots[:, :source.shape[1]] = torch.empty_like(source).scatter_(
+        1, source, torch.arange(source.shape[1], device=source.device).expand_as(source))
+    return slots
 
 
 def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout]) -> list[RowError]:
@@ -123,13 +137,15 @@ def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout])
     errors = []
     for start in range(0, len(layouts), group):
         chunk = layouts[start:start + group]
-        rows = keys.query_block.cpu()
-        read = torch.stack([layout.to_level_map()[:, rows].expand(H, -1, -1) for layout in chunk])
+        rows = keys.query_block.cpu().expand(H, -1)  # [H, R]: each row's block (per head on per-head orders)
+        heads = torch.arange(H)[:, None]
+        read = torch.stack([layout.to_level_map().expand(H, -1, -1)[heads, rows] for layout in chunk])
         read = read.to(keys.logits.device).long()  # [C, H, R, nk]: the level each row reads a block at
         allowed = read[..., keys.block] == keys.level  # [C, H, R, T]
         p = torch.softmax(keys.logits.masked_fill(~allowed.unsqueeze(1), -math.inf), dim=-1).nan_to_num(0.0)
         out = torch.matmul(p, keys.values)  # [C, B, H, R, D]
-        covered = (read >= 0)[..., keys.key_block]  # [C, H, R, S] in model order
+        key_block = keys.key_block.expand(H, -1)  # [H, S]
+        covered = torch.gather(read >= 0, 3, key_block[None, :, None, :].expand(*read.shape[:3], -1))  # model order
         recall = (exact.p * covered.unsqueeze(1)).sum(-1).sum((1, 3))  # [C, H]
         sq_error = ((out - exact.out) ** 2).sum((1, 3, 4))
         sq_norm = (exact.out ** 2).sum((0, 2, 3))

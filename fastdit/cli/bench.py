@@ -9,6 +9,7 @@ refreshed only by naming their folder, --out bench/results).
   fastdit bench toy-loss   the toy model's denoising loss on longer clips, dense vs sparse
   fastdit bench calibrate  calibrated per-layer/per-head sparsity vs uniform settings, PSNR vs density
   fastdit bench compile    torch.compile of a patched model vs unpatched: graphs, recompiles, times
+  fastdit bench order-cost SVG2's k-means and per-head permutations vs dense attention
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SUITES = {
                                              "density, calibration cost"),
     "compile": ("fastdit.bench.compile",
                 "torch.compile (fullgraph, whole and regional) of a patched model vs unpatched"),
+    "order-cost": ("fastdit.bench.order_cost", "SVG2's k-means and per-head permutations vs dense attention"),
 }
 
 

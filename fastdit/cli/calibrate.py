@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap: every head's error stays within --target (default); budget: the RMS of the "
                              "errors over all heads does, spent where it buys the most sparsity")
     parser.add_argument("--methods", nargs="+", choices=SEARCHABLE, default=list(DEFAULT_METHODS), metavar="METHOD",
-                        help=f"methods to choose from per layer ({' | '.join(SEARCHABLE)}; default: all)")
+                        help=f"methods to choose from per layer ({' | '.join(SEARCHABLE)}; default: "
+                             f"{' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--measure-steps", nargs="+", type=int, metavar="STEP",
                         help="0-based denoising steps to measure (default: 5 spread over the run)")
     parser.add_argument("--warmup", type=step_count_or_share, metavar="N|SHARE",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder
 
 __all__ = ["BlockLayout"]
@@ -35,6 +36,9 @@ class BlockLayout:
         kv_valid: ``[seq_len_kv]`` bool, which key positions hold real tokens (padding is masked).
         order: the token grid and order the layout is defined in, so ``[B, H, S, D]`` tensors move between the
             model's order and the layout's (:meth:`to_layout_order`, :meth:`from_layout_order`).
+        head_order: per-head query and key permutations of ``order`` computed from q and k (SVG2's clusters);
+            the blocks are then blocks of the permuted sequences, and with ``B`` batch elements the layout has
+            ``B * H`` heads, batch element ``b``'s heads at ``b * H ... (b + 1) * H - 1``.
     """
 
     row_ptr: torch.Tensor
@@ -46,8 +50,13 @@ class BlockLayout:
     level: torch.Tensor | None = None
     kv_valid: torch.Tensor | None = None
     order: TokenOrder | None = None
+    head_order: HeadOrder | None = None
 
     def __post_init__(self) -> None:
+        if self.head_order is not None and (self.order != self.head_order.base
+                                            or self.num_heads != self.head_order.batch * self.head_order.heads):
+            raise ValueError(f"a per-head order of {self.head_order.batch} x {self.head_order.heads} (batch x heads) "
+                             f"needs a layout of as many heads over its base order, got {self.num_heads} heads")
         if self.row_ptr.ndim != 2 or self.row_ptr.shape[1] != self.n_q_blocks + 1:
             raise ValueError(f"row_ptr must be [heads, {self.n_q_blocks + 1}], got {tuple(self.row_ptr.shape)}")
         if self.level is not None and self.level.shape != self.col_idx.shape:
@@ -68,10 +77,12 @@ class BlockLayout:
         mask: torch.Tensor,
         order: TokenOrder,
         level: torch.Tensor | None = None,
+        head_order: HeadOrder | None = None,
     ) -> "BlockLayout":
         """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
-        ``level`` (same shape, int) gives the pyramid level of each kept entry.
+        ``level`` (same shape, int) gives the pyramid level of each kept entry; ``head_order`` the per-head
+        permutations the blocks are cut from (``heads = B * H`` then).
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
@@ -86,7 +97,7 @@ class BlockLayout:
         levels = None if level is None else level[mask].to(torch.int8)
         valid = order.valid
         return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
-                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order)
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, head_order=head_order)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -182,15 +193,32 @@ class BlockLayout:
         """A copy whose index tensors live on ``device`` (kernels read them there)."""
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
-                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
+                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order,
+                           head_order=None if self.head_order is None else self.head_order.to(device))
 
-    def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
+    def head_slice(self, start: int, stop: int) -> "BlockLayout":
+        """The pattern of heads ``start:stop`` alone, without a per-head order (the caller has already moved
+        its tensors): the engine runs a per-head-ordered layout of ``B * H`` heads one batch element at a time."""
+        ptr = self.row_ptr[start:stop]
+        return BlockLayout(ptr - ptr[0, 0], self.col_idx[int(ptr[0, 0]):int(ptr[-1, -1])], self.block_q,
+                           self.block_kv, self.seq_len_q, self.seq_len_kv,
+                           level=None if self.level is None else self.level[int(ptr[0, 0]):int(ptr[-1, -1])],
+                           kv_valid=self.kv_valid, order=self.order)
+
+    def to_layout_order(self, x: torch.Tensor, keys: bool = False) -> torch.Tensor:
         """``[B, H, S, D]`` in the model's token order → ``[B, H, seq_len_q, D]`` in the layout's own order
-        (padding zero-filled)."""
-        return self._require_order().to_order(x, dim=-2)
+        (padding zero-filled); ``keys``: ``x`` holds keys or values (a per-head order permutes them apart from
+        the queries)."""
+        x = self._require_order().to_order(x, dim=-2)
+        if self.head_order is None:
+            return x
+        return self.head_order.keys(x) if keys else self.head_order.queries(x)
 
     def from_layout_order(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, seq_len_q, D]`` in the layout's order → ``[B, H, S, D]`` in the model's token order."""
+        """``[B, H, seq_len_q, D]`` in the layout's order (an output, in the queries' order) → ``[B, H, S, D]``
+        in the model's token order."""
+        if self.head_order is not None:
+            x = self.head_order.restore(x)
         return self._require_order().from_order(x, dim=-2)
 
     def _require_order(self) -> TokenOrder:

@@ -35,11 +35,16 @@ class Method:
 
     ``video_mask(order, options, q=, k=, layer=)`` returns ``[heads, n_video_blocks, n_video_blocks]`` bool
     over ``order``'s video blocks (``heads == 1`` for a pattern shared by all heads) and optionally a
-    same-shaped int level map; text rows and columns are added here, so no method can forget them. ``orders``
-    names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
+    same-shaped int level map, and a dynamic method may add a third item, a
+    :class:`~fastdit.layout.head_order.HeadOrder` (per-head query and key permutations computed from q and k;
+    the mask is then over the permuted sequences, one head per batch element and head); text rows and columns
+    are added here, so no method can forget them. ``orders`` names the token orders the mask is defined on, the
+    published one first. ``shape(grid, block_size, options,
     layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
     (``"chunks"`` order) for a layer. ``layer_orders``: the method's own order changes from layer to layer
-    (VMoBA's 1D/2D/3D chunks), so tokens can't be permuted into it once per forward.
+    (VMoBA's 1D/2D/3D chunks), so tokens can't be permuted into it once per forward. ``stateful``:
+    ``video_mask`` takes ``state=``, a dict the caller keeps per (model, layer) for one pipeline call (SVG2
+    warm-starts its k-means from the previous step's centroids).
     """
 
     name: str
@@ -50,3 +55,4 @@ class Method:
     summary: str = ""
     shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None
     layer_orders: bool = False
+    stateful: bool = False

@@ -16,6 +16,7 @@ import torch
 
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.grid import TokenGrid
+from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder, make_order
 from fastdit.methods.base import DEFAULT_BLOCK_SIZE, HeadSlice, Method
 from fastdit.methods.registry import get_method
@@ -97,32 +98,34 @@ def build_layout(
 
 
 def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tensor | None = None,
-                k: torch.Tensor | None = None, layer: int = 0, heads: HeadSlice | None = None) -> BlockLayout:
+                k: torch.Tensor | None = None, layer: int = 0, heads: HeadSlice | None = None,
+                state: dict | None = None) -> BlockLayout:
     """Layout of a validated method and options on ``order``; ``q, k`` already in that order (dynamic
     methods only); static layouts come from a cache. ``heads``: which of the model's heads ``q, k`` hold
-    (``None``: all)."""
+    (``None``: all); ``state``: a stateful method's state for this layer (``None``: none kept)."""
     if not spec.dynamic:
         return _static_layout(spec.name, order, options)
     if q is None or k is None:
         raise ValueError(f"method {spec.name!r} chooses blocks from the data: pass q= and k= "
                          "([B, H, S, D], the model's token order)")
     with torch.no_grad():  # a layout is a choice, not a function to differentiate (training stays lean)
-        return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer,
-                                                          **_head_slice(heads))))
+        return _assemble(order, *_as_parts(spec.video_mask(order, options, q=q, k=k, layer=layer,
+                                                           **_head_slice(heads), **_state(spec, state))))
 
 
 def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *, q: torch.Tensor | None = None,
-                     k: torch.Tensor | None = None, layer: int = 0, shard: HeadSlice | None = None) -> BlockLayout:
+                     k: torch.Tensor | None = None, layer: int = 0, shard: HeadSlice | None = None,
+                     state: dict | None = None) -> BlockLayout:
     """One layout whose heads follow options of their own (``heads``: validated options per head, ``None`` for
     a head that attends every block), so a layer with per-head settings is still one kernel call.
 
     Each distinct setting is evaluated on all heads (a dynamic method decides from all of them exactly as it
     does for a uniform layer, so a head gets the blocks it would get alone) and each head keeps its own
     setting's rows. Static layouts come from a cache, like :func:`make_layout`'s. ``shard``: which of the
-    model's heads ``q, k`` and ``heads`` are (``None``: all).
+    model's heads ``q, k`` and ``heads`` are (``None``: all); ``state``: as :func:`make_layout`'s.
     """
     if len(set(heads)) == 1 and heads[0] is not None:
-        return make_layout(spec, order, heads[0], q=q, k=k, layer=layer, heads=shard)
+        return make_layout(spec, order, heads[0], q=q, k=k, layer=layer, heads=shard, state=state)
     if not spec.dynamic:
         return _static_head_layout(spec.name, order, tuple(heads))
     if q is None or k is None:
@@ -130,7 +133,7 @@ def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *,
     if q.shape[1] != len(heads):
         raise ValueError(f"{len(heads)} per-head settings for a call with {q.shape[1]} heads")
     with torch.no_grad():
-        return _head_layout(spec, order, heads, q=q, k=k, layer=layer, **_head_slice(shard))
+        return _head_layout(spec, order, heads, q=q, k=k, layer=layer, **_head_slice(shard), **_state(spec, state))
 
 
 def _head_slice(heads: HeadSlice | None) -> dict[str, Any]:
@@ -139,9 +142,14 @@ def _head_slice(heads: HeadSlice | None) -> dict[str, Any]:
     return {} if heads is None else {"heads": heads}
 
 
+def _state(spec: Method, state: dict | None) -> dict[str, Any]:
+    """The ``state=`` argument of a stateful method's ``video_mask`` (none for the others)."""
+    return {"state": state} if spec.stateful else {}
+
+
 @functools.lru_cache(maxsize=128)
 def _static_layout(name: str, order: TokenOrder, opts: Any) -> BlockLayout:
-    return _assemble(order, *_as_pair(_static_video_mask(name, order, opts)))
+    return _assemble(order, *_as_parts(_static_video_mask(name, order, opts)))
 
 
 @functools.lru_cache(maxsize=128)
@@ -156,24 +164,36 @@ def _static_head_layout(name: str, order: TokenOrder, heads: tuple[Any, ...]) ->
 
 def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **data: Any) -> BlockLayout:
     """Stack each head's rows from the video mask of its own setting (dense heads keep every block); ``data``
-    is a dynamic method's ``q``, ``k``, ``layer`` and, on a slice of the heads, ``heads``."""
-    nv = order.video_blocks
-    masks = torch.ones(len(settings), nv, nv, dtype=torch.bool)
-    levels = torch.zeros(len(settings), nv, nv, dtype=torch.int8)
-    pooled = False
+    is a dynamic method's ``q``, ``k``, ``layer`` and, on a slice of the heads, ``heads`` (and a stateful
+    method's ``state``: every setting starts from the state the call found, so a per-head order, which must not
+    depend on the setting, comes out the same for each). A per-head order's layout has a head per batch element
+    and head: setting ``h`` applies to heads ``h, h + H, ...``."""
+    nv, H = order.video_blocks, len(settings)
+    head_order = None
+    masks = levels = None
+    state = data.pop("state", None)
+    before = None if state is None else dict(state)  # each setting starts from the state the call found
     for options in dict.fromkeys(h for h in settings if h is not None):
         if spec.dynamic:
-            mask, level = _as_pair(spec.video_mask(order, options, **data))
+            if state is not None:
+                state.clear()
+                state.update(before)
+                data["state"] = state
+            mask, level, head_order = _as_parts(spec.video_mask(order, options, **data))
         else:
-            mask, level = _as_pair(_static_video_mask(spec.name, order, options))
+            mask, level, head_order = _as_parts(_static_video_mask(spec.name, order, options))
         mask = mask.reshape(-1, nv, nv)
-        for h, head_options in enumerate(settings):
-            if head_options == options:
+        if masks is None:
+            rows = H * (1 if head_order is None else head_order.batch)
+            masks = torch.ones(rows, nv, nv, dtype=torch.bool)
+        for h in range(masks.shape[0]):
+            if settings[h % H] == options:
                 masks[h] = mask[h % mask.shape[0]]
                 if level is not None:
+                    if levels is None:
+                        levels = torch.zeros(masks.shape[0], nv, nv, dtype=torch.int8)
                     levels[h] = level.reshape(-1, nv, nv)[h % level.shape[0]]
-                    pooled = True
-    return _assemble(order, masks, levels if pooled else None)
+    return _assemble(order, masks, levels, head_order)
 
 
 def clear_layout_cache() -> None:
@@ -182,17 +202,21 @@ def clear_layout_cache() -> None:
         cached.cache_clear()
 
 
-def _as_pair(result) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return result if isinstance(result, tuple) else (result, None)
+def _as_parts(result) -> tuple[torch.Tensor, torch.Tensor | None, HeadOrder | None]:
+    """A method's ``mask``, ``(mask, level)`` or ``(mask, level, head_order)`` as the triple."""
+    if not isinstance(result, tuple):
+        return result, None, None
+    return (*result, None) if len(result) == 2 else result
 
 
-def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None) -> BlockLayout:
+def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None,
+              head_order: HeadOrder | None = None) -> BlockLayout:
     """Embed the video-video block mask in the full mask, where text rows and columns are always kept."""
     if video.ndim == 2:
         video = video.unsqueeze(0)
     nv = order.video_blocks
     if order.text_blocks == 0:
-        return BlockLayout.from_block_mask(video, order, level)
+        return BlockLayout.from_block_mask(video, order, level, head_order)
     heads, nb = video.shape[0], order.num_blocks
     mask = torch.ones(heads, nb, nb, dtype=torch.bool)
     mask[:, :nv, :nv] = video
@@ -200,6 +224,6 @@ def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None
     if level is not None:
         full_level = torch.zeros(heads, nb, nb, dtype=level.dtype)
         full_level[:, :nv, :nv] = level
-    return BlockLayout.from_block_mask(mask, order, full_level)
+    return BlockLayout.from_block_mask(mask, order, full_level, head_order)
 
 

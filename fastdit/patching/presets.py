@@ -141,6 +141,26 @@ _GRAT_IMAGE = MethodPreset(0, 0, {"mode": "crisscross"},
                            source="GRAT paper (training-free on Flux): criss-cross groups on every step as in its "
                                   "released HunyuanVideo code; 1x16x16 groups, the image analogue of 4x8x8, since "
                                   "the Flux group shape is unpublished")
+_SVG2 = "svg-project/Sparse-VideoGen @ 5ce7b01"
+_SVG2_BLOCKS = ("64-token blocks over the variable clusters, clusters ordered by their estimated mass profiles "
+                "(fastdit's fixed-block version; every official token pair kept)")
+_SVG2_WAN = MethodPreset(10, 1, {"q_clusters": 300, "k_clusters": 1000, "top_p": 0.9, "min_kc_ratio": 0.1,
+                                 "kmeans_iters": 50, "kmeans_iters_step": 2}, block_size=64,
+                         source=f"SVG2 Wan2.1-T2V-14B 720p ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh: 300 / 1000 "
+                                "centroids, top_p 0.9, min_kc_ratio 0.1, k-means 50 then 2 iterations, "
+                                "first_times_fp 0.2 = 10 of 50 steps, first_layers_fp 0.03 of 40 layers = 1); "
+                                + _SVG2_BLOCKS)
+_SVG2_WAN13B = MethodPreset(10, 0, _SVG2_WAN.options, block_size=64,
+                            source=f"SVG2's Wan2.1 T2V setting ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh) on the 1.3B "
+                                   "model: first_layers_fp 0.03 of its 30 layers = 0 dense layers (the script's own "
+                                   "rule); " + _SVG2_BLOCKS)
+_SVG2_HUNYUAN = MethodPreset(5, 1, {"q_clusters": 400, "k_clusters": 1000, "top_p": 0.9, "min_kc_ratio": 0.1,
+                                    "kmeans_iters": 50, "kmeans_iters_step": 2}, block_size=64,
+                             source=f"SVG2 HunyuanVideo 720p ({_SVG2} scripts/hyvideo/hyvideo_t2v_720p_sap.sh: 400 / "
+                                    "1000 centroids, top_p 0.9, min_kc_ratio 0.1, k-means 50 then 2 iterations, "
+                                    "first_times_fp 0.1 = 5 of 50 steps, first_layers_fp 0.03 of 60 blocks = 1; its "
+                                    "k-means during the warm-up steps, zero_step_kmeans_init, is not run); "
+                                    + _SVG2_BLOCKS)
 
 _WAN_METHODS = {"pyramid": _PYRAMID_WAN14B, "vmoba": _VMOBA_WAN}
 
@@ -150,11 +170,12 @@ _WAN_720P = VideoSize(81, 720, 1280)  # 21 x 45 x 80 = 75 600 tokens
 
 PRESETS: dict[str, Preset] = {
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": Preset(
-        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS, "pyramid": _PYRAMID_WAN13B}, size=_WAN_480P,
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS, "pyramid": _PYRAMID_WAN13B, "svg2": _SVG2_WAN13B},
+        size=_WAN_480P,
         config={"num_layers": 30, "num_attention_heads": 12},
         source="n_train: 480x832, 81 frames (the 1.3B model is trained at 480p; Wan2.1 model card)"),
     "Wan-AI/Wan2.1-T2V-14B-Diffusers": Preset(
-        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS}, size=_WAN_720P,
+        "wan", "radial", {"radial": _RADIAL_WAN21, **_WAN_METHODS, "svg2": _SVG2_WAN}, size=_WAN_720P,
         config={"num_layers": 40, "num_attention_heads": 40},
         source="n_train: 720x1280, 81 frames (Wan2.1 14B model card: 480p and 720p)"),
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": Preset(
@@ -162,7 +183,7 @@ PRESETS: dict[str, Preset] = {
         config={"num_layers": 40, "num_attention_heads": 40}, denoisers=2,
         source="n_train: 720x1280, 81 frames (Wan2.2 A14B model card); both experts get the same settings"),
     "hunyuanvideo-community/HunyuanVideo": Preset(
-        "hunyuan_video", "radial", {"radial": _RADIAL_HUNYUAN, "grat": _GRAT_HUNYUAN},
+        "hunyuan_video", "radial", {"radial": _RADIAL_HUNYUAN, "grat": _GRAT_HUNYUAN, "svg2": _SVG2_HUNYUAN},
         size=VideoSize(129, 720, 1280),  # 33 x 45 x 80 = 118 800
         config={"num_layers": 20, "num_single_layers": 40},
         source="n_train: 720x1280, 129 frames (HunyuanVideo model card, pipeline defaults)"),
@@ -210,7 +231,11 @@ PRESETS["fastdit/tiny-wan"] = Preset(
     {"radial": MethodPreset(4, 0, schedule=16, source="a quarter of the sample's 16 steps dense, as Wan's 12 of 50"),
      "grat": MethodPreset(4, 0, tile=(1, 8, 8), schedule=16,
                           source="1x8x8 groups (two 32-token blocks): 4x8x8 would pad the sample's 5 latent frames "
-                                 "to 8")},
+                                 "to 8"),
+     "svg2": MethodPreset(3, 0, {**_SVG2_WAN.options, "q_clusters": 5, "k_clusters": 17}, schedule=16,
+                          source=f"SVG2's Wan setting ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh) with clusters as "
+                                 "large as there (252 / 76 tokens of Wan2.1 720p's 75 600): 5 / 17 on the sample's "
+                                 "1280 tokens; first_times_fp 0.2 of 16 steps = 3 dense, 0.03 of 6 layers = 0")},
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 

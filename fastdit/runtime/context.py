@@ -43,6 +43,8 @@ class RunContext:
         self._index: dict[tuple[int, str, int], int] = {}  # (step, model, layer) -> position in stats.records
         self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
         self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
+        # (model, layer) -> a stateful method's state for this pipeline call (SVG2's warm-start centroids)
+        self.method_state: dict[tuple[str, int], dict] = {}
         self._recording = True
         # The order the denoiser's tokens are in between its first and last block when they are permuted once
         # per forward (fastdit.patching.permute); None: the model's own order, the engine moves q, k, v per call.
@@ -95,6 +97,7 @@ class RunContext:
         self.stats = AttentionStats()
         self._index = {}
         self._forwards = {}
+        self.method_state = {}
 
     def observe_forward(self, model: str, timestep: float | None) -> None:
         """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook; a value that falls during a

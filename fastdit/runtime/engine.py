@@ -205,15 +205,24 @@ class SparseAttention:
             return (out, None) if return_lse else out
         order, layout = decision.order, decision.layout.to(q.device)
         rows = order.video_blocks if keys_only else order.num_blocks
+        heads = layout.head_order
         with clock.span(q.device, times, "permute"):
             qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size, held),
                                              _into(order, held, k))
             vt = _into(order, held, v)
+            if heads is not None:  # per-head orders computed from q and k (SVG2): queries and keys apart
+                qt, kt, vt = heads.queries(qt), heads.keys(kt), heads.keys(vt)
         with clock.span(q.device, times, "kernel"):
-            out = self._sparse(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
-                               decision.keys, rows, return_lse)
+            if heads is None:
+                out = self._sparse(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
+                                   decision.keys, rows, return_lse)
+            else:
+                out = self._per_batch(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
+                                      decision.keys, rows, return_lse)
         out, lse = out if return_lse else (out, None)
         with clock.span(q.device, times, "permute"):
+            if heads is not None:
+                out, lse = heads.restore(out), (None if lse is None else heads.restore(lse))
             if held is not None:  # the tokens stay in the order: only the padding at its end goes
                 out, lse = out[:, :, :q.shape[2]], (None if lse is None else lse[:, :, :q.shape[2]])
             elif keys_only:  # back from the layout's order: the video's rows only
@@ -274,7 +283,8 @@ class SparseAttention:
                 with clock.span(device, decision.times, "permute"):
                     qt, kt = ordered_qk(order)
             with clock.span(device, decision.times, "layout"):
-                layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
+                layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads,
+                                      state=self.context.method_state.setdefault((model, layer), {}))
             if layout.density() >= 1.0:
                 reason = self._full_layout(order, spec.name)
             else:
@@ -303,13 +313,15 @@ class SparseAttention:
         return layout_order(spec, grid, cfg.block_size, options, order=cfg.order, tile=cfg.tile, layer=layer)
 
     def _layout(self, spec: Method, heads: tuple, order: TokenOrder, q: torch.Tensor | None,
-                k: torch.Tensor | None, layer: int, per_head: bool, shard: HeadSlice | None = None) -> BlockLayout:
+                k: torch.Tensor | None, layer: int, per_head: bool, shard: HeadSlice | None = None,
+                state: dict | None = None) -> BlockLayout:
         """The layout of this call (``q, k`` in ``order``, for dynamic methods): the configured method's, or a
-        layer plan's with one setting per head (``shard``: the model heads ``q, k`` hold)."""
+        layer plan's with one setting per head (``shard``: the model heads ``q, k`` hold; ``state``: the layer's
+        state of a stateful method, kept for the pipeline call)."""
         data = {"q": q, "k": k} if spec.dynamic else {}
         if not per_head:
-            return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
-        return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
+            return make_layout(spec, order, heads[0], layer=layer, heads=shard, state=state, **data)
+        return make_head_layout(spec, order, heads, layer=layer, shard=shard, state=state, **data)
 
     def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
                 rows: int, return_lse: bool = False):
@@ -337,6 +349,18 @@ class SparseAttention:
             else:
                 out[samples] = result
         return (out, lse) if return_lse else out
+
+    def _per_batch(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
+                   rows: int, return_lse: bool):
+        """:meth:`_sparse` on a per-head-ordered layout (``q, k, v`` already permuted): its ``B * H`` heads are
+        one pattern per batch element and head, so each batch element runs with its own heads."""
+        H = q.shape[1]
+        parts = [self._sparse(q[b:b + 1], k[b:b + 1], v[b:b + 1], order, layout.head_slice(b * H, (b + 1) * H),
+                              scale, None if keys is None else keys[b:b + 1], rows, return_lse)
+                 for b in range(q.shape[0])]
+        if not return_lse:
+            return torch.cat(parts)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _full_layout(self, order: TokenOrder, method: str) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid

@@ -25,14 +25,14 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path):
         assert 0 < row["density"] <= 1 and 0 <= row["recall_0"] <= row["recall"] <= 1 + 1e-9
         if row["density"] == 1:  # a full layout keeps every bit of mass and the exact output
             assert abs(row["recall"] - 1) < 1e-9 and row["rel_l2"] < 1e-5
-    expected = {"radial", "grat surround", "grat crisscross", "grat lines", "pyramid",
+    expected = {"radial", "grat surround", "grat crisscross", "grat lines", "pyramid", "svg2",
                 *(f"vmoba {kind}" for kind in ("1d", "2d", "3d"))}
     assert set(per_method) == expected and min(per_method.values()) >= 4
     for profile in (data["temporal_profile"], data["spatial_profile"]):
         relative = profile["relative_to_uniform"]
         assert relative[0] > 1 > relative[-1]  # the synthetic attention prefers near keys
         assert abs(sum(profile["mass_share"]) - 1) < 1e-6
-    assert {r["method"] for r in data["layout_cost"]} == {"pyramid", "vmoba 1d", "vmoba 2d", "vmoba 3d"}
+    assert {r["method"] for r in data["layout_cost"]} == {"pyramid", "vmoba 1d", "vmoba 2d", "vmoba 3d", "svg2"}
 
 
 def test_recall_is_the_dense_mass_inside_the_layout():
@@ -53,6 +53,28 @@ def test_recall_is_the_dense_mass_inside_the_layout():
     assert abs(row["recall"] - expected) < 1e-5
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     torch.testing.assert_close(ref.out, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_recall_of_a_per_head_order_is_the_dense_mass_on_its_token_pairs():
+    """SVG2's layout lives in per-head query and key orders: its recall is the dense mass on the token pairs its
+    permuted blocks hold, and its output is the masked attention over them."""
+    grid = TokenGrid(3, 8, 8)
+    q, k, v, _ = video_qkv(grid, heads=2, head_dim=16, channels=8)
+    setting = fidelity.Setting("svg2", "svg2", "test", {"top_p": 0.7, "q_clusters": 4, "k_clusters": 12})
+    layout = fidelity.setting_layout(setting, q, k, grid, 16)
+    ref = dense_reference(q, k, v, grid, [layout.head_order])
+    row = fidelity.evaluate(setting, layout, q, k, v, ref)
+    S = grid.num_tokens
+    heads = layout.head_order
+    slot_q = torch.empty_like(heads.query_source[0]).scatter_(1, heads.query_source[0], torch.arange(S).expand(2, -1))
+    slot_k = torch.empty_like(heads.key_source[0]).scatter_(1, heads.key_source[0], torch.arange(S).expand(2, -1))
+    blocks = layout.to_dense_block_mask()
+    token_mask = blocks[torch.arange(2)[:, None, None], slot_q[:, :, None] // 16, slot_k[:, None, :] // 16]
+    probs = torch.softmax(q[0] @ k[0].transpose(-1, -2) * 16**-0.5, dim=-1)
+    assert 0.1 < row["density"] < 0.9
+    assert abs(row["recall"] - float((probs * token_mask).sum() / S / 2)) < 1e-5
+    masked = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=token_mask[None])
+    assert abs(row["rel_l2"] - float((masked - ref.out).norm() / ref.out.norm())) < 1e-4
 
 
 def test_rope_depends_on_relative_position_only():

@@ -105,3 +105,33 @@ def test_candidates_evaluated_together_match_one_at_a_time(monkeypatch):
         torch.testing.assert_close(joint.sq_error, alone.sq_error)
         torch.testing.assert_close(joint.recall, alone.recall)
     assert float(together[2].sq_error.max()) < 1e-9 and float(together[0].sq_error.sum()) > 0
+
+
+def test_row_errors_and_recall_on_per_head_orders_match_the_kernel():
+    """SVG2's layouts live in per-head query and key orders: the sampled rows read the keys their head's
+    permuted blocks hold (errors equal the kernel's on those rows), and recall is the mass on those keys."""
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 24, torch.Generator().manual_seed(1))
+    exact = exact_rows(q, k, v, rows, None)
+    spec = get_method("svg2")
+    order = layout_order(spec, grid, 16, None)
+    layouts = [make_layout(spec, order, parse_options(spec, {"q_clusters": 4, "k_clusters": 12, "top_p": p}),
+                           q=order.to_order(q), k=order.to_order(k)) for p in (0.5, 0.8)]
+    heads = layouts[0].head_order
+    keys = ordered_keys(exact, heads.keys(order.to_order(k)), heads.keys(order.to_order(v)), layouts[0], order)
+    exact_p = torch.softmax(q @ k.transpose(-1, -2) * 16**-0.5, -1)
+    for layout, got in zip(layouts, layout_rows(exact, keys, layouts)):
+        assert torch.equal(layout.head_order.key_source, heads.key_source)  # top-p keeps the orders
+        out = layout.from_layout_order(fastdit.attention(layout.to_layout_order(q), layout.to_layout_order(k, True),
+                                                         layout.to_layout_order(v, True), layout, backend="torch"))
+        expected = ((out - exact_p @ v)[:, :, rows] ** 2).sum((0, 2, 3))
+        torch.testing.assert_close(got.sq_error.float(), expected, rtol=1e-4, atol=1e-6)
+        slot_q = torch.empty_like(heads.query_source[0]).scatter_(1, heads.query_source[0],
+                                                                   torch.arange(grid.num_tokens).expand(2, -1))
+        slot_k = torch.empty_like(heads.key_source[0]).scatter_(1, heads.key_source[0],
+                                                                 torch.arange(grid.num_tokens).expand(2, -1))
+        kept = layout.to_dense_block_mask()[torch.arange(2)[:, None, None], slot_q[:, rows, None] // 16,
+                                            slot_k[:, None, :] // 16]
+        torch.testing.assert_close(got.recall.float(), (exact_p[0][:, rows] * kept).sum((1, 2)), rtol=1e-5, atol=1e-6)
+        assert 0 < float(got.sq_error.sum())

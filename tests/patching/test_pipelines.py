@@ -64,3 +64,24 @@ def test_pipeline_dense_sparse_and_remove(name):
 
     assert torch.equal(_output(pipe, arguments), before)
     assert not fastdit.is_patched(pipe)
+
+
+@pytest.mark.parametrize("name", ["wan2.2", "hunyuan_video"])
+def test_svg2_runs_through_the_generic_path(name):
+    """SVG2's per-head orders through real pipelines on the generic path: Wan (video-only self-attention, two
+    experts, CFG) and HunyuanVideo (joint text tokens, padded prompts); sparse calls close to the stock output."""
+    build, arguments, _, denoisers = PIPELINES[name]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    before = _output(pipe, arguments)
+    fastdit.apply(pipe, method="svg2", preset=None, block_size=16, q_clusters=2, k_clusters=6, top_p=0.6)
+    try:
+        sparse = _output(pipe, arguments)
+        records = fastdit.stats(pipe).records
+    finally:
+        fastdit.remove(pipe)
+    assert {r.model for r in records} == set(denoisers)
+    assert any(not r.dense and r.density < 1 for r in records)
+    assert torch.isfinite(sparse).all()
+    rel = ((sparse - before).norm() / before.norm()).item()
+    assert 1e-5 < rel < 0.5, rel

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from fastdit.layout.grid import TokenGrid
 from fastdit.methods import build_layout
+from fastdit.methods.svg2 import kmeans
 from fastdit.runtime.config import SparseConfig
 from fastdit.runtime.context import RunContext
 from fastdit.runtime.engine import SparseAttention, key_padding
@@ -219,3 +220,43 @@ def test_text_keys_without_queries_give_the_video_rows_of_the_joint_call(method,
     assert [r.dense for r in engine.context.stats.records] == [False] and out.shape == q.shape
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert torch.equal(seen[0].q, joint) and torch.equal(seen[0].k, seen[1].k)
+
+
+def test_svg2_runs_on_per_head_orders_with_padded_text_and_warm_starts_per_layer():
+    """SVG2's layout has its own query and key order per batch element and head: the engine moves q, k, v in
+    (queries and keys apart), runs each batch element with its heads, and moves the output and log-sum-exp
+    back, equal to masked attention over the layout's token pairs with each sample's text padding; the layer's
+    centroids are kept for its next call (warm start) and dropped with a new pipeline call."""
+    valid = [5, 2]
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, GRID.video_tokens + TEXT, 8, generator=g) for _ in range(3))
+    context = RunContext()
+    context.grid = GRID
+    engine = SparseAttention(SparseConfig.create("svg2", {"q_clusters": 3, "k_clusters": 8, "top_p": 0.5,
+                                                          "kmeans_iters_step": 1}, block_size=16), context)
+    out, lse = engine(q, k, v, layer=1, model="m", text_tokens=TEXT, attn_mask=_text_mask(valid), return_lse=True)
+    layout = context.stats.last_layout
+    assert not context.stats.records[-1].dense and layout.num_heads == 4 and layout.head_order.batch == 2
+    heads = layout.head_order
+    n = GRID.video_tokens
+    kept = torch.ones(2, 2, n + TEXT, n + TEXT, dtype=torch.bool)
+    blocks = layout.to_dense_block_mask().view(2, 2, *layout.to_dense_block_mask().shape[1:])
+    for b in range(2):
+        for h in range(2):
+            slot_q = torch.empty(n, dtype=torch.long).scatter_(0, heads.query_source[b, h], torch.arange(n))
+            slot_k = torch.empty(n, dtype=torch.long).scatter_(0, heads.key_source[b, h], torch.arange(n))
+            kept[b, h, :n, :n] = blocks[b, h][slot_q[:, None] // 16, slot_k[None, :] // 16]
+    kept &= _text_mask(valid)
+    assert 0 < kept[:, :, :n, :n].float().mean() < 1
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=kept), atol=1e-5, rtol=0)
+    scores = (q @ k.transpose(-1, -2) * 8**-0.5).masked_fill(~kept, -torch.inf)
+    torch.testing.assert_close(lse, scores.logsumexp(-1), atol=1e-5, rtol=0)
+    first = context.method_state[("m", 1)]["q"]
+    assert first.shape == (2, 2, 3, 8)
+    q2 = q + 0.5 * torch.randn(q.shape, generator=g)
+    engine(q2, k, v, layer=1, model="m", text_tokens=TEXT, attn_mask=_text_mask(valid))
+    for b in range(2):  # one iteration from the first call's centroids
+        expected = kmeans(q2[b, :, :n].float(), first[b], 1)[1]
+        torch.testing.assert_close(context.method_state[("m", 1)]["q"][b], expected)
+    context.begin_run()
+    assert context.method_state == {}

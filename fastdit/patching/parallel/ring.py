@@ -59,6 +59,9 @@ def ring_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Te
                              text_tokens=text, text_position=text_position, grid=processor.call_grid(total),
                              ordered_qk=ordered_qk)
     engine.record(decision)
+    if not decision.dense and decision.layout.head_order is not None:
+        raise ValueError(f"fastdit: {name}: {decision.method}'s per-head token orders (computed from q and k) are "
+                         "not supported under ring attention; use Ulysses (ulysses_degree)")
     if decision.dense:
         return _dense_rows(processor, q, k, v, sizes, model_pos, ring, decision.scale)
     return _SparseRing(ring, decision, model_pos, sizes).run(q, k, v, engine.config.backend)
