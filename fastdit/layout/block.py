@@ -2,7 +2,9 @@
 
 A layout says, for every query block, which key/value blocks it attends (CSR, per head or shared by all
 heads) and, for pyramid attention, at which pooling level. It is built at block granularity: nothing here is
-ever of size S×S in tokens.
+ever of size S×S in tokens. A method that chooses keys per query (VMoBA) adds a
+:class:`~fastdit.layout.selection.QuerySelection`, which kernels then execute exactly; the blocks are its
+envelope.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fastdit.layout.order import TokenOrder
+from fastdit.layout.selection import QuerySelection
 
 __all__ = ["BlockLayout"]
 
@@ -35,6 +38,8 @@ class BlockLayout:
         kv_valid: ``[seq_len_kv]`` bool, which key positions hold real tokens (padding is masked).
         order: the token grid and order the layout is defined in, so ``[B, H, S, D]`` tensors move between the
             model's order and the layout's (:meth:`to_layout_order`, :meth:`from_layout_order`).
+        selection: per-query key groups (``None``: every query of a block attends all of its keys); the kernels
+            that run it compute exactly the pairs it keeps, and the blocks must hold all of them.
     """
 
     row_ptr: torch.Tensor
@@ -46,6 +51,7 @@ class BlockLayout:
     level: torch.Tensor | None = None
     kv_valid: torch.Tensor | None = None
     order: TokenOrder | None = None
+    selection: QuerySelection | None = None
 
     def __post_init__(self) -> None:
         if self.row_ptr.ndim != 2 or self.row_ptr.shape[1] != self.n_q_blocks + 1:
@@ -60,6 +66,16 @@ class BlockLayout:
             raise ValueError(f"a layout over {self.order.describe()} ({self.order.seq_len} tokens) can't have "
                              f"{self.block_q}x{self.block_kv}-token blocks over {self.seq_len_q}x{self.seq_len_kv} "
                              "tokens")
+        if self.selection is not None:
+            sel = self.selection
+            if (sel.seq_len_q, sel.seq_len_kv) != (self.seq_len_q, self.seq_len_kv):
+                raise ValueError(f"a selection over {sel.seq_len_q}x{sel.seq_len_kv} tokens can't refine a layout "
+                                 f"over {self.seq_len_q}x{self.seq_len_kv}")
+            if sel.select.shape[1] not in (1, self.num_heads) and self.num_heads != 1:
+                raise ValueError(f"a selection for {sel.select.shape[1]} heads can't refine a layout of "
+                                 f"{self.num_heads}")
+            if self.level is not None:
+                raise ValueError("a layout with per-query selections has no pyramid levels")
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -68,10 +84,12 @@ class BlockLayout:
         mask: torch.Tensor,
         order: TokenOrder,
         level: torch.Tensor | None = None,
+        selection: QuerySelection | None = None,
     ) -> "BlockLayout":
         """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
-        ``level`` (same shape, int) gives the pyramid level of each kept entry.
+        ``level`` (same shape, int) gives the pyramid level of each kept entry; ``selection`` the per-query
+        key groups inside the kept blocks.
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
@@ -86,7 +104,7 @@ class BlockLayout:
         levels = None if level is None else level[mask].to(torch.int8)
         valid = order.valid
         return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
-                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order)
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, selection=selection)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -117,8 +135,11 @@ class BlockLayout:
     def density(self) -> float:
         """Share of the dense attention work this layout computes.
 
-        A pyramid entry at level ``l`` reads ``1 / 2**l`` of its block's keys, and is counted as that much.
+        A pyramid entry at level ``l`` reads ``1 / 2**l`` of its block's keys, and is counted as that much; with
+        a per-query selection it is the share of token pairs the selection keeps.
         """
+        if self.selection is not None:
+            return self.selection.density()
         total = self.num_heads * self.n_q_blocks * self.n_kv_blocks
         if self.level is None:
             return self.nnz / total
@@ -163,10 +184,12 @@ class BlockLayout:
         torch.cumsum(torch.bincount(slot, minlength=self.num_heads * n), 0, out=flat[1:])
         row_ptr = flat[torch.arange(self.num_heads).unsqueeze(1) * n + torch.arange(n + 1)]
         tokens = slice(cols.start * self.block_kv, cols.stop * self.block_kv)
+        queries = slice(rows.start * self.block_q, rows.stop * self.block_q)
         return BlockLayout(row_ptr, self.col_idx[keep] - cols.start, self.block_q, self.block_kv,
                            n * self.block_q, len(cols) * self.block_kv,
                            level=None if self.level is None else self.level[keep],
-                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens])
+                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens],
+                           selection=None if self.selection is None else self.selection.slice(queries, tokens))
 
     def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""
@@ -182,7 +205,8 @@ class BlockLayout:
         """A copy whose index tensors live on ``device`` (kernels read them there)."""
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
-                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
+                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order,
+                           selection=None if self.selection is None else self.selection.to(device))
 
     def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, H, S, D]`` in the model's token order → ``[B, H, seq_len_q, D]`` in the layout's own order
@@ -200,5 +224,6 @@ class BlockLayout:
 
     def __repr__(self) -> str:
         grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
+        grid += "" if self.selection is None else ", per-query selection"
         return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
                 f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")

@@ -17,6 +17,7 @@ import torch
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.grid import TokenGrid
 from fastdit.layout.order import TokenOrder, make_order
+from fastdit.layout.selection import QuerySelection
 from fastdit.methods.base import DEFAULT_BLOCK_SIZE, HeadSlice, Method
 from fastdit.methods.registry import get_method
 
@@ -161,11 +162,13 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
     masks = torch.ones(len(settings), nv, nv, dtype=torch.bool)
     levels = torch.zeros(len(settings), nv, nv, dtype=torch.int8)
     pooled = False
-    for options in dict.fromkeys(h for h in settings if h is not None):
-        if spec.dynamic:
-            mask, level = _as_pair(spec.video_mask(order, options, **data))
-        else:
-            mask, level = _as_pair(_static_video_mask(spec.name, order, options))
+    results = {options: spec.video_mask(order, options, **data) if spec.dynamic
+               else _static_video_mask(spec.name, order, options)
+               for options in dict.fromkeys(h for h in settings if h is not None)}
+    if any(isinstance(r, QuerySelection) for r in results.values()):
+        return _assemble(order, _head_selection(settings, results), None)
+    for options, result in results.items():
+        mask, level = _as_pair(result)
         mask = mask.reshape(-1, nv, nv)
         for h, head_options in enumerate(settings):
             if head_options == options:
@@ -176,18 +179,41 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
     return _assemble(order, masks, levels if pooled else None)
 
 
+def _head_selection(settings: tuple[Any, ...], results: dict[Any, Any]) -> QuerySelection:
+    """Each head's rows of its own setting's per-query selection; a dense head (``None``) selects every group
+    from each real query. The settings must share their key groups (VMoBA: the same chunk shapes)."""
+    chosen = list(results.values())
+    first = chosen[0]
+    if not all(isinstance(r, QuerySelection) and torch.equal(r.key_group, first.key_group) for r in chosen):
+        raise ValueError("per-head settings of a layer that selects per query must share their key groups "
+                         "(for vmoba: the same chunk shapes and selection)")
+    batch = max(r.select.shape[0] for r in chosen)
+    real = (first.key_group >= 0).to(first.select.device)
+    select = real.view(1, 1, -1, 1).expand(batch, len(settings), -1, first.n_groups).clone()
+    for h, options in enumerate(settings):
+        if options is not None:
+            mine = results[options].select
+            select[:, h] = mine[:, h % mine.shape[1]]
+    return QuerySelection(select, first.key_group)
+
+
 def clear_layout_cache() -> None:
     """Forget every cached static layout (a benchmark timing how long a layout takes to build needs this)."""
     for cached in (_static_layout, _static_video_mask, _static_head_layout):
         cached.cache_clear()
 
 
-def _as_pair(result) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _as_pair(result) -> tuple[torch.Tensor | QuerySelection, torch.Tensor | None]:
     return result if isinstance(result, tuple) else (result, None)
 
 
-def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None) -> BlockLayout:
-    """Embed the video-video block mask in the full mask, where text rows and columns are always kept."""
+def _assemble(order: TokenOrder, video: torch.Tensor | QuerySelection, level: torch.Tensor | None) -> BlockLayout:
+    """Embed the video-video block mask in the full mask, where text rows and columns are always kept (a
+    per-query selection over the video positions: see :func:`_full_selection`)."""
+    if isinstance(video, QuerySelection):
+        selection = _full_selection(order, video)
+        return BlockLayout.from_block_mask(selection.block_mask(order.block_size, order.block_size), order,
+                                           selection=selection)
     if video.ndim == 2:
         video = video.unsqueeze(0)
     nv = order.video_blocks
@@ -203,3 +229,20 @@ def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None
     return BlockLayout.from_block_mask(mask, order, full_level)
 
 
+
+
+def _full_selection(order: TokenOrder, video: QuerySelection) -> QuerySelection:
+    """A selection over the video positions extended to the whole sequence: the text keys are one more group,
+    which every video query that selects anything attends, and each text query attends every group."""
+    text = order.grid.text_tokens
+    if not text:
+        return video
+    batch, heads, nv, groups = video.select.shape
+    select = video.select.new_zeros(batch, heads, order.seq_len, groups + 1)
+    select[:, :, :nv, :groups] = video.select
+    select[:, :, :nv, groups] = video.select.any(-1)  # padding positions stay without keys
+    select[:, :, nv:nv + text] = True
+    key_group = torch.full((order.seq_len,), -1, dtype=torch.int64, device=video.key_group.device)
+    key_group[:nv] = video.key_group
+    key_group[nv:nv + text] = groups
+    return QuerySelection(select, key_group)
