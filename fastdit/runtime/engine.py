@@ -252,7 +252,8 @@ class SparseAttention:
             rows = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
-            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device))
+            selection = None if layout.selection is None else layout.selection.batch_rows(rows)  # these rows' own
+            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device), selection=selection)
             out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
                                   order=order)
         return out
