@@ -25,7 +25,7 @@ import numpy as np
 from fastdit.layout.block import BlockLayout
 from fastdit.methods import build_layout, get_method, parse_options
 from fastdit.models.loading import call_defaults, check_video_size, load_pipeline, resolve_model, video_size_rule
-from fastdit.runs.compare import MethodSpec, compare
+from fastdit.runs.compare import WHY, MethodSpec, compare
 from fastdit.runs.pictures import layout_image
 from fastdit.runs.run import RunResult, check_seed, image_input, run_pipeline
 
@@ -226,13 +226,16 @@ class DemoSession:
                                  baseline=dense, on_step=step_done)
         row = comparison.rows[1]
         sparse_run = comparison.runs[0]
+        why = dict(comparison.breakdowns()).get(sparse_run.label)
         metrics = {"seed": request.seed, "method": sparse_run.label, "dense_s": dense.total_s,
                    "sparse_s": sparse_run.total_s, "speedup": row["speedup"],
                    "step_speedup": row["step_speedup"], "psnr_db": row["psnr_db"], "ssim": row["ssim"],
+                   "lpips": row["lpips"], "lpips_unavailable": comparison.lpips_unavailable,
                    "density": row["density"], "sparse_density": row["sparse_density"],
                    "dense_cached": cached, "frames": int(dense.frames.shape[0]),
                    "size": f"{dense.frames.shape[2]}x{dense.frames.shape[1]}",
-                   "steps": steps, "entropy_scaling": request.entropy_scaling}
+                   "steps": steps, "entropy_scaling": request.entropy_scaling,
+                   **{name: row[name] for name in WHY}, "time_parts": None if why is None else why.parts()}
         return DemoResult(dense, sparse_run, metrics, self._layout_picture(sparse_run), cached)
 
     def _layout_picture(self, run: RunResult) -> np.ndarray:

@@ -44,18 +44,59 @@ SCROLL_TO_RESULTS = f"(...inputs) => {{ document.getElementById('{RESULTS_ID}')?
 def _metrics_markdown(m: dict[str, Any]) -> str:
     psnr = "∞ (identical)" if m["psnr_db"] == float("inf") else f"{m['psnr_db']:.2f} dB"
     sparse_density = "—" if m["sparse_density"] is None else f"{m['sparse_density']:.3f}"
+    lpips = m["lpips_unavailable"] if m["lpips"] is None else f"{m['lpips']:.4f}"  # the reason, when missing
     cached = " (cached)" if m["dense_cached"] else ""
+    bound = "" if m["bound"] is None else f"; at best {m['bound']:.2f}x with a perfect kernel at this density"
+    attention = "not timed"
+    if m["attention_speedup"] is not None:
+        attention = (f"{m['dense_attention_s']:.2f} s → {m['attention_s']:.2f} s ({m['attention_speedup']:.2f}x), "
+                     f"{m['attention_share']:.0%} of the dense run; overhead {m['overhead_share']:.0%}, dense "
+                     f"warm-up {m['warmup_share']:.0%} of the sparse run")
     return (
         f"| Metric | Value |\n|---|---|\n"
-        f"| Dense time | {m['dense_s']:.2f} s{cached} |\n"
-        f"| Sparse time ({m['method']}) | {m['sparse_s']:.2f} s |\n"
-        f"| Speedup | {m['speedup']:.2f}x (denoising step: {m['step_speedup']:.2f}x) |\n"
+        f"| Time | dense {m['dense_s']:.2f} s{cached} → {m['method']} {m['sparse_s']:.2f} s |\n"
+        f"| Speedup | {m['speedup']:.2f}x (denoising step: {m['step_speedup']:.2f}x){bound} |\n"
+        f"| Attention | {attention} |\n"
         f"| PSNR vs dense | {psnr} |\n"
         f"| SSIM vs dense | {m['ssim']:.4f} |\n"
+        f"| LPIPS vs dense | {lpips} |\n"
         f"| Attention density | {m['density']:.3f} over all steps and layers; {sparse_density} where sparse |\n"
         f"| Video | {m['frames']} frames, {m['size']}, {m['steps']} steps, seed {m['seed']} |\n"
         f"| Entropy scaling | {'on' if m['entropy_scaling'] else 'off'} |\n"
     )
+
+
+BAR_COLOURS = {"attention": "#3b82f6", "overhead": "#f59e0b", "other": "#9ca3af"}
+
+
+def time_bars_html(parts: dict[str, dict[str, float]] | None, method: str) -> str:
+    """One stacked bar per run (dense, then the method): seconds in attention, fastdit's overhead and
+    everything else, on one scale, so the share attention takes and what sparse attention saved show at a
+    glance.
+
+    Args:
+        parts: ``Breakdown.parts()`` (``None``: not timed, no bars).
+        method: the sparse run's label.
+
+    Returns:
+        HTML (empty without ``parts``).
+    """
+    if not parts:
+        return ""
+    runs = [(label, seconds) for label, seconds in (("dense", parts["dense"]), (method, parts["sparse"])) if seconds]
+    longest = max(sum(seconds.values()) for _, seconds in runs)
+    bars = []
+    for label, seconds in runs:
+        segments = "".join(
+            f'<span title="{part} {value:.2f} s" style="width:{100 * value / longest:.2f}%;'
+            f'background:{BAR_COLOURS[part]};display:inline-block;height:14px"></span>'
+            for part, value in seconds.items() if value > 0)
+        bars.append(f'<div style="display:flex;align-items:center;gap:6px"><span style="width:110px;'
+                    f'overflow:hidden;white-space:nowrap">{label}</span><span style="flex:1;display:flex">'
+                    f'{segments}</span><span>{sum(seconds.values()):.2f} s</span></div>')
+    legend = "".join(f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;height:10px;'
+                     f'background:{colour}"></span> {part}</span>' for part, colour in BAR_COLOURS.items())
+    return f'<div class="time-bars" aria-label="where the time went">{"".join(bars)}<div>{legend}</div></div>'
 
 
 def _legend_html() -> str:
@@ -145,7 +186,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
     if session.calibration is not None:
         methods.append(CALIBRATED)
     first_method = "radial" if "radial" in methods else methods[0]
-    cleared = ("", None, None, "", None, None)  # status, videos, metrics, layout, numbers
+    cleared = ("", None, None, "", "", None, None)  # status, videos, metrics, time bars, layout, numbers
 
     def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius,
                  entropy, frames, height, width, steps, seed, image, progress=gr.Progress()):
@@ -171,8 +212,11 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         m = result.metrics
         status = (f"**{m['method']}**: {m['speedup']:.2f}x the dense speed, "
                   f"{'identical' if m['psnr_db'] == float('inf') else format(m['psnr_db'], '.1f') + ' dB'} "
-                  f"PSNR, density {m['density']:.2f}")
-        yield (status, str(dense_path), str(sparse_path), _metrics_markdown(m), result.layout, m)
+                  f"PSNR, density {m['density']:.2f}"
+                  + ("" if m["bound"] is None else f"; at best {m['bound']:.2f}x: attention is "
+                     f"{m['attention_share']:.0%} of the dense run"))
+        yield (status, str(dense_path), str(sparse_path), _metrics_markdown(m),
+               time_bars_html(m["time_parts"], m["method"]), result.layout, m)
 
     with gr.Blocks(title="fastdit: dense vs sparse attention", delete_cache=delete_cache) as demo:
         # the model as the user named it ("sample", a hub id), not a path on this machine
@@ -224,6 +268,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                                            height=VIDEO_HEIGHT)
                     sparse_video = gr.Video(label="Sparse", autoplay=True, loop=True, height=VIDEO_HEIGHT)
                 metrics = gr.Markdown(label="Metrics")
+                time_bars = gr.HTML()
                 with gr.Row():
                     with gr.Column():
                         layout = gr.Image(label="Block layout (last sparse layer, head 0)", type="numpy")
@@ -233,7 +278,8 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                       inputs=method, outputs=[knobs[name] for name in KNOB_METHODS], queue=False)
         run.click(generate, inputs=[prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode,
                                     grat_radius, entropy, frames, height, width, steps, seed, image],
-                  outputs=[status, dense_video, sparse_video, metrics, layout, numbers], api_name="generate",
+                  outputs=[status, dense_video, sparse_video, metrics, time_bars, layout, numbers],
+                  api_name="generate",
                   show_progress_on=[status], js=SCROLL_TO_RESULTS)
     demo.queue(default_concurrency_limit=1)
     return demo

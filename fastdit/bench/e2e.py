@@ -4,14 +4,21 @@ The denoiser is built from the model's published config (``fastdit.dummy.configs
 needed and the numbers are for the real widths, head counts, depth and token counts; weights don't change
 the work done by dense attention or static layouts (dynamic methods such as pyramid and vmoba choose blocks
 from q and k, so their density on random weights is only indicative). One "step" is one transformer forward
-at batch 1; Wan runs classifier-free guidance as two such forwards per denoising step.
+at batch 1; a denoising step is one such forward for guidance-distilled models and two under classifier-free
+guidance (``--list`` gives each model's count, its config's source and its published generation size).
 
 Each method is applied with the model's preset knobs and ``dense_steps=0``, ``dense_layers=0`` (every layer
 sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
 Reported: median (and min) forward time over ``--repeats`` rounds, each timing every method once (so load
 from elsewhere on a shared machine hits all methods alike), after ``--warmup`` untimed forwards per method;
-speedup = dense median / method median; the mean attention density. ``--quick`` shrinks the model to 2 layers of 2
-heads (head dim, patch and frame size kept) and 17 frames, so it finishes on a CPU in minutes.
+speedup = dense median / method median; the mean attention density. Each row also says where the time went
+(:mod:`fastdit.runs.breakdown`, from ``fastdit.stats`` of the method's median forward): attention seconds and
+their speedup over dense, the attention share of the dense forward, fastdit's overhead share of the sparse
+attention, and the bound a perfect kernel at this density could give; the dense attention time is timed on
+fastdit's dense path (row ``dense (fastdit)``: the same SDPA the stock attention calls). ``accounted`` is the
+time ``stats`` saw inside the forward over the measured forward: its parts add up to the whole. ``--quick``
+shrinks the model to 2 layers of 2 heads (head dim, patch and frame size kept) and 5 latent frames, so it
+finishes on a CPU in minutes.
 
 Under ``torchrun`` with ``--parallel ulysses=N`` (or ``ring=N``) the model runs under diffusers' context
 parallelism; every rank times its own forwards and the report gives each rank's median and, as the step
@@ -19,6 +26,7 @@ time, the slowest rank's. On CPUs (gloo) such a run shows that it works, not how
 
   fastdit bench e2e --quick                                    # CPU
   fastdit bench e2e --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers    # GPU: 480p, 81 frames, 30 layers
+  fastdit bench e2e --list                                     # every model, its source, size and CFG
   torchrun --nproc-per-node 4 -m fastdit bench e2e --parallel ulysses=4   # 4 GPUs
 """
 
@@ -31,25 +39,30 @@ from typing import Any
 
 import torch
 
+from fastdit.runs.breakdown import explain
 from fastdit.runs.report import markdown_table, write_report
+from fastdit.runtime.stats import AttentionStats
 
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-QUICK_CONFIG = {"num_layers": 2, "num_attention_heads": 2, "ffn_dim": 1024}
-QUICK_FRAMES = 17
+QUICK_LATENT_FRAMES = 5  # --quick: 17 frames of Wan, 33 of LTX (one frame for images)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastdit.cli.common import whole_number
-    from fastdit.dummy.configs import MODEL_CONFIGS
+    from fastdit.dummy.configs import MODEL_CONFIGS, QUICK
     from fastdit.methods import available_methods
 
     sparse = [m for m in available_methods() if m != "dense"]
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODEL_CONFIGS), metavar="MODEL",
-                        help=f"one of: {', '.join(MODEL_CONFIGS)}")
+                        help=f"one of: {', '.join(MODEL_CONFIGS)} (--list says where each config comes from)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the models with their config's source, generation size and forwards per step, "
+                             "and the supported families without one (and why), then exit")
     parser.add_argument("--methods", nargs="+", default=sparse, choices=sparse, metavar="METHOD",
                         help=f"default: all ({', '.join(sparse)})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"scaled-down model ({QUICK_CONFIG}) and {QUICK_FRAMES} frames, for CPUs")
+                        help=f"scaled-down model ({QUICK} where the class has them) and {QUICK_LATENT_FRAMES} "
+                             "latent frames, for CPUs")
     parser.add_argument("--frames", type=whole_number(), help="video frames (default: the model's usual size)")
     parser.add_argument("--height", type=whole_number())
     parser.add_argument("--width", type=whole_number())
@@ -66,8 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
 
-def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
-    cuda = inputs["hidden_states"].is_cuda
+def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any], cuda: bool) -> float:
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -78,15 +90,17 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any]) -> float:
     return time.perf_counter() - start
 
 
-def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None, apply_kwargs: dict[str, Any]):
-    """One forward, stock (``method=None``) or patched with ``method``: (seconds, mean density)."""
+def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None,
+           apply_kwargs: dict[str, Any]) -> tuple[float, AttentionStats | None]:
+    """One forward, stock (``method=None``) or patched with ``method``: (seconds, its stats; ``None`` stock)."""
     import fastdit
 
+    cuda = next(model.parameters()).is_cuda
     if method is None:
-        return _forward_seconds(model, inputs), 1.0
+        return _forward_seconds(model, inputs, cuda), None
     fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
     try:
-        return _forward_seconds(model, inputs), fastdit.stats(model).mean_density()
+        return _forward_seconds(model, inputs, cuda), fastdit.stats(model)
     finally:
         fastdit.remove(model)
 
@@ -111,10 +125,38 @@ def _per_rank(medians: dict[str | None, float]) -> list[dict[str | None, float]]
     return gathered if dist.get_rank() == 0 else [None]
 
 
-def _rows(configs: list[str | None], times: dict[str | None, list[float]], density: dict[str | None, float],
+WHY = ("attention_s", "kernel_s", "overhead_s", "attention_speedup", "attention_share", "overhead_share", "bound")
+
+
+def _median_run(runs: list[tuple[float, AttentionStats | None]]) -> tuple[float, AttentionStats | None]:
+    """The round whose time is the median (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
+def _why(method: str | None, runs: dict[str | None, list[tuple[float, AttentionStats | None]]],
+         dense: float) -> dict[str, Any]:
+    """Where the median forward's time went (attention dense vs sparse, overhead, bound) and how much of the
+    measured time ``stats`` accounts for; empty without fastdit's dense run to time dense attention."""
+    timed = _median_run(runs["dense"]) if "dense" in runs else (0.0, None)
+    seconds, stats = _median_run(runs[method]) if method is not None else timed
+    why = explain(seconds, stats, dense, timed[1])
+    if why is None:
+        return {}
+    row = {name: getattr(why, name) for name in WHY}
+    if method is None:  # the stock forward: its attention is the same SDPA that fastdit's dense path timed
+        row = {"attention_s": why.dense_attention_s, "attention_share": why.attention_share}
+    forward = stats.forward_s()
+    row["accounted"] = None if forward is None or method is None else forward / seconds
+    return row
+
+
+def _rows(configs: list[str | None], runs: dict[str | None, list[tuple[float, AttentionStats | None]]],
           ranks: list[dict[str | None, float]] | None) -> list[dict[str, Any]]:
     """One report row per configuration, the first the dense baseline; under context parallelism a step
-    takes as long as its slowest rank."""
+    takes as long as its slowest rank (and the breakdown of the time is left out: each rank has its own).
+    ``dense_reasons`` says why layers ran dense (e.g. a grid too small to skip any block)."""
+    times = {method: [seconds for seconds, _ in found] for method, found in runs.items()}
+
     def median(method: str | None) -> float:
         return max(r[method] for r in ranks) if ranks else statistics.median(times[method])
 
@@ -122,13 +164,19 @@ def _rows(configs: list[str | None], times: dict[str | None, list[float]], densi
     rows: list[dict[str, Any]] = []
     for method in configs:
         label = {None: "dense", "dense": "dense (fastdit)"}.get(method, method)
+        stats = runs[method][-1][1]
         row = {"method": label, "median_s": median(method), "min_s": min(times[method]),
-               "speedup": dense / median(method), "density": density[method]}
+               "speedup": dense / median(method), "density": stats.mean_density() if stats else 1.0,
+               "dense_reasons": sorted({r.reason for r in stats.records if r.dense}) if stats else []}
         if ranks:
             row["rank_s"] = " / ".join(f"{r[method]:.3f}" for r in ranks)
+        else:
+            row.update(_why(method, runs, dense))
         rows.append(row)
-        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x  "
-              f"density {row['density']:.3f}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
+        bound = f"  bound {row['bound']:.2f}x" if row.get("bound") else ""
+        share = f"  attention {row['attention_share']:.0%} of dense" if row.get("attention_share") else ""
+        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x{bound}  "
+              f"density {row['density']:.3f}{share}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
     return rows
 
 
@@ -145,9 +193,40 @@ def _check_limits(model_id: str, overrides: dict[str, Any], frames: int, height:
 
     spec = MODEL_CONFIGS[model_id]
     pipe = SimpleNamespace(transformer=build_denoiser(model_id, device="meta", dtype=dtype, **overrides),
-                           vae_scale_factor_temporal=spec.vae_temporal, vae_scale_factor_spatial=spec.vae_spatial)
+                           vae_scale_factor_temporal=spec.size.t_compress, vae_scale_factor_spatial=spec.vae_spatial)
     check_call_limits(pipe, {"num_frames": frames, "height": height, "width": width}, device,
                       check_memory=check_memory)
+
+
+def _list() -> None:
+    """Every model ``--model`` takes (family, size, forwards per step, the config's source), then the supported
+    families that have none, with the reason."""
+    from fastdit.dummy.configs import MODEL_CONFIGS, NOT_BENCHED
+
+    for model_id, spec in MODEL_CONFIGS.items():
+        size = spec.size
+        shape = f"{size.width}x{size.height}" + (f", {size.frames} frames" if not spec.image else "")
+        print(f"{model_id}  ({spec.denoiser}; {shape}; {spec.cfg} forward{'s' * (spec.cfg > 1)} per step)\n"
+              f"    config: {spec.source}")
+    if NOT_BENCHED:
+        print("\nSupported families without a config here:")
+        for family, reason in NOT_BENCHED.items():
+            print(f"  {family}: {reason}")
+
+
+def _video_size(args: argparse.Namespace, spec: Any) -> tuple[int, int, int]:
+    """Frames, height and width of the run: the flags, else the published size (``--quick``: 5 latent frames),
+    refused with the model's rule when the pipeline couldn't make it."""
+    from fastdit.models.loading import check_video_size
+
+    quick_frames = 1 if spec.image else (QUICK_LATENT_FRAMES - 1) * spec.size.t_compress + 1
+    frames = args.frames or (quick_frames if args.quick else spec.size.frames)
+    height, width = args.height or spec.size.height, args.width or spec.size.width
+    if spec.image and frames != 1:
+        raise ValueError(f"{args.model} makes images: --frames must be 1, got {frames}")
+    check_video_size(args.model, frames, height, width, frame_step=None if spec.image else spec.size.t_compress,
+                     multiple=spec.size.s_compress)
+    return frames, height, width
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,9 +234,14 @@ def run(args: argparse.Namespace) -> int:
     from fastdit.cli import CLIError
     from fastdit.cli.common import command_line, resolve_device, resolve_dtype
     from fastdit.dummy.configs import MODEL_CONFIGS, build_denoiser
-    from fastdit.models.loading import check_video_size
+    from fastdit.dummy.inputs import build_inputs
+    from fastdit.patching.families import detect_family
     from fastdit.patching.parallel.launch import is_main_process
+    from fastdit.patching.presets import PRESETS, VideoSize
 
+    if args.list:
+        _list()
+        return 0
     if args.backend not in ("auto", *fastdit.available_backends()):
         raise CLIError(f"unknown backend {args.backend!r}; available: auto, {', '.join(fastdit.available_backends())}")
     if args.parallel:
@@ -174,14 +258,11 @@ def run(args: argparse.Namespace) -> int:
     spec = MODEL_CONFIGS[args.model]
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    overrides = dict(QUICK_CONFIG) if args.quick else {}
+    overrides = spec.quick_overrides() if args.quick else {}
     if args.layers is not None:
         overrides["num_layers"] = args.layers
-    frames = args.frames or (QUICK_FRAMES if args.quick else spec.size.frames)
-    height, width = args.height or spec.size.height, args.width or spec.size.width
     try:
-        check_video_size(args.model, frames, height, width, frame_step=spec.vae_temporal,
-                         multiple=spec.vae_spatial * max(spec.config["patch_size"][1:]))
+        frames, height, width = _video_size(args, spec)
         _check_limits(args.model, overrides, frames, height, width, device, dtype, check_memory=not args.parallel)
     except ValueError as err:
         raise CLIError(str(err)) from None
@@ -195,56 +276,59 @@ def run(args: argparse.Namespace) -> int:
             enable_context_parallel(model, *parallel)
         except ValueError as err:
             raise CLIError(str(err)) from None
-    gen = torch.Generator(device).manual_seed(0)
-    inputs = {
-        "hidden_states": torch.randn(spec.latent_shape(frames, height, width), generator=gen, device=device,
-                                     dtype=dtype),
-        "timestep": torch.tensor([500.0], device=device),
-        "encoder_hidden_states": torch.randn(1, spec.text_tokens, spec.config["text_dim"], generator=gen,
-                                             device=device, dtype=dtype),
-    }
-    _, _, f, h, w = inputs["hidden_states"].shape
-    pt, ph, pw = spec.config["patch_size"]
-    grid = (f // pt, h // ph, w // pw)
-    tokens = grid[0] * grid[1] * grid[2]
+    inputs = build_inputs(spec.inputs, model, spec.latent(frames, height, width), spec.text_tokens, device, dtype)
+    token_grid = VideoSize(frames, height, width, spec.size.t_compress, spec.size.s_compress).grid
+    grid, tokens = (token_grid.t, token_grid.h, token_grid.w), token_grid.num_tokens
+    params = sum(p.numel() for p in model.parameters())
     if is_main_process():
         print(f"{args.model}{' (quick)' if args.quick else ''}: {frames} frames {width}x{height} -> grid {grid} = "
-              f"{tokens} tokens, {model.config.num_layers} layers, {device} {str(dtype).removeprefix('torch.')}")
+              f"{tokens} tokens, {params / 1e6:,.0f}M parameters, {device} {str(dtype).removeprefix('torch.')}")
 
     # warm-up per configuration, then rounds of one forward each: load changes on a shared machine then
     # hit every method alike instead of whichever was being timed
-    apply_kwargs = {"preset": args.model, "dense_steps": 0, "dense_layers": 0, "backend": args.backend}
-    configs: list[str | None] = [_baseline(model, inputs, apply_kwargs) if args.parallel else None, *args.methods]
+    apply_kwargs = {"preset": args.model if args.model in PRESETS else "auto", "dense_steps": 0, "dense_layers": 0,
+                    "backend": args.backend}
+    preset_name = args.model if args.model in PRESETS else f"{detect_family(model).name} family's default"
+    # fastdit's dense path times the dense attention the stock forward can't (the breakdown's dense side)
+    baseline = [_baseline(model, inputs, apply_kwargs)] if args.parallel else [None, "dense"]
+    configs: list[str | None] = [*baseline, *args.methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
-    times: dict[str | None, list[float]] = {m: [] for m in configs}
-    density: dict[str | None, float] = {}
+    runs: dict[str | None, list[tuple[float, AttentionStats | None]]] = {m: [] for m in configs}
     for _ in range(args.repeats):
         for method in configs:
-            seconds, density[method] = _timed(model, inputs, method, apply_kwargs)
-            times[method].append(seconds)
-    ranks = _per_rank({m: statistics.median(t) for m, t in times.items()}) if args.parallel else None
-    if ranks is not None and ranks[0] is None:  # not rank 0: it reports for all
-        return 0
-    rows = _rows(configs, times, density, ranks)
+            runs[method].append(_timed(model, inputs, method, apply_kwargs))
+    ranks = None
+    if args.parallel:
+        ranks = _per_rank({m: statistics.median(seconds for seconds, _ in found) for m, found in runs.items()})
+        if ranks[0] is None:  # not rank 0: it reports for all
+            return 0
+    rows = _rows(configs, runs, ranks)
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
-    data = {"model": args.model, "quick": args.quick, "config": config, "frames": frames, "height": height,
-            "width": width, "grid": grid, "tokens": tokens, "dtype": str(dtype), "repeats": args.repeats,
+    data = {"model": args.model, "denoiser": spec.denoiser, "source": spec.source, "quick": args.quick,
+            "config": config, "frames": frames, "height": height, "width": width, "grid": grid, "tokens": tokens,
+            "parameters": params, "forwards_per_step": spec.cfg, "dtype": str(dtype), "repeats": args.repeats,
             "warmup": args.warmup, "parallel": args.parallel, "rows": rows}
-    body = (f"Model: {args.model}{' scaled down (--quick: ' + str(QUICK_CONFIG) + ')' if args.quick else ''}, "
-            f"random weights; {frames} frames {width}x{height} -> token grid {grid} = {tokens} tokens; "
-            f"{config['num_layers']} layers x {config['num_attention_heads']} heads x "
-            f"{config['attention_head_dim']}; {str(dtype).removeprefix('torch.')}. One forward at batch 1 "
-            f"(Wan's CFG step is two); median of {args.repeats} rounds (every method once per round) after "
-            f"{args.warmup} warm-up; every layer "
-            f"sparse (dense_steps=0, dense_layers=0), knobs from the {args.model} preset."
+    body = (f"Model: {args.model} ({spec.denoiser}{', scaled down: --quick ' + str(overrides) if args.quick else ''}; "
+            f"config: {spec.source}), random weights, {params / 1e6:,.0f}M parameters; {frames} frames "
+            f"{width}x{height} -> token grid {grid} = {tokens} tokens; {str(dtype).removeprefix('torch.')}. "
+            f"One forward at batch 1 (a denoising step of this model is {spec.cfg} such forward"
+            f"{'s' * (spec.cfg > 1)}); median of {args.repeats} "
+            f"rounds (every method once per round) after {args.warmup} warm-up; every layer sparse "
+            f"(dense_steps=0, dense_layers=0), knobs from the {preset_name} preset."
             + (f" Context parallelism {args.parallel}: median_s is the slowest rank's median, rank_s each "
-               "rank's." if args.parallel else "") + "\n\n"
-            + markdown_table(rows, ["method", "median_s", "min_s", "speedup", "density"]
-                             + (["rank_s"] if args.parallel else [])))
+               "rank's." if args.parallel else "")
+            + (" attention_s: seconds in self-attention per forward (dense: timed on fastdit's dense path); "
+               "attention_share: of the dense forward; overhead_share: of the sparse attention, outside the "
+               "kernel; bound: the speedup a perfect kernel at this density would give (Amdahl's law)."
+               if not args.parallel else "") + "\n\n"
+            + markdown_table(rows, ["method", "median_s", "min_s", "speedup"]
+                             + (["rank_s", "density"] if args.parallel else
+                                ["bound", "attention_s", "attention_speedup", "attention_share", "overhead_share",
+                                 "density"])))
     json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,
                                       command_line())
     print(f"wrote {json_path} and {md_path}")

@@ -167,6 +167,7 @@ def _generate(pipe: Any, call: dict[str, Any], args: argparse.Namespace, sparse:
 
 def _write(result: Any, out: Path, fps: int, device: str) -> None:
     """The video (or image) and the summary of one run."""
+    from fastdit.runs.breakdown import explain
     from fastdit.runs.media import write_image, write_video
 
     if result.video:
@@ -180,6 +181,9 @@ def _write(result: Any, out: Path, fps: int, device: str) -> None:
     print(f"time: {result.total_s:.2f} s on {device} ({len(result.step_s)} steps, denoising "
           f"{result.denoise_s:.2f} s{step})")
     print(f"attention: {', '.join(methods) or 'dense only'}; {result.stats.summary()}")
+    why = explain(result.total_s, result.stats)
+    if why is not None:
+        print(f"where the time went: {why.sentence()}")
     per_layer = "  ".join(f"{name}={d:.3f}" for name, d in result.per_layer_density().items())
     print(f"density per layer (mean over steps): {per_layer}")
     print(f"peak memory: {format_bytes(result.peak_memory_bytes)} ({result.memory_kind})")

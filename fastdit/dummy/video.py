@@ -88,6 +88,18 @@ def dummy_anyflow_transformer(seed: int = 0, num_layers: int = 2):
                                      num_layers=num_layers, rope_max_seq_len=32).eval()
 
 
+def dummy_anyflow_far_transformer(seed: int = 0, num_layers: int = 2):
+    """An ``AnyFlowFARTransformer3DModel`` of head dim 16: below that its processor pads the heads and sets a
+    scale of its own, a call fastdit leaves to the model."""
+    from diffusers import AnyFlowFARTransformer3DModel
+
+    torch.manual_seed(seed)
+    return AnyFlowFARTransformer3DModel(patch_size=(1, 2, 2), compressed_patch_size=(1, 4, 4), full_chunk_limit=3,
+                                        num_attention_heads=2, attention_head_dim=16, in_channels=16,
+                                        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=num_layers, rope_max_seq_len=32).eval()
+
+
 _COGVIDEOX_TOY = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
                       text_embed_dim=32, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
                       temporal_compression_ratio=4, use_learned_positional_embeddings=False)
@@ -149,6 +161,19 @@ def dummy_ltx2_transformer(seed: int = 0, num_layers: int = 2):
 
     torch.manual_seed(seed)
     return LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
+        qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
+
+
+def dummy_sana_wm_refiner_transformer(seed: int = 0, num_layers: int = 2):
+    """A ``SanaWMLTX2RefinerTransformer3DModel`` (LTX-2's blocks, run video-only over a KV cache) at the width of
+    :func:`dummy_ltx2_transformer`."""
+    from diffusers import SanaWMLTX2RefinerTransformer3DModel
+
+    torch.manual_seed(seed)
+    return SanaWMLTX2RefinerTransformer3DModel(
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
         cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
         audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,

@@ -23,6 +23,15 @@ A stock processor that never reads ``self._attention_backend`` (Cosmos's calls `
 ``dispatch_attention_fn`` its module imported is wrapped, for as long as one of its modules is patched, and the
 wrapper hands the first call after a patched module's pre-hook to that module's handler; every other call passes
 through unchanged.
+
+A family with ``side_keys`` (Wan-Animate 2) has its module's ``dispatch_attention_fn`` wrapped the same way,
+because its processor's denoising call names a backend of its own (flex) with the model's own ``BlockMask``
+over keys packed ``[video | side keys]``. The wrapper hands that call to :meth:`DispatchedAttention.side`: the
+video part runs through the engine, the side keys (which the family's :class:`SideKeys` says which queries see)
+dense, and the two merge by their log-sum-exp, which is exactly the model's masked attention when the video
+part is dense; a dense decision runs the model's own call unchanged. A processor that accepts no backend but its
+own (AnyFlow-FAR's, whose video keys come after its KV cache's) keeps it (the family's ``keeps_backend``):
+fastdit recognises its module by the pre-hook alone.
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ from typing import Any, Callable
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, SparseProcessorMixin
+from fastdit.patching.families.base import Family, SideKeys, SparseProcessorMixin
+from fastdit.patching.parallel import parallel_config
 
 __all__ = ["DispatchedAttention", "check_registry"]
 
@@ -116,11 +126,13 @@ class _Wrapped:
         def dispatch_attention_fn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
                                   backend: Any = None, parallel_config: Any = None, **kwargs: Any) -> torch.Tensor:
             handler = _CURRENT.armed
-            if handler is None or backend is not None:
+            if handler is None or (backend is not None and handler.side_keys is None):
                 return self.original(query, key, value, *args, backend=backend, parallel_config=parallel_config,
                                      **kwargs)
             _CURRENT.armed = None  # one call per pre-hook: the module's own dispatch, nothing after it
             call = dict(zip(_ARGUMENTS[3:8], args), **kwargs)
+            if backend is not None and backend is not handler.entry:  # the processor names its own backend
+                return handler.side(query, key, value, backend, parallel_config, call)
             return handler.backend(query, key, value, call.get("attn_mask"), call.get("dropout_p", 0.0),
                                    call.get("is_causal", False), call.get("scale"), call.get("enable_gqa", False),
                                    parallel_config)
@@ -163,10 +175,13 @@ class DispatchedAttention(SparseProcessorMixin):
         self.text_keys_only = family.text_keys_only
         self.grid_of = family.call_grid  # this call's grid from the recorded one, where the model has several
         self.context_parallel_joined = family.context_parallel_joined
+        self.side_keys = family.side_keys
+        self.keeps_backend = family.keeps_backend
         self.saved_backend = getattr(original, "_attention_backend", None)
         self.hook: Any = None
         self.entry: Any = None
-        self.wrapped = not _reads_backend(original)  # dispatches without backend=: taken by the module wrapper
+        # dispatches without backend=, or names a backend of its own for side keys: taken by the module wrapper
+        self.wrapped = family.side_keys is not None or not _reads_backend(original)
 
     def user_backend(self) -> Any:
         return self._attention_backend or self.saved_backend
@@ -179,13 +194,21 @@ class DispatchedAttention(SparseProcessorMixin):
         return self.grid_of(self.grid, tokens)
 
     def installed_on(self, module: torch.nn.Module) -> bool:
-        return self.hook is not None and getattr(module.processor, "_attention_backend", None) is _entry()
+        return self.hook is not None and self._ours(module.processor)
+
+    def _ours(self, processor: Any) -> bool:
+        """Whether ``processor`` dispatches to this handler: it names fastdit's backend entry, or, where the
+        family keeps the processor's own backend, it is the processor fastdit took."""
+        if self.keeps_backend:
+            return processor is self.original
+        return getattr(processor, "_attention_backend", None) is self.entry  # not _entry(): traced in enter
 
     def take(self, module: torch.nn.Module) -> None:
         """Point ``module``'s stock processor at fastdit's backend entry, and name this handler before each of
         its calls."""
         self.entry = _entry()
-        self.original._attention_backend = self.entry  # also for a wrapped processor: the mark installed_on reads
+        if not self.keeps_backend:  # also for a wrapped processor: the mark installed_on reads
+            self.original._attention_backend = self.entry
         if self.wrapped:
             _wrap_dispatch(self.original)
         self.hook = module.register_forward_pre_hook(self.enter)
@@ -204,7 +227,7 @@ class DispatchedAttention(SparseProcessorMixin):
         _CURRENT.handler = self
         if self.wrapped:
             # unless the user has set another backend since apply (then the model runs dense on the active one)
-            _CURRENT.armed = self if getattr(processor, "_attention_backend", None) is self.entry else None
+            _CURRENT.armed = self if self._ours(processor) else None
 
     def give_back(self) -> None:
         """The stock processor gets the backend it had before :meth:`take`, unless the user has set another one
@@ -227,9 +250,11 @@ class DispatchedAttention(SparseProcessorMixin):
         call fastdit can't take, on the user's backend.
 
         With ``text_keys_only`` (the family's image queries attend the image's keys and the text's, and the text
-        has no queries: Nucleus-MoE, PRX) a call with more keys than queries runs as joint attention whose text
-        queries are zero rows that are dropped after: the image rows get exactly the same attention, the text
-        keys stay dense, and the spare rows cost ``text × (image + text)`` scores."""
+        has no queries: Nucleus-MoE, PRX, a KV cache) a call with more keys than queries runs the image's query
+        rows of the joint layout over all keys (the engine takes fewer queries than keys): the text keys stay
+        dense and cost ``image × text`` scores, however many they are. Under context parallelism, whose
+        exchanges move whole joint sequences, the text gets zero query rows, dropped after (exactly the same
+        attention for the image rows, at ``text × (image + text)`` more scores)."""
         extra = key.shape[1] - query.shape[1]
         if dropout_p or is_causal or enable_gqa or key.shape[2] != query.shape[2] \
                 or not isinstance(attn_mask, (torch.Tensor, type(None))) \
@@ -240,13 +265,93 @@ class DispatchedAttention(SparseProcessorMixin):
             return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
                                          backend=self.user_backend(), parallel_config=_parallel_config)
-        if extra:
+        if extra and parallel_config(self) is not None:
             spare = query.new_zeros(query.shape[0], extra, *query.shape[2:])
             first = self.text_position == "before"
             joint = torch.cat((spare, query) if first else (query, spare), dim=1)
             out = self.attend_bshd(joint, key, value, attn_mask, text_tokens=extra, text_position=self.text_position)
             return out[:, extra:] if first else out[:, :query.shape[1]]
-        return self.attend_bshd(query, key, value, attn_mask, text_tokens=None, text_position=self.text_position)
+        return self.attend_bshd(query, key, value, attn_mask, text_tokens=extra or None,
+                                text_position=self.text_position)
+
+    @torch.compiler.disable  # reads per-call Python state (grid, step), like the engine's operator
+    def side(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: Any,
+             parallel_config: Any, call: dict[str, Any]) -> torch.Tensor:
+        """A call the processor sends with a backend and mask of its own (``call``: its other arguments), over
+        keys that hold side keys beside the video's (:class:`~fastdit.patching.families.base.SideKeys`, from the
+        family).
+
+        The video queries over the video keys run through the engine; when it decides dense, its dense
+        attention is the model's own call, whole, so dense is the stock processor exactly. When sparse, each
+        run of queries attends its run of side keys dense, and each row's two parts merge by their log-sum-exp
+        (at the engine's softmax scale, so entropy scaling covers both). A call the family describes no side
+        keys for, or that fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads,
+        context parallelism, autograd), runs as the model sent it."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        from fastdit.patching.parallel.ring import merge_partial
+
+        def stock(scale: float | None = call.get("scale")) -> torch.Tensor:
+            return dispatch_attention_fn(query, key, value, **dict(call, scale=scale), backend=backend,
+                                         parallel_config=parallel_config)
+
+        layout = None if self.grid is None else self.side_keys(self.grid, query.shape[1], key.shape[1])
+        if layout is None or parallel_config is not None or call.get("dropout_p") or call.get("is_causal") \
+                or call.get("scale") is not None or call.get("enable_gqa") or key.shape[2] != query.shape[2] \
+                or (torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))):
+            return stock()
+        whole: list[torch.Tensor] = []
+
+        def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+            whole.append(stock(scale))
+            return whole[0][:, :layout.video].transpose(1, 2)
+
+        keys = slice(layout.video_keys, layout.video_keys + layout.video)
+        video = [query[:, :layout.video].transpose(1, 2)] + [x[:, keys].transpose(1, 2) for x in (key, value)]
+        out, lse = self.engine(*video, layer=self.layer, model=self.model_name, grid=self.call_grid(layout.video),
+                               dense=dense, return_lse=True)
+        if lse is None:
+            return whole[0]
+        result = torch.zeros_like(query)  # padding rows: the model drops them
+        if not layout.count:
+            result[:, :layout.video] = out.transpose(1, 2)
+            return result
+        side_out, side_lse = self._side_attention(query, key, value, layout,
+                                                  self.engine.scale(layout.video, query.shape[-1]))
+        rows = layout.rows
+        merged, _ = merge_partial(out[:, :, rows].float(), lse[:, :, rows], side_out.float(), side_lse)
+        out = out.clone()
+        out[:, :, rows] = merged.to(out.dtype)
+        result[:, :layout.video] = out.transpose(1, 2)
+        return result
+
+    def _side_attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SideKeys,
+                        scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(out [B, H, R, D], lse [B, H, R])`` of the ``R`` side-key rows, each run of queries over its run of
+        side keys, dense: the runs folded into the batch, through the engine's kernels on a layout that keeps
+        every block (padded to whole blocks, the padding keys masked)."""
+        from fastdit.kernels import attention
+        from fastdit.layout.block import BlockLayout
+
+        batch, _, heads, dim = query.shape
+        groups, block = layout.groups, self.engine.config.block_size
+
+        def runs(x: torch.Tensor, *parts: slice) -> torch.Tensor:  # [B, S, H, D] parts -> [B·G, H, S/G padded, D]
+            x = torch.cat([x[:, part] for part in parts], dim=1) if len(parts) > 1 else x[:, parts[0]]
+            x = x.reshape(batch * groups, x.shape[1] // groups, heads, dim).transpose(1, 2)
+            return torch.nn.functional.pad(x, (0, 0, 0, -x.shape[2] % block))
+
+        q, k, v = runs(query, layout.rows), runs(key, *layout.parts), runs(value, *layout.parts)
+        n_q, n_kv = q.shape[2] // block, k.shape[2] // block
+        row_ptr = (torch.arange(n_q + 1) * n_kv)[None]
+        full = BlockLayout(row_ptr, torch.arange(n_kv).repeat(n_q), block, block, q.shape[2], k.shape[2],
+                           kv_valid=torch.arange(k.shape[2], device=q.device) < layout.count // groups)
+        out, lse = attention(q, k, v, full.to(q.device), scale=scale, backend=self.engine.config.backend,
+                             return_lse=True)
+        rows = (layout.rows.stop - layout.rows.start) // groups
+        out = out[:, :, :rows].reshape(batch, groups, heads, rows, dim).transpose(1, 2).flatten(2, 3)
+        lse = lse[:, :, :rows].reshape(batch, groups, heads, rows).transpose(1, 2).flatten(2, 3)
+        return out, lse
 
     def _text_keys(self, extra: int, attn_mask: torch.Tensor | None) -> bool:
         """Whether a call with ``extra`` more keys than queries is image queries over image and text keys that

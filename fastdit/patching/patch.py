@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import inspect
 import json
 import math
 import sys
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
+from fastdit.layout.grid import TokenGrid
 from fastdit.methods import DEFAULT_BLOCK_SIZE
 from fastdit.patching import ops
 from fastdit.patching.components import find_denoisers, name_or_path
@@ -265,6 +267,7 @@ def _install(target: Any, models: list[tuple[str, torch.nn.Module, Family]], con
     patch = uuid.uuid4().hex  # names this apply call in the specs its traced operators carry
     for name, model, family in models:
         observer = _patch_model(state, name, model, family, _spec(patch, name, model, family, config))
+        observer.wrap_grid_method(model)
         state.hooks.append(model.register_forward_pre_hook(observer, with_kwargs=True))
         state.hooks.append(model.register_forward_hook(observer.done, always_call=True))
     scheduler = getattr(target, "scheduler", None)
@@ -395,6 +398,32 @@ class _Observer:
         self.input_names = tuple(dict.fromkeys((*family.grid_inputs, family.timestep_arg)))
         self.handle: torch.Tensor | None = None  # set with spec by ops.register
         self.spec = ""
+        self.method_grid: TokenGrid | None = None  # the last grid_method call's (Family.grid_method)
+
+    def wrap_grid_method(self, model: torch.nn.Module) -> None:
+        """Wrap the model method the family reads its grid from (``Family.grid_method``), on ``model`` itself:
+        each call records the grid of its arguments for the forwards after it, and returns what it returned."""
+        name = self.family.grid_method
+        if name is None:
+            return
+        method = getattr(model, name)
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            self.method_grid = self.family.grid(self.model(), (), dict(bound.arguments))
+            return method(*args, **kwargs)
+
+        wrapped._fastdit_wrapper = True
+        setattr(model, name, wrapped)
+
+    def unwrap_grid_method(self) -> None:
+        """Undo :meth:`wrap_grid_method`: the model's method is its class's again."""
+        model, name = self.model(), self.family.grid_method
+        if model is not None and name is not None and getattr(model.__dict__.get(name), "_fastdit_wrapper", False):
+            delattr(model, name)
 
     def __call__(self, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = {name: forward_input(model, args, kwargs, name) for name in self.input_names}
@@ -404,16 +433,20 @@ class _Observer:
             self.context.enter_forward()
             self.context.token = None
             self.observe(inputs)
+            device = next((x.device for x in inputs.values() if isinstance(x, torch.Tensor)), torch.device("cpu"))
+            self.context.start_forward(device)
 
     def done(self, model: torch.nn.Module, args: tuple, output: Any) -> None:
         """The forward hook (also called when the forward raised): this thread's call has left the model."""
         if not torch.compiler.is_compiling():
+            self.context.end_forward()
             self.context.exit_forward()
 
     def observe(self, inputs: dict[str, Any]) -> None:
         """The bookkeeping itself, on the forward inputs named by ``input_names``."""
         model = self.model()
-        self.context.grid = self.family.grid(model, (), inputs)
+        family = self.family
+        self.context.grid = self.method_grid if family.grid_method is not None else family.grid(model, (), inputs)
         # a layer whose processor a loader or the user replaced (an IP-adapter) is no longer fastdit's to
         # report: without this, stats would count its calls as served by a cache
         self.context.expect_layers(self.name, [layer for layer, module, handler in self.modules
@@ -468,6 +501,8 @@ def remove(target: Any) -> Any:
             install(module, None)
         for handle in state.hooks:
             handle.remove()
+        for observer in state.observers:
+            observer.unwrap_grid_method()
         scheduler = state.scheduler
         if scheduler is not None and getattr(scheduler.__dict__.get("set_timesteps"), "_fastdit_wrapper", False):
             del scheduler.set_timesteps
@@ -524,7 +559,8 @@ def set_observer(target: Any, observer: Any) -> None:
 
 def stats(target: Any) -> AttentionStats:
     """What the last pipeline call ran: per step and layer, dense, sparse or served by a diffusers cache, why,
-    and the density used.
+    the density used and the time of the attention calls (kernel, layout build, permutation, the rest); per step,
+    the time inside the denoiser's forwards. On a GPU, reading them waits for the timed work to finish.
 
     Args:
         target: a patched pipeline or model (for a pipeline, its first patched denoiser's record).
@@ -536,5 +572,4 @@ def stats(target: Any) -> AttentionStats:
     states = _states(target)
     if not states:
         raise ValueError(f"{type(target).__name__} is not patched by fastdit; call fastdit.apply first")
-    states[0].context.close_step()
-    return states[0].context.stats
+    return states[0].context.settle()

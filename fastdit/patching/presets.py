@@ -124,13 +124,13 @@ _RADIAL_UNPUBLISHED = MethodPreset(12, 1, {"decay_factor": 0.95},
 _PSA = "ziplab/Pyramid-Sparse-Attention @ be122cf configs/attention_config.yaml"
 _PYRAMID_WAN14B = MethodPreset(15, 0, source=f"PSA Wan2.1-14B psa_balanced ({_PSA}): warmup 15, bands .4/.5/.6/.8 "
                                              "(the pyramid defaults)")
-_PYRAMID_WAN13B = MethodPreset(15, 0, {"thresholds": (0.5, 0.6, 0.7, 0.8)},
-                               source=f"PSA Wan2.1-1.3B psa_balanced ({_PSA}): warmup 15, bands .5/.6/.7/.8; its "
-                                      "key-similarity cap on pooling levels is not implemented (fastdit pools as "
-                                      "the 14B setting does)")
-_PYRAMID_WAN22 = MethodPreset(12, 0, {"thresholds": (0.5, 0.6, 0.6, 0.8)},
-                              source=f"PSA Wan2.2-A14B ({_PSA}): warmup 12, bands .5/.6/.6/.8; upstream uses 32-token "
-                                     "key blocks, fastdit 128")
+_PYRAMID_WAN13B = MethodPreset(15, 0, {"thresholds": (0.5, 0.6, 0.7, 0.8), "similarity": (0.7, 0.65, 0.6)},
+                               source=f"PSA Wan2.1-1.3B psa_balanced ({_PSA}): warmup 15, bands .5/.6/.7/.8, "
+                                      "key-similarity cap x2 .7 / x4 .65 / x8 .6")
+_PYRAMID_WAN22 = MethodPreset(12, 0, {"thresholds": (0.5, 0.6, 0.6, 0.8), "query_block": 128}, block_size=32,
+                              source=f"PSA Wan2.2-A14B ({_PSA}): warmup 12, bands .5/.6/.6/.8, 128-token query "
+                                     "blocks over 32-token key blocks (run as 32-token blocks whose rows come in "
+                                     "fours)")
 _VMOBA_WAN = MethodPreset(12, 0, source="VMoBA Wan2.1-1.3B config (FastVideo wan_1.3B_77_480_832.json: threshold 0.25, "
                                         "query_head, chunks 2 frames / 3x4 / 4x6x4 tokens = the vmoba defaults; "
                                         "first_full_step 12, which FastVideo @ 2f3d407 stores but never reads)")
@@ -247,7 +247,9 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("chronoedit", "ChronoEdit", "wan"),
     ("wan_vace", "Wan-VACE", "wan"),
     ("wan_animate", "Wan-Animate", "wan"),
+    ("wan_animate2", "Wan-Animate 2", "wan"),
     ("anyflow", "AnyFlow", "wan"),
+    ("anyflow_far", "AnyFlow-FAR", "wan"),
     ("helios", "Helios", "wan"),
     ("cosmos", "Cosmos", "wan"),
     ("kandinsky5", "Kandinsky 5.0 (its own NABLA is another method)", "wan"),
@@ -257,6 +259,7 @@ FAMILY_DEFAULTS.update({family: _unpublished(family, model, borrowed) for family
     ("hunyuan_video_framepack", "HunyuanVideo-Framepack", "hunyuan_video"),
     ("consisid", "ConsisID", "cogvideox"),
     ("ltx2", "LTX-2", "ltx"),
+    ("sana_wm_refiner", "the Sana-WM refiner", "ltx"),
     ("minimax_h3", "MiniMax-H3", "hunyuan_video"),
     ("flux2", "FLUX.2", "flux"),
     ("flux3", "FLUX.3", "flux"),

@@ -1,13 +1,21 @@
-"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM and density, plus a labelled video.
+"""Dense vs sparse on the same prompt and seed: time, speedup, PSNR/SSIM/LPIPS and density, plus a labelled video.
 
 The baseline is the pipeline's stock attention (what diffusers runs without fastdit), so speedups are against
 what a user has today. Each method then runs through ``fastdit.apply`` with the same call arguments and seed;
 PSNR and SSIM are computed on the uint8 frames (what the mp4 holds before encoding) against the baseline's,
-over every frame. ``fastdit compare`` and the web demo both call :func:`compare`.
+over every frame. LPIPS joins them where torchmetrics and its AlexNet weights are on the machine (see
+:mod:`fastdit.runs.perceptual`); elsewhere its column is empty and the report says why in one line.
+``fastdit compare`` and the web demo both call :func:`compare`.
 
 With a diffusers cache (``cache=``), the cache runs alone (through fastdit's dense path, which equals the
 stock attention, so ``stats`` can count what it served) and with each method, so the table shows the cache's
 speedup, the method's, and the two combined, each against the stock attention.
+
+Every row also says why its speedup is what it is (:mod:`fastdit.runs.breakdown`): attention time dense vs
+sparse and its speedup, the attention share of the dense run, the dense warm-up and overhead shares, and the
+bound a perfect kernel at this density could reach. The markdown table leads with what sparse attention changed
+(attention time, density, quality), then the end-to-end speedup next to its bound, and explains each method in
+one sentence under the table.
 
 In JSON, a PSNR of identical videos is written as the string ``"inf"`` (JSON has no infinity); every other
 PSNR is a number in dB.
@@ -23,9 +31,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fastdit.runs.breakdown import Breakdown, explain
 from fastdit.runs.caches import CacheSpec, knob_label
 from fastdit.runs.media import film_strip, side_by_side, write_image, write_video
 from fastdit.runs.metrics import psnr, ssim
+from fastdit.runs.perceptual import MIN_SIDE, LpipsUnavailable, lpips, lpips_metric
 from fastdit.runs.report import environment, markdown_table
 from fastdit.runs.run import RunResult, run_pipeline
 from fastdit.runtime.files import write_text
@@ -33,8 +43,10 @@ from fastdit.runtime.files import write_text
 __all__ = ["MethodSpec", "Comparison", "compare", "write_comparison", "BASELINE"]
 
 BASELINE = "dense"
-COLUMNS = ("method", "total_s", "step_s", "speedup", "step_speedup", "psnr_db", "ssim", "density",
-           "sparse_density", "sparse_fraction", "cached_fraction")
+COLUMNS = ("method", "attention_s", "attention_speedup", "density", "psnr_db", "ssim", "lpips", "speedup", "bound",
+           "attention_share", "warmup_share", "overhead_share", "total_s", "step_speedup")
+WHY = ("attention_s", "dense_attention_s", "attention_speedup", "attention_share", "warmup_share", "overhead_share",
+       "bound")  # the breakdown's numbers a row carries
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,13 @@ def _json_number(x: float | None) -> float | str | None:
 
 @dataclass
 class Comparison:
-    """The baseline run, one run per method, and one metrics row per run (the baseline's first)."""
+    """The baseline run, one run per method, and one metrics row per run (the baseline's first);
+    ``lpips_unavailable`` says why the rows have no LPIPS, when they have none."""
 
     baseline: RunResult
     runs: list[RunResult]
     rows: list[dict[str, Any]]
+    lpips_unavailable: str | None = None
 
     def _panels(self) -> list[tuple[tuple[str, str], np.ndarray]]:
         """Each run's frames with its label: name, then speedup / PSNR / density."""
@@ -90,8 +104,22 @@ class Comparison:
         """A still: one row per run, ``count`` of its frames."""
         return film_strip(self._panels(), count)
 
+    def breakdowns(self) -> list[tuple[str, Breakdown]]:
+        """Each sparse run's breakdown (runs without timed stats left out)."""
+        dense_stats = _dense_stats(self.baseline, self.runs)
+        found = [(run.label, explain(run.total_s, run.stats, self.baseline.total_s, dense_stats))
+                 for run in self.runs]
+        return [(label, why) for label, why in found if why is not None]
+
     def markdown(self) -> str:
-        return markdown_table(self.rows, COLUMNS)
+        """The table, the line on why it has no LPIPS (if so), then one sentence per method on why its speedup
+        is what it is."""
+        lines = [f"- **{label}**: {why.sentence()}" for label, why in self.breakdowns()
+                 if label != "dense (fastdit)"]
+        table = markdown_table(self.rows, COLUMNS)
+        if self.lpips_unavailable is not None:
+            table += f"\n{self.lpips_unavailable}.\n"
+        return table + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{k: _json_number(v) if isinstance(v, float) else v for k, v in row.items()} for row in self.rows]
@@ -99,16 +127,42 @@ class Comparison:
                 "notes": {"psnr_db": 'vs the dense video over all frames (uint8); the string "inf" when identical',
                           "ssim": "Gaussian-window SSIM (Wang et al. 2004) vs the dense video, mean over frames "
                                   "and channels",
+                          "lpips": self.lpips_unavailable or "LPIPS (Zhang et al. 2018; AlexNet, torchmetrics) vs "
+                                   "the dense video, mean over frames: 0 when identical, higher when they look "
+                                   "more different",
                           "speedup": "dense total time / this total time (whole pipeline call)",
                           "step_speedup": "dense mean denoising-step time / this one",
                           "density": "mean share of the dense attention work over every (step, layer): dense "
                                      "counts as 1, a call a cache served as 0",
                           "sparse_density": "mean density over the (step, layer) calls that ran sparse",
-                          "cached_fraction": "share of self-attention layer calls a diffusers cache served"}}
+                          "cached_fraction": "share of self-attention layer calls a diffusers cache served",
+                          "attention_s": "seconds in self-attention over the run (kernel, layout build, "
+                                         "permutation, bookkeeping)",
+                          "dense_attention_s": "the dense run's attention seconds: timed on fastdit's dense run when "
+                                               "there is one, else this run's dense calls times the dense run's "
+                                               "call count",
+                          "attention_speedup": "dense_attention_s / attention_s",
+                          "attention_share": "dense_attention_s / the dense run's total: what sparse attention can "
+                                             "act on",
+                          "warmup_share": "share of this run's time in its dense warm-up steps",
+                          "overhead_share": "share of this run's attention time outside the kernel (layout "
+                                            "build, permutation, bookkeeping)",
+                          "bound": "the speedup a perfect kernel at this density would give (Amdahl's law): "
+                                   "dense total / (dense total - dense_attention_s x (1 - density))"}}
 
 
-def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
+def _dense_stats(baseline: RunResult, runs: Sequence[RunResult]) -> Any:
+    """The timed stats of a dense run: the baseline's when fastdit ran it, else a ``dense (fastdit)`` run's."""
+    if baseline.stats is not None:
+        return baseline.stats
+    return next((r.stats for r in runs if r.sparse.get("method") == BASELINE and r.cache is None), None)
+
+
+def _row(run: RunResult, baseline: RunResult, perceptual: Any, dense_stats: Any = None) -> dict[str, Any]:
+    """One run's metrics row; ``perceptual`` is the LPIPS metric, or None where it is unavailable, and
+    ``dense_stats`` a dense run's timed stats, which the breakdown compares the run's attention time with."""
     base_step, step = baseline.mean_step_s, run.mean_step_s
+    why = explain(run.total_s, run.stats, baseline.total_s, dense_stats)
     return {
         "method": run.label,
         "total_s": run.total_s,
@@ -117,11 +171,13 @@ def _row(run: RunResult, baseline: RunResult) -> dict[str, Any]:
         "step_speedup": base_step / step if base_step and step else None,
         "psnr_db": psnr(baseline.frames, run.frames),
         "ssim": ssim(baseline.frames, run.frames),
+        "lpips": lpips(baseline.frames, run.frames, perceptual) if perceptual is not None else None,
         # the stock attention attends every key: density 1 by definition
         "density": run.stats.mean_density() if run.stats else 1.0,
         "sparse_density": run.stats.sparse_density() if run.stats else None,
         "sparse_fraction": run.stats.sparse_fraction() if run.stats else 0.0,
         "cached_fraction": run.stats.cached_fraction() if run.stats else 0.0,
+        **{name: None if why is None else getattr(why, name) for name in WHY},
     }
 
 
@@ -167,7 +223,21 @@ def compare(pipe: Any, methods: Sequence[MethodSpec], call: dict[str, Any], *, s
     if baseline is None:
         baseline = fastest.pop(BASELINE)
     runs = [fastest[label] for label, _, _ in configs if label != BASELINE]
-    return Comparison(baseline, runs, [_row(r, baseline) for r in (baseline, *runs)])
+    perceptual, unavailable = _lpips_for(baseline)
+    dense_stats = _dense_stats(baseline, runs)
+    rows = [_row(r, baseline, perceptual, dense_stats) for r in (baseline, *runs)]
+    return Comparison(baseline, runs, rows, unavailable)
+
+
+def _lpips_for(baseline: RunResult) -> tuple[Any, str | None]:
+    """The LPIPS metric for videos like ``baseline``'s, or None and the one-line reason it can't score them."""
+    height, width = baseline.frames.shape[1:3]
+    if min(height, width) < MIN_SIDE:
+        return None, f"LPIPS unavailable: frames of {width}x{height} are below its {MIN_SIDE}x{MIN_SIDE} minimum"
+    try:
+        return lpips_metric(), None
+    except LpipsUnavailable as err:
+        return None, str(err)
 
 
 _Run = tuple[str, dict[str, Any] | None, CacheSpec | None]  # label, apply() arguments (None: stock), cache
@@ -203,7 +273,9 @@ def write_comparison(comparison: Comparison, out_dir: str | Path, *, fps: int, c
     write_text(json.dumps(data, indent=2) + "\n", paths["table_json"])
     media = paths.get("video", paths.get("image"))
     write_text(f"# fastdit compare\n\nCommand: `{command}`\n\n{comparison.markdown()}\n"
-               f"PSNR/SSIM are vs the dense (stock attention) output over all frames; speedup is total "
-               f"pipeline time, step_speedup the mean denoising step. Side by side: `{media.name}`.\n",
+               f"PSNR/SSIM/LPIPS are vs the dense (stock attention) output over all frames; speedup is total "
+               f"pipeline time, step_speedup the mean denoising step; attention_s is the run's time in "
+               f"self-attention, attention_share the dense run's; bound is the speedup a perfect kernel at this "
+               f"density would give (Amdahl's law). Side by side: `{media.name}`.\n",
                paths["table_md"])
     return paths

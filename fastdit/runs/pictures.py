@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastdit.layout.block import BlockLayout
+from fastdit.runs.media import write_image
 
 # colours: kept level 0 .. 3+, skipped, text-block tint
 _LEVEL_COLOURS = np.array([[31, 119, 180], [92, 158, 205], [152, 196, 228], [205, 226, 242]], dtype=np.uint8)
@@ -43,8 +44,13 @@ def layout_image(layout: BlockLayout, head: int = 0, max_size: int = 512) -> np.
 
 
 def save_layout_image(layout: BlockLayout, path: str, head: int = 0, max_size: int = 512) -> str:
-    """Write :func:`layout_image` as a PNG (via imageio, a core dependency)."""
-    import imageio.v3 as iio
+    """Write :func:`layout_image` as a PNG, atomically: a failed write leaves the previous file, not half a picture.
 
-    iio.imwrite(path, layout_image(layout, head, max_size))
+    Returns:
+        ``path``.
+
+    Raises:
+        WriteError: the picture could not be written (a full disk, for one).
+    """
+    write_image(layout_image(layout, head, max_size), path)
     return path

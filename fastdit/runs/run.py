@@ -21,6 +21,7 @@ import torch
 
 from fastdit.patching.components import denoisers
 from fastdit.patching.patch import apply, remove, stats
+from fastdit.runs.breakdown import explain
 from fastdit.runs.caches import CacheSpec, disable_cache, enable_cache
 from fastdit.runs.media import to_uint8
 from fastdit.runtime.stats import AttentionStats
@@ -81,6 +82,9 @@ class RunResult:
         }
         if self.stats is not None:
             out["attention"] = {**self.stats.to_dict(), "per_layer_density": self.per_layer_density()}
+            why = explain(self.total_s, self.stats)
+            if why is not None:  # against a dense run estimated from this one (dense_run: false)
+                out["breakdown"] = why.to_dict()
         return out
 
 

@@ -10,6 +10,9 @@ TaylorSeer, ...) serves some layers without calling their attention; when a step
 fewer times than its denoiser did is marked as served by a cache, so ``stats`` says so instead of leaving a
 gap.
 
+The pre-hook and the forward hook also time each forward (:meth:`start_forward` / :meth:`end_forward`) into the
+step's :class:`~fastdit.runtime.stats.StepTimes`, so the attention share of a step is known.
+
 One context serves every pipeline that shares the patched model, so two threads calling it at once would read
 each other's grid and step: a forward that starts while another thread's is running is refused
 (:meth:`enter_forward`); calls from several threads one after another are fine.
@@ -25,7 +28,8 @@ from typing import Iterable, Iterator
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.runtime.stats import CACHED, AttentionStats, LayerRecord
+from fastdit.runtime.stats import CACHED, AttentionStats, LayerRecord, StepTimes
+from fastdit.runtime.timing import Clock, Span
 
 
 class RunContext:
@@ -43,6 +47,8 @@ class RunContext:
         # (see fastdit.patching.ops); None when the pre-hook ran eagerly.
         self.token: torch.Tensor | None = None
         self._running: Counter[int] = Counter()  # thread id -> forwards of a patched denoiser it is inside
+        self.clock = Clock()
+        self._forward_spans: dict[int, list[tuple[StepTimes, Span]]] = {}  # thread id -> its open forwards
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict) -> "RunContext":
@@ -81,6 +87,7 @@ class RunContext:
         self.close_step()
         self.step = -1
         self._last_timestep = None
+        self.clock.drop()
         self.stats = AttentionStats()
         self._index = {}
         self._forwards = {}
@@ -97,6 +104,28 @@ class RunContext:
                 self.step += 1
                 self._last_timestep = timestep
         self._forwards[model] = self._forwards.get(model, 0) + 1
+
+    def start_forward(self, device: torch.device) -> None:
+        """A denoiser forward of the current step starts running on ``device`` in this thread (after
+        :meth:`observe_forward` counted it): its time goes to the step."""
+        times = self.stats.step_times.setdefault(max(self.step, 0), StepTimes())
+        self._forward_spans.setdefault(threading.get_ident(), []).append((times, self.clock.start(device)))
+
+    def end_forward(self) -> None:
+        """This thread's innermost forward :meth:`start_forward` timed has ended (none open: nothing to do)."""
+        me = threading.get_ident()
+        spans = self._forward_spans.get(me)
+        if spans:
+            times, span = spans.pop()
+            self.clock.stop(span, times, "forward")
+        if not spans:
+            self._forward_spans.pop(me, None)
+
+    def settle(self) -> AttentionStats:
+        """The stats with every time in (on a GPU this waits for the timed work to finish)."""
+        self.close_step()
+        self.clock.settle()
+        return self.stats
 
     @contextlib.contextmanager
     def unrecorded(self) -> Iterator[None]:
@@ -117,7 +146,9 @@ class RunContext:
             self._index[key] = len(self.stats.records)
             self.stats.records.append(record)
         else:
-            record.calls = self.stats.records[position].calls + 1
+            existing = self.stats.records[position]
+            record.calls = existing.calls + 1
+            record.times = existing.times + record.times
             self.stats.records[position] = record
 
     def close_step(self) -> None:

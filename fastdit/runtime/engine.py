@@ -3,7 +3,7 @@
 Processors do the model-specific work (projections, norms, RoPE, where text tokens sit) and hand this engine
 ``q, k, v [B, H, S, D]`` in the model's token order. The engine decides dense or sparse for this step and
 layer, applies entropy scaling, builds (or reuses) the layout, moves tokens into the layout's own order and
-back, runs the kernel, and records what it did.
+back, runs the kernel, and records what it did, with the time of each part (the context's clock).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from fastdit.runtime.config import LayerPlan, SparseConfig
 from fastdit.runtime.context import RunContext
 from fastdit.runtime.entropy import entropy_scale_factor
 from fastdit.runtime.stats import LayerRecord
+from fastdit.runtime.timing import CallTimes
 
 __all__ = ["SparseAttention", "AttentionCall", "Decision", "key_padding", "check_backend"]
 
@@ -109,6 +110,7 @@ class Decision:
     method: str = ""
     keys: torch.Tensor | None = None
     ordered_qk: tuple[torch.Tensor, torch.Tensor] | None = None
+    times: CallTimes = dataclasses.field(default_factory=CallTimes)  # layout build and q, k permutation so far
 
     @property
     def dense(self) -> bool:
@@ -147,7 +149,8 @@ class SparseAttention:
         grid: TokenGrid | None = None,
         dense: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor] | None = None,
         heads: HeadSlice | None = None,
-    ) -> torch.Tensor:
+        return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """Self-attention of ``q, k, v [B, H, S, D]`` in the model's token order; returns ``[B, H, S, D]``.
 
         ``attn_mask`` is the model's own SDPA mask. The dense path passes it to SDPA unchanged (so
@@ -158,36 +161,72 @@ class SparseAttention:
         own dense attention (the one its stock version calls, mask included), used instead of SDPA when the
         call runs dense. ``heads``: which of the model's heads ``q, k, v`` hold, when context parallelism
         (Ulysses) gave this rank a slice of them (per-head settings and per-head random draws follow it).
+        ``return_lse``: return ``(out, lse)``, the fp32 ``lse [B, H, S]`` of a sparse call's rows, so a caller can
+        merge in attention over keys of its own (side keys, :mod:`fastdit.patching.dispatch`); a dense call gives
+        ``None`` there, its ``dense`` having run the model's whole attention.
+
+        ``q`` may hold only the video's rows when the call's ``text_tokens`` are keys only (the text has no
+        queries: ``Family.text_keys_only``, a KV cache): ``k, v`` then hold the joint sequence, and the kernel
+        runs just the video's query blocks of the joint layout, over every key block (the text keys dense), so
+        the text costs ``video × text`` scores and not the ``text × (video + text)`` of query rows padded in.
 
         Always runs eagerly: the layout choice reads per-call Python state (step, grid) that traced code would
         turn into graph guards, so a compiled or exported model reaches it through the
         ``fastdit::self_attention`` operator (``fastdit.patching.ops``).
         """
-        decision = self.decide(q.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
+        keys_only = k.shape[2] - q.shape[2]
+        if keys_only and keys_only != text_tokens:
+            raise ValueError(f"q has {q.shape[2]} tokens and k {k.shape[2]}: a call with fewer queries than keys "
+                             f"must have one key per video query plus its {text_tokens} text keys")
+        clock = self.context.clock
+        call = clock.start(q.device)
+        decision = self.decide(k.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
                                text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
-                               ordered_qk=lambda order: (order.to_order(q), order.to_order(k)))
+                               ordered_qk=lambda order: (_ordered_queries(order, q), order.to_order(k)),
+                               device=q.device)
+        times = decision.times
         if self.observer is not None:
-            self.observer(AttentionCall(q, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
+            queries = _joint_queries(q, text_tokens, text_position, decision.full_grid) if keys_only else q
+            self.observer(AttentionCall(queries, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
                                         decision.scale, attn_mask))
-        self.record(decision)
+        self.record(decision, times)
         if decision.dense:
-            if dense is not None:
-                return dense(q, k, v, decision.scale)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
-        order = decision.order
-        qt, kt = decision.ordered_qk if decision.ordered_qk is not None else (order.to_order(q), order.to_order(k))
-        out = self._sparse(qt, kt, order.to_order(v), order, decision.layout.to(q.device), decision.scale,
-                           decision.keys)
-        return order.from_order(out)
+            with clock.span(q.device, times, "kernel"):
+                if dense is not None:
+                    out = dense(q, k, v, decision.scale)
+                else:
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=decision.scale)
+            clock.stop(call, times, "total")
+            return (out, None) if return_lse else out
+        order, layout = decision.order, decision.layout.to(q.device)
+        rows = order.video_blocks if keys_only else order.num_blocks
+        with clock.span(q.device, times, "permute"):
+            qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
+            vt = order.to_order(v)
+        with clock.span(q.device, times, "kernel"):
+            out = self._sparse(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
+                               decision.keys, rows, return_lse)
+        out, lse = out if return_lse else (out, None)
+        with clock.span(q.device, times, "permute"):
+            if keys_only:  # back from the layout's order: the video's rows only
+                video = order.video_destination.to(out.device)
+                out, lse = out.index_select(2, video), (None if lse is None else lse.index_select(2, video))
+            else:
+                out, lse = order.from_order(out), (None if lse is None else order.from_order(lse, dim=-1))
+        clock.stop(call, times, "total")
+        return (out, lse) if return_lse else out
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
                text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
                heads: HeadSlice | None = None,
-               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Decision:
+               ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]] | None = None,
+               device: torch.device | None = None) -> Decision:
         """Dense or sparse, and on which layout, for a self-attention call over ``tokens`` tokens, without
         running it: the arguments are :meth:`__call__`'s. ``ordered_qk(order)`` gives q and k in the layout's
-        order; it is called only when a dynamic method reads them. Context-parallel ring attention decides
-        here and runs the kernel on its own share of the rows (:mod:`fastdit.patching.parallel.ring`)."""
+        order; it is called only when a dynamic method reads them; the time that takes and the layout build go
+        to ``decision.times``, timed on ``device`` (where q and k are; default the CPU). Context-parallel ring
+        attention decides here and runs the kernel on its own share of the rows
+        (:mod:`fastdit.patching.parallel.ring`)."""
         call_grid = grid if grid is not None else self.context.grid
         full_grid = None if call_grid is None else dataclasses.replace(
             call_grid, text_tokens=text_tokens, text_position=text_position,
@@ -206,8 +245,13 @@ class SparseAttention:
                 reason = "dense_plan"  # every head of this rank's slice attends every block
         if reason is None:
             order = self._order(spec, settings, layer, full_grid)
-            qt, kt = ordered_qk(order) if spec.dynamic else (None, None)
-            layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
+            device, clock = device or torch.device("cpu"), self.context.clock
+            qt, kt = None, None
+            if spec.dynamic:
+                with clock.span(device, decision.times, "permute"):
+                    qt, kt = ordered_qk(order)
+            with clock.span(device, decision.times, "layout"):
+                layout = self._layout(spec, settings, order, qt, kt, layer, per_head=plan is not None, shard=heads)
             if layout.density() >= 1.0:
                 reason = self._full_layout(order, spec.name)
             else:
@@ -216,14 +260,16 @@ class SparseAttention:
         decision.reason = reason
         return decision
 
-    def record(self, decision: Decision) -> None:
-        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density)."""
+    def record(self, decision: Decision, times: CallTimes | None = None) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density), with
+        ``times``, which the caller fills as the call runs (``None``: untimed)."""
+        timed = [] if times is None else [times]
         if decision.dense:
-            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens)
+            self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens, timed)
             self.context.stats.last_grid = decision.grid
             return
         self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
-                     decision.tokens)
+                     decision.tokens, timed)
         self.context.stats.last_layout = decision.layout
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
@@ -241,22 +287,34 @@ class SparseAttention:
             return make_layout(spec, order, heads[0], layer=layer, heads=shard, **data)
         return make_head_layout(spec, order, heads, layer=layer, shard=shard, **data)
 
-    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None):
-        """Kernel call on tensors in the layout's order; samples with different key padding get their own key
-        validity."""
+    def _sparse(self, q, k, v, order: TokenOrder, layout: BlockLayout, scale, keys: torch.Tensor | None,
+                rows: int, return_lse: bool = False):
+        """Kernel call on tensors in the layout's order, for the layout's first ``rows`` query blocks (``q``
+        holds just those: all of them, or the video's when the text is keys only); samples with different key
+        padding get their own key validity. With ``return_lse``: ``(out, lse)``."""
+        def run(q_, k_, v_, layout_: BlockLayout):
+            if rows < layout_.n_q_blocks:  # the rows' pattern over every key block, a layout of its own
+                layout_ = layout_.block_slice(range(0, rows), range(0, layout_.n_kv_blocks))
+            return attention(q_, k_, v_, layout_.to(q.device), scale=scale, backend=self.config.backend,
+                             order=order, return_lse=return_lse)
+
         if keys is None:
-            return attention(q, k, v, layout, scale=scale, backend=self.config.backend, order=order)
+            return run(q, k, v, layout)
         patterns, group = torch.unique(keys.expand(q.shape[0], -1), dim=0, return_inverse=True)
         out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32) if return_lse else None
         for i, pattern in enumerate(patterns):
-            rows = (group == i).nonzero().flatten()
+            samples = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
-            selection = None if layout.selection is None else layout.selection.batch_rows(rows)  # these rows' own
-            padded = dataclasses.replace(layout, kv_valid=valid.to(q.device), selection=selection)
-            out[rows] = attention(q[rows], k[rows], v[rows], padded, scale=scale, backend=self.config.backend,
-                                  order=order)
-        return out
+            selection = None if layout.selection is None else layout.selection.batch_rows(samples)  # their own
+            result = run(q[samples], k[samples], v[samples],
+                         dataclasses.replace(layout, kv_valid=valid, selection=selection))
+            if return_lse:
+                out[samples], lse[samples] = result
+            else:
+                out[samples] = result
+        return (out, lse) if return_lse else out
 
     def _full_layout(self, order: TokenOrder, method: str) -> str:
         """Why a layout kept every block: one block of video, or a method with nothing to drop on this grid
@@ -331,9 +389,29 @@ class SparseAttention:
             _WARNED.add(message)
             warnings.warn(f"fastdit: {message}", stacklevel=2)
 
-    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int) -> None:
+    def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int,
+                times: list[CallTimes]) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
-                                        density=density, reason=reason, tokens=tokens))
+                                        density=density, reason=reason, tokens=tokens, times=times))
+
+
+def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """``q [B, H, S, D]`` in ``order``, where ``q`` is a whole call's queries or only its video's (the text is
+    keys only): then the text's rows are zero, as a dynamic method reads them when the text has no queries, and
+    ``length`` may stop the ordered queries after the video's (the rows the kernel runs)."""
+    if q.shape[2] == order.grid.num_tokens:
+        return order.to_order(q)
+    shape = (*q.shape[:2], order.seq_len if length is None else length, q.shape[3])
+    return q.new_zeros(shape).index_copy_(2, order.video_destination.to(q.device), q)
+
+
+def _joint_queries(q: torch.Tensor, text_tokens: int, text_position: str, grid: TokenGrid | None) -> torch.Tensor:
+    """The video queries ``q [B, H, S_video, D]`` of a call whose text is keys only, with zero text rows where the
+    model's key sequence holds its text: a query per key, as an observer measures a call."""
+    start = grid.video_slice.start if grid is not None else text_tokens if text_position == "before" else 0
+    joint = q.new_zeros(*q.shape[:2], q.shape[2] + text_tokens, q.shape[3])
+    joint[:, :, start:start + q.shape[2]] = q
+    return joint
 
 
 def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:

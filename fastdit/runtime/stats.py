@@ -1,15 +1,32 @@
-"""What ran where: per denoising step and layer, dense or sparse, at which density, and what a cache served."""
+"""What ran where: per denoising step and layer, dense or sparse, at which density, what a cache served, and
+where the time went.
+
+Times (see :mod:`fastdit.runtime.timing`): each attention call's total and its kernel, layout build and token
+permutation (in and out) parts, the rest being fastdit's bookkeeping; and per step the time spent inside the
+denoiser's forwards, so the attention share of a step is known. They are summed over a layer's calls in a step
+(classifier-free guidance runs a layer twice).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from fastdit.runtime.timing import CallTimes
+
 if TYPE_CHECKING:
     from fastdit.layout.block import BlockLayout
     from fastdit.layout.grid import TokenGrid
 
 CACHED = "cached"  # the reason of a layer-step whose every call a diffusers cache served
+PARTS = ("attention", "kernel", "layout", "permute", "rest")  # the times a record reports
+
+
+@dataclass
+class StepTimes:
+    """Seconds one denoising step spent inside the patched denoisers' forwards."""
+
+    forward: float = 0.0
 
 
 @dataclass
@@ -31,6 +48,33 @@ class LayerRecord:
     tokens: int
     calls: int = 1
     cached: int = 0
+    times: list[CallTimes] = field(default_factory=list, repr=False, compare=False)  # one per timed call
+
+    @property
+    def attention_s(self) -> float:
+        """Seconds this layer's attention calls took this step (0 when untimed)."""
+        return sum(t.total for t in self.times)
+
+    @property
+    def kernel_s(self) -> float:
+        return sum(t.kernel for t in self.times)
+
+    @property
+    def layout_s(self) -> float:
+        return sum(t.layout for t in self.times)
+
+    @property
+    def permute_s(self) -> float:
+        return sum(t.permute for t in self.times)
+
+    @property
+    def rest_s(self) -> float:
+        return sum(t.rest for t in self.times)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields, with the times summed over the calls."""
+        out = {k: v for k, v in asdict(self).items() if k != "times"}
+        return {**out, **{f"{part}_s": getattr(self, f"{part}_s") for part in PARTS}}
 
     @property
     def work(self) -> float:
@@ -49,12 +93,15 @@ class AttentionStats:
     """Per-step, per-layer record of the last pipeline call (reset at the start of each call).
 
     ``last_layout`` is the layout of the most recent sparse call (for pictures of what ran), and
-    ``last_grid`` the grid of the most recent dense one.
+    ``last_grid`` the grid of the most recent dense one. ``step_times`` holds, per step, the time inside the
+    denoisers' forwards (empty when the forwards ran traced by ``torch.compile``: the attention calls are
+    still timed).
     """
 
     records: list[LayerRecord] = field(default_factory=list)
     last_layout: BlockLayout | None = None
     last_grid: TokenGrid | None = None
+    step_times: dict[int, StepTimes] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -86,17 +133,55 @@ class AttentionStats:
             sums.setdefault((r.model, r.layer), []).append(r.work)
         return {key: sum(v) / len(v) for key, v in sorted(sums.items())}
 
+    def seconds(self, part: str = "attention", records: list[LayerRecord] | None = None) -> float:
+        """Seconds spent in ``part`` (one of :data:`PARTS`) of the attention calls, over ``records`` (default:
+        all)."""
+        return sum(getattr(r, f"{part}_s") for r in (self.records if records is None else records))
+
+    def overhead_s(self) -> float:
+        """Seconds of the attention calls outside the kernel: layout build, permutation, bookkeeping."""
+        return self.seconds("attention") - self.seconds("kernel")
+
+    def forward_s(self) -> float | None:
+        """Seconds inside the denoisers' forwards over the call (``None``: not timed)."""
+        return sum(t.forward for t in self.step_times.values()) if self.step_times else None
+
+    def warmup_steps(self) -> list[int]:
+        """The steps that ran every attention dense because of the dense warm-up (``dense_steps``)."""
+        by_step: dict[int, list[LayerRecord]] = {}
+        for r in self.records:
+            by_step.setdefault(r.step, []).append(r)
+        return [step for step, records in sorted(by_step.items())
+                if any(r.reason == "dense_steps" for r in records)
+                and all(r.reason in ("dense_steps", CACHED) or r.dense for r in records)]
+
+    def attention_share(self) -> float | None:
+        """Share of the denoisers' forward time spent in self-attention (``None``: not timed)."""
+        forward = self.forward_s()
+        return self.seconds("attention") / forward if forward else None
+
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "mean_density": self.mean_density(), "sparse_fraction": self.sparse_fraction(),
-                "cached_fraction": self.cached_fraction(), "records": [asdict(r) for r in self.records]}
+        out = {"steps": self.steps, "mean_density": self.mean_density(), "sparse_fraction": self.sparse_fraction(),
+               "cached_fraction": self.cached_fraction(), "records": [r.to_dict() for r in self.records]}
+        out["time_s"] = {part: self.seconds(part) for part in PARTS}
+        out["time_s"]["forward"] = self.forward_s()
+        out["step_forward_s"] = [self.step_times[s].forward for s in sorted(self.step_times)]
+        out["attention_share"] = self.attention_share()
+        return out
 
     def summary(self) -> str:
         if not self.records:
             return "no self-attention calls recorded"
         cached = self.cached_fraction()
         served = f", {cached:.0%} of layer calls served by a cache" if cached else ""
-        return (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse{served}, "
+        text = (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse{served}, "
                 f"mean density {self.mean_density():.3f}")
+        attention, share = self.seconds("attention"), self.attention_share()
+        if attention:
+            of_forward = f" = {share:.0%} of the denoiser's time" if share is not None else ""
+            text += (f"; attention {attention:.3g} s{of_forward} (kernel {self.seconds('kernel'):.3g} s, "
+                     f"overhead {self.overhead_s():.3g} s)")
+        return text
 
     def __str__(self) -> str:
         return self.summary()

@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fastdit.runtime.files import atomic_path
 from fastdit.toy.recipe import RECIPES, ToyRecipe, assemble_pipeline, build_components, save_pipeline
 from fastdit.toy.training import (conditioning_gap, draw_batch, ema_update, encode_clips, encode_prompts, flow_loss,
                                   latent_statistics, object_mask, vae_loss, video_frames, video_tensor,
@@ -117,11 +119,18 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write the checkpoint atomically (a crash mid-write leaves the previous one)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(self.checkpoint_path)
+        """Write the checkpoint atomically: a crash or a full disk mid-write leaves the previous one, and no
+        temporary file.
+
+        Raises:
+            WriteError: the checkpoint could not be written (a full disk, for one).
+        """
+        # serialized first, then written by Python: a failed write is then the OSError that atomic_path reports
+        # (torch's file writer reports it as a RuntimeError about stream positions)
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        with atomic_path(self.checkpoint_path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
 
     def load(self) -> None:
         """Continue from ``checkpoint.pt``; the log is cut back to what the checkpoint had seen.
@@ -478,7 +487,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{parser.prog}: error: {err}", file=sys.stderr)
             return 2
     elif trainer.checkpoint_path.exists():
-        parser.error(f"{trainer.checkpoint_path} exists: pass --resume to continue it, or choose another OUT")
+        # one line, not argparse's usage too: the arguments were fine, the folder is taken
+        print(f"{parser.prog}: error: {trainer.checkpoint_path} exists: pass --resume to continue it, or choose "
+              "another OUT", file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, trainer.request_stop)
     finished = trainer.run()

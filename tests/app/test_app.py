@@ -40,7 +40,7 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
     with ThreadPoolExecutor(2) as pool:
         futures = {seed: pool.submit(client.predict, *demo_request(seed), api_name="/generate") for seed in (11, 12)}
         results = {seed: f.result(timeout=600) for seed, f in futures.items()}
-    for seed, (status, dense, sparse, markdown, layout, numbers) in results.items():
+    for seed, (status, dense, sparse, markdown, _bars, layout, numbers) in results.items():
         assert numbers["seed"] == seed and numbers["frames"] == 9 and numbers["size"] == "128x128"
         assert "Speedup" in markdown and numbers["speedup"] > 0 and 0 < numbers["density"] <= 1
         for video in (dense, sparse):
@@ -120,6 +120,12 @@ def test_a_browser_on_a_laptop_screen(app_url):
                 box = result.bounding_box()
                 assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= laptop["height"], box
             assert page.get_by_text("17 frames, 128x128, 8 steps, seed 0").is_visible()
+            # why the speedup is what it is: attention dense -> sparse, its share, the bound, and the time bars
+            assert page.get_by_text("Attention", exact=True).is_visible()
+            assert page.get_by_text(re.compile(r"s → .* s \(\d+\.\d\dx\), \d+% of the dense run")).is_visible()
+            assert page.get_by_text("with a perfect kernel at this density").is_visible()
+            bars = page.locator(".time-bars")
+            assert bars.is_visible() and bars.locator("span[title^='attention']").count() == 2
 
             page.get_by_label("Seed (a whole number from 0 to 2⁶⁴−1)").fill("12abc")
             page.get_by_role("button", name="Generate").click()

@@ -4,6 +4,7 @@ count and entropy scaling, the seed field keeps all 64 bits, and an image-to-vid
 
 from __future__ import annotations
 
+import sys
 import time
 import types
 
@@ -14,6 +15,7 @@ from fastdit.app.session import MAX_PROMPT_CHARS, DemoRequest, DemoSession, JobS
 from fastdit.app.ui import _metrics_markdown, parse_seed
 from fastdit.dummy.wan import dummy_wan_pipeline, dummy_wan_variant
 from fastdit.patching.patch import is_patched
+from tests.runs.conftest import FakeLpips
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = {"frames": 5, "height": 64, "width": 64, "steps": 2}
@@ -61,6 +63,24 @@ def test_progress_names_each_run_and_the_result_states_steps_and_entropy_scaling
     assert result.metrics["steps"] == 2 and result.metrics["entropy_scaling"] is True
     table = _metrics_markdown(result.metrics)
     assert "| 5 frames, 64x64, 2 steps, seed 7 |" in table and "| Entropy scaling | on |" in table
+
+
+def test_the_result_shows_lpips_or_why_it_is_missing(session, monkeypatch):
+    from fastdit.runs import compare
+
+    monkeypatch.setattr(compare, "lpips_metric", FakeLpips)  # torchmetrics' stand-in: no weights here
+    request = DemoRequest("a red ball", "grat", seed=8, **SIZE)
+    result = session.generate(request)
+    scored = result.metrics
+    expected = np.abs(result.dense.frames / 255.0 - result.sparse.frames / 255.0).mean()
+    assert scored["lpips"] == pytest.approx(expected, rel=1e-5, abs=1e-9) and scored["lpips_unavailable"] is None
+    assert f"| LPIPS vs dense | {scored['lpips']:.4f} |" in _metrics_markdown(scored)
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)  # as when not installed
+    missing = session.generate(request).metrics
+    reason = "LPIPS unavailable: torchmetrics is not installed (pip install 'fastdit[lpips]')"
+    assert missing["lpips"] is None and missing["lpips_unavailable"] == reason
+    assert f"| LPIPS vs dense | {reason} |" in _metrics_markdown(missing)
 
 
 def test_the_seed_field_keeps_all_64_bits():

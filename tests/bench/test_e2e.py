@@ -14,7 +14,7 @@ def test_e2e_quick_report(tmp_path, capsys):
     assert code == 0
     data = json.loads((out / "e2e_test.json").read_text())
     assert data["grid"] == [2, 8, 8] and data["config"]["num_layers"] == 2
-    assert [r["method"] for r in data["rows"]] == ["dense", "grat"]
+    assert [r["method"] for r in data["rows"]] == ["dense", "dense (fastdit)", "grat"]
     assert all(r["median_s"] > 0 for r in data["rows"])
     assert "| grat |" in (out / "e2e_test.md").read_text()
 

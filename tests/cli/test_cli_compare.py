@@ -35,6 +35,11 @@ def test_compare_table_is_consistent(fastdit_cli, small, tmp_path):
     table = (out / "compare.md").read_text()
     assert f"| {grat_label} |" in table and "inf" in table
     assert f"| {grat_label} |" in result.stdout
+    # the table leads with what sparse attention changed, and says what bounds the speedup
+    assert "| method | attention_s | attention_speedup | density | psnr_db | ssim | lpips | speedup | bound |" in table
+    assert 1 <= grat["bound"] and 0 < grat["attention_share"] < 1 and grat["attention_speedup"] > 0
+    assert grat["dense_attention_s"] == rows["dense (fastdit)"]["attention_s"]  # timed on fastdit's dense run
+    assert f"- **{grat_label}**: attention " in result.stdout and "is the most a perfect kernel could" in table
 
     video = iio.imread(out / "compare.mp4")
     assert video.shape == (5, 64 + LABEL_HEIGHT, 3 * 64, 3)

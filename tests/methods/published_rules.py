@@ -86,3 +86,20 @@ def token_agreement(mine: torch.Tensor, reference: torch.Tensor, tokens: int, B:
     ref_pairs = float((weight * reference).sum())
     found = float((weight * (mine & reference)).sum()) / ref_pairs
     return found, float((weight * (mine & ~reference)).sum()) / ref_pairs
+
+
+def structured_qk(grid: tuple[int, int, int], noise: tuple[float, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, k) [1, heads, T·H·W, 64]`` fp32 in raster order: per head, smooth Fourier features of the token's
+    position (``omega = randn(32, 3) / 2.5``, ``[cos, sin](pos @ omega.T) · 1.6``) plus ``noise[head]`` · randn,
+    from ``Generator(seed)`` (the recipe of the official PSA fixtures in ``psa_bf16.json``)."""
+    T, H, W = grid
+    t, h, w = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
+    pos = torch.stack([t, h, w], -1).reshape(-1, 3).float()
+    g = torch.Generator().manual_seed(seed)
+    qs, ks = [], []
+    for sigma in noise:
+        phase = pos @ (torch.randn(32, 3, generator=g) / 2.5).T
+        feat = torch.cat([torch.cos(phase), torch.sin(phase)], -1) * 1.6
+        qs.append(feat + sigma * torch.randn(pos.shape[0], 64, generator=g))
+        ks.append(feat + sigma * torch.randn(pos.shape[0], 64, generator=g))
+    return torch.stack(qs)[None], torch.stack(ks)[None]

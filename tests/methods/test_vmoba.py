@@ -161,6 +161,24 @@ def test_block_union_is_the_union_of_each_query_blocks_chunks(layer):
     assert torch.equal(layout.to_dense_block_mask(), expected)
 
 
+def test_padded_positions_never_select():
+    """105 tokens in 16-token blocks: the last block holds 7 padded positions, which must add no key block."""
+    grid = TokenGrid(3, 5, 7)
+    q, k = (torch.randn(1, 2, grid.num_tokens, 16) for _ in range(2))
+    layout = fastdit.build_layout("vmoba", grid, block_size=16, q=q, k=k, layer=2, chunk_3d=(1, 5, 7),
+                                  threshold=0.3)
+    order = layout.order
+    assert order.video_len > grid.num_tokens
+    chunk_ids = torch.full((order.video_len,), -1, dtype=torch.int64)
+    chunk_ids[order.video_destination] = order.chunk_of_token
+    picked = select_chunks(order.to_order(q), order.to_order(k), chunk_ids, 3, 0.3)[0]  # [H, S, C]
+    assert not bool(picked[:, chunk_ids < 0].any())
+    touches = torch.zeros(3, order.video_blocks, dtype=torch.bool)
+    touches[order.chunk_of_token, order.video_destination // 16] = True
+    per_block = picked.view(2, -1, 16, 3).any(2).float()  # the union over each block's real queries
+    assert torch.equal(layout.to_dense_block_mask(), torch.matmul(per_block, touches.float()) > 0)
+
+
 def test_lower_thresholds_keep_fewer_pairs():
     grid = TokenGrid(8, 12, 16)
     q, k = (torch.randn(1, 2, grid.num_tokens, 32) for _ in range(2))

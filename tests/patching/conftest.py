@@ -8,7 +8,7 @@ detects. Joint-attention cases carry padded prompts with a different valid lengt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -23,13 +23,14 @@ from fastdit.dummy.image import (dummy_auraflow_transformer, dummy_bria_fibo2_tr
                                  dummy_pixart_transformer, dummy_prx_transformer, dummy_qwen_image21_transformer,
                                  dummy_qwen_image_transformer, dummy_sd3_transformer, dummy_sdxl_unet,
                                  dummy_transformer_2d, dummy_unet, dummy_z_image_transformer)
-from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_transformer, dummy_cogvideox_transformer,
-                                 dummy_consisid_transformer, dummy_cosmos_transformer, dummy_easyanimate_transformer,
-                                 dummy_hunyuan_video15_transformer, dummy_hunyuan_video_framepack_transformer,
-                                 dummy_hunyuan_video_transformer, dummy_kandinsky5_transformer,
-                                 dummy_kandinsky6_transformer, dummy_latte_transformer, dummy_ltx2_transformer,
-                                 dummy_ltx_transformer, dummy_minimax_h3_transformer, dummy_mochi_transformer,
-                                 dummy_motif_video_transformer)
+from fastdit.dummy.video import (dummy_allegro_transformer, dummy_anyflow_far_transformer, dummy_anyflow_transformer,
+                                 dummy_cogvideox_transformer, dummy_consisid_transformer, dummy_cosmos_transformer,
+                                 dummy_easyanimate_transformer, dummy_hunyuan_video15_transformer,
+                                 dummy_hunyuan_video_framepack_transformer, dummy_hunyuan_video_transformer,
+                                 dummy_kandinsky5_transformer, dummy_kandinsky6_transformer, dummy_latte_transformer,
+                                 dummy_ltx2_transformer, dummy_ltx_transformer, dummy_minimax_h3_transformer,
+                                 dummy_mochi_transformer, dummy_motif_video_transformer,
+                                 dummy_sana_wm_refiner_transformer)
 from fastdit.dummy.wan import dummy_wan_transformer, dummy_wan_variant
 
 TEXT = 7
@@ -67,6 +68,38 @@ def _wan_animate(grid, batch):
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_hidden_states_image=_randn(batch, 5, 16),
                 pose_hidden_states=_randn(batch, 4, t - 1, 2 * h, 2 * w),
                 face_pixel_values=_randn(batch, 3, 77, 16, 16))
+
+
+def _wan_animate2(grid, batch):
+    """A denoising pass against a reference video of ``t - 1`` latent frames, its per-layer keys and values
+    cached (random, as the reference pass would have left them), in a segment that fills the model's mask."""
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    t, h, w = grid
+    g = torch.Generator().manual_seed(t * h * w)
+    cache = WanAnimate2KVCache(2)
+    for layer in cache.layer_caches:
+        layer.store(*torch.randn(2, batch, (t - 1) * h * w, 2, 12, generator=g))
+    latents = torch.randn(2, batch, 16, t, 2 * h, 2 * w, generator=g)
+    return dict(hidden_states=list(latents[0]), condition_latents=list(latents[1]), timestep=_timestep(batch),
+                encoder_hidden_states=list(_randn(batch, TEXT, 32)), kv_cache=cache, kv_cache_mode="cached",
+                seq_len=t * h * w, reference_grid_sizes=torch.tensor([[t - 1, h, w]] * batch),
+                origin_len=4 * (t - 2), origin_area=[16 * h, 16 * w])
+
+
+def _anyflow_far(grid, batch):
+    """An autoregressive step: the fourth chunk (``t`` latent frames) after chunks of 1, 2 and 2 frames, whose
+    per-layer keys and values are cached (random, as the cache-writing passes would have left them): the first
+    chunk's compressed to the ``compressed_patch_size`` grid, the other two at full resolution."""
+    t, h, w = grid
+    g = torch.Generator().manual_seed(t * h * w)
+    compressed, full = (2 * h // 4) * (2 * w // 4), 4 * h * w
+    cache = {layer: {"compressed_cache": torch.randn(2, batch, 2, compressed, 16, generator=g),
+                     "full_cache": torch.randn(2, batch, 2, full, 16, generator=g)} for layer in range(2)}
+    return dict(hidden_states=torch.randn(batch, t, 16, 2 * h, 2 * w, generator=g),
+                timestep=torch.full((batch, t), 500.0), r_timestep=torch.full((batch, t), 400.0),
+                encoder_hidden_states=_randn(batch, TEXT, 32), chunk_partition=[1, 2, 2, t], kv_cache=cache,
+                kv_cache_flag={"num_cached_chunks": 3, "is_cache_step": False})
 
 
 def _helios(grid, batch):
@@ -154,6 +187,25 @@ def _ltx(grid, batch):
     return dict(hidden_states=_randn(batch, t * h * w, 4), timestep=_timestep(batch),
                 encoder_hidden_states=_randn(batch, TEXT, 16), encoder_attention_mask=_padding(batch),
                 num_frames=t, height=h, width=w)
+
+
+@dataclass(frozen=True)
+class FromModel:
+    """A forward input the pipeline makes with the denoiser itself right before each forward (the Sana-WM
+    refiner's RoPE, which is where fastdit reads its grid): ``forward`` makes it on the model it runs."""
+
+    make: Callable[[torch.nn.Module], Any]
+
+
+def _sana_wm_refiner(grid, batch):
+    """One block of ``t`` frames with no KV cache (its plain self-attention); its RoPE from the model, as the
+    pipeline builds it for the block's absolute frames."""
+    t, h, w = grid
+    rope = FromModel(lambda model: model.build_rotary_emb_for_absolute_positions(
+        batch_size=batch, frame_positions=list(range(2, 2 + t)), height=h, width=w, device="cpu", fps=24.0))
+    return dict(hidden_states=_randn(batch, t * h * w, 4), encoder_hidden_states=_randn(batch, TEXT, 16),
+                timestep=torch.full((batch, t * h * w), 500.0), video_rotary_emb=rope,
+                encoder_attention_mask=_padding(batch))
 
 
 def _ltx2(grid, batch):
@@ -478,6 +530,9 @@ CASES = {case.name: case for case in (
         motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
         motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
         inject_face_latents_blocks=2), _wan_animate, ((21, 4, 4), (21, 3, 5)), ("blocks.0.attn2",)),
+    Case("wan_animate2", lambda: dummy_wan_variant("WanAnimate2Transformer3DModel", dim=24, num_heads=2, in_dim=32,
+                                                   out_dim=16, text_len=TEXT, use_img_emb=False),
+         _wan_animate2, _VIDEO_GRIDS, ("blocks.0.cross_attn",)),
     Case("helios", lambda: dummy_wan_variant(
         "HeliosTransformer3DModel", in_channels=4, out_channels=4, text_dim=16, rope_dim=(4, 4, 4),
         has_multi_term_memory_patch=True, guidance_cross_attn=True, zero_history_timestep=True,
@@ -491,6 +546,7 @@ CASES = {case.name: case for case in (
          ("context_embedder.token_refiner.refiner_blocks.0.attn",)),
     Case("motif_video", dummy_motif_video_transformer, _padded_prompt, _VIDEO_GRIDS),
     Case("anyflow", dummy_anyflow_transformer, _anyflow, _VIDEO_GRIDS, ("blocks.0.attn2",)),
+    Case("anyflow_far", dummy_anyflow_far_transformer, _anyflow_far, _VIDEO_GRIDS, ("blocks.0.attn2",)),
     Case("kandinsky5", dummy_kandinsky5_transformer, _kandinsky5, _VIDEO_GRIDS,
          ("visual_transformer_blocks.0.cross_attention", "text_transformer_blocks.0.self_attention")),
     Case("kandinsky6", dummy_kandinsky6_transformer, _kandinsky6, _VIDEO_GRIDS,
@@ -504,6 +560,8 @@ CASES = {case.name: case for case in (
     Case("ltx", dummy_ltx_transformer, _ltx, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",)),
     Case("ltx2", dummy_ltx2_transformer, _ltx2, _VIDEO_GRIDS, ("transformer_blocks.0.attn2",
                                                              "transformer_blocks.0.audio_attn1")),
+    Case("sana_wm_refiner", dummy_sana_wm_refiner_transformer, _sana_wm_refiner, _VIDEO_GRIDS,
+         ("transformer_blocks.0.attn2", "transformer_blocks.0.audio_attn1")),
     Case("minimax_h3", dummy_minimax_h3_transformer, _minimax_h3, _VIDEO_GRIDS,
          ("token_refiner.refiner_blocks.0.attn",)),
     Case("mochi", dummy_mochi_transformer, _padded_prompt, _VIDEO_GRIDS),
@@ -585,6 +643,7 @@ def forward() -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """Run a denoiser on keyword inputs without autograd and return its output tensor."""
 
     def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+        kwargs = {name: x.make(model) if isinstance(x, FromModel) else x for name, x in kwargs.items()}
         with torch.no_grad():
             out = model(**kwargs, return_dict=False)
         out = out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its bare sample

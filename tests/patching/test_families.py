@@ -20,9 +20,14 @@ def _self_attention(model):
 
 def _fastdits(module) -> bool:
     """fastdit runs ``module``'s self-attention: its own processor, or (the generic path) the stock processor
-    dispatching to fastdit's backend."""
+    dispatching to fastdit's backend, or, where the processor keeps its own backend (AnyFlow-FAR), fastdit's
+    handler hooked on the module and calling it installed there."""
+    from fastdit.patching.dispatch import DispatchedAttention
+
+    handlers = [getattr(hook, "__self__", None) for hook in module._forward_pre_hooks.values()]
     return isinstance(module.processor, SparseProcessorMixin) or \
-        getattr(module.processor, "_attention_backend", None) == "fastdit"
+        getattr(module.processor, "_attention_backend", None) == "fastdit" or \
+        any(isinstance(h, DispatchedAttention) and h.keeps_backend and h.installed_on(module) for h in handlers)
 
 
 def test_dense_is_the_stock_processor_and_remove_restores_it(case, model, forward):

@@ -101,3 +101,21 @@ def test_every_target_query_of_a_sparse_step_reads_every_cached_prefix_key():
     finally:
         fastdit.remove(model)
     assert records and all(not r.dense and r.density < 1 for r in records)
+
+
+def test_the_kernel_runs_only_the_target_query_blocks_over_the_prefix_keys(monkeypatch):
+    """The cached prefix has keys and no queries: the kernel gets the target's 256 query rows (16 blocks) over
+    the prefix's and the target's keys (2 + 16 blocks), no padded rows for the prefix."""
+    import fastdit.runtime.engine as engine
+
+    shapes, kernel = [], engine.attention
+    monkeypatch.setattr(engine, "attention", lambda q, k, *args, **kwargs: shapes.append((q.shape[2], k.shape[2]))
+                        or kernel(q, k, *args, **kwargs))
+    model = dummy_qwen_image21_transformer()
+    fastdit.apply(model, method="grat", preset=None, block_size=16, dense_steps=0, dense_layers=0,
+                  mode="surround", radius=0)
+    try:
+        _generate(model, _inputs())
+    finally:
+        fastdit.remove(model)
+    assert shapes and set(shapes) == {(256, 16 * (2 + 16))}

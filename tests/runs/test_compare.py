@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pytest
 
 from fastdit import is_patched
 from fastdit.models.loading import load_pipeline, resolve_model
-from fastdit.runs.compare import BASELINE, MethodSpec, compare
+from fastdit.runs import compare as compare_module
+from fastdit.runs.compare import BASELINE, MethodSpec, compare, write_comparison
+from tests.runs.conftest import FakeLpips
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +54,36 @@ def test_compare_reuses_a_given_baseline(pipe):
     again = compare(pipe, [MethodSpec("radial")], call, sparse={"block_size": 16, "dense_steps": 0},
                     warmup=False, baseline=first.baseline, on_run=order.append)
     assert order == ["radial"] and again.baseline is first.baseline
+
+
+# one frame: the quickest call
+CALL = {"prompt": "a red ball", "num_frames": 1, "height": 64, "width": 64, "num_inference_steps": 1,
+        "max_sequence_length": 16}
+
+
+def test_lpips_is_reported_beside_psnr_and_ssim(pipe, monkeypatch, tmp_path):
+    monkeypatch.setattr(compare_module, "lpips_metric", FakeLpips)  # torchmetrics' stand-in: no weights here
+    result = compare(pipe, [MethodSpec("grat", {"mode": "surround", "radius": 0})], {**CALL, "num_frames": 5},
+                     sparse={"block_size": 16, "dense_steps": 0}, warmup=False)
+    expected = np.abs(result.baseline.frames / 255.0 - result.runs[0].frames / 255.0).mean()
+    assert result.rows[0]["lpips"] == 0.0 and result.rows[1]["lpips"] == pytest.approx(expected, rel=1e-5)
+    assert result.rows[1]["lpips"] > 0 and result.lpips_unavailable is None
+    paths = write_comparison(result, tmp_path, fps=8, command="fastdit compare")
+    data = json.loads(paths["table_json"].read_text())
+    assert data["rows"][1]["lpips"] == result.rows[1]["lpips"] and data["notes"]["lpips"].startswith("LPIPS (")
+    table = paths["table_md"].read_text()
+    assert "| psnr_db | ssim | lpips |" in table and "unavailable" not in table
+
+
+def test_lpips_unavailable_is_one_line_in_the_report(pipe, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)  # as when not installed
+    result = compare(pipe, [MethodSpec("radial")], CALL, sparse={"block_size": 16, "dense_steps": 0},
+                     warmup=False)
+    reason = "LPIPS unavailable: torchmetrics is not installed (pip install 'fastdit[lpips]')"
+    assert [row["lpips"] for row in result.rows] == [None, None] and result.lpips_unavailable == reason
+    paths = write_comparison(result, tmp_path, fps=8, command="fastdit compare")
+    assert json.loads(paths["table_json"].read_text())["notes"]["lpips"] == reason
+    assert f"\n{reason}.\n" in paths["table_md"].read_text()
+    small = compare(pipe, [MethodSpec("radial")], {**CALL, "height": 16, "width": 16},
+                    sparse={"block_size": 16, "dense_steps": 0}, warmup=False)
+    assert small.lpips_unavailable == "LPIPS unavailable: frames of 16x16 are below its 32x32 minimum"

@@ -86,6 +86,27 @@ def test_padded_text_keys_stay_masked_per_sample_on_the_sparse_path():
     assert (out[1:] - unmasked[1:]).abs().max() > 1e-3
 
 
+def test_return_lse_gives_the_log_sum_exp_of_each_sparse_row_and_none_for_a_dense_call():
+    """What a caller merging keys of its own needs (side keys): each row's log-sum-exp over the keys the layout
+    and the key padding keep, beside the same output as without it; a dense call has none to give."""
+    valid = [5, 2]
+    q, k, v = _qkv(len(valid), GRID.video_tokens + TEXT, seed=2)
+    engine = _engine("grat")
+    call = dict(layer=0, model="m", text_tokens=TEXT, attn_mask=_text_mask(valid))
+    out, lse = engine(q, k, v, return_lse=True, **call)
+    layout = engine.context.stats.last_layout
+    torch.testing.assert_close(out, engine(q, k, v, **call), atol=1e-6, rtol=0)
+    blocks = layout.to_dense_block_mask()[0].repeat_interleave(16, 0).repeat_interleave(16, 1)
+    destination = layout.order.destination
+    kept = blocks[destination][:, destination] & _text_mask(valid)[:, 0]
+    assert 0 < kept.float().mean() < 1
+    scores = (q @ k.transpose(-1, -2) * 8**-0.5).masked_fill(~kept[:, None], -torch.inf)
+    torch.testing.assert_close(lse, scores.logsumexp(-1), atol=1e-5, rtol=0)
+    dense = _engine("dense")
+    out, lse = dense(q, k, v, return_lse=True, **call)
+    assert lse is None and torch.equal(out, dense(q, k, v, **call))
+
+
 def _segment_mask(keys: torch.Tensor) -> torch.Tensor:
     """Ideogram 4's ``[B, 1, S, S]`` segment mask over ``keys [B, S]``: kept tokens attend the kept ones, padding
     tokens each other."""
@@ -165,3 +186,36 @@ def test_a_warning_shows_once_per_process_not_once_per_patch(monkeypatch):
                 model(*inputs)
             fastdit.remove(model)
     assert len([w for w in caught if "keeps every block" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("method", ["grat", "radial", "pyramid"])
+@pytest.mark.parametrize("position", ["before", "after"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_text_keys_without_queries_give_the_video_rows_of_the_joint_call(method, position, masked):
+    """A call whose text is keys only (``q`` the video's rows, ``k, v`` the joint sequence: a KV cache) runs
+    only the video's query blocks, and gives exactly the video rows of the joint call whose text queries are
+    zero rows (what the generic path ran before), dynamic methods' layouts included; the observer sees that
+    joint call's queries."""
+    text = 3 * GRID.video_tokens  # more keys than queries: the case where padded rows cost more than dense
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (GRID.video_tokens, *(2 * [GRID.video_tokens + text])))
+    video = slice(text, None) if position == "before" else slice(0, GRID.video_tokens)
+    joint = torch.zeros_like(k)
+    joint[:, :, video] = q
+    mask = None
+    if masked:  # samples with padded text keys, as a [B, 1, 1, S] key mask
+        mask = torch.ones(3, 1, 1, k.shape[2], dtype=torch.bool)
+        text_keys = torch.ones(k.shape[2], dtype=torch.bool)
+        text_keys[video] = False
+        mask[1:, ..., text_keys & (torch.arange(k.shape[2]) % 7 == 0)] = False
+    engine = SparseAttention(SparseConfig.create(method, {}, block_size=16,
+                                                 tile=TILE if method == "grat" else None), RunContext())
+    engine.context.grid = GRID
+    seen = []
+    engine.observer = seen.append
+    call = dict(layer=0, model="m", text_tokens=text, text_position=position, attn_mask=mask)
+    out = engine(q, k, v, **call)
+    expected = engine(joint, k, v, **call)[:, :, video]
+    assert [r.dense for r in engine.context.stats.records] == [False] and out.shape == q.shape
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert torch.equal(seen[0].q, joint) and torch.equal(seen[0].k, seen[1].k)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -185,8 +187,7 @@ def test_the_command_writes_a_pipeline_diffusers_loads(tmp_path):
                  num_inference_steps=2, max_sequence_length=MINI.max_text_tokens, output_type="np").frames[0]
     assert video.shape == (MINI.frames, MINI.side, MINI.side, 3)
     assert pipe.vae.config.latents_std != build_components(MINI, 0)["vae"].config.latents_std  # measured
-    with pytest.raises(SystemExit):
-        main([str(out), "--recipe", "mini"])  # an existing run needs --resume
+    assert main([str(out), "--recipe", "mini"]) == 2  # an existing run needs --resume
     with pytest.raises(ValueError, match="another recipe or seed"):
         Trainer(out, MINI, seed=3, progress=False).load()
 
@@ -260,3 +261,29 @@ def test_resuming_after_the_log_was_emptied_pads_nothing(checkpointed):
     resumed = Trainer(checkpointed.out, MINI, seed=1, progress=False)
     resumed.load()
     assert checkpointed.log_path.read_bytes() == b""
+
+
+SAVE_CHECKPOINT = """
+import sys
+from fastdit.toy.recipe import RECIPES
+from fastdit.toy.train_sample import Trainer
+trainer = Trainer(sys.argv[1], RECIPES["mini"], seed=1, progress=False)
+try:
+    trainer.save()
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def test_a_full_disk_while_checkpointing_leaves_no_file(tmp_path, file_size_limit):
+    result = subprocess.run([sys.executable, "-c", SAVE_CHECKPOINT, str(tmp_path / "run")], capture_output=True,
+                            text=True, timeout=120, preexec_fn=file_size_limit(4096))
+    assert result.stdout.startswith("WriteError can't write") and "checkpoint.pt" in result.stdout, result.stderr
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_an_existing_run_without_resume_is_one_line(checkpointed, capsys):
+    assert main([str(checkpointed.out), "--recipe", "mini", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"python -m fastdit.toy.train_sample: error: {checkpointed.checkpoint_path} exists: pass --resume "
+                   "to continue it, or choose another OUT\n")

@@ -23,9 +23,42 @@ from fastdit.layout.grid import TokenGrid
 from fastdit.patching import ops
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
-__all__ = ["Family", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install", "Rotary",
-           "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks", "double_then_single",
-           "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm", "split_text"]
+__all__ = ["Family", "SideKeys", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install",
+           "Rotary", "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks",
+           "double_then_single", "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm",
+           "split_text"]
+
+
+@dataclass(frozen=True)
+class SideKeys:
+    """Where the keys sit that a model's own mask (a flex ``BlockMask``) adds to a video self-attention call,
+    and which queries see them, so that fastdit can take such a call.
+
+    The call's first ``video`` queries are the video's, and so are its ``video`` keys from ``video_keys`` on
+    (``0``: the keys start with the video's; more where side keys come first, a KV cache); every video query
+    attends every video key; queries past ``video`` are padding whose rows the model drops. The video queries
+    ``rows`` fall into ``groups`` equal consecutive runs, and run ``i`` also attends run ``i`` of ``groups`` equal
+    runs of the side keys ``keys`` (one slice, or several taken in order as one sequence) (Wan-Animate 2: frame
+    ``f`` of the video also attends frame ``f - 1`` of its reference video). No other key is attended: fastdit
+    runs the video part through the engine, the side keys dense, and merges the two by their log-sum-exp
+    (:meth:`fastdit.patching.dispatch.DispatchedAttention.side`).
+    """
+
+    video: int
+    rows: slice
+    keys: slice | tuple[slice, ...]
+    groups: int = 1
+    video_keys: int = 0
+
+    @property
+    def parts(self) -> tuple[slice, ...]:
+        """The side keys' slices, in order."""
+        return self.keys if isinstance(self.keys, tuple) else (self.keys,)
+
+    @property
+    def count(self) -> int:
+        """How many side keys there are."""
+        return sum(part.stop - part.start for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -54,7 +87,17 @@ class Family:
     grids than the recorded ``grid`` (a UNet's lower levels; ``None`` there: the call runs dense, "grid mismatch"),
     where a hand-written processor overrides :meth:`SparseProcessorMixin.call_grid` instead;
     ``context_parallel_joined``: diffusers' context-parallel plan splits the model's joined sequence (non-video and
-    video tokens together) into contiguous shards, where a joint model like Flux splits text and video apart.
+    video tokens together) into contiguous shards, where a joint model like Flux splits text and video apart;
+    ``grid_method`` names a model method the pipeline calls before each forward, where the forward's own inputs
+    hold no grid (the Sana-WM refiner's ``build_rotary_emb_for_absolute_positions``: packed tokens and a RoPE in,
+    no sizes): ``apply`` wraps that method on the model (``remove`` restores it), ``grid`` reads the arguments of
+    each of its calls (by name) instead of the forward's inputs, and a forward runs on the grid of the last call;
+    ``side_keys(grid, queries, keys)`` is, on the generic path, the :class:`SideKeys` of a self-attention call
+    over ``queries`` queries and ``keys`` keys that the stock processor sends with a backend and mask of its own
+    (``None``: that call runs as the model sent it); with it fastdit takes that call too;
+    ``keeps_backend``: (with ``side_keys``) the stock processor accepts only the backend it names itself
+    (AnyFlow-FAR's raises on any other), so fastdit leaves its ``_attention_backend`` alone and takes its calls by
+    the module's pre-hook and the wrapped ``dispatch_attention_fn`` alone.
     ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
@@ -74,6 +117,9 @@ class Family:
     text_keys_only: bool = False
     context_parallel_joined: bool = False
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
+    grid_method: str | None = None
+    side_keys: Callable[[TokenGrid, int, int], SideKeys | None] | None = None
+    keeps_backend: bool = False
     models: str = ""
     sparsified: str = ""
     untouched: str = "—"
@@ -289,7 +335,7 @@ class SparseProcessorMixin:
             if attn_mask is not None and attn_mask.ndim == 2 and attn_mask.shape == (q.shape[0], k.shape[2]):
                 attn_mask = attn_mask[:, None, None, :]
         return self.engine(q, k, v, layer=self.layer, model=self.model_name, text_tokens=text_tokens,
-                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(q.shape[2]),
+                           text_position=text_position, attn_mask=attn_mask, grid=self.call_grid(k.shape[2]),
                            dense=dense)
 
     def _dispatch_dense(self, attn_mask: torch.Tensor | None):

@@ -12,7 +12,7 @@ from fastdit.patching.families import (allegro, anyflow, auraflow, bria_fibo2, c
                                        dreamlite, easyanimate, ernie_image, flux, glm_image, helios, hidream,
                                        hunyuan_image, hunyuan_video, hunyuan_video15, ideogram4, joyimage, kandinsky,
                                        krea2, latte, ltx, lumina2, minimax_h3, mochi, motif_video, omnigen, prx,
-                                       qwen_image, qwen_image21, sd3, unet, wan, z_image)
+                                       qwen_image, qwen_image21, sana_wm_refiner, sd3, unet, wan, z_image)
 from fastdit.patching.families.base import Family, unwrap_model
 
 __all__ = ["register_family", "families", "detect_family", "UNSUPPORTED", "unsupported_reason"]
@@ -23,6 +23,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     wan.CHRONOEDIT,
     wan.WAN_VACE,
     wan.WAN_ANIMATE,
+    wan.WAN_ANIMATE2,
     helios.HELIOS,
     cosmos.COSMOS,
     hunyuan_video.HUNYUAN_VIDEO,
@@ -35,8 +36,10 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     easyanimate.EASYANIMATE,
     ltx.LTX,
     ltx.LTX2,
+    sana_wm_refiner.SANA_WM_REFINER,
     minimax_h3.MINIMAX_H3,
     anyflow.ANYFLOW,
+    anyflow.ANYFLOW_FAR,
     kandinsky.KANDINSKY5,
     kandinsky.KANDINSKY6,
     mochi.MOCHI,
@@ -85,20 +88,9 @@ UNSUPPORTED: dict[str, str] = {
     "SanaWMTransformer3DModel": "its self-attention is linear (a gated delta net, no softmax) in every block but each "
                                 "`softmax_every_n`-th, whose softmax attention calls SDPA in a module with no "
                                 "attention processor for fastdit to replace",
-    "WanAnimate2Transformer3DModel": "its denoising self-attention runs on the flex backend named in its processor, "
-                                     "over keys packed with a reference video's and a BlockMask that shows each "
-                                     "frame its own reference frame; fastdit doesn't combine its layouts with a "
-                                     "model's own BlockMask yet",
-    "AnyFlowFARTransformer3DModel": "its processor accepts only the flex backend and attends chunk-causally "
-                                    "(a BlockMask) over a KV cache held on another patch grid; fastdit doesn't "
-                                    "combine its layouts with a model's own BlockMask yet",
     "Kandinsky6SRTransformer3DModel": "its self-attention is already sparse: its processor names the flex backend "
                                       "with its own NABLA block mask over a fractal token order, which fastdit "
                                       "doesn't replace",
-    "SanaWMLTX2RefinerTransformer3DModel": "each denoising call's queries (the current few frames) attend a KV cache "
-                                           "of up to 11 earlier frames plus themselves; fastdit keeps keys without "
-                                           "queries dense, so these calls would cost 1.3-5x dense attention until it "
-                                           "can sparsify cached keys",
 }
 
 
