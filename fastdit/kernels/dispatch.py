@@ -108,13 +108,14 @@ register_backend("triton", _triton_installed, _blocks_only, _triton_device, dtyp
 
 
 def _torch_attention(q, k, v, layout, scale, return_lse=False):
-    """Per-query selections run group by group (only their pairs), block layouts block by block."""
+    """Per-query selections run by key group, each with the queries that chose it (only their pairs), block
+    layouts block by block."""
     run = torch_block_attention if layout.selection is None else torch_selected_attention
     return run(q, k, v, layout, scale, return_lse)
 
 
 register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
-                 summary="PyTorch reference (gather + SDPA; per-query selections group by group), any device"
+                 summary="PyTorch reference (gather + SDPA; per-query selections by key group), any device"
                  )(_torch_attention)
 register_backend("flex", _flex_available, dtypes(*_FLOAT_TYPES), level_zero_only, _pow2_blocks,
                  priority=50, auto=False, summary="FlexAttention BlockMask (comparison point)")(flex_block_attention)
