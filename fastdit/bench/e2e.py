@@ -15,8 +15,10 @@ speedup = dense median / method median; the mean attention density. Each row als
 (:mod:`fastdit.runs.breakdown`, from ``fastdit.stats`` of the method's median forward): attention seconds and
 their speedup over dense, the attention share of the dense forward, fastdit's overhead share of the sparse
 attention, and the bound a perfect kernel at this density could give; the dense attention time is timed on
-fastdit's dense path (row ``dense (fastdit)``: the same SDPA the stock attention calls). ``accounted`` is the
-time ``stats`` saw inside the forward over the measured forward: its parts add up to the whole. ``--quick``
+fastdit's dense path (row ``dense (fastdit)``: the same SDPA the stock attention calls). Each row's forward is also
+split into the parts ``stats`` timed (``parts_s``: kernel, layout build, token permutation, bookkeeping of the
+attention calls, the model outside attention); ``accounted`` is their sum over the measured forward, and the
+report prints whether it is within 5% (the parts add up to the whole). ``--quick``
 shrinks the model to 2 layers of 2 heads (head dim, patch and frame size kept) and 5 latent frames, so it
 finishes on a CPU in minutes.
 
@@ -45,6 +47,8 @@ from fastdit.runtime.stats import AttentionStats
 
 DEFAULT_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 QUICK_LATENT_FRAMES = 5  # --quick: 17 frames of Wan, 33 of LTX (one frame for images)
+ONCE = " once"  # the row of a method timed with permute_once=True (--permute-once)
+ACCOUNTED = 0.05  # the timed parts of a forward add up to its measured time within this share (issue 37)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--backend", default="auto", help="kernel backend for the sparse methods")
     parser.add_argument("--name", help="report file name without extension (default: e2e_<device>)")
+    parser.add_argument("--permute-once", action="store_true",
+                        help="also time each method with permute_once=True (tokens moved into the layout's order "
+                             "once per forward), alternating with the default")
     parser.add_argument("--parallel", metavar="KIND=N",
                         help="context parallelism over N torchrun processes: ulysses=N or ring=N")
 
@@ -92,13 +99,16 @@ def _forward_seconds(model: torch.nn.Module, inputs: dict[str, Any], cuda: bool)
 
 def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None,
            apply_kwargs: dict[str, Any]) -> tuple[float, AttentionStats | None]:
-    """One forward, stock (``method=None``) or patched with ``method``: (seconds, its stats; ``None`` stock)."""
+    """One forward, stock (``method=None``) or patched with ``method`` (``"<method> once"``: with
+    ``permute_once=True``): (seconds, its stats; ``None`` stock)."""
     import fastdit
 
     cuda = next(model.parameters()).is_cuda
     if method is None:
         return _forward_seconds(model, inputs, cuda), None
-    fastdit.apply(model, method=method, **({"preset": None} if method == "dense" else apply_kwargs))
+    name = method.removesuffix(ONCE)
+    settings = {"preset": None} if name == "dense" else {**apply_kwargs, "permute_once": method.endswith(ONCE)}
+    fastdit.apply(model, method=name, **settings)
     try:
         return _forward_seconds(model, inputs, cuda), fastdit.stats(model)
     finally:
@@ -145,9 +155,30 @@ def _why(method: str | None, runs: dict[str | None, list[tuple[float, AttentionS
     row = {name: getattr(why, name) for name in WHY}
     if method is None:  # the stock forward: its attention is the same SDPA that fastdit's dense path timed
         row = {"attention_s": why.dense_attention_s, "attention_share": why.attention_share}
-    forward = stats.forward_s()
-    row["accounted"] = None if forward is None or method is None else forward / seconds
+    parts = stats.parts_s() if method is not None else None
+    if parts is not None:
+        row["parts_s"], row["measured_s"] = parts, seconds  # the median round's forward, which stats timed
+        row["accounted"] = sum(parts.values()) / seconds
     return row
+
+
+def parts_line(row: dict[str, Any]) -> str | None:
+    """The check that a row's timed parts add up to its measured forward: the parts, their sum, the measured
+    median forward and whether they agree within :data:`ACCOUNTED` (``None``: the row has no parts).
+
+    Args:
+        row: a report row (``parts_s``: seconds per part of the median round's forward, ``measured_s`` its
+            measured time, ``accounted`` the parts' sum over it).
+
+    Returns:
+        One line for the report, or ``None``.
+    """
+    if "parts_s" not in row:
+        return None
+    parts = " + ".join(f"{name} {seconds:.3f}" for name, seconds in row["parts_s"].items())
+    verdict = "ok" if abs(row["accounted"] - 1) <= ACCOUNTED else f"NOT within {ACCOUNTED:.0%}"
+    return (f"{row['method']}: {parts} = {sum(row['parts_s'].values()):.3f} s of {row['measured_s']:.3f} s measured "
+            f"({row['accounted']:.1%}, {verdict})")
 
 
 def _rows(configs: list[str | None], runs: dict[str | None, list[tuple[float, AttentionStats | None]]],
@@ -175,7 +206,7 @@ def _rows(configs: list[str | None], runs: dict[str | None, list[tuple[float, At
         rows.append(row)
         bound = f"  bound {row['bound']:.2f}x" if row.get("bound") else ""
         share = f"  attention {row['attention_share']:.0%} of dense" if row.get("attention_share") else ""
-        print(f"  {row['method']:<8} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x{bound}  "
+        print(f"  {row['method']:<15} {row['median_s']:.3f} s  speedup {row['speedup']:.2f}x{bound}  "
               f"density {row['density']:.3f}{share}" + (f"  per rank {row['rank_s']} s" if ranks else ""))
     return rows
 
@@ -291,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
     preset_name = args.model if args.model in PRESETS else f"{detect_family(model).name} family's default"
     # fastdit's dense path times the dense attention the stock forward can't (the breakdown's dense side)
     baseline = [_baseline(model, inputs, apply_kwargs)] if args.parallel else [None, "dense"]
-    configs: list[str | None] = [*baseline, *args.methods]
+    methods = [variant for m in args.methods for variant in ((m, m + ONCE) if args.permute_once else (m,))]
+    configs: list[str | None] = [*baseline, *methods]
     for method in configs:
         for _ in range(args.warmup):
             _timed(model, inputs, method, apply_kwargs)
@@ -305,6 +337,9 @@ def run(args: argparse.Namespace) -> int:
         if ranks[0] is None:  # not rank 0: it reports for all
             return 0
     rows = _rows(configs, runs, ranks)
+    checks = [line for line in map(parts_line, rows) if line is not None]
+    if checks:
+        print("Timed parts of the median forward against its measured time:\n" + "\n".join(f"  {c}" for c in checks))
 
     name = args.name or f"e2e_{device}"
     config = {**spec.config, **overrides}
@@ -328,7 +363,10 @@ def run(args: argparse.Namespace) -> int:
             + markdown_table(rows, ["method", "median_s", "min_s", "speedup"]
                              + (["rank_s", "density"] if args.parallel else
                                 ["bound", "attention_s", "attention_speedup", "attention_share", "overhead_share",
-                                 "density"])))
+                                 "density"]))
+            + ("\n\nTimed parts of each method's median forward (kernel, layout build, token permutation, "
+               "bookkeeping of the attention calls, the model outside attention) against its measured time:\n\n"
+               + "\n".join(f"- {c}" for c in checks) if checks else ""))
     json_path, md_path = write_report(args.out, name, "End-to-end transformer step: dense vs sparse", data, body,
                                       command_line())
     print(f"wrote {json_path} and {md_path}")

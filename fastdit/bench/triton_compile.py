@@ -1,13 +1,18 @@
 """Compile-level evidence for the Triton forward, without a GPU: Triton's real compiler for a named target.
 
-:func:`compile_kernel` compiles ``_block_sparse_fwd`` for ``sm_90`` or ``sm_80`` (PTX, then ptxas to a cubin)
-and reads what decides its speed before any timing: registers, spills and stack (ptxas ``-v``), shared memory
-against the target's cap, how many K/V buffers the software pipeliner keeps in each loop (the leading size of
-the TTGIR's ``[buffers, keys, D]`` allocations: level 0 first, then the pooled levels' loop), the matrix
-instructions (``wgmma.mma_async`` on sm_90, ``mma.sync`` otherwise), ptxas' ``C7515`` warning (serialized
-wgmma), TMA copies, ``bar.sync`` barriers and, for the warp-specialized loop, whether Triton partitioned it
-(a ``ttg.warp_specialize`` op in the TTGIR). ``fastdit bench kernels --compile-only`` prints it as a table
-for every autotune config; the slow test in tests/kernels/test_triton.py asserts it for the default ones.
+:func:`compile_kernel` compiles ``_block_sparse_fwd`` for ``sm_90`` or ``sm_80`` (PTX, then ptxas to a cubin,
+then cuobjdump's SASS) and reads what decides its speed before any timing: registers, spills and stack (ptxas
+``-v``), shared memory against the target's cap, threads and CTAs per SM, how many K/V buffers the software
+pipeliner keeps in each loop (the leading size of the TTGIR's ``[buffers, keys, D]`` allocations: level 0
+first, then the pooled levels' loop), the matrix instructions (``wgmma.mma_async`` on sm_90, ``mma.sync``
+otherwise), ptxas' ``C7515`` warning (serialized wgmma), TMA copies, ``bar.sync`` barriers; from the SASS, each
+hot loop's instructions, matrix instructions, MUFU ops and barriers per iteration (one kv tile) and the
+deepest wgmma wait; and, for the warp-specialized loop, whether Triton partitioned it (a
+``ttg.warp_specialize`` op in the TTGIR), the ``setmaxnreg`` counts and the query rows each consumer
+partition computes. :meth:`CompileResult.failures` says why a build is not green; :func:`same_code` compares
+the padded build's full-tile loop with the unpadded build's. ``fastdit bench kernels --compile-only`` prints
+it as a table for every autotune config and exits 1 on a failure; the slow test in
+tests/kernels/test_triton.py asserts it for the default ones.
 
 Needs Triton with its NVIDIA backend (ptxas ships in the wheel) and ``TRITON_INTERPRET`` unset when
 :mod:`fastdit.kernels.triton.forward` is first imported (run it in a process of its own under pytest).
@@ -18,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 __all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "WS_VARIANTS", "CompileResult", "compile_kernel", "compile_pooling",
-           "configs_for", "default_config", "check"]
+           "configs_for", "default_config", "check", "same_code"]
 
 VARIANTS = {
     # level 0 of an unpadded grid (radial on raster order, 128-token blocks): no validity bits read
@@ -35,7 +40,12 @@ ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
 WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)
 # largest dynamic shared memory one block may use: 227 KB on H100/H200, 163 KB on A100
 SHARED_CAP = {90: 232448, 80: 166912}
+# per multiprocessor: shared memory (each block also takes 1 KB of it), registers, threads, blocks
+SM_SHARED, SM_REGISTERS, SM_THREADS, SM_BLOCKS = {90: 233472, 80: 167936}, 65536, 2048, 32
 MIN_KV_BUFFERS = 3
+# the warp-specialized loop's producer warp refills one buffer while the consumers read the other
+MIN_WS_KV_BUFFERS = 2
+SAME_CODE_TOLERANCE = 0.05  # the padded build's full-tile loop against the unpadded build's, in SASS instructions
 
 
 @dataclass
@@ -62,6 +72,27 @@ class CompileResult:
     tma: bool = False  # Q/K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
     ws: bool = False  # warp-specialized level-0 loop asked for (FASTDIT_TRITON_WS=1)
     partitions: int = 0  # ttg.warp_specialize ops in the TTGIR (1: the loop was split into producer/consumers)
+    threads: int = 0  # per block, producer warps included
+    ctas_per_sm: int = 0  # blocks resident per multiprocessor (shared memory, registers, threads)
+    # the hot loops in SASS (backward branches around matrix instructions), in code order: level 0's full
+    # tiles, its partial tiles, the pooled levels (warp-specialized: one loop per consumer warpgroup)
+    loop_instructions: list[int] = field(default_factory=list)  # per warp per iteration (one kv tile)
+    loop_mma: list[int] = field(default_factory=list)  # HGMMA (sm_90) / HMMA (sm_80) per iteration
+    loop_mufu: list[int] = field(default_factory=list)  # special-function ops (exp2) per iteration
+    loop_barriers: list[int] = field(default_factory=list)  # CTA-wide barriers (BAR.SYNC/ARV) per iteration
+    wait_depth: int | None = None  # deepest wgmma.wait_group in the hot loops (0: every GEMM waited on at once)
+    maxnreg: list[int] = field(default_factory=list)  # setmaxnreg register counts used (warp-specialized)
+    partition_rows: list[tuple[int, int]] = field(default_factory=list)  # query rows [start, end) per consumer
+
+    def expected_loops(self) -> int:
+        """Hot loops this build must have: level 0's full tiles (one per consumer when warp-specialized), its
+        partial tiles in a loop of their own (unless warp-specialized), the pooled levels'."""
+        from fastdit.kernels.triton.forward import full_unmasked
+
+        variant = VARIANTS[self.variant]
+        split = full_unmasked(variant["N_LEVELS"], variant["HAS_MASK"], self.arch >= 90)
+        level0 = len(self.partition_rows) if self.ws else 1 + (variant["HAS_MASK"] and split)
+        return level0 + (variant["N_LEVELS"] > 1)
 
     def failures(self) -> list[str]:
         """Why this compile is not green (empty when it is)."""
@@ -70,8 +101,12 @@ class CompileResult:
             out.append(f"spills ({self.spill_bytes} B, stack {self.stack_bytes} B)")
         if self.shared_bytes > SHARED_CAP[self.arch]:
             out.append(f"shared memory {self.shared_bytes} B > cap {SHARED_CAP[self.arch]} B")
-        if self.kv_buffers < MIN_KV_BUFFERS:
-            out.append(f"{self.kv_buffers} K/V buffers in the level-0 loop (< {MIN_KV_BUFFERS})")
+        least = MIN_WS_KV_BUFFERS if self.ws else MIN_KV_BUFFERS
+        if self.kv_buffers < least:
+            out.append(f"{self.kv_buffers} K/V buffers in the level-0 loop (< {least})")
+        if len(self.loop_instructions) != self.expected_loops():
+            out.append(f"{len(self.loop_instructions)} hot loops in SASS, expected {self.expected_loops()} (level-0 "
+                       "full tiles unmasked, partial tiles masked apart, pooled levels)")
         if self.arch >= 90 and self.mma != "wgmma":
             out.append(f"no wgmma on sm_{self.arch} ({self.mma})")
         if self.arch < 90 and self.mma != "mma.sync":
@@ -82,12 +117,23 @@ class CompileResult:
             out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
         if self.ws and not self.partitions:
             out.append("warp specialization asked for, no ttg.warp_specialize in the TTGIR")
+        if self.ws and self.partitions:
+            rows = sorted(self.partition_rows)
+            tiled = (bool(rows) and rows[0][0] == 0 and rows[-1][1] == self.block_m and all(a < b for a, b in rows)
+                     and all(b == c for (_, b), (c, _) in zip(rows, rows[1:])))
+            if not tiled:
+                out.append(f"consumer partitions compute query rows {rows}, not [0, {self.block_m}) once each "
+                           "(duplicate or misplaced work)")
         return out
 
     def row(self) -> dict:
         row = asdict(self)
         row["config"] = (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
                          + (" ws" if self.ws else " tma" if self.tma else ""))
+        first = self.loop_instructions[:1]
+        row["insts_per_tile"] = first[0] if first else None
+        row["mufu_per_mma"] = round(self.loop_mufu[0] / self.loop_mma[0], 2) if first and self.loop_mma[0] else None
+        row["barriers_per_tile"] = self.loop_barriers[0] if first else None
         row["ok"] = not self.failures()
         row["failures"] = "; ".join(self.failures())
         return row
@@ -95,17 +141,16 @@ class CompileResult:
 
 def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, int, int, int]]:
     """The autotune configs ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` the kernel tries on ``arch`` for
-    ``variant``, warp-specialized (``ws``; 64-key tiles only when the variant has padding) or not."""
+    ``variant``, warp-specialized (``ws``) or not."""
     from fastdit.kernels.triton import forward as ta
 
     candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
-    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
-            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] > ta.WS_MASKED_KV_TILE)]
+    return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)]
 
 
 def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:
     """The config the kernel's first choice of kv tile leads to (the compile test's subject)."""
-    level0 = VARIANTS[variant]["N_LEVELS"] == 1 and not (ws and VARIANTS[variant]["HAS_MASK"])
+    level0 = VARIANTS[variant]["N_LEVELS"] == 1
     kv_tile = 128 if arch >= 90 and level0 else 64
     return max((c for c in configs_for(arch, variant, ws) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
 
@@ -122,7 +167,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastdit.kernels.triton.forward import INTERPRETED, _block_sparse_fwd
+    from fastdit.kernels.triton.forward import INTERPRETED, _block_sparse_fwd, full_unmasked
 
     if INTERPRETED:
         raise RuntimeError("the kernel was imported under TRITON_INTERPRET=1: compile it in a process without it")
@@ -131,15 +176,17 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     fn = _block_sparse_fwd.fn
     constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
                      RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
+                     FULL_UNMASKED=full_unmasked(VARIANTS[variant]["N_LEVELS"], VARIANTS[variant]["HAS_MASK"],
+                                                 arch >= 90),
                      BLOCK_M=block_m, BLOCK_N=block_n, **VARIANTS[variant])
-    ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
+    ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
 
     def kind(name: str) -> str:
         if name in constants:
             return "constexpr"
         if name in ints:
             return "*i32"
-        if name in ("Lse", "PooledBias"):
+        if name in ("Lse", "PooledBias", "KvBias"):
             return "*fp32"
         if name[0].isupper():
             return f"*{dtype}"
@@ -173,11 +220,15 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     # not pipelined, and is how Q's tile shows when it comes through TMA
     buffers = [int(n) for n, keys, d in re.findall(r"ttg\.local_alloc[^\n]*?!ttg\.memdesc<(\d+)x(\d+)x(\d+)x", ttgir)
                if int(keys) in (kv_tile, block_n) and int(d) == head_dim and int(n) > 1]
+    loops = _hot_loops(_sass(kernel.asm["cubin"]), "HGMMA" if arch >= 90 else "HMMA")
+    threads = next((int(n) for n in re.findall(r"\.(?:reqntid|maxntid) (\d+)", ptx)), warps * 32)
+    registers = number(r"Used (\d+) registers")
+    waits = [int(n) for n in re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, 0x([0-9a-f]+)", "\n".join(sum(loops, [])))]
     wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
     mma_sync = len(re.findall(r"\bmma\.sync", ptx))
     return CompileResult(
         arch=arch, variant=variant, block_m=block_m, block_n=block_n, kv_tile=kv_tile, num_warps=warps,
-        num_stages=stages, registers=number(r"Used (\d+) registers"),
+        num_stages=stages, registers=registers,
         spill_bytes=number(r"(\d+) bytes spill stores") + number(r"(\d+) bytes spill loads"),
         stack_bytes=number(r"(\d+) bytes stack frame"), shared_bytes=int(kernel.metadata.shared),
         kv_buffers=min(buffers[:2], default=0),
@@ -185,7 +236,99 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
         c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma, ws=ws,
-        partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)))
+        partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)), threads=threads,
+        ctas_per_sm=_ctas_per_sm(arch, int(kernel.metadata.shared), registers, threads),
+        loop_instructions=[len(body) for body in loops],
+        loop_mma=[sum(" HGMMA" in x or " HMMA" in x for x in body) for body in loops],
+        loop_mufu=[sum(" MUFU." in x for x in body) for body in loops],
+        loop_barriers=[sum(" BAR.SYNC" in x or " BAR.ARV" in x for x in body) for body in loops],
+        wait_depth=max(waits, default=None),
+        maxnreg=sorted({int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}),
+        partition_rows=_partition_rows(ttgir))
+
+
+def _sass(cubin: bytes) -> str:
+    """The cubin's SASS, by the cuobjdump that ships with Triton."""
+    import os
+    import subprocess
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        return subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    finally:
+        os.remove(f.name)
+
+
+def _hot_loops(sass: str, mma: str) -> list[list[str]]:
+    """The SASS bodies of the loops around matrix instructions, in code order: each a backward branch ``BRA
+    target`` and the instructions from ``target`` to it (one iteration). Branches after the last ``EXIT`` are
+    the returns of out-of-line waits (mbarrier retries), not loops; a loop holding another such loop is not
+    counted (only the innermost: a partition's span around its loop is not a loop of matrix work)."""
+    code = [(int(address, 16), text) for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", sass)]
+    last_exit = max((a for a, t in code if re.match(r"(@!?U?P\w+\s+)?EXIT\b", t)), default=code[-1][0] if code else 0)
+    spans = []
+    for address, text in code:
+        found = re.match(r"(?:@!?U?P\w+\s+)?BRA(?:\.\S+)?\s+0x([0-9a-f]+)$", text)
+        if found and int(found.group(1), 16) <= address < last_exit:
+            body = [t for a, t in code if int(found.group(1), 16) <= a <= address]
+            if any(t.split()[0].startswith(mma) for t in body if t):
+                spans.append((int(found.group(1), 16), address, body))
+    inner = [s for s in spans if not any(o is not s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
+    return [[" " + t for t in body] for _, _, body in sorted(inner, key=lambda s: s[0])]
+
+
+def _partition_rows(ttgir: str) -> list[tuple[int, int]]:
+    """Query rows ``[start, end)`` of the tile each consumer partition of a ``ttg.warp_specialize`` computes:
+    its ``offs_m`` range plus any constant the partitioner added to the range's scalar base (partitions
+    without ``offs_m``, the producer, are left out)."""
+    rows = []
+    for body in re.findall(r"partition\d+\((.*?)ttg\.warp_return", ttgir, re.S):
+        found = re.search(r"%offs_m\S* = tt\.make_range \{[^}]*end = (\d+) : i32, start = (\d+) : i32", body)
+        if not found:
+            continue
+        end, start = int(found.group(1)), int(found.group(2))
+        base = re.search(r"%offs_m\S* = tt\.splat (%[\w.]+)", body)
+        moved = base and re.search(rf"{re.escape(base.group(1))} = arith\.addi \S+, %c(\d+)_i32", body)
+        shift = int(moved.group(1)) if moved else 0
+        rows.append((start + shift, end + shift))
+    return rows
+
+
+def _ctas_per_sm(arch: int, shared: int, registers: int, threads: int) -> int:
+    """Blocks one multiprocessor holds: shared memory (plus 1 KB per block), registers (allocated per warp in
+    units of 256) and threads."""
+    per_warp = -(-registers * 32 // 256) * 256
+    by_registers = SM_REGISTERS // max(per_warp * (threads // 32), 1)
+    return min(SM_SHARED[arch] // (shared + 1024), by_registers, SM_THREADS // threads, SM_BLOCKS)
+
+
+def same_code(rows: list[dict]) -> list[dict]:
+    """For each build compiled both for ``level0`` and ``level0-padded`` (same target, config and path): SASS
+    instructions per iteration of the full-tile loop in each and their ratio; ``ok`` when within
+    ``SAME_CODE_TOLERANCE`` (padding elsewhere leaves the full tiles' code alone), checked at the config the
+    kernel starts from on each target (``default_config``: 128-token blocks, the benchmark's radial case).
+    Other configs are listed, not checked (``ok`` None): register allocation differs between the builds (the
+    64x64 config moves loop addresses through uniform registers in one and not the other); so are the
+    warp-specialized builds, which run every tile through one loop, biased when there is padding."""
+    key = lambda r: (r["arch"], r["config"])  # noqa: E731
+    label = lambda c: f"{c[0]}x{c[1]} w{c[2]} s{c[3]}"  # noqa: E731
+    unpadded = {key(r): r for r in rows if r["variant"] == "level0"}
+    out = []
+    for r in rows:
+        base = unpadded.get(key(r))
+        if r["variant"] != "level0-padded" or base is None or not base["insts_per_tile"]:
+            continue
+        ratio = r["insts_per_tile"] / base["insts_per_tile"] if r["insts_per_tile"] else None
+        out.append({"arch": r["arch"], "config": r["config"], "level0": base["insts_per_tile"],
+                    "level0_padded": r["insts_per_tile"], "ratio": ratio,
+                    "ok": None if r["ws"] or r["config"] != label(default_config(r["arch"], r["variant"]))
+                    else ratio is not None and abs(ratio - 1) <= SAME_CODE_TOLERANCE})
+    return out
 
 
 def check(arch: int, variant: str, ws: bool = False) -> CompileResult:

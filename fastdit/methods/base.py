@@ -38,7 +38,8 @@ class Method:
     same-shaped int level map; text rows and columns are added here, so no method can forget them. ``orders``
     names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
     layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
-    (``"chunks"`` order) for a layer.
+    (``"chunks"`` order) for a layer. ``layer_orders``: the method's own order changes from layer to layer
+    (VMoBA's 1D/2D/3D chunks), so tokens can't be permuted into it once per forward.
     """
 
     name: str
@@ -48,3 +49,4 @@ class Method:
     dynamic: bool = False
     summary: str = ""
     shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None
+    layer_orders: bool = False

@@ -174,5 +174,5 @@ def vmoba_mask(order: TokenOrder, options: VmobaOptions, *, q: torch.Tensor, k: 
 
 
 VMOBA = Method("vmoba", VmobaOptions, vmoba_mask, dynamic=True, orders=tuple(dict.fromkeys(("chunks", *ORDERS))),
-               shape=chunk_shape,
+               shape=chunk_shape, layer_orders=True,
                summary="dynamic; layer-wise 1D/2D/3D key chunks, threshold selection per query, run per query (VMoBA)")

@@ -30,6 +30,7 @@ from fastdit.patching.dispatch import DispatchedAttention
 from fastdit.patching.families import Family, SparseProcessorMixin, forward_input, read_timestep, unwrap_model
 from fastdit.patching.families.base import install
 from fastdit.patching.parallel import hand_back
+from fastdit.patching.permute import PermuteOnce
 from fastdit.patching.presets import resolve_preset
 from fastdit.runtime.config import SparseConfig
 from fastdit.runtime.context import RunContext
@@ -51,6 +52,7 @@ class _PatchState:
     dispatched: list[DispatchedAttention] = field(default_factory=list)  # the generic path's modules
     hooks: list[Any] = field(default_factory=list)
     observers: list["_Observer"] = field(default_factory=list)  # the pre-hooks' state
+    permuters: list[PermuteOnce] = field(default_factory=list)  # per model whose tokens are permuted once
     named: list[ops.Named] = field(default_factory=list)  # per model, what its traced operators name (ops.register)
     scheduler: Any = None
     models: list[torch.nn.Module] = field(default_factory=list)
@@ -130,6 +132,7 @@ def apply(
     force: bool = False,
     calibration: Any = None,
     reuse_calibration: bool = False,
+    permute_once: bool = False,
     **method_options: Any,
 ) -> Any:
     """Replace the video/image self-attention of a diffusers pipeline (or transformer/UNet) with sparse attention.
@@ -161,6 +164,9 @@ def apply(
             layer and head, the warm-up and the block size (``dense_steps`` / ``dense_layers`` given here still
             win); it must come from this model's architecture.
         reuse_calibration: run a calibration on another latent grid than the one it was measured on (warns).
+        permute_once: for families and methods where it is exact (Wan; token orders that are the same for
+            every layer), permute the tokens into the layout's order once per forward instead of moving q, k, v
+            at every attention call (the same output; off by default).
         **method_options: the method's knobs (``fastdit info`` lists them).
 
     Returns:
@@ -173,7 +179,7 @@ def apply(
                  "dense_layers": dense_layers is not None, "entropy_scaling": entropy_scaling is not False,
                  "n_train": n_train is not None, "backend": backend != "auto", "block_size": block_size is not None,
                  "order": order is not None, "tile": tile is not None, "calibration": calibration is not None,
-                 "reuse_calibration": reuse_calibration is not False}
+                 "reuse_calibration": reuse_calibration is not False, "permute_once": permute_once is not False}
         extra = sorted(name for name, passed in given.items() if passed) + sorted(method_options)
         if extra:
             raise ValueError(f"a SparseConfig holds every setting; don't pass {', '.join(extra)} with it")
@@ -183,7 +189,8 @@ def apply(
         return _apply_calibration(target, models, calibration, reuse_calibration, method, method_options,
                                   preset=preset, dense_steps=dense_steps, dense_layers=dense_layers,
                                   entropy_scaling=entropy_scaling, n_train=n_train, backend=backend,
-                                  block_size=block_size, order=order, tile=tile, force=force)
+                                  block_size=block_size, order=order, tile=tile, force=force,
+                                  permute_once=permute_once)
     _, model, family = models[0]
     found = resolve_preset(preset, family.name, name_or_path(target, model), getattr(model, "config", None),
                            len(models))
@@ -212,6 +219,7 @@ def apply(
         block_size=block_size,
         order=order,
         tile=tile,
+        permute_once=permute_once,
     )
     return _install(target, models, config, force)
 
@@ -245,7 +253,8 @@ def _apply_calibration(target: Any, models: list[tuple[str, torch.nn.Module, Fam
         dense_steps=fields["dense_steps"] if fields["dense_steps"] is not None else found.dense_share,
         dense_layers=fields["dense_layers"] if fields["dense_layers"] is not None else 0,
         entropy_scaling=fields["entropy_scaling"], n_train=n_train, backend=fields["backend"],
-        block_size=found.block_size, layers=found.plans(), grid=tuple(found.grid), reuse_grid=reuse)
+        block_size=found.block_size, layers=found.plans(), grid=tuple(found.grid), reuse_grid=reuse,
+        permute_once=fields["permute_once"])
     return _install(target, models, config, force)
 
 
@@ -296,6 +305,8 @@ def _patch_model(state: _PatchState, name: str, model: torch.nn.Module, family: 
             _set_processor(module, handler)
             install(module, handler)
         patched.append((layer, module, handler))
+    if family.block_tokens is not None and state.config.permute_once and patched:
+        state.permuters.append(PermuteOnce(family.block_tokens, state.engine, model, patched[0][2]))
     observer = _Observer(family, state.context, name, model, patched)
     state.observers.append(observer)
     state.models.append(model)
@@ -501,6 +512,8 @@ def remove(target: Any) -> Any:
             install(module, None)
         for handle in state.hooks:
             handle.remove()
+        for permuter in state.permuters:
+            permuter.remove()
         for observer in state.observers:
             observer.unwrap_grid_method()
         scheduler = state.scheduler

@@ -27,7 +27,7 @@ class Breakdown:
     """Seconds of one sparse run and of the dense run it is compared with (``None``: not known)."""
 
     total_s: float  # the sparse run's measured time
-    attention_s: float  # its attention calls, all parts
+    attention_s: float  # its attention calls, all parts, and its tokens permuted once per forward
     kernel_s: float  # their kernels
     warmup_s: float  # its dense warm-up steps (inside the denoiser)
     density: float  # mean share of the dense attention work (dense counts 1)
@@ -129,7 +129,7 @@ def explain(total_s: float, stats: AttentionStats | None, dense_total_s: float |
     """
     if stats is None or not stats.seconds("attention"):
         return None
-    attention = stats.seconds("attention")
+    attention = stats.attention_s()
     measured = dense_stats is not None and dense_stats.seconds("attention") > 0
     if measured:
         dense_attention = dense_stats.seconds("attention")

@@ -89,6 +89,12 @@ class SparseConfig:
     ``options`` there (per-layer and per-head settings, e.g. from ``fastdit.calibrate``); ``grid`` is the
     ``(t, h, w)`` latent grid those plans were measured on: a call on another grid is refused, or runs with a
     warning when ``reuse_grid`` is set.
+
+    ``permute_once``: where the family and the method allow it (a token order that is the same for every layer,
+    no padding between tokens), the hidden states and every per-token input of the blocks are moved into the
+    layout's order at the first block and back after the last, instead of gathering q, k, v and scattering the
+    output at every attention call (the same result; off by default: on a 2-core CPU the saving was within
+    the run-to-run noise, the kernel dominates; see :mod:`fastdit.patching.permute`).
     """
 
     method: str = "radial"
@@ -104,6 +110,7 @@ class SparseConfig:
     layers: Mapping[tuple[str, int], LayerPlan] | None = None
     grid: tuple[int, int, int] | None = None
     reuse_grid: bool = False
+    permute_once: bool = False
 
     def plan(self, model: str, layer: int) -> LayerPlan | None:
         """The layer's own plan, when ``layers`` gives one."""
@@ -167,7 +174,8 @@ class SparseConfig:
             method: a registered method (``fastdit.available_methods()``).
             method_options: the method's knobs by name; unknown names raise ``ValueError`` listing the allowed.
             **fields: ``dense_steps``, ``dense_layers``, ``entropy_scaling``, ``n_train``, ``backend``,
-                ``block_size``, ``order``, ``tile``, ``layers``, ``grid``, ``reuse_grid``.
+                ``block_size``, ``order``, ``tile``, ``layers``, ``grid``, ``reuse_grid``,
+                ``permute_once``.
 
         Returns:
             The configuration, ``options`` as the method's frozen options dataclass.
@@ -182,8 +190,9 @@ class SparseConfig:
         if backend != "auto" and backend not in available_backends():
             raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(available_backends())}")
         block = check_block_size(fields.get("block_size", DEFAULT_BLOCK_SIZE))
-        if not isinstance(fields.get("entropy_scaling", False), bool):
-            raise TypeError("entropy_scaling must be True or False")
+        for flag in ("entropy_scaling", "permute_once"):
+            if not isinstance(fields.get(flag, False), bool):
+                raise TypeError(f"{flag} must be True or False")
         n_train = fields.get("n_train")
         if n_train is not None and (not isinstance(n_train, int) or n_train < 2):
             raise ValueError(f"n_train must be an int >= 2 (tokens at the training resolution), got {n_train!r}")

@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 import torch
 
 from fastdit.layout.grid import TokenGrid
+from fastdit.layout.order import TokenOrder
 from fastdit.runtime.stats import CACHED, AttentionStats, LayerRecord, StepTimes
 from fastdit.runtime.timing import Clock, Span
 
@@ -43,6 +44,9 @@ class RunContext:
         self._layers: dict[str, dict[int, int]] = {}  # model -> layer -> attention modules patched at that layer
         self._forwards: dict[str, int] = {}  # model -> forward calls in the current step
         self._recording = True
+        # The order the denoiser's tokens are in between its first and last block when they are permuted once
+        # per forward (fastdit.patching.permute); None: the model's own order, the engine moves q, k, v per call.
+        self.held: TokenOrder | None = None
         # What a traced pre-hook returns and traced attention calls take, so compilers keep them in that order
         # (see fastdit.patching.ops); None when the pre-hook ran eagerly.
         self.token: torch.Tensor | None = None
@@ -95,6 +99,7 @@ class RunContext:
     def observe_forward(self, model: str, timestep: float | None) -> None:
         """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook; a value that falls during a
         run: a model whose own timestep rises hands its negation, see ``Family.timestep_rises``)."""
+        self.held = None  # a forward starts in the model's order (also after one that raised inside its blocks)
         if timestep is not None:
             if self._last_timestep is not None and timestep > self._last_timestep:
                 self.begin_run()  # denoising only goes down: a larger timestep is a new call
@@ -108,8 +113,12 @@ class RunContext:
     def start_forward(self, device: torch.device) -> None:
         """A denoiser forward of the current step starts running on ``device`` in this thread (after
         :meth:`observe_forward` counted it): its time goes to the step."""
-        times = self.stats.step_times.setdefault(max(self.step, 0), StepTimes())
-        self._forward_spans.setdefault(threading.get_ident(), []).append((times, self.clock.start(device)))
+        self._forward_spans.setdefault(threading.get_ident(), []).append((self.step_times(),
+                                                                          self.clock.start(device)))
+
+    def step_times(self) -> StepTimes:
+        """The current step's times (what its forwards and their once-per-forward permutations add to)."""
+        return self.stats.step_times.setdefault(max(self.step, 0), StepTimes())
 
     def end_forward(self) -> None:
         """This thread's innermost forward :meth:`start_forward` timed has ended (none open: nothing to do)."""

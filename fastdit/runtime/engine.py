@@ -174,6 +174,10 @@ class SparseAttention:
         turn into graph guards, so a compiled or exported model reaches it through the
         ``fastdit::self_attention`` operator (``fastdit.patching.ops``).
         """
+        held = self.context.held
+        if held is not None and (attn_mask is not None or grid is not None or text_tokens):
+            raise RuntimeError("fastdit: tokens permuted once per forward reached a self-attention call with a mask, "
+                               "text or a grid of its own; this family can't permute once (set permute_once=False)")
         keys_only = k.shape[2] - q.shape[2]
         if keys_only and keys_only != text_tokens:
             raise ValueError(f"q has {q.shape[2]} tokens and k {k.shape[2]}: a call with fewer queries than keys "
@@ -182,15 +186,16 @@ class SparseAttention:
         call = clock.start(q.device)
         decision = self.decide(k.shape[2], q.shape[-1], layer=layer, model=model, text_tokens=text_tokens,
                                text_position=text_position, attn_mask=attn_mask, grid=grid, heads=heads,
-                               ordered_qk=lambda order: (_ordered_queries(order, q), order.to_order(k)),
+                               ordered_qk=lambda order: (_ordered_queries(order, q, held=held),
+                                                         _into(order, held, k)),
                                device=q.device)
         times = decision.times
         if self.observer is not None:
             queries = _joint_queries(q, text_tokens, text_position, decision.full_grid) if keys_only else q
             self.observer(AttentionCall(queries, k, v, model, layer, max(self.context.step, 0), decision.full_grid,
                                         decision.scale, attn_mask))
-        self.record(decision, times)
-        if decision.dense:
+        self.record(decision, times, gathered=held is None)
+        if decision.dense:  # attention without a mask gives each token the same output in any token order
             with clock.span(q.device, times, "kernel"):
                 if dense is not None:
                     out = dense(q, k, v, decision.scale)
@@ -201,20 +206,38 @@ class SparseAttention:
         order, layout = decision.order, decision.layout.to(q.device)
         rows = order.video_blocks if keys_only else order.num_blocks
         with clock.span(q.device, times, "permute"):
-            qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size), order.to_order(k))
-            vt = order.to_order(v)
+            qt, kt = decision.ordered_qk or (_ordered_queries(order, q, rows * order.block_size, held),
+                                             _into(order, held, k))
+            vt = _into(order, held, v)
         with clock.span(q.device, times, "kernel"):
             out = self._sparse(qt[:, :, :rows * order.block_size], kt, vt, order, layout, decision.scale,
                                decision.keys, rows, return_lse)
         out, lse = out if return_lse else (out, None)
         with clock.span(q.device, times, "permute"):
-            if keys_only:  # back from the layout's order: the video's rows only
+            if held is not None:  # the tokens stay in the order: only the padding at its end goes
+                out, lse = out[:, :, :q.shape[2]], (None if lse is None else lse[:, :, :q.shape[2]])
+            elif keys_only:  # back from the layout's order: the video's rows only
                 video = order.video_destination.to(out.device)
                 out, lse = out.index_select(2, video), (None if lse is None else lse.index_select(2, video))
             else:
                 out, lse = order.from_order(out), (None if lse is None else order.from_order(lse, dim=-1))
         clock.stop(call, times, "total")
         return (out, lse) if return_lse else out
+
+    def forward_order(self) -> TokenOrder | None:
+        """The token order every sparse self-attention call of the forward starting now runs in, when tokens can
+        be permuted into it once for the whole forward (:mod:`fastdit.patching.permute`); ``None`` keeps the
+        per-call path: ``permute_once`` off, per-layer plans or an order that changes by layer (VMoBA), an
+        observer that must see the model's order, a dense step, text tokens in the self-attention, or padding
+        between the order's tokens (a tile that does not divide the grid)."""
+        cfg, grid, spec = self.config, self.context.grid, self.method
+        if not cfg.permute_once or cfg.layers is not None or spec.name == "dense" or spec.layer_orders \
+                or self.observer is not None or grid is None or grid.text_tokens:
+            return None
+        if max(self.context.step, 0) < cfg.warmup_steps(self.context.schedule):
+            return None  # every layer runs dense: nothing to save
+        order = layout_order(spec, grid, cfg.block_size, cfg.options, order=cfg.order, tile=cfg.tile)
+        return order if int(order.destination.max()) < grid.num_tokens else None
 
     def decide(self, tokens: int, head_dim: int, *, layer: int, model: str, text_tokens: int = 0,
                text_position: str = "after", attn_mask: torch.Tensor | None = None, grid: TokenGrid | None = None,
@@ -260,16 +283,17 @@ class SparseAttention:
         decision.reason = reason
         return decision
 
-    def record(self, decision: Decision, times: CallTimes | None = None) -> None:
-        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density), with
-        ``times``, which the caller fills as the call runs (``None``: untimed)."""
+    def record(self, decision: Decision, times: CallTimes | None = None, gathered: bool = True) -> None:
+        """Count ``decision``'s call in the stats (dense with its reason, or sparse with its density, and
+        whether q, k, v were ``gathered`` into its order for this call), with ``times``, which the caller fills
+        as the call runs (``None``: untimed)."""
         timed = [] if times is None else [times]
         if decision.dense:
             self._record(decision.layer, decision.model, True, 1.0, decision.reason, decision.tokens, timed)
             self.context.stats.last_grid = decision.grid
             return
         self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
-                     decision.tokens, timed)
+                     decision.tokens, timed, gathered)
         self.context.stats.last_layout = decision.layout
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
@@ -390,17 +414,20 @@ class SparseAttention:
             warnings.warn(f"fastdit: {message}", stacklevel=2)
 
     def _record(self, layer: int, model: str, dense: bool, density: float, reason: str, tokens: int,
-                times: list[CallTimes]) -> None:
+                times: list[CallTimes], gathered: bool = False) -> None:
         self.context.record(LayerRecord(step=max(self.context.step, 0), layer=layer, model=model, dense=dense,
-                                        density=density, reason=reason, tokens=tokens, times=times))
+                                        density=density, reason=reason, tokens=tokens, times=times,
+                                        gathered=gathered))
 
 
-def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None) -> torch.Tensor:
+def _ordered_queries(order: TokenOrder, q: torch.Tensor, length: int | None = None,
+                     held: TokenOrder | None = None) -> torch.Tensor:
     """``q [B, H, S, D]`` in ``order``, where ``q`` is a whole call's queries or only its video's (the text is
     keys only): then the text's rows are zero, as a dynamic method reads them when the text has no queries, and
-    ``length`` may stop the ordered queries after the video's (the rows the kernel runs)."""
+    ``length`` may stop the ordered queries after the video's (the rows the kernel runs). ``held``: the order
+    the tokens were permuted into once per forward (see :func:`_into`)."""
     if q.shape[2] == order.grid.num_tokens:
-        return order.to_order(q)
+        return _into(order, held, q)
     shape = (*q.shape[:2], order.seq_len if length is None else length, q.shape[3])
     return q.new_zeros(shape).index_copy_(2, order.video_destination.to(q.device), q)
 
@@ -412,6 +439,18 @@ def _joint_queries(q: torch.Tensor, text_tokens: int, text_position: str, grid: 
     joint = q.new_zeros(*q.shape[:2], q.shape[2] + text_tokens, q.shape[3])
     joint[:, :, start:start + q.shape[2]] = q
     return joint
+
+
+def _into(order: TokenOrder, held: TokenOrder | None, x: torch.Tensor) -> torch.Tensor:
+    """``x [B, H, S, D]`` in ``order`` with its padding: gathered from the model's order, or, when the tokens
+    are already ``held`` in ``order`` (permuted once per forward, padding only at the end), padded at the end."""
+    if held is None:
+        return order.to_order(x)
+    if order != held:
+        raise RuntimeError(f"fastdit: tokens were permuted once into the {held.describe()} order, but this call "
+                           f"runs in the {order.describe()} order")
+    pad = order.seq_len - x.shape[-2]
+    return F.pad(x, (0, 0, 0, pad)) if pad else x
 
 
 def check_backend(config: SparseConfig, device: torch.device, dtype: torch.dtype, head_dim: int) -> None:

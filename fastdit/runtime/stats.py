@@ -24,9 +24,11 @@ PARTS = ("attention", "kernel", "layout", "permute", "rest")  # the times a reco
 
 @dataclass
 class StepTimes:
-    """Seconds one denoising step spent inside the patched denoisers' forwards."""
+    """Seconds one denoising step spent inside the patched denoisers' forwards, and, of those, moving tokens
+    into a layout's order and back once per forward (``permute_once``: outside any attention call)."""
 
     forward: float = 0.0
+    permute: float = 0.0
 
 
 @dataclass
@@ -36,7 +38,8 @@ class LayerRecord:
     ``calls`` is how many times the layer's attention ran this step and ``cached`` how many of the denoiser's
     calls skipped it because a diffusers cache (first-block cache, PAB, TaylorSeer, ...) served the result. A
     layer-step that every call skipped has ``reason == "cached"``, ``calls == 0`` and density 0: no attention
-    was computed.
+    was computed. ``gathered``: the call moved q, k, v into the layout's token order and its output back (the
+    per-call path); ``False`` when it ran dense, or sparse on tokens permuted once per forward.
     """
 
     step: int
@@ -48,6 +51,7 @@ class LayerRecord:
     tokens: int
     calls: int = 1
     cached: int = 0
+    gathered: bool = False
     times: list[CallTimes] = field(default_factory=list, repr=False, compare=False)  # one per timed call
 
     @property
@@ -138,9 +142,33 @@ class AttentionStats:
         all)."""
         return sum(getattr(r, f"{part}_s") for r in (self.records if records is None else records))
 
+    def once_s(self) -> float:
+        """Seconds permuting tokens once per forward (``permute_once``), outside the attention calls."""
+        return sum(t.permute for t in self.step_times.values())
+
+    def attention_s(self) -> float:
+        """Seconds of self-attention: the attention calls and, with ``permute_once``, the tokens' moves into
+        their order and back, which replace the calls' own."""
+        return self.seconds("attention") + self.once_s()
+
     def overhead_s(self) -> float:
-        """Seconds of the attention calls outside the kernel: layout build, permutation, bookkeeping."""
-        return self.seconds("attention") - self.seconds("kernel")
+        """Seconds of self-attention outside the kernel: layout build, permutation (in the calls and once per
+        forward), bookkeeping."""
+        return self.attention_s() - self.seconds("kernel")
+
+    def parts_s(self) -> dict[str, float] | None:
+        """The denoisers' forward time in parts that add up to it: ``kernel``, ``layout``, ``permute`` (in the
+        calls and once per forward), ``bookkeeping`` (the rest of the attention calls) and ``other`` (the model
+        outside attention); ``None`` when the forwards were not timed. Each part but ``other`` is timed on its
+        own (``bookkeeping`` is what a call's parts leave of its timed total, ``other`` what the calls and the
+        permutations leave of the timed forward, both at least 0): their sum exceeds the forward when a part was
+        counted twice, and falls short of the measured forward when the forward's timing missed some of it."""
+        forward = self.forward_s()
+        if forward is None:
+            return None
+        parts = {"kernel": self.seconds("kernel"), "layout": self.seconds("layout"),
+                 "permute": self.seconds("permute") + self.once_s(), "bookkeeping": self.seconds("rest")}
+        return {**parts, "other": max(0.0, forward - self.attention_s())}
 
     def forward_s(self) -> float | None:
         """Seconds inside the denoisers' forwards over the call (``None``: not timed)."""
@@ -158,13 +186,14 @@ class AttentionStats:
     def attention_share(self) -> float | None:
         """Share of the denoisers' forward time spent in self-attention (``None``: not timed)."""
         forward = self.forward_s()
-        return self.seconds("attention") / forward if forward else None
+        return self.attention_s() / forward if forward else None
 
     def to_dict(self) -> dict:
         out = {"steps": self.steps, "mean_density": self.mean_density(), "sparse_fraction": self.sparse_fraction(),
                "cached_fraction": self.cached_fraction(), "records": [r.to_dict() for r in self.records]}
         out["time_s"] = {part: self.seconds(part) for part in PARTS}
         out["time_s"]["forward"] = self.forward_s()
+        out["time_s"]["permute_once"] = self.once_s()
         out["step_forward_s"] = [self.step_times[s].forward for s in sorted(self.step_times)]
         out["attention_share"] = self.attention_share()
         return out
@@ -176,7 +205,7 @@ class AttentionStats:
         served = f", {cached:.0%} of layer calls served by a cache" if cached else ""
         text = (f"{self.steps} steps, {len(self.records)} layer-steps, {self.sparse_fraction():.0%} sparse{served}, "
                 f"mean density {self.mean_density():.3f}")
-        attention, share = self.seconds("attention"), self.attention_share()
+        attention, share = self.attention_s(), self.attention_share()
         if attention:
             of_forward = f" = {share:.0%} of the denoiser's time" if share is not None else ""
             text += (f"; attention {attention:.3g} s{of_forward} (kernel {self.seconds('kernel'):.3g} s, "

@@ -47,9 +47,40 @@ def test_compile_table_counts_green_rows():
              "spill_bytes": 0, "shared_bytes": 98816, "kv_buffers": 2, "pooled_buffers": 1, "mma": "mma.sync",
              "mma_count": 256, "c7515": False, "tma_ops": 0, "bar_sync": 13, "ok": False,
              "failures": "2 K/V buffers in the level-0 loop (< 3)"}]
+    same = [{"arch": 90, "config": "128x128 w8 s3", "level0": 582, "level0_padded": 576, "ratio": 0.99, "ok": True},
+            {"arch": 90, "config": "64x64 w4 s4", "level0": 410, "level0_padded": 438, "ratio": 1.07, "ok": None}]
     text = compile_markdown({"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": {90: 232448, 80: 166912},
-                             "rows": rows})
+                             "rows": rows, "same_code": same})
     assert "**1 of 2 green**" in text and "## sm_90" in text and "## sm_80" in text
+    assert "**1 of 1**" in text  # the same-code check counts the checked configs only
+
+
+def test_a_path_off_the_reference_fails_its_row_and_counts_toward_no_target():
+    from fastdit.bench.kernels import failed_paths, markdown
+
+    assert failed_paths({"rel_err": 3e-3, "ws_rel_err": 0.4, "flex_rel_err": None}) == ["ws"]
+    assert failed_paths({"rel_err": float("nan")}) == ["triton"]
+    row = {"shape": "s", "method": "radial", "setting": "x", "density": 0.3, "levels": 0, "ratio": 1.0,
+           "vs_flex": 2.0, "rel_err": 3e-3}
+    bad = {**row, "setting": "y", "rel_err": 0.5}
+    rows = [{**r, "failed": failed_paths(r)} for r in (row, bad)]
+    text = markdown({"dtype": "bf16", "block_size": 128, "dense": [], "rows": rows})
+    assert "density 0.1-0.5: 1 of 1 rows" in text and "(radial, grat): 1 of 1 rows" in text
+    assert "rows failed" in text and ": 1 of 2" in text
+
+
+def test_quick_points_are_distinct_layouts():
+    """Radial's density floor makes low targets one layout: --quick replaces a repeat by a density not asked for."""
+    import argparse
+
+    from fastdit.bench.kernels import _distinct_layouts
+
+    grid = TokenGrid(8, 16, 16)
+    args = argparse.Namespace(densities=[0.0, 0.05, 0.6], block_size=16, quick=False)
+    assert len(list(_distinct_layouts("radial", grid, args, None, None))) == 2
+    args.quick = True
+    points = list(_distinct_layouts("radial", grid, args, None, None))
+    assert len(points) == 3 and len({setting for _, _, setting in points}) == 3
 
 
 @pytest.mark.parametrize("method,targets", [("grat", (0.1, 0.3, 0.5)), ("radial", (0.4, 0.5)),

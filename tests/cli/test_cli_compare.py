@@ -36,7 +36,9 @@ def test_compare_table_is_consistent(fastdit_cli, small, tmp_path):
     assert f"| {grat_label} |" in table and "inf" in table
     assert f"| {grat_label} |" in result.stdout
     # the table leads with what sparse attention changed, and says what bounds the speedup
-    assert "| method | attention_s | attention_speedup | density | psnr_db | ssim | lpips | speedup | bound |" in table
+    header = ("| method | attention_s | attention_speedup | density | psnr_db | ssim | lpips | speedup | bound | "
+              "attention_share |")
+    assert header in table and header in result.stdout  # written, and printed by `make demo`
     assert 1 <= grat["bound"] and 0 < grat["attention_share"] < 1 and grat["attention_speedup"] > 0
     assert grat["dense_attention_s"] == rows["dense (fastdit)"]["attention_s"]  # timed on fastdit's dense run
     assert f"- **{grat_label}**: attention " in result.stdout and "is the most a perfect kernel could" in table

@@ -17,7 +17,13 @@ from fastdit.layout.padding import kernel_padding, least_padded_tile, real_densi
 from fastdit.patching.presets import preset_padding
 
 pytest.importorskip("triton")
-from fastdit.kernels.triton.forward import _prepare, _tile_list, choose_kv_tile, triton_block_attention  # noqa: E402
+from fastdit.kernels.triton.forward import (  # noqa: E402
+    _prepare,
+    _row_order,
+    _tile_list,
+    choose_kv_tile,
+    triton_block_attention,
+)
 from fastdit.kernels.triton.pooling import pooled_store  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,20 +51,70 @@ def _check(layout, tiles, dtype=torch.float32, scale=None, D=16):
     torch.testing.assert_close(lse[:, :, rows], ref_lse[:, :, rows], atol=tol, rtol=tol)
 
 
+def _assert_full_tiles_first(layout: BlockLayout, prep, kv_tile: int) -> None:
+    """Each row lists the live tiles of its level-0 blocks, its full tiles first, then those holding padding."""
+    tile_ptr, tiles = _tile_list(layout, prep, kv_tile)
+    valid = prep.kv_valid.view(-1, kv_tile)
+    level0 = layout.to_level_map() == 0
+    partial_seen = 0
+    for h in range(layout.num_heads):
+        for r in range(layout.n_q_blocks):
+            start, full, end = (int(x) for x in tile_ptr[h, 2 * r:2 * r + 3])
+            ids = (tiles[start:end] // kv_tile).tolist()
+            assert all(bool(valid[t].all()) for t in ids[:full - start])
+            assert not any(bool(valid[t].all()) for t in ids[full - start:])
+            kept = level0[h, r]
+            per_block = layout.block_kv // kv_tile
+            expected = {c * per_block + j for c in kept.nonzero().flatten().tolist() for j in range(per_block)
+                        if bool(valid[c * per_block + j].any())}
+            assert sorted(ids) == sorted(expected) and len(ids) == len(expected)
+            partial_seen += end - full
+    assert partial_seen  # the case has partial tiles (the text block, padded rows)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_tiles_of_padding_only_are_skipped_and_the_result_is_unchanged(dtype):
     layout = _half_padded_layout()
     prep = _prepare(layout, torch.device(DEVICE))
     tile_ptr, tiles = _tile_list(layout, prep, 16)
     assert tiles.numel() < 2 * layout.nnz  # the dead halves are not in the list
-    assert bool((tiles & 1).any())  # partial tiles (the text block, padded rows) carry their flag
+    _assert_full_tiles_first(layout, prep, 16)
     assert prep.skip_q
     _check(layout, (16, 16), dtype)  # 16-query tiles of padding only visit nothing either
     _check(layout, (32, 32), dtype)
 
 
-def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale():
-    _check(_half_padded_layout(max_level=2, seed=3), (16, 16), scale=-0.3)
+def test_programs_start_with_the_heaviest_rows_and_cover_each_once():
+    """The launch order lists every (head, query block) once, by decreasing kv tiles (pooled keys in tiles too);
+    a shared layout is ordered over the call's heads; the results don't depend on it (the kernel runs it)."""
+    for layout, heads in ((_half_padded_layout(heads=2, seed=11), 2), (_half_padded_layout(heads=1, seed=12), 3),
+                          (_half_padded_layout(heads=2, max_level=2, seed=13), 2)):
+        prep = _prepare(layout, torch.device(DEVICE))
+        order = _row_order(layout, prep, 16, heads).long().cpu()
+        nq = layout.n_q_blocks
+        assert sorted(order.tolist()) == list(range(heads * nq))
+        tile_ptr = _tile_list(layout, prep, 16)[0].long().cpu()
+        tiles = (tile_ptr[:, 2::2] - tile_ptr[:, :-1:2]).expand(heads, nq).flatten().float()
+        if layout.max_level:  # pooled keys of each row, in 16-key tiles
+            level = layout.to_level_map()
+            for lv in range(1, layout.max_level + 1):
+                tiles += ((level == lv).sum(-1) * (layout.block_kv >> lv) / 16).expand(heads, nq).flatten()
+        live = prep.kv_valid.cpu().view(nq, -1).any(1).repeat(heads)
+        work = (tiles * live)[order]
+        assert bool((work[:-1] >= work[1:]).all()) and work[0] > work[-1]
+        _check(layout, (16, 16))
+
+
+def test_pyramid_levels_with_skipped_tiles_and_a_negative_scale(monkeypatch):
+    from fastdit.kernels.triton import forward as triton_attention
+
+    layout = _half_padded_layout(max_level=2, seed=3)
+    _assert_full_tiles_first(layout, _prepare(layout, torch.device(DEVICE)), 16)
+    _check(layout, (16, 16), scale=-0.3)
+    # before Hopper, layouts with levels run every level-0 tile through the masked loop
+    assert not triton_attention.full_unmasked(3, True, hopper=False)
+    monkeypatch.setattr(triton_attention, "full_unmasked", lambda *args: False)
+    _check(layout, (16, 16), scale=-0.3)
 
 
 def test_the_fused_pooling_pass_equals_the_reference_levels():
@@ -84,6 +140,7 @@ def test_kv_tile_choice_and_padding_at_real_shapes():
     assert choose_kv_tile(wan720) == 128
     radial = fastdit.build_layout("radial", TokenGrid(21, 30, 52), block_size=128, decay_factor=0.2)
     assert choose_kv_tile(radial) == 128
+    assert choose_kv_tile(radial, head_dim=64) == 64  # two CTAs per SM at D=64 (compile level)
 
     # a dense layout attends every real pair; the kernel computes the padded square, less the skipped tiles
     assert real_density(wan480) == pytest.approx(1.0)

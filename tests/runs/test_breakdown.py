@@ -57,20 +57,46 @@ def test_without_a_timed_dense_run_dense_attention_comes_from_the_runs_dense_cal
     assert explain(25.0, AttentionStats(records=[LayerRecord(0, 0, "t", False, 0.5, "radial", 100)])) is None
 
 
-def test_bench_e2e_parts_add_up_to_the_measured_forward_for_every_method(tmp_path):
-    """The target at a CPU-sized grid (the README has it at 16k tokens): for each method, the time ``stats`` saw
-    inside the forward is the measured forward within 5%, and attention splits exactly into kernel and
-    overhead."""
+def test_the_forwards_parts_add_up_to_it_and_a_part_counted_twice_shows():
+    stats = _stats()
+    stats.step_times[2].permute = 0.05  # tokens permuted once per forward: overhead, outside the calls
+    parts = stats.parts_s()
+    assert parts == pytest.approx({"kernel": 4 + 3.0, "layout": 0.0, "permute": 0.6 + 0.05, "bookkeeping": 0.0,
+                                   "other": 24 - 7.6 - 0.05})
+    assert sum(parts.values()) == pytest.approx(stats.forward_s())
+    assert stats.overhead_s() == pytest.approx(0.6 + 0.05)
+    assert explain(25.0, stats).overhead_s == pytest.approx(0.65)
+    doubled = _stats()
+    doubled.records[2].times[0].layout = 0.5  # the kernel's time counted as layout build too
+    assert sum(doubled.parts_s().values()) == pytest.approx(24 + 0.5)
+
+
+def test_bench_e2e_parts_add_up_to_the_measured_forward_for_every_method(tmp_path, capsys):
+    """The target at a CPU-sized grid (the README has it at 16k tokens): for each method, per call and with
+    tokens permuted once per forward, every part of the forward is reported (kernel, layout, permutation,
+    bookkeeping, the rest of the model) and they add up to the measured forward within 5%, which the report
+    prints; a part dropped from the timing or the report fails here."""
     methods = [m for m in available_methods() if m != "dense"]
     code = main(["bench", "e2e", "--quick", "--frames", "9", "--height", "256", "--width", "512", "--repeats", "1",
-                 "--warmup", "0", "--out", str(tmp_path), "--name", "e2e"])
+                 "--warmup", "0", "--permute-once", "--out", str(tmp_path), "--name", "e2e"])
     assert code == 0
     rows = {row["method"]: row for row in json.loads((tmp_path / "e2e.json").read_text())["rows"]}
     assert rows["dense"]["attention_s"] > 0 and 0 < rows["dense"]["attention_share"] < 1
-    for method in ["dense (fastdit)", *methods]:
+    printed = capsys.readouterr().out
+    for method in ["dense (fastdit)", *methods, *(f"{m} once" for m in methods)]:
         row = rows[method]
+        assert list(row["parts_s"]) == ["kernel", "layout", "permute", "bookkeeping", "other"], method
+        assert sum(row["parts_s"].values()) == pytest.approx(row["accounted"] * row["measured_s"])
         assert 0.95 <= row["accounted"] <= 1.05, (method, row)
+        assert f"  {method}: kernel " in printed and f"({row['accounted']:.1%}, ok)" in printed
         assert row["kernel_s"] + row["overhead_s"] == pytest.approx(row["attention_s"])
+        assert row["overhead_s"] == pytest.approx(sum(row["parts_s"][p] for p in ("layout", "permute",
+                                                                                  "bookkeeping")))
         assert row["bound"] >= 1 and row["attention_speedup"] > 0
+    for method in methods:  # the per-call path gathers at every sparse call; dynamic methods build layouts
+        assert rows[method]["parts_s"]["permute"] > 0 and rows[method]["parts_s"]["kernel"] > 0
+    assert rows["grat once"]["parts_s"]["permute"] > 0  # tiles: the tokens move once per forward
+    assert all(rows[m]["parts_s"]["layout"] > 0 for m in ("pyramid", "vmoba"))
     assert any(rows[m]["density"] < 1 for m in methods)  # the grid is large enough for sparsity
-    assert "| speedup | bound | attention_s |" in (tmp_path / "e2e.md").read_text()
+    text = (tmp_path / "e2e.md").read_text()
+    assert "| speedup | bound | attention_s |" in text and "Timed parts of each method's median forward" in text

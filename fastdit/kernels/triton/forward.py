@@ -7,12 +7,20 @@ blocks.
 **Level 0: one scalar per kv tile.** Full-resolution keys are read in tiles of ``KV_TILE`` contiguous keys
 (``KV_TILE`` divides the layout's block). Before the first call on a layout, the host expands each query
 block's CSR row into the list of its kv tiles (``_tile_list``, cached per layout and tile width), one int32
-per tile: the tile's first key, with bit 0 set when some of its keys are padding. The kernel loads that one
-scalar per iteration, so K/V addresses are a scalar plus a constant pattern and Triton's pipeliner keeps as
-many K/V buffers in flight as ``num_stages`` allows (the per-key index loads of v1 cost a pipeline stage).
-Tiles that hold padding only are left out of the list, and query tiles of padding only skip their loops, so
-a half-padded temporal tile row costs half; a tile with some padding reads one validity bit per key
-(``KvBits``), a full tile reads nothing.
+per tile: the tile's first key. The kernel loads that one scalar per iteration, so K/V addresses are a scalar
+plus a constant pattern and Triton's pipeliner keeps as many K/V buffers in flight as ``num_stages`` allows
+(the per-key index loads of v1 cost a pipeline stage). Tiles that hold padding only are left out of the list,
+and query tiles of padding only skip their loops, so a half-padded temporal tile row costs half.
+
+**Full tiles unmasked.** Each row lists its full tiles first and its partial ones (some keys padding, such as
+the last tile of a sequence padded to whole blocks: every row that reaches it at Wan 480p's 32 760 tokens)
+last, with the count of full ones. The kernel runs the full tiles through a loop with no mask at all, the
+same code as a layout without padding, and only the partial ones through a second loop that reads one
+validity bit per key (``KvBits``).
+
+**Heavy rows first.** Programs map to (head, query block) through a per-layout order by decreasing tile count
+(``_row_order``, cached with the layout), so the rows with most tiles start in the first wave and the tail
+is made of short rows.
 
 **Pyramid levels.** Levels ``l >= 1`` read pooled K/V (:func:`~fastdit.kernels.triton.pooling.pooled_store`: one
 Triton pass under the kernel, the reference's :func:`~fastdit.kernels.reference.pyramid_level` in the
@@ -24,7 +32,9 @@ with levels are re-sorted per row by level (``_prepare``).
 
 **Opt-in Hopper paths** (until timed on a GPU): ``FASTDIT_TRITON_TMA=1`` reads Q/K/V through TMA tensor
 descriptors; ``FASTDIT_TRITON_WS=1`` also marks the level-0 loop ``warp_specialize``, which Triton's Hopper
-partitioner splits into a TMA producer warp and consumer warpgroups (``_HOPPER_WS`` configs).
+partitioner splits into a TMA producer warp and two consumer warpgroups of 64 query rows each (``_HOPPER_WS``
+configs). That loop runs all of a row's level-0 tiles, partial ones masked by a 0/−inf key bias the producer
+copies with the tile (Triton 3.9's partitioner fails on a second loop beside it and on the bit mask's load).
 
 Under ``TRITON_INTERPRET=1`` (read by Triton when this module is first imported) the kernel runs in Triton's
 CPU interpreter and accepts CPU tensors; that is how CI tests it.
@@ -43,7 +53,7 @@ from fastdit.kernels.triton.env import INTERPRETED, USE_TMA, USE_WS
 from fastdit.kernels.triton.pooling import pooled_store
 from fastdit.layout.block import BlockLayout
 
-__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "USE_TMA", "USE_WS"]
+__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "full_unmasked", "USE_TMA", "USE_WS"]
 
 LOG2E = 1.4426950408889634
 NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip before they replace 128-key ones
@@ -52,9 +62,9 @@ NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip b
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per GPU generation; the autotuner times only its own generation's,
 # only those whose BLOCK_N is the host's kv tile (``choose_kv_tile``) and that fit the device's shared memory.
 # Each was compiled at head dim 128, bf16, for its target with no GPU (``fastdit bench kernels --compile-only``,
-# bench/results/kernels_compile.md): no spills, within shared memory, >= 3 K/V buffers in the level-0 loop,
-# no serialized wgmma. With the tile index prefetched a tile ahead, num_stages = s keeps s K/V buffers on
-# sm90 and s - 1 on sm80.
+# bench/results/kernels_compile.md): no spills (but sm80's with pyramid levels: 8 bytes), within shared memory,
+# >= 3 K/V buffers in the level-0 loop, no serialized wgmma. With the tile index prefetched a tile ahead,
+# num_stages = s keeps s K/V buffers on sm90 and s - 1 on sm80.
 # Hopper (sm90, 227 KB, wgmma): 128x128 over 8 warps (two warpgroups), 3 buffers = 224 KB; 128x64 with 3-5
 # buffers for narrow tiles and pooled levels; 64x64 over one warpgroup for short query blocks.
 _HOPPER = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4)]
@@ -65,11 +75,11 @@ _LEVEL0_ONLY = {(128, 64, 8, 5), (64, 64, 4, 4)}  # sm90
 _LEVEL0_ONLY_AMPERE = {(128, 64, 8, 4), (128, 64, 8, 5)}
 # sm86/89 (99 KB) fit none of the above: 64x64 with 2 buffers (90 KB)
 _SMALL_SHARED = (64, 64, 4, 3)
-# Hopper, warp-specialized level 0 (FASTDIT_TRITON_WS=1): num_warps is per consumer warpgroup; Triton adds a
-# producer warp for the TMA copies and splits BLOCK_M over two consumers (FlashAttention-3's ping-pong).
-# 64-key tiles only where the keys have padding (the masked 128-key loop doesn't partition in Triton 3.9).
-_HOPPER_WS = [(128, 64, 4, 3), (128, 64, 4, 4), (64, 128, 4, 3), (64, 64, 4, 4)]
-WS_MASKED_KV_TILE = 64  # widest kv tile of the warp-specialized loop when keys have padding
+# Hopper, warp-specialized level-0 loop (FASTDIT_TRITON_WS=1; partial tiles in it through the key bias):
+# num_warps is per consumer warpgroup; Triton adds a producer warp for the TMA copies and splits BLOCK_M
+# over two consumers (FlashAttention-3's ping-pong), so BLOCK_M = 128: at 64 both consumers got the same 64 rows
+# and computed them twice (the compile report's partition row ranges show it).
+_HOPPER_WS = [(128, 128, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4)]
 _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED] + _HOPPER_WS)]
 
@@ -112,22 +122,21 @@ def _prune_configs(configs, named_args, **kwargs):
 # ---------------------------------------------------------------- the kernel
 @triton.jit
 def _attend_level0(
-    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale, offs_d,
-    HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, HEAD_DIM: tl.constexpr,
-    USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, PRECISION: tl.constexpr,
+    acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits,
+    seq_kv, qk_scale, offs_d, MASKED: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, USE_TMA: tl.constexpr,
+    WARP_SPEC: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Online softmax of one query tile over the full-resolution kv tiles ``Tiles[t_start:t_end]``.
 
-    Each entry is the first key of ``KV_TILE`` contiguous keys, with bit 0 set when some of them are padding
-    (only then are the validity bits ``KvBits`` read). Scores stay raw (``q·k``) until the exponent:
+    Each entry is the first key of ``KV_TILE`` contiguous keys. ``MASKED`` tiles (those holding padding, a row's
+    last ones) read one validity bit per key from ``KvBits``; the others are all real keys and read nothing, so
+    the loop over a row's full tiles is the same code with and without padding elsewhere. The warp-specialized
+    loop (``WARP_SPEC``) runs all of a row's tiles: with ``MASKED`` each adds its row of the ``[tiles, KV_TILE]``
+    0/−inf key bias, read through ``bias_desc`` (Triton 3.9's partitioner fails on a second loop beside it, and
+    on the bit mask's gathered load inside it). Scores stay raw (``q·k``) until the exponent:
     ``p = exp2(s·scale·log2e − m)``, one FMA per score.
     """
     offs_n = tl.arange(0, KV_TILE)
-    if USE_TMA:  # the copy engine, rows past seq_kv zero-filled
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[seq_kv, HEAD_DIM], strides=[stride_kn, 1],
-                                           block_shape=[KV_TILE, HEAD_DIM])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1],
-                                           block_shape=[KV_TILE, HEAD_DIM])
     # Pipelined: each tile's entry is loaded a tile ahead, so the entry load doesn't take a pipeline stage.
     # Warp-specialized: the partitioner gives the entry load and the K/V copies to a producer warp, and the
     # prefetch's loop-carried scalar is what it can't split, so the entry is read in its own iteration.
@@ -138,14 +147,14 @@ def _attend_level0(
         else:
             entry = entry_next
             entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
-        tok = (entry & -2) + offs_n
-        if USE_TMA:
-            k = k_desc.load([entry & -2, 0])
-            v = v_desc.load([entry & -2, 0])
+        tok = entry + offs_n
+        if USE_TMA:  # the copy engine zero-fills rows past seq_kv
+            k = k_desc.load([entry, 0])
+            v = v_desc.load([entry, 0])
         else:
             k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
             v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
-            if EVEN_KV:
+            if EVEN_KV or not MASKED:  # keys past seq_kv are padding: only masked tiles hold them
                 k = tl.load(k_ptrs)
                 v = tl.load(v_ptrs)
             else:  # the missing keys of a partial last block
@@ -153,9 +162,12 @@ def _attend_level0(
                 v = tl.load(v_ptrs, mask=(tok < seq_kv)[:, None], other=0.0)
         # the .to(q.dtype) casts are no-ops except under UPCAST_DOT (see the kernel)
         s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION)
-        if HAS_MASK:
-            bits = tl.load(KvBits + (tok >> 5), mask=(offs_n * 0 + (entry & 1)) != 0, other=-1)
-            s = tl.where((((bits >> (tok & 31)) & 1) != 0)[None, :], s, float("-inf"))
+        if MASKED:
+            if WARP_SPEC:  # the producer warp copies the tile's 0/-inf key bias too (a mask load it can't split)
+                s = s + bias_desc.load([entry // KV_TILE, 0])
+            else:
+                bits = tl.load(KvBits + (tok >> 5))
+                s = tl.where((((bits >> (tok & 31)) & 1) != 0)[None, :], s, float("-inf"))
         # online softmax in base 2 on raw scores: m' = max(m, scale·rowmax(s)), alpha = exp2(m − m'),
         # p = exp2(fma(s, scale, −m')), l' = alpha·l + rowsum(p), acc' = alpha·acc + p·V. While a row has seen
         # only -inf scores, m' = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
@@ -237,15 +249,23 @@ def _attend_pooled(
     return acc, m_i, l_i
 
 
+@triton.jit
+def _slot(RowOrder, j, n_batch, n_q_blocks):
+    """Head and query block of the ``j``-th (head, query block, batch) in launch order, read again: a volatile
+    load, which the compiler doesn't merge with the first, so the two need not stay live through the loops."""
+    slot = tl.load(RowOrder + j // n_batch, volatile=True)
+    return slot // n_q_blocks, slot % n_q_blocks
+
+
 @triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "BLOCK_Q", "LOG_BLOCK_KV", "N_LEVELS", "HAS_MASK", "EVEN_KV",
-                                        "KV_TILE", "SKIP_Q", "USE_TMA", "WARP_SPEC"],
+                                        "KV_TILE", "SKIP_Q", "USE_TMA", "WARP_SPEC", "FULL_UNMASKED"],
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _block_sparse_fwd(
     Q, K, V, Out, Lse,
     KP, VP, PooledBias, LevelStart,
-    TilePtr, Tiles, KvBits, SegPtr, Cols,
-    qk_scale, n_heads, seq_q, seq_kv, tile_stride_h, seg_stride_h,
+    TilePtr, Tiles, KvBits, KvBias, SegPtr, Cols, RowOrder,
+    qk_scale, n_batch, n_heads, n_q_blocks, seq_q, seq_kv, n_kv_tiles, tile_stride_h, seg_stride_h,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -254,19 +274,36 @@ def _block_sparse_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, N_LEVELS: tl.constexpr,
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
     RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, USE_TMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WARP_SPEC: tl.constexpr, FULL_UNMASKED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
 
-    ``TilePtr[h, r]`` is where query block ``r``'s level-0 tiles start in ``Tiles``; ``SegPtr[h, r·N_LEVELS + l]``
-    is where its level-``l`` entries start in ``Cols`` (read for ``l >= 1`` only). With ``SKIP_Q`` a query tile
-    whose tokens are all padding (``KvBits``, the same positions on the query side) visits nothing.
+    Programs run heavy rows first: program ``p`` takes sub-tile ``p mod (BLOCK_Q / BLOCK_M)`` of the (head, query
+    block) ``RowOrder[j // n_batch]`` of batch ``j mod n_batch``, ``j = p // (BLOCK_Q / BLOCK_M)``; ``RowOrder``
+    lists ``h·n_q_blocks + r`` by decreasing tile count, so the rows with most tiles start first and the last
+    wave holds short ones. ``TilePtr[h, 2r]``, ``[h, 2r + 1]`` and ``[h, 2r + 2]`` bound query block ``r``'s
+    level-0 tiles in ``Tiles``: its full tiles first (no mask), then its partial ones (masked, with ``HAS_MASK``);
+    without ``FULL_UNMASKED`` (sm80 with pyramid levels, where a third loop's code spills) one masked loop runs
+    them all, as v2 did.
+    ``SegPtr[h, r·N_LEVELS + l]`` is where its level-``l`` entries start in ``Cols`` (read for ``l >= 1`` only).
+    With ``SKIP_Q`` a query tile whose tokens are all padding (``KvBits``, the same positions on the query side)
+    visits nothing.
     """
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    SUB: tl.constexpr = BLOCK_Q // BLOCK_M
+    LOG_BLOCK_M: tl.constexpr = BLOCK_M.bit_length() - 1
+    pid = tl.program_id(0)
+    j = pid // SUB
+    b = j % n_batch
+    slot = tl.load(RowOrder + j // n_batch)
+    h = slot // n_q_blocks
+    row = slot % n_q_blocks
+    pid_m = row * SUB + pid % SUB
+    pid_bh = b * n_heads + h
+    # A shift, not the product the Q descriptor's coordinate uses: Triton 3.9's partitioner moves the second
+    # consumer's coordinate 64 rows on, and when offs_m shares that scalar it moves offs_m too, on top of the
+    # rows 64..127 it already gives that consumer (whose stores then land 64 rows late; the compile report's
+    # partition row ranges show it).
+    offs_m = (pid_m << LOG_BLOCK_M) + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
 
@@ -287,23 +324,56 @@ def _block_sparse_fwd(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
 
     # every program tile lies inside one query block (BLOCK_M divides BLOCK_Q)
-    row = (pid_m * BLOCK_M) // BLOCK_Q
-    tile_row = TilePtr + h * tile_stride_h + row
+    tile_row = TilePtr + h * tile_stride_h + 2 * row
     t_start = tl.load(tile_row)
-    t_end = tl.load(tile_row + 1)
-    if SKIP_Q:  # a query tile of padding only visits nothing (its rows get 0 and lse = -inf)
+    t_full = tl.load(tile_row + 1)
+    t_end = tl.load(tile_row + 2)
+    # the last query block's sub-tiles past seq_q visit nothing; with SKIP_Q neither does a query tile of
+    # padding only (its rows get 0 and lse = -inf; rows past seq_q read as padding)
+    if SKIP_Q:
         q_bits = tl.load(KvBits + (offs_m >> 5), mask=offs_m < seq_q, other=0)
         dead = tl.max((q_bits >> (offs_m & 31)) & 1, 0) == 0
-        t_end = tl.where(dead, t_start, t_end)
     else:
-        dead = pid_m < 0
+        dead = pid_m * BLOCK_M >= seq_q
+    t_full = tl.where(dead, t_start, t_full)
+    t_end = tl.where(dead, t_start, t_end)
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
-    acc, m_i, l_i = _attend_level0(
-        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits, seq_kv, qk_scale,
-        offs_d, HAS_MASK=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA,
-        WARP_SPEC=WARP_SPEC, PRECISION=PRECISION)
+    if USE_TMA:  # the copy engine, rows past seq_kv zero-filled
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[seq_kv, HEAD_DIM], strides=[stride_kn, 1],
+                                           block_shape=[KV_TILE, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1],
+                                           block_shape=[KV_TILE, HEAD_DIM])
+    else:  # unused
+        k_desc = k_base
+        v_desc = v_base
+    if WARP_SPEC and HAS_MASK:
+        bias_desc = tl.make_tensor_descriptor(KvBias, shape=[n_kv_tiles, KV_TILE], strides=[KV_TILE, 1],
+                                              block_shape=[1, KV_TILE])
+    else:  # unused
+        bias_desc = KvBias
+    if WARP_SPEC:  # one loop over all of the row's tiles, the masked ones (after t_full) biased
+        acc, m_i, l_i = _attend_level0(
+            acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start, t_end,
+            KvBits, seq_kv, qk_scale, offs_d, MASKED=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, USE_TMA=USE_TMA,
+            WARP_SPEC=True, PRECISION=PRECISION)
+    else:  # the row's full tiles unmasked, then those holding padding masked
+        t_masked = t_start
+        if FULL_UNMASKED:
+            acc, m_i, l_i = _attend_level0(
+                acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start,
+                t_full, KvBits, seq_kv, qk_scale, offs_d, MASKED=False, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
+                USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
+            t_masked = t_full
+        if HAS_MASK:  # without FULL_UNMASKED, every tile of the row
+            acc, m_i, l_i = _attend_level0(
+                acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_masked,
+                t_end, KvBits, seq_kv, qk_scale, offs_d, MASKED=True, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
+                USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
     if N_LEVELS > 1:
+        # the row's (head, query block) loaded again (volatile: not merged with the first load) rather than kept
+        # live through the loops: sm80's pyramid build spills otherwise (it sits at 255 registers)
+        h, row = _slot(RowOrder, j, n_batch, n_q_blocks)
         kp_base = KP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
         vp_base = VP + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
         seg = SegPtr + h * seg_stride_h + row * N_LEVELS
@@ -336,8 +406,9 @@ class _Prepared(NamedTuple):
     kv_bits: torch.Tensor  # int32 [ceil(n_kv_blocks * block_kv / 32)]: kv_valid, 32 keys a word
     has_mask: bool  # some key of some block is not valid
     skip_q: bool  # queries have the keys' validity (a layout over a token order) and some are padding
-    tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, nq + 1], tiles int32 [n]): the level-0 tile lists;
-    # ("kv_tile", hopper) -> the width chosen
+    tiles: dict  # kv tile width -> (tile_ptr int32 [Hl, 2 nq + 1], tiles int32 [n]): the level-0 tile lists;
+    # ("kv_tile", hopper, head dim) -> the width chosen; ("order", kv tile, heads) -> the launch order (_row_order);
+    # "bias" -> the warp-specialized loop's key bias (_kv_bias)
 
 
 _PREPARED: "weakref.WeakKeyDictionary[BlockLayout, dict[torch.device, _Prepared]]" = weakref.WeakKeyDictionary()
@@ -396,10 +467,12 @@ def _pack_bits(valid: torch.Tensor) -> torch.Tensor:
 
 
 def _tile_list(layout: BlockLayout, prep: _Prepared, kv_tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Level-0 kv tiles of every (head, query block): ``(tile_ptr [Hl, nq + 1], tiles [n])`` int32.
+    """Level-0 kv tiles of every (head, query block): ``(tile_ptr [Hl, 2·nq + 1], tiles [n])`` int32.
 
-    Each of a row's level-0 blocks gives ``block_kv / kv_tile`` tiles of contiguous keys; a tile of padding
-    only is left out, and one with some padding gets bit 0 (its first key is a multiple of ``kv_tile >= 16``).
+    Each of a row's level-0 blocks gives ``block_kv / kv_tile`` tiles of contiguous keys, each entry its first
+    key; a tile of padding only is left out. A row's full tiles come first, then those with some padding:
+    ``tile_ptr[h, 2r]``, ``[h, 2r + 1]`` and ``[h, 2r + 2]`` are where query block ``r``'s full tiles start,
+    where its partial ones start, and where they end.
     """
     if kv_tile in prep.tiles:
         return prep.tiles[kv_tile]
@@ -416,24 +489,50 @@ def _tile_list(layout: BlockLayout, prep: _Prepared, kv_tile: int) -> tuple[torc
     tile = (cols[:, None] * per_block + torch.arange(per_block, device=device)).flatten()  # kv tile ids
     keep = live[tile]
     tile = tile[keep]
-    tiles = (tile * kv_tile + partial[tile].long()).to(torch.int32).contiguous()
-    per_row = torch.zeros(heads * nq, dtype=torch.int64, device=device)
-    per_row.index_add_(0, rows.repeat_interleave(per_block)[keep], torch.ones_like(tile))
-    flat = torch.zeros(heads * nq + 1, dtype=torch.int64, device=device)
-    torch.cumsum(per_row, 0, out=flat[1:])
-    tile_ptr = flat[torch.arange(heads, device=device).unsqueeze(1) * nq + torch.arange(nq + 1, device=device)]
-    prep.tiles[kv_tile] = tile_ptr.to(torch.int32).contiguous(), tiles
+    # (row, partial) as one key: a stable sort keeps the rows in order and each row's full tiles first
+    group = rows.repeat_interleave(per_block)[keep] * 2 + partial[tile].long()
+    group, by_group = torch.sort(group, stable=True)
+    tiles = (tile[by_group] * kv_tile).to(torch.int32).contiguous()
+    per_group = torch.zeros(heads * nq * 2, dtype=torch.int64, device=device)
+    per_group.index_add_(0, group, torch.ones_like(group))
+    flat = torch.zeros(heads * nq * 2 + 1, dtype=torch.int64, device=device)
+    torch.cumsum(per_group, 0, out=flat[1:])
+    bounds = torch.arange(heads, device=device).unsqueeze(1) * 2 * nq + torch.arange(2 * nq + 1, device=device)
+    prep.tiles[kv_tile] = flat[bounds].to(torch.int32).contiguous(), tiles
     return prep.tiles[kv_tile]
 
 
-def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Tensor | None = None) -> int:
-    """The level-0 kv tile width, at most the layout's block: 128 keys on Hopper for level-0 layouts, 64
-    otherwise (Ampere, where 128-wide tiles at D=128 spill or lose a K/V buffer, and layouts with pooled
-    levels, whose gathered 128-wide tiles push the kernel past 255 registers); on Hopper also 64 when 64-key
-    tiles of padding only (the missing frames of a half-padded temporal tile row) would save at least 4% of
-    the 128-key tiles' keys (``NARROW_TILE_SAVING``: a guess at the speed 64-key tiles give up, to calibrate
-    on a GPU)."""
-    wide = min(128 if hopper and layout.max_level == 0 else 64, layout.block_kv)
+def _row_order(layout: BlockLayout, prep: _Prepared, kv_tile: int, heads: int) -> torch.Tensor:
+    """The (head, query block) pairs of a call with ``heads`` heads, heaviest first: int32 ``[heads · nq]`` of
+    ``h·nq + r`` by decreasing count of kv tiles, pooled keys counted in tiles of ``kv_tile`` too (ties in row
+    order), cached with the layout. Query blocks of padding only (``skip_q``) count nothing: they visit no tile."""
+    key = ("order", kv_tile, heads)
+    if key in prep.tiles:
+        return prep.tiles[key]
+    tile_ptr, _ = _tile_list(layout, prep, kv_tile)
+    nq = layout.n_q_blocks
+    work = (tile_ptr[:, 2::2] - tile_ptr[:, :-1:2]).long()  # [Hl, nq]
+    levels = prep.n_levels
+    for level in range(1, levels):  # pooled keys, in tiles of kv_tile keys
+        entries = (prep.seg_ptr[:, level + 1::levels] - prep.seg_ptr[:, level:-1:levels]).long()
+        work = work + entries * (layout.block_kv >> level) / kv_tile
+    if prep.skip_q:
+        work = work * prep.kv_valid[:nq * layout.block_q].view(nq, layout.block_q).any(1)
+    work = work.expand(heads, nq).flatten()
+    prep.tiles[key] = torch.sort(-work, stable=True).indices.to(torch.int32).contiguous()
+    return prep.tiles[key]
+
+
+def choose_kv_tile(layout: BlockLayout, hopper: bool = True, kv_valid: torch.Tensor | None = None,
+                   head_dim: int = 128) -> int:
+    """The level-0 kv tile width, at most the layout's block: 128 keys on Hopper for level-0 layouts at head
+    dim > 64, 64 otherwise (Ampere, where 128-wide tiles at D=128 spill or lose a K/V buffer; layouts with
+    pooled levels, whose gathered 128-wide tiles push the kernel past 255 registers; D <= 64, where 128x64
+    tiles take 128 registers and two CTAs fit an SM, against 168 registers and one CTA for 128x128 at D=64 on
+    sm_90, compile-level, to time on a GPU); on Hopper also 64 when 64-key tiles of padding only (the missing
+    frames of a half-padded temporal tile row) would save at least 4% of the 128-key tiles' keys
+    (``NARROW_TILE_SAVING``: a guess at the speed 64-key tiles give up, to calibrate on a GPU)."""
+    wide = min(128 if hopper and layout.max_level == 0 and head_dim > 64 else 64, layout.block_kv)
     if wide <= 64 or layout.kv_valid is None:
         return wide
     valid = layout.kv_valid if kv_valid is None else kv_valid
@@ -469,6 +568,20 @@ def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
     return USE_WS and tma and hopper and prep.n_levels == 1
 
 
+def full_unmasked(n_levels: int, has_mask: bool, hopper: bool) -> bool:
+    """Whether full level-0 tiles get their unmasked loop: everywhere but before Hopper with pyramid levels,
+    where the third loop's code spills on sm80 (bench/results/kernels_compile.md), so one masked loop runs
+    every tile; always without padding (there is no masked loop then)."""
+    return not has_mask or n_levels == 1 or hopper
+
+
+def _kv_bias(prep: _Prepared) -> torch.Tensor:
+    """float32 ``[padded keys]``: 0 for real keys, -inf for padding (the warp-specialized loop's mask), cached."""
+    if "bias" not in prep.tiles:
+        prep.tiles["bias"] = torch.where(prep.kv_valid, 0.0, float("-inf")).contiguous()
+    return prep.tiles["bias"]
+
+
 def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
@@ -499,25 +612,26 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     prep = _prepare(layout, dev)
     if tiles is None:  # chosen once per layout and generation (reading the padding syncs with the device)
         hopper = torch.cuda.get_device_capability(dev)[0] >= 9
-        if ("kv_tile", hopper) not in prep.tiles:
-            prep.tiles["kv_tile", hopper] = choose_kv_tile(layout, hopper, prep.kv_valid)
-        kv_tile = prep.tiles["kv_tile", hopper]
+        if ("kv_tile", hopper, D) not in prep.tiles:
+            prep.tiles["kv_tile", hopper, D] = choose_kv_tile(layout, hopper, prep.kv_valid, D)
+        kv_tile = prep.tiles["kv_tile", hopper, D]
     else:
         kv_tile = min(tiles[1], layout.block_kv)
     tma = _use_tma((q, k, v), dev)
     ws = _use_ws(prep, tma, dev)
-    if ws and prep.has_mask:  # the masked loop partitions with 64-key tiles only (see _HOPPER_WS)
-        kv_tile = min(kv_tile, WS_MASKED_KV_TILE)
     tile_ptr, tile_list = _tile_list(layout, prep, kv_tile)
+    row_order = _row_order(layout, prep, kv_tile, H)
     out = torch.empty_like(q)
     # tensors the kernel doesn't read (no lse, no levels) are passed as placeholders
     lse = torch.empty(B, H, Sq, dtype=torch.float32, device=dev) if return_lse else out
     kp, vp, pooled_bias = pooled_store(k, v, prep.layout, prep.n_levels) if prep.n_levels > 1 else (k, k, k)
     upcast = INTERPRETED and q.dtype == torch.bfloat16
+    newer = INTERPRETED or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9  # Hopper or later
     shared = layout.num_heads == 1
     args = (
         q, k, v, out, lse, kp, vp, pooled_bias, prep.level_start, tile_ptr, tile_list, prep.kv_bits,
-        prep.seg_ptr, prep.cols, scale * LOG2E, H, Sq, Skv,
+        _kv_bias(prep) if ws and prep.has_mask else prep.kv_bits, prep.seg_ptr, prep.cols, row_order, scale * LOG2E,
+        B, H, layout.n_q_blocks, Sq, Skv, prep.kv_valid.numel() // kv_tile,
         0 if shared else tile_ptr.stride(0), 0 if shared else prep.seg_ptr.stride(0),
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -529,12 +643,12 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=layout.block_kv.bit_length() - 1, N_LEVELS=prep.n_levels,
         HAS_MASK=prep.has_mask, EVEN_KV=Skv % layout.block_kv == 0, KV_TILE=kv_tile, SKIP_Q=prep.skip_q,
         RETURN_LSE=return_lse, PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
-        UPCAST_DOT=upcast, USE_TMA=tma, WARP_SPEC=ws,
+        UPCAST_DOT=upcast, USE_TMA=tma, WARP_SPEC=ws, FULL_UNMASKED=full_unmasked(prep.n_levels, prep.has_mask, newer),
     )
+    programs = B * H * layout.n_q_blocks * layout.block_q  # / BLOCK_M: one program per query tile
     if tiles is None:
-        grid = lambda m: (triton.cdiv(Sq, m["BLOCK_M"]), B * H)  # noqa: E731
-        _block_sparse_fwd[grid](*args, **meta)
+        _block_sparse_fwd[lambda m: (programs // m["BLOCK_M"],)](*args, **meta)
     else:
         block_m, block_n = tiles
-        _block_sparse_fwd.fn[(triton.cdiv(Sq, block_m), B * H)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
+        _block_sparse_fwd.fn[(programs // block_m,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
     return (out, lse) if return_lse else out

@@ -23,10 +23,10 @@ from fastdit.layout.grid import TokenGrid
 from fastdit.patching import ops
 from fastdit.patching.parallel import parallel_attention, parallel_config
 
-__all__ = ["Family", "SideKeys", "SparseProcessorMixin", "forward_input", "read_timestep", "unwrap_model", "install",
-           "Rotary", "latent_grid", "grid_with_conditioning", "history_tokens", "attention_in_blocks",
-           "double_then_single", "qkv_projections", "added_projections", "heads_first", "heads_merged", "qk_norm",
-           "split_text"]
+__all__ = ["Family", "SideKeys", "BlockTokens", "SparseProcessorMixin", "forward_input", "replace_input",
+           "read_timestep", "unwrap_model", "install", "Rotary", "latent_grid", "grid_with_conditioning",
+           "history_tokens", "attention_in_blocks", "double_then_single", "qkv_projections", "added_projections",
+           "heads_first", "heads_merged", "qk_norm", "split_text"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,27 @@ class SideKeys:
     def count(self) -> int:
         """How many side keys there are."""
         return sum(part.stop - part.start for part in self.parts)
+
+
+@dataclass(frozen=True)
+class BlockTokens:
+    """Where a family's transformer blocks take their tokens, so they can be permuted once per forward.
+
+    Exact only for a family whose blocks treat tokens one by one except in self-attention over exactly the
+    video tokens (no text, no mask: permuting queries and keys alike permutes its output alike) and attentions
+    whose queries are the tokens (cross-attention to the text); what a block needs per token (RoPE tables, a
+    per-token timestep embedding) is named here and permuted with the tokens.
+
+    ``blocks``: the model attribute that lists the blocks (the first one's input is permuted, the last one's
+    output restored); ``hidden_states``: the block argument carrying the ``[B, S, C]`` token sequence (the
+    blocks return it); ``per_token``: ``(argument, ndim)`` of each other per-token argument, a tensor or a tuple
+    of tensors with tokens on axis 1, permuted when it has ``ndim`` dims (a Wan 2.1 timestep embedding
+    ``[B, 6, C]`` is shared by all tokens, Wan 2.2 TI2V's ``[B, S, 6, C]`` is per token).
+    """
+
+    blocks: str
+    hidden_states: str = "hidden_states"
+    per_token: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,8 @@ class Family:
     ``keeps_backend``: (with ``side_keys``) the stock processor accepts only the backend it names itself
     (AnyFlow-FAR's raises on any other), so fastdit leaves its ``_attention_backend`` alone and takes its calls by
     the module's pre-hook and the wrapped ``dispatch_attention_fn`` alone.
-    ``models``,
+    ``block_tokens``: where its blocks take their tokens, for a family whose tokens can be permuted once per
+    forward into a layout's order (``None``: they can't, the engine moves q, k, v at every call). ``models``,
     ``sparsified``, ``untouched`` and ``grid_rule`` say it in words (markdown) for ``fastdit info`` and the
     README's model table, which are made from them.
     """
@@ -117,6 +139,7 @@ class Family:
     text_keys_only: bool = False
     context_parallel_joined: bool = False
     call_grid: Callable[[TokenGrid, int], TokenGrid | None] | None = None
+    block_tokens: BlockTokens | None = None
     grid_method: str | None = None
     side_keys: Callable[[TokenGrid, int, int], SideKeys | None] | None = None
     keeps_backend: bool = False
@@ -149,6 +172,28 @@ def forward_input(model: torch.nn.Module, args: tuple, kwargs: dict, name: str) 
     params = _forward_parameters(type(model))
     index = params.index(name) if name in params else len(args)
     return args[index] if index < len(args) else None
+
+
+def replace_input(module: torch.nn.Module, args: tuple, kwargs: dict, name: str,
+                  fn: Callable[[Any], Any]) -> tuple[tuple, dict]:
+    """What a pre-hook returns to call ``module`` with its forward argument ``name`` replaced by ``fn`` of it.
+
+    Args:
+        module: the module whose pre-hook (``with_kwargs=True``) got ``args, kwargs``.
+        args, kwargs: the call's arguments.
+        name: the forward argument, passed by keyword or by position (absent: nothing changes).
+        fn: the new value from the old one.
+
+    Returns:
+        ``(args, kwargs)`` of the call with that argument replaced.
+    """
+    if name in kwargs:
+        return args, {**kwargs, name: fn(kwargs[name])}
+    params = _forward_parameters(type(module))
+    index = params.index(name) if name in params else len(args)
+    if index >= len(args):
+        return args, kwargs
+    return (*args[:index], fn(args[index]), *args[index + 1:]), kwargs
 
 
 def read_timestep(family: Family, model: torch.nn.Module, args: tuple, kwargs: dict) -> float | None:

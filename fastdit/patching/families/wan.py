@@ -30,10 +30,14 @@ from __future__ import annotations
 import math
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.patching.families.base import Family, SideKeys, attention_in_blocks, forward_input, latent_grid
+from fastdit.patching.families.base import (BlockTokens, Family, SideKeys, attention_in_blocks, forward_input,
+                                            latent_grid)
 
 
 _self_attention = attention_in_blocks("attn1", "blocks", "vace_blocks")
+# WanTransformerBlock(hidden_states, encoder_hidden_states, temb, rotary_emb): RoPE's (cos, sin) [1, S, 1, D]
+# is applied per token inside the stock processor, Wan 2.2 TI2V's temb is [B, S, 6, C]; the text is attn2's keys
+_BLOCK_TOKENS = BlockTokens("blocks", per_token=(("temb", 4), ("rotary_emb", 4)))
 
 
 def _grid(model, args, kwargs) -> TokenGrid | None:
@@ -42,8 +46,9 @@ def _grid(model, args, kwargs) -> TokenGrid | None:
 
 
 def _family(name: str, model_class: str, models: str, *stock: str, sparsified: str = "`blocks.N.attn1`",
-            untouched: str = "`attn2`") -> Family:
+            untouched: str = "`attn2`", block_tokens: BlockTokens | None = None) -> Family:
     return Family(name=name, model_classes=(model_class,), self_attention=_self_attention, grid=_grid,
+                  block_tokens=block_tokens,
                   processor=None,  # the stock processor dispatches: the generic path
                   stock_processors=stock or ("WanAttnProcessor", "WanAttnProcessor2_0"), models=models,
                   sparsified=sparsified, untouched=untouched,
@@ -52,7 +57,7 @@ def _family(name: str, model_class: str, models: str, *stock: str, sparsified: s
 
 WAN = _family("wan", "WanTransformer3DModel",
               "Wan 2.1, Wan 2.2 A14B (`transformer` + `transformer_2`), T2V and I2V",
-              untouched="`attn2` (text, I2V image tokens)")
+              untouched="`attn2` (text, I2V image tokens)", block_tokens=_BLOCK_TOKENS)
 SKYREELS_V2 = _family("skyreels_v2", "SkyReelsV2Transformer3DModel", "SkyReels-V2, Wan architecture",
                       "SkyReelsV2AttnProcessor", "SkyReelsV2AttnProcessor2_0")
 CHRONOEDIT = _family("chronoedit", "ChronoEditTransformer3DModel", "ChronoEdit, Wan architecture")
