@@ -42,6 +42,7 @@ class DenseReference:
     """Exact dense attention and its mass statistics, computed once and shared by every setting."""
 
     out: torch.Tensor  # [1, H, S, D], raster order
+    lse: torch.Tensor  # [1, H, S] fp32, raster order: each query's log-sum-exp over every key
     # per order, [H, nb, nb] float64: mass from query to key block (a per-head order: over its permuted blocks)
     block_mass: dict[TokenOrder | HeadOrder, torch.Tensor]
     temporal: dict[str, Any]  # mass vs frame distance
@@ -65,11 +66,15 @@ def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tok
     temporal_bin = _bin_index((torch.arange(T).view(-1, 1) - torch.arange(T)).abs(), t_bins)
     t_mass, s_mass = torch.zeros(H, len(t_bins), dtype=torch.float64), torch.zeros(H, len(s_bins), dtype=torch.float64)
     out = torch.empty_like(q)
+    lse = q.new_empty(q.shape[:-1])
     rows = max(1, CHUNK_BYTES // (H * S * 4))
     for lo in range(0, S, rows):
         hi = min(S, lo + rows)
         n = hi - lo
-        p = torch.softmax(torch.matmul(q[0, :, lo:hi], k[0].transpose(-1, -2)) * D**-0.5, dim=-1)  # [H, n, S]
+        scores = torch.matmul(q[0, :, lo:hi], k[0].transpose(-1, -2)) * D**-0.5  # [H, n, S]
+        lse[0, :, lo:hi] = torch.logsumexp(scores, dim=-1)
+        p = torch.softmax(scores, dim=-1)
+        del scores
         out[0, :, lo:hi] = torch.matmul(p, v[0])
         for o, (q_block, k_block) in blocks.items():
             to_blocks = p.new_zeros(H, n, _base(o).num_blocks).scatter_add_(2, k_block.unsqueeze(1).expand(H, n, S), p)
@@ -85,7 +90,7 @@ def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tok
                                                                        torch.ones(T * T, dtype=torch.float64)) / T**2
     s_pairs = torch.zeros(len(s_bins), dtype=torch.float64).index_add_(0, spatial_bin.flatten(),
                                                                        torch.ones(P * P, dtype=torch.float64)) / P**2
-    return DenseReference(out, masses, _profile(t_mass / S, t_pairs, t_bins),
+    return DenseReference(out, lse, masses, _profile(t_mass / S, t_pairs, t_bins),
                           _profile(s_mass / S, s_pairs, s_bins), time.perf_counter() - start)
 
 

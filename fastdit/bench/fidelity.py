@@ -115,15 +115,19 @@ def evaluate(s: Setting, layout: BlockLayout, q: torch.Tensor, k: torch.Tensor, 
     """Density, recall and output error of one setting's layout against the dense reference."""
     qt, kt, vt = layout.to_layout_order(q), layout.to_layout_order(k, keys=True), layout.to_layout_order(v, keys=True)
     start = time.perf_counter()
-    out = layout.from_layout_order(attention(qt, kt, vt, layout, backend="torch"))
+    out, lse = attention(qt, kt, vt, layout, backend="torch", return_lse=True)
     attention_seconds = time.perf_counter() - start
-    levels = layout.to_level_map()
-    mass = ref.block_mass[layout.head_order or layout.order]
-    total = mass.sum()
+    out = layout.from_layout_order(out)
+    if layout.selection is not None:  # kept token pairs, finer than any block: a query keeps exp(lse - dense lse)
+        kept = torch.exp(layout.from_layout_order(lse.unsqueeze(-1)).squeeze(-1) - ref.lse)
+        recall = recall_0 = float(kept.double().mean())
+    else:
+        levels = layout.to_level_map()
+        mass = ref.block_mass[layout.head_order or layout.order]
+        recall = float((mass * (levels >= 0)).sum() / mass.sum())
+        recall_0 = float((mass * (levels == 0)).sum() / mass.sum())
     return {"method": s.label, "setting": s.setting, "order": layout.order.describe(),
-            "density": layout.density(),
-            "recall": float((mass * (levels >= 0)).sum() / total),
-            "recall_0": float((mass * (levels == 0)).sum() / total),
+            "density": layout.density(), "recall": recall, "recall_0": recall_0,
             "rel_l2": float((out - ref.out).norm() / ref.out.norm()),
             "attention_s": attention_seconds}
 
@@ -271,7 +275,8 @@ def markdown(data: dict[str, Any], png: str) -> str:
         "*density*: share of dense attention work (a pyramid block at level l counts 2^-l); *recall*: share of the "
         "dense softmax mass on key blocks the layout reads at any level (a pooled pyramid block counts fully: its "
         "keys are read averaged and weighted by the ln(m) bias; pooling's loss shows in the error); *recall_0*: "
-        "mass on blocks read at full resolution; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
+        "mass on blocks read at full resolution; for VMoBA (a per-query selection) density and recall count the "
+        "token pairs it keeps, not the blocks around them; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
         f"{table}\n![density vs error and recall]({png})\n\n"
         "## Dynamic methods vs static radial and dynamic pyramid at equal density\n\n"
         "Static radial (the published rule) and pyramid interpolated at each dynamic setting's density: recall "
@@ -306,6 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"],
                         help="torch CPU threads (default 0: torch's own choice); 1 is steadier on a busy machine")
     parser.add_argument("--name", default="fidelity", help="report file name without extension")
+    parser.add_argument("--methods", nargs="+", choices=("radial", "grat", "pyramid", "vmoba"), default=None,
+                        help="only these methods' settings (default: all; radial is the equal-density baseline)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny grid (4 8 12), 2 heads, head dim 32, 16-token blocks: seconds, for tests")
 
@@ -318,6 +325,10 @@ def _command(args: argparse.Namespace) -> str:
         if value != (QUICK.get(key, default) if args.quick else default):
             shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
             parts.append(f"--{key.replace('_', '-')} {shown}")
+    if args.methods:
+        parts.append("--methods " + " ".join(args.methods))
+    if args.name != "fidelity":
+        parts.append(f"--name {args.name}")
     return " ".join(parts)
 
 
@@ -337,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     grid = TokenGrid(*args.grid)
     q, k, v, profiles = video_qkv(grid, args.heads, args.head_dim, seed=args.seed)
-    todo = settings(args.block_size, grid.video_tokens)
+    todo = [s for s in settings(args.block_size, grid.video_tokens) if not args.methods or s.method in args.methods]
     layouts = [setting_layout(s, q, k, grid, args.block_size) for s in todo]
     ref = dense_reference(q, k, v, grid, list(dict.fromkeys(layout.head_order or layout.order for layout in layouts)))
     rows = []

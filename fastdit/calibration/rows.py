@@ -8,6 +8,9 @@ pyramid levels included, with the reference kernel's pooled keys and ``ln(m)`` b
 * the squared error of the output rows against exact attention, summed (its ratio to the exact rows' squared
   norm is the relative L2 error), and
 * the recall: the share of the exact softmax mass that falls on the key blocks the layout reads.
+
+A layout with a per-query selection (VMoBA) is scored on the token pairs it keeps (each row its own key
+groups), not on the blocks around them, as the kernels run it.
 """
 
 from __future__ import annotations
@@ -76,16 +79,18 @@ class OrderedKeys:
     shared by every candidate layout on that order (a layout only decides which of them a row reads).
 
     ``logits [B, H, R, T]`` and ``values [B, H, T, D]`` concatenate levels ``0..L`` along ``T``; ``block`` and
-    ``level`` ``[T]`` say which key block and level each key belongs to; ``query_block [R]`` is each row's
-    block and ``key_block [S]`` each model-order key's block (``[H, R]`` and ``[H, S]`` on per-head orders).
+    ``level`` ``[T]`` say which key block and level each key belongs to; ``query_position [R]`` is each row's
+    position in the order and ``key_position [S]`` each model-order key's (``[H, R]`` and ``[H, S]`` on per-head
+    orders); the block size is ``block_size``.
     """
 
     logits: torch.Tensor
     values: torch.Tensor
     block: torch.Tensor
     level: torch.Tensor
-    query_block: torch.Tensor
-    key_block: torch.Tensor
+    query_position: torch.Tensor
+    key_position: torch.Tensor
+    block_size: int
 
 
 def ordered_keys(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, order: TokenOrder,
@@ -116,7 +121,7 @@ def ordered_keys(exact: ExactRows, k: torch.Tensor, v: torch.Tensor, layout: Blo
         query_dest, key_dest = (_slots(source.to(device), order.seq_len)[:, destination]
                                 for source in (layout.head_order.query_source[0], layout.head_order.key_source[0]))
     return OrderedKeys(torch.cat(logits, -1), torch.cat(values, 2), torch.cat(blocks), torch.cat(level_of),
-                       query_dest[..., exact.rows] // block, key_dest // block)
+                       query_dest[..., exact.rows], key_dest, block)
 
 
 def _slots(source: torch.Tensor, length: int) -> torch.Tensor:
@@ -128,6 +133,27 @@ def _slots(source: torch.Tensor, length: int) -> torch.Tensor:
     return slots
 
 
+def _reads(layout: BlockLayout, keys: OrderedKeys, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the sampled rows read under ``layout``: ``[batch, heads, R, T]`` bool over ``keys``' keys (all
+    levels) and ``[batch, heads, R, S]`` bool over the model-order keys at any level."""
+    device = keys.logits.device
+    if layout.selection is not None:  # each row its own groups (level 0 only: a selection has no pooling)
+        selection = layout.selection.to(device)
+        chosen = selection.select[:, :, keys.query_position]  # [b, h, R, G]
+        group = selection.key_group
+        model_group = group[keys.key_position]
+        allowed = chosen[..., group.clamp(min=0)] & (group >= 0)
+        covered = chosen[..., model_group.clamp(min=0)] & (model_group >= 0)
+        return allowed.expand(batch, heads, -1, -1), covered.expand(batch, heads, -1, -1)
+    rows = (keys.query_position // keys.block_size).cpu().expand(heads, -1)  # [H, R] (per head on per-head orders)
+    read = layout.to_level_map().expand(heads, -1, -1)[torch.arange(heads)[:, None], rows]
+    read = read.to(device).long()  # [H, R, nk]: the level each row reads a block at
+    allowed = read[..., keys.block] == keys.level  # [H, R, T]
+    key_block = (keys.key_position // keys.block_size).expand(heads, -1)  # [H, S]
+    covered = torch.gather(read >= 0, 2, key_block[:, None, :].expand(-1, read.shape[1], -1))  # model order
+    return allowed.expand(batch, -1, -1, -1), covered.expand(batch, -1, -1, -1)
+
+
 def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout]) -> list[RowError]:
     """The sampled rows under each of ``layouts`` against ``exact`` (``keys``: the rows' logits on the
     layouts' order, to at least their deepest pyramid level). Candidates are evaluated together, in groups
@@ -137,16 +163,10 @@ def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout])
     errors = []
     for start in range(0, len(layouts), group):
         chunk = layouts[start:start + group]
-        rows = keys.query_block.cpu().expand(H, -1)  # [H, R]: each row's block (per head on per-head orders)
-        heads = torch.arange(H)[:, None]
-        read = torch.stack([layout.to_level_map().expand(H, -1, -1)[heads, rows] for layout in chunk])
-        read = read.to(keys.logits.device).long()  # [C, H, R, nk]: the level each row reads a block at
-        allowed = read[..., keys.block] == keys.level  # [C, H, R, T]
-        p = torch.softmax(keys.logits.masked_fill(~allowed.unsqueeze(1), -math.inf), dim=-1).nan_to_num(0.0)
+        allowed, covered = (torch.stack(x) for x in zip(*(_reads(layout, keys, B, H) for layout in chunk)))
+        p = torch.softmax(keys.logits.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0)  # [C, B, H, R, T]
         out = torch.matmul(p, keys.values)  # [C, B, H, R, D]
-        key_block = keys.key_block.expand(H, -1)  # [H, S]
-        covered = torch.gather(read >= 0, 3, key_block[None, :, None, :].expand(*read.shape[:3], -1))  # model order
-        recall = (exact.p * covered.unsqueeze(1)).sum(-1).sum((1, 3))  # [C, H]
+        recall = (exact.p * covered).sum(-1).sum((1, 3))  # [C, H]
         sq_error = ((out - exact.out) ** 2).sum((1, 3, 4))
         sq_norm = (exact.out ** 2).sum((0, 2, 3))
         errors += [RowError(sq_error[c], sq_norm, recall[c], B * R) for c in range(len(chunk))]
@@ -154,7 +174,13 @@ def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout])
 
 
 def head_density(layout: BlockLayout, heads: int) -> torch.Tensor:
-    """``[heads]``: each head's share of the dense attention work (a pooled pyramid entry counts ``2**-l``)."""
+    """``[heads]``: each head's share of the dense attention work (a pooled pyramid entry counts ``2**-l``; a
+    per-query selection counts the token pairs it keeps)."""
+    if layout.selection is not None:
+        selection = layout.selection
+        kept = selection.kept_pairs().double().sum((0, 2)).cpu()
+        per_head = kept / (selection.select.shape[0] * selection.seq_len_q * selection.seq_len_kv)
+        return per_head.expand(heads).clone() if per_head.numel() == 1 else per_head
     weight = torch.ones(layout.nnz, dtype=torch.float64) if layout.level is None \
         else torch.exp2(-layout.level.double())
     cumulative = torch.zeros(layout.nnz + 1, dtype=torch.float64)

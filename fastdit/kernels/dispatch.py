@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from fastdit.kernels.flex import flex_block_attention
+from fastdit.kernels.per_query import torch_selected_attention
 from fastdit.kernels.reference import torch_block_attention
 from fastdit.kernels.registry import Backend, backends, dtypes, head_dims, level_zero_only, register_backend
 from fastdit.layout.block import BlockLayout
@@ -81,6 +82,13 @@ def _differentiable(q, k, v, layout) -> str | None:
     return None
 
 
+def _blocks_only(q, k, v, layout) -> str | None:
+    if layout.selection is not None:
+        return ("the layout selects keys per query (vmoba), which the Triton kernel does not run yet; use "
+                "backend='torch', or vmoba's selection='block_union'")
+    return None
+
+
 def _triton_block_attention(q, k, v, layout, scale, return_lse=False):
     """Imports the kernels on first use: Triton decides then between compiling and interpreting them."""
     from fastdit.kernels.triton.autograd import TritonBlockSparseAttention, needs_grad
@@ -92,12 +100,23 @@ def _triton_block_attention(q, k, v, layout, scale, return_lse=False):
     return (out, lse) if return_lse else out
 
 
-register_backend("triton", _triton_installed, _triton_device, dtypes(*_FLOAT_TYPES), head_dims(16, 32, 64, 128),
-                 _pow2_blocks, _differentiable, priority=10, auto_constraints=(_cuda_tensors,),
+register_backend("triton", _triton_installed, _blocks_only, _triton_device, dtypes(*_FLOAT_TYPES),
+                 head_dims(16, 32, 64, 128), _pow2_blocks, _differentiable, priority=10,
+                 auto_constraints=(_cuda_tensors,),
                  summary="Triton block-sparse flash attention with pyramid levels, forward and backward (CUDA; "
                          "CPU interpreter with TRITON_INTERPRET=1)")(_triton_block_attention)
+
+
+def _torch_attention(q, k, v, layout, scale, return_lse=False):
+    """Per-query selections run by key group, each with the queries that chose it (only their pairs), block
+    layouts block by block."""
+    run = torch_block_attention if layout.selection is None else torch_selected_attention
+    return run(q, k, v, layout, scale, return_lse)
+
+
 register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
-                 summary="PyTorch reference (gather + SDPA), any device")(torch_block_attention)
+                 summary="PyTorch reference (gather + SDPA; per-query selections by key group), any device"
+                 )(_torch_attention)
 register_backend("flex", _flex_available, dtypes(*_FLOAT_TYPES), level_zero_only, _pow2_blocks,
                  priority=50, auto=False, summary="FlexAttention BlockMask (comparison point)")(flex_block_attention)
 
@@ -160,6 +179,11 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Blo
                          "layout.to_layout_order(x)")
     if layout.num_heads not in (1, q.shape[1]):
         raise ValueError(f"layout has {layout.num_heads} heads but q has {q.shape[1]}")
+    if layout.selection is not None:
+        batch, heads = layout.selection.select.shape[:2]
+        if batch not in (1, q.shape[0]) or heads not in (1, q.shape[1]):
+            raise ValueError(f"the layout's per-query selection is for {batch} batch element(s) and {heads} "
+                             f"head(s), but q has {q.shape[0]} and {q.shape[1]} (select per call)")
 
 
 def _check_order(layout: BlockLayout, order: TokenOrder | None) -> None:

@@ -1,7 +1,8 @@
 """FlexAttention backend: the layout becomes a ``BlockMask`` (FlexAttention's block mask is the same CSR).
 
 Blocks without padding are "full" blocks (no per-token masking); blocks holding padded keys are "partial"
-and masked by a ``mask_mod`` that reads the layout's key validity. This is the comparison point for the
+and masked by a ``mask_mod`` that reads the layout's key validity. A layout's per-query selection makes every
+block partial, and the ``mask_mod`` reads it too. This is the comparison point for the
 Triton kernel; on CUDA the compiled kernel is used.
 """
 
@@ -18,7 +19,9 @@ def block_mask_from_layout(layout: BlockLayout, device: torch.device):
     from torch.nn.attention.flex_attention import BlockMask
 
     mask = layout.to_dense_block_mask()  # [Hl, nq, nk], one bit per block
-    if layout.kv_valid is None:
+    if layout.selection is not None:
+        partial_blocks = torch.ones(layout.n_kv_blocks, dtype=torch.bool)
+    elif layout.kv_valid is None:
         partial_blocks = torch.zeros(layout.n_kv_blocks, dtype=torch.bool)
     else:
         partial_blocks = ~layout.kv_valid.view(layout.n_kv_blocks, layout.block_kv).all(-1)
@@ -39,8 +42,18 @@ def block_mask_from_layout(layout: BlockLayout, device: torch.device):
              else layout.kv_valid).to(device)
     bq, bk, per_head = layout.block_q, layout.block_kv, layout.num_heads > 1
 
-    def in_layout(b, h, q_idx, kv_idx):
+    def in_blocks(b, h, q_idx, kv_idx):
         return blocks[h if per_head else 0, q_idx // bq, kv_idx // bk] & valid[kv_idx]
+
+    in_layout = in_blocks
+    if layout.selection is not None:
+        select, group = layout.selection.select.to(device), layout.selection.key_group.to(device)
+        per_batch, per_head_select = select.shape[0] > 1, select.shape[1] > 1
+
+        def in_layout(b, h, q_idx, kv_idx):
+            g = group[kv_idx]
+            chosen = select[b if per_batch else 0, h if per_head_select else 0, q_idx, g.clamp(min=0)]
+            return in_blocks(b, h, q_idx, kv_idx) & (g >= 0) & chosen
 
     return BlockMask.from_kv_blocks(
         num_partial.unsqueeze(0).to(device), partial_idx.unsqueeze(0).to(device),

@@ -2,7 +2,9 @@
 
 A layout says, for every query block, which key/value blocks it attends (CSR, per head or shared by all
 heads) and, for pyramid attention, at which pooling level. It is built at block granularity: nothing here is
-ever of size S×S in tokens.
+ever of size S×S in tokens. A method that chooses keys per query (VMoBA) adds a
+:class:`~fastdit.layout.selection.QuerySelection`, which kernels then execute exactly; the blocks are its
+envelope.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder
+from fastdit.layout.selection import QuerySelection
 
 __all__ = ["BlockLayout"]
 
@@ -39,6 +42,8 @@ class BlockLayout:
         head_order: per-head query and key permutations of ``order`` computed from q and k (SVG2's clusters);
             the blocks are then blocks of the permuted sequences, and with ``B`` batch elements the layout has
             ``B * H`` heads, batch element ``b``'s heads at ``b * H ... (b + 1) * H - 1``.
+        selection: per-query key groups (``None``: every query of a block attends all of its keys); the kernels
+            that run it compute exactly the pairs it keeps, and the blocks must hold all of them.
     """
 
     row_ptr: torch.Tensor
@@ -51,6 +56,7 @@ class BlockLayout:
     kv_valid: torch.Tensor | None = None
     order: TokenOrder | None = None
     head_order: HeadOrder | None = None
+    selection: QuerySelection | None = None
 
     def __post_init__(self) -> None:
         if self.head_order is not None and (self.order != self.head_order.base
@@ -69,6 +75,16 @@ class BlockLayout:
             raise ValueError(f"a layout over {self.order.describe()} ({self.order.seq_len} tokens) can't have "
                              f"{self.block_q}x{self.block_kv}-token blocks over {self.seq_len_q}x{self.seq_len_kv} "
                              "tokens")
+        if self.selection is not None:
+            sel = self.selection
+            if (sel.seq_len_q, sel.seq_len_kv) != (self.seq_len_q, self.seq_len_kv):
+                raise ValueError(f"a selection over {sel.seq_len_q}x{sel.seq_len_kv} tokens can't refine a layout "
+                                 f"over {self.seq_len_q}x{self.seq_len_kv}")
+            if sel.select.shape[1] not in (1, self.num_heads) and self.num_heads != 1:
+                raise ValueError(f"a selection for {sel.select.shape[1]} heads can't refine a layout of "
+                                 f"{self.num_heads}")
+            if self.level is not None:
+                raise ValueError("a layout with per-query selections has no pyramid levels")
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -78,11 +94,13 @@ class BlockLayout:
         order: TokenOrder,
         level: torch.Tensor | None = None,
         head_order: HeadOrder | None = None,
+        selection: QuerySelection | None = None,
     ) -> "BlockLayout":
         """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
         ``level`` (same shape, int) gives the pyramid level of each kept entry; ``head_order`` the per-head
-        permutations the blocks are cut from (``heads = B * H`` then).
+        permutations the blocks are cut from (``heads = B * H`` then); ``selection`` the per-query key groups
+        inside the kept blocks.
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
@@ -97,7 +115,8 @@ class BlockLayout:
         levels = None if level is None else level[mask].to(torch.int8)
         valid = order.valid
         return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
-                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, head_order=head_order)
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, head_order=head_order,
+                   selection=selection)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -128,8 +147,11 @@ class BlockLayout:
     def density(self) -> float:
         """Share of the dense attention work this layout computes.
 
-        A pyramid entry at level ``l`` reads ``1 / 2**l`` of its block's keys, and is counted as that much.
+        A pyramid entry at level ``l`` reads ``1 / 2**l`` of its block's keys, and is counted as that much; with
+        a per-query selection it is the share of token pairs the selection keeps.
         """
+        if self.selection is not None:
+            return self.selection.density()
         total = self.num_heads * self.n_q_blocks * self.n_kv_blocks
         if self.level is None:
             return self.nnz / total
@@ -174,10 +196,12 @@ class BlockLayout:
         torch.cumsum(torch.bincount(slot, minlength=self.num_heads * n), 0, out=flat[1:])
         row_ptr = flat[torch.arange(self.num_heads).unsqueeze(1) * n + torch.arange(n + 1)]
         tokens = slice(cols.start * self.block_kv, cols.stop * self.block_kv)
+        queries = slice(rows.start * self.block_q, rows.stop * self.block_q)
         return BlockLayout(row_ptr, self.col_idx[keep] - cols.start, self.block_q, self.block_kv,
                            n * self.block_q, len(cols) * self.block_kv,
                            level=None if self.level is None else self.level[keep],
-                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens])
+                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens],
+                           selection=None if self.selection is None else self.selection.slice(queries, tokens))
 
     def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""
@@ -194,7 +218,8 @@ class BlockLayout:
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
                            self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order,
-                           head_order=None if self.head_order is None else self.head_order.to(device))
+                           head_order=None if self.head_order is None else self.head_order.to(device),
+                           selection=None if self.selection is None else self.selection.to(device))
 
     def head_slice(self, start: int, stop: int) -> "BlockLayout":
         """The pattern of heads ``start:stop`` alone, without a per-head order (the caller has already moved
@@ -228,5 +253,6 @@ class BlockLayout:
 
     def __repr__(self) -> str:
         grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
+        grid += "" if self.selection is None else ", per-query selection"
         return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
                 f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")

@@ -18,6 +18,7 @@ from fastdit.layout.block import BlockLayout
 from fastdit.layout.grid import TokenGrid
 from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder, make_order
+from fastdit.layout.selection import QuerySelection
 from fastdit.methods.base import DEFAULT_BLOCK_SIZE, HeadSlice, Method
 from fastdit.methods.registry import get_method
 
@@ -167,21 +168,27 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
     is a dynamic method's ``q``, ``k``, ``layer`` and, on a slice of the heads, ``heads`` (and a stateful
     method's ``state``: every setting starts from the state the call found, so a per-head order, which must not
     depend on the setting, comes out the same for each). A per-head order's layout has a head per batch element
-    and head: setting ``h`` applies to heads ``h, h + H, ...``."""
+    and head: setting ``h`` applies to heads ``h, h + H, ...``. Per-query selections (VMoBA) are stacked by
+    :func:`_head_selection`."""
     nv, H = order.video_blocks, len(settings)
     head_order = None
     masks = levels = None
     state = data.pop("state", None)
     before = None if state is None else dict(state)  # each setting starts from the state the call found
+    results = {}
     for options in dict.fromkeys(h for h in settings if h is not None):
         if spec.dynamic:
             if state is not None:
                 state.clear()
                 state.update(before)
                 data["state"] = state
-            mask, level, head_order = _as_parts(spec.video_mask(order, options, **data))
+            results[options] = spec.video_mask(order, options, **data)
         else:
-            mask, level, head_order = _as_parts(_static_video_mask(spec.name, order, options))
+            results[options] = _static_video_mask(spec.name, order, options)
+    if any(isinstance(r, QuerySelection) for r in results.values()):
+        return _assemble(order, _head_selection(settings, results), None)
+    for options, result in results.items():
+        mask, level, head_order = _as_parts(result)
         mask = mask.reshape(-1, nv, nv)
         if masks is None:
             rows = H * (1 if head_order is None else head_order.batch)
@@ -194,6 +201,24 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
                         levels = torch.zeros(masks.shape[0], nv, nv, dtype=torch.int8)
                     levels[h] = level.reshape(-1, nv, nv)[h % level.shape[0]]
     return _assemble(order, masks, levels, head_order)
+
+
+def _head_selection(settings: tuple[Any, ...], results: dict[Any, Any]) -> QuerySelection:
+    """Each head's rows of its own setting's per-query selection; a dense head (``None``) selects every group
+    from each real query. The settings must share their key groups (VMoBA: the same chunk shapes)."""
+    chosen = list(results.values())
+    first = chosen[0]
+    if not all(isinstance(r, QuerySelection) and torch.equal(r.key_group, first.key_group) for r in chosen):
+        raise ValueError("per-head settings of a layer that selects per query must share their key groups "
+                         "(for vmoba: the same chunk shapes and selection)")
+    batch = max(r.select.shape[0] for r in chosen)
+    real = (first.key_group >= 0).to(first.select.device)
+    select = real.view(1, 1, -1, 1).expand(batch, len(settings), -1, first.n_groups).clone()
+    for h, options in enumerate(settings):
+        if options is not None:
+            mine = results[options].select
+            select[:, h] = mine[:, h % mine.shape[1]]
+    return QuerySelection(select, first.key_group)
 
 
 def clear_layout_cache() -> None:
@@ -209,9 +234,14 @@ def _as_parts(result) -> tuple[torch.Tensor, torch.Tensor | None, HeadOrder | No
     return (*result, None) if len(result) == 2 else result
 
 
-def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None,
+def _assemble(order: TokenOrder, video: torch.Tensor | QuerySelection, level: torch.Tensor | None,
               head_order: HeadOrder | None = None) -> BlockLayout:
-    """Embed the video-video block mask in the full mask, where text rows and columns are always kept."""
+    """Embed the video-video block mask in the full mask, where text rows and columns are always kept (a
+    per-query selection over the video positions: see :func:`_full_selection`)."""
+    if isinstance(video, QuerySelection):
+        selection = _full_selection(order, video)
+        return BlockLayout.from_block_mask(selection.block_mask(order.block_size, order.block_size), order,
+                                           selection=selection)
     if video.ndim == 2:
         video = video.unsqueeze(0)
     nv = order.video_blocks
@@ -227,3 +257,18 @@ def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None
     return BlockLayout.from_block_mask(mask, order, full_level, head_order)
 
 
+def _full_selection(order: TokenOrder, video: QuerySelection) -> QuerySelection:
+    """A selection over the video positions extended to the whole sequence: the text keys are one more group,
+    which every video query that selects anything attends, and each text query attends every group."""
+    text = order.grid.text_tokens
+    if not text:
+        return video
+    batch, heads, nv, groups = video.select.shape
+    select = video.select.new_zeros(batch, heads, order.seq_len, groups + 1)
+    select[:, :, :nv, :groups] = video.select
+    select[:, :, :nv, groups] = video.select.any(-1)  # padding positions stay without keys
+    select[:, :, nv:nv + text] = True
+    key_group = torch.full((order.seq_len,), -1, dtype=torch.int64, device=video.key_group.device)
+    key_group[:nv] = video.key_group
+    key_group[nv:nv + text] = groups
+    return QuerySelection(select, key_group)

@@ -343,7 +343,9 @@ class SparseAttention:
             samples = (group == i).nonzero().flatten()
             valid = torch.zeros(order.seq_len, dtype=torch.bool)
             valid[order.destination] = pattern.cpu()
-            result = run(q[samples], k[samples], v[samples], dataclasses.replace(layout, kv_valid=valid))
+            selection = None if layout.selection is None else layout.selection.batch_rows(samples)  # their own
+            result = run(q[samples], k[samples], v[samples],
+                         dataclasses.replace(layout, kv_valid=valid, selection=selection))
             if return_lse:
                 out[samples], lse[samples] = result
             else:

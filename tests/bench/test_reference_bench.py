@@ -21,3 +21,13 @@ def test_a_run_from_the_repository_root_leaves_the_committed_reports_alone(tmp_p
     assert main(["bench", "reference", "--quick", "--repeats", "1"]) == 0
     assert committed.read_text() == "{}\n"  # refreshed only with an explicit --out bench/results
     assert json.loads((tmp_path / "out" / "bench" / "reference_cpu.json").read_text())["rows"]
+
+
+def test_the_vmoba_suite_reports_kept_pairs_per_partition(tmp_path):
+    assert main(["bench", "reference", "--suite", "vmoba", "--quick", "--repeats", "1", "--heads", "2",
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "reference_vmoba.json").read_text())
+    assert [r["case"] for r in data["rows"]] == ["vmoba-1d", "vmoba-2d", "vmoba-3d"]
+    assert data["suite"] == "vmoba" and data["dtype"] == "fp32"
+    for row in data["rows"]:
+        assert 0 < row["density"] < 1 and row["meets_target"] == (row["speedup"] >= 0.7 / row["density"])

@@ -135,3 +135,23 @@ def test_row_errors_and_recall_on_per_head_orders_match_the_kernel():
                                             slot_k[:, None, :] // 16]
         torch.testing.assert_close(got.recall.float(), (exact_p[0][:, rows] * kept).sum((1, 2)), rtol=1e-5, atol=1e-6)
         assert 0 < float(got.sq_error.sum())
+
+
+def test_vmoba_rows_are_scored_on_the_pairs_each_query_keeps():
+    """A per-query selection: the rows' error is the kernel's, recall the mass on each row's own chunks (not
+    on the blocks around them), and the density the kept pairs'."""
+    grid = fastdit.TokenGrid(4, 8, 12)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 24, torch.Generator().manual_seed(1))
+    exact = exact_rows(q, k, v, rows, None)
+    spec = get_method("vmoba")
+    options = parse_options(spec, {"threshold": 0.25, "chunk_3d": (2, 4, 4)})
+    expected, layout, order = _kernel_error(q, k, v, rows, spec, options, grid)
+    assert layout.selection is not None and layout.density() < layout.to_dense_block_mask().float().mean()
+    keys = ordered_keys(exact, order.to_order(k), order.to_order(v), layout, order)
+    (got,) = layout_rows(exact, keys, [layout])
+    torch.testing.assert_close(got.sq_error.float(), expected, rtol=1e-4, atol=1e-6)
+    sel, dest = layout.selection, order.destination
+    keep = sel.select[0][:, dest][:, :, sel.key_group[dest]]  # [H, S, S] token pairs, model order
+    torch.testing.assert_close(got.recall.float(), (exact.p[0] * keep[:, rows]).sum((-1, -2)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head_density(layout, 2).mean(), torch.tensor(layout.density(), dtype=torch.float64))

@@ -23,8 +23,8 @@ def _layouts() -> dict[str, callable]:
         "radial-padded-text": lambda: fastdit.build_layout("radial", grid, block_size=16),
         "grat-groups-of-two-blocks": lambda: fastdit.build_layout("grat", TokenGrid(4, 8, 8), block_size=16,
                                                                   tile=(2, 4, 4)),
-        "vmoba-per-head": lambda: fastdit.build_layout("vmoba", grid, block_size=16, q=q, k=k, layer=2,
-                                                       chunk_3d=(2, 4, 4)),
+        "vmoba-union-per-head": lambda: fastdit.build_layout("vmoba", grid, block_size=16, q=q, k=k, layer=2,
+                                                             chunk_3d=(2, 4, 4), selection="block_union"),
         "pyramid-level-0-per-head": lambda: fastdit.build_layout("pyramid", grid, block_size=16, q=q, k=k,
                                                                  levels=1, thresholds=(0.5, 0.5)),
         "random-per-head": _random_layout,
@@ -66,7 +66,7 @@ def test_reference_gradients_match_dense_masked_attention(name):
     _check(LAYOUTS[name](), "torch")
 
 
-@pytest.mark.parametrize("name", ["radial-padded-text", "vmoba-per-head", "random-per-head"])
+@pytest.mark.parametrize("name", ["radial-padded-text", "vmoba-union-per-head", "random-per-head"])
 def test_triton_backward_matches_dense_masked_attention(name):
     _check(LAYOUTS[name](), "triton")
 

@@ -1,5 +1,6 @@
-"""VMoBA: the official per-query threshold selection on the official chunk orders, the layer cycle, the
-block layout as the union of its queries' chunks, option checks."""
+"""VMoBA: the official per-query threshold selection on the official chunk orders, the token pairs a layout
+keeps against the official choices (padded layouts too), the layer cycle, the ``block_union`` variant, option
+checks."""
 
 from __future__ import annotations
 
@@ -61,6 +62,56 @@ def test_selection_equals_the_official_code(key, expected):
     assert torch.equal(picked, expected)
 
 
+def _layout_for(key: str, block_size: int, **options):
+    """The fixture case ``key``'s layout built by ``fastdit.build_layout`` on the official q, k, the official
+    choices as token pairs ``[H, S, S]`` (raster order), and the layout's order."""
+    setup, part, case, thr = key.split("/")
+    spec = SETUPS[setup]
+    grid = tuple(spec["grid"])
+    q, k = _official_inputs(grid, spec["seed"])[case]
+    layer = ("1d", "2d", "3d").index(part[:2])
+    size = spec["partitions"][part]["chunk_size"]
+    chunk = {f"chunk_{part[:2]}": size if layer == 0 else tuple(size)}
+    layout = fastdit.build_layout("vmoba", TokenGrid(*grid), block_size=block_size, q=q, k=k, layer=layer,
+                                  threshold=float(thr[3:]), **chunk, **options)
+    return layout, layout.order
+
+
+def _pairs(selected: torch.Tensor, order) -> torch.Tensor:
+    """``[H, S, C]`` chunk choices of raster queries as ``[H, S, S]`` token pairs (raster keys)."""
+    return selected[:, :, order.chunk_of_token]
+
+
+@pytest.mark.parametrize("block_size", [128, 1024], ids=["whole-blocks", "padded"])
+@pytest.mark.parametrize("key,expected", list(_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_kept_pairs_equal_the_official_choice(key, expected, block_size):
+    """The layout's per-query selection keeps the official token pairs (coverage >= 0.99, extra <= 0.02; the
+    1024-token blocks pad every fixture grid but the 4x16x16 one), and its density is the official one."""
+    layout, order = _layout_for(key, block_size)
+    assert block_size == 128 or order.padding_fraction > 0 or order.grid.num_tokens == 1024
+    sel, dest = layout.selection, order.video_destination
+    ours = sel.select[0][:, dest][:, :, sel.key_group[dest]]
+    official_pairs = _pairs(expected, order)
+    kept = official_pairs.sum()
+    assert (ours & official_pairs).sum() / kept >= 0.99 and (ours & ~official_pairs).sum() / kept <= 0.02
+    real_density = float(sel.kept_pairs().sum()) / (2 * order.grid.num_tokens ** 2)
+    assert abs(real_density - official_pairs.float().mean()) <= 0.02
+
+
+def test_attention_runs_the_official_pairs():
+    """End to end on a padded published-setting case: the torch backend's output is attention on exactly the
+    official code's token pairs."""
+    key = "published480_grid8x12x16/3d_st/structured/thr0.25"
+    expected = dict(_cases())[key]
+    layout, order = _layout_for(key, 1024)
+    spec = SETUPS["published480_grid8x12x16"]
+    q, k = _official_inputs(tuple(spec["grid"]), spec["seed"])["structured"]
+    v = torch.randn_like(q)
+    out = order.from_order(fastdit.attention(*(order.to_order(x) for x in (q, k, v)), layout, backend="torch"))
+    scores = (q @ k.transpose(-1, -2) / 8).masked_fill(~_pairs(expected, order), float("-inf"))
+    torch.testing.assert_close(out, torch.softmax(scores, -1) @ v, atol=3e-6, rtol=1e-5)
+
+
 def test_every_query_attends_its_own_chunk_and_one_more():
     grid = TokenGrid(4, 8, 8)
     q, k = (torch.randn(1, 2, grid.num_tokens, 16) for _ in range(2))
@@ -81,23 +132,33 @@ def test_layers_cycle_the_partitions_and_chunks_are_the_published_ones():
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
-def test_layout_is_the_union_of_each_query_blocks_chunks(layer):
-    grid = TokenGrid(4, 8, 12)
+def test_block_union_is_the_union_of_each_query_blocks_chunks(layer):
+    """The fastdit variant: a block row holds every pair its real queries chose, and padded positions (the
+    4x8x11 grid's 352 tokens leave half of the last 64-token block padding) add nothing."""
+    grid = TokenGrid(4, 8, 11)
     options = {"chunk_1d": 1, "chunk_2d": (4, 4), "chunk_3d": (2, 4, 6), "threshold": 0.3}
-    q, k = (torch.randn(2, 2, grid.num_tokens, 16) for _ in range(2))
-    layout = fastdit.build_layout("vmoba", grid, block_size=16, q=q, k=k, layer=layer, **options)
+    # every query looks along one direction, which only the first chunk's keys share: each real query picks
+    # its own chunk and the first, while a padded one would pick every chunk
+    spec = fastdit.methods.get_method("vmoba")
+    first = fastdit.methods.layout_order(spec, grid, 64, VmobaOptions(**options), layer=layer).chunk_of_token == 0
+    direction = torch.randn(16)
+    q = direction + 0.1 * torch.randn(2, 2, grid.num_tokens, 16)
+    k = 0.1 * torch.randn(2, 2, grid.num_tokens, 16) + 3 * direction * first.view(-1, 1)
+    layout = fastdit.build_layout("vmoba", grid, block_size=64, q=q, k=k, layer=layer, selection="block_union",
+                                  **options)
+    assert layout.selection is None and layout.order.padding_fraction > 0
     order = layout.order
     chunk_ids = torch.full((order.video_len,), -1, dtype=torch.int64)
     chunk_ids[order.video_destination] = order.chunk_of_token
     picked = select_chunks(order.to_order(q), order.to_order(k), chunk_ids, int(order.chunk_of_token.max()) + 1,
                            0.3).any(0)  # [H, S, C], union over the batch
-    mask = layout.to_dense_block_mask()
+    picked[:, chunk_ids < 0] = False
+    expected = torch.zeros_like(layout.to_dense_block_mask())
     for h in range(2):
-        for s in range(grid.num_tokens):  # each query's chosen chunks lie inside its block's kept key blocks
-            pos = int(order.video_destination[s])
-            for c in picked[h, pos].nonzero().flatten().tolist():
-                keys = order.video_destination[order.chunk_of_token == c] // 16
-                assert bool(mask[h, pos // 16, keys].all())
+        for pos, c in picked[h].nonzero().tolist():  # each real query's chosen chunks, in its block's row
+            keys = order.video_destination[order.chunk_of_token == c] // 64
+            expected[h, pos // 64, keys] = True
+    assert torch.equal(layout.to_dense_block_mask(), expected)
 
 
 def test_padded_positions_never_select():
@@ -118,10 +179,10 @@ def test_padded_positions_never_select():
     assert torch.equal(layout.to_dense_block_mask(), torch.matmul(per_block, touches.float()) > 0)
 
 
-def test_lower_thresholds_read_fewer_blocks():
+def test_lower_thresholds_keep_fewer_pairs():
     grid = TokenGrid(8, 12, 16)
     q, k = (torch.randn(1, 2, grid.num_tokens, 32) for _ in range(2))
-    kept = [fastdit.build_layout("vmoba", grid, block_size=32, q=q, k=k, layer=1, threshold=t).nnz
+    kept = [fastdit.build_layout("vmoba", grid, block_size=32, q=q, k=k, layer=1, threshold=t).density()
             for t in (0.9, 0.5, 0.25)]
     assert kept[0] >= kept[1] >= kept[2] and kept[0] > kept[2]
 
@@ -133,6 +194,7 @@ def test_lower_thresholds_read_fewer_blocks():
     ({"chunk_2d": (2,)}, "chunk_2d"),
     ({"chunk_3d": (1, 1, 1.5)}, "chunk_3d"),
     ({"partitions": ("1d", "4d")}, "partitions"),
+    ({"selection": "blocks"}, "selection"),
 ])
 def test_bad_options_raise(options, message):
     with pytest.raises(ValueError, match=message):
