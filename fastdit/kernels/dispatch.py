@@ -18,6 +18,7 @@ import torch
 from fastdit.kernels.flex import flex_block_attention
 from fastdit.kernels.reference import torch_block_attention
 from fastdit.kernels.registry import Backend, backends, dtypes, head_dims, level_zero_only, register_backend
+from fastdit.kernels.tail import merge_tail
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.order import TokenOrder
 
@@ -76,8 +77,13 @@ def _cuda_tensors(q, k, v, layout) -> str | None:
 
 def _differentiable(q, k, v, layout) -> str | None:
     """Training needs a backward: the Triton one runs level-0 layouts (pyramid levels train through torch)."""
-    if layout.max_level > 0 and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))):
+        return None
+    if layout.max_level > 0:
         return "the Triton backward runs level-0 layouts only (pooled pyramid levels have no Triton backward)"
+    if layout.tail:
+        return ("Sol-Attn's pooled tail needs the log-sum-exp's gradient, which the Triton backward does not give "
+                "(train sol through backend='torch')")
     return None
 
 
@@ -207,4 +213,7 @@ def attention(
         raise ValueError(f"scale must be a finite number (or None: 1/sqrt(D)), got {scale!r}")
     chosen = select_backend(q, k, v, layout, backend)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return chosen.fn(q, k, v, layout, scale, return_lse)
+    if not layout.tail or chosen.handles_tail:
+        return chosen.fn(q, k, v, layout, scale, return_lse)
+    out, lse = merge_tail(*chosen.fn(q, k, v, layout, scale, True), q, k, v, layout, scale)
+    return (out, lse) if return_lse else out

@@ -28,6 +28,7 @@ class Backend:
     auto: bool = True  # False: never chosen by auto, only by name
     summary: str = ""
     auto_constraints: tuple[Constraint, ...] = ()  # further requirements for being chosen by auto
+    handles_tail: bool = False  # computes Sol-Attn's pooled tail itself (else attention() merges it in)
 
     def why_not(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
                 auto: bool = False) -> str | None:
@@ -47,11 +48,11 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(name: str, *constraints: Constraint, priority: int, auto: bool = True, summary: str = "",
-                     auto_constraints: tuple[Constraint, ...] = ()):
+                     auto_constraints: tuple[Constraint, ...] = (), handles_tail: bool = False):
     """Decorator: register ``fn(q, k, v, layout, scale, return_lse)`` as backend ``name``."""
 
     def wrap(fn: KernelFn) -> KernelFn:
-        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary, auto_constraints)
+        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary, auto_constraints, handles_tail)
         return fn
 
     return wrap

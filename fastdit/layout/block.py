@@ -13,7 +13,24 @@ import torch
 
 from fastdit.layout.order import TokenOrder
 
-__all__ = ["BlockLayout"]
+__all__ = ["BlockLayout", "block_means"]
+
+
+def block_means(x: torch.Tensor, valid: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(means [B, H, n, D] fp32, lengths [n] fp32)``: each block's mean over its live rows, and how many
+    live rows it has (at least 1, as Sol-Attn's reference clamps it). Sol-Attn's routing (mean query and key of
+    each block) and its pooled correction in the kernels share it, so they agree bit for bit.
+
+    Args:
+        x: ``[B, H, S, D]`` with ``S = n · block``.
+        valid: ``[S]`` bool, the live rows.
+        block: tokens per block.
+    """
+    B, H, S, D = x.shape
+    live = valid.to(x.device)
+    lengths = live.view(-1, block).sum(-1).float().clamp(min=1)
+    sums = (x.float() * live.view(1, 1, S, 1)).view(B, H, -1, block, D).sum(3)
+    return sums / lengths.view(1, 1, -1, 1), lengths
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +52,11 @@ class BlockLayout:
         kv_valid: ``[seq_len_kv]`` bool, which key positions hold real tokens (padding is masked).
         order: the token grid and order the layout is defined in, so ``[B, H, S, D]`` tensors move between the
             model's order and the layout's (:meth:`to_layout_order`, :meth:`from_layout_order`).
+        tail: Sol-Attn's approximation correction: every key block a row does not list still enters that row's
+            softmax as one pooled term (the block's mean key scored against the query block's mean query, its
+            summed values), so the whole sequence stays in the normaliser (:mod:`fastdit.kernels.tail`).
+        routed_by: the dynamic rule that chose the blocks, ``(method, ((option, value), ...))``, so a backend
+            that routes on its own (comfy-kitchen's Sol-Attn) can run the layout; ``None`` for the others.
     """
 
     row_ptr: torch.Tensor
@@ -46,6 +68,8 @@ class BlockLayout:
     level: torch.Tensor | None = None
     kv_valid: torch.Tensor | None = None
     order: TokenOrder | None = None
+    tail: bool = False
+    routed_by: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.row_ptr.ndim != 2 or self.row_ptr.shape[1] != self.n_q_blocks + 1:
@@ -68,10 +92,13 @@ class BlockLayout:
         mask: torch.Tensor,
         order: TokenOrder,
         level: torch.Tensor | None = None,
+        tail: bool = False,
+        routed_by: tuple | None = None,
     ) -> "BlockLayout":
         """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
-        ``level`` (same shape, int) gives the pyramid level of each kept entry.
+        ``level`` (same shape, int) gives the pyramid level of each kept entry; ``tail`` and ``routed_by`` as
+        in the class.
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
@@ -86,7 +113,8 @@ class BlockLayout:
         levels = None if level is None else level[mask].to(torch.int8)
         valid = order.valid
         return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
-                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order)
+                   level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, tail=tail,
+                   routed_by=routed_by)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -154,6 +182,8 @@ class BlockLayout:
         """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
         layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel
         ring attention runs a rank's query blocks against one key/value chunk at a time with it."""
+        if self.tail:  # its pooled terms are centred on the mean key of the whole sequence, not of a chunk
+            raise ValueError("a layout with Sol-Attn's pooled tail can't be cut into key chunks (ring attention)")
         heads, entry_rows = self._entry_rows()
         keep = ((entry_rows >= rows.start) & (entry_rows < rows.stop)
                 & (self.col_idx >= cols.start) & (self.col_idx < cols.stop))
@@ -182,7 +212,8 @@ class BlockLayout:
         """A copy whose index tensors live on ``device`` (kernels read them there)."""
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
-                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order)
+                           self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order,
+                           tail=self.tail, routed_by=self.routed_by)
 
     def to_layout_order(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, H, S, D]`` in the model's token order → ``[B, H, seq_len_q, D]`` in the layout's own order
@@ -201,4 +232,5 @@ class BlockLayout:
     def __repr__(self) -> str:
         grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
         return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
-                f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")
+                f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}"
+                f"{', tail' if self.tail else ''}{grid})")

@@ -38,7 +38,10 @@ class Method:
     same-shaped int level map; text rows and columns are added here, so no method can forget them. ``orders``
     names the token orders the mask is defined on, the published one first. ``shape(grid, block_size, options,
     layer)`` gives the method's tile (``"tiles"`` order; ``None``: the least padded tile of one block) or chunk
-    (``"chunks"`` order) for a layer.
+    (``"chunks"`` order) for a layer. ``tail(options)``: whether the layout adds Sol-Attn's pooled term for the
+    key blocks a row does not list (``None``: never). ``block_size``: the kernel block the method was published
+    with, the default of :func:`~fastdit.methods.build.build_layout` and of ``SparseConfig`` (``None``:
+    ``DEFAULT_BLOCK_SIZE``).
     """
 
     name: str
@@ -48,3 +51,10 @@ class Method:
     dynamic: bool = False
     summary: str = ""
     shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None
+    tail: Callable[[Any], bool] | None = None
+    block_size: int | None = None
+
+    @property
+    def published_block_size(self) -> int:
+        """The method's published kernel block in tokens."""
+        return self.block_size or DEFAULT_BLOCK_SIZE

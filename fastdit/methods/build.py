@@ -17,7 +17,7 @@ import torch
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.grid import TokenGrid
 from fastdit.layout.order import TokenOrder, make_order
-from fastdit.methods.base import DEFAULT_BLOCK_SIZE, HeadSlice, Method
+from fastdit.methods.base import HeadSlice, Method
 from fastdit.methods.registry import get_method
 
 __all__ = ["build_layout", "parse_options", "check_order", "make_layout", "make_head_layout", "layout_order",
@@ -60,7 +60,7 @@ def build_layout(
     method: str,
     grid: TokenGrid,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
     order: str | None = None,
     tile: tuple[int, int, int] | None = None,
     q: torch.Tensor | None = None,
@@ -73,7 +73,8 @@ def build_layout(
     Args:
         method: a registered method (``fastdit.available_methods()``).
         grid: the latent token grid (with its text tokens, for joint-attention models).
-        block_size: the kernel block in tokens.
+        block_size: the kernel block in tokens (``None``: the method's published one, 64 for sol, else
+            ``DEFAULT_BLOCK_SIZE``).
         order: the token order the layout is defined in (default: the one the method was published with;
             see :mod:`fastdit.layout.order`).
         tile: the ``(t, h, w)`` tile of the ``"tiles"`` order.
@@ -90,6 +91,7 @@ def build_layout(
     if not isinstance(grid, TokenGrid):
         raise TypeError(f"grid must be a fastdit.TokenGrid, got {type(grid).__name__}")
     opts = parse_options(spec, options)
+    block_size = spec.published_block_size if block_size is None else block_size
     ordered = layout_order(spec, grid, block_size, opts, order=order, tile=tile, layer=layer)
     if spec.dynamic and q is not None and k is not None:
         q, k = ordered.to_order(q), ordered.to_order(k)
@@ -108,7 +110,7 @@ def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tenso
                          "([B, H, S, D], the model's token order)")
     with torch.no_grad():  # a layout is a choice, not a function to differentiate (training stays lean)
         return _assemble(order, *_as_pair(spec.video_mask(order, options, q=q, k=k, layer=layer,
-                                                          **_head_slice(heads))))
+                                                          **_head_slice(heads))), **_routing(spec, (options,)))
 
 
 def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *, q: torch.Tensor | None = None,
@@ -173,7 +175,22 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
                 if level is not None:
                     levels[h] = level.reshape(-1, nv, nv)[h % level.shape[0]]
                     pooled = True
-    return _assemble(order, masks, levels if pooled else None)
+    return _assemble(order, masks, levels if pooled else None, **_routing(spec, settings))
+
+
+def _routing(spec: Method, settings: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``tail`` and ``routed_by`` of a layout whose heads follow ``settings`` (``None``: a dense head, whose
+    full rows leave the tail nothing to add)."""
+    if spec.tail is None:
+        return {}
+    tails = {spec.tail(s) for s in settings if s is not None}
+    if len(tails) > 1:
+        raise ValueError(f"method {spec.name!r}: heads of one layer must all have the pooled tail or none")
+    given = [s for s in settings if s is not None]
+    routed_by = None
+    if len(set(given)) == 1 and len(given) == len(settings):  # one rule for every head: a router can redo it
+        routed_by = (spec.name, tuple((f.name, getattr(given[0], f.name)) for f in dataclasses.fields(given[0])))
+    return {"tail": tails == {True}, "routed_by": routed_by}
 
 
 def clear_layout_cache() -> None:
@@ -186,13 +203,14 @@ def _as_pair(result) -> tuple[torch.Tensor, torch.Tensor | None]:
     return result if isinstance(result, tuple) else (result, None)
 
 
-def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None) -> BlockLayout:
-    """Embed the video-video block mask in the full mask, where text rows and columns are always kept."""
+def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None, **routing: Any) -> BlockLayout:
+    """Embed the video-video block mask in the full mask, where text rows and columns are always kept;
+    ``routing``: the layout's ``tail`` and ``routed_by``."""
     if video.ndim == 2:
         video = video.unsqueeze(0)
     nv = order.video_blocks
     if order.text_blocks == 0:
-        return BlockLayout.from_block_mask(video, order, level)
+        return BlockLayout.from_block_mask(video, order, level, **routing)
     heads, nb = video.shape[0], order.num_blocks
     mask = torch.ones(heads, nb, nb, dtype=torch.bool)
     mask[:, :nv, :nv] = video
@@ -200,6 +218,6 @@ def _assemble(order: TokenOrder, video: torch.Tensor, level: torch.Tensor | None
     if level is not None:
         full_level = torch.zeros(heads, nb, nb, dtype=level.dtype)
         full_level[:, :nv, :nv] = level
-    return BlockLayout.from_block_mask(mask, order, full_level)
+    return BlockLayout.from_block_mask(mask, order, full_level, **routing)
 
 
