@@ -30,7 +30,8 @@ def pooled_tail(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Block
 
     Args:
         q, k, v: ``[B, H, S, D]`` in the layout's order.
-        layout: a layout with ``tail`` set (equal query and key blocks over one sequence).
+        layout: a layout with ``tail`` set (equal query and key blocks; the query blocks are the first blocks of
+            the keys' sequence: all of them, or the video's when text queries run elsewhere).
         scale: the softmax scale.
 
     Returns:
@@ -38,13 +39,14 @@ def pooled_tail(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Block
         of each query block's pooled terms (``-inf`` and 0 where a row lists every block) against centred keys,
         and each row's shift ``scale · q_t · k̄`` to the uncentred scores the kernel computed.
     """
-    if layout.block_q != layout.block_kv or layout.seq_len_q != layout.seq_len_kv:
-        raise ValueError("Sol-Attn's pooled tail needs one sequence in equal query and key blocks, got "
-                         f"{layout.block_q}x{layout.block_kv} blocks over {layout.seq_len_q}x{layout.seq_len_kv}")
+    if layout.block_q != layout.block_kv or layout.seq_len_q > layout.seq_len_kv:
+        raise ValueError("Sol-Attn's pooled tail needs equal query and key blocks, the queries being the leading "
+                         f"blocks of the keys' sequence; got {layout.block_q}x{layout.block_kv} blocks over "
+                         f"{layout.seq_len_q}x{layout.seq_len_kv} tokens")
     block, S = layout.block_kv, k.shape[2]
     valid = torch.ones(S, dtype=torch.bool) if layout.kv_valid is None else layout.kv_valid
     kc, lengths = block_means(k, valid, block)
-    centroid, _ = block_means(q, valid, block)
+    centroid, _ = block_means(q, valid[:q.shape[2]], block)
     vc, _ = block_means(v, valid, block)
     k_mean = kc.mean(2, keepdim=True)  # [B, H, 1, D]
     logits = torch.matmul(centroid, (kc - k_mean).transpose(-1, -2)) * scale + lengths.log().to(q.device)

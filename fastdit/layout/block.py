@@ -182,8 +182,10 @@ class BlockLayout:
         """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
         layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel
         ring attention runs a rank's query blocks against one key/value chunk at a time with it."""
-        if self.tail:  # its pooled terms are centred on the mean key of the whole sequence, not of a chunk
-            raise ValueError("a layout with Sol-Attn's pooled tail can't be cut into key chunks (ring attention)")
+        if self.tail and (rows.start != 0 or cols != range(0, self.n_kv_blocks)):
+            # its pooled terms are centred on the mean key of the whole sequence, and its rows are the leading ones
+            raise ValueError("a layout with Sol-Attn's pooled tail can be cut to its leading query blocks only, not "
+                             "into key chunks (ring attention)")
         heads, entry_rows = self._entry_rows()
         keep = ((entry_rows >= rows.start) & (entry_rows < rows.stop)
                 & (self.col_idx >= cols.start) & (self.col_idx < cols.stop))
@@ -196,7 +198,8 @@ class BlockLayout:
         return BlockLayout(row_ptr, self.col_idx[keep] - cols.start, self.block_q, self.block_kv,
                            n * self.block_q, len(cols) * self.block_kv,
                            level=None if self.level is None else self.level[keep],
-                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens])
+                           kv_valid=None if self.kv_valid is None else self.kv_valid[tokens], tail=self.tail,
+                           routed_by=self.routed_by)
 
     def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""

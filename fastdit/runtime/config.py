@@ -181,7 +181,8 @@ class SparseConfig:
         backend = fields.get("backend", "auto")
         if backend != "auto" and backend not in available_backends():
             raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(available_backends())}")
-        block = check_block_size(fields.get("block_size", DEFAULT_BLOCK_SIZE))
+        fields.setdefault("block_size", spec.published_block_size)  # sol's 64 tokens, else DEFAULT_BLOCK_SIZE
+        block = check_block_size(fields["block_size"])
         if not isinstance(fields.get("entropy_scaling", False), bool):
             raise TypeError("entropy_scaling must be True or False")
         n_train = fields.get("n_train")
