@@ -36,7 +36,7 @@ from fastdit.methods import build_layout, get_method
 from fastdit.runs.report import markdown_table, write_report
 from fastdit.runtime.files import atomic_path
 
-DYNAMIC_METHODS = ("pyramid", "vmoba")
+DYNAMIC_METHODS = ("pyramid", "vmoba", "sol")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Setting:
     setting: str
     options: dict[str, Any] = field(default_factory=dict)
     tile: tuple[int, int, int] | None = None
+    block_size: int | None = None  # the method's published block where it differs from the run's (sol: 64)
 
 
 def group_shapes(block_size: int) -> list[tuple[int, int, int]]:
@@ -85,6 +86,8 @@ def settings(block_size: int) -> list[Setting]:
     for kind in ("1d", "2d", "3d"):
         out += [Setting(f"vmoba {kind}", "vmoba", f"threshold {t:g}", {"threshold": t, "partitions": (kind,)})
                 for t in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    out += [Setting("sol", "sol", f"tau {t:g}", {"tau": t}, block_size=get_method("sol").block_size)
+            for t in (0, 0.5, 1, 1.5, 2, 3)]
     return out
 
 
@@ -92,7 +95,7 @@ def settings(block_size: int) -> list[Setting]:
 def setting_layout(s: Setting, q: torch.Tensor, k: torch.Tensor, grid: TokenGrid, block_size: int) -> BlockLayout:
     """The layout of one setting (dynamic methods choose it from ``q, k``, model order)."""
     dynamic = get_method(s.method).dynamic
-    return build_layout(s.method, grid, block_size=block_size, tile=s.tile,
+    return build_layout(s.method, grid, block_size=s.block_size or block_size, tile=s.tile,
                         **({"q": q, "k": k} if dynamic else {}), **s.options)
 
 
@@ -119,10 +122,11 @@ def layout_cost(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGr
     """Build time of each dynamic method's default layout next to dense SDPA at the same shape (best of runs)."""
     dense = min(_timed(lambda: F.scaled_dot_product_attention(q, k, v)) for _ in range(repeats))
     rows = []
-    for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2)):
-        best = min(_timed(lambda: build_layout(method, grid, block_size=block_size, q=q, k=k, layer=layer))
+    for method, layer in (("pyramid", 0), ("vmoba", 0), ("vmoba", 1), ("vmoba", 2), ("sol", 0)):
+        block = get_method(method).block_size or block_size  # sol at its published 64-token blocks
+        best = min(_timed(lambda: build_layout(method, grid, block_size=block, q=q, k=k, layer=layer))
                    for _ in range(5 * repeats))
-        name = method if method == "pyramid" else f"vmoba {get_method('vmoba').options().partition(layer)}"
+        name = f"vmoba {get_method('vmoba').options().partition(layer)}" if method == "vmoba" else method
         rows.append({"method": name, "tokens": grid.num_tokens, "layout_ms": 1e3 * best, "dense_sdpa_ms": 1e3 * dense,
                      "percent_of_dense": 100 * best / dense})
     return rows
@@ -144,7 +148,7 @@ def _interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
     return None
 
 
-BASELINES = ("radial",)
+BASELINES = ("radial", "pyramid")  # sol is compared with both; a method is never its own baseline
 
 
 def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,12 +163,12 @@ def compare_with_radial(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row = {"method": r["method"], "setting": r["setting"], "density": r["density"], "recall": r["recall"]}
         for base in BASELINES:
-            points = [x for x in rows if x["method"] == base]
+            points = [x for x in rows if x["method"] == base and r["method"] != base]
             dens = [x["density"] for x in points]
             row[f"{base} recall"] = _interpolate(r["density"], dens, [x["recall"] for x in points])
         row["rel_l2"] = r["rel_l2"]
         for base in BASELINES:
-            points = [x for x in rows if x["method"] == base]
+            points = [x for x in rows if x["method"] == base and r["method"] != base]
             log_err = _interpolate(r["density"], [x["density"] for x in points],
                                    [math.log(x["rel_l2"]) for x in points])
             row[f"{base} rel_l2"] = None if log_err is None else math.exp(log_err)
@@ -257,10 +261,11 @@ def markdown(data: dict[str, Any], png: str) -> str:
         "keys are read averaged and weighted by the ln(m) bias; pooling's loss shows in the error); *recall_0*: "
         "mass on blocks read at full resolution; *rel_l2*: ‖out − dense‖ / ‖dense‖.\n\n"
         f"{table}\n![density vs error and recall]({png})\n\n"
-        "## Dynamic methods vs static radial at equal density\n\n"
-        "Static radial (the published rule) interpolated at each dynamic setting's density: recall "
-        "linearly, error log-linearly; blank where that density is outside the baseline's range, and settings "
-        "outside both ranges left out.\n\n"
+        "## Dynamic methods vs static radial (and pyramid) at equal density\n\n"
+        "Static radial (the published rule) and pyramid interpolated at each dynamic setting's density: recall "
+        "linearly, error log-linearly; blank where that density is outside the baseline's range (or the baseline "
+        "is the method itself), and settings outside every range left out. Sol's recall counts its exact blocks "
+        "only: the others enter its softmax as pooled terms, whose effect shows in the error.\n\n"
         f"{markdown_table(data['vs_radial'])}\n{_verdict(data['vs_radial'])}\n"
         "## Layout cost of the dynamic methods\n\n"
         "Time to build the per-head layout from q and k (PSA: sampled scores and bands; VMoBA: per-query chunk "

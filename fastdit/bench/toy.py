@@ -56,6 +56,7 @@ ALTERNATES: dict[str, list[dict[str, Any]]] = {
     "grat": [{"mode": "surround", "radius": (1, 1, 1)}, {"mode": "surround", "radius": (2, 1, 1)}],
     "pyramid": [{"thresholds": (0.2, 0.3, 0.4, 0.6)}, {"thresholds": (0.6, 0.7, 0.8, 0.9)}],
     "vmoba": [{"threshold": 0.1}, {"threshold": 0.5}],
+    "sol": [{"tau": 2.0}, {"tau": 0.5}],
 }
 QUICK_PROMPTS = 6
 ATTRIBUTES = (*OBJECT_ATTRIBUTES, "all")
