@@ -32,7 +32,7 @@ EXAMPLES = [
     "waves crashing on a rocky beach, slow motion",
     "a red ball bouncing in a white room",
 ]
-KNOB_METHODS = ("radial", "pyramid", "vmoba", "grat")  # the methods with knobs on the page, in page order
+KNOB_METHODS = ("radial", "pyramid", "vmoba", "grat", "sol")  # the methods with knobs on the page, in page order
 DENSE_RUN = "dense (stock attention)"
 VIDEO_HEIGHT = 240  # px: the status, both videos and the metrics under them fit a 1366x768 screen
 RESULTS_ID = "fastdit-results"
@@ -109,7 +109,7 @@ def _legend_html() -> str:
 
 
 def _options(method: str, decay: float, thresholds: str, vmoba_threshold: float, grat_mode: str,
-             grat_radius: int) -> dict[str, Any]:
+             grat_radius: int, sol_tau: float) -> dict[str, Any]:
     """The main knob(s) of the chosen method, as ``fastdit.apply`` options."""
     if method == "radial":
         return {"decay_factor": float(decay)}
@@ -122,6 +122,8 @@ def _options(method: str, decay: float, thresholds: str, vmoba_threshold: float,
         return {"threshold": float(vmoba_threshold)}
     if method == "grat":
         return {"mode": grat_mode, "radius": int(grat_radius)}
+    if method == "sol":
+        return {"tau": float(sol_tau)}
     return {}
 
 
@@ -188,7 +190,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
     first_method = "radial" if "radial" in methods else methods[0]
     cleared = ("", None, None, "", "", None, None)  # status, videos, metrics, time bars, layout, numbers
 
-    def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius,
+    def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius, sol_tau,
                  entropy, frames, height, width, steps, seed, image, progress=gr.Progress()):
         yield cleared  # the previous result goes before anything else can fail
         client_left = _client_left(demo)
@@ -199,7 +201,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         try:
             request = DemoRequest(prompt=prompt, method=method, negative_prompt=negative or "",
                                   options=_options(method, decay, thresholds, vmoba_threshold, grat_mode,
-                                                   grat_radius),
+                                                   grat_radius, sol_tau),
                                   entropy_scaling=bool(entropy), frames=int(frames), height=int(height),
                                   width=int(width), steps=int(steps), seed=parse_seed(seed), image=image)
             result = session.generate(request, on_progress=on_progress, client_left=client_left)
@@ -247,6 +249,9 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                 with gr.Group(visible=first_method == "grat") as knobs["grat"]:
                     grat_mode = gr.Radio(["crisscross", "surround", "lines"], value="crisscross", label="grat: mode")
                     grat_radius = gr.Slider(0, 4, value=1, step=1, label="grat: surround radius (groups)")
+                with gr.Group(visible=first_method == "sol") as knobs["sol"]:
+                    sol_tau = gr.Slider(-1.0, 4.0, value=get_method("sol").options().tau, step=0.1,
+                                        label="sol: tau (standard deviations above the mean block score)")
                 entropy = gr.Checkbox(label="Attention-entropy scaling", value=False)
                 with gr.Row():
                     frames = gr.Slider(limits.frames[0], limits.frames[1], step=limits.frames[2],
@@ -277,7 +282,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         method.change(lambda chosen: [gr.update(visible=chosen == name) for name in KNOB_METHODS],
                       inputs=method, outputs=[knobs[name] for name in KNOB_METHODS], queue=False)
         run.click(generate, inputs=[prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode,
-                                    grat_radius, entropy, frames, height, width, steps, seed, image],
+                                    grat_radius, sol_tau, entropy, frames, height, width, steps, seed, image],
                   outputs=[status, dense_video, sparse_video, metrics, time_bars, layout, numbers],
                   api_name="generate",
                   show_progress_on=[status], js=SCROLL_TO_RESULTS)

@@ -2,7 +2,8 @@
 
 Each ladder spans the knob's useful range from very sparse to nearly dense, so the search can find both the
 sparsest setting within a loose target and one that barely drops anything for a tight one. Only knobs that
-keep the method's token order vary (radial's decay, pyramid's bands, vmoba's threshold, grat's radius), so
+keep the method's token order vary (radial's decay, pyramid's bands, vmoba's threshold, grat's radius, sol's
+tau), so
 the heads of one layer can take different rungs and still share one kernel call.
 """
 
@@ -21,8 +22,10 @@ _DECAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
 _BAND_STRETCH = (1.5, 1.0, 0.6, 0.35, 0.2, 0.1, 0.05, 0.02)
 _THRESHOLDS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95)  # vmoba: share of the gate mass each query keeps
 _RADII = (0, 1, 2, 3)  # grat surround: groups kept around the query group, on every axis
+# sol: standard deviations above the row's mean block score (published 1.0; Sana's Wan2.1-14B run 1.7)
+_TAUS = (3.0, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5)
 
-KNOBS = {"radial": "decay_factor", "pyramid": "thresholds", "vmoba": "threshold", "grat": "radius"}
+KNOBS = {"radial": "decay_factor", "pyramid": "thresholds", "vmoba": "threshold", "grat": "radius", "sol": "tau"}
 SEARCHABLE = tuple(KNOBS)
 
 
@@ -47,6 +50,8 @@ def candidates(method: str, base: dict[str, Any] | None = None) -> list[Any]:
         rungs = _pyramid_bands(start.thresholds)
     elif method == "vmoba":
         rungs = [{"threshold": t} for t in _THRESHOLDS]
+    elif method == "sol":
+        rungs = [{"tau": t} for t in _TAUS]
     else:  # grat: fastdit's surround groups (criss-cross has no knob to search)
         rungs = [{"mode": "surround", "radius": (r, r, r)} for r in _RADII]
     unique = dict.fromkeys(dataclasses.replace(start, **rung) for rung in rungs)

@@ -150,7 +150,8 @@ class Measurements:
         heads = call.q.shape[1]
         layouts = [make_layout(spec, order, options, layer=call.layer, **data) for options in settings]
         keys = ordered_keys(exact, k, v, layouts[0], order, levels=max(layout.max_level for layout in layouts))
-        for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts))):
+        qkv = (data.get("q", order.to_order(call.q)), k, v) if any(layout.tail for layout in layouts) else None
+        for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts, qkv))):
             measure.sq_error[c, step] += error.sq_error.double().cpu()
             measure.recall[c, step] += error.recall.double().cpu()
             measure.density[c, step] += head_density(layout, heads).double()

@@ -50,7 +50,7 @@ class LayerPlan:
     method's validated options per head (one entry: the same for every head); a ``None`` entry is a head that
     attends every block. All heads of a layer share one method, so they share its token order and one kernel
     call: heads may differ only in options that keep the order (radial decay, pyramid bands, vmoba threshold,
-    grat radius), and the order is the first sparse head's.
+    grat radius, sol tau), and the order is the first sparse head's.
     """
 
     method: str

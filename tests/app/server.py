@@ -40,7 +40,7 @@ def start_app(port: int, env: dict[str, str], *args: str, log: Path | None = Non
 
 def demo_request(seed: int | str, method: str = "grat", frames: int = 9, size: int = 128, steps: int = 3) -> list:
     """The ``/generate`` endpoint's inputs, in the order of the page's controls (the seed is the text field's)."""
-    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, entropy, frames,
-    # height, width, steps, seed, image (image-to-video models only)
-    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, False, frames, size, size,
-            steps, str(seed), None]
+    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, sol tau, entropy,
+    # frames, height, width, steps, seed, image (image-to-video models only)
+    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, 1.0, False, frames, size,
+            size, steps, str(seed), None]

@@ -88,3 +88,13 @@ def test_statistics_are_centred():
 def test_options_are_checked(bad):
     with pytest.raises(ValueError):
         SolOptions(**bad)
+
+
+def test_calibration_ladder_runs_sparse_to_dense():
+    from fastdit.calibration.candidates import candidates, knob_value
+
+    c, grid, (q, k, _), *_ = _case("6x16x16_tau1")
+    ladder = candidates("sol")
+    assert [knob_value("sol", o) for o in ladder] == sorted((knob_value("sol", o) for o in ladder), reverse=True)
+    densities = [build_layout("sol", grid, q=q, k=k, tau=o.tau).density() for o in ladder]
+    assert densities == sorted(densities) and densities[0] < densities[-1]
