@@ -30,7 +30,11 @@ VARIANTS = {
     "level0-padded": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True),
     # pyramid levels 0..3 with padding: the level-0 loop, then one loop over the pooled levels' tiles
     "levels": dict(N_LEVELS=4, HAS_MASK=True, SKIP_Q=True),
+    # sol: level 0 at Sol-Attn's 64-token blocks with padding (Morton order, text blocks); its pooled tail is
+    # merged outside the kernel by log-sum-exp (fastdit.kernels.tail)
+    "sol": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True, BLOCK_Q=64, LOG_BLOCK_KV=6),
 }
+_BLOCK = dict(BLOCK_Q=128, LOG_BLOCK_KV=7)  # the layout's block unless the variant names its own
 ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
 WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)
 # largest dynamic shared memory one block may use: 227 KB on H100/H200, 163 KB on A100
@@ -99,14 +103,16 @@ def configs_for(arch: int, variant: str, ws: bool = False) -> list[tuple[int, in
     from fastdit.kernels.triton import forward as ta
 
     candidates = ta._HOPPER_WS if ws else ta._HOPPER if arch >= 90 else ta._AMPERE
+    block = {**_BLOCK, **VARIANTS[variant]}["BLOCK_Q"]  # the kernel's pruning: tiles inside one block
     return [c for c in candidates if ta.config_used(c, arch >= 90, VARIANTS[variant]["N_LEVELS"], ws)
-            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] > ta.WS_MASKED_KV_TILE)]
+            and not (ws and VARIANTS[variant]["HAS_MASK"] and c[1] > ta.WS_MASKED_KV_TILE)
+            and c[0] <= block and c[1] <= block]
 
 
 def default_config(arch: int, variant: str, ws: bool = False) -> tuple[int, int, int, int]:
     """The config the kernel's first choice of kv tile leads to (the compile test's subject)."""
     level0 = VARIANTS[variant]["N_LEVELS"] == 1 and not (ws and VARIANTS[variant]["HAS_MASK"])
-    kv_tile = 128 if arch >= 90 and level0 else 64
+    kv_tile = 128 if arch >= 90 and level0 and {**_BLOCK, **VARIANTS[variant]}["BLOCK_Q"] >= 128 else 64
     return max((c for c in configs_for(arch, variant, ws) if c[1] == kv_tile), key=lambda c: (c[0], -c[3]))
 
 
@@ -129,9 +135,9 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     block_m, block_n, warps, stages = config
     kv_tile = kv_tile or block_n
     fn = _block_sparse_fwd.fn
-    constants = dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
-                     RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
-                     BLOCK_M=block_m, BLOCK_N=block_n, **VARIANTS[variant])
+    constants = dict(HEAD_DIM=head_dim, EVEN_KV=True, KV_TILE=kv_tile, RETURN_LSE=True, PRECISION="tf32",
+                     UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws, BLOCK_M=block_m, BLOCK_N=block_n,
+                     **{**_BLOCK, **VARIANTS[variant]})
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols"}
 
     def kind(name: str) -> str:
