@@ -31,15 +31,25 @@ Published warm-up: the Sana backend's defaults run every step and layer sparse (
 Differences from the official code, deliberately:
 
 - One layout serves the batch: a key block is exact for a (query block, head) when any batch element routes it
-  (upstream routes per batch element). With one video per call (the engine's usual case) this is the same.
+  (upstream routes per batch element). With one video per call (diffusers calls the transformer once per
+  guidance branch) this is the same. Measured on a batch of two different inputs (``make_sol.case_inputs``
+  seeds 11 and 12, tau 1): density 0.275 / 0.280 per element upstream, 0.320 for the union (6×16×16); 0.353 /
+  0.325 vs 0.366 (4×16×20 + 45 text tokens); output 0.11 / 0.06 relative L2 from upstream's, error against
+  dense attention 0.151 → 0.098 and 0.081 → 0.052 (more exact blocks).
 - The routing scale is ``1/sqrt(D)``: upstream uses the call's scale, which enters the comparison only through
-  the ``1e-6`` guard of ``σ`` (the kernels use the call's scale for the correction, as upstream).
+  the ``1e-6`` guard of ``σ`` (the kernels use the call's scale for the correction, as upstream): at 1.15× the
+  scale (entropy scaling) 0 of the fixtures' 5 996 routing entries differ.
 - The mean of each block's scores is taken as ``c_I · (kc_j - k̄)`` (the mean query times the key); upstream
   averages the per-token scores of the block, the same number up to fp32 rounding. On the stored fixtures the
   routing is identical (``tests/methods/test_sol.py``).
 - Sana's Hunyuan path (``sol_attn_attention_hunyuan``) routes video against video only and merges the text
   keys densely; comfy-kitchen's op, reproduced here, routes over the whole joint sequence with the text as sink
-  blocks, so its ``k̄`` and ``var`` include the text blocks' mean keys.
+  blocks, so its ``k̄`` and ``var`` include the text blocks' mean keys. Sana's release kernels (CuTe DSL,
+  SM90/SM100, forward only) prepare their threshold with code of their own (``compute_global_qck_threshold``);
+  they were not run (no GPU here, and the repository is too large to fetch), so agreement with them is not
+  measured.
+- The published Wan run auto-calibrates tau to a density of 0.15 (``SOL_ATTN_AUTO_CALIBRATE=1``) and also
+  passes ``--pisa_threshold 1.7``; the preset keeps tau at 1.7 (calibration is ``fastdit.calibrate``'s job).
 """
 
 from __future__ import annotations
