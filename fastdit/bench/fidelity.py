@@ -306,6 +306,8 @@ def _command(args: argparse.Namespace) -> str:
         if value != (QUICK.get(key, default) if args.quick else default):
             shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
             parts.append(f"--{key.replace('_', '-')} {shown}")
+    if args.name != "fidelity":  # a report under another name says so, so the command writes the same file
+        parts.append(f"--name {args.name}")
     return " ".join(parts)
 
 

@@ -28,9 +28,9 @@ padding only are skipped), work dense SDPA does not do.
 
 ``--compile-only`` needs no GPU: it compiles the forward for sm_90 and sm_80 with Triton's real compiler, for
 level 0 without and with padding, for pyramid levels and for sol's 64-token blocks, at every autotune config
-(and the warp-specialized level-0 loop's on sm_90), and tabulates registers, spills, shared memory, K/V buffers in the pipelined loops,
-wgmma, ptxas' C7515 warning, barriers and whether the loop was partitioned (default report name:
-kernels_compile).
+(and the warp-specialized level-0 loop's on sm_90), and tabulates registers, spills, shared memory, K/V
+buffers in the pipelined loops, wgmma, ptxas' C7515 warning, barriers and whether the loop was partitioned
+(default report name: kernels_compile).
 """
 
 from __future__ import annotations
