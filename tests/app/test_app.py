@@ -54,7 +54,7 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
 def test_out_of_range_input_is_a_readable_message(app_url):
     client = gradio_client.Client(app_url, verbose=False)
     bad = demo_request(1)
-    bad[9] = 10  # frames must be 4k+1
+    bad[10] = 10  # frames must be 4k+1
     with pytest.raises(Exception, match="4k\\+1"):
         client.predict(*bad, api_name="/generate")
 
