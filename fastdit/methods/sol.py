@@ -48,6 +48,11 @@ Differences from the official code, deliberately:
   SM90/SM100, forward only) prepare their threshold with code of their own (``compute_global_qck_threshold``);
   they were not run (no GPU here, and the repository is too large to fetch), so agreement with them is not
   measured.
+- A batch whose prompts are padded differently (joint-text models with a text mask) is routed from the union
+  of its elements and with the padded text tokens in the statistics (the kernels mask them as keys, Sana's
+  Hunyuan path crops them), so a sample's output depends on the batch it is in: on the tiny random-weight
+  HunyuanVideo-1.5 of ``tests/patching``, padded batch vs each prompt alone differ by up to 0.012 (absolute;
+  radial and grat: equal within 2e-5).
 - The published Wan run auto-calibrates tau to a density of 0.15 (``SOL_ATTN_AUTO_CALIBRATE=1``) and also
   passes ``--pisa_threshold 1.7``; the preset keeps tau at 1.7 (calibration is ``fastdit.calibrate``'s job).
 """
