@@ -32,7 +32,7 @@ EXAMPLES = [
     "waves crashing on a rocky beach, slow motion",
     "a red ball bouncing in a white room",
 ]
-KNOB_METHODS = ("radial", "pyramid", "vmoba", "grat", "svg2")  # the methods with knobs on the page, in page order
+KNOB_METHODS = ("radial", "pyramid", "vmoba", "grat", "svg2", "sol")  # the methods with knobs on the page, in order
 DENSE_RUN = "dense (stock attention)"
 VIDEO_HEIGHT = 240  # px: the status, both videos and the metrics under them fit a 1366x768 screen
 RESULTS_ID = "fastdit-results"
@@ -109,7 +109,7 @@ def _legend_html() -> str:
 
 
 def _options(method: str, decay: float, thresholds: str, vmoba_threshold: float, grat_mode: str,
-             grat_radius: int, top_p: float) -> dict[str, Any]:
+             grat_radius: int, top_p: float, sol_tau: float) -> dict[str, Any]:
     """The main knob(s) of the chosen method, as ``fastdit.apply`` options."""
     if method == "radial":
         return {"decay_factor": float(decay)}
@@ -124,6 +124,8 @@ def _options(method: str, decay: float, thresholds: str, vmoba_threshold: float,
         return {"mode": grat_mode, "radius": int(grat_radius)}
     if method == "svg2":
         return {"top_p": float(top_p)}
+    if method == "sol":
+        return {"tau": float(sol_tau)}
     return {}
 
 
@@ -190,7 +192,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
     first_method = "radial" if "radial" in methods else methods[0]
     cleared = ("", None, None, "", "", None, None)  # status, videos, metrics, time bars, layout, numbers
 
-    def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius, top_p,
+    def generate(prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode, grat_radius, top_p, sol_tau,
                  entropy, frames, height, width, steps, seed, image, progress=gr.Progress()):
         yield cleared  # the previous result goes before anything else can fail
         client_left = _client_left(demo)
@@ -201,7 +203,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         try:
             request = DemoRequest(prompt=prompt, method=method, negative_prompt=negative or "",
                                   options=_options(method, decay, thresholds, vmoba_threshold, grat_mode,
-                                                   grat_radius, top_p),
+                                                   grat_radius, top_p, sol_tau),
                                   entropy_scaling=bool(entropy), frames=int(frames), height=int(height),
                                   width=int(width), steps=int(steps), seed=parse_seed(seed), image=image)
             result = session.generate(request, on_progress=on_progress, client_left=client_left)
@@ -252,6 +254,9 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
                 with gr.Group(visible=first_method == "svg2") as knobs["svg2"]:
                     top_p = gr.Slider(0.5, 1.0, value=0.9, step=0.01,
                                       label="svg2: top-p (attention mass each query cluster keeps)")
+                with gr.Group(visible=first_method == "sol") as knobs["sol"]:
+                    sol_tau = gr.Slider(-1.0, 4.0, value=get_method("sol").options().tau, step=0.1,
+                                        label="sol: tau (standard deviations above the mean block score)")
                 entropy = gr.Checkbox(label="Attention-entropy scaling", value=False)
                 with gr.Row():
                     frames = gr.Slider(limits.frames[0], limits.frames[1], step=limits.frames[2],
@@ -282,7 +287,7 @@ def build_demo(session: DemoSession, video_dir: str | Path, delete_cache: tuple[
         method.change(lambda chosen: [gr.update(visible=chosen == name) for name in KNOB_METHODS],
                       inputs=method, outputs=[knobs[name] for name in KNOB_METHODS], queue=False)
         run.click(generate, inputs=[prompt, negative, method, decay, thresholds, vmoba_threshold, grat_mode,
-                                    grat_radius, top_p, entropy, frames, height, width, steps, seed, image],
+                                    grat_radius, top_p, sol_tau, entropy, frames, height, width, steps, seed, image],
                   outputs=[status, dense_video, sparse_video, metrics, time_bars, layout, numbers],
                   api_name="generate",
                   show_progress_on=[status], js=SCROLL_TO_RESULTS)

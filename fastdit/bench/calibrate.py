@@ -7,7 +7,7 @@ the same seed, and is scored against the stock dense video of each prompt:
   psnr_db   PSNR vs dense, pooled over the prompts (from the mean squared error); ssim: mean SSIM
 
 Uniform configurations are the model's preset and every rung of each method's calibration ladder (radial
-decay, pyramid bands, vmoba threshold, grat radius), one setting for every layer and head, with the preset's
+decay, pyramid bands, vmoba threshold, grat radius, sol tau), one setting for every layer and head, with the preset's
 warm-up: they trace what one global knob can reach. Calibrated configurations come from one measuring pass on
 prompts that are not among the evaluated ones (``fastdit.calibration.measurements``), selected at each
 ``--targets`` value. For each target the report compares the calibrated run's PSNR with the uniform

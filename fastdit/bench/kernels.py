@@ -1,7 +1,8 @@
 """Kernel speed: fastdit's Triton block-sparse attention vs dense SDPA and FlexAttention, on one CUDA GPU.
 
 For each model shape (Wan2.1-1.3B 480p, Wan2.1-14B 720p, HunyuanVideo 720p 129 frames; B = 1, D = 128) and
-each layout (radial, grat, pyramid, tuned to densities 0.1-0.5 on the shape's token grid) it times:
+each layout (radial, grat, pyramid, sol, tuned to densities 0.1-0.5 on the shape's token grid; sol at its own
+64-token blocks, its time including the pooled tail merged by log-sum-exp) it times:
 
   cudnn, flash   dense SDPA on the real (unpadded) sequence in model order, per shape
   flex           compiled FlexAttention on the same layout (pyramid: its kept blocks at full resolution,
@@ -32,12 +33,12 @@ the Triton kernel spends on padding, query-key pairs computed over real pairs at
 padding only are skipped), work dense SDPA does not do.
 
 ``--compile-only`` needs no GPU: it compiles the forward for sm_90 and sm_80 with Triton's real compiler, for
-level 0 without and with padding and for pyramid levels, at every autotune config (and the warp-specialized
-level-0 loop's on sm_90), and tabulates registers, spills, shared memory, CTAs per SM, K/V buffers in the
-pipelined loops, wgmma, ptxas' C7515 warning, from the SASS the hot loops' instructions, MUFU per HGMMA,
-barriers and wgmma wait depth per tile, setmaxnreg, and the consumer partitions' query rows (default report
-name: kernels_compile); it exits 1 when a build is not green or the padded build's full-tile loop is not
-the unpadded one's.
+level 0 without and with padding, for pyramid levels and for 64-token blocks with padding (sol's, and svg2's
+per-head layouts), at every autotune config (and the warp-specialized level-0 loop's on sm_90), and tabulates
+registers, spills, shared memory, CTAs per SM, K/V buffers in the pipelined loops, wgmma, ptxas' C7515 warning,
+from the SASS the hot loops' instructions, MUFU per HGMMA, barriers and wgmma wait depth per tile, setmaxnreg,
+and the consumer partitions' query rows (default report name: kernels_compile); it exits 1 when a build is not
+green or the padded build's full-tile loop is not the unpadded one's.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ SHAPES = {
     "wan-14b-720p": Shape("Wan2.1-14B 720p 81f", 40, TokenGrid(21, 45, 80)),        # 75600 tokens
     "hunyuan-720p": Shape("HunyuanVideo 720p 129f", 24, TokenGrid(33, 45, 80)),     # 118800 tokens
 }
-METHODS = ("radial", "grat", "pyramid")
+METHODS = ("radial", "grat", "pyramid", "sol")
 DENSITIES = (0.1, 0.2, 0.3, 0.4, 0.5)
 PUBLISHED_BANDS = (0.4, 0.5, 0.6, 0.8)  # PSA's cumulative-mass bands for levels 0..3 (Wan2.1-14B)
 TARGET_RATIO, TARGET_VS_FLEX = 1.25, 1.5
@@ -178,7 +179,8 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
 
     radial: ``decay_factor`` (bisected on a log scale) with the attention sink, then, if that can't get within
     0.03 of ``target`` (its window never drops below one block), without the sink; grat: ``surround`` radii
-    (temporal x spatial grid); pyramid: PSA's published bands scaled by one factor (bisected), on ``q, k``.
+    (temporal x spatial grid); pyramid: PSA's published bands scaled by one factor (bisected), on ``q, k``;
+    sol: ``tau`` (bisected) on ``q, k``, at its published 64-token blocks whatever ``block_size``.
     """
     if method == "radial":
         best = None
@@ -204,6 +206,11 @@ def layout_at_density(method: str, grid: TokenGrid, block_size: int, target: flo
 
         return _bisect(build, target, 0.01, 1.25, log=False,
                        describe=lambda c: "bands " + "/".join(f"{min(1.0, c * t):.3g}" for t in PUBLISHED_BANDS))
+    if method == "sol":
+        if q is None or k is None:
+            raise ValueError("sol layouts are chosen from q and k: pass q= and k=")
+        return _bisect(lambda x: build_layout("sol", grid, q=q, k=k, tau=-x), target, -6.0, 2.0, log=False,
+                       describe=lambda x: f"tau={-x:.3g}")  # density falls as tau grows
     raise ValueError(f"unknown method {method!r}; the kernel benchmark times {', '.join(METHODS)}")
 
 

@@ -35,9 +35,10 @@ VARIANTS = {
     "level0-padded": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True),
     # pyramid levels 0..3 with padding: the level-0 loop, then one loop over the pooled levels' tiles
     "levels": dict(N_LEVELS=4, HAS_MASK=True, SKIP_Q=True),
-    # SVG2: per-head layouts (their CSR is read per head at run time, like any per-head layout) of 64-token
-    # blocks over cluster-sorted tokens, with padding (the video's tail, text blocks)
-    "per-head-64": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True, BLOCK_Q=64, LOG_BLOCK_KV=6),
+    # 64-token blocks with padding: Sol-Attn's published blocks (Morton order, text blocks; its pooled tail is
+    # merged outside the kernel by log-sum-exp, fastdit.kernels.tail) and SVG2's per-head layouts over
+    # cluster-sorted tokens (a per-head CSR is read per head at run time, like any per-head layout)
+    "64-padded": dict(N_LEVELS=1, HAS_MASK=True, SKIP_Q=True, BLOCK_Q=64, LOG_BLOCK_KV=6),
 }
 ARCHS = {90: "sm_90 (H100/H200, wgmma)", 80: "sm_80 (A100, mma.sync)"}
 WS_VARIANTS = ("level0", "level0-padded")  # the warp-specialized loop is level 0's (sm_90)

@@ -3,7 +3,7 @@
 Each ladder spans the knob's useful range from very sparse to nearly dense, so the search can find both the
 sparsest setting within a loose target and one that barely drops anything for a tight one. Only knobs that
 keep the method's token order vary (radial's decay, pyramid's bands, vmoba's threshold, grat's radius, svg2's
-top-p), so the heads of one layer can take different rungs and still share one kernel call.
+top-p, sol's tau), so the heads of one layer can take different rungs and still share one kernel call.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ _BAND_STRETCH = (1.5, 1.0, 0.6, 0.35, 0.2, 0.1, 0.05, 0.02)
 _THRESHOLDS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95)  # vmoba: share of the gate mass each query keeps
 _RADII = (0, 1, 2, 3)  # grat surround: groups kept around the query group, on every axis
 _TOP_P = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.995)  # svg2: attention mass each query cluster keeps (published 0.9)
+# sol: standard deviations above the row's mean block score (published 1.0; Sana's Wan2.1-14B run 1.7)
+_TAUS = (3.0, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5)
 
-KNOBS = {"radial": "decay_factor", "pyramid": "thresholds", "vmoba": "threshold", "grat": "radius", "svg2": "top_p"}
+KNOBS = {"radial": "decay_factor", "pyramid": "thresholds", "vmoba": "threshold", "grat": "radius", "svg2": "top_p",
+         "sol": "tau"}
 SEARCHABLE = tuple(KNOBS)
 
 
@@ -50,6 +53,8 @@ def candidates(method: str, base: dict[str, Any] | None = None) -> list[Any]:
         rungs = [{"threshold": t} for t in _THRESHOLDS]
     elif method == "svg2":  # top-p leaves the clusters, so the per-head orders, as they are
         rungs = [{"top_p": p} for p in _TOP_P]
+    elif method == "sol":
+        rungs = [{"tau": t} for t in _TAUS]
     else:  # grat: fastdit's surround groups (criss-cross has no knob to search)
         rungs = [{"mode": "surround", "radius": (r, r, r)} for r in _RADII]
     unique = dict.fromkeys(dataclasses.replace(start, **rung) for rung in rungs)

@@ -155,7 +155,8 @@ class Measurements:
                                  f"batch 1, got {call.q.shape[0]}: run guidance as separate calls")
             k, v = layouts[0].head_order.keys(k), layouts[0].head_order.keys(v)
         keys = ordered_keys(exact, k, v, layouts[0], order, levels=max(layout.max_level for layout in layouts))
-        for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts))):
+        qkv = (data.get("q", order.to_order(call.q)), k, v) if any(layout.tail for layout in layouts) else None
+        for c, (layout, error) in enumerate(zip(layouts, layout_rows(exact, keys, layouts, qkv))):
             measure.sq_error[c, step] += error.sq_error.double().cpu()
             measure.recall[c, step] += error.recall.double().cpu()
             measure.density[c, step] += head_density(layout, heads).double()

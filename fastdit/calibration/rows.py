@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from fastdit.kernels.common import pyramid_level
+from fastdit.kernels.tail import pooled_tail
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.order import TokenOrder
 
@@ -154,23 +155,49 @@ def _reads(layout: BlockLayout, keys: OrderedKeys, batch: int, heads: int) -> tu
     return allowed.expand(batch, -1, -1, -1), covered.expand(batch, -1, -1, -1)
 
 
-def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout]) -> list[RowError]:
+def layout_rows(exact: ExactRows, keys: OrderedKeys, layouts: list[BlockLayout],
+                qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> list[RowError]:
     """The sampled rows under each of ``layouts`` against ``exact`` (``keys``: the rows' logits on the
     layouts' order, to at least their deepest pyramid level). Candidates are evaluated together, in groups
-    whose probabilities stay under ``CHUNK_BYTES``."""
+    whose probabilities stay under ``CHUNK_BYTES``. ``qkv``: ``q, k, v [B, H, S, D]`` in the layouts' order,
+    needed for layouts with Sol-Attn's pooled tail (merged into each row as the kernels merge it)."""
     B, H, R, T = keys.logits.shape
     group = max(1, CHUNK_BYTES // (B * H * R * T * 4))
     errors = []
     for start in range(0, len(layouts), group):
         chunk = layouts[start:start + group]
         allowed, covered = (torch.stack(x) for x in zip(*(_reads(layout, keys, B, H) for layout in chunk)))
-        p = torch.softmax(keys.logits.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0)  # [C, B, H, R, T]
+        logits = keys.logits.masked_fill(~allowed, -math.inf)  # [C, B, H, R, T]
+        p = torch.softmax(logits, dim=-1).nan_to_num(0.0)
         out = torch.matmul(p, keys.values)  # [C, B, H, R, D]
+        if any(layout.tail for layout in chunk):
+            out = _with_tails(out, torch.logsumexp(logits, -1), exact, keys, chunk, qkv)
         recall = (exact.p * covered).sum(-1).sum((1, 3))  # [C, H]
         sq_error = ((out - exact.out) ** 2).sum((1, 3, 4))
         sq_norm = (exact.out ** 2).sum((0, 2, 3))
         errors += [RowError(sq_error[c], sq_norm, recall[c], B * R) for c in range(len(chunk))]
     return errors
+
+
+def _with_tails(out: torch.Tensor, lse: torch.Tensor, exact: ExactRows, keys: OrderedKeys,
+                layouts: list[BlockLayout], qkv) -> torch.Tensor:
+    """``out [C, B, H, R, D]`` with each tail layout's pooled terms merged into its rows (``lse [C, B, H, R]``:
+    the rows' log-sum-exp over the keys they read)."""
+    if qkv is None:
+        raise ValueError("layouts with Sol-Attn's pooled tail need q, k, v (qkv=) to measure their rows")
+    out = out.clone()
+    positions = keys.query_position.to(out.device)  # the rows in the layouts' order (no per-head order here)
+    rows = positions // keys.block_size
+    for c, layout in enumerate(layouts):
+        if not layout.tail:
+            continue
+        tail_lse, tail_out, shift = pooled_tail(*qkv, layout, exact.scale)
+        row_lse = tail_lse[..., rows] + shift[..., positions]
+        top = torch.maximum(lse[c], row_lse)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        a, b = torch.exp(lse[c] - top).unsqueeze(-1), torch.exp(row_lse - top).unsqueeze(-1)
+        out[c] = (a * out[c] + b * tail_out[..., rows, :]) / (a + b).clamp_min(1e-30)
+    return out
 
 
 def head_density(layout: BlockLayout, heads: int) -> torch.Tensor:

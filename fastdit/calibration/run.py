@@ -27,7 +27,7 @@ from fastdit.runtime.config import SparseConfig, check_dense_steps
 
 __all__ = ["calibrate", "measure", "default_steps", "DEFAULT_METHODS"]
 
-DEFAULT_METHODS = ("radial", "pyramid", "vmoba", "grat")
+DEFAULT_METHODS = ("radial", "pyramid", "vmoba", "grat", "sol")
 MEASURED_STEPS = 5  # measured steps of a run by default, spread from the first to the last
 
 
@@ -158,7 +158,7 @@ def calibrate(pipe: Any, prompts: str | Sequence[str], *, target: float = 0.05, 
 
     During a dense generation of each prompt (with ``call``'s other pipeline arguments), query rows of every
     self-attention layer are computed exactly at a few ``steps`` and under each candidate layout of each of
-    ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius).
+    ``methods`` (their main knob on a ladder: radial decay, pyramid bands, vmoba threshold, grat radius, sol tau).
     ``metric="rel_l2"`` bounds the relative L2 error of the rows' outputs, ``"mass"`` the share of attention mass a
     layout leaves out; ``allocation="cap"`` bounds every head's error, ``"budget"`` the RMS of the errors over
     all heads (spent where it buys the most sparsity). Per layer the method that serves it best wins; heads

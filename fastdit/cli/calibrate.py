@@ -5,11 +5,11 @@
 
 Runs a dense generation per prompt (stopped after the last measured step, no VAE decode). At a few denoising steps
 it computes sampled query rows of every self-attention layer exactly and under each candidate setting of each
-method (radial decay, pyramid bands, vmoba threshold, grat radius), then chooses per layer and head the sparsest
-settings whose error stays within --target (relative L2 of the output rows, or with --metric mass the share of
-attention mass left out; for every head, or with --allocation budget as an RMS over all heads); layers and heads where
-nothing is worth its error run dense, and a dense warm-up (at least the preset's, or --warmup) is chosen where it
-pays. The file records the model, its config fingerprint, the grid, the target, every choice with its measured
+method (radial decay, pyramid bands, vmoba threshold, grat radius, sol tau), then chooses per layer and head the
+sparsest settings whose error stays within --target (relative L2 of the output rows, or with --metric mass the share
+of attention mass left out; for every head, or with --allocation budget as an RMS over all heads); layers and heads
+where nothing is worth its error run dense, and a dense warm-up (at least the preset's, or --warmup) is chosen where
+it pays. The file records the model, its config fingerprint, the grid, the target, every choice with its measured
 error and density, and the expected density of a run.
 """
 

@@ -58,8 +58,8 @@ def collect() -> dict:
     methods = {}
     for name in available_methods():
         spec = get_method(name)
-        methods[name] = {"summary": spec.summary, "dynamic": spec.dynamic,
-                         "defaults": dataclasses.asdict(spec.options())}
+        methods[name] = {"summary": spec.summary, "dynamic": spec.dynamic, "order": spec.orders[0],
+                         "block_size": spec.published_block_size, "defaults": dataclasses.asdict(spec.options())}
     try:
         import triton
 
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     print("\nmethods:")
     for name, m in info["methods"].items():
         opts = ", ".join(f"{k}={v}" for k, v in m["defaults"].items()) or "no options"
-        print(f"  {name:<8} {m['summary']}  [{opts}]")
+        print(f"  {name:<8} {m['summary']}  [{opts}; {m['order']} order, {m['block_size']}-token blocks]")
     print("\nbackends:")
     for name, summary in info["backends"].items():
         print(f"  {name:<8} {summary}")

@@ -17,8 +17,10 @@ import torch
 
 from fastdit.kernels.flex import flex_block_attention
 from fastdit.kernels.per_query import torch_selected_attention
+from fastdit.kernels.kitchen import kitchen_installed, kitchen_kernel_available, kitchen_sol_attention, sol_layout
 from fastdit.kernels.reference import torch_block_attention
 from fastdit.kernels.registry import Backend, backends, dtypes, head_dims, level_zero_only, register_backend
+from fastdit.kernels.tail import merge_tail
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.order import TokenOrder
 
@@ -77,8 +79,13 @@ def _cuda_tensors(q, k, v, layout) -> str | None:
 
 def _differentiable(q, k, v, layout) -> str | None:
     """Training needs a backward: the Triton one runs level-0 layouts (pyramid levels train through torch)."""
-    if layout.max_level > 0 and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))):
+        return None
+    if layout.max_level > 0:
         return "the Triton backward runs level-0 layouts only (pooled pyramid levels have no Triton backward)"
+    if layout.tail:
+        return ("Sol-Attn's pooled tail needs the log-sum-exp's gradient, which the Triton backward does not give "
+                "(train sol through backend='torch')")
     return None
 
 
@@ -114,6 +121,17 @@ def _torch_attention(q, k, v, layout, scale, return_lse=False):
     return run(q, k, v, layout, scale, return_lse)
 
 
+def _forward_only(q, k, v, layout) -> str | None:
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return "comfy-kitchen's Sol-Attn is forward only (train sol through backend='torch')"
+    return None
+
+
+register_backend("kitchen", head_dims(128), kitchen_installed, _forward_only,
+                 priority=5, applies=sol_layout, auto_constraints=(_cuda_tensors, kitchen_kernel_available),
+                 handles_tail=True, gives_lse=False,
+                 summary="comfy-kitchen's Sol-Attn for sol layouts (compiled on sm_80+ CUDA, bf16/fp16, head dim "
+                         "128; its eager reference elsewhere by name), forward only")(kitchen_sol_attention)
 register_backend("torch", dtypes(*_FLOAT_TYPES), priority=100,
                  summary="PyTorch reference (gather + SDPA; per-query selections by key group), any device"
                  )(_torch_attention)
@@ -128,20 +146,25 @@ def available_backends() -> list[str]:
 
 
 def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
-                   backend: str = "auto") -> Backend:
-    """The backend that will run these inputs; ``auto`` warns once when a faster backend had to be skipped."""
+                   backend: str = "auto", need_lse: bool = False) -> Backend:
+    """The backend that will run these inputs; ``auto`` warns once when a faster backend had to be skipped
+    (backends meant for other layouts, e.g. comfy-kitchen for non-sol ones, are skipped silently).
+    ``need_lse``: the call wants the log-sum-exp too."""
     registry = backends()
     if backend != "auto":
         if backend not in registry:
             raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(registry)}")
         chosen = registry[backend]
-        reason = chosen.why_not(q, k, v, layout)
+        reason = chosen.why_not(q, k, v, layout) or (None if chosen.gives_lse or not need_lse
+                                                     else "it returns no log-sum-exp")
         if reason:
             raise ValueError(f"backend {backend!r} can't run these inputs: {reason}")
         return chosen
     skipped = []
     for candidate in registry.values():
-        if not candidate.auto:
+        if not candidate.auto or (need_lse and not candidate.gives_lse):
+            continue
+        if candidate.applies is not None and candidate.applies(q, k, v, layout):
             continue
         reason = candidate.why_not(q, k, v, layout, auto=True)
         if reason is None:
@@ -213,8 +236,9 @@ def attention(
             bf16; ``S`` is the layout's padded length; ``H`` the layout's heads, or any when it has one.
         layout: the block layout (``fastdit.build_layout``).
         scale: the softmax scale, a finite number; ``None`` is ``1/sqrt(D)``.
-        backend: ``"auto"`` (the first backend whose constraints hold: Triton on CUDA, else torch),
-            ``"torch"``, ``"triton"`` or ``"flex"``; a named backend that can't run the inputs raises
+        backend: ``"auto"`` (the first backend whose constraints hold: comfy-kitchen for sol layouts on CUDA
+            when installed and supported, Triton on CUDA, else torch), ``"torch"``, ``"triton"``, ``"flex"`` or
+            ``"kitchen"``; a named backend that can't run the inputs raises
             ``ValueError`` naming the failed constraint.
         return_lse: also return the log-sum-exp, so partial results can be merged.
         order: the token order the tensors were moved into (e.g. ``other_layout.order``); when given it must
@@ -229,6 +253,9 @@ def attention(
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
                               or not math.isfinite(scale)):
         raise ValueError(f"scale must be a finite number (or None: 1/sqrt(D)), got {scale!r}")
-    chosen = select_backend(q, k, v, layout, backend)
+    chosen = select_backend(q, k, v, layout, backend, need_lse=return_lse)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return chosen.fn(q, k, v, layout, scale, return_lse)
+    if not layout.tail or chosen.handles_tail:
+        return chosen.fn(q, k, v, layout, scale, return_lse)
+    out, lse = merge_tail(*chosen.fn(q, k, v, layout, scale, True), q, k, v, layout, scale)
+    return (out, lse) if return_lse else out

@@ -59,7 +59,7 @@ def _attend(q, k, v, bias, scale, need_lse):
     if bias is not None:
         s = s + bias.float().view(1, bias.shape[0], 1, -1)
     lse = torch.logsumexp(s, dim=-1)
-    p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num_(0.0)
+    p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num(0.0)  # not in place: autograd keeps exp's output
     return torch.matmul(p, v.float()).to(q.dtype), lse
 
 

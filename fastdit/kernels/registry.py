@@ -28,6 +28,9 @@ class Backend:
     auto: bool = True  # False: never chosen by auto, only by name
     summary: str = ""
     auto_constraints: tuple[Constraint, ...] = ()  # further requirements for being chosen by auto
+    handles_tail: bool = False  # computes Sol-Attn's pooled tail itself (else attention() merges it in)
+    gives_lse: bool = True  # can return the log-sum-exp (calls that merge partial results need it)
+    applies: Optional[Constraint] = None  # under auto, a backend whose check fails here is skipped silently
 
     def why_not(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
                 auto: bool = False) -> str | None:
@@ -47,11 +50,15 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(name: str, *constraints: Constraint, priority: int, auto: bool = True, summary: str = "",
-                     auto_constraints: tuple[Constraint, ...] = ()):
-    """Decorator: register ``fn(q, k, v, layout, scale, return_lse)`` as backend ``name``."""
+                     auto_constraints: tuple[Constraint, ...] = (), handles_tail: bool = False, gives_lse: bool = True,
+                     applies: Optional[Constraint] = None):
+    """Decorator: register ``fn(q, k, v, layout, scale, return_lse)`` as backend ``name`` (``applies``: which
+    layouts it is for at all, e.g. one method's; it also counts as a constraint)."""
 
     def wrap(fn: KernelFn) -> KernelFn:
-        _BACKENDS[name] = Backend(name, fn, constraints, priority, auto, summary, auto_constraints)
+        checks = constraints if applies is None else (applies, *constraints)
+        _BACKENDS[name] = Backend(name, fn, checks, priority, auto, summary, auto_constraints, handles_tail,
+                                  gives_lse, applies)
         return fn
 
     return wrap

@@ -17,7 +17,24 @@ from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder
 from fastdit.layout.selection import QuerySelection
 
-__all__ = ["BlockLayout"]
+__all__ = ["BlockLayout", "block_means"]
+
+
+def block_means(x: torch.Tensor, valid: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(means [B, H, n, D] fp32, lengths [n] fp32)``: each block's mean over its live rows, and how many
+    live rows it has (at least 1, as Sol-Attn's reference clamps it). Sol-Attn's routing (mean query and key of
+    each block) and its pooled correction in the kernels share it, so they agree bit for bit.
+
+    Args:
+        x: ``[B, H, S, D]`` with ``S = n · block``.
+        valid: ``[S]`` bool, the live rows.
+        block: tokens per block.
+    """
+    B, H, S, D = x.shape
+    live = valid.to(x.device)
+    lengths = live.view(-1, block).sum(-1).float().clamp(min=1)
+    sums = (x.float() * live.view(1, 1, S, 1)).view(B, H, -1, block, D).sum(3)
+    return sums / lengths.view(1, 1, -1, 1), lengths
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +61,11 @@ class BlockLayout:
             ``B * H`` heads, batch element ``b``'s heads at ``b * H ... (b + 1) * H - 1``.
         selection: per-query key groups (``None``: every query of a block attends all of its keys); the kernels
             that run it compute exactly the pairs it keeps, and the blocks must hold all of them.
+        tail: Sol-Attn's approximation correction: every key block a row does not list still enters that row's
+            softmax as one pooled term (the block's mean key scored against the query block's mean query, its
+            summed values), so the whole sequence stays in the normaliser (:mod:`fastdit.kernels.tail`).
+        routed_by: the dynamic rule that chose the blocks, ``(method, ((option, value), ...))``, so a backend
+            that routes on its own (comfy-kitchen's Sol-Attn) can run the layout; ``None`` for the others.
     """
 
     row_ptr: torch.Tensor
@@ -57,6 +79,8 @@ class BlockLayout:
     order: TokenOrder | None = None
     head_order: HeadOrder | None = None
     selection: QuerySelection | None = None
+    tail: bool = False
+    routed_by: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.head_order is not None and (self.order != self.head_order.base
@@ -95,12 +119,14 @@ class BlockLayout:
         level: torch.Tensor | None = None,
         head_order: HeadOrder | None = None,
         selection: QuerySelection | None = None,
+        tail: bool = False,
+        routed_by: tuple | None = None,
     ) -> "BlockLayout":
         """Build a layout from a ``[heads, n_blocks, n_blocks]`` bool block mask over ``order``'s blocks.
 
         ``level`` (same shape, int) gives the pyramid level of each kept entry; ``head_order`` the per-head
         permutations the blocks are cut from (``heads = B * H`` then); ``selection`` the per-query key groups
-        inside the kept blocks.
+        inside the kept blocks; ``tail`` and ``routed_by`` as in the class.
         """
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)
@@ -116,7 +142,7 @@ class BlockLayout:
         valid = order.valid
         return cls(row_ptr, col_idx, order.block_size, order.block_size, order.seq_len, order.seq_len,
                    level=levels, kv_valid=None if bool(valid.all()) else valid, order=order, head_order=head_order,
-                   selection=selection)
+                   selection=selection, tail=tail, routed_by=routed_by)
 
     # ---------------------------------------------------------------- shape facts
     @property
@@ -187,6 +213,10 @@ class BlockLayout:
         """The pattern of query blocks ``rows`` against key blocks ``cols`` (both ranges of block ids), as a
         layout of its own over just those tokens (no token order: the slice is no grid's). Context-parallel
         ring attention runs a rank's query blocks against one key/value chunk at a time with it."""
+        if self.tail and (rows.start != 0 or cols != range(0, self.n_kv_blocks)):
+            # its pooled terms are centred on the mean key of the whole sequence, and its rows are the leading ones
+            raise ValueError("a layout with Sol-Attn's pooled tail can be cut to its leading query blocks only, not "
+                             "into key chunks (ring attention)")
         heads, entry_rows = self._entry_rows()
         keep = ((entry_rows >= rows.start) & (entry_rows < rows.stop)
                 & (self.col_idx >= cols.start) & (self.col_idx < cols.stop))
@@ -201,7 +231,8 @@ class BlockLayout:
                            n * self.block_q, len(cols) * self.block_kv,
                            level=None if self.level is None else self.level[keep],
                            kv_valid=None if self.kv_valid is None else self.kv_valid[tokens],
-                           selection=None if self.selection is None else self.selection.slice(queries, tokens))
+                           selection=None if self.selection is None else self.selection.slice(queries, tokens),
+                           tail=self.tail, routed_by=self.routed_by)
 
     def padded_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``([heads, n_q_blocks], [heads, n_q_blocks, max_count])``: counts and key block ids, padded with 0."""
@@ -219,7 +250,8 @@ class BlockLayout:
         return BlockLayout(move(self.row_ptr), move(self.col_idx), self.block_q, self.block_kv, self.seq_len_q,
                            self.seq_len_kv, level=move(self.level), kv_valid=move(self.kv_valid), order=self.order,
                            head_order=None if self.head_order is None else self.head_order.to(device),
-                           selection=None if self.selection is None else self.selection.to(device))
+                           selection=None if self.selection is None else self.selection.to(device),
+                           tail=self.tail, routed_by=self.routed_by)
 
     def head_slice(self, start: int, stop: int) -> "BlockLayout":
         """The pattern of heads ``start:stop`` alone, without a per-head order (the caller has already moved
@@ -255,4 +287,5 @@ class BlockLayout:
         grid = "" if self.order is None else f", grid={self.order.grid}, order={self.order.describe()}"
         grid += "" if self.selection is None else ", per-query selection"
         return (f"BlockLayout(heads={self.num_heads}, blocks={self.n_q_blocks}x{self.n_kv_blocks}, "
-                f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}{grid})")
+                f"block={self.block_q}x{self.block_kv}, nnz={self.nnz}, density={self.density():.3f}"
+                f"{', tail' if self.tail else ''}{grid})")

@@ -2,9 +2,10 @@
 
 Every published sparse-attention method is defined on its own token order, and the order is part of the
 method: radial attention cuts the raster (frame-major) sequence into 128-token blocks that may straddle
-frames; GRAT groups tokens into spatio-temporal tiles; PSA walks a 3D Gilbert curve. A :class:`TokenOrder` is
-one such order on one grid: a permutation of the model's tokens plus a partition into ``block_size``-token
-kernel blocks, with validity for padding. VMoBA's chunks are one more such order. Video tokens come first
+frames; GRAT groups tokens into spatio-temporal tiles; PSA walks a 3D Gilbert curve, Sol-Attn a 3D Morton
+curve. A :class:`TokenOrder` is one such order on one grid: a permutation of the model's tokens plus a
+partition into ``block_size``-token kernel blocks, with validity for padding. VMoBA's chunks are one more such
+order. Video tokens come first
 (padded to whole blocks), then the text tokens of joint-attention models (padded to whole blocks of their
 own), whatever side the model puts them on. An order is built once per (grid, kind, block size, tile) and
 cached; nothing in it is S×S.
@@ -21,8 +22,8 @@ import torch
 
 from fastdit.layout.grid import TokenGrid
 
-__all__ = ["TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "ChunkOrder", "ORDERS", "make_order",
-           "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "MAX_BLOCK_PAIRS", "check_block_size",
+__all__ = ["TokenOrder", "RasterOrder", "TileOrder", "GilbertOrder", "MortonOrder", "ChunkOrder", "ORDERS",
+           "make_order", "MIN_BLOCK_SIZE", "MAX_BLOCK_SIZE", "MAX_BLOCK_PAIRS", "check_block_size",
            "choose_tile", "check_tile"]
 
 
@@ -269,6 +270,30 @@ class GilbertOrder(TokenOrder):
         return positions
 
 
+@dataclass(frozen=True)
+class MortonOrder(TokenOrder):
+    """Tokens along a 3D Morton (Z-order) curve over (t, y, x), cut into blocks; padding only at the end.
+
+    Sol-Attn's official backend (NVlabs/Sana ``sol-engine``, ``_morton3d_perm``) runs on this order: the code
+    interleaves the bits of ``t``, ``y``, ``x`` (``t`` lowest) with as many bits per axis as the largest side
+    needs, and tokens are sorted by it (codes are unique, so the sort is exact). On a grid that is not a power
+    of two the curve skips the missing cells, so a block is compact but not always a cube.
+    """
+
+    kind: ClassVar[str] = "morton"
+
+    def _video_positions(self) -> torch.Tensor:
+        g = self.grid
+        t, y, x = (c.reshape(-1) for c in torch.meshgrid(torch.arange(g.t), torch.arange(g.h), torch.arange(g.w),
+                                                          indexing="ij"))
+        bits = max(g.t, g.h, g.w).bit_length()
+        spread = lambda a: sum(((a >> i) & 1) << (3 * i) for i in range(bits))  # noqa: E731
+        code = spread(t) | (spread(y) << 1) | (spread(x) << 2)
+        positions = torch.empty(g.video_tokens, dtype=torch.int64)
+        positions[torch.argsort(code)] = torch.arange(g.video_tokens)
+        return positions
+
+
 def gilbert3d(width: int, height: int, depth: int) -> torch.Tensor:
     """``[width * height * depth, 3]`` int64 ``(x, y, z)`` cells in the order of the generalized Gilbert curve.
 
@@ -390,7 +415,8 @@ class ChunkOrder(TokenOrder):
         return f"chunks {'x'.join(map(str, self.chunk))}, {self.block_size}-token blocks"
 
 
-ORDERS: dict[str, type[TokenOrder]] = {cls.kind: cls for cls in (RasterOrder, TileOrder, GilbertOrder, ChunkOrder)}
+ORDERS: dict[str, type[TokenOrder]] = {cls.kind: cls for cls in (RasterOrder, TileOrder, GilbertOrder, MortonOrder,
+                                                                  ChunkOrder)}
 _SHAPED = {"tiles": "tile", "chunks": "chunk"}
 
 
@@ -426,7 +452,7 @@ def make_order(kind: str, grid: TokenGrid, block_size: int, shape: tuple[int, in
     """The ``kind`` order of ``grid`` with ``block_size``-token blocks (cached: permutations are built once).
 
     Args:
-        kind: ``"raster"``, ``"tiles"``, ``"gilbert"`` or ``"chunks"``.
+        kind: ``"raster"``, ``"tiles"``, ``"gilbert"``, ``"morton"`` or ``"chunks"``.
         grid: the token grid.
         block_size: tokens per kernel block.
         shape: the tile of the ``"tiles"`` order (default: one block per tile, shaped to minimise padding) or

@@ -19,7 +19,7 @@ from fastdit.layout.grid import TokenGrid
 from fastdit.layout.head_order import HeadOrder
 from fastdit.layout.order import TokenOrder, make_order
 from fastdit.layout.selection import QuerySelection
-from fastdit.methods.base import DEFAULT_BLOCK_SIZE, HeadSlice, Method
+from fastdit.methods.base import HeadSlice, Method
 from fastdit.methods.registry import get_method
 
 __all__ = ["build_layout", "parse_options", "check_order", "make_layout", "make_head_layout", "layout_order",
@@ -62,7 +62,7 @@ def build_layout(
     method: str,
     grid: TokenGrid,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
     order: str | None = None,
     tile: tuple[int, int, int] | None = None,
     q: torch.Tensor | None = None,
@@ -75,7 +75,8 @@ def build_layout(
     Args:
         method: a registered method (``fastdit.available_methods()``).
         grid: the latent token grid (with its text tokens, for joint-attention models).
-        block_size: the kernel block in tokens.
+        block_size: the kernel block in tokens (``None``: the method's published one, 64 for sol, else
+            ``DEFAULT_BLOCK_SIZE``).
         order: the token order the layout is defined in (default: the one the method was published with;
             see :mod:`fastdit.layout.order`).
         tile: the ``(t, h, w)`` tile of the ``"tiles"`` order.
@@ -92,6 +93,7 @@ def build_layout(
     if not isinstance(grid, TokenGrid):
         raise TypeError(f"grid must be a fastdit.TokenGrid, got {type(grid).__name__}")
     opts = parse_options(spec, options)
+    block_size = spec.published_block_size if block_size is None else block_size
     ordered = layout_order(spec, grid, block_size, opts, order=order, tile=tile, layer=layer)
     if spec.dynamic and q is not None and k is not None:
         q, k = ordered.to_order(q), ordered.to_order(k)
@@ -111,7 +113,8 @@ def make_layout(spec: Method, order: TokenOrder, options: Any, *, q: torch.Tenso
                          "([B, H, S, D], the model's token order)")
     with torch.no_grad():  # a layout is a choice, not a function to differentiate (training stays lean)
         return _assemble(order, *_as_parts(spec.video_mask(order, options, q=q, k=k, layer=layer,
-                                                           **_head_slice(heads), **_state(spec, state))))
+                                                           **_head_slice(heads), **_state(spec, state))),
+                         **_routing(spec, (options,)))
 
 
 def make_head_layout(spec: Method, order: TokenOrder, heads: tuple[Any, ...], *, q: torch.Tensor | None = None,
@@ -200,7 +203,7 @@ def _head_layout(spec: Method, order: TokenOrder, settings: tuple[Any, ...], **d
                     if levels is None:
                         levels = torch.zeros(masks.shape[0], nv, nv, dtype=torch.int8)
                     levels[h] = level.reshape(-1, nv, nv)[h % level.shape[0]]
-    return _assemble(order, masks, levels, head_order)
+    return _assemble(order, masks, levels, head_order, **_routing(spec, settings))
 
 
 def _head_selection(settings: tuple[Any, ...], results: dict[Any, Any]) -> QuerySelection:
@@ -221,6 +224,21 @@ def _head_selection(settings: tuple[Any, ...], results: dict[Any, Any]) -> Query
     return QuerySelection(select, first.key_group)
 
 
+def _routing(spec: Method, settings: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``tail`` and ``routed_by`` of a layout whose heads follow ``settings`` (``None``: a dense head, whose
+    full rows leave the tail nothing to add)."""
+    if spec.tail is None:
+        return {}
+    tails = {spec.tail(s) for s in settings if s is not None}
+    if len(tails) > 1:
+        raise ValueError(f"method {spec.name!r}: heads of one layer must all have the pooled tail or none")
+    given = [s for s in settings if s is not None]
+    routed_by = None
+    if len(set(given)) == 1 and len(given) == len(settings):  # one rule for every head: a router can redo it
+        routed_by = (spec.name, tuple((f.name, getattr(given[0], f.name)) for f in dataclasses.fields(given[0])))
+    return {"tail": tails == {True}, "routed_by": routed_by}
+
+
 def clear_layout_cache() -> None:
     """Forget every cached static layout (a benchmark timing how long a layout takes to build needs this)."""
     for cached in (_static_layout, _static_video_mask, _static_head_layout):
@@ -235,9 +253,10 @@ def _as_parts(result) -> tuple[torch.Tensor, torch.Tensor | None, HeadOrder | No
 
 
 def _assemble(order: TokenOrder, video: torch.Tensor | QuerySelection, level: torch.Tensor | None,
-              head_order: HeadOrder | None = None) -> BlockLayout:
+              head_order: HeadOrder | None = None, **routing: Any) -> BlockLayout:
     """Embed the video-video block mask in the full mask, where text rows and columns are always kept (a
-    per-query selection over the video positions: see :func:`_full_selection`)."""
+    per-query selection over the video positions: see :func:`_full_selection`); ``routing``: the layout's
+    ``tail`` and ``routed_by``."""
     if isinstance(video, QuerySelection):
         selection = _full_selection(order, video)
         return BlockLayout.from_block_mask(selection.block_mask(order.block_size, order.block_size), order,
@@ -246,7 +265,7 @@ def _assemble(order: TokenOrder, video: torch.Tensor | QuerySelection, level: to
         video = video.unsqueeze(0)
     nv = order.video_blocks
     if order.text_blocks == 0:
-        return BlockLayout.from_block_mask(video, order, level, head_order)
+        return BlockLayout.from_block_mask(video, order, level, head_order, **routing)
     heads, nb = video.shape[0], order.num_blocks
     mask = torch.ones(heads, nb, nb, dtype=torch.bool)
     mask[:, :nv, :nv] = video
@@ -254,7 +273,7 @@ def _assemble(order: TokenOrder, video: torch.Tensor | QuerySelection, level: to
     if level is not None:
         full_level = torch.zeros(heads, nb, nb, dtype=level.dtype)
         full_level[:, :nv, :nv] = level
-    return BlockLayout.from_block_mask(mask, order, full_level, head_order)
+    return BlockLayout.from_block_mask(mask, order, full_level, head_order, **routing)
 
 
 def _full_selection(order: TokenOrder, video: QuerySelection) -> QuerySelection:

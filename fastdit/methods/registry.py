@@ -6,7 +6,7 @@ its line in ``_METHODS`` below. Code outside fastdit registers its own with :fun
 
 from __future__ import annotations
 
-from fastdit.methods import dense, grat, pyramid, radial, svg2, vmoba
+from fastdit.methods import dense, grat, pyramid, radial, sol, svg2, vmoba
 from fastdit.methods.base import Method
 
 __all__ = ["register", "get_method", "available_methods"]
@@ -17,6 +17,7 @@ _METHODS: dict[str, Method] = {m.name: m for m in (
     grat.GRAT,
     pyramid.PYRAMID,
     vmoba.VMOBA,
+    sol.SOL,
     svg2.SVG2,
 )}
 

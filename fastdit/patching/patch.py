@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from fastdit.layout.grid import TokenGrid
-from fastdit.methods import DEFAULT_BLOCK_SIZE
+from fastdit.methods import DEFAULT_BLOCK_SIZE, get_method
 from fastdit.patching import ops
 from fastdit.patching.components import find_denoisers, name_or_path
 from fastdit.patching.dispatch import DispatchedAttention
@@ -198,9 +198,9 @@ def apply(
     settings = found.for_method(method) if found else None
     options = dict(settings.options) if settings else {}
     options.update(method_options)
-    if block_size is None:
+    if block_size is None:  # the published setting's, the method's own (sol: 64), or the model preset's
         block_size = (settings.block_size if settings is not None and settings.block_size is not None
-                      else found.block_size if found else DEFAULT_BLOCK_SIZE)
+                      else get_method(method).block_size or (found.block_size if found else DEFAULT_BLOCK_SIZE))
     preset_tile = settings.tile if settings is not None else None
     if tile is None and order in (None, "tiles") and preset_tile is not None \
             and math.prod(preset_tile) % block_size == 0:  # a published group, if it holds whole blocks

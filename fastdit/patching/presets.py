@@ -162,7 +162,15 @@ _SVG2_HUNYUAN = MethodPreset(5, 1, {"q_clusters": 400, "k_clusters": 1000, "top_
                                     "k-means during the warm-up steps, zero_step_kmeans_init, is not run); "
                                     + _SVG2_BLOCKS)
 
-_WAN_METHODS = {"pyramid": _PYRAMID_WAN14B, "vmoba": _VMOBA_WAN}
+_SOL = "NVlabs/Sana sol-engine @ 36f3155 techniques/sparse_backends"
+_SOL_WAN = MethodPreset(10, 1, {"tau": 1.7}, block_size=64,
+                        source=f"Sol-Attn Wan2.1-14B 720p run ({_SOL} sol_attn_colmask/integrations/wan/scripts/"
+                               "run_wan_720p_b200.sbatch: --first_times_fp 0.2 = 10 of 50 steps dense, "
+                               "--first_layers_fp 0.025 = layer 0 dense, --pisa_threshold 1.7, 64-token blocks, "
+                               "morton3d; the script also sets SOL_ATTN_AUTO_CALIBRATE=1 with --pisa_density 0.15, "
+                               "which fastdit does not do: tau stays 1.7)")
+
+_WAN_METHODS = {"pyramid": _PYRAMID_WAN14B, "vmoba": _VMOBA_WAN, "sol": _SOL_WAN}
 
 # Wan2.1: 81 frames, VAE 4x8, patch 1x2x2. 1.3B is a 480p model, 14B and Wan2.2 A14B train up to 720p.
 _WAN_480P = VideoSize(81, 480, 832)   # 21 x 30 x 52 = 32 760 tokens

@@ -50,7 +50,7 @@ class LayerPlan:
     method's validated options per head (one entry: the same for every head); a ``None`` entry is a head that
     attends every block. All heads of a layer share one method, so they share its token order and one kernel
     call: heads may differ only in options that keep the order (radial decay, pyramid bands, vmoba threshold,
-    grat radius), and the order is the first sparse head's.
+    grat radius, sol tau), and the order is the first sparse head's.
     """
 
     method: str
@@ -189,7 +189,8 @@ class SparseConfig:
         backend = fields.get("backend", "auto")
         if backend != "auto" and backend not in available_backends():
             raise ValueError(f"unknown backend {backend!r}; available: auto, {', '.join(available_backends())}")
-        block = check_block_size(fields.get("block_size", DEFAULT_BLOCK_SIZE))
+        fields.setdefault("block_size", spec.published_block_size)  # sol's 64 tokens, else DEFAULT_BLOCK_SIZE
+        block = check_block_size(fields["block_size"])
         for flag in ("entropy_scaling", "permute_once"):
             if not isinstance(fields.get(flag, False), bool):
                 raise TypeError(f"{flag} must be True or False")

@@ -38,9 +38,12 @@ def start_app(port: int, env: dict[str, str], *args: str, log: Path | None = Non
     pytest.fail(f"the app did not start listening within {STARTUP_S} s")
 
 
+FRAMES_INPUT = 11  # where the frame count sits among the /generate endpoint's inputs
+
+
 def demo_request(seed: int | str, method: str = "grat", frames: int = 9, size: int = 128, steps: int = 3) -> list:
     """The ``/generate`` endpoint's inputs, in the order of the page's controls (the seed is the text field's)."""
-    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, svg2 top-p, entropy,
-    # frames, height, width, steps, seed, image (image-to-video models only)
-    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, 0.9, False, frames, size, size,
-            steps, str(seed), None]
+    # prompt, negative, method, decay, thresholds, vmoba threshold, grat mode, grat radius, svg2 top-p, sol tau,
+    # entropy, frames, height, width, steps, seed, image (image-to-video models only)
+    return ["a red ball", "", method, 0.2, "0.4,0.5,0.6,0.8", 0.25, "crisscross", 1, 0.9, 1.0, False, frames, size,
+            size, steps, str(seed), None]

@@ -13,7 +13,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra (gradio) is not installed")
 
-from tests.app.server import demo_request, free_port, start_app  # noqa: E402
+from tests.app.server import FRAMES_INPUT, demo_request, free_port, start_app  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 APP_LOG = ARTIFACTS / "app.log"  # the server's output, read by the tests while it runs
@@ -54,7 +54,7 @@ def test_concurrent_clients_each_get_their_own_result(app_url):
 def test_out_of_range_input_is_a_readable_message(app_url):
     client = gradio_client.Client(app_url, verbose=False)
     bad = demo_request(1)
-    bad[10] = 10  # frames must be 4k+1
+    bad[FRAMES_INPUT] = 10  # frames must be 4k+1
     with pytest.raises(Exception, match="4k\\+1"):
         client.predict(*bad, api_name="/generate")
 

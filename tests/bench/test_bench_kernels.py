@@ -84,7 +84,7 @@ def test_quick_points_are_distinct_layouts():
 
 
 @pytest.mark.parametrize("method,targets", [("grat", (0.1, 0.3, 0.5)), ("radial", (0.4, 0.5)),
-                                            ("pyramid", (0.1, 0.3, 0.5))])
+                                            ("pyramid", (0.1, 0.3, 0.5)), ("sol", (0.3, 0.5))])
 def test_layouts_are_tuned_to_the_target_density(method, targets):
     if method not in available_methods():
         pytest.skip(f"this install has no {method!r} method")

@@ -25,14 +25,16 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path):
         assert 0 < row["density"] <= 1 and 0 <= row["recall_0"] <= row["recall"] <= 1 + 1e-9
         if row["density"] == 1:  # a full layout keeps every bit of mass and the exact output
             assert abs(row["recall"] - 1) < 1e-9 and row["rel_l2"] < 1e-5
-    expected = {"radial", "grat surround", "grat crisscross", "grat lines", "pyramid", "svg2",
+    expected = {"radial", "grat surround", "grat crisscross", "grat lines", "pyramid", "svg2", "sol",
                 *(f"vmoba {kind}" for kind in ("1d", "2d", "3d"))}
     assert set(per_method) == expected and min(per_method.values()) >= 4
     for profile in (data["temporal_profile"], data["spatial_profile"]):
         relative = profile["relative_to_uniform"]
         assert relative[0] > 1 > relative[-1]  # the synthetic attention prefers near keys
         assert abs(sum(profile["mass_share"]) - 1) < 1e-6
-    assert {r["method"] for r in data["layout_cost"]} == {"pyramid", "vmoba 1d", "vmoba 2d", "vmoba 3d", "svg2"}
+    assert {r["method"] for r in data["layout_cost"]} == {"pyramid", "vmoba 1d", "vmoba 2d", "vmoba 3d", "svg2",
+                                                          "sol"}
+    assert "--name" not in data["command"]
 
 
 def test_recall_is_the_dense_mass_inside_the_layout():

@@ -43,6 +43,24 @@ def test_row_errors_match_the_kernel_for_static_and_pooled_layouts():
         assert 0 < float(got.sq_error.sum()) and bool((got.recall / got.rows < 1).all())
 
 
+def test_row_errors_match_the_kernel_with_sols_pooled_tail():
+    grid = fastdit.TokenGrid(4, 8, 8)
+    q, k, v = _qkv(grid)
+    rows = sample_rows(range(grid.num_tokens), 24, torch.Generator().manual_seed(1))
+    exact = exact_rows(q, k, v, rows, None)
+    spec = get_method("sol")
+    layouts, expected = [], []
+    for tau in (0.0, 1.0):  # two candidates in one call, as calibration evaluates a ladder
+        error, layout, order = _kernel_error(q, k, v, rows, spec, parse_options(spec, {"tau": tau}), grid)
+        layouts.append(layout)
+        expected.append(error)
+    assert all(layout.tail and layout.density() < 1 for layout in layouts)
+    keys = ordered_keys(exact, order.to_order(k), order.to_order(v), layouts[0], order)
+    got = layout_rows(exact, keys, layouts, tuple(order.to_order(x) for x in (q, k, v)))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.sq_error.float(), e, rtol=1e-4, atol=1e-6)
+
+
 def test_full_layout_has_no_error_and_full_recall():
     grid = fastdit.TokenGrid(2, 8, 8)
     q, k, v = _qkv(grid)

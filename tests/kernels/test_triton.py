@@ -256,7 +256,7 @@ def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
     assert {r["config"]: r["ctas_per_sm"] for r in rows if r["variant"] == "d64" and not r["failures"]} == {
         "128x128 w8 s3": 1, "128x64 w8 s3": 2}
     assert {(r["arch"], r["variant"], r["ws"]) for r in kernels} == (
-        {(a, v, False) for a in (90, 80) for v in ("level0", "level0-padded", "levels")}
+        {(a, v, False) for a in (90, 80) for v in ("level0", "level0-padded", "levels", "64-padded")}
         | {(90, v, True) for v in ("level0", "level0-padded")})
     assert all(r["partitions"] >= 1 and r["tma_ops"] > 0 for r in kernels if r["ws"])
     assert not any(r["partitions"] for r in kernels if not r["ws"])

@@ -1,4 +1,4 @@
-"""What pyramid and vmoba share: text blocks kept, a real pipeline patched end to end, options checked first."""
+"""What pyramid, vmoba and sol share: text blocks kept, a real pipeline patched end to end, options checked first."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastdit.dummy.wan import dummy_wan_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DYNAMIC = ("pyramid", "vmoba")
+DYNAMIC = ("pyramid", "vmoba", "sol")
 
 
 @pytest.mark.parametrize("method", DYNAMIC)
@@ -26,7 +26,7 @@ def test_text_blocks_are_attended_and_attend_everything(method):
     assert not bool(mask[:, :nv, :nv].all())  # the video part is sparse
 
 
-@pytest.mark.parametrize("method", DYNAMIC)
+@pytest.mark.parametrize("method", ("pyramid", "vmoba"))  # sol's statistics include the text blocks, as upstream's
 def test_text_never_enters_the_video_choice(method):
     grid = TokenGrid(3, 6, 10, text_tokens=7)
     q, k = (torch.randn(1, 2, grid.num_tokens, 16) for _ in range(2))
@@ -58,7 +58,7 @@ def _generate(pipe, height: int = 64, width: int = 96, num_frames: int = 9) -> n
 
 # VMoBA keys a query block by the union of its 16 queries' chunks: on random weights that union covers a tiny
 # grid whole, so it gets a 5 x 8 x 12 token grid and chunks smaller than the published ones
-SETTINGS = {"pyramid": ({}, {}),
+SETTINGS = {"pyramid": ({}, {}), "sol": ({}, {}),
             "vmoba": ({"chunk_1d": 1, "chunk_2d": (4, 4), "chunk_3d": (1, 4, 4)},
                       {"height": 128, "width": 192, "num_frames": 17})}
 
@@ -84,6 +84,7 @@ def test_tiny_wan_pipeline_end_to_end(pipe, method):
     ("pyramid", {"levels": 0, "thresholds": (0.5,)}),
     ("vmoba", {"threshold": 0.0}),
     ("vmoba", {"chunk_3d": (1, 1, 1.5)}),
+    ("sol", {"topk_ratio": 1.5}),
     ("radial", {"order": "tiles"}),
     ("grat", {"tile": (1, 8, 8)}),
 ])
