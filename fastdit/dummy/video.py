@@ -155,16 +155,20 @@ def dummy_ltx_transformer(seed: int = 0, num_layers: int = 1):
     ).eval()
 
 
+# diffusers' own LTX-2 test width; the Sana-WM refiner runs LTX-2's blocks, so its dummy shares it
+_LTX2_TINY = dict(
+    in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+    cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+    audio_attention_head_dim=4, audio_cross_attention_dim=8, qk_norm="rms_norm_across_heads", caption_channels=16,
+    rope_double_precision=False)
+
+
 def dummy_ltx2_transformer(seed: int = 0, num_layers: int = 2):
     """An ``LTX2VideoTransformer3DModel`` (video and audio streams) at diffusers' own test width."""
     from diffusers import LTX2VideoTransformer3DModel
 
     torch.manual_seed(seed)
-    return LTX2VideoTransformer3DModel(
-        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
-        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
-        qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
+    return LTX2VideoTransformer3DModel(num_layers=num_layers, **_LTX2_TINY).eval()
 
 
 def dummy_sana_wm_refiner_transformer(seed: int = 0, num_layers: int = 2):
@@ -173,11 +177,7 @@ def dummy_sana_wm_refiner_transformer(seed: int = 0, num_layers: int = 2):
     from diffusers import SanaWMLTX2RefinerTransformer3DModel
 
     torch.manual_seed(seed)
-    return SanaWMLTX2RefinerTransformer3DModel(
-        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
-        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers,
-        qk_norm="rms_norm_across_heads", caption_channels=16, rope_double_precision=False).eval()
+    return SanaWMLTX2RefinerTransformer3DModel(num_layers=num_layers, **_LTX2_TINY).eval()
 
 
 def dummy_minimax_h3_transformer(seed: int = 0, num_layers: int = 2):
