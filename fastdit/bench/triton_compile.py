@@ -192,13 +192,22 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
                                                     arch >= 90),
                         BLOCK_M=block_m, BLOCK_N=block_n), **VARIANTS[variant]}
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
+    # host-side TMA descriptors where TMA is used (placeholder pointers otherwise, as the launcher passes)
+    descriptors = {"QDesc": f"tensordesc<{dtype}[1, 1, {block_m}, {head_dim}]>",
+                   **{name: f"tensordesc<{dtype}[1, 1, {kv_tile}, {head_dim}]>" for name in ("KDesc", "VDesc")},
+                   "BiasDesc": f"tensordesc<fp32[1, {kv_tile}]>"}
+    bias = ws and constants["HAS_MASK"]
 
     def kind(name: str) -> str:
         if name in constants:
             return "constexpr"
+        if name in descriptors:
+            if name == "BiasDesc":
+                return descriptors[name] if bias else "*i32"
+            return descriptors[name] if tma or ws else f"*{dtype}"
         if name in ints:
             return "*i32"
-        if name in ("Lse", "PooledBias", "KvBias"):
+        if name in ("Lse", "PooledBias"):
             return "*fp32"
         if name[0].isupper():
             return f"*{dtype}"

@@ -48,6 +48,7 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastdit.kernels.triton.env import INTERPRETED, USE_TMA, USE_WS
 from fastdit.kernels.triton.pooling import pooled_store
@@ -80,7 +81,15 @@ _SMALL_SHARED = (64, 64, 4, 3)
 # over two consumers (FlashAttention-3's ping-pong), so BLOCK_M = 128: at 64 both consumers got the same 64 rows
 # and computed them twice (the compile report's partition row ranges show it).
 _HOPPER_WS = [(128, 128, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4)]
-_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+
+
+def _q_block(nargs: dict) -> None:
+    """Autotune pre-hook: the Q descriptor's block is the config's query tile (no-op off the TMA path)."""
+    if isinstance(nargs["QDesc"], TensorDescriptor):
+        nargs["QDesc"].block_shape = [1, 1, nargs["BLOCK_M"], nargs["HEAD_DIM"]]
+
+
+_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s, pre_hook=_q_block)
             for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED] + _HOPPER_WS)]
 
 
@@ -116,15 +125,16 @@ def _prune_configs(configs, named_args, **kwargs):
             and config_used(key(c), hopper, args["N_LEVELS"], args["WARP_SPEC"])
             and _shared_estimate(*key(c)[:2], key(c)[3], args["HEAD_DIM"], q.element_size(), hopper) <= limit]
     m, n, w, s = _SMALL_SHARED
-    return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n}, num_warps=w, num_stages=s)]
+    return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n}, num_warps=w, num_stages=s,
+                                  pre_hook=_q_block)]
 
 
 # ---------------------------------------------------------------- the kernel
 @triton.jit
 def _attend_level0(
-    acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start, t_end, KvBits,
-    seq_kv, qk_scale, offs_d, MASKED: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, USE_TMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr, PRECISION: tl.constexpr,
+    acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, b, h, stride_kn, stride_vn, Tiles, t_start, t_end,
+    KvBits, seq_kv, qk_scale, offs_d, MASKED: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Online softmax of one query tile over the full-resolution kv tiles ``Tiles[t_start:t_end]``.
 
@@ -149,8 +159,8 @@ def _attend_level0(
             entry_next = tl.load(Tiles + t + 1, mask=t + 1 < t_end, other=0)
         tok = entry + offs_n
         if USE_TMA:  # the copy engine zero-fills rows past seq_kv
-            k = k_desc.load([entry, 0])
-            v = v_desc.load([entry, 0])
+            k = k_desc.load([b, h, entry, 0]).reshape(KV_TILE, HEAD_DIM)
+            v = v_desc.load([b, h, entry, 0]).reshape(KV_TILE, HEAD_DIM)
         else:
             k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
             v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
@@ -262,10 +272,10 @@ def _slot(RowOrder, j, n_batch, n_q_blocks):
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _block_sparse_fwd(
-    Q, K, V, Out, Lse,
+    Q, K, V, Out, Lse, QDesc, KDesc, VDesc, BiasDesc,
     KP, VP, PooledBias, LevelStart,
-    TilePtr, Tiles, KvBits, KvBias, SegPtr, Cols, RowOrder,
-    qk_scale, n_batch, n_heads, n_q_blocks, seq_q, seq_kv, n_kv_tiles, tile_stride_h, seg_stride_h,
+    TilePtr, Tiles, KvBits, SegPtr, Cols, RowOrder,
+    qk_scale, n_batch, n_heads, n_q_blocks, seq_q, seq_kv, tile_stride_h, seg_stride_h,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -308,10 +318,14 @@ def _block_sparse_fwd(
     offs_d = tl.arange(0, HEAD_DIM)
 
     q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    if USE_TMA:  # rows past seq_q zero-filled; the warp-specialized loop needs Q from a descriptor too
+    if WARP_SPEC:
+        # the warp-specialized loop needs Q from a descriptor, and one made here: the partitioner splits Q's
+        # load into the two consumers' 64-row halves, which it cannot do to a host descriptor's fixed block
         q_desc = tl.make_tensor_descriptor(q_base, shape=[seq_q, HEAD_DIM], strides=[stride_qm, 1],
                                            block_shape=[BLOCK_M, HEAD_DIM])
         q = q_desc.load([pid_m * BLOCK_M, 0])
+    elif USE_TMA:  # rows past seq_q zero-filled
+        q = QDesc.load([b, h, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
     else:
         q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], mask=offs_m[:, None] < seq_q,
                     other=0.0)
@@ -339,37 +353,24 @@ def _block_sparse_fwd(
     t_end = tl.where(dead, t_start, t_end)
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
-    if USE_TMA:  # the copy engine, rows past seq_kv zero-filled
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[seq_kv, HEAD_DIM], strides=[stride_kn, 1],
-                                           block_shape=[KV_TILE, HEAD_DIM])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_kv, HEAD_DIM], strides=[stride_vn, 1],
-                                           block_shape=[KV_TILE, HEAD_DIM])
-    else:  # unused
-        k_desc = k_base
-        v_desc = v_base
-    if WARP_SPEC and HAS_MASK:
-        bias_desc = tl.make_tensor_descriptor(KvBias, shape=[n_kv_tiles, KV_TILE], strides=[KV_TILE, 1],
-                                              block_shape=[1, KV_TILE])
-    else:  # unused
-        bias_desc = KvBias
     if WARP_SPEC:  # one loop over all of the row's tiles, the masked ones (after t_full) biased
         acc, m_i, l_i = _attend_level0(
-            acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start, t_end,
-            KvBits, seq_kv, qk_scale, offs_d, MASKED=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE, USE_TMA=USE_TMA,
-            WARP_SPEC=True, PRECISION=PRECISION)
+            acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_start,
+            t_end, KvBits, seq_kv, qk_scale, offs_d, MASKED=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
+            HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=True, PRECISION=PRECISION)
     else:  # the row's full tiles unmasked, then those holding padding masked
         t_masked = t_start
         if FULL_UNMASKED:
             acc, m_i, l_i = _attend_level0(
-                acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_start,
+                acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_start,
                 t_full, KvBits, seq_kv, qk_scale, offs_d, MASKED=False, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
-                USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
+                HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
             t_masked = t_full
         if HAS_MASK:  # without FULL_UNMASKED, every tile of the row
             acc, m_i, l_i = _attend_level0(
-                acc, m_i, l_i, q, k_base, v_base, k_desc, v_desc, bias_desc, stride_kn, stride_vn, Tiles, t_masked,
+                acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_masked,
                 t_end, KvBits, seq_kv, qk_scale, offs_d, MASKED=True, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
-                USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
+                HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
     if N_LEVELS > 1:
         # the row's (head, query block) loaded again (volatile: not merged with the first load) rather than kept
         # live through the loops: sm80's pyramid build spills otherwise (it sits at 255 registers)
@@ -551,13 +552,8 @@ def _use_tma(tensors: tuple[torch.Tensor, ...], device: torch.device) -> bool:
         return False
     if not INTERPRETED and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9):
         return False
-    aligned = all(x.data_ptr() % 16 == 0 and all((s * x.element_size()) % 16 == 0 for s in x.stride()[:-1])
-                  for x in tensors)
-    if aligned and not INTERPRETED:
-        # on-device descriptors live in global scratch memory; the allocator is a context variable, so it is
-        # set on every call (threads of an app start without it)
-        triton.set_allocator(_scratch)
-    return aligned
+    return all(x.data_ptr() % 16 == 0 and all((s * x.element_size()) % 16 == 0 for s in x.stride()[:-1])
+               for x in tensors)
 
 
 def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
@@ -565,7 +561,12 @@ def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
     its own partitioner, not compiled here), with TMA on and no pooled levels (their gathered keys can't come
     through TMA)."""
     hopper = INTERPRETED or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9)
-    return USE_WS and tma and hopper and prep.n_levels == 1
+    ws = USE_WS and tma and hopper and prep.n_levels == 1
+    if ws and not INTERPRETED:
+        # its Q descriptor is made on the device, in global scratch memory; the allocator is a context
+        # variable, so it is set on every call (threads of an app start without it)
+        triton.set_allocator(_scratch)
+    return ws
 
 
 def full_unmasked(n_levels: int, has_mask: bool, hopper: bool) -> bool:
@@ -584,6 +585,24 @@ def _kv_bias(prep: _Prepared) -> torch.Tensor:
 
 def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
     return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, kv_tile: int,
+                 block_m: int) -> tuple[TensorDescriptor, TensorDescriptor, TensorDescriptor, TensorDescriptor | None]:
+    """Host-side TMA descriptors of ``q``, ``k``, ``v`` ``[B, H, S, D]`` (any 16-byte aligned strides; the copy
+    engine zero-fills rows past ``S``): blocks of one (batch, head)'s ``block_m`` queries (the autotuner's
+    ``_q_block`` sets it per config) and ``kv_tile`` keys; and of the warp-specialized loop's key ``bias``
+    ``[padded keys]`` as ``[tiles, kv_tile]`` rows (``None`` without it).
+
+    Built here, they reach the kernel as ``__grid_constant__`` parameters: the kernel no longer writes
+    descriptors to global scratch memory, fences them and keeps their addresses in registers.
+    """
+    D = q.shape[-1]
+    q_desc = TensorDescriptor.from_tensor(q, [1, 1, block_m, D])
+    k_desc, v_desc = (TensorDescriptor.from_tensor(x, [1, 1, kv_tile, D]) for x in (k, v))
+    bias_desc = None if bias is None else TensorDescriptor(bias, [bias.numel() // kv_tile, kv_tile], [kv_tile, 1],
+                                                            [1, kv_tile])
+    return q_desc, k_desc, v_desc, bias_desc
 
 
 def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout, scale: float,
@@ -628,10 +647,13 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     upcast = INTERPRETED and q.dtype == torch.bfloat16
     newer = INTERPRETED or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9  # Hopper or later
     shared = layout.num_heads == 1
+    # without TMA the descriptors' places take placeholders, as do tensors the kernel doesn't read
+    descs = _descriptors(q, k, v, _kv_bias(prep) if ws and prep.has_mask else None, kv_tile,
+                         tiles[0] if tiles else min(128, layout.block_q)) if tma else (q, k, v, None)
     args = (
-        q, k, v, out, lse, kp, vp, pooled_bias, prep.level_start, tile_ptr, tile_list, prep.kv_bits,
-        _kv_bias(prep) if ws and prep.has_mask else prep.kv_bits, prep.seg_ptr, prep.cols, row_order, scale * LOG2E,
-        B, H, layout.n_q_blocks, Sq, Skv, prep.kv_valid.numel() // kv_tile,
+        q, k, v, out, lse, *descs[:3], prep.kv_bits if descs[3] is None else descs[3], kp, vp, pooled_bias,
+        prep.level_start, tile_ptr, tile_list, prep.kv_bits, prep.seg_ptr, prep.cols, row_order, scale * LOG2E,
+        B, H, layout.n_q_blocks, Sq, Skv,
         0 if shared else tile_ptr.stride(0), 0 if shared else prep.seg_ptr.stride(0),
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
