@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -100,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "kernels_compile with --compile-only)")
     parser.add_argument("--compile-only", action="store_true",
                         help="no GPU needed: compile the kernel for sm_90 and sm_80 and tabulate its resources")
+    parser.add_argument("--baseline", default=None, metavar="JSON",
+                        help="with --compile-only: an earlier compile report's JSON; the report lists the builds "
+                        "whose registers, spills, shared memory, SASS per tile or barriers changed since")
     parser.add_argument("--no-v1", action="store_true", help="skip timing the v1 kernel")
     parser.add_argument("--quick", action="store_true",
                         help="Wan2.1-1.3B shape only, densities 0.1 0.3 0.5, shorter timing: a few minutes")
@@ -430,7 +435,8 @@ def markdown(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- compile only (no GPU)
 _COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "threads",
-                    "ctas_per_sm", "kv_buffers", "pooled_buffers", "mma", "c7515", "tma_ops", "loop_instructions",
+                    "ctas_per_sm", "kv_buffers", "pooled_buffers", "mma", "c7515", "tma_ops", "device_descriptors",
+                    "loop_instructions",
                     "mufu_per_mma", "barriers_per_tile", "wait_depth", "maxnreg", "partition_rows", "ok", "failures"]
 
 
@@ -446,6 +452,7 @@ def compile_only(args: argparse.Namespace) -> int:
             SHARED_CAP,
             VARIANTS,
             WS_VARIANTS,
+            against,
             compile_kernel,
             configs_for,
             default_config,
@@ -469,9 +476,15 @@ def compile_only(args: argparse.Namespace) -> int:
             "same_code": same_code(rows)}
     for row in data["same_code"]:
         print(_line(row), flush=True)
+    command = "fastdit bench kernels --compile-only"
+    if args.baseline:
+        earlier = json.loads(Path(args.baseline).read_text())
+        data["baseline"] = {"path": args.baseline, "environment": earlier.get("environment"),
+                            "changed": against(rows, earlier["rows"])}
+        command += f" --baseline {args.baseline}"
     name = args.name or "kernels_compile"
     json_path, md_path = write_report(args.out, name, "Block-sparse attention kernel: compile-level resources",
-                                      data, compile_markdown(data), "fastdit bench kernels --compile-only")
+                                      data, compile_markdown(data), command)
     print(f"wrote {json_path} and {md_path}")
     failed = [r for r in rows if not r["ok"]] + [r for r in data["same_code"] if r["ok"] is False]
     for row in failed:
@@ -480,7 +493,7 @@ def compile_only(args: argparse.Namespace) -> int:
 
 
 def compile_markdown(data: dict[str, Any]) -> str:
-    from fastdit.bench.triton_compile import ARCHS, SAME_CODE_TOLERANCE, VARIANTS
+    from fastdit.bench.triton_compile import ARCHS, COMPARED, SAME_CODE_TOLERANCE, VARIANTS
 
     green = sum(r["ok"] for r in data["rows"])
     same = [r for r in data["same_code"] if r["ok"] is not None]
@@ -489,8 +502,10 @@ def compile_markdown(data: dict[str, Any]) -> str:
              + "; ".join(f"`{name}` ({', '.join(f'{k}={v}' for k, v in c.items())})" for name, c in VARIANTS.items())
              + ". Each variant at every autotune config the kernel tries for it on that target; on sm_90 "
              "once more with Q/K/V through TMA descriptors (`tma`: opt-in, FASTDIT_TRITON_TMA=1, until timed on a "
-             "GPU), and level 0 at every config of the warp-specialized loop (`ws`: opt-in, FASTDIT_TRITON_WS=1; "
-             "w = warps per consumer warpgroup). kv_buffers = K/V buffers the software pipeliner keeps in the "
+             "GPU; host-side descriptors, kernel parameters: device_descriptors counts those the kernel makes "
+             "itself, Q's in the warp-specialized loop), and level 0 at every config of the warp-specialized "
+             "loop (`ws`: opt-in, FASTDIT_TRITON_WS=1; w = warps per consumer warpgroup). kv_buffers = K/V "
+             "buffers the software pipeliner keeps in the "
              "level-0 loop (pooled_buffers: in the pooled levels' loop, whose keys are gathered); shared memory "
              "against the cap of each target "
              f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); threads per block and "
@@ -504,8 +519,9 @@ def compile_markdown(data: dict[str, Any]) -> str:
              "softmax); maxnreg = setmaxnreg register counts (producer/consumers); partition_rows = query rows of "
              "the tile each consumer partition computes. Green = no spills, within the shared-memory cap, >= 3 "
              "K/V buffers at level 0 (2 in the warp-specialized loop), wgmma on sm_90 (mma.sync on sm_80), no "
-             "C7515, the expected hot loops (full tiles unmasked, partial tiles in a loop of their own), a "
-             "partitioned loop where `ws` asks for one, its consumers on disjoint rows covering the tile: "
+             "C7515, no TMA descriptor made on the device but the warp-specialized loop's Q, the expected hot "
+             "loops (full tiles unmasked, partial tiles in a loop of their own), a partitioned loop where `ws` "
+             "asks for one, its consumers on disjoint rows covering the tile: "
              f"**{green} of {len(data['rows'])} green**.\n"]
     for arch, label in ARCHS.items():
         rows = [r for r in data["rows"] if r["arch"] == arch]
@@ -517,4 +533,14 @@ def compile_markdown(data: dict[str, Any]) -> str:
               "allocation differs between the two builds), nor are ws rows (all tiles in one loop with the key "
               "bias).\n",
               markdown_table(data["same_code"], ["arch", "config", "level0", "level0_padded", "ratio", "ok"])]
+    if "baseline" in data:
+        base = data["baseline"]
+        when = (base.get("environment") or {}).get("date", "date unknown")
+        changed = [{**{k: r[k] for k in ("arch", "variant", "config")},
+                    **{k: f"{r[k][0]} → {r[k][1]}" for k in COMPARED}} for r in base["changed"]]
+        parts += ["## Since the baseline\n",
+                  f"Builds compiled in both this report and `{base['path']}` ({when}) whose "
+                  f"{', '.join(COMPARED)} changed (before → after; bar_sync = `bar.sync` barriers in the PTX): "
+                  f"**{len(changed)}**.\n",
+                  markdown_table(changed, ["arch", "variant", "config", *COMPARED]) if changed else "None.\n"]
     return "\n".join(parts)

@@ -5,12 +5,14 @@ then cuobjdump's SASS) and reads what decides its speed before any timing: regis
 ``-v``), shared memory against the target's cap, threads and CTAs per SM, how many K/V buffers the software
 pipeliner keeps in each loop (the leading size of the TTGIR's ``[buffers, keys, D]`` allocations: level 0
 first, then the pooled levels' loop), the matrix instructions (``wgmma.mma_async`` on sm_90, ``mma.sync``
-otherwise), ptxas' ``C7515`` warning (serialized wgmma), TMA copies, ``bar.sync`` barriers; from the SASS, each
+otherwise), ptxas' ``C7515`` warning (serialized wgmma), TMA copies and the TMA descriptors the kernel makes
+itself (host-side ones arrive as parameters), ``bar.sync`` barriers; from the SASS, each
 hot loop's instructions, matrix instructions, MUFU ops and barriers per iteration (one kv tile) and the
 deepest wgmma wait; and, for the warp-specialized loop, whether Triton partitioned it (a
 ``ttg.warp_specialize`` op in the TTGIR), the ``setmaxnreg`` counts and the query rows each consumer
 partition computes. :meth:`CompileResult.failures` says why a build is not green; :func:`same_code` compares
-the padded build's full-tile loop with the unpadded build's. ``fastdit bench kernels --compile-only`` prints
+the padded build's full-tile loop with the unpadded build's; :func:`against` lists what changed since an
+earlier report. ``fastdit bench kernels --compile-only`` prints
 it as a table for every autotune config and exits 1 on a failure; the slow test in
 tests/kernels/test_triton.py asserts it for the default ones.
 
@@ -26,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 __all__ = ["VARIANTS", "ARCHS", "SHARED_CAP", "WS_VARIANTS", "CompileResult", "compile_kernel", "compile_pooling",
-           "configs_for", "default_config", "check", "same_code"]
+           "configs_for", "default_config", "check", "same_code", "against", "COMPARED"]
 
 VARIANTS = {
     # level 0 of an unpadded grid (radial on raster order, 128-token blocks): no validity bits read
@@ -50,6 +52,8 @@ MIN_KV_BUFFERS = 3
 # the warp-specialized loop's producer warp refills one buffer while the consumers read the other
 MIN_WS_KV_BUFFERS = 2
 SAME_CODE_TOLERANCE = 0.05  # the padded build's full-tile loop against the unpadded build's, in SASS instructions
+# what against() compares with an earlier report: ptxas' resources, SASS per iteration of each hot loop, PTX barriers
+COMPARED = ("registers", "spill_bytes", "shared_bytes", "loop_instructions", "bar_sync")
 
 
 @dataclass
@@ -75,6 +79,9 @@ class CompileResult:
     seconds: float
     tma: bool = False  # Q/K/V read through TMA descriptors (FASTDIT_TRITON_TMA=1)
     ws: bool = False  # warp-specialized level-0 loop asked for (FASTDIT_TRITON_WS=1)
+    # TMA descriptors the kernel writes to global memory itself (each copied and fenced once in the PTX); the
+    # others come from the host as kernel parameters
+    device_descriptors: int = 0
     partitions: int = 0  # ttg.warp_specialize ops in the TTGIR (1: the loop was split into producer/consumers)
     threads: int = 0  # per block, producer warps included
     ctas_per_sm: int = 0  # blocks resident per multiprocessor (shared memory, registers, threads)
@@ -119,6 +126,9 @@ class CompileResult:
             out.append("C7515: wgmma serialized")
         if (self.tma or self.ws) and not self.tma_ops:
             out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
+        if self.device_descriptors > self.ws:  # host-side descriptors; the warp-specialized loop's Q made on device
+            out.append(f"{self.device_descriptors} TMA descriptors made on the device (host-side expected"
+                       + (", but Q's)" if self.ws else ")"))
         if self.ws and not self.partitions:
             out.append("warp specialization asked for, no ttg.warp_specialize in the TTGIR")
         if self.ws and self.partitions:
@@ -190,7 +200,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
                         RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
                         FULL_UNMASKED=full_unmasked(VARIANTS[variant]["N_LEVELS"], VARIANTS[variant]["HAS_MASK"],
                                                     arch >= 90),
-                        BLOCK_M=block_m, BLOCK_N=block_n), **VARIANTS[variant]}
+                        BLOCK_M=block_m, BLOCK_N=block_n, NUM_STAGES=stages), **VARIANTS[variant]}
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
     # host-side TMA descriptors where TMA is used (placeholder pointers otherwise, as the launcher passes)
     descriptors = {"QDesc": f"tensordesc<{dtype}[1, 1, {block_m}, {head_dim}]>",
@@ -253,9 +263,11 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         spill_bytes=number(r"(\d+) bytes spill stores") + number(r"(\d+) bytes spill loads"),
         stack_bytes=number(r"(\d+) bytes stack frame"), shared_bytes=int(kernel.metadata.shared),
         kv_buffers=min(buffers[:2], default=0),
-        pooled_buffers=min(buffers[2:4], default=0) if VARIANTS[variant]["N_LEVELS"] > 1 else None,
+        # the pooled levels' loop comes last (after one or two level-0 loops)
+        pooled_buffers=min(buffers[-2:], default=0) if VARIANTS[variant]["N_LEVELS"] > 1 else None,
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
         c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
+        device_descriptors=len(re.findall(r"tensormap\.cp_fenceproxy", ptx)),
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma, ws=ws,
         partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)), threads=threads,
         ctas_per_sm=_ctas_per_sm(arch, int(kernel.metadata.shared), registers, threads),
@@ -349,6 +361,28 @@ def same_code(rows: list[dict]) -> list[dict]:
                     "level0_padded": r["insts_per_tile"], "ratio": ratio,
                     "ok": None if r["ws"] or r["config"] != label(default_config(r["arch"], r["variant"]))
                     else ratio is not None and abs(ratio - 1) <= SAME_CODE_TOLERANCE})
+    return out
+
+
+def against(rows: list[dict], baseline: list[dict]) -> list[dict]:
+    """Builds of ``rows`` (:meth:`CompileResult.row`) that an earlier report's ``baseline`` rows also compiled
+    (same target, variant and config) and whose ``COMPARED`` resources changed: each as ``[before, after]``.
+
+    Args:
+        rows: this report's rows.
+        baseline: the earlier report's rows (its JSON's ``rows``).
+
+    Returns:
+        One dict per changed build: ``arch``, ``variant``, ``config`` and, per ``COMPARED`` key, ``[before, after]``.
+    """
+    key = lambda r: (r["arch"], r["variant"], r["config"])  # noqa: E731
+    before = {key(r): r for r in baseline}
+    out = []
+    for r in rows:
+        old = before.get(key(r))
+        if old is not None and any(old[k] != r[k] for k in COMPARED):
+            out.append({"arch": r["arch"], "variant": r["variant"], "config": r["config"],
+                        **{k: [old[k], r[k]] for k in COMPARED}})
     return out
 
 

@@ -89,7 +89,8 @@ def _q_block(nargs: dict) -> None:
         nargs["QDesc"].block_shape = [1, 1, nargs["BLOCK_M"], nargs["HEAD_DIM"]]
 
 
-_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s, pre_hook=_q_block)
+_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "NUM_STAGES": s}, num_warps=w, num_stages=s,
+                          pre_hook=_q_block)
             for m, n, w, s in dict.fromkeys(_HOPPER + _AMPERE + [_SMALL_SHARED] + _HOPPER_WS)]
 
 
@@ -125,8 +126,8 @@ def _prune_configs(configs, named_args, **kwargs):
             and config_used(key(c), hopper, args["N_LEVELS"], args["WARP_SPEC"])
             and _shared_estimate(*key(c)[:2], key(c)[3], args["HEAD_DIM"], q.element_size(), hopper) <= limit]
     m, n, w, s = _SMALL_SHARED
-    return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n}, num_warps=w, num_stages=s,
-                                  pre_hook=_q_block)]
+    return kept or [triton.Config({"BLOCK_M": min(block_q, m), "BLOCK_N": n, "NUM_STAGES": s}, num_warps=w,
+                                  num_stages=s, pre_hook=_q_block)]
 
 
 # ---------------------------------------------------------------- the kernel
@@ -225,7 +226,7 @@ def _pooled_tile(t, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS: tl.constexp
 def _attend_pooled(
     acc, m_i, l_i, q, kp_base, vp_base, stride_pn, PooledBias, LevelStart, Cols, seg, dead, seq_kv,
     qk_scale, offs_n, offs_d, N_LEVELS: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Online softmax over the pooled levels ``1..N_LEVELS-1`` of one row, in one loop over their tiles.
 
@@ -239,7 +240,7 @@ def _attend_pooled(
         n_tiles += tl.cdiv((tl.load(seg + lv + 1) - tl.load(seg + lv)) << (LOG_BLOCK_KV - lv), BLOCK_N)
     n_tiles = tl.where(dead, 0, n_tiles)
     tok_next, live_next = _pooled_tile(0, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS, LOG_BLOCK_KV, BLOCK_N)
-    for t in range(0, n_tiles):
+    for t in tl.range(0, n_tiles, num_stages=NUM_STAGES):
         tok = tok_next
         live = live_next
         tok_next, live_next = _pooled_tile(t + 1, seg, Cols, LevelStart, seq_kv, offs_n, N_LEVELS, LOG_BLOCK_KV,
@@ -285,6 +286,7 @@ def _block_sparse_fwd(
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
     RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, USE_TMA: tl.constexpr,
     WARP_SPEC: tl.constexpr, FULL_UNMASKED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
 
@@ -308,7 +310,6 @@ def _block_sparse_fwd(
     h = slot // n_q_blocks
     row = slot % n_q_blocks
     pid_m = row * SUB + pid % SUB
-    pid_bh = b * n_heads + h
     # A shift, not the product the Q descriptor's coordinate uses: Triton 3.9's partitioner moves the second
     # consumer's coordinate 64 rows on, and when offs_m shares that scalar it moves offs_m too, on top of the
     # rows 64..127 it already gives that consumer (whose stores then land 64 rows late; the compile report's
@@ -381,7 +382,10 @@ def _block_sparse_fwd(
         acc, m_i, l_i = _attend_pooled(
             acc, m_i, l_i, q, kp_base, vp_base, stride_pn, PooledBias, LevelStart, Cols, seg, dead, seq_kv,
             qk_scale, offs_n, offs_d, N_LEVELS=N_LEVELS, LOG_BLOCK_KV=LOG_BLOCK_KV, BLOCK_N=BLOCK_N,
-            PRECISION=PRECISION)
+            NUM_STAGES=NUM_STAGES, PRECISION=PRECISION)
+        # and once more for the stores, so the rows' indices are not live through the loops either
+        h, row = _slot(RowOrder, j, n_batch, n_q_blocks)
+        offs_m = ((row * SUB + pid % SUB) << LOG_BLOCK_M) + tl.arange(0, BLOCK_M)
 
     # out = acc / l; a row that saw no valid key gets 0 and lse = -inf
     empty = l_i == 0.0
@@ -391,7 +395,7 @@ def _block_sparse_fwd(
     if RETURN_LSE:
         # natural-log LSE of the logits scale·q·k + bias: sum 2^s = 2^m · l, so lse = ln(2)·(m + log2(l))
         lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
-        tl.store(Lse + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+        tl.store(Lse + (b * n_heads + h).to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
 
 # ---------------------------------------------------------------- host side
@@ -672,5 +676,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         _block_sparse_fwd[lambda m: (programs // m["BLOCK_M"],)](*args, **meta)
     else:
         block_m, block_n = tiles
-        _block_sparse_fwd.fn[(programs // block_m,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
+        stages = 3  # a launch's default
+        _block_sparse_fwd.fn[(programs // block_m,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n,
+                                                     NUM_STAGES=stages, num_stages=stages)
     return (out, lse) if return_lse else out
