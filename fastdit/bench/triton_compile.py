@@ -98,11 +98,8 @@ class CompileResult:
     def expected_loops(self) -> int:
         """Hot loops this build must have: level 0's full tiles (one per consumer when warp-specialized), its
         partial tiles in a loop of their own (unless warp-specialized), the pooled levels'."""
-        from fastdit.kernels.triton.forward import full_unmasked
-
         variant = VARIANTS[self.variant]
-        split = full_unmasked(variant["N_LEVELS"], variant["HAS_MASK"], self.arch >= 90)
-        level0 = len(self.partition_rows) if self.ws else 1 + (variant["HAS_MASK"] and split)
+        level0 = len(self.partition_rows) if self.ws else 1 + variant["HAS_MASK"]
         return level0 + (variant["N_LEVELS"] > 1)
 
     def failures(self) -> list[str]:
@@ -189,7 +186,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastdit.kernels.triton.forward import INTERPRETED, _block_sparse_fwd, full_unmasked
+    from fastdit.kernels.triton.forward import INTERPRETED, _block_sparse_fwd
 
     if INTERPRETED:
         raise RuntimeError("the kernel was imported under TRITON_INTERPRET=1: compile it in a process without it")
@@ -198,8 +195,6 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
     fn = _block_sparse_fwd.fn
     constants = {**dict(HEAD_DIM=head_dim, BLOCK_Q=128, LOG_BLOCK_KV=7, EVEN_KV=True, KV_TILE=kv_tile,
                         RETURN_LSE=True, PRECISION="tf32", UPCAST_DOT=False, USE_TMA=tma or ws, WARP_SPEC=ws,
-                        FULL_UNMASKED=full_unmasked(VARIANTS[variant]["N_LEVELS"], VARIANTS[variant]["HAS_MASK"],
-                                                    arch >= 90),
                         BLOCK_M=block_m, BLOCK_N=block_n, NUM_STAGES=stages), **VARIANTS[variant]}
     ints = {"LevelStart", "TilePtr", "Tiles", "KvBits", "SegPtr", "Cols", "RowOrder"}
     # host-side TMA descriptors where TMA is used (placeholder pointers otherwise, as the launcher passes)

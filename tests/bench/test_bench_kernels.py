@@ -55,6 +55,30 @@ def test_compile_table_counts_green_rows():
     assert "**1 of 1**" in text  # the same-code check counts the checked configs only
 
 
+def test_compile_report_lists_the_builds_changed_since_a_baseline():
+    """--baseline: only builds compiled in both reports whose resources moved, each before -> after."""
+    from fastdit.bench.kernels import compile_markdown
+    from fastdit.bench.triton_compile import against
+
+    def row(config, registers, loops, spill=0):
+        return {"arch": 80, "variant": "levels", "config": config, "registers": registers, "spill_bytes": spill,
+                "shared_bytes": 123648, "loop_instructions": loops, "bar_sync": 13, "ok": not spill, "failures": ""}
+
+    before = [row("64x64 w4 s4", 255, [783, 1034], spill=8), row("64x64 w4 s5", 255, [784, 1046]),
+              row("128x64 w8 s4", 200, [541])]
+    after = [row("64x64 w4 s4", 255, [724, 781, 939]), row("64x64 w4 s5", 255, [784, 1046]),
+             row("64x64 w4 s3", 250, [700])]
+    changed = against(after, before)
+    assert changed == [{"arch": 80, "variant": "levels", "config": "64x64 w4 s4", "registers": [255, 255],
+                        "spill_bytes": [8, 0], "shared_bytes": [123648, 123648],
+                        "loop_instructions": [[783, 1034], [724, 781, 939]], "bar_sync": [13, 13]}]
+    data = {"head_dim": 128, "dtype": "bf16", "block": 128, "shared_cap": {90: 232448, 80: 166912}, "rows": after,
+            "same_code": [], "baseline": {"path": "old.json", "environment": {"date": "then"}, "changed": changed}}
+    text = compile_markdown(data)
+    assert "## Since the baseline" in text and "`old.json` (then)" in text and ": **1**" in text
+    assert "| 8 → 0 |" in text and "[783, 1034] → [724, 781, 939]" in text
+
+
 def test_a_path_off_the_reference_fails_its_row_and_counts_toward_no_target():
     from fastdit.bench.kernels import failed_paths, markdown
 

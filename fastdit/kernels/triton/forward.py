@@ -54,7 +54,7 @@ from fastdit.kernels.triton.env import INTERPRETED, USE_TMA, USE_WS
 from fastdit.kernels.triton.pooling import pooled_store
 from fastdit.layout.block import BlockLayout
 
-__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "full_unmasked", "USE_TMA", "USE_WS"]
+__all__ = ["triton_block_attention", "INTERPRETED", "choose_kv_tile", "USE_TMA", "USE_WS"]
 
 LOG2E = 1.4426950408889634
 NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip before they replace 128-key ones
@@ -269,7 +269,7 @@ def _slot(RowOrder, j, n_batch, n_q_blocks):
 
 
 @triton.autotune(configs=_CONFIGS, key=["HEAD_DIM", "BLOCK_Q", "LOG_BLOCK_KV", "N_LEVELS", "HAS_MASK", "EVEN_KV",
-                                        "KV_TILE", "SKIP_Q", "USE_TMA", "WARP_SPEC", "FULL_UNMASKED"],
+                                        "KV_TILE", "SKIP_Q", "USE_TMA", "WARP_SPEC"],
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _block_sparse_fwd(
@@ -285,7 +285,7 @@ def _block_sparse_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, LOG_BLOCK_KV: tl.constexpr, N_LEVELS: tl.constexpr,
     HAS_MASK: tl.constexpr, EVEN_KV: tl.constexpr, KV_TILE: tl.constexpr, SKIP_Q: tl.constexpr,
     RETURN_LSE: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, USE_TMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr, FULL_UNMASKED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WARP_SPEC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     NUM_STAGES: tl.constexpr,
 ):
     """``BLOCK_M`` queries of one (batch, head): the level-0 tiles of their query block, then its pooled levels.
@@ -294,9 +294,7 @@ def _block_sparse_fwd(
     block) ``RowOrder[j // n_batch]`` of batch ``j mod n_batch``, ``j = p // (BLOCK_Q / BLOCK_M)``; ``RowOrder``
     lists ``h·n_q_blocks + r`` by decreasing tile count, so the rows with most tiles start first and the last
     wave holds short ones. ``TilePtr[h, 2r]``, ``[h, 2r + 1]`` and ``[h, 2r + 2]`` bound query block ``r``'s
-    level-0 tiles in ``Tiles``: its full tiles first (no mask), then its partial ones (masked, with ``HAS_MASK``);
-    without ``FULL_UNMASKED`` (sm80 with pyramid levels, where a third loop's code spills) one masked loop runs
-    them all, as v2 did.
+    level-0 tiles in ``Tiles``: its full tiles first (no mask), then its partial ones (masked, with ``HAS_MASK``).
     ``SegPtr[h, r·N_LEVELS + l]`` is where its level-``l`` entries start in ``Cols`` (read for ``l >= 1`` only).
     With ``SKIP_Q`` a query tile whose tokens are all padding (``KvBits``, the same positions on the query side)
     visits nothing.
@@ -360,16 +358,13 @@ def _block_sparse_fwd(
             t_end, KvBits, seq_kv, qk_scale, offs_d, MASKED=HAS_MASK, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
             HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=True, PRECISION=PRECISION)
     else:  # the row's full tiles unmasked, then those holding padding masked
-        t_masked = t_start
-        if FULL_UNMASKED:
+        acc, m_i, l_i = _attend_level0(
+            acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_start,
+            t_full, KvBits, seq_kv, qk_scale, offs_d, MASKED=False, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
+            HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
+        if HAS_MASK:
             acc, m_i, l_i = _attend_level0(
-                acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_start,
-                t_full, KvBits, seq_kv, qk_scale, offs_d, MASKED=False, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
-                HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
-            t_masked = t_full
-        if HAS_MASK:  # without FULL_UNMASKED, every tile of the row
-            acc, m_i, l_i = _attend_level0(
-                acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_masked,
+                acc, m_i, l_i, q, k_base, v_base, KDesc, VDesc, BiasDesc, b, h, stride_kn, stride_vn, Tiles, t_full,
                 t_end, KvBits, seq_kv, qk_scale, offs_d, MASKED=True, EVEN_KV=EVEN_KV, KV_TILE=KV_TILE,
                 HEAD_DIM=HEAD_DIM, USE_TMA=USE_TMA, WARP_SPEC=False, PRECISION=PRECISION)
     if N_LEVELS > 1:
@@ -573,13 +568,6 @@ def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
     return ws
 
 
-def full_unmasked(n_levels: int, has_mask: bool, hopper: bool) -> bool:
-    """Whether full level-0 tiles get their unmasked loop: everywhere but before Hopper with pyramid levels,
-    where the third loop's code spills on sm80 (bench/results/kernels_compile.md), so one masked loop runs
-    every tile; always without padding (there is no masked loop then)."""
-    return not has_mask or n_levels == 1 or hopper
-
-
 def _kv_bias(prep: _Prepared) -> torch.Tensor:
     """float32 ``[padded keys]``: 0 for real keys, -inf for padding (the warp-specialized loop's mask), cached."""
     if "bias" not in prep.tiles:
@@ -649,7 +637,6 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     lse = torch.empty(B, H, Sq, dtype=torch.float32, device=dev) if return_lse else out
     kp, vp, pooled_bias = pooled_store(k, v, prep.layout, prep.n_levels) if prep.n_levels > 1 else (k, k, k)
     upcast = INTERPRETED and q.dtype == torch.bfloat16
-    newer = INTERPRETED or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9  # Hopper or later
     shared = layout.num_heads == 1
     # without TMA the descriptors' places take placeholders, as do tensors the kernel doesn't read
     descs = _descriptors(q, k, v, _kv_bias(prep) if ws and prep.has_mask else None, kv_tile,
@@ -669,7 +656,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         HEAD_DIM=D, BLOCK_Q=layout.block_q, LOG_BLOCK_KV=layout.block_kv.bit_length() - 1, N_LEVELS=prep.n_levels,
         HAS_MASK=prep.has_mask, EVEN_KV=Skv % layout.block_kv == 0, KV_TILE=kv_tile, SKIP_Q=prep.skip_q,
         RETURN_LSE=return_lse, PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
-        UPCAST_DOT=upcast, USE_TMA=tma, WARP_SPEC=ws, FULL_UNMASKED=full_unmasked(prep.n_levels, prep.has_mask, newer),
+        UPCAST_DOT=upcast, USE_TMA=tma, WARP_SPEC=ws,
     )
     programs = B * H * layout.n_q_blocks * layout.block_q  # / BLOCK_M: one program per query tile
     if tiles is None:
