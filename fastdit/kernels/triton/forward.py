@@ -28,13 +28,18 @@ interpreter) and add their ``ln(valid tokens in the group)`` logit bias, ``-inf`
 block of level ``l`` holds ``block_kv >> l`` keys, so a ``BLOCK_N`` tile of a level segment gathers several
 blocks (decoupled block-tile: slot ``j`` of the ``t``-th tile of a segment of ``m``-key entries is key
 ``g mod m`` of entry ``g // m``, ``g = t·BLOCK_N + j``). Entries of one level are adjacent for that: layouts
-with levels are re-sorted per row by level (``_prepare``).
+with levels are re-sorted per row by level (``_prepare``). The pooled loop is a ``tl.range`` with the config's
+stage count: given explicitly, Triton's pipeliner stages the gathered block indices through shared memory with
+the keys instead of carrying them in registers (sm_80: no spill, was 8 bytes; sm_90: 221 registers, was 255).
 
 **Opt-in Hopper paths** (until timed on a GPU): ``FASTDIT_TRITON_TMA=1`` reads Q/K/V through TMA tensor
-descriptors; ``FASTDIT_TRITON_WS=1`` also marks the level-0 loop ``warp_specialize``, which Triton's Hopper
-partitioner splits into a TMA producer warp and two consumer warpgroups of 64 query rows each (``_HOPPER_WS``
-configs). That loop runs all of a row's level-0 tiles, partial ones masked by a 0/−inf key bias the producer
-copies with the tile (Triton 3.9's partitioner fails on a second loop beside it and on the bit mask's load).
+descriptors, made on the host (``_descriptors``: Triton's ``TensorDescriptor`` over ``[B, H, S, D]``, passed as
+kernel parameters), so the kernel doesn't write and fence its own; ``FASTDIT_TRITON_WS=1`` also marks the
+level-0 loop ``warp_specialize``, which Triton's Hopper partitioner splits into a TMA producer warp and two
+consumer warpgroups of 64 query rows each (``_HOPPER_WS`` configs). That loop runs all of a row's level-0 tiles,
+partial ones masked by a 0/−inf key bias the producer copies with the tile (Triton 3.9's partitioner fails on a
+second loop beside it and on the bit mask's load), and makes its Q descriptor itself (the partitioner splits Q's
+load into the consumers' halves, which it cannot do to a host descriptor's fixed block).
 
 Under ``TRITON_INTERPRET=1`` (read by Triton when this module is first imported) the kernel runs in Triton's
 CPU interpreter and accepts CPU tensors; that is how CI tests it.
@@ -63,7 +68,7 @@ NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip b
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per GPU generation; the autotuner times only its own generation's,
 # only those whose BLOCK_N is the host's kv tile (``choose_kv_tile``) and that fit the device's shared memory.
 # Each was compiled at head dim 128, bf16, for its target with no GPU (``fastdit bench kernels --compile-only``,
-# bench/results/kernels_compile.md): no spills (but sm80's with pyramid levels: 8 bytes), within shared memory,
+# bench/results/kernels_compile.md): no spills, within shared memory,
 # >= 3 K/V buffers in the level-0 loop, no serialized wgmma. With the tile index prefetched a tile ahead,
 # num_stages = s keeps s K/V buffers on sm90 and s - 1 on sm80.
 # Hopper (sm90, 227 KB, wgmma): 128x128 over 8 warps (two warpgroups), 3 buffers = 224 KB; 128x64 with 3-5
@@ -71,7 +76,9 @@ NARROW_TILE_SAVING = 0.04  # share of level-0 keys that 64-key tiles must skip b
 _HOPPER = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4)]
 # Ampere (sm80, 163 KB, mma.sync): FlashAttention-2's 128x64 (8 warps: 4 spill at D=128) and 64x64, 3-4 buffers.
 _AMPERE = [(128, 64, 8, 4), (128, 64, 8, 5), (64, 64, 4, 4), (64, 64, 4, 5)]
-# with pooled levels (their gathered indices in registers) these spill or serialize wgmma: level-0 layouts only
+# level-0 layouts only. sm90: with pooled levels these spilled or serialized wgmma while the pooled loop kept its
+# gathered indices in registers; since it stages them in shared memory they compile green (221 and 235
+# registers), left out until a GPU says whether they are worth the longer autotuning. sm80: 1104-byte spills.
 _LEVEL0_ONLY = {(128, 64, 8, 5), (64, 64, 4, 4)}  # sm90
 _LEVEL0_ONLY_AMPERE = {(128, 64, 8, 4), (128, 64, 8, 5)}
 # sm86/89 (99 KB) fit none of the above: 64x64 with 2 buffers (90 KB)
@@ -232,8 +239,9 @@ def _attend_pooled(
 
     Level ``l``'s entries are ``Cols[seg[l]:seg[l+1]]``, each ``2**(LOG_BLOCK_KV - l)`` consecutive keys of the
     level's store (from ``LevelStart[l]`` in ``kp_base``); a tile of ``BLOCK_N`` keys gathers several entries,
-    whose indices are loaded a tile ahead (as level 0's). Scores carry the level's log-count bias, so they
-    are scaled before the max: ``s = fma(q·k, scale, bias)``.
+    whose indices are loaded a tile ahead (as level 0's); the loop's ``NUM_STAGES`` (the config's) is given
+    explicitly, which has the pipeliner stage those index loads through shared memory too. Scores carry the
+    level's log-count bias, so they are scaled before the max: ``s = fma(q·k, scale, bias)``.
     """
     n_tiles = 0
     for lv in tl.static_range(1, N_LEVELS):
