@@ -671,7 +671,7 @@ def triton_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         _block_sparse_fwd[lambda m: (programs // m["BLOCK_M"],)](*args, **meta)
     else:
         block_m, block_n = tiles
-        stages = 3  # a launch's default
+        stages = 3  # fixed tiles: Triton's default stage count
         _block_sparse_fwd.fn[(programs // block_m,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n,
                                                      NUM_STAGES=stages, num_stages=stages)
     return (out, lse) if return_lse else out
