@@ -566,7 +566,7 @@ def _use_tma(tensors: tuple[torch.Tensor, ...], device: torch.device) -> bool:
 def _use_ws(prep: _Prepared, tma: bool, device: torch.device) -> bool:
     """The warp-specialized level-0 loop where it is asked for, on Hopper (or the interpreter; Blackwell has
     its own partitioner, not compiled here), with TMA on and no pooled levels (their gathered keys can't come
-    through TMA)."""
+    through TMA); when it is, Triton's allocator is set for the Q descriptor that loop makes on the device."""
     hopper = INTERPRETED or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9)
     ws = USE_WS and tma and hopper and prep.n_levels == 1
     if ws and not INTERPRETED:
