@@ -57,7 +57,7 @@ ALTERNATES: dict[str, list[dict[str, Any]]] = {
     "pyramid": [{"thresholds": (0.2, 0.3, 0.4, 0.6)}, {"thresholds": (0.6, 0.7, 0.8, 0.9)}],
     "vmoba": [{"threshold": 0.1}, {"threshold": 0.5}],
     "svg2": [{"top_p": 0.7}, {"top_p": 0.97}],
-    "sol": [{"tau": 2.0}, {"tau": 0.5}],
+    "sol": [{"tau": 1.0}, {"tau": 0.0}],
 }
 QUICK_PROMPTS = 6
 ATTRIBUTES = (*OBJECT_ATTRIBUTES, "all")

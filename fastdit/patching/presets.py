@@ -244,10 +244,11 @@ PRESETS["fastdit/tiny-wan"] = Preset(
                           source=f"SVG2's Wan setting ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh) with clusters as "
                                  "large as there (252 / 76 tokens of Wan2.1 720p's 75 600): 5 / 17 on the sample's "
                                  "1280 tokens; first_times_fp 0.2 of 16 steps = 3 dense, 0.03 of 6 layers = 0"),
-     "sol": MethodPreset(4, 0, schedule=16, block_size=16,
+     "sol": MethodPreset(4, 0, {"tau": 0.5}, schedule=16, block_size=16,
                          source="16-token blocks: at Sol-Attn's published 64, one pooled term stands for 1/20 of "
                                 "the sample's 1280 tokens and motion fell 33 points behind dense (48 prompts); "
-                                "tau 1 (comfy-kitchen's default), radial's 4 of 16 steps dense")},
+                                "tau 0.5: at comfy-kitchen's default 1 (density 0.40) motion fell 15 points behind, "
+                                "at 0.5 (density 0.50) 2; radial's 4 of 16 steps dense")},
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
