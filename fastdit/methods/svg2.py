@@ -72,7 +72,9 @@ class Svg2Options:
     of the first call instead of a random draw; ``seed``: of that draw; ``cluster_order``: the order clusters
     follow one another in the sorted sequences, ``"ids"`` (upstream's: by cluster id) or ``"similar"`` (fastdit's:
     clusters with similar estimated mass profiles next to each other, so fixed blocks straddling two add fewer
-    pairs)."""
+    pairs); ``zero_step_kmeans_init``: run the k-means (and keep its centroids) on the calls of the dense
+    warm-up steps too, so the first sparse call warm-starts instead of starting from a draw (upstream's flag of
+    that name; see :func:`warm_up`)."""
 
     q_clusters: int = 300
     k_clusters: int = 1000
@@ -84,6 +86,7 @@ class Svg2Options:
     k_init_centroids: torch.Tensor | None = None
     seed: int = 0
     cluster_order: str = "similar"
+    zero_step_kmeans_init: bool = False
 
     def __post_init__(self) -> None:
         if self.cluster_order not in CLUSTER_ORDERS:
@@ -98,6 +101,8 @@ class Svg2Options:
         if (isinstance(self.min_kc_ratio, bool) or not isinstance(self.min_kc_ratio, (int, float))
                 or not 0 <= self.min_kc_ratio <= 1):
             raise ValueError(f"svg2 min_kc_ratio must be a number in [0, 1], got {self.min_kc_ratio!r}")
+        if not isinstance(self.zero_step_kmeans_init, bool):
+            raise ValueError(f"svg2 zero_step_kmeans_init must be True or False, got {self.zero_step_kmeans_init!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"svg2 seed must be an int, got {self.seed!r}")
         for name, count in (("q_init_centroids", self.q_clusters), ("k_init_centroids", self.k_clusters)):
@@ -317,5 +322,16 @@ def svg2_mask(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: to
     return mask.cpu(), None, head_order
 
 
-SVG2 = Method("svg2", Svg2Options, svg2_mask, dynamic=True, orders=("raster",), stateful=True,
+def warm_up(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: torch.Tensor, layer: int = 0,
+            heads: HeadSlice | None = None, state: dict[str, Any] | None = None) -> None:
+    """A call of the dense warm-up steps, which runs dense: with ``zero_step_kmeans_init``, upstream's
+    ``kmeans_clustering`` on it all the same (a layer's first call from the draw with ``kmeans_iters``, later
+    ones warm-started with ``kmeans_iters_step``), only to leave its centroids in ``state`` for the layer's next
+    call; nothing is selected and the attention stays dense. The arguments are :func:`svg2_mask`'s."""
+    if options.zero_step_kmeans_init and state is not None:
+        n = order.grid.video_tokens
+        cluster(q[:, :, :n], k[:, :, :n], options, state, heads)
+
+
+SVG2 = Method("svg2", Svg2Options, svg2_mask, dynamic=True, orders=("raster",), stateful=True, warm_up=warm_up,
               summary="dynamic; per-head k-means clusters of q and k made contiguous, top-p cluster pairs (SVG2)")
