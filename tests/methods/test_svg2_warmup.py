@@ -11,14 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastdit
 from fastdit import TokenGrid
+from fastdit.dummy.video import dummy_hunyuan_video_transformer
 from fastdit.layout.order import make_order
 from fastdit.methods import get_method, make_layout, parse_options
 from fastdit.methods.svg2 import centroid_mass, cluster, cluster_pairs
+from fastdit.patching.patch import patch_config
+from fastdit.patching.presets import PRESETS
 from fastdit.runtime.config import SparseConfig
 from fastdit.runtime.context import RunContext
 from fastdit.runtime.engine import SparseAttention
 from tests.methods.published_rules import FIXTURES, structured_qk
+from tests.methods.test_svg2 import _computed_pairs
 
 META = json.loads((FIXTURES / "svg2.json").read_text())["cases"]
 WARMUP = json.loads((FIXTURES / "svg2_warmup.json").read_text())["warmup_steps"]
@@ -55,16 +60,6 @@ def _official_token_pairs(official: dict[str, torch.Tensor]) -> torch.Tensor:
     return pairs[torch.arange(ql.shape[0])[:, None, None], ql[:, :, None], kl[:, None, :]]
 
 
-def _computed_token_pairs(layout, S: int) -> torch.Tensor:
-    """``[H, S, S]`` bool, raster order: the token pairs the layout computes (batch 1, video only)."""
-    order, blocks = layout.head_order, layout.to_dense_block_mask()
-    bq = torch.empty_like(order.query_source[0]).scatter_(1, order.query_source[0],
-                                                          torch.arange(S).expand(blocks.shape[0], -1) // layout.block_q)
-    bk = torch.empty_like(order.key_source[0]).scatter_(1, order.key_source[0],
-                                                        torch.arange(S).expand(blocks.shape[0], -1) // layout.block_kv)
-    return blocks[torch.arange(blocks.shape[0])[:, None, None], bq[:, :, None], bk[:, None, :]]
-
-
 @pytest.mark.parametrize("variant", ["warm", "cold"])
 @pytest.mark.parametrize("name", sorted(META))
 def test_first_sparse_call_after_the_warmup_matches_the_official_code(name, variant):
@@ -89,7 +84,7 @@ def test_first_sparse_call_after_the_warmup_matches_the_official_code(name, vari
                           opts.min_kc_ratio)
     assert torch.equal(pairs, official["pairs"]), "cluster pairs"
     layout = make_layout(spec, order, opts, q=q, k=k, state=state)
-    assert not bool((_official_token_pairs(official) & ~_computed_token_pairs(layout, S)).any())
+    assert not bool((_official_token_pairs(official) & ~_computed_pairs(layout, S)).any())
 
 
 @pytest.mark.parametrize("name", sorted(META))
@@ -133,7 +128,7 @@ def test_engine_runs_the_warmup_kmeans_and_keeps_dense_steps_exact(variant):
     torch.testing.assert_close(state["q"], official["q_centroids"], atol=1e-5, rtol=0)
     torch.testing.assert_close(state["k"], official["k_centroids"], atol=1e-5, rtol=0)
     S = engine.context.grid.video_tokens
-    computed = _computed_token_pairs(engine.context.stats.last_layout, S)
+    computed = _computed_pairs(engine.context.stats.last_layout, S)
     assert not bool((_official_token_pairs(official) & ~computed).any())
 
 
@@ -142,3 +137,14 @@ def test_engine_skips_the_warmup_kmeans_on_layers_that_never_run_sparse():
     runs it there too, but no call of the layer ever uses its centroids."""
     engine, _ = _run_layer("hunyuan_6x16x16", "warm", dense_layers=2)
     assert engine.context.method_state.get(("m", 1), {}) == {}
+
+
+def test_presets_run_it_where_the_published_scripts_do():
+    """HunyuanVideo's SAP scripts pass ``--zero_step_kmeans_init``, Wan's T2V script doesn't (the presets' Wan
+    models are T2V; of Wan's scripts only the 480p I2V one sets it), and ``apply`` carries it to the engine."""
+    hunyuan = "hunyuanvideo-community/HunyuanVideo"
+    assert PRESETS[hunyuan].methods["svg2"].options["zero_step_kmeans_init"] is True
+    for wan in ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "fastdit/tiny-wan"):
+        assert not PRESETS[wan].methods["svg2"].options.get("zero_step_kmeans_init", False)
+    model = fastdit.apply(dummy_hunyuan_video_transformer(), "svg2", preset=hunyuan)
+    assert patch_config(model).options.zero_step_kmeans_init is True
