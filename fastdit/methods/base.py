@@ -45,7 +45,7 @@ class Method:
     (VMoBA's 1D/2D/3D chunks), so tokens can't be permuted into it once per forward. ``stateful``:
     ``video_mask`` takes ``state=``, a dict the caller keeps per (model, layer) for one pipeline call (SVG2
     warm-starts its k-means from the previous step's centroids). ``warm_up(order, options, q=, k=, layer=,
-    state=)``: what a stateful method does on a call that its dense warm-up steps run dense (the arguments are
+    heads=, state=)``: what a stateful method does on a call that its dense warm-up steps run dense (the arguments are
     ``video_mask``'s; it only updates ``state``: SVG2's ``zero_step_kmeans_init``); ``None``: nothing.
     ``tail(options)``: whether the layout adds Sol-Attn's pooled term for the key blocks a row does not list
     (``None``: never). ``block_size``: the kernel

@@ -148,3 +148,8 @@ def test_presets_run_it_where_the_published_scripts_do():
         assert not PRESETS[wan].methods["svg2"].options.get("zero_step_kmeans_init", False)
     model = fastdit.apply(dummy_hunyuan_video_transformer(), "svg2", preset=hunyuan)
     assert patch_config(model).options.zero_step_kmeans_init is True
+
+
+def test_the_option_is_a_bool():
+    with pytest.raises(ValueError, match="zero_step_kmeans_init"):
+        parse_options(get_method("svg2"), {"zero_step_kmeans_init": "yes"})
