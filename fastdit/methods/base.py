@@ -46,7 +46,8 @@ class Method:
     ``video_mask`` takes ``state=``, a dict the caller keeps per (model, layer) for one pipeline call (SVG2
     warm-starts its k-means from the previous step's centroids). ``warm_up(order, options, q=, k=, layer=,
     heads=, state=)``: what a stateful method does on a call that its dense warm-up steps run dense (the arguments are
-    ``video_mask``'s; it only updates ``state``: SVG2's ``zero_step_kmeans_init``); ``None``: nothing.
+    ``video_mask``'s; it only updates ``state``: SVG2's ``zero_step_kmeans_init``), called where
+    ``warms_up(options)`` is true (so q and k are moved into the order only then); ``None``: nothing.
     ``tail(options)``: whether the layout adds Sol-Attn's pooled term for the key blocks a row does not list
     (``None``: never). ``block_size``: the kernel
     block the method was published with, the default of :func:`~fastdit.methods.build.build_layout` and of
@@ -63,6 +64,7 @@ class Method:
     layer_orders: bool = False
     stateful: bool = False
     warm_up: Callable[..., None] | None = None
+    warms_up: Callable[[Any], bool] | None = None
     tail: Callable[[Any], bool] | None = None
     block_size: int | None = None
 

@@ -341,14 +341,15 @@ def svg2_mask(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: to
 
 def warm_up(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: torch.Tensor, layer: int = 0,
             heads: HeadSlice | None = None, state: dict[str, Any] | None = None) -> None:
-    """A call of the dense warm-up steps, which runs dense: with ``zero_step_kmeans_init``, upstream's
+    """A call of the dense warm-up steps, which runs dense (with ``zero_step_kmeans_init``): upstream's
     ``kmeans_clustering`` on it all the same (a layer's first call from the draw with ``kmeans_iters``, later
     ones warm-started with ``kmeans_iters_step``), only to leave its centroids in ``state`` for the layer's next
     call; nothing is selected and the attention stays dense. The arguments are :func:`svg2_mask`'s."""
-    if options.zero_step_kmeans_init and state is not None:
+    if state is not None:
         n = order.grid.video_tokens
         cluster(q[:, :, :n], k[:, :, :n], options, state, heads)
 
 
 SVG2 = Method("svg2", Svg2Options, svg2_mask, dynamic=True, orders=("raster",), stateful=True, warm_up=warm_up,
+              warms_up=lambda options: options.zero_step_kmeans_init,
               summary="dynamic; per-head k-means clusters of q and k made contiguous, top-p cluster pairs (SVG2)")
