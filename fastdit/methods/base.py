@@ -44,8 +44,12 @@ class Method:
     (``"chunks"`` order) for a layer. ``layer_orders``: the method's own order changes from layer to layer
     (VMoBA's 1D/2D/3D chunks), so tokens can't be permuted into it once per forward. ``stateful``:
     ``video_mask`` takes ``state=``, a dict the caller keeps per (model, layer) for one pipeline call (SVG2
-    warm-starts its k-means from the previous step's centroids). ``tail(options)``: whether the layout adds
-    Sol-Attn's pooled term for the key blocks a row does not list (``None``: never). ``block_size``: the kernel
+    warm-starts its k-means from the previous step's centroids). ``warm_up(order, options, q=, k=, layer=,
+    heads=, state=)``: what a stateful method does on a call that its dense warm-up steps run dense (the arguments are
+    ``video_mask``'s; it only updates ``state``: SVG2's ``zero_step_kmeans_init``), called where
+    ``warms_up(options)`` is true (so q and k are moved into the order only then); ``None``: nothing.
+    ``tail(options)``: whether the layout adds Sol-Attn's pooled term for the key blocks a row does not list
+    (``None``: never). ``block_size``: the kernel
     block the method was published with, the default of :func:`~fastdit.methods.build.build_layout` and of
     ``SparseConfig`` (``None``: ``DEFAULT_BLOCK_SIZE``).
     """
@@ -59,6 +63,8 @@ class Method:
     shape: Callable[[TokenGrid, int, Any, int], tuple[int, int, int] | None] | None = None
     layer_orders: bool = False
     stateful: bool = False
+    warm_up: Callable[..., None] | None = None
+    warms_up: Callable[[Any], bool] | None = None
     tail: Callable[[Any], bool] | None = None
     block_size: int | None = None
 

@@ -11,7 +11,11 @@ The rule of the official code (svg-project/Sparse-VideoGen, commit 5ce7b01, ``sv
    centroids drawn uniformly from its points and runs ``kmeans_iters`` (``kmeans_iter_init``) iterations;
    every later call warm-starts from that layer's previous centroids and runs ``kmeans_iters_step``
    (``kmeans_iter_step``). The labels are those of the last assignment; the centroids returned are the means
-   of that assignment unless the loop stopped on convergence (then the centroids it assigned with).
+   of that assignment unless the loop stopped on convergence (then the centroids it assigned with). With
+   ``zero_step_kmeans_init`` (HunyuanVideo's published scripts pass it; Wan's T2V script doesn't) the same
+   k-means (``kmeans_clustering``) also runs on every call of the dense warm-up steps, whose attention stays
+   dense: a layer's first k-means is at step 0, each later warm-up step warm-starts, and the first sparse call
+   is already a warm-started one (``*_SAPAttn_Processor2_0.attention_core_logic``; :func:`warm_up`).
 2. **Mass estimate and top-p** (``identify_dynamic_map``): per query cluster, the centroid logits
    ``c_q · c_k / sqrt(D)`` are soft-maxed with each key cluster weighted by its size; key clusters are taken in
    descending order until the cumulative mass passes ``top_p`` (the crossing cluster included), and at least
@@ -40,9 +44,22 @@ Departures besides: k-means and the mass estimate run in fp32 (upstream: the inp
 accumulation); the initial draw comes from a generator of its own (``seed``), so a seed reproduces a video;
 within a cluster tokens keep their raster order (upstream's sort is not stable; the kept pairs are the same);
 the warm-start centroids live for one pipeline call (upstream's live in the processor for the process); each
-batch element is clustered on its own (upstream runs batch 1);
-HunyuanVideo's ``zero_step_kmeans_init`` (k-means also during the dense warm-up steps) is not run: k-means
-starts at the first sparse call, as on Wan.
+batch element is clustered on its own (upstream runs batch 1); with ``zero_step_kmeans_init``, upstream also
+clusters at every step on the layers its warm-up keeps dense throughout (``first_layers_fp``), whose centroids
+no call reads: fastdit skips those (the same token pairs, less work).
+
+**What ``zero_step_kmeans_init`` changes (measured).** Not the first sparse step's coverage: on the bundled
+sample (16 held-out prompts, its svg2 preset: 3 of 16 steps dense, 5 / 17 clusters; ``OMP_NUM_THREADS=1
+PYTHONPATH=. python tools/svg2_warmup_effect.py --prompts 16``) the first sparse step's 192 layouts keep density
+0.577 with it vs 0.572 without, recall of the dense softmax mass 0.897 vs 0.899, output error 0.124 vs 0.123;
+videos 22.5 vs 23.1 dB PSNR vs dense (per prompt -9.2 to +5.1 dB, 10 higher, 6 lower). It moves cost: the first
+sparse call's layout (its k-means included) 13.3 vs 49.2 ms (mean), a whole video's layout time 2.69 vs 2.14 s
+(median). At HunyuanVideo's 400 / 1000 clusters (``fastdit bench order-cost --threads 1 --q-clusters 400
+--k-clusters 1000 --name order_cost_hunyuan``, 2-core CPU, torch 2.13.0+cpu) the first sparse call costs a
+warm-started call, 50.8% of dense attention at 8 192 tokens and 10.6% at 32 768, instead of a first call's 583%
+/ 225%; the 50-iteration call moves to step 0, and the other 4 warm-up steps and the first sparse one each run a
+warm-started call (5 more per layer), so over 50 steps (5 dense) a layer's k-means grows by 9.0% / 7.7% (from
+those figures).
 """
 
 from __future__ import annotations
@@ -72,7 +89,9 @@ class Svg2Options:
     of the first call instead of a random draw; ``seed``: of that draw; ``cluster_order``: the order clusters
     follow one another in the sorted sequences, ``"ids"`` (upstream's: by cluster id) or ``"similar"`` (fastdit's:
     clusters with similar estimated mass profiles next to each other, so fixed blocks straddling two add fewer
-    pairs)."""
+    pairs); ``zero_step_kmeans_init``: run the k-means (and keep its centroids) on the calls of the dense
+    warm-up steps too, so the first sparse call warm-starts instead of starting from a draw (upstream's flag of
+    that name; see :func:`warm_up`)."""
 
     q_clusters: int = 300
     k_clusters: int = 1000
@@ -84,6 +103,7 @@ class Svg2Options:
     k_init_centroids: torch.Tensor | None = None
     seed: int = 0
     cluster_order: str = "similar"
+    zero_step_kmeans_init: bool = False
 
     def __post_init__(self) -> None:
         if self.cluster_order not in CLUSTER_ORDERS:
@@ -98,6 +118,8 @@ class Svg2Options:
         if (isinstance(self.min_kc_ratio, bool) or not isinstance(self.min_kc_ratio, (int, float))
                 or not 0 <= self.min_kc_ratio <= 1):
             raise ValueError(f"svg2 min_kc_ratio must be a number in [0, 1], got {self.min_kc_ratio!r}")
+        if not isinstance(self.zero_step_kmeans_init, bool):
+            raise ValueError(f"svg2 zero_step_kmeans_init must be True or False, got {self.zero_step_kmeans_init!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"svg2 seed must be an int, got {self.seed!r}")
         for name, count in (("q_init_centroids", self.q_clusters), ("k_init_centroids", self.k_clusters)):
@@ -317,5 +339,17 @@ def svg2_mask(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: to
     return mask.cpu(), None, head_order
 
 
-SVG2 = Method("svg2", Svg2Options, svg2_mask, dynamic=True, orders=("raster",), stateful=True,
+def warm_up(order: TokenOrder, options: Svg2Options, *, q: torch.Tensor, k: torch.Tensor, layer: int = 0,
+            heads: HeadSlice | None = None, state: dict[str, Any] | None = None) -> None:
+    """A call of the dense warm-up steps, which runs dense (with ``zero_step_kmeans_init``): upstream's
+    ``kmeans_clustering`` on it all the same (a layer's first call from the draw with ``kmeans_iters``, later
+    ones warm-started with ``kmeans_iters_step``), only to leave its centroids in ``state`` for the layer's next
+    call; nothing is selected and the attention stays dense. The arguments are :func:`svg2_mask`'s."""
+    if state is not None:
+        n = order.grid.video_tokens
+        cluster(q[:, :, :n], k[:, :, :n], options, state, heads)
+
+
+SVG2 = Method("svg2", Svg2Options, svg2_mask, dynamic=True, orders=("raster",), stateful=True, warm_up=warm_up,
+              warms_up=lambda options: options.zero_step_kmeans_init,
               summary="dynamic; per-head k-means clusters of q and k made contiguous, top-p cluster pairs (SVG2)")

@@ -148,18 +148,23 @@ _SVG2_WAN = MethodPreset(10, 1, {"q_clusters": 300, "k_clusters": 1000, "top_p":
                                  "kmeans_iters": 50, "kmeans_iters_step": 2}, block_size=64,
                          source=f"SVG2 Wan2.1-T2V-14B 720p ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh: 300 / 1000 "
                                 "centroids, top_p 0.9, min_kc_ratio 0.1, k-means 50 then 2 iterations, "
-                                "first_times_fp 0.2 = 10 of 50 steps, first_layers_fp 0.03 of 40 layers = 1); "
-                                + _SVG2_BLOCKS)
+                                "first_times_fp 0.2 = 10 of 50 steps, first_layers_fp 0.03 of 40 layers = 1; no "
+                                "zero_step_kmeans_init: the T2V scripts don't set it, of Wan's only "
+                                "wan_i2v_480p_sap.sh does); " + _SVG2_BLOCKS)
 _SVG2_WAN13B = MethodPreset(10, 0, _SVG2_WAN.options, block_size=64,
                             source=f"SVG2's Wan2.1 T2V setting ({_SVG2} scripts/wan/wan_t2v_720p_sap.sh) on the 1.3B "
                                    "model: first_layers_fp 0.03 of its 30 layers = 0 dense layers (the script's own "
                                    "rule); " + _SVG2_BLOCKS)
 _SVG2_HUNYUAN = MethodPreset(5, 1, {"q_clusters": 400, "k_clusters": 1000, "top_p": 0.9, "min_kc_ratio": 0.1,
-                                    "kmeans_iters": 50, "kmeans_iters_step": 2}, block_size=64,
+                                    "kmeans_iters": 50, "kmeans_iters_step": 2, "zero_step_kmeans_init": True},
+                             block_size=64,
                              source=f"SVG2 HunyuanVideo 720p ({_SVG2} scripts/hyvideo/hyvideo_t2v_720p_sap.sh: 400 / "
                                     "1000 centroids, top_p 0.9, min_kc_ratio 0.1, k-means 50 then 2 iterations, "
-                                    "first_times_fp 0.1 = 5 of 50 steps, first_layers_fp 0.03 of 60 blocks = 1; its "
-                                    "k-means during the warm-up steps, zero_step_kmeans_init, is not run); "
+                                    "first_times_fp 0.1 = 5 of 50 steps, first_layers_fp 0.03 of 60 blocks = 1, "
+                                    "zero_step_kmeans_init: k-means from the first dense step on, so the first sparse "
+                                    "step warm-starts: 51% instead of 583% of a dense call at 8k tokens on CPU, 5 more "
+                                    "warm-started k-means per layer (+9% over 50 steps), first-step density and "
+                                    "recall unchanged on the sample: 0.577 / 0.897 vs 0.572 / 0.899); "
                                     + _SVG2_BLOCKS)
 
 _SOL = "NVlabs/Sana sol-engine @ 36f3155 techniques/sparse_backends"

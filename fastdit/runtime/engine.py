@@ -275,6 +275,9 @@ class SparseAttention:
             settings = settings[heads.start:heads.stop]
             if reason is None and all(h is None for h in settings):
                 reason = "dense_plan"  # every head of this rank's slice attends every block
+        if reason == "dense_steps" and spec.warms_up is not None and ordered_qk is not None:
+            self._warm_up(spec, settings, layer, model, tokens, text_tokens, full_grid, heads, ordered_qk, device,
+                          decision.times)
         if reason is None:
             order = self._order(spec, settings, layer, full_grid)
             device, clock = device or torch.device("cpu"), self.context.clock
@@ -305,6 +308,27 @@ class SparseAttention:
         self._record(decision.layer, decision.model, False, decision.layout.density(), decision.method,
                      decision.tokens, timed, gathered)
         self.context.stats.last_layout = decision.layout
+
+    def _warm_up(self, spec: Method, settings: tuple, layer: int, model: str, tokens: int, text_tokens: int,
+                 grid: TokenGrid | None, shard: HeadSlice | None,
+                 ordered_qk: Callable[[TokenOrder], tuple[torch.Tensor, torch.Tensor]], device: torch.device | None,
+                 times: CallTimes) -> None:
+        """A call the dense warm-up steps run dense: where the method ``warms_up`` with these options (SVG2's
+        ``zero_step_kmeans_init``), its ``warm_up`` fills the layer's state from q and k in the order its sparse
+        calls use (timed as permutation and layout); skipped on layers no call runs sparse (``dense_layers``, a
+        dense plan), where the work could only cost, and on a call whose tokens don't fit the grid (it can't run
+        sparse either)."""
+        options = next((h for h in settings if h is not None), None)
+        if options is None or not spec.warms_up(options) or layer < self.config.dense_layers or grid is None \
+                or grid.video_tokens + text_tokens != tokens:
+            return
+        order = self._order(spec, settings, layer, grid)
+        device, clock = device or torch.device("cpu"), self.context.clock
+        with clock.span(device, times, "permute"):
+            qt, kt = ordered_qk(order)
+        with clock.span(device, times, "layout"), torch.no_grad():
+            spec.warm_up(order, options, q=qt, k=kt, layer=layer, heads=shard,
+                         state=self.context.method_state.setdefault((model, layer), {}))
 
     def _order(self, spec: Method, heads: tuple, layer: int, grid: TokenGrid) -> TokenOrder:
         """The token order of this call: the configured one, shaped by the first sparse head's options."""
