@@ -35,8 +35,9 @@ padding only are skipped), work dense SDPA does not do.
 ``--compile-only`` needs no GPU: it compiles the forward for sm_90 and sm_80 with Triton's real compiler, for
 level 0 without and with padding, for pyramid levels and for 64-token blocks with padding (sol's, and svg2's
 per-head layouts), at every autotune config (and the warp-specialized level-0 loop's on sm_90), and tabulates
-registers, spills, shared memory, CTAs per SM, K/V buffers in the pipelined loops, wgmma, ptxas' C7515 warning,
-from the SASS the hot loops' instructions, MUFU per HGMMA, barriers and wgmma wait depth per tile, setmaxnreg,
+registers, spills, shared memory, CTAs per SM, K/V buffers in the pipelined loops, wgmma, ptxas' warnings that it
+serialized wgmma, from the SASS the hot loops' instructions, MUFU per HGMMA, barriers, wgmma wait depth and MUFU
+ops issued while a wgmma group is in flight per tile, setmaxnreg,
 and the consumer partitions' query rows (default report name: kernels_compile); it exits 1 when a build is not
 green or the padded build's full-tile loop is not the unpadded one's.
 """
@@ -435,9 +436,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- compile only (no GPU)
 _COMPILE_COLUMNS = ["arch", "variant", "config", "kv_tile", "registers", "spill_bytes", "shared_bytes", "threads",
-                    "ctas_per_sm", "kv_buffers", "pooled_buffers", "mma", "c7515", "tma_ops", "device_descriptors",
-                    "loop_instructions",
-                    "mufu_per_mma", "barriers_per_tile", "wait_depth", "maxnreg", "partition_rows", "ok", "failures"]
+                    "ctas_per_sm", "kv_buffers", "pooled_buffers", "mma", "serialized", "tma_ops", "device_descriptors",
+                    "loop_instructions", "mufu_per_mma", "barriers_per_tile", "wait_depth", "mufu_in_flight",
+                    "maxnreg", "partition_rows", "ok", "failures"]
 
 
 def compile_only(args: argparse.Namespace) -> int:
@@ -509,19 +510,22 @@ def compile_markdown(data: dict[str, Any]) -> str:
              "level-0 loop (pooled_buffers: in the pooled levels' loop, whose keys are gathered); shared memory "
              "against the cap of each target "
              f"({', '.join(f'sm_{a}: {c} B' for a, c in data['shared_cap'].items())}); threads per block and "
-             "blocks per multiprocessor (ctas_per_sm: shared memory, registers, threads); c7515 = ptxas' warning "
-             "that wgmma is serialized. From the SASS, the hot loops (backward branches around HGMMA/HMMA) in code "
+             "blocks per multiprocessor (ctas_per_sm: shared memory, registers, threads); serialized = codes of ptxas' "
+             "warnings that it serialized the wgmma ops (C7514: other instructions read an in-flight accumulator; "
+             "C7515). From the SASS, the hot loops (backward branches around HGMMA/HMMA) in code "
              "order: level 0's full tiles, its partial tiles, the pooled levels (ws: one loop per consumer "
              "warpgroup); loop_instructions = instructions per warp per iteration (one kv tile) of each; "
              "mufu_per_mma = special-function ops (exp2) per matrix instruction in the first loop; "
              "barriers_per_tile = CTA-wide barriers per iteration of the first loop; wait_depth = the deepest "
              "wgmma wait in the loops (0: each GEMM waited on before the next step, no overlap of matrix work and "
-             "softmax); maxnreg = setmaxnreg register counts (producer/consumers); partition_rows = query rows of "
+             "softmax); mufu_in_flight = MUFU ops (exp2) per iteration of the first loop issued while a wgmma "
+             "group of the same warp is in flight (issued, not yet waited on: softmax overlapping matrix work); "
+             "maxnreg = setmaxnreg register counts (producer/consumers); partition_rows = query rows of "
              "the tile each consumer partition computes. Green = no spills, within the shared-memory cap, >= 3 "
              "K/V buffers at level 0 (2 in the warp-specialized loop), wgmma on sm_90 (mma.sync on sm_80), no "
-             "C7515, no TMA descriptor made on the device but the warp-specialized loop's Q, the expected hot "
-             "loops (full tiles unmasked, partial tiles in a loop of their own), a partitioned loop where `ws` "
-             "asks for one, its consumers on disjoint rows covering the tile: "
+             "wgmma serialized by ptxas, no TMA descriptor made on the device but the warp-specialized loop's Q, "
+             "the expected hot loops (full tiles unmasked, partial tiles in a loop of their own), a partitioned "
+             "loop where `ws` asks for one, its consumers on disjoint rows covering the tile: "
              f"**{green} of {len(data['rows'])} green**.\n"]
     for arch, label in ARCHS.items():
         rows = [r for r in data["rows"] if r["arch"] == arch]

@@ -5,10 +5,12 @@ then cuobjdump's SASS) and reads what decides its speed before any timing: regis
 ``-v``), shared memory against the target's cap, threads and CTAs per SM, how many K/V buffers the software
 pipeliner keeps in each loop (the leading size of the TTGIR's ``[buffers, keys, D]`` allocations: level 0
 first, then the pooled levels' loop), the matrix instructions (``wgmma.mma_async`` on sm_90, ``mma.sync``
-otherwise), ptxas' ``C7515`` warning (serialized wgmma), TMA copies and the TMA descriptors the kernel makes
+otherwise), ptxas' warnings that it serialized the wgmma ops (``C7514``: other instructions read an
+in-flight accumulator; ``C7515``; any code of that warning), TMA copies and the TMA descriptors the kernel makes
 itself (host-side ones arrive as parameters), ``bar.sync`` barriers; from the SASS, each
-hot loop's instructions, matrix instructions, MUFU ops and barriers per iteration (one kv tile) and the
-deepest wgmma wait; and, for the warp-specialized loop, whether Triton partitioned it (a
+hot loop's instructions, matrix instructions, MUFU ops and barriers per iteration (one kv tile), the
+deepest wgmma wait and the MUFU ops issued while a wgmma group is in flight (the overlap of softmax and matrix
+work); and, for the warp-specialized loop, whether Triton partitioned it (a
 ``ttg.warp_specialize`` op in the TTGIR), the ``setmaxnreg`` counts and the query rows each consumer
 partition computes. :meth:`CompileResult.failures` says why a build is not green; :func:`same_code` compares
 the padded build's full-tile loop with the unpadded build's; :func:`against` lists what changed since an
@@ -73,7 +75,7 @@ class CompileResult:
     pooled_buffers: int | None  # the pooled levels' loop (gathered keys); None without levels
     mma: str  # wgmma / mma.sync / none
     mma_count: int
-    c7515: bool
+    serialized: list[str]  # ptxas warning codes saying it serialized the wgmma ops (C7514, C7515, ...)
     tma_ops: int
     bar_sync: int
     seconds: float
@@ -92,6 +94,8 @@ class CompileResult:
     loop_mufu: list[int] = field(default_factory=list)  # special-function ops (exp2) per iteration
     loop_barriers: list[int] = field(default_factory=list)  # CTA-wide barriers (BAR.SYNC/ARV) per iteration
     wait_depth: int | None = None  # deepest wgmma.wait_group in the hot loops (0: every GEMM waited on at once)
+    # per hot loop, MUFU ops (exp2) per iteration issued while a wgmma group of the warp is in flight (sm_90)
+    loop_mufu_in_flight: list[int] = field(default_factory=list)
     maxnreg: list[int] = field(default_factory=list)  # setmaxnreg register counts used (warp-specialized)
     partition_rows: list[tuple[int, int]] = field(default_factory=list)  # query rows [start, end) per consumer
 
@@ -119,8 +123,8 @@ class CompileResult:
             out.append(f"no wgmma on sm_{self.arch} ({self.mma})")
         if self.arch < 90 and self.mma != "mma.sync":
             out.append(f"no mma.sync on sm_{self.arch}")
-        if self.c7515:
-            out.append("C7515: wgmma serialized")
+        if self.serialized:
+            out.append(f"{', '.join(self.serialized)}: wgmma serialized by ptxas")
         if (self.tma or self.ws) and not self.tma_ops:
             out.append("TMA asked for, no cp.async.bulk.tensor in the PTX")
         if self.device_descriptors > self.ws:  # host-side descriptors; the warp-specialized loop's Q made on device
@@ -145,6 +149,7 @@ class CompileResult:
         row["insts_per_tile"] = first[0] if first else None
         row["mufu_per_mma"] = round(self.loop_mufu[0] / self.loop_mma[0], 2) if first and self.loop_mma[0] else None
         row["barriers_per_tile"] = self.loop_barriers[0] if first else None
+        row["mufu_in_flight"] = self.loop_mufu_in_flight[0] if self.loop_mufu_in_flight else None
         row["ok"] = not self.failures()
         row["failures"] = "; ".join(self.failures())
         return row
@@ -261,7 +266,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         # the pooled levels' loop comes last (after one or two level-0 loops)
         pooled_buffers=min(buffers[-2:], default=0) if VARIANTS[variant]["N_LEVELS"] > 1 else None,
         mma="wgmma" if wgmma else "mma.sync" if mma_sync else "none", mma_count=wgmma or mma_sync,
-        c7515="C7515" in ptxas, tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
+        serialized=_serialized(ptxas), tma_ops=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
         device_descriptors=len(re.findall(r"tensormap\.cp_fenceproxy", ptx)),
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)), seconds=round(seconds, 2), tma=tma, ws=ws,
         partitions=len(re.findall(r"ttg\.warp_specialize\(", ttgir)), threads=threads,
@@ -271,6 +276,7 @@ def compile_kernel(arch: int, variant: str, config: tuple[int, int, int, int], h
         loop_mufu=[sum(" MUFU." in x for x in body) for body in loops],
         loop_barriers=[sum(" BAR.SYNC" in x or " BAR.ARV" in x for x in body) for body in loops],
         wait_depth=max(waits, default=None),
+        loop_mufu_in_flight=[_mufu_in_flight(body) for body in loops] if arch >= 90 else [],
         maxnreg=sorted({int(n) for n in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}),
         partition_rows=_partition_rows(ttgir))
 
@@ -308,6 +314,34 @@ def _hot_loops(sass: str, mma: str) -> list[list[str]]:
                 spans.append((int(found.group(1), 16), address, body))
     inner = [s for s in spans if not any(o is not s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
     return [[" " + t for t in body] for _, _, body in sorted(inner, key=lambda s: s[0])]
+
+
+def _serialized(ptxas: str) -> list[str]:
+    """Codes of ptxas' warnings (its ``-v`` log) that it serialized the wgmma ops, e.g. ``["C7514"]``."""
+    return sorted(set(re.findall(r"\((C\d+)\)[^\n]*wgmma[^\n]*serialized", ptxas)))
+
+
+def _mufu_in_flight(body: list[str]) -> int:
+    """MUFU ops of one loop iteration (SASS ``body``, in order) issued while a wgmma group of the warp is in flight.
+
+    A group is open from its first ``HGMMA`` to the one marked ``gsb0`` (its commit) and then outstanding until a
+    ``WARPGROUP.DEPBAR.LE gsb0, N`` leaves at most ``N`` groups; wgmma runs asynchronously all that time, so
+    a MUFU issued then overlaps it. The loop is a cycle (a group issued near its end may be waited on only at
+    the top of the next iteration), so the body is scanned twice and the second pass counted.
+    """
+    open_group, outstanding = False, 0
+    for counting in (False, True):
+        count = 0
+        for text in body:
+            op = re.sub(r"^@!?U?P\w+\s+", "", text.strip())
+            if op.startswith("HGMMA"):
+                open_group = not re.search(r"\bgsb0\b", op)
+                outstanding += not open_group
+            elif op.startswith("WARPGROUP.DEPBAR.LE"):
+                outstanding = min(outstanding, int(op.rsplit(",", 1)[1].strip(), 16))
+            elif op.startswith("MUFU.") and (open_group or outstanding):
+                count += counting
+    return count
 
 
 def _partition_rows(ttgir: str) -> list[tuple[int, int]]:

@@ -42,10 +42,10 @@ def test_compile_table_counts_green_rows():
 
     rows = [{"arch": 90, "variant": "level0", "config": "128x128 w8 s3", "kv_tile": 128, "registers": 237,
              "spill_bytes": 0, "shared_bytes": 229376, "kv_buffers": 3, "pooled_buffers": None, "mma": "wgmma",
-             "mma_count": 16, "c7515": False, "tma_ops": 0, "bar_sync": 7, "ok": True, "failures": ""},
+             "mma_count": 16, "serialized": [], "tma_ops": 0, "bar_sync": 7, "ok": True, "failures": ""},
             {"arch": 80, "variant": "levels", "config": "128x64 w8 s3", "kv_tile": 64, "registers": 255,
              "spill_bytes": 0, "shared_bytes": 98816, "kv_buffers": 2, "pooled_buffers": 1, "mma": "mma.sync",
-             "mma_count": 256, "c7515": False, "tma_ops": 0, "bar_sync": 13, "ok": False,
+             "mma_count": 256, "serialized": [], "tma_ops": 0, "bar_sync": 13, "ok": False,
              "failures": "2 K/V buffers in the level-0 loop (< 3)"}]
     same = [{"arch": 90, "config": "128x128 w8 s3", "level0": 582, "level0_padded": 576, "ratio": 0.99, "ok": True},
             {"arch": 90, "config": "64x64 w4 s4", "level0": 410, "level0_padded": 438, "ratio": 1.07, "ok": None}]

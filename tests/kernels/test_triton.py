@@ -204,7 +204,7 @@ for arch in ARCHS:
     for variant, ws in runs:
         row = check(arch, variant, ws=ws).row()
         print(json.dumps({k: row[k] for k in ("arch", "variant", "config", "registers", "spill_bytes", "stack_bytes",
-                                               "shared_bytes", "kv_buffers", "pooled_buffers", "mma", "c7515",
+                                               "shared_bytes", "kv_buffers", "pooled_buffers", "mma", "serialized",
                                                "ws", "partitions", "tma_ops", "device_descriptors",
                                                "loop_instructions", "partition_rows", "failures")}))
     print(json.dumps({"arch": arch, "variant": "pooling", **compile_pooling(arch)}))
@@ -234,7 +234,7 @@ def test_consumer_partition_rows_catch_duplicate_and_misplaced_work():
         build = CompileResult(
             arch=90, variant="level0", block_m=block_m, block_n=128, kv_tile=128, num_warps=4, num_stages=2,
             registers=168, spill_bytes=0, stack_bytes=0, shared_bytes=180608, kv_buffers=2, pooled_buffers=None,
-            mma="wgmma", mma_count=32, c7515=False, tma_ops=4, bar_sync=44, seconds=0.0, tma=True, ws=True,
+            mma="wgmma", mma_count=32, serialized=[], tma_ops=4, bar_sync=44, seconds=0.0, tma=True, ws=True,
             partitions=1, loop_instructions=[474, 475], partition_rows=rows)
         duplicate = [f for f in build.failures() if "consumer partitions" in f]
         assert bool(duplicate) == name.startswith("v2"), (name, build.failures())
@@ -249,7 +249,7 @@ def test_tma_descriptors_made_on_the_device_fail_a_build():
         return CompileResult(
             arch=90, variant="level0", block_m=128, block_n=128, kv_tile=128, num_warps=8, num_stages=3,
             registers=190, spill_bytes=0, stack_bytes=0, shared_bytes=229400, kv_buffers=3, pooled_buffers=None,
-            mma="wgmma", mma_count=16, c7515=False, tma_ops=7, bar_sync=17, seconds=0.0, tma=True, ws=ws,
+            mma="wgmma", mma_count=16, serialized=[], tma_ops=7, bar_sync=17, seconds=0.0, tma=True, ws=ws,
             device_descriptors=made, partitions=int(ws), loop_instructions=[528] * (1 + ws),
             partition_rows=[(0, 64), (64, 128)] if ws else [])
 
@@ -258,15 +258,48 @@ def test_tma_descriptors_made_on_the_device_fail_a_build():
     assert build(True, 3).failures() == ["3 TMA descriptors made on the device (host-side expected, but Q's)"]
 
 
+def test_serialized_wgmma_and_softmax_overlap_are_read_from_ptxas_and_sass():
+    """ptxas' C7514 (an S tile carried a kv tile ahead, copied at the back edge while its wgmma was in flight,
+    sm_90, Triton 3.9) fails a build as C7515 does; MUFU ops count as overlapping matrix work only while a wgmma
+    group is in flight: between a group's first HGMMA and the wait that retires it, across the loop's back edge.
+    The SASS lines are spelled as cuobjdump prints them (128x64 level-0 loop, sm_90)."""
+    from fastdit.bench.triton_compile import CompileResult, _mufu_in_flight, _serialized
+
+    log = ("ptxas info    : Used 224 registers, used 1 barriers\nptxas info    : (C7514) Potential Performance "
+           "Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions reading accumulator "
+           "registers of  a wgmma between start and end of the pipeline stage in the function '_block_sparse_fwd'")
+    assert _serialized(log) == ["C7514"] and _serialized("ptxas info    : Used 164 registers") == []
+    build = CompileResult(
+        arch=90, variant="level0", block_m=128, block_n=64, kv_tile=64, num_warps=8, num_stages=3, registers=224,
+        spill_bytes=0, stack_bytes=0, shared_bytes=147456, kv_buffers=3, pooled_buffers=None, mma="wgmma",
+        mma_count=28, serialized=_serialized(log), tma_ops=0, bar_sync=9, seconds=0.0, loop_instructions=[422])
+    assert build.failures() == ["C7514: wgmma serialized by ptxas"]
+
+    arrive, wait = "WARPGROUP.ARRIVE", "WARPGROUP.DEPBAR.LE gsb0, 0x0"
+    s_gemm = [arrive] + ["HGMMA.64x64x16.F32.BF16 R88, gdesc[UR8], R88"] * 7 + [
+        "HGMMA.64x64x16.F32.BF16 R88, gdesc[UR32], R88, gsb0"]
+    pv_gemm = [arrive] + ["HGMMA.64x128x16.F32.BF16 R24, R88, gdesc[UR8].tnspB, R24"] * 3 + [
+        "HGMMA.64x128x16.F32.BF16 R24, R100, gdesc[UR8].tnspB, R24, gsb0"]
+    exp2 = ["MUFU.EX2 R24, R24"] * 32
+    # the default loop: S, wait, softmax, P·V left in flight and waited on with the next S: no overlap
+    assert _mufu_in_flight(["BAR.SYNC.DEFER_BLOCKING 0x0"] + s_gemm + [wait] + exp2 + pv_gemm + ["LDGSTS.E.128"]) == 0
+    # softmax issued among P·V's HGMMAs (its group open) and before its wait: all of it overlaps
+    assert _mufu_in_flight(pv_gemm[:2] + exp2[:10] + pv_gemm[2:] + exp2[10:] + [wait] + s_gemm + [wait]) == 32
+    # a group committed at the end of an iteration is still in flight at the top of the next one
+    assert _mufu_in_flight(exp2[:4] + [wait] + pv_gemm) == 4
+    # a wait that leaves one group outstanding (depth 1) keeps the later group's overlap
+    assert _mufu_in_flight(s_gemm + pv_gemm + ["WARPGROUP.DEPBAR.LE gsb0, 0x1"] + exp2[:6] + [wait]) == 6
+
+
 @pytest.mark.slow
 def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
     """Triton's real compiler (PTX, then ptxas to a cubin) for sm_90 and sm_80, level 0 without and with
     padding and pyramid levels, at the config each variant starts from: wgmma on sm_90 (mma.sync on sm_80), no
-    spills, within shared memory, >= 3 K/V buffers in the pipelined level-0 loop, no serialized wgmma (C7515);
-    the padded build's full tiles run the unpadded build's loop (SASS instructions per tile within 5%); on sm_90
-    the opt-in warp-specialized level-0 loop is split into a TMA producer and two consumers on disjoint halves
-    of the tile; the TMA path takes its descriptors from the host (the warp-specialized loop makes Q's itself);
-    and the fused pooling pass compiles."""
+    spills, within shared memory, >= 3 K/V buffers in the pipelined level-0 loop, no wgmma serialized by ptxas
+    (C7514, C7515); the padded build's full tiles run the unpadded build's loop (SASS instructions per tile
+    within 5%); on sm_90 the opt-in warp-specialized level-0 loop is split into a TMA producer and two consumers
+    on disjoint halves of the tile; the TMA path takes its descriptors from the host (the warp-specialized loop
+    makes Q's itself); and the fused pooling pass compiles."""
     import json
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -302,7 +335,7 @@ def test_kernel_compiles_green_for_hopper_and_ampere_without_a_gpu():
         where = f"sm_{r['arch']} {r['variant']} {r['config']}"
         assert r["mma"] == ("wgmma" if r["arch"] == 90 else "mma.sync"), where
         assert r["kv_buffers"] >= (2 if r["ws"] else 3), where
-        assert not r["c7515"], where
+        assert not r["serialized"], where
         assert r["spill_bytes"] == 0 and r["stack_bytes"] == 0, where
         assert r["failures"] == "", where
     assert all(r["ok"] for r in rows if r["variant"] == "pooling")
