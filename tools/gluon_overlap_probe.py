@@ -50,6 +50,17 @@ def _rows_of(x, layout: gl.constexpr):
 
 
 @gluon.jit
+def _first_softmax(s, qk_scale, BLOCK_M: gl.constexpr, D: gl.constexpr, s_l: gl.constexpr, o_l: gl.constexpr,
+                   p_l: gl.constexpr):
+    """Tile 0's softmax state once its S is done: row maxima and sums, a unit rescale, P as the next P·V's
+    register operand, and an empty O."""
+    m_i = gl.max(s, 1) * qk_scale
+    p = gl.exp2(s * qk_scale - m_i[:, None])
+    alpha = gl.full([BLOCK_M], 1.0, gl.float32, gl.SliceLayout(1, s_l))
+    return m_i, gl.sum(p, 1), alpha, gl.convert_layout(p.to(gl.bfloat16), p_l), gl.zeros([BLOCK_M, D], gl.float32, o_l)
+
+
+@gluon.jit
 def _fa3_loop(Q, K, V, Out, stride, n_tiles, qk_scale, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
               D: gl.constexpr, num_warps: gl.constexpr):
     """``Out`` = softmax(Q·Kᵀ·scale)·V for ``BLOCK_M`` queries over ``n_tiles`` tiles of ``BLOCK_N`` keys (bf16,
@@ -71,12 +82,7 @@ def _fa3_loop(Q, K, V, Out, stride, n_tiles, qk_scale, BLOCK_M: gl.constexpr, BL
     gl.barrier()
     s = warpgroup_mma(q_s, k_s.permute((1, 0)), gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_l), is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-    m_i = gl.max(s, 1) * qk_scale
-    p = gl.exp2(s * qk_scale - m_i[:, None])
-    l_i = gl.sum(p, 1)
-    alpha = gl.full([BLOCK_M], 1.0, gl.float32, gl.SliceLayout(1, s_l))
-    pb = gl.convert_layout(p.to(gl.bfloat16), p_l)
-    o = gl.zeros([BLOCK_M, D], gl.float32, o_l)
+    m_i, l_i, alpha, pb, o = _first_softmax(s, qk_scale, BLOCK_M, D, s_l, o_l, p_l)
     for j in range(1, n_tiles):
         gl.barrier()  # the previous iteration waited on all its wgmma: K and V buffers are free
         k_s.store(_tile(K, stride, j * BLOCK_N, BLOCK_N, D, ld))
@@ -140,12 +146,7 @@ def _fa3_loop_tma(q_desc, k_desc, v_desc, Out, stride, n_tiles, qk_scale, num_wa
     s = warpgroup_mma(q_s, k_s.index(0).permute((1, 0)), gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_l),
                       is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-    m_i = gl.max(s, 1) * qk_scale
-    p = gl.exp2(s * qk_scale - m_i[:, None])
-    l_i = gl.sum(p, 1)
-    alpha = gl.full([BLOCK_M], 1.0, gl.float32, gl.SliceLayout(1, s_l))
-    pb = gl.convert_layout(p.to(gl.bfloat16), p_l)
-    o = gl.zeros([BLOCK_M, D], gl.float32, o_l)
+    m_i, l_i, alpha, pb, o = _first_softmax(s, qk_scale, BLOCK_M, D, s_l, o_l, p_l)
     for j in range(1, n_tiles):
         kb = j % 2
         vb = (j - 1) % 2
