@@ -21,6 +21,7 @@ from fastdit.layout.block import BlockLayout
 __all__ = ["torch_selected_attention"]
 
 QUANTUM = 32
+MERGE = 4
 CHUNK_BYTES = 512 * 2**20
 
 
@@ -51,6 +52,25 @@ def _group_keys(layout: BlockLayout, device: torch.device) -> tuple[torch.Tensor
     return positions, torch.cumsum(sizes, 0) - sizes, sizes
 
 
+def _merged_keys(keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The keys of every *merged group*: run ``r`` of ``MERGE`` consecutive groups and a non-empty subset
+    ``code`` of it (bit ``i``: group ``r · MERGE + i``) is merged group ``r · 2**MERGE + code``, its keys the
+    members' keys end to end. Returns positions, first index and size per merged group, as ``_group_keys``."""
+    positions, starts, sizes = keys
+    runs = -(-sizes.numel() // MERGE)
+    member_sizes = torch.cat([sizes, sizes.new_zeros(runs * MERGE - sizes.numel())]).view(runs, 1, MERGE)
+    member_starts = torch.cat([starts, starts.new_zeros(runs * MERGE - starts.numel())]).view(runs, 1, MERGE)
+    bits = (torch.arange(2 ** MERGE, device=sizes.device).view(-1, 1) >> torch.arange(MERGE, device=sizes.device)) & 1
+    lengths = (member_sizes * bits).flatten()  # [runs · 2**MERGE · MERGE]: each member's keys, 0 if left out
+    firsts = member_starts.expand(-1, 2 ** MERGE, -1).flatten()
+    # the members' key ranges end to end: one arange shifted per range
+    ends = torch.cumsum(lengths, 0)
+    shift = torch.repeat_interleave(firsts - (ends - lengths), lengths)
+    merged = positions[torch.arange(int(ends[-1]) if ends.numel() else 0, device=sizes.device) + shift]
+    merged_sizes = lengths.view(-1, MERGE).sum(1)
+    return merged, torch.cumsum(merged_sizes, 0) - merged_sizes, merged_sizes
+
+
 def _bucketed(count: torch.Tensor) -> torch.Tensor:
     """The query rows a segment of ``count`` queries is padded to: its ``QUANTUM``-row tiles, 1 to 16 exactly,
     then rounded up to eight steps per octave (18, 20, ..., 32, 36, 40, ...), so that few distinct sizes
@@ -70,14 +90,26 @@ def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torc
     n_heads, seq_len, n_groups = chosen.shape
     device, seq_kv, n_rows = q.device, k.shape[0] // n_heads, last - first
     head0 = first // seq_len
-    # (head, group, query) order straight from the transposed mask: the pairs come out sorted by segment
-    heads, groups, queries = chosen[head0:(last - 1) // seq_len + 1].transpose(1, 2).nonzero(as_tuple=True)
-    rows = (heads + head0) * seq_len + queries
+    picked = chosen[head0:(last - 1) // seq_len + 1]
+    runs = -(-n_groups // MERGE)
+    if runs * MERGE > n_groups:
+        picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * MERGE - n_groups)], -1)
+    # each query's subset of each run of MERGE groups (bit i: group run · MERGE + i): the merged group it
+    # attends there, in (head, run, query) order
+    bits = (1 << torch.arange(MERGE, device=device)).to(torch.uint8)
+    code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, MERGE) * bits).sum(-1, dtype=torch.uint8)
+    code = code.transpose(1, 2).flatten()
+    flat = code.nonzero().flatten()
+    n_groups = runs << MERGE
+    key = (flat // seq_len) * (1 << MERGE) + code[flat]  # head · n_groups + merged group
+    # stable: (head, merged group, query) order; int32 sorts twice as fast where the keys fit
+    key, by_segment = torch.sort(key.int() if n_groups * picked.shape[0] < 2**31 else key, stable=True)
+    flat = flat[by_segment]
+    rows = (flat // (runs * seq_len) + head0) * seq_len + flat % seq_len
     if first % seq_len or last % seq_len:  # the slice cuts a head: keep its own rows
         inside = (rows >= first) & (rows < last)
-        heads, groups, rows = heads[inside], groups[inside], rows[inside]
-    segment, segment_of_pair, counts = torch.unique_consecutive(heads * n_groups + groups, return_inverse=True,
-                                                                return_counts=True)
+        key, rows = key[inside], rows[inside]
+    segment, segment_of_pair, counts = torch.unique_consecutive(key.long(), return_inverse=True, return_counts=True)
     head, group = segment // n_groups + head0, segment % n_groups
     length, padded = sizes[group], _bucketed(counts)
     bucket = length * (int(padded.max()) + 1) + padded
@@ -138,8 +170,9 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     B, H, S, D = q.shape
     select = layout.selection.select.to(q.device)
-    keys = _group_keys(layout, q.device)
-    chosen = (select & (keys[2] > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
+    group_keys = _group_keys(layout, q.device)
+    chosen = (select & (group_keys[2] > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
+    keys = _merged_keys(group_keys)
     flat = [x.reshape(-1, D) for x in (q, k, v)]
     ends = torch.cumsum(chosen.sum(1), 0)
     budget = max(1, CHUNK_BYTES // (4 * D))  # kept pairs whose fp32 partial outputs fit the budget
