@@ -155,8 +155,9 @@ def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torc
     merged = torch.zeros(n_rows, q.shape[-1], device=device)
     done = 0
     for o in outs:
-        part, w = o.float(), weight[done:done + o.shape[0], None]
-        part = part * w if differentiable else part.mul_(w)  # in place when nothing is differentiated
+        w = weight[done:done + o.shape[0], None]
+        # in place where nothing is differentiated and the output is fp32 already; o * w is fp32 in one pass
+        part = o.mul_(w) if not differentiable and o.dtype == w.dtype else o * w
         merged.index_add_(0, local[done:done + o.shape[0]], part)
         done += o.shape[0]
     return merged, top + torch.log(total)
