@@ -7,7 +7,10 @@ is neighbouring chunks, which the same queries often choose): a query's choices 
 to gather and merge and gives each flash call longer key sets, where the CPU kernel runs nearer its dense
 rate per pair (one thread, fp32, D=64: about 4.6 ns per pair at 96 keys, 3.8 at 192, 3.1 from 288 keys on,
 dense 3.1). On VMoBA's published setting over an 18 816-token grid (3D cubes of 96 keys, 195 chunks) a query
-has 30.7 chosen chunks but 22 merged groups (runs of 2 or 8 do worse: fewer merges, or many small segments).
+has 30.7 chosen chunks but 22 merged groups (runs of 2 or 8 do worse: fewer merges, or many small segments),
+and the 3D case takes 412 instead of 437 ms of CPU time (one thread, fp32, D=64, median of 6 alternating
+runs). Groups of ``SHORT_KEYS`` keys and more on average are not merged: 2D's 144-key chunks took 317 ms
+merged against 306 ms alone, since the key sets are long enough already and merging splits the segments.
 
 The kept (query, merged group) pairs of every batch element and head are sorted into *segments* (one per head
 and merged group). A segment's queries are padded to a bucketed count (a multiple of ``QUANTUM`` rows,
@@ -30,6 +33,7 @@ __all__ = ["torch_selected_attention"]
 
 QUANTUM = 32
 MERGE = 4
+SHORT_KEYS = 128
 CHUNK_BYTES = 512 * 2**20
 
 
@@ -60,22 +64,22 @@ def _group_keys(layout: BlockLayout, device: torch.device) -> tuple[torch.Tensor
     return positions, torch.cumsum(sizes, 0) - sizes, sizes
 
 
-def _merged_keys(keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The keys of every *merged group*: run ``r`` of ``MERGE`` consecutive groups and a non-empty subset
-    ``code`` of it (bit ``i``: group ``r · MERGE + i``) is merged group ``r · 2**MERGE + code``, its keys the
+def _merged_keys(keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], merge: int) -> tuple[torch.Tensor, ...]:
+    """The keys of every *merged group*: run ``r`` of ``merge`` consecutive groups and a non-empty subset
+    ``code`` of it (bit ``i``: group ``r · merge + i``) is merged group ``r · 2**merge + code``, its keys the
     members' keys end to end. Returns positions, first index and size per merged group, as ``_group_keys``."""
     positions, starts, sizes = keys
-    runs = -(-sizes.numel() // MERGE)
-    member_sizes = torch.cat([sizes, sizes.new_zeros(runs * MERGE - sizes.numel())]).view(runs, 1, MERGE)
-    member_starts = torch.cat([starts, starts.new_zeros(runs * MERGE - starts.numel())]).view(runs, 1, MERGE)
-    bits = (torch.arange(2 ** MERGE, device=sizes.device).view(-1, 1) >> torch.arange(MERGE, device=sizes.device)) & 1
-    lengths = (member_sizes * bits).flatten()  # [runs · 2**MERGE · MERGE]: each member's keys, 0 if left out
-    firsts = member_starts.expand(-1, 2 ** MERGE, -1).flatten()
+    runs = -(-sizes.numel() // merge)
+    member_sizes = torch.cat([sizes, sizes.new_zeros(runs * merge - sizes.numel())]).view(runs, 1, merge)
+    member_starts = torch.cat([starts, starts.new_zeros(runs * merge - starts.numel())]).view(runs, 1, merge)
+    bits = (torch.arange(2 ** merge, device=sizes.device).view(-1, 1) >> torch.arange(merge, device=sizes.device)) & 1
+    lengths = (member_sizes * bits).flatten()  # [runs · 2**merge · merge]: each member's keys, 0 if left out
+    firsts = member_starts.expand(-1, 2 ** merge, -1).flatten()
     # the members' key ranges end to end: one arange shifted per range
     ends = torch.cumsum(lengths, 0)
     shift = torch.repeat_interleave(firsts - (ends - lengths), lengths)
     merged = positions[torch.arange(int(ends[-1]) if ends.numel() else 0, device=sizes.device) + shift]
-    merged_sizes = lengths.view(-1, MERGE).sum(1)
+    merged_sizes = lengths.view(-1, merge).sum(1)
     return merged, torch.cumsum(merged_sizes, 0) - merged_sizes, merged_sizes
 
 
@@ -89,27 +93,27 @@ def _bucketed(count: torch.Tensor) -> torch.Tensor:
 
 
 def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, first: int, last: int,
-                 keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], scale: float,
+                 keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], merge: int, scale: float,
                  differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[last - first, D]`` (fp32) and log-sum-exp ``[last - first]`` of the flattened (batch · head ·
     query) rows ``first .. last``; ``chosen [B·H, S, G]`` the groups each row attends, ``q [B·H·S, D]``,
-    ``k, v [B·H·S_kv, D]``."""
+    ``k, v [B·H·S_kv, D]``, ``keys`` the merged groups' keys for runs of ``merge`` groups."""
     positions, starts, sizes = keys
     n_heads, seq_len, n_groups = chosen.shape
     device, seq_kv, n_rows = q.device, k.shape[0] // n_heads, last - first
     head0 = first // seq_len
     picked = chosen[head0:(last - 1) // seq_len + 1]
-    runs = -(-n_groups // MERGE)
-    if runs * MERGE > n_groups:
-        picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * MERGE - n_groups)], -1)
-    # each query's subset of each run of MERGE groups (bit i: group run · MERGE + i): the merged group it
+    runs = -(-n_groups // merge)
+    if runs * merge > n_groups:
+        picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * merge - n_groups)], -1)
+    # each query's subset of each run of merge groups (bit i: group run · merge + i): the merged group it
     # attends there, in (head, run, query) order
-    bits = (1 << torch.arange(MERGE, device=device)).to(torch.uint8)
-    code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, MERGE) * bits).sum(-1, dtype=torch.uint8)
+    bits = (1 << torch.arange(merge, device=device)).to(torch.uint8)
+    code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, merge) * bits).sum(-1, dtype=torch.uint8)
     code = code.transpose(1, 2).flatten()
     flat = code.nonzero().flatten()
-    n_groups = runs << MERGE
-    key = (flat // seq_len) * (1 << MERGE) + code[flat]  # head · n_groups + merged group
+    n_groups = runs << merge
+    key = (flat // seq_len) * (1 << merge) + code[flat]  # head · n_groups + merged group
     # stable: (head, merged group, query) order; int32 sorts twice as fast where the keys fit
     key, by_segment = torch.sort(key.int() if n_groups * picked.shape[0] < 2**31 else key, stable=True)
     flat = flat[by_segment]
@@ -180,8 +184,12 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     B, H, S, D = q.shape
     select = layout.selection.select.to(q.device)
     group_keys = _group_keys(layout, q.device)
-    chosen = (select & (group_keys[2] > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
-    keys = _merged_keys(group_keys)
+    sizes = group_keys[2]
+    chosen = (select & (sizes > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
+    # merging pays where groups are short: from about 144 keys on, the flash rate is near dense already and
+    # merging only splits segments into smaller ones
+    merge = MERGE if bool((sizes > 0).any()) and float(sizes[sizes > 0].float().mean()) < SHORT_KEYS else 1
+    keys = _merged_keys(group_keys, merge)
     flat = [x.reshape(-1, D) for x in (q, k, v)]
     ends = torch.cumsum(chosen.sum(1), 0)
     budget = max(1, CHUNK_BYTES // (4 * D))  # kept pairs whose fp32 partial outputs fit the budget
@@ -191,7 +199,8 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     outs, lses = [], []
     for first, last in zip(bounds[:-1], bounds[1:]):
         if bool(chosen[first:last].any()):
-            o, lse = _attend_rows(*flat, chosen.view(B * H, S, -1), first, last, keys, scale, differentiable)
+            o, lse = _attend_rows(*flat, chosen.view(B * H, S, -1), first, last, keys, merge, scale,
+                                   differentiable)
         else:
             o = q.new_zeros(last - first, D, dtype=torch.float32)
             lse = torch.full((last - first,), float("-inf"), device=q.device)

@@ -108,13 +108,16 @@ def test_triton_refuses_in_one_line_and_a_batch_mismatch_is_an_error():
                   backend="torch")
 
 
+@pytest.mark.parametrize("short", [1 << 30, 0])  # groups merged in runs; each group alone
 @pytest.mark.parametrize("budget", [1 << 30, 3000 * 16 * 4])  # one slice; slices that cut heads mid-way
-def test_slices_and_buckets_compute_the_same_pairs(monkeypatch, budget):
+def test_slices_and_buckets_compute_the_same_pairs(monkeypatch, budget, short):
     """Segments of every head batched by bucket, rows in slices (a slice boundary inside a head) and tiny
-    tiles (many buckets): outputs, log-sum-exp and gradients equal dense attention on the selected pairs."""
+    tiles (many buckets), with and without merged groups: outputs, log-sum-exp and gradients equal dense
+    attention on the selected pairs."""
     from fastdit.kernels import per_query
 
     monkeypatch.setattr(per_query, "CHUNK_BYTES", budget)
+    monkeypatch.setattr(per_query, "SHORT_KEYS", short)
     monkeypatch.setattr(per_query, "QUANTUM", 4)
     layout, q, k, v = _vmoba(batch=2, layer=1)
     real = layout.order.valid
