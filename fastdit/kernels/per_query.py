@@ -103,21 +103,26 @@ def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torc
     device, seq_kv, n_rows = q.device, k.shape[0] // n_heads, last - first
     head0 = first // seq_len
     picked = chosen[head0:(last - 1) // seq_len + 1]
-    runs = -(-n_groups // merge)
-    if runs * merge > n_groups:
-        picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * merge - n_groups)], -1)
-    # each query's subset of each run of merge groups (bit i: group run · merge + i): the merged group it
-    # attends there, in (head, run, query) order
-    bits = (1 << torch.arange(merge, device=device)).to(torch.uint8)
-    code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, merge) * bits).sum(-1, dtype=torch.uint8)
-    code = code.transpose(1, 2).flatten()
-    flat = code.nonzero().flatten()
-    n_groups = runs << merge
-    key = (flat // seq_len) * (1 << merge) + code[flat]  # head · n_groups + merged group
-    # stable: (head, merged group, query) order; int32 sorts twice as fast where the keys fit
-    key, by_segment = torch.sort(key.int() if n_groups * picked.shape[0] < 2**31 else key, stable=True)
-    flat = flat[by_segment]
-    rows = (flat // (runs * seq_len) + head0) * seq_len + flat % seq_len
+    if merge == 1:  # each group alone (merged group 2g + 1): the transposed mask lists pairs by segment
+        heads, groups, queries = picked.transpose(1, 2).nonzero(as_tuple=True)
+        n_groups <<= 1
+        key, rows = heads * n_groups + (groups << 1) + 1, (heads + head0) * seq_len + queries
+    else:
+        runs = -(-n_groups // merge)
+        if runs * merge > n_groups:
+            picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * merge - n_groups)], -1)
+        # each query's subset of each run of merge groups (bit i: group run · merge + i): the merged group it
+        # attends there, in (head, run, query) order
+        bits = (1 << torch.arange(merge, device=device)).to(torch.uint8)
+        code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, merge) * bits).sum(-1, dtype=torch.uint8)
+        code = code.transpose(1, 2).flatten()
+        flat = code.nonzero().flatten()
+        n_groups = runs << merge
+        key = (flat // seq_len) * (1 << merge) + code[flat]  # head · n_groups + merged group
+        # stable: (head, merged group, query) order; int32 sorts twice as fast where the keys fit
+        key, by_segment = torch.sort(key.int() if n_groups * picked.shape[0] < 2**31 else key, stable=True)
+        flat = flat[by_segment]
+        rows = (flat // (runs * seq_len) + head0) * seq_len + flat % seq_len
     if first % seq_len or last % seq_len:  # the slice cuts a head: keep its own rows
         inside = (rows >= first) & (rows < last)
         key, rows = key[inside], rows[inside]
