@@ -1,15 +1,26 @@
 """Torch reference for layouts with a per-query selection: exactly the token pairs it keeps, on any device.
 
-As the official MoBA code does, each key group is attended by the queries that chose it. The kept (query,
-group) pairs of every batch element and head are sorted into *segments* (one per head and group: the group's
-keys and the queries that chose them). A segment's queries are padded to a bucketed count (a multiple of
-``QUANTUM`` rows, rounded up to eight steps per octave: under 1/8 padding, 4-5% on VMoBA's published setting
-on an 18720-token grid); segments with equally many keys and padded queries run as one batched flash call
-that returns each partial output with its log-sum-exp. A query's partial results (one per chosen group) are
-merged by log-sum-exp with ``index_add``, the weights computed from the log-sum-exps alone first. Keys are
-gathered once per segment and queries once per kept pair, so the work is the kept pairs plus the padding
-(never the envelope's blocks) and no tensor is ``S × S``. Rows are processed in slices whose partial outputs
-stay under ``CHUNK_BYTES``; Python loops over slices and buckets only, never over groups or heads.
+As the official MoBA code does, each key group is attended by the queries that chose it, except that the
+groups are taken in runs of ``MERGE`` consecutive ones (VMoBA's chunks are numbered in raster order, so a run
+is neighbouring chunks, which the same queries often choose): a query's choices within a run form one
+*merged group*, their keys end to end, attended as one flash row. That leaves fewer partial results per query
+to gather and merge and gives each flash call longer key sets, where the CPU kernel runs nearer its dense
+rate per pair (one thread, fp32, D=64: about 4.6 ns per pair at 96 keys, 3.8 at 192, 3.1 from 288 keys on,
+dense 3.1). On VMoBA's published setting over an 18 816-token grid (3D cubes of 96 keys, 195 chunks) a query
+has 30.7 chosen chunks but 22 merged groups (runs of 2 or 8 do worse: fewer merges, or many small segments),
+and the 3D case takes 412 instead of 437 ms of CPU time (one thread, fp32, D=64, median of 6 alternating
+runs). Groups of ``SHORT_KEYS`` keys and more on average are not merged: 2D's 144-key chunks took 317 ms
+merged against 306 ms alone, since the key sets are long enough already and merging splits the segments.
+
+The kept (query, merged group) pairs of every batch element and head are sorted into *segments* (one per head
+and merged group). A segment's queries are padded to a bucketed count (a multiple of ``QUANTUM`` rows,
+rounded up to eight steps per octave: under 1/8 padding, 6-7% on that grid); segments with equally many keys
+and padded queries run as one batched flash call that returns each partial output with its log-sum-exp. A
+query's partial results are merged by log-sum-exp with ``index_add``, the weights computed from the
+log-sum-exps alone first. Keys are gathered once per segment and queries once per kept pair, so the work is
+the kept pairs plus the padding (never the envelope's blocks) and no tensor is ``S × S``. Rows are processed
+in slices whose partial outputs stay under ``CHUNK_BYTES``; Python loops over slices and buckets only, never
+over groups or heads.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ from fastdit.layout.block import BlockLayout
 __all__ = ["torch_selected_attention"]
 
 QUANTUM = 32
+MERGE = 4
+SHORT_KEYS = 128
 CHUNK_BYTES = 512 * 2**20
 
 
@@ -51,6 +64,25 @@ def _group_keys(layout: BlockLayout, device: torch.device) -> tuple[torch.Tensor
     return positions, torch.cumsum(sizes, 0) - sizes, sizes
 
 
+def _merged_keys(keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], merge: int) -> tuple[torch.Tensor, ...]:
+    """The keys of every *merged group*: run ``r`` of ``merge`` consecutive groups and a non-empty subset
+    ``code`` of it (bit ``i``: group ``r · merge + i``) is merged group ``r · 2**merge + code``, its keys the
+    members' keys end to end. Returns positions, first index and size per merged group, as ``_group_keys``."""
+    positions, starts, sizes = keys
+    runs = -(-sizes.numel() // merge)
+    member_sizes = torch.cat([sizes, sizes.new_zeros(runs * merge - sizes.numel())]).view(runs, 1, merge)
+    member_starts = torch.cat([starts, starts.new_zeros(runs * merge - starts.numel())]).view(runs, 1, merge)
+    bits = (torch.arange(2 ** merge, device=sizes.device).view(-1, 1) >> torch.arange(merge, device=sizes.device)) & 1
+    lengths = (member_sizes * bits).flatten()  # [runs · 2**merge · merge]: each member's keys, 0 if left out
+    firsts = member_starts.expand(-1, 2 ** merge, -1).flatten()
+    # the members' key ranges end to end: one arange shifted per range
+    ends = torch.cumsum(lengths, 0)
+    shift = torch.repeat_interleave(firsts - (ends - lengths), lengths)
+    merged = positions[torch.arange(int(ends[-1]) if ends.numel() else 0, device=sizes.device) + shift]
+    merged_sizes = lengths.view(-1, merge).sum(1)
+    return merged, torch.cumsum(merged_sizes, 0) - merged_sizes, merged_sizes
+
+
 def _bucketed(count: torch.Tensor) -> torch.Tensor:
     """The query rows a segment of ``count`` queries is padded to: its ``QUANTUM``-row tiles, 1 to 16 exactly,
     then rounded up to eight steps per octave (18, 20, ..., 32, 36, 40, ...), so that few distinct sizes
@@ -61,23 +93,40 @@ def _bucketed(count: torch.Tensor) -> torch.Tensor:
 
 
 def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, first: int, last: int,
-                 keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], scale: float,
+                 keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor], merge: int, scale: float,
                  differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[last - first, D]`` (fp32) and log-sum-exp ``[last - first]`` of the flattened (batch · head ·
     query) rows ``first .. last``; ``chosen [B·H, S, G]`` the groups each row attends, ``q [B·H·S, D]``,
-    ``k, v [B·H·S_kv, D]``."""
+    ``k, v [B·H·S_kv, D]``, ``keys`` the merged groups' keys for runs of ``merge`` groups."""
     positions, starts, sizes = keys
     n_heads, seq_len, n_groups = chosen.shape
     device, seq_kv, n_rows = q.device, k.shape[0] // n_heads, last - first
     head0 = first // seq_len
-    # (head, group, query) order straight from the transposed mask: the pairs come out sorted by segment
-    heads, groups, queries = chosen[head0:(last - 1) // seq_len + 1].transpose(1, 2).nonzero(as_tuple=True)
-    rows = (heads + head0) * seq_len + queries
+    picked = chosen[head0:(last - 1) // seq_len + 1]
+    if merge == 1:  # each group alone (merged group 2g + 1): the transposed mask lists pairs by segment
+        heads, groups, queries = picked.transpose(1, 2).nonzero(as_tuple=True)
+        n_groups <<= 1
+        key, rows = heads * n_groups + (groups << 1) + 1, (heads + head0) * seq_len + queries
+    else:
+        runs = -(-n_groups // merge)
+        if runs * merge > n_groups:
+            picked = torch.cat([picked, picked.new_zeros(*picked.shape[:2], runs * merge - n_groups)], -1)
+        # each query's subset of each run of merge groups (bit i: group run · merge + i): the merged group it
+        # attends there, in (head, run, query) order
+        bits = (1 << torch.arange(merge, device=device)).to(torch.uint8)
+        code = (picked.view(torch.uint8).view(*picked.shape[:2], runs, merge) * bits).sum(-1, dtype=torch.uint8)
+        code = code.transpose(1, 2).flatten()
+        flat = code.nonzero().flatten()
+        n_groups = runs << merge
+        key = (flat // seq_len) * (1 << merge) + code[flat]  # head · n_groups + merged group
+        # stable: (head, merged group, query) order; int32 sorts twice as fast where the keys fit
+        key, by_segment = torch.sort(key.int() if n_groups * picked.shape[0] < 2**31 else key, stable=True)
+        flat = flat[by_segment]
+        rows = (flat // (runs * seq_len) + head0) * seq_len + flat % seq_len
     if first % seq_len or last % seq_len:  # the slice cuts a head: keep its own rows
         inside = (rows >= first) & (rows < last)
-        heads, groups, rows = heads[inside], groups[inside], rows[inside]
-    segment, segment_of_pair, counts = torch.unique_consecutive(heads * n_groups + groups, return_inverse=True,
-                                                                return_counts=True)
+        key, rows = key[inside], rows[inside]
+    segment, segment_of_pair, counts = torch.unique_consecutive(key.long(), return_inverse=True, return_counts=True)
     head, group = segment // n_groups + head0, segment % n_groups
     length, padded = sizes[group], _bucketed(counts)
     bucket = length * (int(padded.max()) + 1) + padded
@@ -123,8 +172,9 @@ def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torc
     merged = torch.zeros(n_rows, q.shape[-1], device=device)
     done = 0
     for o in outs:
-        part, w = o.float(), weight[done:done + o.shape[0], None]
-        part = part * w if differentiable else part.mul_(w)  # in place when nothing is differentiated
+        w = weight[done:done + o.shape[0], None]
+        # in place where nothing is differentiated and the output is fp32 already; o * w is fp32 in one pass
+        part = o.mul_(w) if not differentiable and o.dtype == w.dtype else o * w
         merged.index_add_(0, local[done:done + o.shape[0]], part)
         done += o.shape[0]
     return merged, top + torch.log(total)
@@ -138,8 +188,13 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     B, H, S, D = q.shape
     select = layout.selection.select.to(q.device)
-    keys = _group_keys(layout, q.device)
-    chosen = (select & (keys[2] > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
+    group_keys = _group_keys(layout, q.device)
+    sizes = group_keys[2]
+    chosen = (select & (sizes > 0)).expand(B, H, S, -1).reshape(B * H * S, -1)
+    # merging pays where groups are short: from about 144 keys on, the flash rate is near dense already and
+    # merging only splits segments into smaller ones
+    merge = MERGE if bool((sizes > 0).any()) and float(sizes[sizes > 0].float().mean()) < SHORT_KEYS else 1
+    keys = _merged_keys(group_keys, merge)
     flat = [x.reshape(-1, D) for x in (q, k, v)]
     ends = torch.cumsum(chosen.sum(1), 0)
     budget = max(1, CHUNK_BYTES // (4 * D))  # kept pairs whose fp32 partial outputs fit the budget
@@ -149,7 +204,8 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     outs, lses = [], []
     for first, last in zip(bounds[:-1], bounds[1:]):
         if bool(chosen[first:last].any()):
-            o, lse = _attend_rows(*flat, chosen.view(B * H, S, -1), first, last, keys, scale, differentiable)
+            o, lse = _attend_rows(*flat, chosen.view(B * H, S, -1), first, last, keys, merge, scale,
+                                   differentiable)
         else:
             o = q.new_zeros(last - first, D, dtype=torch.float32)
             lse = torch.full((last - first,), float("-inf"), device=q.device)

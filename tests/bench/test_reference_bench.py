@@ -31,3 +31,27 @@ def test_the_vmoba_suite_reports_kept_pairs_per_partition(tmp_path):
     assert data["suite"] == "vmoba" and data["dtype"] == "fp32"
     for row in data["rows"]:
         assert 0 < row["density"] < 1 and row["meets_target"] == (row["speedup"] >= 0.7 / row["density"])
+
+
+def test_cpu_clock_times_one_thread_only(tmp_path, monkeypatch):
+    """``--clock cpu`` (process CPU time: a shared core's waits do not count) is named in the report and
+    refused with more than one thread, where it would add the threads' time up."""
+    import argparse
+
+    import pytest
+    import torch
+
+    from fastdit.bench.reference import add_arguments, run
+    from fastdit.cli import CLIError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--suite", "vmoba", "--quick", "--repeats", "1", "--heads", "1", "--clock", "cpu"])
+    args.out = str(tmp_path)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    with pytest.raises(CLIError, match="OMP_NUM_THREADS=1"):
+        run(args)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert run(args) == 0
+    report = (tmp_path / "reference_vmoba.md").read_text()
+    assert "--clock cpu" in report and "medians of the CPU time" in report

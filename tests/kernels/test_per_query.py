@@ -108,13 +108,16 @@ def test_triton_refuses_in_one_line_and_a_batch_mismatch_is_an_error():
                   backend="torch")
 
 
+@pytest.mark.parametrize("short", [1 << 30, 0])  # groups merged in runs; each group alone
 @pytest.mark.parametrize("budget", [1 << 30, 3000 * 16 * 4])  # one slice; slices that cut heads mid-way
-def test_slices_and_buckets_compute_the_same_pairs(monkeypatch, budget):
+def test_slices_and_buckets_compute_the_same_pairs(monkeypatch, budget, short):
     """Segments of every head batched by bucket, rows in slices (a slice boundary inside a head) and tiny
-    tiles (many buckets): outputs, log-sum-exp and gradients equal dense attention on the selected pairs."""
+    tiles (many buckets), with and without merged groups: outputs, log-sum-exp and gradients equal dense
+    attention on the selected pairs."""
     from fastdit.kernels import per_query
 
     monkeypatch.setattr(per_query, "CHUNK_BYTES", budget)
+    monkeypatch.setattr(per_query, "SHORT_KEYS", short)
     monkeypatch.setattr(per_query, "QUANTUM", 4)
     layout, q, k, v = _vmoba(batch=2, layer=1)
     real = layout.order.valid
@@ -145,3 +148,29 @@ def test_bucketed_padding_stays_under_an_eighth():
     tiles = -(-counts // QUANTUM) * QUANTUM
     assert bool((padded <= tiles * 1.125).all())
     assert padded.unique().numel() < 100  # few distinct sizes: few batched calls
+
+
+def test_groups_chosen_together_are_attended_as_one(monkeypatch):
+    """A query's choices within a run of MERGE consecutive groups are one flash row over their keys end to
+    end: at threshold 1 every query takes all 3 frame chunks and the text group (4 groups, one run), so each
+    query is one row of one call over all keys, not four rows merged afterwards; the output stays exact."""
+    from fastdit.kernels import per_query
+
+    monkeypatch.setattr(per_query, "QUANTUM", 4)
+    grid = TokenGrid(3, 8, 10, text_tokens=20)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, grid.num_tokens, 16, generator=g) for _ in range(3))
+    layout = fastdit.build_layout("vmoba", grid, block_size=32, q=q, k=k, layer=0, chunk_1d=1, threshold=1.0)
+    q, k, v = (layout.to_layout_order(x) for x in (q, k, v))
+    real = layout.order.valid
+    assert layout.selection.n_groups == 4 and bool(layout.selection.select[:, :, real].all())
+    calls = []
+    attend = per_query._attend_lse
+    monkeypatch.setattr(per_query, "_attend_lse", lambda a, b, *rest: calls.append((a.shape, b.shape)) or
+                        attend(a, b, *rest))
+    with torch.no_grad():
+        out = attention(q, k, v, layout, scale=SCALE, backend="torch")
+    assert [key_shape[1] for _, key_shape in calls] == [int(real.sum())]  # one call, every key in one row
+    assert sum(s[0] * s[1] for s, _ in calls) <= 2 * grid.num_tokens * 1.125  # 2 heads x queries, padding
+    torch.testing.assert_close(out[:, :, real], _masked_dense(q, k, v, layout)[0][:, :, real], atol=2e-6,
+                               rtol=1e-5)

@@ -199,3 +199,27 @@ def test_lower_thresholds_keep_fewer_pairs():
 def test_bad_options_raise(options, message):
     with pytest.raises(ValueError, match=message):
         VmobaOptions(**options)
+
+
+def test_take_until_equals_a_full_stable_sort():
+    """The cut-off from top-k values sized on sampled rows equals a full stable descending sort's, for rows
+    that need more entries than any sampled row (redone at a larger k), rows that never reach their share
+    (all taken) and ties (lower index first)."""
+    from fastdit.methods.vmoba import _take_until
+
+    g = torch.Generator().manual_seed(0)
+    others = (torch.rand(2, 300, 40, generator=g) * 6).floor() / 6  # values in sixths: many ties
+    total = others.sum(-1, keepdim=True) + 1e-6
+    remain = torch.rand(2, 300, 1, generator=g) * 0.2
+    probe = set(torch.linspace(0, 599, 64).long().tolist())
+    far = [r for r in range(600) if r not in probe][::9]
+    remain.view(-1)[far] = 0.97  # unsampled rows needing nearly every entry
+    remain.view(-1)[far[:3]] = 2.0  # never reached
+    order = torch.sort(others, dim=-1, descending=True, stable=True).indices
+    reached = others.gather(-1, order).cumsum(-1) / total >= remain
+    cutoff = torch.where(reached.any(-1), reached.float().argmax(-1), others.shape[-1] - 1)
+    expected = torch.zeros_like(others, dtype=torch.bool).scatter_(
+        -1, order, torch.arange(others.shape[-1]) <= cutoff.unsqueeze(-1))
+    got = _take_until(others, remain, total)
+    assert torch.equal(got, expected)
+    assert bool(got.view(-1, 40)[far[:3]].all()) and int(got.view(-1, 40)[far[3:]].sum(-1).min()) > 20
