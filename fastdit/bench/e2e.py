@@ -8,7 +8,9 @@ at batch 1; a denoising step is one such forward for guidance-distilled models a
 guidance (``--list`` gives each model's count, its config's source and its published generation size).
 
 Each method is applied with the model's preset knobs and ``dense_steps=0``, ``dense_layers=0`` (every layer
-sparse), so the time is that of a step after the dense warm-up. Dense is the stock diffusers attention.
+sparse), so the time is that of a step after the dense warm-up; for a method that carries state from step to step
+(svg2's centroids) it is that of a later step, after an untimed one that fills the state (a run's first sparse step,
+with SVG2's full k-means, is timed by ``fastdit bench order-cost``). Dense is the stock diffusers attention.
 Reported: median (and min) forward time over ``--repeats`` rounds, each timing every method once (so load
 from elsewhere on a shared machine hits all methods alike), after ``--warmup`` untimed forwards per method;
 speedup = dense median / method median; the mean attention density. Each row also says where the time went
@@ -106,10 +108,18 @@ def _timed(model: torch.nn.Module, inputs: dict[str, Any], method: str | None,
     cuda = next(model.parameters()).is_cuda
     if method is None:
         return _forward_seconds(model, inputs, cuda), None
+    from fastdit.methods import get_method
+    from fastdit.patching.patch import restart_stats
+
     name = method.removesuffix(ONCE)
     settings = {"preset": None} if name == "dense" else {**apply_kwargs, "permute_once": method.endswith(ONCE)}
     fastdit.apply(model, method=name, **settings)
     try:
+        if get_method(name).stateful:
+            # a run's first sparse step is its only cold one (SVG2's full k-means; the others start from the
+            # previous step's centroids): a forward first, so the one timed is a later step
+            _forward_seconds(model, inputs, cuda)
+            restart_stats(model)
         return _forward_seconds(model, inputs, cuda), fastdit.stats(model)
     finally:
         fastdit.remove(model)

@@ -570,6 +570,18 @@ def set_observer(target: Any, observer: Any) -> None:
         state.engine.observer = observer
 
 
+def restart_stats(target: Any) -> None:
+    """Start ``target``'s record afresh, as a new pipeline call does, but keep what stateful methods carry from
+    step to step (SVG2's centroids, from which its next k-means starts): so a benchmark's next forward is timed and
+    recorded as a later step of a run, not as its first.
+
+    Args:
+        target: a patched pipeline or model.
+    """
+    for state in _states(target):
+        state.context.begin_run(keep_method_state=True)
+
+
 def stats(target: Any) -> AttentionStats:
     """What the last pipeline call ran: per step and layer, dense, sparse or served by a diffusers cache, why,
     the density used and the time of the attention calls (kernel, layout build, permutation, the rest); per step,

@@ -88,8 +88,10 @@ class RunContext:
         hold several), so that a step in which a cache skipped some can be reported."""
         self._layers[model] = dict(Counter(layers))
 
-    def begin_run(self) -> None:
-        """A new pipeline call: steps count from 0 again and the stats start empty."""
+    def begin_run(self, keep_method_state: bool = False) -> None:
+        """A new pipeline call: steps count from 0 again and the stats start empty; ``keep_method_state``: the
+        stateful methods' per-layer state stays (a benchmark timing a later step of a call, see
+        :func:`fastdit.patching.patch.restart_stats`)."""
         self.close_step()
         self.step = -1
         self._last_timestep = None
@@ -97,7 +99,8 @@ class RunContext:
         self.stats = AttentionStats()
         self._index = {}
         self._forwards = {}
-        self.method_state = {}
+        if not keep_method_state:
+            self.method_state = {}
 
     def observe_forward(self, model: str, timestep: float | None) -> None:
         """A forward call of denoiser ``model`` at ``timestep`` (called by its pre-hook; a value that falls during a
