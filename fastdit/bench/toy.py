@@ -55,7 +55,7 @@ ALTERNATES: dict[str, list[dict[str, Any]]] = {
     "radial": [{"decay_factor": 0.2, "sink": False}, {"decay_factor": 1.0}],
     "grat": [{"mode": "surround", "radius": (1, 1, 1)}, {"mode": "surround", "radius": (2, 1, 1)}],
     "pyramid": [{"thresholds": (0.2, 0.3, 0.4, 0.6)}, {"thresholds": (0.6, 0.7, 0.8, 0.9)}],
-    "vmoba": [{"threshold": 0.1}, {"threshold": 0.5}],
+    "vmoba": [{"threshold": 0.25}, {"threshold": 0.5}],
     "svg2": [{"top_p": 0.7}, {"top_p": 0.97}],
     "sol": [{"tau": 1.0}, {"tau": 0.0}],
 }

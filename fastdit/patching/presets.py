@@ -253,7 +253,11 @@ PRESETS["fastdit/tiny-wan"] = Preset(
                          source="16-token blocks: at Sol-Attn's published 64, one pooled term stands for 1/20 of "
                                 "the sample's 1280 tokens and motion fell 33 points behind dense (48 prompts); "
                                 "tau 0.5: at comfy-kitchen's default 1 (density 0.40) motion fell 15 points behind, "
-                                "at 0.5 (density 0.50) 2; radial's 4 of 16 steps dense")},
+                                "at 0.5 (density 0.50) 2; radial's 4 of 16 steps dense"),
+     "vmoba": MethodPreset(4, 0, {"threshold": 0.75}, schedule=16,
+                           source="threshold 0.75: at VMoBA's published 0.25 (density 0.50) motion fell 25 points "
+                                  "behind dense, at 0.5 (0.58) 8, at 0.75 (0.69) 6 (48 prompts); its published "
+                                  "chunks; radial's 4 of 16 steps dense")},
     size=VideoSize(17, 128, 128, 4, 8), block_size=32,
     source="fastdit's own toy-world model; n_train: its default 17 frames of 128x128")
 
