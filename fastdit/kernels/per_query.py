@@ -97,16 +97,16 @@ def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torc
                  differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[last - first, D]`` (fp32) and log-sum-exp ``[last - first]`` of the flattened (batch · head ·
     query) rows ``first .. last``; ``chosen [B·H, S, G]`` the groups each row attends, ``q [B·H·S, D]``,
-    ``k, v [B·H·S_kv, D]``, ``keys`` the merged groups' keys for runs of ``merge`` groups."""
+    ``k, v [B·H·S_kv, D]``, ``keys`` the merged groups' keys for runs of ``merge`` groups (the groups' own at
+    ``merge`` 1)."""
     positions, starts, sizes = keys
     n_heads, seq_len, n_groups = chosen.shape
     device, seq_kv, n_rows = q.device, k.shape[0] // n_heads, last - first
     head0 = first // seq_len
     picked = chosen[head0:(last - 1) // seq_len + 1]
-    if merge == 1:  # each group alone (merged group 2g + 1): the transposed mask lists pairs by segment
+    if merge == 1:  # each group alone (``keys`` are the groups'): the transposed mask lists pairs by segment
         heads, groups, queries = picked.transpose(1, 2).nonzero(as_tuple=True)
-        n_groups <<= 1
-        key, rows = heads * n_groups + (groups << 1) + 1, (heads + head0) * seq_len + queries
+        key, rows = heads * n_groups + groups, (heads + head0) * seq_len + queries
     else:
         runs = -(-n_groups // merge)
         if runs * merge > n_groups:
@@ -194,7 +194,7 @@ def torch_selected_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     # merging pays where groups are short: from about 144 keys on, the flash rate is near dense already and
     # merging only splits segments into smaller ones
     merge = MERGE if bool((sizes > 0).any()) and float(sizes[sizes > 0].float().mean()) < SHORT_KEYS else 1
-    keys = _merged_keys(group_keys, merge)
+    keys = _merged_keys(group_keys, merge) if merge > 1 else group_keys
     flat = [x.reshape(-1, D) for x in (q, k, v)]
     ends = torch.cumsum(chosen.sum(1), 0)
     budget = max(1, CHUNK_BYTES // (4 * D))  # kept pairs whose fp32 partial outputs fit the budget
