@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdit.kernels.common import pyramid_level
+from fastdit.kernels.common import merge_partial, pyramid_level
 from fastdit.kernels.tail import pooled_tail
 from fastdit.layout.block import BlockLayout
 from fastdit.layout.order import TokenOrder
@@ -192,11 +192,7 @@ def _with_tails(out: torch.Tensor, lse: torch.Tensor, exact: ExactRows, keys: Or
         if not layout.tail:
             continue
         tail_lse, tail_out, shift = pooled_tail(*qkv, layout, exact.scale)
-        row_lse = tail_lse[..., rows] + shift[..., positions]
-        top = torch.maximum(lse[c], row_lse)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        a, b = torch.exp(lse[c] - top).unsqueeze(-1), torch.exp(row_lse - top).unsqueeze(-1)
-        out[c] = (a * out[c] + b * tail_out[..., rows, :]) / (a + b).clamp_min(1e-30)
+        out[c] = merge_partial(out[c], lse[c], tail_out[..., rows, :], tail_lse[..., rows] + shift[..., positions])[0]
     return out
 
 

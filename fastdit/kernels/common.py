@@ -1,4 +1,5 @@
-"""Math every kernel backend shares, so that they agree bit for bit: the pooled K/V of pyramid levels.
+"""Math every kernel backend shares, so that they agree bit for bit: the pooled K/V of pyramid levels, and the
+merge of two partial softmax results by their log-sum-exps.
 
 An optimized backend imports this module, never the reference backend.
 """
@@ -9,7 +10,7 @@ import torch
 
 from fastdit.layout.block import BlockLayout
 
-__all__ = ["pyramid_level"]
+__all__ = ["pyramid_level", "merge_partial"]
 
 
 def pyramid_level(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
@@ -38,3 +39,19 @@ def pyramid_level(k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
     keys = k.reshape(B, H, -1, group, D).sum(3) / denom
     values = v.reshape(B, H, -1, group, D).sum(3) / denom
     return keys, values, torch.log(count.float())
+
+
+def merge_partial(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
+                  lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over the union of two disjoint key sets from each set's ``(out [B, H, S, D], lse [B, H, S])``.
+
+    Computed in fp32 around the larger log-sum-exp of each row, so a row that one side leaves empty
+    (``lse = -inf``, which a block layout gives a query block with no key block in a chunk) takes the other
+    side's result unchanged.
+    """
+    top = torch.maximum(lse_a, lse_b)
+    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    w_a, w_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
+    total = w_a + w_b
+    out = (out_a.float() * w_a[..., None] + out_b.float() * w_b[..., None]) / total.clamp_min(1e-30)[..., None]
+    return out.to(out_a.dtype), top + torch.log(total)

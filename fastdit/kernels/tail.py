@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from fastdit.kernels.common import merge_partial
 from fastdit.layout.block import BlockLayout, block_means
 
 __all__ = ["pooled_tail", "merge_tail"]
@@ -75,12 +76,7 @@ def merge_tail(out: torch.Tensor, lse: torch.Tensor, q: torch.Tensor, k: torch.T
     B, H, S, D = out.shape
     n, block = layout.n_q_blocks, layout.block_q
     tail_lse, tail_out, shift = pooled_tail(q, k, v, layout, scale)
-    row_lse = tail_lse.unsqueeze(-1) + shift.view(B, H, n, block)  # [B, H, n, block]
-    exact_lse = lse.view(B, H, n, block)
-    top = torch.maximum(exact_lse, row_lse)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # rows with neither part stay empty
-    a, b = torch.exp(exact_lse - top), torch.exp(row_lse - top)
-    total = a + b
-    mixed = (a.unsqueeze(-1) * out.float().view(B, H, n, block, D) + b.unsqueeze(-1) * tail_out.unsqueeze(3))
-    merged = mixed / total.clamp_min(1e-30).unsqueeze(-1)
-    return merged.view(B, H, S, D).to(out.dtype), (top + total.log()).view(B, H, S)
+    row_lse = tail_lse.unsqueeze(-1) + shift.view(B, H, n, block)  # [B, H, n, block]: each row's pooled part
+    merged, merged_lse = merge_partial(out.view(B, H, n, block, D), lse.view(B, H, n, block),
+                                       tail_out.unsqueeze(3), row_lse)
+    return merged.view(B, H, S, D), merged_lse.view(B, H, S)

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import torch
 
+from fastdit.kernels.common import merge_partial
 from fastdit.layout.grid import TokenGrid
 from fastdit.patching.families.base import Family, SideKeys, SparseProcessorMixin
 from fastdit.patching.parallel import parallel_config
@@ -288,8 +289,6 @@ class DispatchedAttention(SparseProcessorMixin):
         keys for, or that fastdit can't take (dropout, a causal flag, a custom scale, grouped-query heads,
         context parallelism, autograd), runs as the model sent it."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
-
-        from fastdit.patching.parallel.ring import merge_partial
 
         def stock(scale: float | None = call.get("scale")) -> torch.Tensor:
             return dispatch_attention_fn(query, key, value, **dict(call, scale=scale), backend=backend,

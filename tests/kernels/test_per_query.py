@@ -12,7 +12,7 @@ import fastdit
 from fastdit import TokenGrid
 from fastdit.kernels.dispatch import attention
 from fastdit.kernels.registry import backends
-from fastdit.patching.parallel.ring import merge_partial
+from fastdit.kernels.common import merge_partial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCALE = 0.25

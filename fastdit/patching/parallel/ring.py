@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 
 from fastdit.kernels import attention
+from fastdit.kernels.common import merge_partial
 from fastdit.patching.parallel.shards import gathered_order, split_sizes
 from fastdit.runtime.engine import Decision
 
-__all__ = ["ring_attention", "merge_partial"]
+__all__ = ["ring_attention"]
 
 
 def ring_attention(processor: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -184,22 +185,6 @@ class _SparseRing:
         local = torch.empty_like(back)
         local[self.send.to(out.device)] = back
         return local.view(local_tokens, B, H, D).permute(1, 2, 0, 3)
-
-
-def merge_partial(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
-                  lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention over the union of two disjoint key sets from each set's ``(out [B, H, S, D], lse [B, H, S])``.
-
-    Computed in fp32 around the larger log-sum-exp of each row, so a row that one side leaves empty
-    (``lse = -inf``, which a block layout gives a query block with no key block in a chunk) takes the other
-    side's result unchanged.
-    """
-    top = torch.maximum(lse_a, lse_b)
-    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
-    w_a, w_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
-    total = w_a + w_b
-    out = (out_a.float() * w_a[..., None] + out_b.float() * w_b[..., None]) / total.clamp_min(1e-30)[..., None]
-    return out.to(out_a.dtype), top + torch.log(total)
 
 
 def _gather_model_order(x: torch.Tensor, sizes: list[int], model_pos: torch.Tensor, group: Any) -> torch.Tensor:

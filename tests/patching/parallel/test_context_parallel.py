@@ -19,7 +19,7 @@ import torch
 from fastdit import TokenGrid
 from fastdit.patching.parallel import hand_back, parallel_attention
 from fastdit.patching.parallel.launch import parse_parallel
-from fastdit.patching.parallel.ring import merge_partial
+from fastdit.kernels.common import merge_partial
 from fastdit.patching.parallel.shards import model_positions, split_sizes
 
 WORKER = Path(__file__).with_name("worker.py")
